@@ -1,0 +1,138 @@
+"""What every source and writer shares: formats, errors, table descriptions, progress."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+#: gzip level of the SQL formats: gzip's own default, what `pg_dump | gzip` uses.
+COMPRESSLEVEL = 6
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    description: str
+    extension: str
+    gzipped: bool
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(
+            "sqlite3",
+            "SQL text for SQLite, gzipped: restore with `gunzip -c FILE | sqlite3 new.db`.",
+            ".sqlite3.sql.gz",
+            True,
+        ),
+        Format(
+            "postgres",
+            "SQL text for PostgreSQL, gzipped: restore with "
+            "`gunzip -c FILE | psql --single-transaction -d newdb`.",
+            ".postgres.sql.gz",
+            True,
+        ),
+        Format(
+            "sqlite3_db",
+            "A ready-to-use SQLite database file: open it, or start the app on it.",
+            ".sqlite3",
+            False,
+        ),
+    )
+}
+
+
+class ExportError(Exception):
+    """An export failed; the message is one line meant for a person (no secrets in it)."""
+
+
+@dataclass
+class TableSpec:
+    """One table of the source, as the writers see it.
+
+    ``key`` is the name users pass to include/exclude: ``name`` for SQLite's ``main`` and
+    PostgreSQL's ``public`` schema, ``schema.name`` elsewhere. ``table`` is a SQLAlchemy
+    ``Table`` (columns, primary key, foreign keys, unique constraints, indexes) reflected from
+    the source, with column types taken from the host's models where they describe the table.
+    """
+
+    key: str
+    name: str
+    schema: str | None
+    table: sa.Table
+    estimated_rows: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Source(Protocol):
+    """A database opened on one consistent snapshot for the life of the object."""
+
+    dialect: str  # "sqlite" or "postgresql"
+
+    def tables(self) -> list[TableSpec]:
+        """The tables to copy (include/exclude applied), parents before children where possible."""
+
+    def rows(self, spec: TableSpec) -> Iterator[Sequence[Any]]:
+        """The table's rows as Python values, in column order, streamed."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Progress:
+    """What a progress callback receives.
+
+    ``finished`` is set (to the table's key and its exact row count) exactly once per table,
+    when the table is done; the other calls come at most ``Tracker.interval`` seconds apart.
+    """
+
+    tables_done: int
+    tables_total: int
+    rows_done: int
+    rows_total: int
+    table: str | None = None
+    finished: tuple[str, int] | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Tracker:
+    """Counts tables and rows for a writer and calls the progress callback, throttled."""
+
+    interval = 0.25
+
+    def __init__(self, specs: list[TableSpec], callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.p = Progress(0, len(specs), 0, sum(s.estimated_rows for s in specs))
+        self._table_rows = 0
+        self._last = 0.0
+
+    def start(self, spec: TableSpec) -> None:
+        self.p.table, self.p.finished, self._table_rows = spec.key, None, 0
+        self._emit(force=True)
+
+    def rows(self, n: int) -> None:
+        self._table_rows += n
+        self.p.rows_done += n
+        self.p.rows_total = max(self.p.rows_total, self.p.rows_done)
+        self._emit()
+
+    def finish(self, spec: TableSpec) -> None:
+        self.p.tables_done += 1
+        self.p.finished = (spec.key, self._table_rows)
+        self._emit(force=True)
+        self.p.finished = None
+
+    def _emit(self, force: bool = False) -> None:
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        if force or now - self._last >= self.interval:
+            self._last = now
+            self.callback(Progress(**vars(self.p)))

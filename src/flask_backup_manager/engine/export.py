@@ -1,0 +1,190 @@
+"""``export()``: open a source on one snapshot, run a writer into a private temp file, check it,
+then move it into place. A failed export leaves nothing at the output path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+from .base import FORMATS, ExportError, ProgressCallback, Source, Tracker
+
+Writer = Callable[[Source, Path, Tracker], None]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    size: int
+    sha256: str
+    tables: int
+    rows: int
+
+
+def source_url(source: str | URL | sa.Engine) -> URL:
+    if isinstance(source, sa.Engine):
+        return source.url
+    try:
+        return make_url(source)
+    except sa.exc.ArgumentError as e:
+        raise ExportError(f"not a database URL: {source!r}") from e
+
+
+def open_source(
+    url: URL,
+    *,
+    metadata: sa.MetaData | None = None,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+) -> Source:
+    kw = dict(metadata=metadata, include=include, exclude=exclude)
+    if url.get_backend_name() == "sqlite":
+        from .sqlite_source import SQLiteSource
+
+        return SQLiteSource(url, **kw)
+    if url.get_backend_name() == "postgresql":
+        from .postgres_source import PostgresSource
+
+        return PostgresSource(url, **kw)
+    raise ExportError(f"unsupported database {url.get_backend_name()!r}: use postgresql or sqlite")
+
+
+def writer_for(format: str) -> Writer:
+    if format == "sqlite3":
+        from .sqlite_writers import write_sqlite_sql as w
+    elif format == "sqlite3_db":
+        from .sqlite_writers import write_sqlite_db as w
+    elif format == "postgres":
+        from .postgres_writer import write_postgres_sql as w
+    else:
+        raise ExportError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
+    return w
+
+
+def export(
+    source: str | URL | sa.Engine,
+    format: str,
+    output: str | os.PathLike[str],
+    *,
+    metadata: sa.MetaData | None = None,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> ExportResult:
+    """Copy the database at ``source`` (an SQLAlchemy URL or Engine) into ``output`` in ``format``.
+
+    ``metadata`` (the host app's ``db.metadata``) decides column types where it describes a table.
+    ``include``/``exclude`` take table keys (``name``, or ``schema.name`` outside the default
+    schema). ``progress`` receives a :class:`Progress` per table and a few times a second.
+    Raises :class:`ExportError` with a one-line message; then nothing is left at ``output``.
+    """
+    write = writer_for(format)
+    url = source_url(source)
+    output = Path(output)
+    try:
+        src = open_source(url, metadata=metadata, include=include, exclude=exclude)
+        try:
+            specs = src.tables()
+            tracker = Tracker(specs, progress)
+            with atomic_output(output, gzipped=FORMATS[format].gzipped) as done:
+                write(src, done.tmp, tracker)
+        finally:
+            src.close()
+    except ExportError as e:
+        raise ExportError(scrub(str(e), url)) from e
+    except Exception as e:  # database and OS errors become one line without the password
+        raise ExportError(scrub(one_line(e), url)) from e
+    return ExportResult(output, done.size, done.sha256, tracker.p.tables_done, tracker.p.rows_done)
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.strerror:
+        text = e.strerror if not e.filename else f"{e.strerror}: {e.filename}"
+    return text
+
+
+def scrub(text: str, url: URL) -> str:
+    if url.password:
+        text = text.replace(str(url.password), "***")
+    return text
+
+
+class _Done:
+    tmp: Path
+    size: int = 0
+    sha256: str = ""
+
+
+@contextmanager
+def atomic_output(output: Path, *, gzipped: bool) -> Iterator[_Done]:
+    """Yield a private temp file beside ``output``; on success check it, fsync it and rename it
+    into place, then fsync the directory. On failure remove it."""
+    if output.is_dir():
+        raise ExportError(f"output is a directory: {output}")
+    if not output.parent.is_dir():
+        raise ExportError(f"no such directory: {output.parent}")
+    done = _Done()
+    done.tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.part")
+    os.close(os.open(done.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        yield done
+        done.size, done.sha256 = check(done.tmp, gzipped=gzipped)
+        fd = os.open(done.tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(done.tmp, output)
+        fsync_dir(output.parent)
+    except BaseException:
+        done.tmp.unlink(missing_ok=True)
+        raise
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check(path: Path, *, gzipped: bool) -> tuple[int, str]:
+    """Read the file through once: its size and sha256, and proof that it is whole
+    (a gzip stream that ends properly, or a SQLite file that passes integrity_check)."""
+    h = hashlib.sha256()
+    size = 0
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+            while d is not None and chunk:
+                d.decompress(chunk, 1 << 22)
+                chunk = d.unconsumed_tail or (d.unused_data if d.eof else b"")
+                if d.eof and chunk:
+                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if d is not None and not d.eof:
+        raise ExportError("the gzip file is truncated")
+    if not gzipped:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            result = con.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            con.close()
+        if result != "ok":
+            raise ExportError(f"the SQLite file fails integrity_check: {result}")
+    return size, h.hexdigest()
+
+
+__all__ = ["ExportResult", "export"]
