@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -48,7 +50,9 @@ def make_pg_db(pg_admin_url):
     yield make
     with psycopg.connect(pg_admin_url, autocommit=True) as con:
         for name in made:
-            con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            con.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 @pytest.fixture
@@ -67,8 +71,114 @@ def run_psql(psql: Path, url: str, *args: str, stdin: bytes | None = None) -> st
     """Run psql against ``url``; raises with psql's stderr when it fails."""
     out = subprocess.run(
         [str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, *args],
-        input=stdin, capture_output=True, check=False,
+        input=stdin,
+        capture_output=True,
+        check=False,
     )
     if out.returncode:
         raise AssertionError(f"psql failed: {out.stderr.decode(errors='replace')[-2000:]}")
     return out.stdout.decode()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def host_env(tmp_path, redis_url, monkeypatch) -> dict[str, str]:
+    """Environment of the test host app (tests/hostapp.py): a SQLite database in tmp_path, the
+    test Redis and a queue of its own, so parallel runs and a running demo never cross."""
+    env = {
+        "HOSTAPP_INSTANCE": str(tmp_path / "instance"),
+        "HOSTAPP_DATABASE_URL": f"sqlite:///{tmp_path / 'host.db'}",
+        "HOSTAPP_REDIS_URL": redis_url,
+        "HOSTAPP_QUEUE": f"fbm-test-{uuid.uuid4().hex[:8]}",
+        "HOSTAPP_STORAGE_DIR": str(tmp_path / "storage"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def _make_app(config=None):
+    from .hostapp import create_app, db, seed
+
+    app = create_app(config)
+    with app.app_context():
+        db.create_all()
+        seed()
+    return app
+
+
+def _close_app(app) -> None:
+    from rq import Queue
+
+    from flask_backup_manager.queue import redis_connection
+
+    from .hostapp import db
+
+    with app.app_context():
+        db.session.remove()
+        conn = redis_connection()
+        Queue(app.config["BACKUP_MANAGER_QUEUE"], connection=conn).delete(delete_jobs=True)
+        conn.close()
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+@pytest.fixture
+def app(host_env):
+    app = _make_app()
+    yield app
+    _close_app(app)
+
+
+@pytest.fixture
+def pg_app(host_env, pg_url, monkeypatch):
+    """The host app on a real PostgreSQL database."""
+    url = pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    monkeypatch.setenv("HOSTAPP_DATABASE_URL", url)
+    host_env["HOSTAPP_DATABASE_URL"] = url
+    app = _make_app()
+    yield app
+    _close_app(app)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def run_worker(host_env):
+    """Run a real RQ worker (``flask backups worker --burst``) in a subprocess until the queue
+    is empty."""
+
+    def run(timeout: float = 180) -> subprocess.CompletedProcess:
+        cmd = [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "tests.hostapp:create_app",
+            "backups",
+            "worker",
+            "--burst",
+        ]
+        out = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            env={**os.environ, **host_env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out
+
+    return run

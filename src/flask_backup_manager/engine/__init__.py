@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from .base import FORMATS, ExportError, Format, Progress, TableSpec
+from .base import FORMATS, SUPPORTED, ExportCancelled, ExportError, Format, Progress, TableSpec
 from .export import ExportResult, export
 
-__all__ = ["FORMATS", "ExportError", "ExportResult", "Format", "Progress", "TableSpec", "export"]
+__all__ = [
+    "FORMATS",
+    "SUPPORTED",
+    "ExportCancelled",
+    "ExportError",
+    "ExportResult",
+    "Format",
+    "Progress",
+    "TableSpec",
+    "export",
+]

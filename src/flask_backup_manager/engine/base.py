@@ -20,6 +20,10 @@ class Format:
     extension: str
     gzipped: bool
 
+    @property
+    def mimetype(self) -> str:
+        return "application/gzip" if self.gzipped else "application/vnd.sqlite3"
+
 
 FORMATS: dict[str, Format] = {
     f.name: f
@@ -49,6 +53,17 @@ FORMATS: dict[str, Format] = {
 
 class ExportError(Exception):
     """An export failed; the message is one line meant for a person (no secrets in it)."""
+
+
+class ExportCancelled(Exception):
+    """Raised by a progress callback to stop an export; passes through ``export()`` unchanged."""
+
+
+#: The formats each kind of source database can be exported to, as the engine's paths land.
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "sqlite": ("sqlite3_db", "sqlite3"),
+    "postgresql": (),
+}
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from .base import FORMATS, ExportError, ProgressCallback, Source, Tracker
+from .base import FORMATS, ExportCancelled, ExportError, ProgressCallback, Source, Tracker
 
 Writer = Callable[[Source, Path, Tracker], None]
 
@@ -99,6 +99,8 @@ def export(
                 write(src, done.tmp, tracker)
         finally:
             src.close()
+    except ExportCancelled:
+        raise
     except ExportError as e:
         raise ExportError(scrub(str(e), url)) from e
     except Exception as e:  # database and OS errors become one line without the password

@@ -1,0 +1,101 @@
+"""Deny by default: every route asks the host's check for a permission; state changes made
+with a cookie need a CSRF token (Flask-WTF's when the host uses it, else our own)."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import current_app, request, session
+
+from .errors import BackupManagerError, bad_request
+from .extension import PERMISSIONS, get_state
+
+F = TypeVar("F", bound=Callable[..., Any])
+SESSION_KEY = "_backup_manager_csrf"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def requires(permission: str) -> Callable[[F], F]:
+    """View decorator: the host's access check for ``permission``, then CSRF on state changes."""
+    assert permission in PERMISSIONS
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            check_access(permission)
+            check_csrf()
+            return view(*args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
+
+
+def check_access(permission: str) -> None:
+    check = get_state().ext._access
+    if check is None:
+        raise BackupManagerError(
+            403,
+            "access_not_configured",
+            "The Backup Manager denies all access until the app registers an access check: "
+            "BackupManager(app, db=db, access=check) or @backups.access_check.",
+        )
+    if not check(permission):
+        raise BackupManagerError(403, "forbidden", f"You are not allowed to {permission} backups.")
+
+
+def current_user_name() -> str | None:
+    identity = get_state().ext._identity
+    return identity() if identity else None
+
+
+def csrf_token() -> str:
+    """The token a page puts in its forms (``csrf_token``) and scripts send as ``X-CSRFToken``."""
+    if "csrf" in current_app.extensions:
+        from flask_wtf.csrf import generate_csrf
+
+        return generate_csrf()
+    if SESSION_KEY not in session:
+        session[SESSION_KEY] = secrets.token_urlsafe(32)
+    return session[SESSION_KEY]
+
+
+def check_csrf() -> None:
+    """Refuse a state change that carries cookies but no valid token: a request without cookies
+    (a script with a bearer token) cannot be forged by another site riding on a login."""
+    if request.method in SAFE_METHODS or not request.cookies:
+        return
+    token = (
+        request.headers.get("X-CSRFToken")
+        or request.headers.get("X-CSRF-Token")
+        or request.form.get("csrf_token")
+        or ""
+    )
+    if "csrf" in current_app.extensions:
+        from flask_wtf.csrf import ValidationError, validate_csrf
+
+        try:
+            validate_csrf(token)
+            return
+        except ValidationError as e:
+            raise bad_request("csrf_failed", f"CSRF check failed: {e}") from None
+    expected = session.get(SESSION_KEY)
+    if not expected or not hmac.compare_digest(str(expected), token):
+        raise bad_request(
+            "csrf_failed",
+            "CSRF check failed: send the page's csrf_token (form field or X-CSRFToken header).",
+        )
+
+
+def exempt_from_flask_wtf() -> None:
+    """Our routes check CSRF themselves (and let cookie-less bearer requests through), so
+    Flask-WTF's CSRFProtect, when the host uses it, must leave them alone."""
+    csrf = current_app.extensions.get("csrf")
+    if csrf is not None and request.blueprint == "backup_manager":
+        from .blueprint import blueprint
+
+        csrf.exempt(blueprint)

@@ -1,0 +1,155 @@
+"""``flask backups ...``: the same operations as the web UI, for the server's shell."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import click
+from flask.cli import AppGroup
+from werkzeug.exceptions import HTTPException
+
+from . import service
+
+backups_cli = AppGroup("backups", help="Create, inspect, download and delete backups.")
+
+
+def _fail(e: HTTPException) -> None:
+    raise click.ClickException(str(e.description))
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@backups_cli.command("create")
+@click.option("--format", "format_", required=True, help="sqlite3, postgres or sqlite3_db")
+@click.option("--wait", is_flag=True, help="Wait until a worker has finished the backup.")
+def create(format_: str, wait: bool) -> None:
+    """Queue a new backup (a worker makes it)."""
+    try:
+        backup = service.create_backup(format_, created_by=f"cli:{os.environ.get('USER', '')}")
+    except HTTPException as e:
+        _fail(e)
+    click.echo(f"backup {backup.id} queued ({backup.format})")
+    if not wait:
+        return
+    status = backup.status
+    while status not in ("succeeded", "failed", "cancelled"):
+        time.sleep(0.5)
+        service.get_state().db.session.expire_all()
+        backup = service.get_backup(backup.id)
+        if backup.status != status:
+            status = backup.status
+            click.echo(f"backup {backup.id} {status}")
+    if status != "succeeded":
+        raise click.ClickException(f"backup {backup.id} {status}: {backup.error}")
+    click.echo(f"{backup.filename} {backup.size} bytes sha256 {backup.sha256}")
+
+
+@backups_cli.command("list")
+@click.option("--page", default=1, show_default=True)
+def list_(page: int) -> None:
+    """List backups, newest first."""
+    items, total = service.list_backups(page)
+    if not items:
+        click.echo("no backups")
+        return
+    click.echo(f"{'ID':>5}  {'FORMAT':<10}  {'STATUS':<9}  {'SIZE':>10}  CREATED")
+    for b in items:
+        created = service.iso(b.created_at)
+        click.echo(f"{b.id:>5}  {b.format:<10}  {b.status:<9}  {_size(b.size):>10}  {created}")
+    click.echo(f"page {page}, {len(items)} of {total}")
+
+
+@backups_cli.command("show")
+@click.argument("backup_id")
+def show(backup_id: str) -> None:
+    """Show one backup and its log."""
+    try:
+        b = service.get_backup(backup_id)
+    except HTTPException as e:
+        _fail(e)
+    for key, value in service.to_dict(b).items():
+        if key == "progress":
+            value = (
+                f"{value['tables_done']}/{value['tables_total']} tables, "
+                f"{value['rows_done']}/{value['rows_total']} rows"
+            )
+        click.echo(f"{key}: {'-' if value is None else value}")
+    click.echo("log:")
+    for line in service.backup_logs(b):
+        click.echo(f"  {line['at']} {line['level']:<7} {line['message']}")
+
+
+@backups_cli.command("download")
+@click.argument("backup_id")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=True, path_type=Path),
+    help="File or directory to write (default: the backup's name, here).",
+)
+def download(backup_id: str, output: Path | None) -> None:
+    """Copy a finished backup's file out of storage."""
+    try:
+        b = service.get_backup(backup_id)
+        if b.status != "succeeded":
+            raise click.ClickException(f"backup {b.id} is {b.status}: nothing to download")
+    except HTTPException as e:
+        _fail(e)
+    target = output or Path(b.filename)
+    if target.is_dir():
+        target = target / b.filename
+    shutil.copyfile(service.file_path(b), target)
+    click.echo(f"{target} ({b.size} bytes, sha256 {b.sha256})")
+
+
+@backups_cli.command("delete")
+@click.argument("backup_id")
+def delete(backup_id: str) -> None:
+    """Delete a backup's row, log and file."""
+    try:
+        service.delete_backup(service.get_backup(backup_id))
+    except HTTPException as e:
+        _fail(e)
+    click.echo(f"backup {backup_id} deleted")
+
+
+@backups_cli.command("cancel")
+@click.argument("backup_id")
+def cancel(backup_id: str) -> None:
+    """Stop a queued or running backup."""
+    try:
+        b = service.cancel_backup(service.get_backup(backup_id))
+    except HTTPException as e:
+        _fail(e)
+    click.echo(f"backup {b.id} {b.status}")
+
+
+@backups_cli.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.option("--name", help="Worker name (default: RQ's).")
+def worker(burst: bool, name: str | None) -> None:
+    """Run an RQ worker for the backup queue (run as many as you like, on any host)."""
+    from .queue import make_worker
+
+    engines = list(service.get_state().db.engines.values())
+    # The work horse is a fork: it must not share the parent's pooled database connections.
+    os.register_at_fork(after_in_child=lambda: [e.dispose(close=False) for e in engines])
+    w = make_worker(name)
+    click.echo(f"worker {w.name} on queue {service.get_state().queue_name}", err=True)
+    ok = w.work(burst=burst, logging_level="WARNING")
+    sys.exit(0 if ok or burst else 1)
+
+
+__all__ = ["backups_cli"]

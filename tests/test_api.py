@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from flask_backup_manager.queue import redis_connection
+
+API = "/backups/api"
+JSON = {"Accept": "application/json"}
+
+
+def create(client, fmt="sqlite3_db", **kw):
+    return client.post(f"{API}/backups", json={"format": fmt}, **kw)
+
+
+def test_formats_lists_what_a_sqlite_host_can_make(client):
+    response = client.get(f"{API}/formats")
+    assert response.status_code == 200
+    names = [f["name"] for f in response.json["formats"]]
+    assert {"sqlite3_db", "sqlite3"} <= set(names)
+    assert all(f["description"] for f in response.json["formats"])
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_create_answers_202_and_the_backup_heads_the_list_as_queued(client):
+    first = create(client)
+    second = create(client, "sqlite3")
+    assert first.status_code == second.status_code == 202
+    body = second.json
+    assert body["status"] == "queued" and body["format"] == "sqlite3"
+    assert body["filename"].startswith("hostapp-") and body["filename"].endswith(".sqlite3.sql.gz")
+    assert body["created_by"] == "tester"
+    listing = client.get(f"{API}/backups").json
+    assert [b["id"] for b in listing["backups"]] == [body["id"], first.json["id"]]
+    assert listing["total"] == 2 and listing["page"] == 1
+
+
+def test_list_is_paginated_newest_first(client):
+    ids = [create(client).json["id"] for _ in range(5)]
+    page2 = client.get(f"{API}/backups?page=2&per_page=2").json
+    assert [b["id"] for b in page2["backups"]] == ids[::-1][2:4]
+    assert page2["total"] == 5 and page2["per_page"] == 2
+    assert client.get(f"{API}/backups?page=zero").status_code == 400
+
+
+@pytest.mark.parametrize("body", [{"format": "zip"}, {"format": None}, {}, [], "sqlite3"])
+def test_unknown_or_missing_format_is_400_and_creates_nothing(client, body):
+    response = client.post(f"{API}/backups", json=body)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] in ("unknown_format", "bad_request")
+    assert client.get(f"{API}/backups").json["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/backups/api/backups/999",
+        "/backups/api/backups/abc",
+        "/backups/api/backups/1.5",
+        "/backups/api/backups/999/logs",
+        "/backups/api/backups/999/download",
+    ],
+)
+def test_unknown_id_is_404_json(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.json["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/backups/api/backups/..%2F..%2Fetc%2Fpasswd/download",
+        "/backups/api/backups/%2Fetc%2Fpasswd/download",
+        "/backups/api/backups/../../host.db/download",
+    ],
+)
+def test_traversal_attempts_are_404(client, path):
+    assert client.get(path).status_code == 404
+
+
+def test_download_of_unfinished_backup_is_409(client):
+    backup = create(client).json
+    response = client.get(f"{API}/backups/{backup['id']}/download")
+    assert response.status_code == 409
+    assert response.json["error"]["code"] == "not_finished"
+
+
+def test_delete_of_queued_backup_is_409_until_cancelled(client):
+    backup = create(client).json
+    assert client.delete(f"{API}/backups/{backup['id']}").status_code == 409
+    cancelled = client.post(f"{API}/backups/{backup['id']}/cancel")
+    assert cancelled.json["status"] == "cancelled"
+    assert client.delete(f"{API}/backups/{backup['id']}").status_code == 204
+    assert client.get(f"{API}/backups/{backup['id']}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "permission"),
+    [
+        ("get", "/backups", "view"),
+        ("post", "/backups", "create"),
+        ("get", "/backups/1/download", "download"),
+        ("delete", "/backups/1", "delete"),
+    ],
+)
+def test_each_route_asks_for_its_permission(client, method, path, permission):
+    others = ",".join(p for p in ("view", "create", "download", "delete") if p != permission)
+    response = getattr(client, method)(
+        API + path, headers={"X-Test-Permissions": others}, json={"format": "sqlite3_db"}
+    )
+    assert response.status_code == 403
+    assert response.json["error"]["code"] == "forbidden"
+
+
+def test_cookie_session_without_csrf_token_is_400_and_changes_nothing(client):
+    client.set_cookie("session", "anything")
+    response = create(client)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "csrf_failed"
+    assert client.get(f"{API}/backups").json["total"] == 0
+
+
+def test_cookie_session_with_the_page_token_may_create(client):
+    client.get("/backups/", headers={"Accept": "text/html"})  # the page hands out the token
+    with client.session_transaction() as session:
+        token = session["_backup_manager_csrf"]
+    assert create(client, headers={"X-CSRFToken": "wrong"}).status_code == 400
+    assert create(client, headers={"X-CSRFToken": token}).status_code == 202
+
+
+def test_flask_wtf_csrf_protect_is_honoured_and_bearer_requests_pass(app, client):
+    from flask_wtf.csrf import CSRFProtect
+
+    CSRFProtect(app)
+    assert create(client).status_code == 202  # no cookie: nothing to forge
+    client.set_cookie("session", "anything")
+    assert create(client).status_code == 400
+    with app.test_request_context():
+        from flask import session
+        from flask_wtf.csrf import generate_csrf
+
+        token = generate_csrf()
+        signed = dict(session)
+    with client.session_transaction() as session:
+        session.update(signed)
+    assert create(client, headers={"X-CSRFToken": token}).status_code == 202
+
+
+def test_redis_down_gives_503_and_a_failed_row_not_a_stuck_queued_one(app, client):
+    state = app.extensions["backup_manager"]
+    good_url, state.redis_url = state.redis_url, "redis://127.0.0.1:1/0"  # nothing listens
+    app.extensions.pop("backup_manager_redis", None)
+    try:
+        response = create(client)
+    finally:
+        state.redis_url = good_url
+        app.extensions.pop("backup_manager_redis", None)
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "queue_unavailable"
+    listing = client.get(f"{API}/backups").json  # the list reads the host database: still works
+    assert listing["backups"][0]["status"] == "failed"
+    assert "queue unavailable" in listing["backups"][0]["error"]
+
+
+def test_succeeded_backup_downloads_with_checksum_and_deletes(app, client, run_worker):
+    backup = create(client).json
+    run_worker()
+    done = client.get(f"{API}/backups/{backup['id']}").json
+    assert done["status"] == "succeeded", done
+    response = client.get(f"{API}/backups/{backup['id']}/download")
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"] == f"attachment; filename={done['filename']}"
+    assert hashlib.sha256(response.data).hexdigest() == done["sha256"]
+    assert response.headers["X-Backup-SHA256"] == done["sha256"]
+    assert len(response.data) == done["size"]
+    partial = client.get(f"{API}/backups/{backup['id']}/download", headers={"Range": "bytes=0-15"})
+    assert partial.status_code == 206 and partial.data == b"SQLite format 3\x00"
+    response.close()
+    partial.close()
+    path = app.extensions["backup_manager"].storage_dir / done["filename"]
+    assert path.is_file()
+    assert client.delete(f"{API}/backups/{backup['id']}").status_code == 204
+    assert not path.exists()
+
+
+def test_logs_route_lists_lines(client):
+    backup = create(client).json
+    logs = client.get(f"{API}/backups/{backup['id']}/logs").json["logs"]
+    assert logs[0]["message"] == "queued: format sqlite3_db"
+    assert set(logs[0]) == {"at", "level", "message"}
+
+
+def test_redis_connection_is_reused_in_one_process(app):
+    with app.app_context():
+        assert redis_connection() is redis_connection()
