@@ -12,7 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flask_backup_manager")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("export", help="copy a database into a backup file")
-    p.add_argument("--source", required=True, help="SQLAlchemy URL: postgresql://... or sqlite:///path")
+    p.add_argument(
+        "--source", required=True, help="SQLAlchemy URL: postgresql://... or sqlite:///path"
+    )
     p.add_argument("--format", required=True, choices=list(FORMATS))
     p.add_argument("--output", required=True, help="the file to write")
     p.add_argument("--include", nargs="+", metavar="TABLE", help="copy only these tables")
@@ -28,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    print(f"{result.path}: {result.tables} tables, {result.rows} rows, {result.size} bytes, "
-          f"sha256 {result.sha256}")
+    print(
+        f"{result.path}: {result.tables} tables, {result.rows} rows, {result.size} bytes, "
+        f"sha256 {result.sha256}"
+    )
     return 0
 
 
