@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_MANAGER_PER_PAGE": 20,
     "BACKUP_MANAGER_APP_NAME": None,  # the app's import name; starts every file name
     "BACKUP_MANAGER_BIND": None,  # the Flask-SQLAlchemy bind key to back up; None: the default
+    "BACKUP_MANAGER_HEARTBEAT": 10,  # seconds between a running job's heartbeats
+    "BACKUP_MANAGER_WORKER_LOST_AFTER": 60,  # seconds without a heartbeat: the worker is lost
 }
 
 #: An access check gets the permission asked for and answers whether the current request has it.
@@ -47,6 +49,8 @@ class State:
     per_page: int
     app_name: str
     bind: str | None
+    heartbeat: int
+    worker_lost_after: int
 
     @property
     def models(self) -> tuple[Any, Any]:
@@ -141,6 +145,8 @@ class BackupManager:
             per_page=number("BACKUP_MANAGER_PER_PAGE"),
             app_name=re.sub(r"[^A-Za-z0-9_.-]+", "-", app_name).strip("-.") or "app",
             bind=bind,
+            heartbeat=number("BACKUP_MANAGER_HEARTBEAT"),
+            worker_lost_after=number("BACKUP_MANAGER_WORKER_LOST_AFTER"),
         )
 
     def access_check(self, check: AccessCheck) -> AccessCheck:

@@ -2,57 +2,64 @@
 
 from __future__ import annotations
 
+import threading
+
+import sqlalchemy as sa
+from rq.timeouts import JobTimeoutException
+
 from .engine import ExportCancelled, ExportError, Progress, export
-from .extension import get_state
+from .extension import State, get_state
 from .models import utcnow
-from .service import add_log, file_path, finish, storage_dir, transition, update
+from .service import add_log, file_path, finish, reap, storage_dir, transition, update
 
 
 def run_backup(backup_id: int) -> str:
     """Make the file of backup ``backup_id``; returns the status it ended in.
 
     Every status change is a compare-and-set on the row, so a job delivered twice, or one whose
-    backup was cancelled or deleted meanwhile, changes nothing and leaves no file behind.
+    backup was cancelled, reaped or deleted meanwhile, changes nothing and leaves no file behind.
     """
     state = get_state()
+    reap(state)
     now = utcnow()
     if not transition(backup_id, ("queued",), "running", started_at=now, heartbeat_at=now):
         return "skipped"
     backup = state.db.session.get(state.models[0], backup_id)
     add_log(backup_id, "info", f"started: format {backup.format}")
     path = file_path(backup, state)
-    storage_dir(state)
+    heart = Heartbeat(state, backup_id)
 
     def progress(p: Progress) -> None:
         if p.finished:
             name, rows = p.finished
             add_log(backup_id, "info", f"table {name}: {rows} rows", commit=False)
-        still_running = transition(
-            backup_id,
-            ("running",),
-            "running",
-            heartbeat_at=utcnow(),
+        values = dict(
             tables_done=p.tables_done,
             tables_total=p.tables_total,
             rows_done=p.rows_done,
             rows_total=p.rows_total,
         )
-        if not still_running:
+        if heart.lost.is_set() or not transition(backup_id, ("running",), "running", **values):
             raise ExportCancelled()
 
     try:
-        result = export(
-            state.engine, backup.format, path, metadata=state.db.metadata, progress=progress
-        )
+        storage_dir(state)
+        with heart:
+            result = export(
+                state.engine, backup.format, path, metadata=state.db.metadata, progress=progress
+            )
     except ExportCancelled:
         state.db.session.rollback()
         path.unlink(missing_ok=True)
         add_log(backup_id, "warning", "stopped: the backup was cancelled")
         return "cancelled"
-    except ExportError as e:
+    except (ExportError, JobTimeoutException) as e:
         state.db.session.rollback()
-        if finish(backup_id, ("running",), "failed", error=str(e)):
-            add_log(backup_id, "error", f"failed: {e}")
+        message = str(e)
+        if isinstance(e, JobTimeoutException) or isinstance(e.__cause__, JobTimeoutException):
+            message = f"timed out after {state.job_timeout} s"
+        if finish(backup_id, ("running",), "failed", error=message):
+            add_log(backup_id, "error", f"failed: {message}")
         return "failed"
     except Exception as e:  # a bug or the host database gone: never leave the row running
         state.db.session.rollback()
@@ -80,3 +87,38 @@ def run_backup(backup_id: int) -> str:
         f"sha256 {result.sha256}",
     )
     return "succeeded"
+
+
+class Heartbeat:
+    """A thread that stamps ``heartbeat_at`` every ``BACKUP_MANAGER_HEARTBEAT`` seconds while
+    the export runs, so a reaper can tell a live job from one whose worker died. ``lost`` is set
+    when the row is no longer ``running`` (cancelled or reaped): the export then stops."""
+
+    def __init__(self, state: State, backup_id: int) -> None:
+        Backup = state.models[0]
+        self.engine, self.interval = state.engine, state.heartbeat
+        self.stamp = (
+            sa.update(Backup)
+            .where(Backup.id == backup_id, Backup.status == "running")
+            .values(heartbeat_at=sa.bindparam("now"))
+        )
+        self.lost = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{backup_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(self.stamp, {"now": utcnow()}).rowcount == 0:
+                        self.lost.set()
+            except sa.exc.OperationalError:
+                continue  # a busy database: try again at the next beat
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,31 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
     return db.session.get(Backup, backup.id)
 
 
+def reap(state: State | None = None) -> list[int]:
+    """Fail the running backups whose worker stopped beating (killed, machine gone) and remove
+    their partial files. Any worker or web request may run it; each row moves once."""
+    state = state or get_state()
+    Backup = state.models[0]
+    cutoff = utcnow() - timedelta(seconds=state.worker_lost_after)
+    stale = state.db.session.execute(
+        sa.select(Backup.id, Backup.filename).where(
+            Backup.status == "running", Backup.heartbeat_at < cutoff
+        )
+    ).all()
+    reaped = []
+    for backup_id, filename in stale:
+        message = f"worker lost: no heartbeat for {state.worker_lost_after} s"
+        if transition(backup_id, ("running",), "failed", finished_at=utcnow(), error=message):
+            add_log(backup_id, "error", f"failed: {message}")
+            for part in state.storage_dir.glob(f".{filename}.*.part"):
+                part.unlink(missing_ok=True)
+            reaped.append(backup_id)
+    return reaped
+
+
 def list_backups(page: int = 1, per_page: int | None = None) -> tuple[list[Any], int]:
     state = get_state()
+    reap(state)
     Backup = state.models[0]
     per_page = min(per_page or state.per_page, 100)
     if page < 1 or per_page < 1:
@@ -78,6 +101,7 @@ def get_backup(backup_id: Any) -> Any:
         backup_id = int(backup_id)
     except (TypeError, ValueError):
         raise not_found() from None
+    reap(state)
     backup = state.db.session.get(state.models[0], backup_id)
     if backup is None:
         raise not_found()
