@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -130,6 +131,22 @@ def app(host_env):
     app = _make_app()
     yield app
     _close_app(app)
+
+
+@pytest.fixture
+def make_app(host_env, monkeypatch):
+    """Build the host app with extra config, which its worker subprocesses see too."""
+    made = []
+
+    def make(**config):
+        monkeypatch.setenv("HOSTAPP_CONFIG", json.dumps(config))
+        host_env["HOSTAPP_CONFIG"] = json.dumps(config)
+        made.append(_make_app())
+        return made[-1]
+
+    yield make
+    for app in made:
+        _close_app(app)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ subprocess (``flask --app tests.hostapp:create_app backups worker``) builds the 
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 from decimal import Decimal
@@ -43,6 +44,8 @@ ENV = {
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=os.environ.get("HOSTAPP_INSTANCE"))
     app.config["SECRET_KEY"] = "test-secret"
+    app.config["BACKUP_MANAGER_MAX_ACTIVE"] = 100  # tests queue many; one test pins the default
+    app.config.update(json.loads(os.environ.get("HOSTAPP_CONFIG", "{}")))
     for key, var in ENV.items():
         if os.environ.get(var):
             app.config[key] = os.environ[var]

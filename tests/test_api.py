@@ -195,3 +195,45 @@ def test_logs_route_lists_lines(client):
 def test_redis_connection_is_reused_in_one_process(app):
     with app.app_context():
         assert redis_connection() is redis_connection()
+
+
+def test_more_active_backups_than_allowed_get_429(make_app):
+    client = make_app(BACKUP_MANAGER_MAX_ACTIVE=1).test_client()
+    assert create(client).status_code == 202
+    refused = create(client)
+    assert refused.status_code == 429
+    assert "BACKUP_MANAGER_MAX_ACTIVE" in refused.json["error"]["message"]
+    assert client.get(f"{API}/backups").json["total"] == 1
+
+
+def test_audit_trail_records_create_download_cancel_and_delete(client, run_worker):
+    done_id = create(client).json["id"]
+    run_worker()
+    client.get(f"{API}/backups/{done_id}/download").close()
+    cancelled_id = create(client).json["id"]
+    client.post(f"{API}/backups/{cancelled_id}/cancel")
+    assert client.delete(f"{API}/backups/{done_id}").status_code == 204
+    from flask_backup_manager import service
+
+    with client.application.app_context():
+        trail = service.audit_trail(done_id)
+    assert [(a["actor"], a["action"]) for a in trail] == [
+        ("tester", "create"),
+        ("tester", "download"),
+        ("tester", "delete"),
+    ]
+    audit = client.get(f"{API}/backups/{cancelled_id}/audit").json["audit"]
+    assert [a["action"] for a in audit] == ["create", "cancel"]
+
+
+def test_a_file_changed_in_storage_is_refused_not_sent(app, client, run_worker):
+    backup_id = create(client).json["id"]
+    run_worker()
+    done = client.get(f"{API}/backups/{backup_id}").json
+    path = app.extensions["backup_manager"].storage_dir / done["filename"]
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(b"X")
+    response = client.get(f"{API}/backups/{backup_id}/download")
+    assert response.status_code == 500
+    assert response.json["error"]["code"] == "checksum_mismatch"

@@ -4,12 +4,13 @@ with a cookie need a CSRF token (Flask-WTF's when the host uses it, else our own
 from __future__ import annotations
 
 import functools
+import getpass
 import hmac
 import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import current_app, request, session
+from flask import current_app, has_request_context, request, session
 
 from .errors import BackupManagerError, bad_request
 from .extension import PERMISSIONS, get_state
@@ -49,6 +50,10 @@ def check_access(permission: str) -> None:
 
 
 def current_user_name() -> str | None:
+    """The host's name for who is asking: its identity callable in a request, else the
+    operating-system user of a ``flask backups`` command."""
+    if not has_request_context():
+        return f"cli:{getpass.getuser()}"
     identity = get_state().ext._identity
     return identity() if identity else None
 

@@ -69,6 +69,12 @@ def api_logs(backup_id: str) -> Any:
     return {"logs": service.backup_logs(service.get_backup(backup_id))}
 
 
+@blueprint.get("/api/backups/<backup_id>/audit", endpoint="api_audit")
+@requires("view")
+def api_audit(backup_id: str) -> Any:
+    return {"audit": service.audit_trail(service.get_backup(backup_id).id)}
+
+
 @blueprint.get("/api/backups/<backup_id>/download", endpoint="api_download")
 @requires("download")
 def api_download(backup_id: str) -> Any:

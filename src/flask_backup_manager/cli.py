@@ -37,7 +37,7 @@ def _size(n: int | None) -> str:
 def create(format_: str, wait: bool) -> None:
     """Queue a new backup (a worker makes it)."""
     try:
-        backup = service.create_backup(format_, created_by=f"cli:{os.environ.get('USER', '')}")
+        backup = service.create_backup(format_)
     except HTTPException as e:
         _fail(e)
     click.echo(f"backup {backup.id} queued ({backup.format})")
@@ -134,6 +134,18 @@ def cancel(backup_id: str) -> None:
     except HTTPException as e:
         _fail(e)
     click.echo(f"backup {b.id} {b.status}")
+
+
+@backups_cli.command("prune")
+def prune() -> None:
+    """Apply the retention settings (BACKUP_MANAGER_KEEP_LAST / KEEP_DAYS) now."""
+    state = service.get_state()
+    if state.keep_last is None and state.keep_days is None:
+        raise click.ClickException(
+            "no retention configured: set BACKUP_MANAGER_KEEP_LAST and/or BACKUP_MANAGER_KEEP_DAYS"
+        )
+    deleted = service.prune(state)
+    click.echo(f"deleted {len(deleted)} backup(s)" + (f": {deleted}" if deleted else ""))
 
 
 @backups_cli.command("worker")

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from .models import make_models
+from .models import Models, make_models
 
 #: Every config key with its default. ``None`` means "derived at start-up", see the README.
 DEFAULTS: dict[str, Any] = {
@@ -27,6 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_MANAGER_BIND": None,  # the Flask-SQLAlchemy bind key to back up; None: the default
     "BACKUP_MANAGER_HEARTBEAT": 10,  # seconds between a running job's heartbeats
     "BACKUP_MANAGER_WORKER_LOST_AFTER": 60,  # seconds without a heartbeat: the worker is lost
+    "BACKUP_MANAGER_MAX_ACTIVE": 1,  # backups queued or running at once; more get 429
+    "BACKUP_MANAGER_KEEP_LAST": None,  # retention: keep the newest N finished backups
+    "BACKUP_MANAGER_KEEP_DAYS": None,  # retention: keep finished backups younger than D days
 }
 
 #: An access check gets the permission asked for and answers whether the current request has it.
@@ -51,9 +54,12 @@ class State:
     bind: str | None
     heartbeat: int
     worker_lost_after: int
+    max_active: int
+    keep_last: int | None
+    keep_days: int | None
 
     @property
-    def models(self) -> tuple[Any, Any]:
+    def models(self) -> Models:
         return make_models(self.db)
 
     @property
@@ -82,7 +88,7 @@ class BackupManager:
         self._access = access
         self._identity = identity
         if db is not None:
-            self.Backup, self.BackupLog = make_models(db)
+            self.models = make_models(db)
         if app is not None:
             self.init_app(app)
 
@@ -95,7 +101,7 @@ class BackupManager:
         if "sqlalchemy" not in app.extensions:
             raise RuntimeError("Initialise Flask-SQLAlchemy (db.init_app) before BackupManager.")
         self.db = db
-        self.Backup, self.BackupLog = make_models(db)
+        self.models = make_models(db)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         state = self._read_config(app, db)
@@ -112,8 +118,10 @@ class BackupManager:
     def _read_config(self, app: Flask, db: SQLAlchemy) -> State:
         c = app.config
 
-        def number(key: str) -> int:
+        def number(key: str, optional: bool = False) -> Any:
             value = c[key]
+            if optional and value is None:
+                return None
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive whole number, not {value!r}")
             return value
@@ -147,6 +155,9 @@ class BackupManager:
             bind=bind,
             heartbeat=number("BACKUP_MANAGER_HEARTBEAT"),
             worker_lost_after=number("BACKUP_MANAGER_WORKER_LOST_AFTER"),
+            max_active=number("BACKUP_MANAGER_MAX_ACTIVE"),
+            keep_last=number("BACKUP_MANAGER_KEEP_LAST", optional=True),
+            keep_days=number("BACKUP_MANAGER_KEEP_DAYS", optional=True),
         )
 
     def access_check(self, check: AccessCheck) -> AccessCheck:

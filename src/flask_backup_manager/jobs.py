@@ -10,7 +10,7 @@ from rq.timeouts import JobTimeoutException
 from .engine import ExportCancelled, ExportError, Progress, export
 from .extension import State, get_state
 from .models import utcnow
-from .service import add_log, file_path, finish, reap, storage_dir, transition, update
+from .service import add_log, file_path, finish, prune, reap, storage_dir, transition, update
 
 
 def run_backup(backup_id: int) -> str:
@@ -24,7 +24,7 @@ def run_backup(backup_id: int) -> str:
     now = utcnow()
     if not transition(backup_id, ("queued",), "running", started_at=now, heartbeat_at=now):
         return "skipped"
-    backup = state.db.session.get(state.models[0], backup_id)
+    backup = state.db.session.get(state.models.Backup, backup_id)
     add_log(backup_id, "info", f"started: format {backup.format}")
     path = file_path(backup, state)
     heart = Heartbeat(state, backup_id)
@@ -86,6 +86,7 @@ def run_backup(backup_id: int) -> str:
         f"finished: {result.tables} tables, {result.rows} rows, {result.size} bytes, "
         f"sha256 {result.sha256}",
     )
+    prune(state)
     return "succeeded"
 
 
@@ -95,7 +96,7 @@ class Heartbeat:
     when the row is no longer ``running`` (cancelled or reaped): the export then stops."""
 
     def __init__(self, state: State, backup_id: int) -> None:
-        Backup = state.models[0]
+        Backup = state.models.Backup
         self.engine, self.interval = state.engine, state.heartbeat
         self.stamp = (
             sa.update(Backup)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
 from flask_sqlalchemy import SQLAlchemy
@@ -11,16 +11,23 @@ from flask_sqlalchemy import SQLAlchemy
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
 
-# One pair of model classes per ``db``: a second extension object on the same ``db`` reuses them.
-_models: WeakKeyDictionary[SQLAlchemy, tuple[type, type]] = WeakKeyDictionary()
+
+class Models(NamedTuple):
+    Backup: Any
+    BackupLog: Any
+    BackupAudit: Any
+
+
+# One set of model classes per ``db``: a second extension object on the same ``db`` reuses them.
+_models: WeakKeyDictionary[SQLAlchemy, Models] = WeakKeyDictionary()
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def make_models(db: SQLAlchemy) -> tuple[Any, Any]:
-    """Return ``(Backup, BackupLog)`` for ``db``, defining them on first use."""
+def make_models(db: SQLAlchemy) -> Models:
+    """Return the model classes for ``db``, defining them on first use."""
     if db in _models:
         return _models[db]
 
@@ -69,5 +76,17 @@ def make_models(db: SQLAlchemy) -> tuple[Any, Any]:
         level = db.Column(db.String(10), nullable=False, default="info")
         message = db.Column(db.Text, nullable=False)
 
-    _models[db] = (Backup, BackupLog)
-    return Backup, BackupLog
+    class BackupAudit(db.Model):  # type: ignore[name-defined]
+        """Who did what to which backup; kept after the backup itself is deleted."""
+
+        __tablename__ = "backup_manager_audit"
+
+        id = db.Column(db.Integer, primary_key=True)
+        at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
+        actor = db.Column(db.String(255))
+        action = db.Column(db.String(20), nullable=False)
+        backup_id = db.Column(db.Integer, nullable=False, index=True)
+        detail = db.Column(db.String(255))
+
+    _models[db] = Models(Backup, BackupLog, BackupAudit)
+    return _models[db]

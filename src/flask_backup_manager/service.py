@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Response, send_file
+from flask import Response, request, send_file
 from redis.exceptions import RedisError
 
+from .access import current_user_name
 from .engine import FORMATS, SUPPORTED
 from .errors import BackupManagerError, bad_request, conflict, not_found
 from .extension import State, get_state
@@ -36,13 +38,25 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
         raise bad_request(
             "unknown_format", f"Unknown format {format!r}: choose one of {', '.join(names)}."
         )
-    db, (Backup, _) = state.db, state.models
+    db, Backup = state.db, state.models.Backup
+    active = db.session.scalar(
+        sa.select(sa.func.count()).where(Backup.status.in_(("queued", "running")))
+    )
+    if active >= state.max_active:
+        raise BackupManagerError(
+            429,
+            "too_many_active",
+            f"{active} backup(s) already queued or running (BACKUP_MANAGER_MAX_ACTIVE is "
+            f"{state.max_active}): try again when they have finished.",
+        )
+    created_by = created_by or current_user_name()
     backup = Backup(format=format, status="queued", created_at=utcnow(), created_by=created_by)
     db.session.add(backup)
     db.session.flush()
     stamp = as_utc(backup.created_at).strftime("%Y%m%d-%H%M%S")
     backup.filename = f"{state.app_name}-{stamp}-{backup.id}{FORMATS[format].extension}"
     add_log(backup.id, "info", f"queued: format {format}", commit=False)
+    audit("create", backup.id, format, actor=created_by, commit=False)
     db.session.commit()
     from .queue import enqueue
 
@@ -63,7 +77,7 @@ def reap(state: State | None = None) -> list[int]:
     """Fail the running backups whose worker stopped beating (killed, machine gone) and remove
     their partial files. Any worker or web request may run it; each row moves once."""
     state = state or get_state()
-    Backup = state.models[0]
+    Backup = state.models.Backup
     cutoff = utcnow() - timedelta(seconds=state.worker_lost_after)
     stale = state.db.session.execute(
         sa.select(Backup.id, Backup.filename).where(
@@ -84,7 +98,7 @@ def reap(state: State | None = None) -> list[int]:
 def list_backups(page: int = 1, per_page: int | None = None) -> tuple[list[Any], int]:
     state = get_state()
     reap(state)
-    Backup = state.models[0]
+    Backup = state.models.Backup
     per_page = min(per_page or state.per_page, 100)
     if page < 1 or per_page < 1:
         raise bad_request("bad_page", "page and per_page must be positive whole numbers.")
@@ -102,7 +116,7 @@ def get_backup(backup_id: Any) -> Any:
     except (TypeError, ValueError):
         raise not_found() from None
     reap(state)
-    backup = state.db.session.get(state.models[0], backup_id)
+    backup = state.db.session.get(state.models.Backup, backup_id)
     if backup is None:
         raise not_found()
     return backup
@@ -135,6 +149,15 @@ def download(backup: Any) -> Response:
     path = file_path(backup)
     if not path.is_file():
         raise BackupManagerError(410, "file_missing", f"The file of backup {backup.id} is gone.")
+    if sha256_of(path) != backup.sha256:
+        raise BackupManagerError(
+            500,
+            "checksum_mismatch",
+            f"The file of backup {backup.id} no longer matches its sha256: it was changed or "
+            "damaged in storage, so it is not sent.",
+        )
+    if request.headers.get("Range", "bytes=0-").startswith("bytes=0-"):
+        audit("download", backup.id)
     response = send_file(
         path,
         as_attachment=True,
@@ -149,7 +172,7 @@ def download(backup: Any) -> Response:
     return response
 
 
-def delete_backup(backup: Any) -> None:
+def delete_backup(backup: Any, reason: str | None = None) -> None:
     """Remove the row, its log and its file. 409 while a job may still write the file."""
     if backup.status not in FINISHED:
         raise conflict(
@@ -157,6 +180,7 @@ def delete_backup(backup: Any) -> None:
         )
     state = get_state()
     path = file_path(backup, state)
+    audit("delete", backup.id, reason, commit=False)
     state.db.session.delete(backup)
     state.db.session.commit()
     path.unlink(missing_ok=True)
@@ -167,15 +191,75 @@ def cancel_backup(backup: Any) -> Any:
     if backup.status in FINISHED:
         raise conflict("already_finished", f"Backup {backup.id} is already {backup.status}.")
     if finish(backup.id, ("queued", "running"), "cancelled", error="cancelled"):
-        add_log(backup.id, "warning", "cancelled")
+        add_log(backup.id, "warning", "cancelled", commit=False)
+        audit("cancel", backup.id)
     state = get_state()
     state.db.session.refresh(backup)
     return backup
 
 
+def audit(
+    action: str,
+    backup_id: int,
+    detail: str | None = None,
+    *,
+    actor: str | None = None,
+    commit: bool = True,
+) -> None:
+    """Record who created, downloaded, cancelled or deleted which backup."""
+    state = get_state()
+    state.db.session.add(
+        state.models.BackupAudit(
+            at=utcnow(),
+            actor=actor or current_user_name(),
+            action=action,
+            backup_id=backup_id,
+            detail=detail,
+        )
+    )
+    if commit:
+        state.db.session.commit()
+
+
+def audit_trail(backup_id: int) -> list[dict[str, Any]]:
+    BackupAudit = get_state().models.BackupAudit
+    rows = BackupAudit.query.filter_by(backup_id=backup_id).order_by(BackupAudit.id)
+    return [
+        {"at": iso(r.at), "actor": r.actor, "action": r.action, "detail": r.detail} for r in rows
+    ]
+
+
+def prune(state: State | None = None) -> list[int]:
+    """Apply retention (``BACKUP_MANAGER_KEEP_LAST`` / ``KEEP_DAYS``) to finished backups:
+    rows and files of those beyond the newest N or older than D days go."""
+    state = state or get_state()
+    Backup = state.models.Backup
+    finished = state.db.session.scalars(
+        sa.select(Backup).where(Backup.status.in_(FINISHED)).order_by(Backup.id.desc())
+    ).all()
+    cutoff = utcnow() - timedelta(days=state.keep_days) if state.keep_days else None
+    doomed = [
+        b
+        for i, b in enumerate(finished)
+        if (state.keep_last is not None and i >= state.keep_last)
+        or (cutoff is not None and as_utc(b.created_at) < cutoff)
+    ]
+    for backup in doomed:
+        delete_backup(backup, reason="retention")
+    return [b.id for b in doomed]
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def update(backup_id: int, **values: Any) -> None:
     state = get_state()
-    Backup = state.models[0]
+    Backup = state.models.Backup
     state.db.session.execute(sa.update(Backup).where(Backup.id == backup_id).values(**values))
     state.db.session.commit()
 
@@ -184,7 +268,7 @@ def transition(backup_id: int, from_: tuple[str, ...], to: str, **values: Any) -
     """Compare-and-set the status: True when this call moved the row, False when it was not
     in one of ``from_`` (a job delivered twice, a cancel, a reaper got there first)."""
     state = get_state()
-    Backup = state.models[0]
+    Backup = state.models.Backup
     result = state.db.session.execute(
         sa.update(Backup)
         .where(Backup.id == backup_id, Backup.status.in_(from_))
@@ -202,7 +286,7 @@ def finish(backup_id: int, from_: tuple[str, ...], to: str, **values: Any) -> bo
 def add_log(backup_id: int, level: str, message: str, *, commit: bool = True) -> None:
     state = get_state()
     state.db.session.add(
-        state.models[1](backup_id=backup_id, level=level, message=message, at=utcnow())
+        state.models.BackupLog(backup_id=backup_id, level=level, message=message, at=utcnow())
     )
     if commit:
         state.db.session.commit()
