@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .engine import FORMATS, ExportError, export
@@ -12,17 +13,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flask_backup_manager")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("export", help="copy a database into a backup file")
-    p.add_argument(
-        "--source", required=True, help="SQLAlchemy URL: postgresql://... or sqlite:///path"
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--source", help="SQLAlchemy URL: postgresql://... or sqlite:///path")
+    src.add_argument(
+        "--source-env",
+        metavar="VAR",
+        help="read the URL from this environment variable (keeps a password off the command line)",
     )
     p.add_argument("--format", required=True, choices=list(FORMATS))
     p.add_argument("--output", required=True, help="the file to write")
     p.add_argument("--include", nargs="+", metavar="TABLE", help="copy only these tables")
     p.add_argument("--exclude", nargs="+", metavar="TABLE", help="leave these tables out")
     args = parser.parse_args(argv)
+    source = args.source or os.environ.get(args.source_env)
+    if not source:
+        parser.error(f"environment variable {args.source_env} is not set")
     try:
         result = export(
-            args.source, args.format, args.output, include=args.include, exclude=args.exclude
+            source, args.format, args.output, include=args.include, exclude=args.exclude
         )
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
