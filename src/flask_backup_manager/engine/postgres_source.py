@@ -20,7 +20,7 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import URL
 
-from .base import ExportError, TableSpec
+from .base import TableSpec
 
 #: rows fetched per round trip by :meth:`PostgresSource.rows`
 ITERSIZE = 5000
@@ -88,14 +88,14 @@ _TABLES = """
 SELECT c.oid, n.nspname, c.relname, c.relkind,
        (SELECT CASE WHEN bool_or(p.reltuples < 0) THEN -1
                     ELSE sum(p.reltuples)::bigint END
-        FROM pg_catalog.pg_class p
-        WHERE p.oid = c.oid OR p.oid IN (SELECT relid FROM pg_catalog.pg_partition_tree(c.oid))
-          AND p.relkind = 'r'),
-       (SELECT sum(pg_catalog.pg_relation_size(p.relid))::bigint
-        FROM pg_catalog.pg_partition_tree(c.oid) p)
+        FROM pg_catalog.pg_class p WHERE p.relkind = 'r' AND (p.oid = c.oid
+             OR p.oid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree(c.oid) t))),
+       (SELECT sum(pg_catalog.pg_relation_size(p.oid))::bigint
+        FROM pg_catalog.pg_class p WHERE p.relkind = 'r' AND (p.oid = c.oid
+             OR p.oid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree(c.oid) t)))
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
+  AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_class'::regclass
                   AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY n.nspname, c.relname
@@ -204,7 +204,7 @@ class PostgresSource:
                    FROM pg_catalog.pg_sequence s
                    JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                   WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%%'
+                   WHERE n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
                    ORDER BY 2"""
             )
             self.sequence_values: dict[int, tuple[int, bool]] = {}
@@ -421,4 +421,4 @@ def _parents_first(specs: list[TableSpec]) -> list[TableSpec]:
     return out
 
 
-__all__ = ["PostgresSource", "ExportError"]
+__all__ = ["PostgresSource", "conninfo"]

@@ -1,0 +1,604 @@
+"""PostgreSQL -> ``postgres`` format: definitions straight from the source's catalog.
+
+Every query runs in the source's snapshot with ``search_path = ''``, so ``regclass``/``regtype``
+text and the ``pg_get_*def`` functions give schema-qualified, quoted names as ``pg_dump`` does.
+Objects that belong to an extension are left to ``CREATE EXTENSION``. Not copied: owners,
+privileges, row-level security policies, publications, foreign tables, large objects (a database
+owner can't recreate some of them, and a support copy doesn't need them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .base import Tracker
+from .postgres_writer import GzipOut, literal, statements
+
+if TYPE_CHECKING:
+    from .postgres_source import PostgresSource
+
+USER_NS = "n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'"
+
+
+def not_ext(alias: str, catalog: str) -> str:
+    return (
+        f"NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.objid = {alias}.oid"
+        f" AND e.classid = 'pg_catalog.{catalog}'::pg_catalog.regclass AND e.deptype = 'e')"
+    )
+
+
+def comment(kind: str, name: str, text: str | None) -> str:
+    return f"COMMENT ON {kind} {name} IS {literal(text)}" if text is not None else ""
+
+
+def write_native(src: PostgresSource, out: GzipOut, tracker: Tracker) -> None:
+    specs = src.tables()
+    cat = Catalog(src, [s.extra["oid"] for s in specs])
+    out.write(statements(cat.pre_data()))
+    for spec in specs:
+        tracker.start(spec)
+        cols = ", ".join(c.as_string(src.conn) for c in spec.extra["copy_columns"])
+        name = spec.extra["qualified"].as_string(src.conn)
+        out.write(f"COPY {name} ({cols}) FROM stdin;\n" if cols else f"COPY {name} FROM stdin;\n")
+        for chunk in src.copy_out(spec):
+            out.write(chunk)
+            tracker.rows(chunk.count(b"\n"))
+        out.write("\\.\n\n")
+        tracker.finish(spec)
+    out.write(statements(cat.sequence_values()))
+    out.write(statements(cat.post_data()))
+
+
+class Catalog:
+    """The definitions of the objects to dump, read from ``pg_catalog``."""
+
+    def __init__(self, src: PostgresSource, selected: list[int]) -> None:
+        self.src = src
+        self.fetch = src.fetch
+        # Relations to dump: the selected tables and all their partitions.
+        self.tables = self.fetch(
+            """
+            SELECT c.oid, c.oid::pg_catalog.regclass::text, c.relkind, c.relpersistence,
+                   c.relispartition,
+                   CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END,
+                   CASE WHEN c.relispartition
+                        THEN pg_catalog.pg_get_expr(c.relpartbound, c.oid) END,
+                   ARRAY(SELECT i.inhparent FROM pg_catalog.pg_inherits i
+                         WHERE i.inhrelid = c.oid ORDER BY i.inhseqno),
+                   c.reloptions, pg_catalog.obj_description(c.oid, 'pg_class')
+            FROM pg_catalog.pg_class c
+            WHERE c.oid = ANY(%s)
+               OR c.oid IN (SELECT t.relid FROM unnest(%s::pg_catalog.oid[]) s(oid),
+                            pg_catalog.pg_partition_tree(s.oid) t)
+            ORDER BY c.oid""",
+            [selected, selected],
+        )
+        self.table_oids = [t[0] for t in self.tables]
+        self.names = {t[0]: t[1] for t in self.tables}
+        self.views = self._views()
+        self.rel_oids = self.table_oids + [v[0] for v in self.views]
+        self._seqs: list | None = None
+        self._cols: dict[int, list] | None = None
+        self.late_checks: list[str] = []
+
+    # -- pre-data --------------------------------------------------------------------------
+
+    def pre_data(self) -> Iterable[str]:
+        yield from self.schemas()
+        yield from self.extensions()
+        yield from self.types()
+        late: list[str] = []
+        yield from self.functions(late)
+        yield from self.sequences()
+        yield from self.create_tables()
+        yield from late  # functions using a table's row type
+        yield from self.owned_sequences()
+
+    def schemas(self) -> Iterable[str]:
+        for name, text in self.fetch(
+            f"""SELECT pg_catalog.quote_ident(n.nspname),
+                       pg_catalog.obj_description(n.oid, 'pg_namespace')
+                FROM pg_catalog.pg_namespace n
+                WHERE {USER_NS} AND n.nspname <> 'public' AND {not_ext('n', 'pg_namespace')}
+                ORDER BY 1"""
+        ):
+            yield f"CREATE SCHEMA {name}"
+            yield comment("SCHEMA", name, text)
+
+    def extensions(self) -> Iterable[str]:
+        # Trusted extensions can be created by a database owner; others need a superuser to
+        # create them in the new database first (IF NOT EXISTS then lets the restore go on).
+        for name, schema in self.fetch(
+            """SELECT pg_catalog.quote_ident(x.extname), pg_catalog.quote_ident(n.nspname)
+               FROM pg_catalog.pg_extension x
+               JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace
+               WHERE x.extname <> 'plpgsql' ORDER BY 1"""
+        ):
+            yield f"CREATE EXTENSION IF NOT EXISTS {name} WITH SCHEMA {schema}"
+
+    def types(self) -> Iterable[str]:
+        rows = self.fetch(
+            f"""
+            SELECT t.oid, t.oid::pg_catalog.regtype::text, t.typtype,
+                   pg_catalog.obj_description(t.oid, 'pg_type'),
+                   CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END
+            FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+            WHERE {USER_NS} AND {not_ext('t', 'pg_type')}
+              AND (t.typtype IN ('e', 'd', 'r') OR t.typtype = 'c' AND
+                   (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c')
+            ORDER BY t.typtype <> 'e', t.oid"""
+        )
+        for oid, name, typtype, text, kind in rows:
+            if typtype == "e":
+                labels = self.fetch(
+                    "SELECT enumlabel FROM pg_catalog.pg_enum WHERE enumtypid = %s"
+                    " ORDER BY enumsortorder", [oid])
+                yield f"CREATE TYPE {name} AS ENUM (" + ", ".join(
+                    literal(r[0]) for r in labels) + ")"
+            elif typtype == "d":
+                yield self._domain(oid, name)
+            elif typtype == "c":
+                attrs = self.fetch(
+                    """SELECT pg_catalog.quote_ident(a.attname),
+                              pg_catalog.format_type(a.atttypid, a.atttypmod),
+                              CASE WHEN a.attcollation <> t.typcollation
+                                   THEN ' COLLATE ' || a.attcollation::pg_catalog.regcollation
+                                   ELSE '' END
+                       FROM pg_catalog.pg_type ct
+                       JOIN pg_catalog.pg_attribute a ON a.attrelid = ct.typrelid
+                       JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                       WHERE ct.oid = %s AND a.attnum > 0 AND NOT a.attisdropped
+                       ORDER BY a.attnum""", [oid])
+                yield f"CREATE TYPE {name} AS (\n" + ",\n".join(
+                    f"    {a} {t}{c}" for a, t, c in attrs) + "\n)"
+            else:
+                yield self._range(oid, name)
+            yield comment(kind, name, text)
+
+    def _domain(self, oid: int, name: str) -> str:
+        base, coll, default, notnull = self.fetch(
+            """SELECT pg_catalog.format_type(t.typbasetype, t.typtypmod),
+                      CASE WHEN t.typcollation <> b.typcollation
+                           THEN ' COLLATE ' || t.typcollation::pg_catalog.regcollation
+                           ELSE '' END,
+                      pg_catalog.pg_get_expr(t.typdefaultbin, 'pg_catalog.pg_type'::regclass),
+                      t.typnotnull
+               FROM pg_catalog.pg_type t JOIN pg_catalog.pg_type b ON b.oid = t.typbasetype
+               WHERE t.oid = %s""", [oid])[0]
+        text = f"CREATE DOMAIN {name} AS {base}{coll}"
+        if default is not None:
+            text += f" DEFAULT {default}"
+        if notnull:
+            text += " NOT NULL"
+        for cname, cdef in self.fetch(
+            """SELECT pg_catalog.quote_ident(conname), pg_catalog.pg_get_constraintdef(oid)
+               FROM pg_catalog.pg_constraint WHERE contypid = %s ORDER BY conname""", [oid]
+        ):
+            text += f"\n\tCONSTRAINT {cname} {cdef}"
+        return text
+
+    def _range(self, oid: int, name: str) -> str:
+        sub, multi, opc, coll, diff = self.fetch(
+            """SELECT r.rngsubtype::pg_catalog.regtype::text,
+                      r.rngmultitypid::pg_catalog.regtype::text,
+                      CASE WHEN NOT o.opcdefault THEN pg_catalog.quote_ident(on_.nspname) || '.'
+                           || pg_catalog.quote_ident(o.opcname) END,
+                      CASE WHEN r.rngcollation <> 0 AND r.rngcollation <> st.typcollation
+                           THEN r.rngcollation::pg_catalog.regcollation::text END,
+                      CASE WHEN r.rngsubdiff <> 0
+                           THEN r.rngsubdiff::pg_catalog.regproc::text END
+               FROM pg_catalog.pg_range r
+               JOIN pg_catalog.pg_type st ON st.oid = r.rngsubtype
+               JOIN pg_catalog.pg_opclass o ON o.oid = r.rngsubopc
+               JOIN pg_catalog.pg_namespace on_ ON on_.oid = o.opcnamespace
+               WHERE r.rngtypid = %s""", [oid])[0]
+        opts = [f"subtype = {sub}", f"multirange_type_name = {multi}"]
+        if opc:
+            opts.append(f"subtype_opclass = {opc}")
+        if coll:
+            opts.append(f"collation = {coll}")
+        if diff:
+            opts.append(f"subtype_diff = {diff}")
+        return f"CREATE TYPE {name} AS RANGE (\n    " + ",\n    ".join(opts) + "\n)"
+
+    def functions(self, late: list[str]) -> Iterable[str]:
+        rows = self.fetch(
+            f"""
+            SELECT p.oid, p.prokind, p.oid::pg_catalog.regprocedure::text,
+                   CASE WHEN p.prokind <> 'a' THEN pg_catalog.pg_get_functiondef(p.oid) END,
+                   pg_catalog.obj_description(p.oid, 'pg_proc'),
+                   EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                           JOIN pg_catalog.pg_type t ON t.oid = d.refobjid
+                           JOIN pg_catalog.pg_class c ON c.oid = t.typrelid
+                           WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                             AND d.objid = p.oid AND c.relkind <> 'c'
+                             AND d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass),
+                   p.pronargs
+            FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+            WHERE {USER_NS} AND {not_ext('p', 'pg_proc')}
+            ORDER BY p.prokind = 'a', p.oid"""
+        )
+        for oid, kind, sig, definition, text, rowtype, nargs in rows:
+            if kind == "a":
+                if nargs == 0:
+                    sig = sig[: sig.rindex("(")] + "(*)"
+                stmt = self._aggregate(oid, sig)
+                what = "AGGREGATE"
+            else:
+                stmt = definition
+                what = "PROCEDURE" if kind == "p" else "FUNCTION"
+            if not stmt:
+                continue
+            target = late if rowtype else None
+            for s in (stmt, comment(what, sig, text)):
+                if target is not None:
+                    target.append(s)
+                else:
+                    yield s
+
+    def _aggregate(self, oid: int, sig: str) -> str:
+        row = self.fetch(
+            """SELECT a.aggkind, a.aggtransfn::pg_catalog.regproc::text,
+                      pg_catalog.format_type(a.aggtranstype, NULL),
+                      NULLIF(a.aggfinalfn, 0)::pg_catalog.regproc::text, a.aggfinalextra,
+                      NULLIF(a.aggcombinefn, 0)::pg_catalog.regproc::text,
+                      NULLIF(a.aggserialfn, 0)::pg_catalog.regproc::text,
+                      NULLIF(a.aggdeserialfn, 0)::pg_catalog.regproc::text,
+                      a.agginitval, NULLIF(a.aggsortop, 0)::pg_catalog.regoperator::text,
+                      a.aggtransspace, p.proparallel, a.aggfinalmodify
+               FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid
+               WHERE a.aggfnoid = %s""", [oid])[0]
+        (kind, sfunc, stype, ffunc, fextra, cfunc, serfunc, deserfunc, init, sortop, space,
+         parallel, fmodify) = row
+        if kind != "n":
+            return ""  # ordered-set and hypothetical-set aggregates: not supported
+        opts = [f"SFUNC = {sfunc}", f"STYPE = {stype}"]
+        if space:
+            opts.append(f"SSPACE = {space}")
+        if ffunc:
+            opts.append(f"FINALFUNC = {ffunc}")
+            if fextra:
+                opts.append("FINALFUNC_EXTRA")
+            if fmodify != "r":
+                opts.append("FINALFUNC_MODIFY = " + {"s": "SHAREABLE", "w": "READ_WRITE"}[fmodify])
+        if cfunc:
+            opts.append(f"COMBINEFUNC = {cfunc}")
+        if serfunc:
+            opts.append(f"SERIALFUNC = {serfunc}")
+        if deserfunc:
+            opts.append(f"DESERIALFUNC = {deserfunc}")
+        if init is not None:
+            opts.append(f"INITCOND = {literal(init)}")
+        if sortop:
+            opts.append(f"SORTOP = {sortop.split('(')[0]}")
+        if parallel != "u":
+            opts.append("PARALLEL = " + {"s": "SAFE", "r": "RESTRICTED"}[parallel])
+        return f"CREATE AGGREGATE {sig} (\n    " + ",\n    ".join(opts) + "\n)"
+
+    def _sequence_rows(self) -> list:
+        if self._seqs is None:
+            self._seqs = self._read_sequences()
+        return self._seqs
+
+    def _read_sequences(self) -> list:
+        return self.fetch(
+            f"""
+            SELECT s.seqrelid, s.seqrelid::pg_catalog.regclass::text,
+                   pg_catalog.format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement,
+                   s.seqmin, s.seqmax, s.seqcache, s.seqcycle, d.deptype, d.refobjid,
+                   pg_catalog.quote_ident(a.attname), a.attidentity,
+                   pg_catalog.obj_description(s.seqrelid, 'pg_class')
+            FROM pg_catalog.pg_sequence s
+            JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
+            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            LEFT JOIN pg_catalog.pg_depend d
+              ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = s.seqrelid
+             AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+             AND d.deptype IN ('a', 'i')
+            LEFT JOIN pg_catalog.pg_attribute a
+              ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+            WHERE {USER_NS} AND {not_ext('c', 'pg_class')}
+            ORDER BY 2"""
+        )
+
+    def _wanted_sequence(self, deptype: str | None, owner: int | None) -> bool:
+        return deptype is None or owner in self.names
+
+    @staticmethod
+    def _seq_options(start, inc, smin, smax, cache, cycle) -> str:
+        return (f"START WITH {start} INCREMENT BY {inc} MINVALUE {smin} MAXVALUE {smax}"
+                f" CACHE {cache}{' CYCLE' if cycle else ' NO CYCLE'}")
+
+    def sequences(self) -> Iterable[str]:
+        for (_, name, typ, start, inc, smin, smax, cache, cycle, deptype, owner, _, _,
+             text) in self._sequence_rows():
+            if deptype == "i" or not self._wanted_sequence(deptype, owner):
+                continue
+            yield (f"CREATE SEQUENCE {name} AS {typ} "
+                   + self._seq_options(start, inc, smin, smax, cache, cycle))
+            yield comment("SEQUENCE", name, text)
+
+    def owned_sequences(self) -> Iterable[str]:
+        for (_, name, _, start, inc, smin, smax, cache, cycle, deptype, owner, col, ident,
+             text) in self._sequence_rows():
+            if deptype == "a" and owner in self.names:
+                yield f"ALTER SEQUENCE {name} OWNED BY {self.names[owner]}.{col}"
+            elif deptype == "i" and owner in self.names:
+                how = "ALWAYS" if ident == "a" else "BY DEFAULT"
+                yield (f"ALTER TABLE {self.names[owner]} ALTER COLUMN {col} ADD GENERATED {how}"
+                       f" AS IDENTITY (SEQUENCE NAME {name} "
+                       + self._seq_options(start, inc, smin, smax, cache, cycle) + ")")
+                yield comment("SEQUENCE", name, text)
+
+    def sequence_values(self) -> Iterable[str]:
+        for seq_oid, name, *_, deptype, owner, _, _, _ in self._sequence_rows():
+            if seq_oid in self.src.sequence_values and self._wanted_sequence(deptype, owner):
+                value, called = self.src.sequence_values[seq_oid]
+                yield (f"SELECT pg_catalog.setval({literal(name)}, {value}, "
+                       f"{'true' if called else 'false'})")
+
+    def _columns(self) -> dict[int, list]:
+        if self._cols is None:
+            self._cols = self._read_columns()
+        return self._cols
+
+    def _read_columns(self) -> dict[int, list]:
+        cols: dict[int, list] = {o: [] for o in self.rel_oids}
+        for row in self.fetch(
+            """SELECT a.attrelid, pg_catalog.quote_ident(a.attname),
+                      pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                      a.attislocal, pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attgenerated,
+                      CASE WHEN a.attcollation <> t.typcollation
+                           THEN ' COLLATE ' || a.attcollation::pg_catalog.regcollation
+                           ELSE '' END,
+                      pg_catalog.col_description(a.attrelid, a.attnum), a.attnum
+               FROM pg_catalog.pg_attribute a
+               JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+               LEFT JOIN pg_catalog.pg_attrdef d
+                 ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+               WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+               ORDER BY a.attrelid, a.attnum""", [self.rel_oids]
+        ):
+            cols[row[0]].append(row[1:])
+        return cols
+
+    def create_tables(self) -> Iterable[str]:
+        cols = self._columns()
+        checks: dict[int, list] = {o: [] for o in self.table_oids}
+        for rel, name, cdef, valid, local, inh in self.fetch(
+            """SELECT conrelid, pg_catalog.quote_ident(conname),
+                      pg_catalog.pg_get_constraintdef(oid), convalidated, conislocal,
+                      coninhcount
+               FROM pg_catalog.pg_constraint WHERE contype = 'c' AND conrelid = ANY(%s)
+               ORDER BY conrelid, conname""", [self.table_oids]
+        ):
+            if not valid:
+                self.late_checks.append(
+                    f"ALTER TABLE {self.names[rel]} ADD CONSTRAINT {name} {cdef}")
+            elif local:
+                checks[rel].append((name, cdef, inh))
+        parent_defaults: dict[int, dict[str, Any]] = {
+            o: {c[0]: (c[4], c[2]) for c in cols[o]} for o in self.table_oids
+        }
+        for (oid, name, _kind, persistence, ispart, partkey, bound, parents, options,
+             text) in self._parents_before_children():
+            head = "CREATE UNLOGGED TABLE" if persistence == "u" else "CREATE TABLE"
+            items, after = [], []
+            for col, typ, notnull, local, default, generated, coll, _, _ in cols[oid]:
+                if ispart:
+                    pdefault, pnotnull = parent_defaults[parents[0]].get(col, (None, False))
+                    if default != pdefault and not generated:
+                        after.append(f"ALTER TABLE ONLY {name} ALTER COLUMN {col} "
+                                     + (f"SET DEFAULT {default}" if default else "DROP DEFAULT"))
+                    if notnull and not pnotnull:
+                        after.append(f"ALTER TABLE ONLY {name} ALTER COLUMN {col} SET NOT NULL")
+                    continue
+                if not local:
+                    continue  # inherited (INHERITS below)
+                item = f"    {col} {typ}{coll}"
+                if generated:
+                    item += f" GENERATED ALWAYS AS ({default}) STORED"
+                elif default is not None:
+                    item += f" DEFAULT {default}"
+                if notnull:
+                    item += " NOT NULL"
+                items.append(item)
+            for cname, cdef, inh in checks[oid]:
+                if not (ispart and inh):
+                    items.append(f"    CONSTRAINT {cname} {cdef}")
+            body = " (\n" + ",\n".join(items) + "\n)" if items or not ispart else ""
+            if ispart:
+                stmt = f"{head} {name} PARTITION OF {self.names[parents[0]]}{body}\n{bound}"
+            else:
+                stmt = f"{head} {name}{body}"
+                if parents:
+                    stmt += "\nINHERITS (" + ", ".join(self.names[p] for p in parents) + ")"
+            if partkey:
+                stmt += f"\nPARTITION BY {partkey}"
+            if options:
+                stmt += "\nWITH (" + ", ".join(options) + ")"
+            yield stmt
+            yield from after
+            yield comment("TABLE", name, text)
+            for col, *_, ctext, _ in cols[oid]:
+                yield comment("COLUMN", f"{name}.{col}", ctext)
+
+    def _parents_before_children(self) -> list:
+        by_oid = {t[0]: t for t in self.tables}
+        done: set[int] = set()
+        out = []
+
+        def visit(oid: int) -> None:
+            if oid in done:
+                return
+            done.add(oid)
+            for p in by_oid[oid][7]:
+                if p in by_oid:
+                    visit(p)
+            out.append(by_oid[oid])
+
+        for t in self.tables:
+            visit(t[0])
+        return out
+
+    # -- post-data -------------------------------------------------------------------------
+
+    def _views(self) -> list:
+        views = self.fetch(
+            f"""SELECT c.oid, c.oid::pg_catalog.regclass::text, c.relkind,
+                       pg_catalog.pg_get_viewdef(c.oid), c.reloptions, c.relispopulated,
+                       pg_catalog.obj_description(c.oid, 'pg_class')
+                FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
+                  ON n.oid = c.relnamespace
+                WHERE c.relkind IN ('v', 'm') AND {USER_NS} AND {not_ext('c', 'pg_class')}
+                ORDER BY c.oid"""
+        )
+        oids = [v[0] for v in views]
+        deps: dict[int, set[int]] = {o: set() for o in oids}
+        for view, ref in self.fetch(
+            """SELECT DISTINCT r.ev_class, d.refobjid FROM pg_catalog.pg_rewrite r
+               JOIN pg_catalog.pg_depend d
+                 ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
+                AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+               WHERE r.ev_class = ANY(%s) AND d.refobjid <> r.ev_class""", [oids]
+        ):
+            deps[view].add(ref)
+        # Leave out views reading a relation that is not dumped (an excluded table).
+        relations = {
+            r[0] for r in self.fetch(
+                f"""SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
+                    ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'f') AND {USER_NS}""")
+        }
+        by_oid = {v[0]: v for v in views}
+        out, state = [], {}
+
+        def visit(oid: int) -> bool:
+            if oid in state:
+                return state[oid]
+            state[oid] = True
+            ok = all(
+                visit(r) if r in by_oid else (r in self.names or r not in relations)
+                for r in deps[oid]
+            )
+            state[oid] = ok
+            if ok:
+                out.append(by_oid[oid])
+            return ok
+
+        for v in views:
+            visit(v[0])
+        return out
+
+    def post_data(self) -> Iterable[str]:
+        yield from self.late_checks
+        rels = self.rel_oids
+        cons = self.fetch(
+            """SELECT con.oid, con.conrelid, pg_catalog.quote_ident(con.conname), con.contype,
+                      pg_catalog.pg_get_constraintdef(con.oid), c.relkind, con.conparentid,
+                      pg_catalog.obj_description(con.oid, 'pg_constraint'), con.confrelid
+               FROM pg_catalog.pg_constraint con
+               JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
+               WHERE con.conrelid = ANY(%s) AND con.contype IN ('p', 'u', 'x', 'f')
+               ORDER BY con.conrelid::pg_catalog.regclass::text, con.conname""", [rels]
+        )
+        names = {**self.names, **{v[0]: v[1] for v in self.views}}
+        comments = []
+        for _, rel, name, kind, cdef, _, _, text, _ in cons:
+            if kind != "f":
+                yield f"ALTER TABLE ONLY {names[rel]}\n    ADD CONSTRAINT {name} {cdef}"
+                comments.append(comment("CONSTRAINT", f"{name} ON {names[rel]}", text))
+        indexes = self.fetch(
+            """SELECT i.indexrelid, i.indrelid, pg_catalog.pg_get_indexdef(i.indexrelid),
+                      i.indexrelid::pg_catalog.regclass::text, i.indisclustered,
+                      pg_catalog.obj_description(i.indexrelid, 'pg_class'),
+                      EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con
+                              WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+                                AND con.contype IN ('p', 'u', 'x'))
+               FROM pg_catalog.pg_index i
+               WHERE i.indrelid = ANY(%s)
+               ORDER BY i.indexrelid::pg_catalog.regclass::text""", [rels]
+        )
+        view_oids = {v[0] for v in self.views}
+        matview_later = []
+        for _, rel, idef, iname, clustered, text, backs in indexes:
+            if not backs:
+                if rel in view_oids:
+                    matview_later.append(idef)
+                else:
+                    yield idef
+                comments.append(comment("INDEX", iname, text))
+            if clustered:
+                comments.append(f"ALTER TABLE {names[rel]} CLUSTER ON "
+                                f"{iname.rsplit('.', 1)[-1]}")
+        for parent, child in self.fetch(
+            """SELECT i.inhparent::pg_catalog.regclass::text, i.inhrelid::pg_catalog.regclass::text
+               FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+               WHERE c.relkind IN ('i', 'I') AND i.inhrelid = ANY(%s)
+               ORDER BY 2""", [[i[0] for i in indexes]]
+        ):
+            yield f"ALTER INDEX {parent} ATTACH PARTITION {child}"
+        for rel, ident, idx in self.fetch(
+            """SELECT c.oid, c.relreplident, (SELECT pg_catalog.quote_ident(ic.relname)
+                   FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+                   WHERE i.indrelid = c.oid AND i.indisreplident)
+               FROM pg_catalog.pg_class c WHERE c.oid = ANY(%s) AND c.relreplident <> 'd'
+               ORDER BY c.oid""", [self.table_oids]
+        ):
+            how = {"n": "NOTHING", "f": "FULL", "i": f"USING INDEX {idx}"}[ident]
+            comments.append(f"ALTER TABLE ONLY {names[rel]} REPLICA IDENTITY {how}")
+        yield from self._create_views(matview_later)
+        for _, rel, name, kind, cdef, relkind, parentid, text, ref in cons:
+            if kind == "f" and not parentid and ref in names:
+                only = "" if relkind == "p" else "ONLY "
+                yield f"ALTER TABLE {only}{names[rel]}\n    ADD CONSTRAINT {name} {cdef}"
+                comments.append(comment("CONSTRAINT", f"{name} ON {names[rel]}", text))
+        for tdef, tname, rel, enabled, text in self.fetch(
+            """SELECT pg_catalog.pg_get_triggerdef(t.oid), pg_catalog.quote_ident(t.tgname),
+                      t.tgrelid, t.tgenabled, pg_catalog.obj_description(t.oid, 'pg_trigger')
+               FROM pg_catalog.pg_trigger t
+               WHERE t.tgrelid = ANY(%s) AND NOT t.tgisinternal AND t.tgparentid = 0
+               ORDER BY t.tgrelid::pg_catalog.regclass::text, t.tgname""", [rels]
+        ):
+            yield tdef
+            if enabled == "D":
+                yield f"ALTER TABLE {names[rel]} DISABLE TRIGGER {tname}"
+            elif enabled in ("R", "A"):
+                how = "REPLICA" if enabled == "R" else "ALWAYS"
+                yield f"ALTER TABLE {names[rel]} ENABLE {how} TRIGGER {tname}"
+            comments.append(comment("TRIGGER", f"{tname} ON {names[rel]}", text))
+        for rdef, rname, rel, text in self.fetch(
+            """SELECT pg_catalog.pg_get_ruledef(r.oid), pg_catalog.quote_ident(r.rulename),
+                      r.ev_class, pg_catalog.obj_description(r.oid, 'pg_rewrite')
+               FROM pg_catalog.pg_rewrite r
+               WHERE r.ev_class = ANY(%s) AND r.rulename <> '_RETURN'
+               ORDER BY r.ev_class::pg_catalog.regclass::text, r.rulename""", [rels]
+        ):
+            yield rdef
+            comments.append(comment("RULE", f"{rname} ON {names[rel]}", text))
+        yield from comments
+
+    def _create_views(self, matview_indexes: list[str]) -> Iterable[str]:
+        cols = self._columns()
+        refresh = []
+        for oid, name, kind, definition, options, populated, text in self.views:
+            with_ = " WITH (" + ", ".join(options) + ")" if options else ""
+            body = definition.rstrip().rstrip(";")
+            if kind == "v":
+                yield f"CREATE VIEW {name}{with_} AS\n{body}"
+                what = "VIEW"
+            else:
+                yield f"CREATE MATERIALIZED VIEW {name}{with_} AS\n{body}\n  WITH NO DATA"
+                what = "MATERIALIZED VIEW"
+                if populated:
+                    refresh.append(f"REFRESH MATERIALIZED VIEW {name}")
+            yield comment(what, name, text)
+            for col, _, _, _, default, *_, ctext, _ in cols[oid]:
+                if default is not None and kind == "v":
+                    yield f"ALTER VIEW {name} ALTER COLUMN {col} SET DEFAULT {default}"
+                yield comment("COLUMN", f"{name}.{col}", ctext)
+        yield from matview_indexes
+        yield from refresh
+
+
+__all__ = ["write_native", "Catalog"]
