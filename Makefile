@@ -31,8 +31,13 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests example_app bench
 	$(BIN)/ruff format --check src tests example_app bench
 
-bench: $(VENV)/.installed-dev
+# The anchor db-to-sqlite (and its psycopg2) lives in a venv of its own, never in ours.
+.venv-bench/bin/db-to-sqlite:
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet db-to-sqlite psycopg2-binary
+
+bench: $(VENV)/.installed-dev .venv-bench/bin/db-to-sqlite
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) example_app/instance
+	rm -rf $(VENV) .venv-bench bench/out example_app/instance
