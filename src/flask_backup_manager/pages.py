@@ -1,0 +1,99 @@
+"""The HTML pages: list, create, detail, delete, cancel. Each is one service call and a template."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import redirect, render_template, request, url_for
+from markupsafe import Markup, escape
+
+from . import service
+from .access import current_user_name, requires
+from .blueprint import blueprint
+from .errors import bad_request
+from .models import FINISHED
+
+
+def human_size(n: int | None) -> str:
+    """``1536`` -> ``1.5 KiB``; ``None`` (not made yet) -> an em dash."""
+    if n is None:
+        return "\u2014"
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"  # unreachable
+
+
+@blueprint.app_template_filter("backup_manager_size")
+def _size_filter(n: int | None) -> str:
+    return human_size(n)
+
+
+@blueprint.app_template_filter("backup_manager_code")
+def _code_filter(text: str) -> Markup:
+    """Escape ``text`` and show its `backquoted` parts (commands, in descriptions) as code."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
+
+
+def _page_arg() -> int:
+    try:
+        return int(request.args.get("page", 1))
+    except ValueError:
+        raise bad_request("bad_argument", "page must be a whole number.") from None
+
+
+@blueprint.get("/", endpoint="index")
+@requires("view")
+def index() -> Any:
+    page = _page_arg()
+    items, total = service.list_backups(page)
+    per_page = service.get_state().per_page
+    return render_template(
+        "backup_manager/list.html",
+        backups=[service.to_dict(b) for b in items],
+        page=page,
+        pages=max(1, -(-total // per_page)),
+        total=total,
+    )
+
+
+@blueprint.get("/new", endpoint="new")
+@requires("create")
+def new() -> Any:
+    return render_template("backup_manager/new.html", formats=service.formats())
+
+
+@blueprint.post("/", endpoint="create")
+@requires("create")
+def create() -> Any:
+    service.create_backup(request.form.get("format"), created_by=current_user_name())
+    return redirect(url_for(".index"), code=303)
+
+
+@blueprint.get("/<int:backup_id>", endpoint="detail")
+@requires("view")
+def detail(backup_id: int) -> Any:
+    backup = service.get_backup(backup_id)
+    return render_template(
+        "backup_manager/detail.html",
+        backup=service.to_dict(backup),
+        logs=service.backup_logs(backup),
+        finished=backup.status in FINISHED,
+    )
+
+
+@blueprint.post("/<int:backup_id>/delete", endpoint="delete")
+@requires("delete")
+def delete(backup_id: int) -> Any:
+    service.delete_backup(service.get_backup(backup_id))
+    return redirect(url_for(".index"), code=303)
+
+
+@blueprint.post("/<int:backup_id>/cancel", endpoint="cancel")
+@requires("create")
+def cancel(backup_id: int) -> Any:
+    service.cancel_backup(service.get_backup(backup_id))
+    return redirect(url_for(".detail", backup_id=backup_id), code=303)
