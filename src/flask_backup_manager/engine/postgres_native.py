@@ -217,6 +217,9 @@ class Catalog:
                    p.pronargs
             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
             WHERE {USER_NS} AND {not_ext('p', 'pg_proc')}
+              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend i  -- range constructors
+                              WHERE i.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                                AND i.objid = p.oid AND i.deptype = 'i')
             ORDER BY p.prokind = 'a', p.oid"""
         )
         for oid, kind, sig, definition, text, rowtype, nargs in rows:
