@@ -57,7 +57,7 @@
     if (isNaN(d.getTime())) return;
     el.textContent = d.toLocaleString(undefined, {
       year: "numeric", month: "short", day: "numeric",
-      hour: "2-digit", minute: "2-digit", second: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
     });
     el.title = el.getAttribute("datetime") + " (UTC)";
   }
