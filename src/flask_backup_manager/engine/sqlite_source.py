@@ -1,0 +1,263 @@
+"""The SQLite source: the file opened read-only, one read transaction held until :meth:`close`.
+
+``BEGIN`` plus a first read pins a snapshot: in WAL mode the app keeps committing beside us and we
+do not see it; in rollback-journal mode our shared lock makes its commits wait. Everything (the
+schema, the row counts, the rows, and the backup API's pages) is read through this one
+connection inside that one transaction.
+
+The tables are described by SQLAlchemy ``Table`` objects reflected by SQLAlchemy's own SQLite
+dialect, through this same connection (lent so that SQLAlchemy cannot end the transaction).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sqlite3
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote as urlquote
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from .base import ExportError, TableSpec
+
+#: seconds to wait for a writer's lock before the first read (rollback-journal databases)
+BUSY_TIMEOUT = 30.0
+
+
+def qi(name: str) -> str:
+    """An SQLite identifier, double-quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class SchemaObject:
+    """A row of ``sqlite_master``."""
+
+    type: str
+    name: str
+    tbl_name: str
+    sql: str | None
+
+
+class _Lent:
+    """The snapshot connection, lent to SQLAlchemy: its commit/rollback/close do nothing, so
+    reflecting cannot end our read transaction."""
+
+    def __init__(self, con: sqlite3.Connection) -> None:
+        self._con = con
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class SQLiteSource:
+    """An SQLite database file opened on one consistent snapshot until :meth:`close`.
+
+    ``tables()`` lists the ordinary and virtual (e.g. FTS5) tables; SQLite's internal tables
+    (``sqlite_sequence``, ``sqlite_stat*``) and the shadow tables of virtual tables are not
+    listed, but the SQLite writers carry them. ``include``/``exclude`` take table names or shell
+    patterns (``audit_*``); an include that matches no table is an error.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        url: URL,
+        *,
+        metadata: sa.MetaData | None = None,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+    ) -> None:
+        db = url.database
+        if not db or db == ":memory:" or db.startswith("file:"):
+            raise ExportError("an SQLite source must be a database file: sqlite:///path")
+        self.path = Path(db).resolve()
+        if not self.path.is_file():
+            raise ExportError(f"no such database file: {db}")
+        self.con = sqlite3.connect(
+            f"file:{urlquote(str(self.path))}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            timeout=BUSY_TIMEOUT,
+        )
+        try:
+            self.con.execute("BEGIN")
+            self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            self.objects = [
+                SchemaObject(*r)
+                for r in self.con.execute(
+                    "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid"
+                )
+            ]
+            self._kinds = {
+                name: (kind, bool(wr), bool(strict))
+                for _, name, kind, _, wr, strict in self.con.execute("PRAGMA main.table_list")
+            }
+            self.all_specs = self._read_tables(metadata)
+            self._specs = _select(self.all_specs, include, exclude)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- schema -------------------------------------------------------------------------
+
+    def tables(self) -> list[TableSpec]:
+        return list(self._specs)
+
+    def is_internal(self, name: str) -> bool:
+        """SQLite's own tables and the shadow tables of virtual tables."""
+        return name.lower().startswith("sqlite_") or self._kinds.get(name, ("",))[0] == "shadow"
+
+    def shadow_tables(self, vtable: str) -> list[str]:
+        """The shadow tables that hold the data of virtual table ``vtable`` (FTS5: ``_data``,
+        ``_idx``, ``_content``, ``_docsize``, ``_config``), in ``sqlite_master`` order."""
+        vtables = [n for n, (k, _, _) in self._kinds.items() if k == "virtual"]
+        out = []
+        for o in self.objects:
+            if o.type == "table" and self._kinds.get(o.name, ("",))[0] == "shadow":
+                owners = [v for v in vtables if o.name.startswith(v + "_")]
+                if owners and max(owners, key=len) == vtable:
+                    out.append(o.name)
+        return out
+
+    def _read_tables(self, metadata: sa.MetaData | None) -> list[TableSpec]:
+        names = [o.name for o in self.objects if o.type == "table" and not self.is_internal(o.name)]
+        md = sa.MetaData()
+        if names:
+            engine = sa.create_engine(
+                "sqlite://",
+                creator=lambda: _Lent(self.con),
+                poolclass=sa.pool.StaticPool,
+                pool_reset_on_return=None,
+            )
+            try:
+                with warnings.catch_warnings():
+                    # expression indexes and unknown type names are reflected as far as
+                    # SQLAlchemy can; the SQLite writers copy the original SQL anyway
+                    warnings.simplefilter("ignore", sa.exc.SAWarning)
+                    md.reflect(engine, only=names, resolve_fks=False)
+            finally:
+                engine.dispose()
+        sql_of = {o.name: o.sql for o in self.objects if o.type == "table"}
+        specs = []
+        for name in names:
+            table = md.tables[name]
+            host = metadata.tables.get(name) if metadata is not None else None
+            if host is not None:
+                for col in table.columns:
+                    if col.name in host.c:
+                        col.type = host.c[col.name].type.copy()
+            kind, without_rowid, strict = self._kinds.get(name, ("table", False, False))
+            xinfo = list(self.con.execute(f"PRAGMA main.table_xinfo({qi(name)})"))
+            specs.append(
+                TableSpec(
+                    key=name,
+                    name=name,
+                    schema=None,
+                    table=table,
+                    estimated_rows=self._count(name),
+                    extra={
+                        "kind": kind,
+                        "sql": sql_of[name],
+                        "strict": strict,
+                        "without_rowid": without_rowid,
+                        # stored columns a plain INSERT may set (not generated, not hidden)
+                        "columns": [r[1] for r in xinfo if r[6] == 0],
+                        "types": {r[1]: r[2] for r in xinfo},
+                        "rowid": None if kind != "table" or without_rowid else rowid_name(xinfo),
+                    },
+                )
+            )
+        return _parents_first(specs)
+
+    def _count(self, name: str) -> int:
+        try:
+            return self.con.execute(f"SELECT count(*) FROM main.{qi(name)}").fetchone()[0]
+        except sqlite3.OperationalError:  # a virtual table whose module cannot count
+            return 0
+
+    # -- rows ---------------------------------------------------------------------------
+
+    def rows(self, spec: TableSpec) -> Iterator[Sequence[Any]]:
+        cols = ", ".join(qi(c.name) for c in spec.table.columns)
+        cur = self.con.execute(f"SELECT {cols} FROM main.{qi(spec.name)}")
+        try:
+            yield from cur
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        con, self.con = self.con, None
+        if con is not None:
+            try:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+            finally:
+                con.close()
+
+
+def rowid_name(xinfo: list[tuple]) -> str | None:
+    """The name to read and write a rowid table's rowid by, or None when the rowid is already a
+    column (``INTEGER PRIMARY KEY``) or every alias is shadowed by a real column."""
+    pk = [r for r in xinfo if r[5]]
+    if len(pk) == 1 and (pk[0][2] or "").upper() == "INTEGER":
+        return None
+    names = {r[1].lower() for r in xinfo}
+    return next((n for n in ("rowid", "_rowid_", "oid") if n not in names), None)
+
+
+def _select(
+    specs: list[TableSpec], include: Iterable[str] | None, exclude: Iterable[str] | None
+) -> list[TableSpec]:
+    inc, exc = list(include or ()), list(exclude or ())
+    keys = [s.key for s in specs]
+    unknown = [p for p in inc if not any(fnmatch.fnmatchcase(k, p) for k in keys)]
+    if unknown:
+        raise ExportError(f"no such table to include: {', '.join(unknown)}")
+    return [
+        s
+        for s in specs
+        if (not inc or any(fnmatch.fnmatchcase(s.key, p) for p in inc))
+        and not any(fnmatch.fnmatchcase(s.key, p) for p in exc)
+    ]
+
+
+def _parents_first(specs: list[TableSpec]) -> list[TableSpec]:
+    """Referenced tables before the tables referencing them (cycles broken by file order)."""
+    by_name = {s.name.lower(): s for s in specs}
+    done: set[str] = set()
+    out: list[TableSpec] = []
+
+    def visit(s: TableSpec, path: set[str]) -> None:
+        if s.key in done or s.key in path:
+            return
+        path.add(s.key)
+        for fk in s.table.foreign_key_constraints:
+            parent = by_name.get(fk.elements[0].target_fullname.rsplit(".", 1)[0].lower())
+            if parent is not None and parent is not s:
+                visit(parent, path)
+        path.discard(s.key)
+        done.add(s.key)
+        out.append(s)
+
+    for s in specs:
+        visit(s, set())
+    return out
+
+
+__all__ = ["SQLiteSource", "qi"]

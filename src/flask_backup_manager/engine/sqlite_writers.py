@@ -1,0 +1,373 @@
+"""The two SQLite formats: ``sqlite3_db`` (a database file) and ``sqlite3`` (gzipped SQL text).
+
+From an SQLite source both are exact copies of the snapshot: every table, rowid, value and storage
+class, and the schema SQL as written (tables, views, triggers, indexes, ``sqlite_sequence``,
+``sqlite_stat1``, ``user_version``, ``application_id``, virtual tables with their data).
+From any other source (PostgreSQL) both come from one plan built by :mod:`.typemap`, so
+``gunzip -c F | sqlite3 new.db`` gives the same database as the ``sqlite3_db`` file.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import re
+import sqlite3
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+from .base import COMPRESSLEVEL, Source, TableSpec, Tracker
+from .sqlite_source import SQLiteSource, qi, rowid_name
+
+#: pages copied per step of the backup API (4 MB with 4 KB pages); progress comes between steps
+BACKUP_PAGES = 1024
+#: rows fetched per round trip when rendering SQL text
+FETCH_ROWS = 2000
+#: columns rendered by one SQL concatenation (SQLite limits expression depth to 1000)
+COLUMN_GROUP = 100
+
+_AUTOINCREMENT = re.compile(r"\bAUTOINCREMENT\b", re.IGNORECASE)
+#: what a CR inside a quoted string becomes: the string is closed, a char(13) added, reopened
+_CR = "'||char(13)||'"
+
+
+# -- sqlite3_db ---------------------------------------------------------------------------
+
+
+def write_sqlite_db(source: Source, path: Path, tracker: Tracker) -> None:
+    """Write a ready-to-use SQLite database file to ``path`` (an empty private temp file)."""
+    if isinstance(source, SQLiteSource):
+        _backup(source, path, tracker)
+    else:
+        from .typemap import write_generic_db
+
+        write_generic_db(source, path, tracker)
+    _remove_sidecars(path)
+
+
+def _backup(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
+    """Copy the source's pages with SQLite's online backup API. The backup reads through the
+    source's connection, inside its open read transaction, so it copies that snapshot (a copy
+    is never restarted by the app's commits: they are not visible to it). Tables left out by
+    include/exclude are dropped from the copy afterwards, with secure_delete on and a VACUUM, so
+    none of their bytes remain in the file."""
+    specs = source.tables()
+    pages = _PageProgress(specs, tracker)
+    dst = sqlite3.connect(path, isolation_level=None)
+    try:
+        dst.execute("PRAGMA journal_mode=OFF")
+        dst.execute("PRAGMA synchronous=OFF")
+        source.con.backup(dst, pages=BACKUP_PAGES, progress=pages.step)
+        # the source's header may say WAL; the copy is one self-contained file
+        dst.execute("PRAGMA journal_mode=DELETE")
+        kept = {s.key for s in specs}
+        dropped = [s.name for s in source.all_specs if s.key not in kept]
+        if dropped:
+            dst.execute("PRAGMA secure_delete=ON")
+            dst.execute("BEGIN")
+            for name in dropped:
+                dst.execute(f"DROP TABLE main.{qi(name)}")
+            dst.execute("COMMIT")
+            dst.execute("VACUUM")
+    finally:
+        dst.close()
+    pages.finish()
+
+
+class _PageProgress:
+    """Turns the backup API's page counts into the tracker's per-table events: the row counts
+    are known from the snapshot, the pages are spread over them in table order."""
+
+    def __init__(self, specs: list[TableSpec], tracker: Tracker) -> None:
+        self.specs, self.tracker = specs, tracker
+        self.total = sum(s.estimated_rows for s in specs)
+        self.i = 0  # the table being reported
+        self.in_table = 0  # its rows reported so far
+        self.done = 0  # all rows reported so far
+        self.open = False
+
+    def step(self, status: int, remaining: int, total: int) -> None:
+        if total:
+            self._advance(self.total * (total - remaining) // total)
+
+    def finish(self) -> None:
+        self._advance(self.total)
+
+    def _advance(self, upto: int) -> None:
+        while self.i < len(self.specs):
+            spec = self.specs[self.i]
+            if not self.open:
+                self.tracker.start(spec)
+                self.open, self.in_table = True, 0
+            take = min(spec.estimated_rows - self.in_table, upto - self.done)
+            if take > 0:
+                self.tracker.rows(take)
+                self.in_table += take
+                self.done += take
+            if self.in_table < spec.estimated_rows:
+                return
+            self.tracker.finish(spec)
+            self.i, self.open = self.i + 1, False
+
+
+def _remove_sidecars(path: Path) -> None:
+    for suffix in ("-journal", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+# -- sqlite3 (SQL text) --------------------------------------------------------------------
+
+
+def write_sqlite_sql(source: Source, path: Path, tracker: Tracker) -> None:
+    """Write gzipped SQL text to ``path`` that ``sqlite3 new.db`` and ``executescript`` load."""
+    with GzipWriter(path) as out:
+        if isinstance(source, SQLiteSource):
+            _dump(source, out, tracker)
+        else:
+            from .typemap import write_generic_sql
+
+            write_generic_sql(source, out, tracker)
+
+
+class GzipWriter:
+    """Bytes in, a gzip file out. Deflate runs in a second thread (zlib releases the GIL) so
+    rendering rows and compressing them overlap, as they do in ``sqlite3 db .dump | gzip``.
+    The queue is bounded: memory stays flat."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="gzip-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        try:
+            while (chunk := self._queue.get()) is not None:
+                if self._error is None:
+                    self._file.write(z.compress(chunk))
+            if self._error is None:
+                self._file.write(z.flush())
+        except BaseException as e:  # reported by write() or close()
+            self._error = e
+            while self._queue.get() is not None:  # let the producer finish
+                pass
+
+    def write(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def line(self, text: str) -> None:
+        self.write(text.encode() + b"\n")
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._file.close()
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> GzipWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is not None:
+            self._error = self._error or exc[1]
+        try:
+            self.close()
+        except BaseException:
+            if exc[0] is None:
+                raise
+
+
+def _dump(source: SQLiteSource, out: GzipWriter, tracker: Tracker) -> None:
+    """SQL text equal to the ``sqlite3_db`` copy: schema SQL verbatim from ``sqlite_master``,
+    rows with their rowids, values rendered by SQLite itself (``quote()``) except REALs, which
+    get an exactly-round-tripping literal (see :func:`real_literal`).
+
+    Virtual tables (FTS5, ...) are created with their own ``CREATE VIRTUAL TABLE``, which makes
+    their shadow tables; then the shadow tables' rows are replaced by the source's. The index is
+    thus copied byte for byte (contentless and external-content tables too, which cannot be
+    rebuilt from their rows) and the connection that ran the script can use the table at once,
+    which ``.dump``'s ``writable_schema`` approach does not give.
+    """
+    con = source.con
+    specs = source.tables()
+    kept = {s.name for s in specs}
+    con.create_function("fbm_real", 1, real_literal, deterministic=True)
+    con.create_function("fbm_exact", 1, exact_real_expression, deterministic=True)
+    out.line("PRAGMA foreign_keys=OFF;")
+    out.line("BEGIN TRANSACTION;")
+    for pragma in ("user_version", "application_id"):
+        value = con.execute(f"PRAGMA main.{pragma}").fetchone()[0]
+        if value:
+            out.line(f"PRAGMA {pragma}={value};")
+    for o in source.objects:  # in the source's order, so sqlite_master reads the same
+        if o.type == "table" and o.name in kept:
+            out.line(o.sql + ";")
+    for spec in specs:
+        tracker.start(spec)
+        if spec.extra["kind"] == "virtual":
+            for name in source.shadow_tables(spec.name):
+                out.line(f"DELETE FROM {qi(name)};")
+                _insert_rows(con, name, _shadow_plan(con, name), out, None)
+            tracker.rows(spec.estimated_rows)
+        else:
+            _insert_rows(con, spec.name, spec.extra, out, tracker)
+        tracker.finish(spec)
+    _internal_tables(source, kept, out)
+    for o in source.objects:
+        if (
+            o.type in ("index", "trigger", "view")
+            and o.sql
+            and (o.type == "view" or o.tbl_name in kept)
+        ):
+            out.line(o.sql + ";")
+    out.line("COMMIT;")
+
+
+def _shadow_plan(con: sqlite3.Connection, name: str) -> dict[str, Any]:
+    xinfo = list(con.execute(f"PRAGMA main.table_xinfo({qi(name)})"))
+    wr = con.execute("SELECT wr FROM pragma_table_list WHERE schema='main' AND name=?", (name,))
+    return {
+        "columns": [r[1] for r in xinfo if r[6] == 0],
+        "types": {r[1]: r[2] for r in xinfo},
+        "strict": False,
+        "rowid": None if wr.fetchone()[0] else rowid_name(xinfo),
+    }
+
+
+def _insert_rows(
+    con: sqlite3.Connection,
+    name: str,
+    plan: dict[str, Any],
+    out: GzipWriter,
+    tracker: Tracker | None,
+) -> None:
+    """One ``INSERT`` per row, built by SQLite in one SELECT (C speed); Python only joins lines."""
+    cols = list(plan["columns"])
+    exprs = [_literal_sql(c, plan) for c in cols]
+    if plan["rowid"]:
+        cols.insert(0, plan["rowid"])
+        exprs.insert(0, f"quote({plan['rowid']})")
+    if not cols:
+        return
+    target = qi(name)
+    if plan["rowid"] or len(cols) != len(plan["types"]):
+        target += "(" + ",".join(qi(c) for c in cols) + ")"
+    head = _sql_string(f"INSERT INTO {target} VALUES(")
+    groups = [exprs[i : i + COLUMN_GROUP] for i in range(0, len(exprs), COLUMN_GROUP)]
+    select = [" || ',' || ".join(g) for g in groups]
+    select[0] = f"{head} || {select[0]}"
+    select[-1] = f"{select[-1]} || ');'"
+    # bytes, not str: SQLite's text goes out as it is stored (even if it is not valid UTF-8)
+    text_factory, con.text_factory = con.text_factory, bytes
+    cur = con.execute(f"SELECT {', '.join(select)} FROM main.{qi(name)}")
+    try:
+        while rows := cur.fetchmany(FETCH_ROWS):
+            if len(select) == 1:
+                lines = [r[0] for r in rows]
+            else:
+                lines = [b",".join(r) for r in rows]
+            lines.append(b"")
+            out.write(b"\n".join(lines))
+            if tracker is not None:
+                tracker.rows(len(rows))
+    finally:
+        cur.close()
+        con.text_factory = text_factory
+
+
+def _literal_sql(column: str, plan: dict[str, Any]) -> str:
+    """The SQL expression that renders ``column``'s value as an SQL literal. Where the column
+    can hold a REAL, a REAL is rendered by :func:`real_literal` when SQLite reads that text back
+    as the same double, else by :func:`exact_real_expression`."""
+    c = qi(column)
+    declared = (plan["types"].get(column) or "").upper()
+    if plan["strict"] and declared in ("INT", "INTEGER", "BLOB"):
+        return f"quote({c})"
+    # the sqlite3 shell drops a CR before an LF even inside a string: 'a'||char(13)||'b'
+    quoted = f"replace(quote({c}), char(13), {_sql_string(_CR)})"
+    if plan["strict"] and declared == "TEXT":
+        return quoted
+    return (
+        f"CASE WHEN typeof({c}) <> 'real' THEN {quoted} "
+        f"WHEN CAST(fbm_real({c}) AS REAL) = {c} THEN fbm_real({c}) "
+        f"ELSE fbm_exact({c}) END"
+    )
+
+
+def real_literal(x: float) -> str:
+    """The shortest decimal that a correctly rounding parser reads back as ``x`` (Python's
+    ``repr``), ``1e999`` for infinity. SQLite before 3.43 does not round correctly: about 1 in
+    200 of these strings (and of its own ``quote()`` output) comes back one ulp off, which is
+    why the caller checks with SQLite's own parser and falls back to
+    :func:`exact_real_expression`."""
+    if math.isinf(x):
+        return "1e999" if x > 0 else "-1e999"
+    return repr(x)
+
+
+def exact_real_expression(x: float) -> str:
+    """An SQL expression whose value is exactly ``x`` in any SQLite: ``x = m * 2**e`` with an
+    integer ``m`` of at most 53 bits, computed as ``m*1.0`` times or divided by powers of two
+    of at most 2**62 (integer literals, exact), every step exact."""
+    if x == 0 or math.isinf(x):
+        return real_literal(x)
+    n, d = x.as_integer_ratio()
+    if d == 1:
+        k = (n & -n).bit_length() - 1
+        m, op = n >> k, "*"
+    else:
+        k = d.bit_length() - 1
+        m, op = n, "/"
+    parts = [f"{m}*1.0"]
+    while k > 0:
+        step = min(k, 62)
+        parts.append(str(1 << step))
+        k -= step
+    return "(" + op.join(parts) + ")"
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _internal_tables(source: SQLiteSource, kept: set[str], out: GzipWriter) -> None:
+    """``sqlite_sequence`` and ``sqlite_stat1`` rows (with their rowids) of the tables kept
+    and of their shadow tables."""
+    con = source.con
+    internal = {o.name for o in source.objects if o.type == "table"}
+    tables = {o.name: o for o in source.objects if o.type == "table"}
+    owners = set(kept)
+    for spec in source.tables():
+        if spec.extra["kind"] == "virtual":
+            owners.update(source.shadow_tables(spec.name))
+    autoinc = any(_AUTOINCREMENT.search(tables[n].sql or "") for n in kept)
+    # with tables left out, sqlite3_db is VACUUMed, which renumbers these two tables' rowids
+    renumber = len(source.tables()) < len(source.all_specs)
+    for table, cols, wanted in (
+        ("sqlite_sequence", "name,seq", "sqlite_sequence" in internal and autoinc),
+        ("sqlite_stat1", "tbl,idx,stat", "sqlite_stat1" in internal),
+    ):
+        if not wanted:
+            continue
+        names = cols.split(",")
+        if not renumber:
+            names.insert(0, "rowid")
+        out.line(
+            "DELETE FROM sqlite_sequence;"
+            if table == "sqlite_sequence"
+            else "ANALYZE sqlite_master;"
+        )
+        literals = " || ',' || ".join(f"quote({c})" for c in names)
+        for owner, values in con.execute(f"SELECT {cols.split(',')[0]}, {literals} FROM {table}"):
+            if owner in owners:
+                out.line(f"INSERT INTO {table}({','.join(names)}) VALUES({values});")
+
+
+__all__ = ["GzipWriter", "write_sqlite_db", "write_sqlite_sql"]

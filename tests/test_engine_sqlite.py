@@ -1,0 +1,517 @@
+"""The SQLite side of the export engine: SQLite -> ``sqlite3_db`` and ``sqlite3``."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from flask_backup_manager.engine import ExportError, export
+from flask_backup_manager.engine.sqlite_writers import exact_real_expression
+
+from .conftest import DATASETS
+
+CHINOOK = DATASETS / "chinook" / "Chinook_Sqlite.sqlite"
+
+SQLITE3 = "/usr/bin/sqlite3"
+
+#: doubles SQLite 3.40 reads back one ulp off when given Python's repr (or its own quote())
+HARD_FLOATS = [
+    -2.2606631148481385e-299,
+    1.829402849984213e-298,
+    -1.576209342660012e-294,
+    -3.394825485491527e-306,
+    -1.1352904205810249e-307,
+    -3.8461908647605975e-299,
+]
+
+EXTREME_VALUES = [
+    2**63 - 1,
+    -(2**63),
+    0,
+    1e308,
+    -1e308,
+    5e-324,
+    0.1 + 0.2,
+    -0.0,
+    1.7976931348623157e308,
+    2.2250738585072014e-308,
+    float("inf"),
+    float("-inf"),
+    1e16,
+    123456789012345678.0,
+    *HARD_FLOATS,
+]
+
+TEXTS = [
+    'it\'s a "quote"',
+    "back\\slash \\N",
+    "tab\there",
+    "new\nline\r\nCRLF",
+    "\\N",
+    "😀 ünïcødé",
+    "",
+    " ",
+    "NULL",
+    "'",
+    "--",
+    ";",
+    "x'00'",
+]
+
+BLOBS = [b"\x00", b"\x00\x01\xff\x00", b"", bytes(range(256)), b"\\N\n\t'"]
+
+SCHEMA = """
+PRAGMA user_version = 42;
+PRAGMA application_id = 1234;
+CREATE TABLE "Order" ("Select" INTEGER PRIMARY KEY AUTOINCREMENT, "Group" TEXT NOT NULL,
+                      "MixedCase" REAL, "from" BLOB);
+CREATE TABLE weird ("a""b" TEXT, t TEXT, n NUMERIC, i INTEGER, r REAL, b BLOB, untyped,
+                    s STRING, "table" VARCHAR(10));
+CREATE TABLE kv (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE strict_t (id INTEGER PRIMARY KEY, name TEXT NOT NULL, score REAL, data BLOB,
+                       anything ANY, shout TEXT GENERATED ALWAYS AS (upper(name)) VIRTUAL,
+                       twice INT GENERATED ALWAYS AS (id * 2) STORED) STRICT;
+CREATE TABLE parent (id INTEGER PRIMARY KEY, a INT NOT NULL, b INT NOT NULL, UNIQUE (a, b));
+CREATE TABLE child (id INTEGER PRIMARY KEY, pa INT, pb INT,
+                    FOREIGN KEY (pa, pb) REFERENCES parent (a, b) ON DELETE CASCADE);
+CREATE TABLE "other.t" (x, "Y" TEXT DEFAULT 'dflt', z INT DEFAULT (1 + 2));
+CREATE TABLE secret (id INTEGER PRIMARY KEY AUTOINCREMENT, token TEXT);
+CREATE INDEX secret_token ON secret (token);
+CREATE VIRTUAL TABLE docs_fts USING fts5(title, body, tokenize = 'porter');
+CREATE VIRTUAL TABLE bare_fts USING fts5(words, content = '');
+CREATE VIEW "Order View" AS SELECT "Select", "Group" FROM "Order" WHERE "MixedCase" > 0;
+CREATE VIEW secret_view AS SELECT token FROM secret;
+CREATE TRIGGER order_audit AFTER INSERT ON "Order"
+BEGIN INSERT INTO kv (k, v) VALUES ('audit ' || new."Select", new."Group"); END;
+CREATE INDEX weird_partial ON weird (i) WHERE i IS NOT NULL;
+CREATE INDEX weird_expr ON weird (lower(t), i + 1);
+CREATE UNIQUE INDEX "Order group" ON "Order" ("Group" COLLATE NOCASE DESC);
+"""
+
+
+def build_hard_db(path: Path, *, seed: int = 7) -> Path:
+    """A database that holds every case the SQLite formats must carry exactly."""
+    rnd = random.Random(seed)
+    doubles = []
+    while len(doubles) < 3000:
+        (x,) = struct.unpack("<d", struct.pack("<Q", rnd.getrandbits(64)))
+        if x == x:
+            doubles.append(x)
+    doubles += [rnd.uniform(-1e6, 1e6) for _ in range(1000)] + [round(rnd.random(), 2)] * 3
+    with closing(sqlite3.connect(path, isolation_level=None)) as con:
+        con.executescript(SCHEMA)
+        con.execute("BEGIN")
+        for i, text in enumerate(TEXTS):
+            con.execute(
+                'INSERT INTO "Order" ("Group", "MixedCase", "from") VALUES (?, ?, ?)',
+                (text, i - 3.5, BLOBS[i % len(BLOBS)]),
+            )
+        con.execute('DELETE FROM "Order" WHERE "Select" = (SELECT max("Select") FROM "Order")')
+        mixed = [None, *EXTREME_VALUES, *TEXTS, *BLOBS, "abc", "12", "1e5", "0x10"]
+        for v in mixed:  # every column holds every kind of value (affinity permitting)
+            con.execute("INSERT INTO weird VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (v,) * 9)
+        con.executemany("INSERT INTO weird (r, untyped) VALUES (?, ?)", ((d, d) for d in doubles))
+        con.execute("INSERT INTO weird DEFAULT VALUES")
+        con.execute("DELETE FROM weird WHERE rowid IN (3, 5, 8)")  # rowids with gaps
+        con.executemany("INSERT INTO kv VALUES (?, ?)", ((f"k{i}", v) for i, v in enumerate(mixed)))
+        con.executemany(
+            "INSERT INTO strict_t (id, name, score, data, anything) VALUES (?, ?, ?, ?, ?)",
+            [
+                (1, "a", 1e308, b"\x00", 2**63 - 1),
+                (2, "b", 5e-324, None, "text"),
+                (3, "c", None, b"", 0.1 + 0.2),
+                (4, "😀", -0.0, None, None),
+            ],
+        )
+        con.executemany("INSERT INTO parent VALUES (?, ?, ?)", [(1, 1, 1), (2, 1, 2)])
+        con.executemany("INSERT INTO child VALUES (?, ?, ?)", [(1, 1, 1), (2, 1, 2), (3, None, 9)])
+        con.execute("INSERT INTO \"other.t\" (x) VALUES (NULL), (1), ('two')")
+        con.executemany(
+            "INSERT INTO secret (token) VALUES (?)", [("SECRET-TOKEN-1",), ("SECRET-TOKEN-2",)]
+        )
+        con.executemany(
+            "INSERT INTO docs_fts (rowid, title, body) VALUES (?, ?, ?)",
+            [
+                (3, "hello", "the quick brown fox"),
+                (10, "jumps", "over the lazy dogs 😀"),
+                (11, "it's", "back\\slash\nnew line"),
+            ],
+        )
+        con.execute("INSERT INTO docs_fts (docs_fts, rank) VALUES ('rank', 'bm25(10.0, 1.0)')")
+        con.execute("INSERT INTO bare_fts (rowid, words) VALUES (1, 'contentless words')")
+        con.execute("COMMIT")
+        con.execute("ANALYZE")
+    return path
+
+
+def canon(value: object) -> object:
+    """A value with its Python type (= SQLite storage class); floats bit for bit (-0.0)."""
+    if isinstance(value, float):
+        return ("real", struct.pack(">d", value))
+    return (type(value).__name__, value)
+
+
+def snapshot(path: Path) -> dict:
+    """Everything that must survive a copy: the schema SQL, the header pragmas, and every row
+    (rowid included) of every table, internal and shadow tables too, with each value's
+    storage class as SQLite's typeof() reports it."""
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+        schema = sorted(
+            con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"),
+            key=repr,
+        )
+        kinds = {r[1]: (r[2], r[4]) for r in con.execute("PRAGMA main.table_list")}
+        data = {}
+        for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            kind, without_rowid = kinds[name]
+            cols = [r[1] for r in con.execute(f"PRAGMA table_xinfo({quote(name)})")]
+            sel = ", ".join([*map(quote, cols), *(f"typeof({quote(c)})" for c in cols)])
+            if kind == "table" and not without_rowid:
+                sel, order = f"rowid, {sel}", "ORDER BY rowid"
+            else:
+                order = ""
+            rows = con.execute(f"SELECT {sel} FROM {quote(name)} {order}").fetchall()
+            data[name] = [tuple(map(canon, r)) for r in rows]
+        pragmas = {
+            p: con.execute(f"PRAGMA {p}").fetchone()[0]
+            for p in ("user_version", "application_id", "encoding")
+        }
+    return {"schema": schema, "data": data, "pragmas": pragmas}
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_health(path: Path) -> None:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def restore_with_cli(dump: Path, db: Path) -> None:
+    """``gunzip -c DUMP | sqlite3 DB``; any message from sqlite3 fails the test."""
+    out = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f'gunzip -c "{dump}" | {SQLITE3} "{db}"'],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (out.returncode, out.stderr, out.stdout) == (0, "", "")
+
+
+def restore_with_python(dump: Path, db: Path) -> sqlite3.Connection:
+    """``executescript`` of the whole dump; returns the connection that ran it (caller closes)."""
+    con = sqlite3.connect(db, isolation_level=None)
+    with gzip.open(dump, "rt", encoding="utf-8") as f:
+        con.executescript(f.read())
+    return con
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def hard_db(tmp_path) -> Path:
+    return build_hard_db(tmp_path / "hard.db")
+
+
+def copies(source: Path, tmp: Path, **kw) -> dict[str, Path]:
+    """The source exported as ``sqlite3_db`` and as ``sqlite3`` restored both ways."""
+    out = {"db": tmp / "copy.sqlite3", "dump": tmp / "copy.sql.gz"}
+    export(sqlite_url(source), "sqlite3_db", out["db"], **kw)
+    export(sqlite_url(source), "sqlite3", out["dump"], **kw)
+    out["cli"] = tmp / "cli.db"
+    restore_with_cli(out["dump"], out["cli"])
+    out["py"] = tmp / "py.db"
+    restore_with_python(out["dump"], out["py"]).close()
+    return out
+
+
+# -- exactness --------------------------------------------------------------------------------
+
+
+def test_sqlite3_db_is_an_exact_copy_of_every_table_value_and_storage_class(hard_db, tmp_path):
+    out = tmp_path / "copy.sqlite3"
+    export(sqlite_url(hard_db), "sqlite3_db", out)
+    assert snapshot(out) == snapshot(hard_db)
+    check_health(out)
+    assert out.read_bytes()[18:20] == b"\x01\x01"  # not WAL: one self-contained file
+    assert sorted(os.listdir(tmp_path)) == ["copy.sqlite3", "hard.db"]
+
+
+def test_sqlite3_format_keeps_storage_classes_and_schema_both_restores(hard_db, tmp_path):
+    c = copies(hard_db, tmp_path)
+    want = snapshot(hard_db)
+    assert snapshot(c["db"]) == want
+    for restored in (c["cli"], c["py"]):
+        got = snapshot(restored)
+        assert got["schema"] == want["schema"]
+        assert got["pragmas"] == want["pragmas"]
+        for table, rows in want["data"].items():
+            assert got["data"][table] == rows, table
+        assert got == want
+        check_health(restored)
+
+
+def test_sqlite3_format_restores_to_the_same_dump_text_as_the_source(tmp_path):
+    c = copies(CHINOOK, tmp_path)
+
+    def dump(db: Path) -> str:
+        return subprocess.run(
+            [SQLITE3, db, ".dump"], capture_output=True, text=True, check=True
+        ).stdout
+
+    want = dump(CHINOOK)
+    assert dump(c["db"]) == want
+    assert dump(c["cli"]) == want
+    assert dump(c["py"]) == want
+
+
+def test_extreme_floats_round_trip_exactly_through_sqlite3_format(tmp_path):
+    rnd = random.Random(11)
+    values = [*HARD_FLOATS, 5e-324, -5e-324, 1e308, 2.2250738585072014e-308]
+    while len(values) < 20000:
+        (x,) = struct.unpack("<d", struct.pack("<Q", rnd.getrandbits(64)))
+        if x == x:
+            values.append(x)
+    src = tmp_path / "floats.db"
+    with closing(sqlite3.connect(src)) as con:
+        con.execute("CREATE TABLE f (x)")
+        con.executemany("INSERT INTO f VALUES (?)", ((v,) for v in values))
+        con.commit()
+    export(sqlite_url(src), "sqlite3", tmp_path / "f.sql.gz")
+    restore_with_cli(tmp_path / "f.sql.gz", tmp_path / "f.db")
+    with closing(sqlite3.connect(tmp_path / "f.db")) as con:
+        got = [r[0] for r in con.execute("SELECT x FROM f ORDER BY rowid")]
+    assert [canon(v) for v in got] == [canon(v) for v in values]
+
+
+def test_exact_real_expression_evaluates_to_the_same_double_in_sqlite():
+    values = [*HARD_FLOATS, 5e-324, -1.7976931348623157e308, 2.0**-1074 * 3, 0.1, -2.5e300]
+    with closing(sqlite3.connect(":memory:")) as con:
+        for v in values:
+            assert con.execute(f"SELECT {exact_real_expression(v)}").fetchone()[0] == v
+
+
+def test_restored_script_connection_can_use_fts5_at_once(hard_db, tmp_path):
+    export(sqlite_url(hard_db), "sqlite3", tmp_path / "d.sql.gz")
+    with closing(restore_with_python(tmp_path / "d.sql.gz", tmp_path / "d.db")) as con:
+        hits = con.execute("SELECT rowid FROM docs_fts WHERE docs_fts MATCH 'dog' ORDER BY rank")
+        assert hits.fetchall() == [(10,)]
+        assert con.execute(
+            "SELECT rowid FROM bare_fts WHERE bare_fts MATCH 'words'"
+        ).fetchall() == [(1,)]
+        con.execute("INSERT INTO docs_fts (docs_fts) VALUES ('integrity-check')")
+
+
+def test_dump_puts_schema_first_and_indexes_triggers_views_after_the_rows(hard_db, tmp_path):
+    export(sqlite_url(hard_db), "sqlite3", tmp_path / "d.sql.gz")
+    lines = gzip.decompress((tmp_path / "d.sql.gz").read_bytes()).decode().splitlines()
+    assert lines[:2] == ["PRAGMA foreign_keys=OFF;", "BEGIN TRANSACTION;"]
+    assert lines[-1] == "COMMIT;"
+    first_insert = next(i for i, x in enumerate(lines) if x.startswith("INSERT"))
+    last_insert = max(i for i, x in enumerate(lines) if x.startswith("INSERT"))
+    creates = [i for i, x in enumerate(lines) if x.startswith("CREATE TABLE")]
+    later = [
+        i
+        for i, x in enumerate(lines)
+        if x.startswith(("CREATE INDEX", "CREATE VIEW", "CREATE TRIGGER", "CREATE UNIQUE"))
+    ]
+    assert max(creates) < first_insert and min(later) > last_insert
+
+
+# -- include / exclude ------------------------------------------------------------------------
+
+
+def test_exclude_leaves_the_table_and_its_bytes_out_of_both_formats(hard_db, tmp_path):
+    c = copies(hard_db, tmp_path, exclude=["secret"])
+    want = snapshot(c["db"])
+    assert "secret" not in want["data"]
+    assert "secret" not in [r[1] for r in want["schema"] if r[0] != "view"]
+    seq = {r[1][1]: r[2][1] for r in want["data"]["sqlite_sequence"]}  # rowid, name, seq
+    assert "secret" not in seq and "Order" in seq
+    assert snapshot(c["cli"]) == want
+    assert snapshot(c["py"]) == want
+    check_health(c["db"])
+    assert b"SECRET-TOKEN" not in c["db"].read_bytes()
+    assert b"SECRET-TOKEN" not in gzip.decompress(c["dump"].read_bytes())
+
+
+def test_include_takes_names_and_patterns(tmp_path):
+    out = tmp_path / "x.sqlite3"
+    export(sqlite_url(CHINOOK), "sqlite3_db", out, include=["Playlist*", "Artist"])
+    with closing(sqlite3.connect(out)) as con:
+        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert names == {"Artist", "Playlist", "PlaylistTrack"}
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3", "sqlite3_db"])
+def test_include_of_an_unknown_table_fails_and_leaves_no_file(tmp_path, fmt):
+    with pytest.raises(ExportError, match="no such table to include: Nope"):
+        export(sqlite_url(CHINOOK), fmt, tmp_path / "out", include=["Artist", "Nope"])
+    assert os.listdir(tmp_path) == []
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3", "sqlite3_db"])
+def test_progress_reports_every_table_finished_with_its_exact_row_count(tmp_path, fmt):
+    events = []
+    result = export(sqlite_url(CHINOOK), fmt, tmp_path / "out", progress=events.append)
+    finished = [e.finished for e in events if e.finished]
+    with closing(sqlite3.connect(CHINOOK)) as con:
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%'"
+            )
+        ]
+        want = {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
+    assert dict(finished) == want and len(finished) == len(want)
+    assert events[-1].tables_done == events[-1].tables_total == len(want)
+    assert result.rows == sum(want.values()) == events[-1].rows_done
+    # parents before children: every table's FK parents finished before it
+    order = [k for k, _ in finished]
+    assert order.index("Artist") < order.index("Album") < order.index("Track")
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3", "sqlite3_db"])
+def test_a_failure_during_the_export_leaves_no_file(hard_db, tmp_path, fmt):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    def boom(p):
+        if p.finished:
+            raise RuntimeError("disk on fire")
+
+    with pytest.raises(ExportError, match="disk on fire"):
+        export(sqlite_url(hard_db), fmt, out_dir / "x", progress=boom)
+    assert os.listdir(out_dir) == []
+
+
+def test_a_missing_source_file_is_an_error_and_is_not_created(tmp_path):
+    with pytest.raises(ExportError, match="no such database file: .*missing.db"):
+        export(sqlite_url(tmp_path / "missing.db"), "sqlite3", tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_file_that_is_not_a_database_is_a_one_line_error(tmp_path):
+    (tmp_path / "junk.db").write_bytes(b"not a database\n" * 100)
+    with pytest.raises(ExportError, match="file is not a database"):
+        export(sqlite_url(tmp_path / "junk.db"), "sqlite3_db", tmp_path / "out")
+    assert os.listdir(tmp_path) == ["junk.db"]
+
+
+# -- consistency --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3", "sqlite3_db"])
+def test_export_reads_one_snapshot_while_the_app_keeps_moving_money(tmp_path, fmt):
+    """Accounts live in two tables with a filler between them; a writer moves money from one to
+    the other all along. Without one snapshot the copy would see a sum that never existed."""
+    db = tmp_path / "bank.db"
+    with closing(sqlite3.connect(db, isolation_level=None)) as con:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("CREATE TABLE a (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
+        con.execute("CREATE TABLE filler (id INTEGER PRIMARY KEY, pad BLOB)")
+        con.execute("CREATE TABLE b (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO a VALUES (?, 1000)", ((i,) for i in range(200)))
+        con.executemany("INSERT INTO b VALUES (?, 1000)", ((i,) for i in range(200)))
+        con.executemany("INSERT INTO filler (pad) VALUES (randomblob(1000))", ([],) * 6000)
+        con.execute("COMMIT")
+    total = 400 * 1000
+    stop = threading.Event()
+    commits = []
+
+    def move_money() -> None:
+        rnd = random.Random(1)
+        with closing(sqlite3.connect(db, isolation_level=None, timeout=10)) as w:
+            while not stop.is_set():
+                amount, i, j = rnd.randint(1, 50), rnd.randrange(200), rnd.randrange(200)
+                w.execute("BEGIN IMMEDIATE")
+                w.execute("UPDATE a SET balance = balance - ? WHERE id = ?", (amount, i))
+                w.execute("UPDATE b SET balance = balance + ? WHERE id = ?", (amount, j))
+                w.execute("COMMIT")
+                commits.append(1)
+
+    def slowly(p) -> None:  # give the writer time between (and inside) tables
+        time.sleep(0.05)
+
+    writer = threading.Thread(target=move_money)
+    writer.start()
+    try:
+        while len(commits) < 20:
+            time.sleep(0.01)
+        before = len(commits)
+        out = tmp_path / "out"
+        export(sqlite_url(db), fmt, out, progress=slowly)
+        during = len(commits) - before
+    finally:
+        stop.set()
+        writer.join()
+    if fmt == "sqlite3":
+        restored = tmp_path / "restored.db"
+        restore_with_cli(out, restored)
+        out = restored
+    with closing(sqlite3.connect(out)) as con:
+        got = con.execute("SELECT (SELECT sum(balance) FROM a) + (SELECT sum(balance) FROM b)")
+        assert got.fetchone()[0] == total
+    assert during > 10  # the app really wrote while the export ran
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flask_backup_manager", "export", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3", "sqlite3_db"])
+def test_command_line_export_writes_the_file_and_exits_0(tmp_path, fmt):
+    out = tmp_path / "chinook.out"
+    done = run_cli("--source", sqlite_url(CHINOOK), "--format", fmt, "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and "11 tables, 15607 rows" in done.stdout
+    assert os.listdir(tmp_path) == ["chinook.out"]
+
+
+def test_command_line_missing_source_fails_with_one_line_and_no_file(tmp_path):
+    out = tmp_path / "x.sql.gz"
+    done = run_cli(
+        "--source", sqlite_url(tmp_path / "nope.db"), "--format", "sqlite3", "--output", str(out)
+    )
+    assert done.returncode != 0
+    assert done.stderr.startswith("error: no such database file:")
+    assert done.stderr.count("\n") == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_command_line_unknown_format_is_a_usage_error(tmp_path):
+    done = run_cli(
+        "--source", sqlite_url(CHINOOK), "--format", "xml", "--output", str(tmp_path / "x")
+    )
+    assert done.returncode == 2 and "invalid choice: 'xml'" in done.stderr
+    assert os.listdir(tmp_path) == []
