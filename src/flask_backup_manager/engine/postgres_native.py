@@ -41,9 +41,13 @@ def write_native(src: PostgresSource, out: GzipOut, tracker: Tracker) -> None:
         cols = ", ".join(c.as_string(src.conn) for c in spec.extra["copy_columns"])
         name = spec.extra["qualified"].as_string(src.conn)
         out.write(f"COPY {name} ({cols}) FROM stdin;\n" if cols else f"COPY {name} FROM stdin;\n")
-        for chunk in src.copy_out(spec):
-            out.write(chunk)
-            tracker.rows(chunk.count(b"\n"))
+        chunks = src.copy_out(spec)
+        try:
+            for chunk in chunks:
+                out.write(chunk)
+                tracker.rows(chunk.count(b"\n"))
+        finally:
+            chunks.close()
         out.write("\\.\n\n")
         tracker.finish(spec)
     out.write(statements(cat.sequence_values()))

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from psycopg import sql
+from psycopg import pq, sql
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import URL
 
@@ -228,7 +228,8 @@ class PostgresSource:
     def close(self) -> None:
         if not self.conn.closed:
             try:
-                self.conn.rollback()
+                if self.conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS:
+                    self.conn.rollback()
             finally:
                 self.conn.close()
 
@@ -380,20 +381,55 @@ class PostgresSource:
             return sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, self._from(spec))
         return sql.SQL("COPY {} ({}) TO STDOUT").format(spec.extra["qualified"], cols)
 
-    def copy_out(self, spec: TableSpec) -> Iterator[bytes]:
+    def copy_out(self, spec: TableSpec) -> Iterator[bytes | bytearray]:
         """The table's rows as ``COPY ... TO STDOUT`` text, in chunks of about :data:`CHUNK`
-        bytes, each ending at a row boundary."""
-        with self.conn.cursor() as cur, cur.copy(self.copy_query(spec)) as copy:
-            parts: list = []
-            size = 0
-            for data in copy:
-                parts.append(data)
-                size += len(data)
-                if size >= CHUNK:
-                    yield b"".join(parts)
-                    parts, size = [], 0
-            if parts:
-                yield b"".join(parts)
+        bytes, each ending at a row boundary.
+
+        This reads libpq directly (blocking ``PQgetCopyData``): twice as fast as iterating
+        psycopg's ``Copy``, whose per-row cost dominates on narrow tables. The query runs in
+        the snapshot's transaction like any other; a COPY left unfinished (the consumer gave
+        up: close the generator) closes the connection, as the export has failed anyway.
+        """
+        query = self.copy_query(spec).as_bytes(self.conn)
+        pgconn = self.conn.pgconn
+        done = False
+        try:
+            pgconn.send_query(query)  # raises psycopg.OperationalError itself
+            result = pgconn.get_result()
+            if result is None or result.status != pq.ExecStatus.COPY_OUT:
+                message = result.error_message if result is not None else b""
+                while pgconn.get_result() is not None:
+                    pass
+                raise _pq_error(message or pgconn.error_message)
+            get = pgconn.get_copy_data
+            buf = bytearray()
+            while True:
+                n, data = get(0)
+                if n < 0:
+                    break
+                buf += data
+                if len(buf) >= CHUNK:
+                    yield buf
+                    buf = bytearray()
+            if n == -2:
+                raise _pq_error(pgconn.error_message)
+            error = b""
+            while (result := pgconn.get_result()) is not None:
+                if result.status != pq.ExecStatus.COMMAND_OK:
+                    error = result.error_message
+            if error:
+                raise _pq_error(error)
+            done = True
+            if buf:
+                yield buf
+        finally:
+            if not done:
+                self.conn.close()
+
+
+def _pq_error(message: bytes) -> psycopg.OperationalError:
+    text = " ".join(message.decode("utf-8", "replace").split()) or "COPY failed"
+    return psycopg.OperationalError(text)
 
 
 def _parents_first(specs: list[TableSpec]) -> list[TableSpec]:
