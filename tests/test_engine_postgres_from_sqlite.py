@@ -1,0 +1,125 @@
+"""SQLite -> ``postgres`` format: tables built from the reflected SQLAlchemy tables, values
+checked while they are encoded, restored by an ordinary database owner."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import sqlite3
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from flask_backup_manager.engine import ExportError, export
+
+from .conftest import DATASETS
+from .test_engine_postgres import owner_db, restore  # noqa: F401 - the fixture
+
+CHINOOK = DATASETS / "chinook" / "Chinook_Sqlite.sqlite"
+
+
+def _plain(value):
+    """A PostgreSQL value as SQLite holds it."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    return value
+
+
+def test_chinook_sqlite_restores_into_postgres_with_every_value(owner_db, psql, tmp_path):  # noqa: F811
+    out = tmp_path / "chinook.postgres.sql.gz"
+    result = export(f"sqlite:///{CHINOOK}", "postgres", out)
+    assert result.tables == 11 and result.rows > 15_000
+    restore(psql, owner_db, out)
+    lite = sqlite3.connect(f"file:{CHINOOK}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in lite.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        with psycopg.connect(owner_db) as pg:
+            for table in tables:
+                cols = [r[1] for r in lite.execute(f'PRAGMA table_info("{table}")')]
+                select = ", ".join(f'"{c}"' for c in cols)
+                order = ", ".join(str(i + 1) for i in range(len(cols)))
+                want = lite.execute(f'SELECT {select} FROM "{table}" ORDER BY {order}').fetchall()
+                got = pg.execute(f'SELECT {select} FROM public."{table}" ORDER BY {order}')
+                assert [tuple(map(_plain, r)) for r in got] == want, table
+            # the foreign keys and primary keys came along, and ids go on from the largest
+            assert pg.execute("""SELECT count(*) FROM pg_constraint
+                                 WHERE contype = 'f' AND connamespace = 'public'::regnamespace
+                              """).fetchone() == (11,)
+            new = pg.execute("""INSERT INTO public."Artist" ("Name") VALUES ('new')
+                                RETURNING "ArtistId" """).fetchone()
+            assert new == (lite.execute('SELECT max("ArtistId") + 1 FROM "Artist"').fetchone())
+    finally:
+        lite.close()
+
+
+def _sqlite(path, script: str) -> str:
+    con = sqlite3.connect(path)
+    try:
+        con.executescript(script)
+    finally:
+        con.close()
+    return f"sqlite:///{path}"
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("n INTEGER", "'abc'", "t.n (id=2) to PostgreSQL bigint: 'abc' is not an integer"),
+        ("n VARCHAR(3)", "'abcd'", "t.n (id=2) to PostgreSQL character varying(3)"),
+        ("n DATETIME", "'yesterday'", "t.n (id=2) to PostgreSQL timestamp"),
+        ("n NUMERIC(4, 2)", "123.5", "does not fit numeric(4, 2)"),
+        ("n TEXT", "'a' || char(0) || 'b'", "a NUL character"),
+        ("n BOOLEAN", "2", "2 is not a boolean"),
+    ],
+)
+def test_a_value_postgres_would_refuse_stops_the_export_naming_table_column_and_row(
+    tmp_path, column, value, message
+):
+    url = _sqlite(tmp_path / "bad.db", f"""
+        CREATE TABLE t (id INTEGER PRIMARY KEY, {column});
+        INSERT INTO t VALUES (1, NULL), (2, {value});
+    """)
+    out = tmp_path / "bad.postgres.sql.gz"
+    with pytest.raises(ExportError, match="cannot copy ") as e:
+        export(url, "postgres", out)
+    assert message in str(e.value)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.db"]
+
+
+def test_sqlite_odd_values_and_orphans_restore(owner_db, psql, tmp_path):  # noqa: F811
+    url = _sqlite(tmp_path / "odd.db", r"""
+        CREATE TABLE parent (id INTEGER PRIMARY KEY, name);
+        CREATE TABLE child (
+            id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id),
+            t TEXT, b BLOB, f REAL, ok BOOLEAN, at DATETIME, d DATE, price NUMERIC(10, 2),
+            "select" TEXT, "Mixed Case" TEXT
+        );
+        CREATE UNIQUE INDEX child_t ON child (t);
+        INSERT INTO parent VALUES (1, 'one'), (2, 42), (3, 4.5);
+        INSERT INTO child VALUES
+          (1, 1, 'tab	nl
+ back\slash \N', x'00ff5c0a', 1.5, 1, '2020-01-02 03:04:05', '2020-01-02', 0.99, 's', 'M'),
+          (2, 99, 'orphan', NULL, -0.0, 0, '2020-01-02T03:04:05.123456', '2020-01-02 00:00:00',
+           10, NULL, NULL),
+          (7, NULL, NULL, 'text as blob', 1e300, 'true', NULL, NULL, '3.14', NULL, NULL);
+    """)
+    out = tmp_path / "odd.postgres.sql.gz"
+    export(url, "postgres", out)
+    dump = gzip.decompress(out.read_bytes()).decode()
+    assert "FOREIGN KEY (\"parent_id\") REFERENCES \"public\".\"parent\" (\"id\") NOT VALID" in dump
+    restore(psql, owner_db, out)
+    with psycopg.connect(owner_db) as pg:
+        assert pg.execute("SELECT name FROM parent ORDER BY id").fetchall() == [
+            ("one",), ("42",), ("4.5",)]
+        rows = pg.execute('SELECT t, b, f, ok, at, d, price, "select", "Mixed Case"'
+                          " FROM child ORDER BY id").fetchall()
+        assert rows[0] == ("tab\tnl\n back\\slash \\N", b"\x00\xff\\\n", 1.5, True,
+                           dt.datetime(2020, 1, 2, 3, 4, 5), dt.date(2020, 1, 2),
+                           Decimal("0.99"), "s", "M")
+        assert rows[1][4] == dt.datetime(2020, 1, 2, 3, 4, 5, 123456)
+        assert rows[2][1:4] == (b"text as blob", 1e300, True)
+        assert pg.execute("INSERT INTO child (t) VALUES ('new') RETURNING id").fetchone() == (8,)
