@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -359,3 +360,50 @@ def test_export_error_names_no_password(tmp_path):
         export("postgresql+psycopg://fbm_nobody:S3cretPw@127.0.0.1:1/x", "postgres",
                tmp_path / "x.sql.gz")
     assert "S3cretPw" not in str(e.value)
+
+
+def test_rows_give_python_values_for_the_other_formats(pg_url, psql):
+    from flask_backup_manager.engine.postgres_source import PostgresSource
+
+    run_psql(psql, pg_url, stdin=HARD_SCHEMA.encode())
+    src = PostgresSource(make_url(pg_url))
+    try:
+        specs = {s.key: s for s in src.tables()}
+        rows = {s.key: list(src.rows(s)) for s in specs.values()}
+        order = rows["Order"]
+        cols = [c.name for c in specs["Order"].table.columns]
+        first = dict(zip(cols, order[0], strict=True))
+        third = dict(zip(cols, order[2], strict=True))
+        assert first["m"] == "it's \"quoted\"" and first["marr"] == ["sad", "happy"]
+        assert first["p"] == 5 and first["parr"] == [1, 2] and first["pr"] == '(1,"x,y")'
+        assert first["j"] == {"a": [1, 'x"y\\z', None], "é": {"k": True}}
+        assert first["arr2"] == [[1, 2], [3, 4]] and first["arr"] == []
+        assert first["iv"] == timedelta(days=422, seconds=14706, microseconds=789000)
+        assert first["tsv"] == "'\\\\N' 'a':1A 'b''c':2"
+        assert first["rng"].lower == 1 and first["d"] == "4713-01-01 BC"
+        assert third["d"] == "infinity" and third["ts"] == "-infinity"
+        assert len(third["b"]) == 3_000_000
+        assert sorted(len(v) for v in rows.values()) == [1, 1, 1, 1, 2, 2, 3, 3, 3, 4]
+        # the partitioned table is one spec with every partition's rows
+        assert sorted(r[0] for r in rows["Sales.events"]) == [1, 2, 3]
+        types = {c.name: type(c.type).__name__ for c in specs["Order"].table.columns}
+        assert types["m"] == "ENUM" and types["p"] == "INTEGER" and types["marr"] == "ARRAY"
+        assert [c.name for c in specs["tree"].table.foreign_keys.pop().column.table.c] == [
+            "id", "parent"]
+    finally:
+        src.close()
+
+
+def test_tables_follow_foreign_keys_and_include_exclude(pg_url, psql):
+    from flask_backup_manager.engine.postgres_source import PostgresSource
+
+    run_psql(psql, pg_url, stdin=HARD_SCHEMA.encode())
+    src = PostgresSource(make_url(pg_url), include=["*"], exclude=["Sales.*", "checked"])
+    try:
+        keys = [s.key for s in src.tables()]
+        assert "Sales.ident" not in keys and "checked" not in keys
+        assert keys.index("parent2") < keys.index("child2")
+    finally:
+        src.close()
+    with pytest.raises(ExportError, match="no such table to include: nope"):
+        PostgresSource(make_url(pg_url), include=["nope"])

@@ -20,7 +20,7 @@ from psycopg import pq, sql
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import URL
 
-from .base import TableSpec
+from .base import ExportError, TableSpec
 
 #: rows fetched per round trip by :meth:`PostgresSource.rows`
 ITERSIZE = 5000
@@ -159,14 +159,39 @@ def table_key(schema: str, name: str) -> str:
     return name if schema == "public" else f"{schema}.{name}"
 
 
-def selected(keys: Iterable[str], include: Iterable[str] | None, exclude: Iterable[str] | None):
-    """The keys kept by include/exclude (shell patterns: ``audit_*``)."""
+def selected(
+    keys: list[str], include: Iterable[str] | None, exclude: Iterable[str] | None
+) -> list[str]:
+    """The keys kept by include/exclude (shell patterns: ``audit_*``); an include that matches
+    no table is an error, as for SQLite."""
     inc, exc = list(include or ()), list(exclude or ())
+    unknown = [p for p in inc if not any(fnmatch.fnmatchcase(k, p) for k in keys)]
+    if unknown:
+        raise ExportError(f"no such table to include: {', '.join(unknown)}")
     return [
         k for k in keys
         if (not inc or any(fnmatch.fnmatchcase(k, p) for p in inc))
         and not any(fnmatch.fnmatchcase(k, p) for p in exc)
     ]
+
+
+class _Lenient:
+    """Dates and timestamps Python cannot hold (``infinity``, years before 1 or after 9999)
+    are given as PostgreSQL's text instead of failing the export."""
+
+    def load(self, data):  # type: ignore[no-untyped-def]
+        try:
+            return super().load(data)  # type: ignore[misc]
+        except psycopg.DataError:
+            return bytes(data).decode()
+
+
+def _lenient_loaders(conn: psycopg.Connection) -> None:
+    from psycopg.types import datetime as pdt
+
+    for name, base in (("date", pdt.DateLoader), ("timestamp", pdt.TimestampLoader),
+                       ("timestamptz", pdt.TimestamptzLoader)):
+        conn.adapters.register_loader(name, type(f"Lenient{base.__name__}", (_Lenient, base), {}))
 
 
 class PostgresSource:
@@ -187,6 +212,7 @@ class PostgresSource:
         self.include, self.exclude = include, exclude
         self.conn = psycopg.connect(**conninfo(url))
         try:
+            _lenient_loaders(self.conn)
             # Session settings first (outside the snapshot), then the one transaction.
             self.conn.autocommit = True
             self.conn.execute(
@@ -211,8 +237,10 @@ class PostgresSource:
             for oid, name in self.sequences:
                 row = self.fetch(f"SELECT last_value, is_called FROM {name}")[0]
                 self.sequence_values[oid] = (row[0], row[1])
-            self._specs: list[TableSpec] | None = None
             self._types: dict[int, tuple] | None = None
+            self._specs = self._read_tables()
+            wanted = set(selected([s.key for s in self._specs], include, exclude))
+            self._selected = [s for s in self._specs if s.key in wanted]
         except BaseException:
             self.conn.close()
             raise
@@ -236,11 +264,7 @@ class PostgresSource:
     # -- tables ---------------------------------------------------------------------------
 
     def tables(self) -> list[TableSpec]:
-        if self._specs is None:
-            self._specs = self._read_tables()
-        keys = selected([s.key for s in self._specs], self.include, self.exclude)
-        wanted = set(keys)
-        return [s for s in self._specs if s.key in wanted]
+        return list(self._selected)
 
     def _read_tables(self) -> list[TableSpec]:
         rels = self.fetch(_TABLES)
@@ -338,7 +362,7 @@ class PostgresSource:
             item, _ = self._scalar_type(types[eoid], emod)
             erow = types[eoid]
             loadable = erow[2] == "pg_catalog" and erow[1] in _LOADABLE
-            cast = "" if (loadable and oid == typid) else (
+            cast = "" if (loadable and oid == typid and eoid == row[4]) else (
                 "{}::" + (erow[8] if loadable else "text") + "[]"
             )
             return pg.ARRAY(item, dimensions=ndims or None), cast
