@@ -144,20 +144,23 @@ def owner_db(pg_admin_url):
     role = f"fbm_owner_{uuid.uuid4().hex[:10]}"
     with _admin(pg_admin_url) as con:
         con.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER").format(sql.Identifier(role)))
-        con.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-            sql.Identifier(role), sql.Identifier(role)))
+        con.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(role), sql.Identifier(role)
+            )
+        )
     yield _url(pg_admin_url, username=role, database=role)
     with _admin(pg_admin_url) as con:
-        con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(role)))
+        con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(role)))
         con.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def _load_pagila(psql: Path, url: str) -> None:
     # JSON_TABLE needs PostgreSQL 17: leave that one view out.
     schema = (DATASETS / "pagila" / "pagila-schema.sql").read_text()
-    schema = re.sub(r"CREATE VIEW public\.films_per_customer_rental AS.*?\) rt;\n", "", schema,
-                    flags=re.S)
+    schema = re.sub(
+        r"CREATE VIEW public\.films_per_customer_rental AS.*?\) rt;\n", "", schema, flags=re.S
+    )
     schema = schema.replace("ALTER VIEW public.films_per_customer_rental OWNER TO postgres;", "")
     data = (DATASETS / "pagila" / "pagila-data.sql").read_text()
     for script in (schema, data):  # a PostgreSQL 17 setting
@@ -175,8 +178,9 @@ def pagila_url(pg_admin_url, psql):
         yield url
     finally:
         with _admin(pg_admin_url) as con:
-            con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+            con.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def restore(psql: Path, url: str, dump: Path) -> None:
@@ -188,7 +192,8 @@ def schema_dump(psql: Path, url: str) -> str:
     the random ``\\restrict`` keys and the owner named in the comment lines."""
     out = subprocess.run(
         [str(psql.parent / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges", "-d", url],
-        capture_output=True, check=True,
+        capture_output=True,
+        check=True,
     ).stdout.decode()
     out = re.sub(r"^\\(un)?restrict .*$", "", out, flags=re.M)
     return re.sub(r"; Owner: \S*$", "", out, flags=re.M)
@@ -197,15 +202,24 @@ def schema_dump(psql: Path, url: str) -> str:
 def table_checksums(url: str) -> dict[str, tuple[int, str]]:
     """Every table's (and partition's) row count and an md5 of its sorted rows' text."""
     with psycopg.connect(url) as con:
-        names = [r[0] for r in con.execute(
-            """SELECT c.oid::regclass::text FROM pg_class c
+        names = [
+            r[0]
+            for r in con.execute(
+                """SELECT c.oid::regclass::text FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE c.relkind = 'r' AND n.nspname <> 'information_schema'
-                 AND n.nspname !~ '^pg_' ORDER BY 1""")]
+                 AND n.nspname !~ '^pg_' ORDER BY 1"""
+            )
+        ]
         return {
-            name: tuple(con.execute(sql.SQL(
-                "SELECT count(*), md5(coalesce(string_agg(x, E'\\n' ORDER BY x), ''))"
-                " FROM (SELECT t::text AS x FROM ONLY {} t) s").format(sql.SQL(name))).fetchone())
+            name: tuple(
+                con.execute(
+                    sql.SQL(
+                        "SELECT count(*), md5(coalesce(string_agg(x, E'\\n' ORDER BY x), ''))"
+                        " FROM (SELECT t::text AS x FROM ONLY {} t) s"
+                    ).format(sql.SQL(name))
+                ).fetchone()
+            )
             for name in names
         }
 
@@ -246,7 +260,8 @@ def test_hard_cases_keep_each_value_exactly(pg_url, owner_db, psql, tmp_path):
         assert repr(rows_a) == repr(rows_b)  # repr: NaN != NaN
         assert len(rows_b[2][13]) == 3_000_000  # the big bytea
         assert rows_b[0][3] == (
-            "quote ' backslash \\ tab \t newline \n cr \r emoji \U0001f600 \\N end")
+            "quote ' backslash \\ tab \t newline \n cr \r emoji \U0001f600 \\N end"
+        )
         assert rows_b[2][1] == "\\N"
 
 
@@ -268,8 +283,9 @@ def test_sequences_and_identity_continue_where_the_source_is(pg_url, owner_db, p
 def test_pagila_round_trip_has_same_schema_and_data(pagila_url, owner_db, psql, tmp_path):
     out = tmp_path / "pagila.postgres.sql.gz"
     finished = {}
-    result = export(pagila_url, "postgres", out,
-                    progress=lambda p: p.finished and finished.update([p.finished]))
+    result = export(
+        pagila_url, "postgres", out, progress=lambda p: p.finished and finished.update([p.finished])
+    )
     assert result.rows == sum(finished.values()) > 46_000
     assert finished["payment"] == 16_044  # the partitioned table, with all its partitions' rows
     restore(psql, owner_db, out)
@@ -289,12 +305,16 @@ def test_chinook_round_trip_has_same_schema_and_data(pg_url, owner_db, psql, tmp
 def test_export_reads_one_snapshot_while_money_moves(pg_url, owner_db, psql, tmp_path):
     """Transfers between two tables commit all through the export; the copy's total is the
     source's total, because every table was read in the same snapshot."""
-    run_psql(psql, pg_url, stdin=b"""
+    run_psql(
+        psql,
+        pg_url,
+        stdin=b"""
         CREATE TABLE checking (id integer PRIMARY KEY, balance bigint NOT NULL);
         CREATE TABLE savings (id integer PRIMARY KEY, balance bigint NOT NULL);
         INSERT INTO checking SELECT g, 1000 FROM generate_series(1, 2000) g;
         INSERT INTO savings SELECT g, 1000 FROM generate_series(1, 2000) g;
-    """)
+    """,
+    )
     stop = threading.Event()
     moved = []
 
@@ -304,10 +324,13 @@ def test_export_reads_one_snapshot_while_money_moves(pg_url, owner_db, psql, tmp
             while not stop.is_set():
                 i += 1
                 with con.transaction():
-                    con.execute("UPDATE checking SET balance = balance - 7 WHERE id = %s",
-                                [i % 2000 + 1])
-                    con.execute("UPDATE savings SET balance = balance + 7 WHERE id = %s",
-                                [(i * 13) % 2000 + 1])
+                    con.execute(
+                        "UPDATE checking SET balance = balance - 7 WHERE id = %s", [i % 2000 + 1]
+                    )
+                    con.execute(
+                        "UPDATE savings SET balance = balance + 7 WHERE id = %s",
+                        [(i * 13) % 2000 + 1],
+                    )
                 moved.append(i)
 
     def slow(progress) -> None:
@@ -326,14 +349,19 @@ def test_export_reads_one_snapshot_while_money_moves(pg_url, owner_db, psql, tmp
     assert during > 20
     restore(psql, owner_db, tmp_path / "bank.sql.gz")
     with psycopg.connect(owner_db) as con:
-        total = con.execute("SELECT (SELECT sum(balance) FROM checking)"
-                            " + (SELECT sum(balance) FROM savings)").fetchone()[0]
+        total = con.execute(
+            "SELECT (SELECT sum(balance) FROM checking) + (SELECT sum(balance) FROM savings)"
+        ).fetchone()[0]
     assert total == 4_000_000
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flask_backup_manager", "export", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "flask_backup_manager", "export", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_exports_a_postgres_database(pg_url, psql, tmp_path):
@@ -347,8 +375,14 @@ def test_cli_exports_a_postgres_database(pg_url, psql, tmp_path):
 @pytest.mark.parametrize("where", ["127.0.0.1:1/postgres", "127.0.0.1:5432/fbm_no_such_db"])
 def test_cli_fails_in_one_line_without_the_password_or_a_file(where, tmp_path):
     out = tmp_path / "never.sql.gz"
-    done = _cli("--source", f"postgresql://fbm_nobody:S3cretPw@{where}", "--format", "postgres",
-                "--output", str(out))
+    done = _cli(
+        "--source",
+        f"postgresql://fbm_nobody:S3cretPw@{where}",
+        "--format",
+        "postgres",
+        "--output",
+        str(out),
+    )
     assert done.returncode != 0
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert "S3cretPw" not in done.stderr
@@ -357,8 +391,11 @@ def test_cli_fails_in_one_line_without_the_password_or_a_file(where, tmp_path):
 
 def test_export_error_names_no_password(tmp_path):
     with pytest.raises(ExportError) as e:
-        export("postgresql+psycopg://fbm_nobody:S3cretPw@127.0.0.1:1/x", "postgres",
-               tmp_path / "x.sql.gz")
+        export(
+            "postgresql+psycopg://fbm_nobody:S3cretPw@127.0.0.1:1/x",
+            "postgres",
+            tmp_path / "x.sql.gz",
+        )
     assert "S3cretPw" not in str(e.value)
 
 
@@ -374,7 +411,7 @@ def test_rows_give_python_values_for_the_other_formats(pg_url, psql):
         cols = [c.name for c in specs["Order"].table.columns]
         first = dict(zip(cols, order[0], strict=True))
         third = dict(zip(cols, order[2], strict=True))
-        assert first["m"] == "it's \"quoted\"" and first["marr"] == ["sad", "happy"]
+        assert first["m"] == 'it\'s "quoted"' and first["marr"] == ["sad", "happy"]
         assert first["p"] == 5 and first["parr"] == [1, 2] and first["pr"] == '(1,"x,y")'
         assert first["j"] == {"a": [1, 'x"y\\z', None], "é": {"k": True}}
         assert first["arr2"] == [[1, 2], [3, 4]] and first["arr"] == []
@@ -389,7 +426,9 @@ def test_rows_give_python_values_for_the_other_formats(pg_url, psql):
         types = {c.name: type(c.type).__name__ for c in specs["Order"].table.columns}
         assert types["m"] == "ENUM" and types["p"] == "INTEGER" and types["marr"] == "ARRAY"
         assert [c.name for c in specs["tree"].table.foreign_keys.pop().column.table.c] == [
-            "id", "parent"]
+            "id",
+            "parent",
+        ]
     finally:
         src.close()
 

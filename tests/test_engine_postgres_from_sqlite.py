@@ -35,8 +35,12 @@ def test_chinook_sqlite_restores_into_postgres_with_every_value(owner_db, psql, 
     restore(psql, owner_db, out)
     lite = sqlite3.connect(f"file:{CHINOOK}?mode=ro", uri=True)
     try:
-        tables = [r[0] for r in lite.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        tables = [
+            r[0]
+            for r in lite.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
         with psycopg.connect(owner_db) as pg:
             for table in tables:
                 cols = [r[1] for r in lite.execute(f'PRAGMA table_info("{table}")')]
@@ -79,10 +83,13 @@ def _sqlite(path, script: str) -> str:
 def test_a_value_postgres_would_refuse_stops_the_export_naming_table_column_and_row(
     tmp_path, column, value, message
 ):
-    url = _sqlite(tmp_path / "bad.db", f"""
+    url = _sqlite(
+        tmp_path / "bad.db",
+        f"""
         CREATE TABLE t (id INTEGER PRIMARY KEY, {column});
         INSERT INTO t VALUES (1, NULL), (2, {value});
-    """)
+    """,
+    )
     out = tmp_path / "bad.postgres.sql.gz"
     with pytest.raises(ExportError, match="cannot copy ") as e:
         export(url, "postgres", out)
@@ -91,7 +98,9 @@ def test_a_value_postgres_would_refuse_stops_the_export_naming_table_column_and_
 
 
 def test_sqlite_odd_values_and_orphans_restore(owner_db, psql, tmp_path):  # noqa: F811
-    url = _sqlite(tmp_path / "odd.db", r"""
+    url = _sqlite(
+        tmp_path / "odd.db",
+        r"""
         CREATE TABLE parent (id INTEGER PRIMARY KEY, name);
         CREATE TABLE child (
             id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id),
@@ -106,20 +115,33 @@ def test_sqlite_odd_values_and_orphans_restore(owner_db, psql, tmp_path):  # noq
           (2, 99, 'orphan', NULL, -0.0, 0, '2020-01-02T03:04:05.123456', '2020-01-02 00:00:00',
            10, NULL, NULL),
           (7, NULL, NULL, 'text as blob', 1e300, 'true', NULL, NULL, '3.14', NULL, NULL);
-    """)
+    """,
+    )
     out = tmp_path / "odd.postgres.sql.gz"
     export(url, "postgres", out)
     dump = gzip.decompress(out.read_bytes()).decode()
-    assert "FOREIGN KEY (\"parent_id\") REFERENCES \"public\".\"parent\" (\"id\") NOT VALID" in dump
+    assert 'FOREIGN KEY ("parent_id") REFERENCES "public"."parent" ("id") NOT VALID' in dump
     restore(psql, owner_db, out)
     with psycopg.connect(owner_db) as pg:
         assert pg.execute("SELECT name FROM parent ORDER BY id").fetchall() == [
-            ("one",), ("42",), ("4.5",)]
-        rows = pg.execute('SELECT t, b, f, ok, at, d, price, "select", "Mixed Case"'
-                          " FROM child ORDER BY id").fetchall()
-        assert rows[0] == ("tab\tnl\n back\\slash \\N", b"\x00\xff\\\n", 1.5, True,
-                           dt.datetime(2020, 1, 2, 3, 4, 5), dt.date(2020, 1, 2),
-                           Decimal("0.99"), "s", "M")
+            ("one",),
+            ("42",),
+            ("4.5",),
+        ]
+        rows = pg.execute(
+            'SELECT t, b, f, ok, at, d, price, "select", "Mixed Case" FROM child ORDER BY id'
+        ).fetchall()
+        assert rows[0] == (
+            "tab\tnl\n back\\slash \\N",
+            b"\x00\xff\\\n",
+            1.5,
+            True,
+            dt.datetime(2020, 1, 2, 3, 4, 5),
+            dt.date(2020, 1, 2),
+            Decimal("0.99"),
+            "s",
+            "M",
+        )
         assert rows[1][4] == dt.datetime(2020, 1, 2, 3, 4, 5, 123456)
         assert rows[2][1:4] == (b"text as blob", 1e300, True)
         assert pg.execute("INSERT INTO child (t) VALUES ('new') RETURNING id").fetchone() == (8,)

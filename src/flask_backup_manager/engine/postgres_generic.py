@@ -236,7 +236,10 @@ def encoder(t: sa.types.TypeEngine) -> Encoder:
     if kind.startswith("timestamp"):
         return _datetime
     return {
-        "date": _date, "time without time zone": _time, "bytea": _bytea, "json": _json,
+        "date": _date,
+        "time without time zone": _time,
+        "bytea": _bytea,
+        "json": _json,
         "uuid": _uuid,
     }.get(kind) or (_sized(t.length) if kind.startswith("char") else _text)  # type: ignore
 
@@ -306,8 +309,9 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
     pk = [columns.index(c) for c in spec.table.primary_key.columns]
     top: int | None = None
     tracker.start(spec)
-    out.write(f"COPY {_name(spec)} (" + ", ".join(ident(c.name) for c in columns)
-              + ") FROM stdin;\n")
+    out.write(
+        f"COPY {_name(spec)} (" + ", ".join(ident(c.name) for c in columns) + ") FROM stdin;\n"
+    )
     lines: list[str] = []
     n = 0
     for n, row in enumerate(source.rows(spec), 1):
@@ -319,11 +323,11 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
             try:
                 fields.append(encoders[i](value))
             except ValueError as e:
-                where = (", ".join(f"{columns[j].name}={row[j]!r}" for j in pk)
-                         if pk else f"row {n}")
+                where = ", ".join(f"{columns[j].name}={row[j]!r}" for j in pk) if pk else f"row {n}"
                 raise ExportError(
                     f"cannot copy {spec.key}.{columns[i].name} ({where}) to PostgreSQL"
-                    f" {pg_type(columns[i].type)}: {e}") from None
+                    f" {pg_type(columns[i].type)}: {e}"
+                ) from None
         if ix is not None and row[ix] is not None and (top is None or row[ix] > top):
             top = int(row[ix])
         lines.append("\t".join(fields))
@@ -348,28 +352,40 @@ def keys_and_indexes(spec: TableSpec) -> list[str]:
     pk = t.primary_key
     if pk.columns:
         cname = ident(pk.name[:63]) if pk.name else _pg_name(spec.name, "pkey")
-        out.append(f"ALTER TABLE ONLY {name} ADD CONSTRAINT {cname} PRIMARY KEY ("
-                   + ", ".join(ident(c.name) for c in pk.columns) + ")")
-    for u in sorted((c for c in t.constraints if isinstance(c, sa.UniqueConstraint)),
-                    key=lambda c: [col.name for col in c.columns]):
+        out.append(
+            f"ALTER TABLE ONLY {name} ADD CONSTRAINT {cname} PRIMARY KEY ("
+            + ", ".join(ident(c.name) for c in pk.columns)
+            + ")"
+        )
+    for u in sorted(
+        (c for c in t.constraints if isinstance(c, sa.UniqueConstraint)),
+        key=lambda c: [col.name for col in c.columns],
+    ):
         cols = [c.name for c in u.columns]
         cname = ident(u.name[:63]) if u.name else _pg_name(spec.name, *cols, "key")
-        out.append(f"ALTER TABLE ONLY {name} ADD CONSTRAINT {cname} UNIQUE ("
-                   + ", ".join(ident(c) for c in cols) + ")")
+        out.append(
+            f"ALTER TABLE ONLY {name} ADD CONSTRAINT {cname} UNIQUE ("
+            + ", ".join(ident(c) for c in cols)
+            + ")"
+        )
     for ix in sorted(t.indexes, key=lambda i: i.name or ""):
         cols = [c for c in ix.expressions if isinstance(c, sa.Column)]
         if not cols or len(cols) != len(ix.expressions):
             continue  # expression indexes don't translate between dialects
         iname = ident((ix.name or "_".join([spec.name, *[c.name for c in cols], "idx"]))[:63])
-        out.append(f"CREATE {'UNIQUE ' if ix.unique else ''}INDEX {iname} ON {name} ("
-                   + ", ".join(ident(c.name) for c in cols) + ")")
+        out.append(
+            f"CREATE {'UNIQUE ' if ix.unique else ''}INDEX {iname} ON {name} ("
+            + ", ".join(ident(c.name) for c in cols)
+            + ")"
+        )
     return out
 
 
 def _unique_sets(t: sa.Table) -> list[set[str]]:
     sets = [{c.name for c in t.primary_key.columns}]
-    sets += [{c.name for c in u.columns} for u in t.constraints
-             if isinstance(u, sa.UniqueConstraint)]
+    sets += [
+        {c.name for c in u.columns} for u in t.constraints if isinstance(u, sa.UniqueConstraint)
+    ]
     sets += [{c.name for c in i.columns} for i in t.indexes if i.unique]
     return [s for s in sets if s]
 
@@ -377,22 +393,31 @@ def _unique_sets(t: sa.Table) -> list[set[str]]:
 def foreign_keys(source: Source, spec: TableSpec, keyed: dict) -> list[str]:
     out = []
     for fk in sorted(spec.table.foreign_key_constraints, key=lambda f: f.column_keys):
-        target = (keyed.get((fk.referred_table.schema, fk.referred_table.name))
-                  if _resolvable(fk) else None)
+        target = (
+            keyed.get((fk.referred_table.schema, fk.referred_table.name))
+            if _resolvable(fk)
+            else None
+        )
         if target is None:
             continue
         cols = [e.parent.name for e in fk.elements]
         refs = [e.column.name for e in fk.elements]
         if set(refs) not in _unique_sets(target.table):
-            out.append(f"-- {spec.key} ({', '.join(cols)}) -> {target.key}: no foreign key, "
-                       "the referenced columns are not unique")
+            out.append(
+                f"-- {spec.key} ({', '.join(cols)}) -> {target.key}: no foreign key, "
+                "the referenced columns are not unique"
+            )
             continue
         valid = _no_orphans(source, spec, target, cols, refs)
-        text = (f"ALTER TABLE ONLY {_name(spec)} ADD CONSTRAINT "
-                f"{ident(fk.name[:63]) if fk.name else _pg_name(spec.name, *cols, 'fkey')}"
-                " FOREIGN KEY ("
-                + ", ".join(ident(c) for c in cols) + f") REFERENCES {_name(target)} ("
-                + ", ".join(ident(c) for c in refs) + ")")
+        text = (
+            f"ALTER TABLE ONLY {_name(spec)} ADD CONSTRAINT "
+            f"{ident(fk.name[:63]) if fk.name else _pg_name(spec.name, *cols, 'fkey')}"
+            " FOREIGN KEY ("
+            + ", ".join(ident(c) for c in cols)
+            + f") REFERENCES {_name(target)} ("
+            + ", ".join(ident(c) for c in refs)
+            + ")"
+        )
         if fk.onupdate:
             text += f" ON UPDATE {fk.onupdate.upper()}"
         if fk.ondelete:

@@ -104,7 +104,7 @@ class Catalog:
             f"""SELECT pg_catalog.quote_ident(n.nspname),
                        pg_catalog.obj_description(n.oid, 'pg_namespace')
                 FROM pg_catalog.pg_namespace n
-                WHERE {USER_NS} AND n.nspname <> 'public' AND {not_ext('n', 'pg_namespace')}
+                WHERE {USER_NS} AND n.nspname <> 'public' AND {not_ext("n", "pg_namespace")}
                 ORDER BY 1"""
         ):
             yield f"CREATE SCHEMA {name}"
@@ -128,7 +128,7 @@ class Catalog:
                    pg_catalog.obj_description(t.oid, 'pg_type'),
                    CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END
             FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-            WHERE {USER_NS} AND {not_ext('t', 'pg_type')}
+            WHERE {USER_NS} AND {not_ext("t", "pg_type")}
               AND (t.typtype IN ('e', 'd', 'r') OR t.typtype = 'c' AND
                    (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c')
             ORDER BY t.typtype <> 'e', t.oid"""
@@ -137,9 +137,12 @@ class Catalog:
             if typtype == "e":
                 labels = self.fetch(
                     "SELECT enumlabel FROM pg_catalog.pg_enum WHERE enumtypid = %s"
-                    " ORDER BY enumsortorder", [oid])
-                yield f"CREATE TYPE {name} AS ENUM (" + ", ".join(
-                    literal(r[0]) for r in labels) + ")"
+                    " ORDER BY enumsortorder",
+                    [oid],
+                )
+                yield (
+                    f"CREATE TYPE {name} AS ENUM (" + ", ".join(literal(r[0]) for r in labels) + ")"
+                )
             elif typtype == "d":
                 yield self._domain(oid, name)
             elif typtype == "c":
@@ -153,9 +156,14 @@ class Catalog:
                        JOIN pg_catalog.pg_attribute a ON a.attrelid = ct.typrelid
                        JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
                        WHERE ct.oid = %s AND a.attnum > 0 AND NOT a.attisdropped
-                       ORDER BY a.attnum""", [oid])
-                yield f"CREATE TYPE {name} AS (\n" + ",\n".join(
-                    f"    {a} {t}{c}" for a, t, c in attrs) + "\n)"
+                       ORDER BY a.attnum""",
+                    [oid],
+                )
+                yield (
+                    f"CREATE TYPE {name} AS (\n"
+                    + ",\n".join(f"    {a} {t}{c}" for a, t, c in attrs)
+                    + "\n)"
+                )
             else:
                 yield self._range(oid, name)
             yield comment(kind, name, text)
@@ -169,7 +177,9 @@ class Catalog:
                       pg_catalog.pg_get_expr(t.typdefaultbin, 'pg_catalog.pg_type'::regclass),
                       t.typnotnull
                FROM pg_catalog.pg_type t JOIN pg_catalog.pg_type b ON b.oid = t.typbasetype
-               WHERE t.oid = %s""", [oid])[0]
+               WHERE t.oid = %s""",
+            [oid],
+        )[0]
         text = f"CREATE DOMAIN {name} AS {base}{coll}"
         if default is not None:
             text += f" DEFAULT {default}"
@@ -177,7 +187,8 @@ class Catalog:
             text += " NOT NULL"
         for cname, cdef in self.fetch(
             """SELECT pg_catalog.quote_ident(conname), pg_catalog.pg_get_constraintdef(oid)
-               FROM pg_catalog.pg_constraint WHERE contypid = %s ORDER BY conname""", [oid]
+               FROM pg_catalog.pg_constraint WHERE contypid = %s ORDER BY conname""",
+            [oid],
         ):
             text += f"\n\tCONSTRAINT {cname} {cdef}"
         return text
@@ -196,7 +207,9 @@ class Catalog:
                JOIN pg_catalog.pg_type st ON st.oid = r.rngsubtype
                JOIN pg_catalog.pg_opclass o ON o.oid = r.rngsubopc
                JOIN pg_catalog.pg_namespace on_ ON on_.oid = o.opcnamespace
-               WHERE r.rngtypid = %s""", [oid])[0]
+               WHERE r.rngtypid = %s""",
+            [oid],
+        )[0]
         opts = [f"subtype = {sub}", f"multirange_type_name = {multi}"]
         if opc:
             opts.append(f"subtype_opclass = {opc}")
@@ -220,7 +233,7 @@ class Catalog:
                              AND d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass),
                    p.pronargs
             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-            WHERE {USER_NS} AND {not_ext('p', 'pg_proc')}
+            WHERE {USER_NS} AND {not_ext("p", "pg_proc")}
               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend i  -- range constructors
                               WHERE i.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                                 AND i.objid = p.oid AND i.deptype = 'i')
@@ -255,9 +268,24 @@ class Catalog:
                       a.agginitval, NULLIF(a.aggsortop, 0)::pg_catalog.regoperator::text,
                       a.aggtransspace, p.proparallel, a.aggfinalmodify
                FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid
-               WHERE a.aggfnoid = %s""", [oid])[0]
-        (kind, sfunc, stype, ffunc, fextra, cfunc, serfunc, deserfunc, init, sortop, space,
-         parallel, fmodify) = row
+               WHERE a.aggfnoid = %s""",
+            [oid],
+        )[0]
+        (
+            kind,
+            sfunc,
+            stype,
+            ffunc,
+            fextra,
+            cfunc,
+            serfunc,
+            deserfunc,
+            init,
+            sortop,
+            space,
+            parallel,
+            fmodify,
+        ) = row
         if kind != "n":
             return ""  # ordered-set and hypothetical-set aggregates: not supported
         opts = [f"SFUNC = {sfunc}", f"STYPE = {stype}"]
@@ -305,7 +333,7 @@ class Catalog:
              AND d.deptype IN ('a', 'i')
             LEFT JOIN pg_catalog.pg_attribute a
               ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-            WHERE {USER_NS} AND {not_ext('c', 'pg_class')}
+            WHERE {USER_NS} AND {not_ext("c", "pg_class")}
             ORDER BY 2"""
         )
 
@@ -314,36 +342,73 @@ class Catalog:
 
     @staticmethod
     def _seq_options(start, inc, smin, smax, cache, cycle) -> str:
-        return (f"START WITH {start} INCREMENT BY {inc} MINVALUE {smin} MAXVALUE {smax}"
-                f" CACHE {cache}{' CYCLE' if cycle else ' NO CYCLE'}")
+        return (
+            f"START WITH {start} INCREMENT BY {inc} MINVALUE {smin} MAXVALUE {smax}"
+            f" CACHE {cache}{' CYCLE' if cycle else ' NO CYCLE'}"
+        )
 
     def sequences(self) -> Iterable[str]:
-        for (_, name, typ, start, inc, smin, smax, cache, cycle, deptype, owner, _, _,
-             text) in self._sequence_rows():
+        for (
+            _,
+            name,
+            typ,
+            start,
+            inc,
+            smin,
+            smax,
+            cache,
+            cycle,
+            deptype,
+            owner,
+            _,
+            _,
+            text,
+        ) in self._sequence_rows():
             if deptype == "i" or not self._wanted_sequence(deptype, owner):
                 continue
-            yield (f"CREATE SEQUENCE {name} AS {typ} "
-                   + self._seq_options(start, inc, smin, smax, cache, cycle))
+            yield (
+                f"CREATE SEQUENCE {name} AS {typ} "
+                + self._seq_options(start, inc, smin, smax, cache, cycle)
+            )
             yield comment("SEQUENCE", name, text)
 
     def owned_sequences(self) -> Iterable[str]:
-        for (_, name, _, start, inc, smin, smax, cache, cycle, deptype, owner, col, ident,
-             text) in self._sequence_rows():
+        for (
+            _,
+            name,
+            _,
+            start,
+            inc,
+            smin,
+            smax,
+            cache,
+            cycle,
+            deptype,
+            owner,
+            col,
+            ident,
+            text,
+        ) in self._sequence_rows():
             if deptype == "a" and owner in self.names:
                 yield f"ALTER SEQUENCE {name} OWNED BY {self.names[owner]}.{col}"
             elif deptype == "i" and owner in self.names:
                 how = "ALWAYS" if ident == "a" else "BY DEFAULT"
-                yield (f"ALTER TABLE {self.names[owner]} ALTER COLUMN {col} ADD GENERATED {how}"
-                       f" AS IDENTITY (SEQUENCE NAME {name} "
-                       + self._seq_options(start, inc, smin, smax, cache, cycle) + ")")
+                yield (
+                    f"ALTER TABLE {self.names[owner]} ALTER COLUMN {col} ADD GENERATED {how}"
+                    f" AS IDENTITY (SEQUENCE NAME {name} "
+                    + self._seq_options(start, inc, smin, smax, cache, cycle)
+                    + ")"
+                )
                 yield comment("SEQUENCE", name, text)
 
     def sequence_values(self) -> Iterable[str]:
         for seq_oid, name, *_, deptype, owner, _, _, _ in self._sequence_rows():
             if seq_oid in self.src.sequence_values and self._wanted_sequence(deptype, owner):
                 value, called = self.src.sequence_values[seq_oid]
-                yield (f"SELECT pg_catalog.setval({literal(name)}, {value}, "
-                       f"{'true' if called else 'false'})")
+                yield (
+                    f"SELECT pg_catalog.setval({literal(name)}, {value}, "
+                    f"{'true' if called else 'false'})"
+                )
 
     def _columns(self) -> dict[int, list]:
         if self._cols is None:
@@ -365,7 +430,8 @@ class Catalog:
                LEFT JOIN pg_catalog.pg_attrdef d
                  ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
-               ORDER BY a.attrelid, a.attnum""", [self.rel_oids]
+               ORDER BY a.attrelid, a.attnum""",
+            [self.rel_oids],
         ):
             cols[row[0]].append(row[1:])
         return cols
@@ -378,26 +444,40 @@ class Catalog:
                       pg_catalog.pg_get_constraintdef(oid), convalidated, conislocal,
                       coninhcount
                FROM pg_catalog.pg_constraint WHERE contype = 'c' AND conrelid = ANY(%s)
-               ORDER BY conrelid, conname""", [self.table_oids]
+               ORDER BY conrelid, conname""",
+            [self.table_oids],
         ):
             if not valid:
                 self.late_checks.append(
-                    f"ALTER TABLE {self.names[rel]} ADD CONSTRAINT {name} {cdef}")
+                    f"ALTER TABLE {self.names[rel]} ADD CONSTRAINT {name} {cdef}"
+                )
             elif local:
                 checks[rel].append((name, cdef, inh))
         parent_defaults: dict[int, dict[str, Any]] = {
             o: {c[0]: (c[4], c[2]) for c in cols[o]} for o in self.table_oids
         }
-        for (oid, name, _kind, persistence, ispart, partkey, bound, parents, options,
-             text) in self._parents_before_children():
+        for (
+            oid,
+            name,
+            _kind,
+            persistence,
+            ispart,
+            partkey,
+            bound,
+            parents,
+            options,
+            text,
+        ) in self._parents_before_children():
             head = "CREATE UNLOGGED TABLE" if persistence == "u" else "CREATE TABLE"
             items, after = [], []
             for col, typ, notnull, local, default, generated, coll, _, _ in cols[oid]:
                 if ispart:
                     pdefault, pnotnull = parent_defaults[parents[0]].get(col, (None, False))
                     if default != pdefault and not generated:
-                        after.append(f"ALTER TABLE ONLY {name} ALTER COLUMN {col} "
-                                     + (f"SET DEFAULT {default}" if default else "DROP DEFAULT"))
+                        after.append(
+                            f"ALTER TABLE ONLY {name} ALTER COLUMN {col} "
+                            + (f"SET DEFAULT {default}" if default else "DROP DEFAULT")
+                        )
                     if notnull and not pnotnull:
                         after.append(f"ALTER TABLE ONLY {name} ALTER COLUMN {col} SET NOT NULL")
                     continue
@@ -458,7 +538,7 @@ class Catalog:
                        pg_catalog.obj_description(c.oid, 'pg_class')
                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
                   ON n.oid = c.relnamespace
-                WHERE c.relkind IN ('v', 'm') AND {USER_NS} AND {not_ext('c', 'pg_class')}
+                WHERE c.relkind IN ('v', 'm') AND {USER_NS} AND {not_ext("c", "pg_class")}
                 ORDER BY c.oid"""
         )
         oids = [v[0] for v in views]
@@ -468,14 +548,17 @@ class Catalog:
                JOIN pg_catalog.pg_depend d
                  ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
                 AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-               WHERE r.ev_class = ANY(%s) AND d.refobjid <> r.ev_class""", [oids]
+               WHERE r.ev_class = ANY(%s) AND d.refobjid <> r.ev_class""",
+            [oids],
         ):
             deps[view].add(ref)
         # Leave out views reading a relation that is not dumped (an excluded table).
         relations = {
-            r[0] for r in self.fetch(
+            r[0]
+            for r in self.fetch(
                 f"""SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
-                    ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'f') AND {USER_NS}""")
+                    ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'f') AND {USER_NS}"""
+            )
         }
         by_oid = {v[0]: v for v in views}
         out, state = [], {}
@@ -507,7 +590,8 @@ class Catalog:
                FROM pg_catalog.pg_constraint con
                JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
                WHERE con.conrelid = ANY(%s) AND con.contype IN ('p', 'u', 'x', 'f')
-               ORDER BY con.conrelid::pg_catalog.regclass::text, con.conname""", [rels]
+               ORDER BY con.conrelid::pg_catalog.regclass::text, con.conname""",
+            [rels],
         )
         names = {**self.names, **{v[0]: v[1] for v in self.views}}
         comments = []
@@ -524,7 +608,8 @@ class Catalog:
                                 AND con.contype IN ('p', 'u', 'x'))
                FROM pg_catalog.pg_index i
                WHERE i.indrelid = ANY(%s)
-               ORDER BY i.indexrelid::pg_catalog.regclass::text""", [rels]
+               ORDER BY i.indexrelid::pg_catalog.regclass::text""",
+            [rels],
         )
         view_oids = {v[0] for v in self.views}
         matview_later = []
@@ -536,13 +621,13 @@ class Catalog:
                     yield idef
                 comments.append(comment("INDEX", iname, text))
             if clustered:
-                comments.append(f"ALTER TABLE {names[rel]} CLUSTER ON "
-                                f"{iname.rsplit('.', 1)[-1]}")
+                comments.append(f"ALTER TABLE {names[rel]} CLUSTER ON {iname.rsplit('.', 1)[-1]}")
         for parent, child in self.fetch(
             """SELECT i.inhparent::pg_catalog.regclass::text, i.inhrelid::pg_catalog.regclass::text
                FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
                WHERE c.relkind IN ('i', 'I') AND i.inhrelid = ANY(%s)
-               ORDER BY 2""", [[i[0] for i in indexes]]
+               ORDER BY 2""",
+            [[i[0] for i in indexes]],
         ):
             yield f"ALTER INDEX {parent} ATTACH PARTITION {child}"
         for rel, ident, idx in self.fetch(
@@ -550,7 +635,8 @@ class Catalog:
                    FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
                    WHERE i.indrelid = c.oid AND i.indisreplident)
                FROM pg_catalog.pg_class c WHERE c.oid = ANY(%s) AND c.relreplident <> 'd'
-               ORDER BY c.oid""", [self.table_oids]
+               ORDER BY c.oid""",
+            [self.table_oids],
         ):
             how = {"n": "NOTHING", "f": "FULL", "i": f"USING INDEX {idx}"}[ident]
             comments.append(f"ALTER TABLE ONLY {names[rel]} REPLICA IDENTITY {how}")
@@ -565,7 +651,8 @@ class Catalog:
                       t.tgrelid, t.tgenabled, pg_catalog.obj_description(t.oid, 'pg_trigger')
                FROM pg_catalog.pg_trigger t
                WHERE t.tgrelid = ANY(%s) AND NOT t.tgisinternal AND t.tgparentid = 0
-               ORDER BY t.tgrelid::pg_catalog.regclass::text, t.tgname""", [rels]
+               ORDER BY t.tgrelid::pg_catalog.regclass::text, t.tgname""",
+            [rels],
         ):
             yield tdef
             if enabled == "D":
@@ -579,7 +666,8 @@ class Catalog:
                       r.ev_class, pg_catalog.obj_description(r.oid, 'pg_rewrite')
                FROM pg_catalog.pg_rewrite r
                WHERE r.ev_class = ANY(%s) AND r.rulename <> '_RETURN'
-               ORDER BY r.ev_class::pg_catalog.regclass::text, r.rulename""", [rels]
+               ORDER BY r.ev_class::pg_catalog.regclass::text, r.rulename""",
+            [rels],
         ):
             yield rdef
             comments.append(comment("RULE", f"{rname} ON {names[rel]}", text))

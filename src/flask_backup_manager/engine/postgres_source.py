@@ -169,7 +169,8 @@ def selected(
     if unknown:
         raise ExportError(f"no such table to include: {', '.join(unknown)}")
     return [
-        k for k in keys
+        k
+        for k in keys
         if (not inc or any(fnmatch.fnmatchcase(k, p) for p in inc))
         and not any(fnmatch.fnmatchcase(k, p) for p in exc)
     ]
@@ -189,8 +190,11 @@ class _Lenient:
 def _lenient_loaders(conn: psycopg.Connection) -> None:
     from psycopg.types import datetime as pdt
 
-    for name, base in (("date", pdt.DateLoader), ("timestamp", pdt.TimestampLoader),
-                       ("timestamptz", pdt.TimestamptzLoader)):
+    for name, base in (
+        ("date", pdt.DateLoader),
+        ("timestamp", pdt.TimestampLoader),
+        ("timestamptz", pdt.TimestamptzLoader),
+    ):
         conn.adapters.register_loader(name, type(f"Lenient{base.__name__}", (_Lenient, base), {}))
 
 
@@ -304,12 +308,17 @@ class PostgresSource:
                 elif fref in by_oid:
                     rschema, rname = by_oid[fref]
                     prefix = f"{rschema}.{rname}" if rschema else rname
-                    constraints.append(sa.ForeignKeyConstraint(
-                        keys, [f"{prefix}.{c}" for c in fkeys], name=conname,
-                        onupdate=_FK_ACTIONS.get(upd), ondelete=_FK_ACTIONS.get(dele),
-                        deferrable=defer or None,
-                        initially=("DEFERRED" if initdef else None) if defer else None,
-                    ))
+                    constraints.append(
+                        sa.ForeignKeyConstraint(
+                            keys,
+                            [f"{prefix}.{c}" for c in fkeys],
+                            name=conname,
+                            onupdate=_FK_ACTIONS.get(upd),
+                            ondelete=_FK_ACTIONS.get(dele),
+                            deferrable=defer or None,
+                            initially=("DEFERRED" if initdef else None) if defer else None,
+                        )
+                    )
             for _, iname, unique, keys in idx[oid]:
                 constraints.append(sa.Index(iname, *keys, unique=unique))
             table = sa.Table(
@@ -319,20 +328,32 @@ class PostgresSource:
                 reltuples = (
                     self._count(oid) if (size or 0) <= COUNT_LIMIT else int(size / 8192 * 50)
                 )
-            specs.append(TableSpec(
-                key=table_key(schema, name), name=name, schema=schema, table=table,
-                estimated_rows=max(int(reltuples), 0),
-                extra={
-                    "oid": oid, "relkind": relkind,
-                    "qualified": sql.SQL(".").join([sql.Identifier(schema), sql.Identifier(name)]),
-                    "select": selects, "copy_columns": copy_cols,
-                },
-            ))
+            specs.append(
+                TableSpec(
+                    key=table_key(schema, name),
+                    name=name,
+                    schema=schema,
+                    table=table,
+                    estimated_rows=max(int(reltuples), 0),
+                    extra={
+                        "oid": oid,
+                        "relkind": relkind,
+                        "qualified": sql.SQL(".").join(
+                            [sql.Identifier(schema), sql.Identifier(name)]
+                        ),
+                        "select": selects,
+                        "copy_columns": copy_cols,
+                    },
+                )
+            )
         return _parents_first(specs)
 
     def _count(self, oid: int) -> int:
-        return self.fetch(sql.SQL("SELECT count(*) FROM {}").format(
-            sql.SQL(self.fetch("SELECT %s::regclass::text", [oid])[0][0])))[0][0]
+        return self.fetch(
+            sql.SQL("SELECT count(*) FROM {}").format(
+                sql.SQL(self.fetch("SELECT %s::regclass::text", [oid])[0][0])
+            )
+        )[0][0]
 
     def _host_table(self, schema: str, name: str) -> sa.Table | None:
         if self.host_metadata is None:
@@ -362,8 +383,10 @@ class PostgresSource:
             item, _ = self._scalar_type(types[eoid], emod)
             erow = types[eoid]
             loadable = erow[2] == "pg_catalog" and erow[1] in _LOADABLE
-            cast = "" if (loadable and oid == typid and eoid == row[4]) else (
-                "{}::" + (erow[8] if loadable else "text") + "[]"
+            cast = (
+                ""
+                if (loadable and oid == typid and eoid == row[4])
+                else ("{}::" + (erow[8] if loadable else "text") + "[]")
             )
             return pg.ARRAY(item, dimensions=ndims or None), cast
         t, loadable = self._scalar_type(row, mod)
@@ -375,8 +398,12 @@ class PostgresSource:
     def _scalar_type(row: tuple, mod: int) -> tuple[sa.types.TypeEngine, bool]:
         _, typname, nspname, typtype, *_ = row
         if typtype == "e":
-            return pg.ENUM(*row[9], name=typname, create_type=False,
-                           schema=None if nspname == "public" else nspname), False
+            return pg.ENUM(
+                *row[9],
+                name=typname,
+                create_type=False,
+                schema=None if nspname == "public" else nspname,
+            ), False
         if nspname == "pg_catalog" and typname in BASE_TYPES:
             return BASE_TYPES[typname](mod), typname in _LOADABLE
         if typname == "citext":
