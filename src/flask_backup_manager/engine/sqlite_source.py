@@ -248,7 +248,7 @@ def _parents_first(specs: list[TableSpec]) -> list[TableSpec]:
             return
         path.add(s.key)
         for fk in s.table.foreign_key_constraints:
-            parent = by_name.get(fk.elements[0].target_fullname.rsplit(".", 1)[0].lower())
+            parent = by_name.get(fk.referred_table.name.lower())
             if parent is not None and parent is not s:
                 visit(parent, path)
         path.discard(s.key)

@@ -10,6 +10,7 @@ From any other source (PostgreSQL) both come from one plan built by :mod:`.typem
 from __future__ import annotations
 
 import math
+import os
 import queue
 import re
 import sqlite3
@@ -17,6 +18,8 @@ import threading
 import zlib
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import URL
 
 from .base import COMPRESSLEVEL, Source, TableSpec, Tracker
 from .sqlite_source import SQLiteSource, qi, rowid_name
@@ -122,13 +125,31 @@ def _remove_sidecars(path: Path) -> None:
 
 def write_sqlite_sql(source: Source, path: Path, tracker: Tracker) -> None:
     """Write gzipped SQL text to ``path`` that ``sqlite3 new.db`` and ``executescript`` load."""
-    with GzipWriter(path) as out:
-        if isinstance(source, SQLiteSource):
+    if isinstance(source, SQLiteSource):
+        with GzipWriter(path) as out:
             _dump(source, out, tracker)
-        else:
-            from .typemap import write_generic_sql
+    else:
+        _dump_generic(source, path, tracker)
 
-            write_generic_sql(source, out, tracker)
+
+def _dump_generic(source: Source, path: Path, tracker: Tracker) -> None:
+    """From another database: build the ``sqlite3_db`` file (a private temp file beside
+    ``path``), then dump that file. The SQL text thus loads into exactly that database."""
+    from .typemap import write_generic_db
+
+    built = path.with_name(path.name + ".build")
+    os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        write_generic_db(source, built, tracker)
+        copy = SQLiteSource(URL.create("sqlite", database=str(built)))
+        try:
+            with GzipWriter(path) as out:
+                _dump(copy, out, Tracker(copy.tables(), None))
+        finally:
+            copy.close()
+    finally:
+        built.unlink(missing_ok=True)
+        _remove_sidecars(built)
 
 
 class GzipWriter:

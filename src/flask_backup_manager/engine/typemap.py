@@ -1,0 +1,338 @@
+"""How a table of another database (PostgreSQL) becomes an SQLite table: the one set of rules.
+
+A column's SQLAlchemy type (from the host app's models where they describe the table, else
+reflected from PostgreSQL) picks a row of :data:`RULES`: the declared type written in SQLite's
+``CREATE TABLE`` and the converter that turns the Python value the source yields into the value
+stored. The aim: an app whose models point at the copy reads back what it wrote, because every
+value is stored exactly as SQLAlchemy's SQLite dialect stores it.
+
+==========================  ====================  =============================================
+source type (SQLAlchemy)    SQLite declared type  stored value
+==========================  ====================  =============================================
+Boolean                     BOOLEAN               0 / 1
+Integer family, OID         INTEGER/BIGINT/...    int (a one-column integer primary key becomes
+                                                  ``INTEGER PRIMARY KEY``, the rowid, so new
+                                                  rows get ids as on PostgreSQL)
+Float, REAL, DOUBLE         FLOAT/REAL/DOUBLE     float; NaN (SQLite cannot store it) -> NULL
+Numeric(p, s)               NUMERIC(p, s)         float, as SQLAlchemy's SQLite Numeric binds
+                                                  it (REAL; it reads it back as
+                                                  ``Decimal('%.{s}f' % value)``; TEXT would
+                                                  break that reader, and SQLite's NUMERIC
+                                                  affinity turns numeric text into REAL anyway)
+DateTime / TIMESTAMP[TZ]    DATETIME              'YYYY-MM-DD HH:MM:SS.ffffff'; aware values
+                                                  converted to UTC first
+Date                        DATE                  'YYYY-MM-DD'
+Time / TIME[TZ]             TIME                  'HH:MM:SS.ffffff' (an offset is dropped, as
+                                                  SQLAlchemy does)
+Interval                    DATETIME              SQLAlchemy's Interval form: the epoch plus
+                                                  the interval, '1970-01-02 00:00:03.000000'
+Uuid / UUID                 CHAR(32)              32 hex digits, no dashes (SQLAlchemy's Uuid)
+JSON / JSONB                JSON                  JSON text (a JSON ``null`` reads as SQL NULL
+                                                  from psycopg and stays NULL)
+ARRAY                       JSON                  JSON array text (numbers as JSON numbers,
+                                                  dates/times ISO 8601, UUIDs and others text)
+LargeBinary / BYTEA         BLOB                  bytes
+Enum / ENUM                 VARCHAR(n)            the label, text
+String, Text, CHAR          as declared           text
+ranges                      TEXT                  PostgreSQL's text form: '[1,5)', 'empty'
+anything else (INET, CIDR,  TEXT                  its text form (``str``)
+MACADDR, MONEY, TSVECTOR,
+BIT, composite, unknown)
+==========================  ====================  =============================================
+
+Where the host's models give a column a type, that type's own ``bind_processor`` for the SQLite
+dialect does the storing (that is exactly how SQLAlchemy stores it). A ``TypeDecorator`` whose
+implementation is the same on PostgreSQL and SQLite (JSON kept in a Text column, an encrypted
+string) is stored as its implementation stores the database value, without running
+``process_bind_param`` again; one whose implementation differs (the GUID recipe: UUID on
+PostgreSQL, CHAR(32) elsewhere) gets its full processor, which is what converts between them.
+
+Tables keep their key as name (``other_schema.t`` is a table named "other_schema.t"); primary
+keys, NOT NULL, unique constraints, foreign keys (composite too) and plain column indexes are
+kept; server defaults, checks and generated-column expressions are not (generated columns keep
+their values as plain columns).
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import math
+import sqlite3
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from .base import Source, TableSpec, Tracker
+from .sqlite_source import qi
+
+Converter = Callable[[Any], Any]
+
+_SQLITE = sqlite_dialect.dialect()
+_PG = pg.dialect()
+
+
+def _utc_naive(v: datetime.datetime) -> datetime.datetime:
+    if v.tzinfo is not None:
+        v = v.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return v
+
+
+def _float(v: Any) -> Any:
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def _range_text(r: Any) -> str:
+    if r.isempty:
+        return "empty"
+    lower = "" if r.lower is None else _scalar_text(r.lower)
+    upper = "" if r.upper is None else _scalar_text(r.upper)
+    return f"{r.bounds[0]}{lower},{upper}{r.bounds[1]}"
+
+
+def _scalar_text(v: Any) -> str:
+    if isinstance(v, datetime.datetime | datetime.date | datetime.time):
+        return v.isoformat(sep=" ") if isinstance(v, datetime.datetime) else v.isoformat()
+    return str(v)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    if isinstance(v, datetime.datetime | datetime.date | datetime.time):
+        return v.isoformat()
+    if isinstance(v, bytes | memoryview):
+        return bytes(v).hex()
+    if hasattr(v, "isempty") and hasattr(v, "bounds"):
+        return _range_text(v)
+    return str(v)
+
+
+def _json_text(v: Any) -> str:
+    return json.dumps(v, default=_json_default, ensure_ascii=False)
+
+
+def _processor(t: sa.types.TypeEngine) -> Converter | None:
+    return t.dialect_impl(_SQLITE).bind_processor(_SQLITE)
+
+
+def _then(first: Converter, second: Converter | None) -> Converter:
+    if second is None:
+        return first
+    return lambda v: second(first(v))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the table above: which types it takes, what SQLite is told, how to store."""
+
+    types: tuple[type, ...]
+    declared: Callable[[sa.types.TypeEngine], str]
+    convert: Callable[[sa.types.TypeEngine], Converter | None]
+
+
+def _compiled(t: sa.types.TypeEngine, fallback: str) -> str:
+    try:
+        return t.compile(dialect=_SQLITE)
+    except sa.exc.CompileError:
+        return fallback
+
+
+RULES: list[Rule] = [
+    Rule((sa.Boolean,), lambda t: "BOOLEAN", lambda t: lambda v: 1 if v else 0),
+    Rule((sa.Integer,), lambda t: _compiled(t, "INTEGER"), lambda t: None),
+    Rule((pg.OID,), lambda t: "INTEGER", lambda t: None),
+    Rule((sa.Float,), lambda t: _compiled(t, "REAL"), lambda t: _float),
+    Rule((sa.Numeric,), lambda t: _compiled(t, "NUMERIC"), lambda t: _float),
+    Rule(
+        (sa.DateTime,),
+        lambda t: "DATETIME",
+        lambda t: _then(_utc_naive, _processor(sa.DateTime())),
+    ),
+    Rule((sa.Date,), lambda t: "DATE", lambda t: _processor(sa.Date())),
+    Rule(
+        (sa.Time,),
+        lambda t: "TIME",
+        lambda t: _then(lambda v: v.replace(tzinfo=None), _processor(sa.Time())),
+    ),
+    Rule(
+        (sa.Interval, pg.INTERVAL),
+        lambda t: "DATETIME",
+        lambda t: _processor(sa.Interval()),
+    ),
+    Rule(
+        (sa.Uuid,),
+        lambda t: "CHAR(32)",
+        lambda t: lambda v: (v if isinstance(v, uuid.UUID) else uuid.UUID(str(v))).hex,
+    ),
+    Rule((sa.JSON,), lambda t: "JSON", lambda t: _json_text),
+    Rule((sa.ARRAY,), lambda t: "JSON", lambda t: _json_text),
+    Rule((sa.LargeBinary,), lambda t: "BLOB", lambda t: bytes),
+    Rule((sa.Enum,), lambda t: _compiled(t, "TEXT"), lambda t: str),
+    Rule((pg.ranges.AbstractRange,), lambda t: "TEXT", lambda t: _range_text),
+    Rule((sa.String,), lambda t: _compiled(t, "TEXT"), lambda t: None),
+]
+
+
+def _storage(t: sa.types.TypeEngine, dialect: sa.Dialect) -> type:
+    """The class of the type that really stores ``t`` on ``dialect``."""
+    impl = t.dialect_impl(dialect)
+    if isinstance(impl, sa.types.TypeDecorator):
+        impl = impl.load_dialect_impl(dialect)
+    return type(impl)
+
+
+def rule_for(t: sa.types.TypeEngine) -> Rule | None:
+    return next((r for r in RULES if isinstance(t, r.types)), None)
+
+
+def column_plan(t: sa.types.TypeEngine, *, from_host: bool) -> tuple[str, Converter | None]:
+    """The declared SQLite type and the converter (None: store as it comes) of a column."""
+    if from_host and isinstance(t, sa.types.TypeDecorator):
+        declared = _compiled(t, "TEXT")
+        sqlite_impl = t.load_dialect_impl(_SQLITE)
+        if _storage(t, _SQLITE) is _storage(t, _PG):  # same storage: the value goes as it is
+            return declared, column_plan(sqlite_impl, from_host=True)[1]
+        return declared, _processor(t)
+    rule = rule_for(t)
+    if rule is None:  # INET, MONEY, TSVECTOR, BIT, composites, unknown: their text
+        return "TEXT", str
+    if from_host and isinstance(t, sa.DateTime | sa.Time):  # the host's own storage format
+        drop_tz = _utc_naive if isinstance(t, sa.DateTime) else lambda v: v.replace(tzinfo=None)
+        return rule.declared(t), _then(drop_tz, _processor(t))
+    if from_host and not isinstance(t, sa.Float | sa.Numeric):
+        proc = _processor(t)
+        if proc is not None or isinstance(t, sa.Integer | sa.String):
+            return rule.declared(t), proc
+    return rule.declared(t), rule.convert(t)
+
+
+@dataclass
+class TablePlan:
+    """How one source table is created and filled in SQLite."""
+
+    name: str
+    create: str
+    indexes: list[str]
+    insert: str
+    converters: list[Converter | None]
+
+    def convert(self, row: Any) -> tuple:
+        return tuple(
+            None if v is None else (v if f is None else f(v))
+            for v, f in zip(row, self.converters, strict=True)
+        )
+
+
+def table_plan(spec: TableSpec, names: dict[str, str], host: sa.MetaData | None) -> TablePlan:
+    """``names`` maps every exported table's SQLAlchemy ``fullname`` to its SQLite name."""
+    table = spec.table
+    host_table = _host_table(host, spec)
+    pk = list(table.primary_key.columns)
+    rowid_pk = len(pk) == 1 and isinstance(pk[0].type, sa.Integer)
+    lines, converters = [], []
+    for col in table.columns:
+        from_host = host_table is not None and col.name in host_table.c
+        declared, conv = column_plan(col.type, from_host=from_host)
+        converters.append(conv)
+        if rowid_pk and col is pk[0]:
+            lines.append(f"{qi(col.name)} INTEGER PRIMARY KEY")
+            continue
+        lines.append(f"{qi(col.name)} {declared}" + ("" if col.nullable else " NOT NULL"))
+    if pk and not rowid_pk:
+        lines.append(f"PRIMARY KEY ({', '.join(qi(c.name) for c in pk)})")
+    for uc in sorted(
+        (c for c in table.constraints if isinstance(c, sa.UniqueConstraint)),
+        key=lambda c: c.name or "",
+    ):
+        lines.append(f"UNIQUE ({', '.join(qi(c.name) for c in uc.columns)})")
+    for fk in sorted(table.foreign_key_constraints, key=lambda c: c.name or ""):
+        target = fk.referred_table.fullname
+        if target not in names:
+            continue  # the parent table is not exported
+        cols = ", ".join(qi(e.parent.name) for e in fk.elements)
+        refs = ", ".join(qi(e.column.name) for e in fk.elements)
+        clause = f"FOREIGN KEY ({cols}) REFERENCES {qi(names[target])} ({refs})"
+        for action, value in (("ON DELETE", fk.ondelete), ("ON UPDATE", fk.onupdate)):
+            if value and value.upper() in ("CASCADE", "SET NULL", "SET DEFAULT", "RESTRICT"):
+                clause += f" {action} {value.upper()}"
+        if fk.deferrable:
+            clause += " DEFERRABLE INITIALLY DEFERRED" if fk.initially else " DEFERRABLE"
+        lines.append(clause)
+    name = names[table.fullname]
+    indexes = []
+    for ix in sorted(table.indexes, key=lambda i: i.name or ""):
+        cols = [c for c in ix.expressions if isinstance(c, sa.Column)]
+        if not cols or len(cols) != len(ix.expressions):
+            continue  # expression indexes: PostgreSQL SQL that SQLite may not speak
+        unique = "UNIQUE " if ix.unique else ""
+        ix_name = qi(f"{name}.{ix.name}" if spec.schema not in (None, "public") else ix.name)
+        indexes.append(
+            f"CREATE {unique}INDEX {ix_name} ON {qi(name)} ({', '.join(qi(c.name) for c in cols)})"
+        )
+    return TablePlan(
+        name=name,
+        create=f"CREATE TABLE {qi(name)} (\n  " + ",\n  ".join(lines) + "\n)",
+        indexes=indexes,
+        insert=f"INSERT INTO {qi(name)} VALUES ({', '.join('?' * len(table.columns))})",
+        converters=converters,
+    )
+
+
+def _host_table(host: sa.MetaData | None, spec: TableSpec) -> sa.Table | None:
+    if host is None:
+        return None
+    if spec.schema in (None, "public"):
+        found = host.tables.get(spec.name)
+        return found if found is not None else host.tables.get(f"public.{spec.name}")
+    return host.tables.get(f"{spec.schema}.{spec.name}")
+
+
+def write_generic_db(source: Source, path: Path, tracker: Tracker) -> None:
+    """Create the SQLite tables from the specs and fill them (one transaction, no journal:
+    the file is private until export() renames it)."""
+    specs = source.tables()
+    names = {s.table.fullname: s.key for s in specs}
+    host = getattr(source, "host_metadata", None)
+    plans = [table_plan(s, names, host) for s in specs]
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=OFF")
+        con.execute("PRAGMA synchronous=OFF")
+        con.execute("BEGIN")
+        for plan in plans:
+            con.execute(plan.create)
+        for spec, plan in zip(specs, plans, strict=True):
+            tracker.start(spec)
+            con.executemany(plan.insert, _counted(source, spec, plan, tracker))
+            tracker.finish(spec)
+        for plan in plans:
+            for sql in plan.indexes:
+                con.execute(sql)
+        con.execute("COMMIT")
+        con.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        con.close()
+
+
+def _counted(source: Source, spec: TableSpec, plan: TablePlan, tracker: Tracker):
+    n = 0
+    convert = plan.convert
+    for row in source.rows(spec):
+        yield convert(row)
+        n += 1
+        if n == 1000:
+            tracker.rows(n)
+            n = 0
+    tracker.rows(n)
+
+
+__all__ = ["RULES", "Rule", "TablePlan", "column_plan", "table_plan", "write_generic_db"]

@@ -1,0 +1,178 @@
+"""PostgreSQL -> ``sqlite3_db`` and ``sqlite3``: the rules of ``engine/typemap.py``."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import sqlite3
+import uuid
+from contextlib import closing
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from flask_backup_manager.engine import export
+
+from .test_engine_sqlite import check_health, restore_with_cli, restore_with_python, snapshot
+
+SCHEMA = """
+CREATE TYPE mood AS ENUM ('sad', 'happy');
+CREATE SCHEMA other;
+CREATE TABLE people (
+    id bigserial PRIMARY KEY, name text NOT NULL, nick varchar(20) UNIQUE, active boolean,
+    born date, seen timestamp, seen_tz timestamptz, wake time, wake_tz timetz,
+    height double precision, weight real, balance numeric(12, 2), big numeric, guid uuid,
+    doc jsonb, meta json, tags text[], scores int[], photo bytea, feeling mood, span interval,
+    ip inet, during int4range, cash money
+);
+CREATE INDEX people_name ON people (name);
+CREATE TABLE other.pets (owner_id bigint REFERENCES people (id), n int, name text,
+                         PRIMARY KEY (owner_id, n));
+CREATE TABLE other.things (
+    id bigint PRIMARY KEY, name text, active boolean, born date, seen timestamp, wake time,
+    balance numeric(12, 2), guid uuid, doc jsonb, feeling mood, span interval, photo bytea
+);
+CREATE TABLE other.toys (id int PRIMARY KEY, owner_id bigint, n int,
+                         FOREIGN KEY (owner_id, n) REFERENCES other.pets (owner_id, n));
+"""
+
+GUID = uuid.UUID("12345678-1234-5678-1234-567812345678")
+ROW = {
+    "name": 'it\'s "q" \\N\ttab\r\nnew 😀',
+    "nick": "Bob",
+    "active": True,
+    "born": datetime.date(1999, 12, 31),
+    "seen": datetime.datetime(2024, 1, 2, 3, 4, 5, 6),
+    "seen_tz": datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+    "wake": datetime.time(7, 30),
+    "height": 1e308,
+    "weight": 0.5,
+    "balance": decimal.Decimal("12.34"),
+    "big": decimal.Decimal("3.25"),
+    "guid": GUID,
+    "doc": {"a": [1, 2.5, None], "b": "ü"},
+    "tags": ["x", "y'z"],
+    "scores": [1, 2, 3],
+    "photo": b"\x00\x01\xff",
+    "feeling": "happy",
+    "span": datetime.timedelta(days=1, seconds=3),
+}
+
+
+@pytest.fixture
+def pg_source(pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(SCHEMA)
+        cols = ", ".join(ROW)
+        marks = ", ".join(["%s"] * len(ROW))
+        con.execute(
+            f"INSERT INTO people ({cols}) VALUES ({marks})",
+            [psycopg.types.json.Jsonb(v) if k == "doc" else v for k, v in ROW.items()],
+        )
+        con.execute(
+            "UPDATE people SET wake_tz = '07:30:00+02', meta = '[1, {\"x\": null}]', "
+            "ip = '10.0.0.1/8', during = '[1,5)', cash = 12.5"
+        )
+        con.execute("INSERT INTO people (name) VALUES ('nulls')")
+        con.execute("INSERT INTO other.pets VALUES (1, 1, 'rex'), (1, 2, NULL)")
+        con.execute("INSERT INTO other.toys VALUES (10, 1, 2), (11, NULL, NULL)")
+        con.execute(
+            "INSERT INTO other.things SELECT id, name, active, born, seen, wake, balance, guid, "
+            "doc, feeling, span, photo FROM people"
+        )
+    return pg_url
+
+
+def test_postgres_to_sqlite3_db_and_sqlite3_give_the_same_database(pg_source, tmp_path):
+    db, dump = tmp_path / "copy.sqlite3", tmp_path / "copy.sql.gz"
+    events = []
+    export(pg_source, "sqlite3_db", db, progress=events.append)
+    export(pg_source, "sqlite3", dump)
+    restore_with_cli(dump, tmp_path / "cli.db")
+    restore_with_python(dump, tmp_path / "py.db").close()
+    want = snapshot(db)
+    assert snapshot(tmp_path / "cli.db") == want
+    assert snapshot(tmp_path / "py.db") == want
+    check_health(db)
+    finished = dict(e.finished for e in events if e.finished)
+    assert finished == {"people": 2, "other.pets": 2, "other.toys": 2, "other.things": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cli.db",
+        "copy.sql.gz",
+        "copy.sqlite3",
+        "py.db",
+    ]
+
+
+def test_postgres_values_are_stored_as_sqlalchemy_stores_them_on_sqlite(pg_source, tmp_path):
+    db = tmp_path / "copy.sqlite3"
+    export(pg_source, "sqlite3_db", db)
+    with closing(sqlite3.connect(db)) as con:
+        con.row_factory = sqlite3.Row
+        row = con.execute("SELECT * FROM people WHERE id = 1").fetchone()
+        nulls = con.execute("SELECT * FROM people WHERE id = 2").fetchone()
+        sql = dict(con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+    assert row["name"] == ROW["name"] and row["nick"] == "Bob"
+    assert row["active"] == 1
+    assert row["born"] == "1999-12-31"
+    assert row["seen"] == "2024-01-02 03:04:05.000006"
+    assert row["seen_tz"] == "2024-01-02 03:04:05.000000"  # UTC
+    assert row["wake"] == "07:30:00.000000" and row["wake_tz"] == "07:30:00.000000"
+    assert row["height"] == 1e308 and row["weight"] == 0.5
+    assert row["balance"] == 12.34 and row["big"] == 3.25
+    assert row["guid"] == GUID.hex
+    assert json.loads(row["doc"]) == ROW["doc"] and json.loads(row["meta"]) == [1, {"x": None}]
+    assert json.loads(row["tags"]) == ["x", "y'z"] and json.loads(row["scores"]) == [1, 2, 3]
+    assert row["photo"] == b"\x00\x01\xff"
+    assert row["feeling"] == "happy"
+    assert row["span"] == "1970-01-02 00:00:03.000000"
+    assert row["ip"] == "10.0.0.1/8" and row["during"] == "[1,5)"
+    assert row["cash"].endswith("12.50")
+    assert all(nulls[k] is None for k in nulls.keys() if k not in ("id", "name"))
+    assert '"id" INTEGER PRIMARY KEY' in sql["people"]
+    assert (
+        'FOREIGN KEY ("owner_id", "n") REFERENCES "other.pets" ("owner_id", "n")'
+        in (sql["other.toys"])
+    )
+
+
+def things(md: sa.MetaData, name: str, schema: str | None) -> sa.Table:
+    """The host app's model of ``other.things``."""
+    return sa.Table(
+        name,
+        md,
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("name", sa.Text),
+        sa.Column("active", sa.Boolean),
+        sa.Column("born", sa.Date),
+        sa.Column("seen", sa.DateTime),
+        sa.Column("wake", sa.Time),
+        sa.Column("balance", sa.Numeric(12, 2)),
+        sa.Column("guid", sa.Uuid),
+        sa.Column("doc", sa.JSON),
+        sa.Column("feeling", sa.Enum("sad", "happy", name="mood")),
+        sa.Column("span", sa.Interval),
+        sa.Column("photo", sa.LargeBinary),
+        schema=schema,
+    )
+
+
+def test_host_models_read_back_from_the_copy_what_they_read_from_postgres(pg_source, tmp_path):
+    host = sa.MetaData()
+    on_pg = things(host, "things", "other")
+    on_sqlite = things(sa.MetaData(), "other.things", None)  # the copy's name for it
+    db = tmp_path / "copy.sqlite3"
+    export(pg_source, "sqlite3_db", db, metadata=host)
+    pg_engine = sa.create_engine(pg_source.replace("postgresql://", "postgresql+psycopg://"))
+    lite = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with pg_engine.connect() as a, lite.connect() as b:
+            want = a.execute(sa.select(on_pg).order_by(on_pg.c.id)).all()
+            got = b.execute(sa.select(on_sqlite).order_by(on_sqlite.c.id)).all()
+    finally:
+        pg_engine.dispose()
+        lite.dispose()
+    assert got == want
+    assert want[0].guid == GUID and want[0].balance == decimal.Decimal("12.34")
