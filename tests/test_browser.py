@@ -273,6 +273,32 @@ def test_list_shows_newest_first_with_status_badges_and_sizes(admin: Page, demo:
     page.screenshot(path=str(SCREENSHOTS / "ui-list.png"), full_page=True)
 
 
+def test_admin_cancels_a_queued_backup_from_its_page(admin: Page, demo: Demo):
+    page = admin
+    demo.pause_worker()
+    try:
+        page.goto("/backups/new")
+        page.get_by_test_id("format-sqlite3").check()
+        page.get_by_test_id("create-backup").click()
+        expect(page).to_have_url(re.compile(r"/backups/$"))
+        page.get_by_test_id("backup-row").first.get_by_role(
+            "link", name=re.compile("^Details")
+        ).click()
+        detail = page.get_by_test_id("backup-detail")
+        expect(detail).to_have_attribute("data-status", "queued")
+        page.get_by_test_id("cancel").click()
+        expect(detail).to_have_attribute("data-status", "cancelled")
+    finally:
+        demo.resume_worker()
+    expect(page.get_by_test_id("cancel")).to_be_hidden()
+    expect(page.get_by_test_id("delete")).to_be_visible()
+    expect(page.get_by_test_id("download")).to_be_hidden()
+    expect(page.get_by_test_id("log")).to_contain_text("cancelled")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("delete").click()
+    expect(page).to_have_url(re.compile(r"/backups/$"))
+
+
 def test_anonymous_visitor_is_sent_to_login_and_refused_by_the_api(browser: Browser, demo: Demo):
     context = browser.new_context(base_url=demo.url)
     try:

@@ -27,7 +27,7 @@ def test_empty_list_says_what_a_backup_is_and_offers_to_make_one(client):
     page = client.get("/backups/", headers=HTML)
     assert page.status_code == 200
     assert 'data-testid="empty-state"' in page.text
-    assert "copy of this application&#39;s SQL data" in page.text or "SQL data" in page.text
+    assert "SQL data" in page.text and "asset files are" in page.text
     assert 'href="/backups/new"' in page.text
 
 
