@@ -453,6 +453,26 @@ class Catalog:
                 )
             elif local:
                 checks[rel].append((name, cdef, inh))
+        settings: dict[int, list[str]] = {}
+        storage = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
+        for rel, col, stats, store, options in self.fetch(
+            """SELECT a.attrelid, pg_catalog.quote_ident(a.attname), a.attstattarget,
+                      CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage END, a.attoptions
+               FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+               WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+                 AND (a.attstattarget >= 0 OR a.attstorage <> t.typstorage
+                      OR a.attoptions IS NOT NULL)
+               ORDER BY a.attrelid, a.attnum""",
+            [self.table_oids],
+        ):
+            alter = f"ALTER TABLE ONLY {self.names[rel]} ALTER COLUMN {col}"
+            out = settings.setdefault(rel, [])
+            if stats is not None and stats >= 0:
+                out.append(f"{alter} SET STATISTICS {stats}")
+            if store:
+                out.append(f"{alter} SET STORAGE {storage[store]}")
+            if options:
+                out.append(f"{alter} SET (" + ", ".join(options) + ")")
         parent_defaults: dict[int, dict[str, Any]] = {
             o: {c[0]: (c[4], c[2]) for c in cols[o]} for o in self.table_oids
         }
@@ -507,6 +527,7 @@ class Catalog:
                 stmt += "\nWITH (" + ", ".join(options) + ")"
             yield stmt
             yield from after
+            yield from settings.get(oid, ())
             yield comment("TABLE", name, text)
             for col, *_, ctext, _ in cols[oid]:
                 yield comment("COLUMN", f"{name}.{col}", ctext)

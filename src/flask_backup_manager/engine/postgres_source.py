@@ -430,6 +430,8 @@ class PostgresSource:
         cols = sql.SQL(", ").join(spec.extra["copy_columns"])
         if spec.extra["relkind"] == "p":
             return sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, self._from(spec))
+        if not spec.extra["copy_columns"]:  # no columns, or only generated ones
+            return sql.SQL("COPY {} TO STDOUT").format(spec.extra["qualified"])
         return sql.SQL("COPY {} ({}) TO STDOUT").format(spec.extra["qualified"], cols)
 
     def copy_out(self, spec: TableSpec) -> Iterator[bytes | bytearray]:
