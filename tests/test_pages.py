@@ -145,6 +145,19 @@ def test_each_page_asks_for_its_permission(client, method, path, granted):
     assert 'data-testid="error-page"' in answer.text
 
 
+def test_pages_show_only_the_actions_the_user_may_take(client):
+    backup_id = client.post(f"{API}/backups", json={"format": "sqlite3_db"}).json["id"]
+    view_only = {**HTML, "X-Test-Permissions": "view"}
+    listing = client.get("/backups/", headers=view_only).text
+    assert 'data-testid="new-backup"' not in listing and rows(listing)
+    detail = client.get(f"/backups/{backup_id}", headers=view_only).text
+    for action in ("download", "cancel-form", "delete-form"):
+        assert f'data-testid="{action}"' not in detail
+    everything = client.get(f"/backups/{backup_id}", headers=HTML).text
+    for action in ("download", "cancel-form", "delete-form"):
+        assert f'data-testid="{action}"' in everything
+
+
 def test_pages_render_inside_the_hosts_layout_with_their_assets(make_app):
     app = make_app(BACKUP_MANAGER_BASE_TEMPLATE="host/layout.html")
     host = "<html><body><nav>HOST NAV</nav>{% block content %}{% endblock %}</body></html>"

@@ -27,6 +27,17 @@ def human_size(n: int | None) -> str:
     return f"{n} bytes"  # unreachable
 
 
+@blueprint.context_processor
+def _permissions() -> dict[str, Any]:
+    """``backup_manager_may("delete")``: show only the buttons the host's check would allow."""
+
+    def may(permission: str) -> bool:
+        check = service.get_state().ext._access
+        return bool(check and check(permission))
+
+    return {"backup_manager_may": may}
+
+
 @blueprint.app_template_filter("backup_manager_size")
 def _size_filter(n: int | None) -> str:
     return human_size(n)
