@@ -413,6 +413,10 @@ def test_rows_give_python_values_for_the_other_formats(pg_url, psql):
     run_psql(psql, pg_url, stdin=HARD_SCHEMA.encode())
     src = PostgresSource(make_url(pg_url))
     try:
+        assert src.fetch(
+            "SELECT current_setting('transaction_isolation'),"
+            " current_setting('transaction_read_only')"
+        ) == [("repeatable read", "on")]
         specs = {s.key: s for s in src.tables()}
         rows = {s.key: list(src.rows(s)) for s in specs.values()}
         order = rows["Order"]

@@ -217,14 +217,14 @@ class PostgresSource:
         self.conn = psycopg.connect(**conninfo(url))
         try:
             _lenient_loaders(self.conn)
-            # Session settings first (outside the snapshot), then the one transaction.
+            # Session settings first (outside the snapshot), then the one transaction, begun
+            # by hand: in autocommit mode psycopg sends no BEGIN of its own before ours.
             self.conn.autocommit = True
             self.conn.execute(
                 "SET search_path = ''; SET DateStyle = ISO; SET IntervalStyle = postgres;"
                 " SET extra_float_digits = 3; SET client_encoding = 'UTF8';"
                 " SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0"
             )
-            self.conn.autocommit = False
             self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             # The first query takes the snapshot; sequences are read right after it
             # (they are not transactional: this is the closest we get to the snapshot).
