@@ -145,3 +145,50 @@ def test_sqlite_odd_values_and_orphans_restore(owner_db, psql, tmp_path):  # noq
         assert rows[1][4] == dt.datetime(2020, 1, 2, 3, 4, 5, 123456)
         assert rows[2][1:4] == (b"text as blob", 1e300, True)
         assert pg.execute("INSERT INTO child (t) VALUES ('new') RETURNING id").fetchone() == (8,)
+
+
+def test_host_model_types_decide_the_postgres_columns(owner_db, psql, tmp_path):  # noqa: F811
+    import sqlalchemy as sa
+
+    url = _sqlite(
+        tmp_path / "app.db",
+        """
+        CREATE TABLE job (id INTEGER PRIMARY KEY, flag INTEGER, at TEXT, kind VARCHAR(1),
+                          data TEXT, small INTEGER);
+        INSERT INTO job VALUES (1, 1, '2024-05-06 07:08:09+02:00', 'a', '{"k": [1]}', 7),
+                               (2, 0, NULL, 'b', 'null', NULL);
+    """,
+    )
+    md = sa.MetaData()
+    sa.Table(
+        "job",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("flag", sa.Boolean),
+        sa.Column("at", sa.DateTime(timezone=True)),
+        sa.Column("kind", sa.Enum("a", "b", name="kind")),
+        sa.Column("data", sa.JSON),
+        sa.Column("small", sa.SmallInteger),
+    )
+    out = tmp_path / "app.postgres.sql.gz"
+    export(url, "postgres", out, metadata=md)
+    restore(psql, owner_db, out)
+    with psycopg.connect(owner_db) as pg:
+        types = dict(
+            pg.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+                " WHERE attrelid = 'public.job'::regclass AND attnum > 0"
+            ).fetchall()
+        )
+        assert types == {
+            "id": "bigint",
+            "flag": "boolean",
+            "at": "timestamp with time zone",
+            "kind": "text",
+            "data": "json",
+            "small": "smallint",
+        }
+        row = pg.execute("SELECT flag, at, kind, data, small FROM job WHERE id = 1").fetchone()
+        assert row[0] is True and row[1].utcoffset() is not None
+        assert row[1] == dt.datetime(2024, 5, 6, 5, 8, 9, tzinfo=dt.timezone.utc)
+        assert row[2:] == ("a", {"k": [1]}, 7)
