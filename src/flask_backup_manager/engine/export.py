@@ -45,12 +45,13 @@ def open_source(
     metadata: sa.MetaData | None = None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
+    scratch: Path | None = None,
 ) -> Source:
     kw = dict(metadata=metadata, include=include, exclude=exclude)
     if url.get_backend_name() == "sqlite":
         from .sqlite_source import SQLiteSource
 
-        return SQLiteSource(url, **kw)
+        return SQLiteSource(url, scratch=scratch, **kw)
     if url.get_backend_name() == "postgresql":
         from .postgres_source import PostgresSource
 
@@ -91,7 +92,9 @@ def export(
     url = source_url(source)
     output = Path(output)
     try:
-        src = open_source(url, metadata=metadata, include=include, exclude=exclude)
+        src = open_source(
+            url, metadata=metadata, include=include, exclude=exclude, scratch=output
+        )
         try:
             specs = src.tables()
             tracker = Tracker(specs, progress)

@@ -1,9 +1,12 @@
 """The SQLite source: the file opened read-only, one read transaction held until :meth:`close`.
 
 ``BEGIN`` plus a first read pins a snapshot: in WAL mode the app keeps committing beside us and we
-do not see it; in rollback-journal mode our shared lock makes its commits wait. Everything (the
-schema, the row counts, the rows, and the backup API's pages) is read through this one
-connection inside that one transaction.
+do not see it. In rollback-journal mode a read transaction blocks every commit to the file (the
+app's, and the backup job's own progress lines) for as long as it lasts, so there the snapshot is
+first copied with SQLite's backup API, in one step (one read lock, as long as a page copy), into
+a private temp file beside the output (``scratch``), and the export reads that copy. Everything
+(the schema, the row counts, the rows, and the backup API's pages) is read through one connection
+inside one transaction.
 
 The tables are described by SQLAlchemy ``Table`` objects reflected by SQLAlchemy's own SQLite
 dialect, through this same connection (lent so that SQLAlchemy cannot end the transaction).
@@ -12,7 +15,9 @@ dialect, through this same connection (lent so that SQLAlchemy cannot end the tr
 from __future__ import annotations
 
 import fnmatch
+import os
 import sqlite3
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -82,6 +87,7 @@ class SQLiteSource:
         metadata: sa.MetaData | None = None,
         include: Iterable[str] | None = None,
         exclude: Iterable[str] | None = None,
+        scratch: Path | None = None,
     ) -> None:
         db = url.database
         if not db or db == ":memory:" or db.startswith("file:"):
@@ -89,13 +95,26 @@ class SQLiteSource:
         self.path = Path(db).resolve()
         if not self.path.is_file():
             raise ExportError(f"no such database file: {db}")
-        self.con = sqlite3.connect(
-            f"file:{urlquote(str(self.path))}?mode=ro",
-            uri=True,
-            isolation_level=None,
-            timeout=BUSY_TIMEOUT,
-        )
+        self.con = None
+        self.copy = None
         try:
+            self.con = _open_ro(self.path)
+            if self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                # named after the output, so whoever cleans up after a dead worker finds it
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{scratch.name}.snapshot-" if scratch else ".snapshot-",
+                    suffix=".part",
+                    dir=scratch.parent if scratch else None,
+                )
+                os.close(fd)
+                self.copy = Path(tmp)
+                dst = sqlite3.connect(tmp)
+                try:
+                    self.con.backup(dst)
+                finally:
+                    dst.close()
+                self.con.close()
+                self.con = _open_ro(self.copy)
             self.con.execute("BEGIN")
             self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()
             self.objects = [
@@ -203,12 +222,25 @@ class SQLiteSource:
 
     def close(self) -> None:
         con, self.con = self.con, None
-        if con is not None:
-            try:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-            finally:
-                con.close()
+        try:
+            if con is not None:
+                try:
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                finally:
+                    con.close()
+        finally:
+            if self.copy is not None:
+                self.copy.unlink(missing_ok=True)
+
+
+def _open_ro(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(
+        f"file:{urlquote(str(path))}?mode=ro",
+        uri=True,
+        isolation_level=None,
+        timeout=BUSY_TIMEOUT,
+    )
 
 
 def rowid_name(xinfo: list[tuple]) -> str | None:
