@@ -458,3 +458,22 @@ def test_tables_follow_foreign_keys_and_include_exclude(pg_url, psql):
         src.close()
     with pytest.raises(ExportError, match="no such table to include: nope"):
         PostgresSource(make_url(pg_url), include=["nope"])
+
+
+def test_excluded_tables_leave_out_their_views_and_foreign_keys(
+    pagila_url, owner_db, psql, tmp_path
+):
+    out = tmp_path / "part.postgres.sql.gz"
+    result = export(pagila_url, "postgres", out, exclude=["payment", "rental", "customer"])
+    assert result.tables == 12
+    restore(psql, owner_db, out)
+    with psycopg.connect(owner_db) as con:
+        tables = {
+            r[0]
+            for r in con.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+                " AND relkind IN ('r', 'p', 'v', 'm')"
+            )
+        }
+    assert {"film", "actor", "film_list", "store"} <= tables
+    assert not {"payment", "payment_p2007_01", "rental", "customer", "customer_list"} & tables
