@@ -7,9 +7,12 @@ and exclusion constraints, indexes, views, foreign keys, triggers, rules). Const
 the data, so circular and self-referencing foreign keys load without disabling triggers.
 
 From a PostgreSQL source every definition comes from the catalog's own ``pg_get_*def`` functions,
-read in the source's snapshot with ``search_path = ''`` so names come out schema-qualified.
-From any other source (SQLite) the tables are built from the SQLAlchemy ``Table`` of each spec,
-see :mod:`.postgres_generic`-style rules in :func:`write_generic`.
+read in the source's snapshot (:mod:`.postgres_native`), and the rows are the source's own COPY
+text. From any other source (SQLite) the tables are built from each spec's SQLAlchemy ``Table``
+and the rows are encoded and checked one by one (:mod:`.postgres_generic`).
+
+Compression runs in a second thread (:class:`GzipOut`) so that reading and compressing use two
+cores, as ``pg_dump | gzip`` does.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .base import COMPRESSLEVEL, ExportError, Source, TableSpec, Tracker
+from .base import COMPRESSLEVEL, ExportError, Source, Tracker
 
 HEADER = """--
 -- PostgreSQL database dump made by flask-backup-manager
@@ -52,7 +55,7 @@ class GzipOut:
     of big chunks, so reading the database and compressing run on two cores."""
 
     def __init__(self, path: Path) -> None:
-        self.f = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.f = open(path, "wb")  # closed in close()
         self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self.error: BaseException | None = None
         self.parts: list[bytes] = []
@@ -115,7 +118,7 @@ class GzipOut:
         if self.thread.is_alive():
             try:
                 self._put(None)
-            except BaseException:  # noqa: BLE001 - already failing
+            except BaseException:  # already failing: keep the first error
                 pass
             self.thread.join()
         self.f.close()
@@ -153,4 +156,4 @@ def statements(items: Iterable[str]) -> str:
     return "".join(f"{s.rstrip().rstrip(';')};\n\n" for s in items if s)
 
 
-__all__ = ["write_postgres_sql", "GzipOut", "literal", "ident", "TableSpec"]
+__all__ = ["GzipOut", "ident", "literal", "statements", "write_postgres_sql"]
