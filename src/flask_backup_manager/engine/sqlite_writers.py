@@ -313,7 +313,8 @@ def _literal_sql(column: str, plan: dict[str, Any]) -> str:
         return f"quote({c})"
     # the sqlite3 shell drops a CR before an LF even inside a string: 'a'||char(13)||'b'
     quoted = f"replace(quote({c}), char(13), {_sql_string(_CR)})"
-    if plan["strict"] and declared == "TEXT":
+    text_affinity = "INT" not in declared and any(k in declared for k in ("CHAR", "CLOB", "TEXT"))
+    if text_affinity:  # TEXT affinity turns every REAL into text: no REAL can be there
         return quoted
     return (
         f"CASE WHEN typeof({c}) <> 'real' THEN {quoted} "
