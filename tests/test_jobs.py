@@ -92,3 +92,58 @@ def test_cancelled_while_queued_never_runs_and_leaves_no_file(app, client, run_w
     assert backup_row(client, backup["id"])["status"] == "cancelled"
     with app.app_context():
         assert not service.file_path(service.get_backup(backup["id"])).exists()
+
+
+def test_postgres_host_backs_up_in_all_three_formats(pg_app, run_worker, psql, make_pg_db):
+    """The host database and the backup rows in PostgreSQL; each format restores to the data."""
+    import subprocess
+
+    from .conftest import run_psql
+    from .hostapp import Customer, Order, create_app, db
+
+    client = pg_app.test_client()
+    ids = {
+        fmt: client.post(f"{API}/backups", json={"format": fmt}).json["id"]
+        for fmt in ("postgres", "sqlite3_db", "sqlite3")
+    }
+    run_worker()
+    storage = pg_app.extensions["backup_manager"].storage_dir
+    done = {fmt: backup_row(client, i) for fmt, i in ids.items()}
+    assert {d["status"] for d in done.values()} == {"succeeded"}, done
+
+    with pg_app.app_context():
+        expected = [
+            (c.id, c.name, c.vip, c.joined, c.prefs, [(o.total, o.note) for o in orders])
+            for c in Customer.query.order_by(Customer.id)
+            for orders in [Order.query.filter_by(customer_id=c.id).order_by(Order.id).all()]
+        ]
+
+    # postgres: psql restores it; the app then reads the same values
+    target = make_pg_db()
+    sql = gzip.decompress((storage / done["postgres"]["filename"]).read_bytes())
+    run_psql(psql, target, "--single-transaction", "-f", "-", stdin=sql)
+    # sqlite3: the sqlite3 shell loads it
+    loaded = storage.parent / "loaded.sqlite3"
+    subprocess.run(
+        ["sqlite3", str(loaded)],
+        input=gzip.decompress((storage / done["sqlite3"]["filename"]).read_bytes()),
+        check=True,
+    )
+    for uri in (
+        target.replace("postgresql://", "postgresql+psycopg://", 1),
+        f"sqlite:///{storage / done['sqlite3_db']['filename']}",
+        f"sqlite:///{loaded}",
+    ):
+        copy = create_app({"SQLALCHEMY_DATABASE_URI": uri})
+        with copy.app_context():
+            got = [
+                (c.id, c.name, c.vip, c.joined, c.prefs, [(o.total, o.note) for o in orders])
+                for c in Customer.query.order_by(Customer.id)
+                for orders in [Order.query.filter_by(customer_id=c.id).order_by(Order.id).all()]
+            ]
+            assert got == expected, uri
+            # the copy carries the backup tables too: the app's Backup Manager starts on it
+            assert copy.test_client().get(f"{API}/backups").status_code == 200
+            db.session.remove()
+            for engine in db.engines.values():
+                engine.dispose()

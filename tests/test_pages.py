@@ -166,8 +166,8 @@ def test_pages_render_inside_the_hosts_layout_with_their_assets(make_app):
     )
     page = app.test_client().get("/backups/", headers=HTML).text
     assert "HOST NAV" in page and 'class="bm-topbar"' not in page
-    assert 'href="/backups/static/backup_manager/backup_manager/backup_manager.css"' in page
-    assert 'src="/backups/static/backup_manager/backup_manager/backup_manager.js"' in page
+    assert 'href="/backups/static/backup_manager/backup_manager.css"' in page
+    assert 'src="/backups/static/backup_manager/backup_manager.js"' in page
     assert re.search(r'class="bm" data-csrf-token="[^"]+"', page)
 
 
@@ -189,3 +189,14 @@ def test_assets_are_served_locally_and_pages_load_nothing_from_elsewhere(client)
 )  # fmt: skip
 def test_sizes_are_human_readable(size, shown):
     assert human_size(size) == shown
+
+
+def test_refused_creation_is_explained_on_the_form_not_an_error_page(make_app):
+    client = make_app(BACKUP_MANAGER_MAX_ACTIVE=1).test_client()
+    form = {"format": "sqlite3_db", "csrf_token": token(client)}
+    assert client.post("/backups/", data=form).status_code == 303
+    second = client.post("/backups/", data=form)
+    assert second.status_code == 429
+    page = second.get_data(as_text=True)
+    assert 'data-testid="form-error"' in page and "BACKUP_MANAGER_MAX_ACTIVE" in page
+    assert 'data-testid="format-sqlite3_db"' in page  # the choices are offered again

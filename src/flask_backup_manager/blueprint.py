@@ -12,7 +12,7 @@ blueprint = Blueprint(
     __name__,
     template_folder="templates",
     static_folder="static",
-    static_url_path="/static/backup_manager",
+    static_url_path="/static",
 )
 
 

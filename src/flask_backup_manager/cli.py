@@ -13,22 +13,13 @@ from flask.cli import AppGroup
 from werkzeug.exceptions import HTTPException
 
 from . import service
+from .pages import human_size
 
 backups_cli = AppGroup("backups", help="Create, inspect, download and delete backups.")
 
 
 def _fail(e: HTTPException) -> None:
     raise click.ClickException(str(e.description))
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 @backups_cli.command("create")
@@ -67,7 +58,7 @@ def list_(page: int) -> None:
     click.echo(f"{'ID':>5}  {'FORMAT':<10}  {'STATUS':<9}  {'SIZE':>10}  CREATED")
     for b in items:
         created = service.iso(b.created_at)
-        click.echo(f"{b.id:>5}  {b.format:<10}  {b.status:<9}  {_size(b.size):>10}  {created}")
+        click.echo(f"{b.id:>5}  {b.format:<10}  {b.status:<9}  {human_size(b.size):>10}  {created}")
     click.echo(f"page {page}, {len(items)} of {total}")
 
 

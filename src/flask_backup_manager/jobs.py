@@ -32,7 +32,8 @@ def run_backup(backup_id: int) -> str:
     def progress(p: Progress) -> None:
         if p.finished:
             name, rows = p.finished
-            add_log(backup_id, "info", f"table {name}: {rows} rows", commit=False)
+            plural = "" if rows == 1 else "s"
+            add_log(backup_id, "info", f"table {name}: {rows} row{plural}", commit=False)
         values = dict(
             tables_done=p.tables_done,
             tables_total=p.tables_total,

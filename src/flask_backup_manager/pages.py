@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 from . import service
 from .access import current_user_name, requires
 from .blueprint import blueprint
-from .errors import bad_request
+from .errors import BackupManagerError, bad_request
 from .models import FINISHED
 
 
@@ -80,7 +80,16 @@ def new() -> Any:
 @blueprint.post("/", endpoint="create")
 @requires("create")
 def create() -> Any:
-    service.create_backup(request.form.get("format"), created_by=current_user_name())
+    try:
+        service.create_backup(request.form.get("format"), created_by=current_user_name())
+    except BackupManagerError as e:
+        if e.code not in (400, 429):
+            raise
+        # a refused choice is shown on the form it came from, with the choices again
+        page = render_template(
+            "backup_manager/new.html", formats=service.formats(), error=e.description
+        )
+        return page, e.code
     return redirect(url_for(".index"), code=303)
 
 

@@ -61,8 +61,8 @@ class ExportCancelled(Exception):
 
 #: The formats each kind of source database can be exported to, as the engine's paths land.
 SUPPORTED: dict[str, tuple[str, ...]] = {
-    "sqlite": ("sqlite3_db", "sqlite3"),
-    "postgresql": (),
+    "sqlite": ("sqlite3_db", "sqlite3", "postgres"),
+    "postgresql": ("postgres", "sqlite3_db", "sqlite3"),
 }
 
 

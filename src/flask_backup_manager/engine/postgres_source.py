@@ -360,7 +360,8 @@ class PostgresSource:
             return None
         tables = self.host_metadata.tables
         if schema == "public":
-            return tables.get(name) or tables.get(f"public.{name}")
+            table = tables.get(name)
+            return table if table is not None else tables.get(f"public.{name}")
         return tables.get(f"{schema}.{name}")
 
     def _type_rows(self) -> dict[int, tuple]:
