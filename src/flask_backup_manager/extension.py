@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_MANAGER_BIND": None,  # the Flask-SQLAlchemy bind key to back up; None: the default
     "BACKUP_MANAGER_HEARTBEAT": 10,  # seconds between a running job's heartbeats
     "BACKUP_MANAGER_WORKER_LOST_AFTER": 60,  # seconds without a heartbeat: the worker is lost
+    "BACKUP_MANAGER_LOCK_TIMEOUT": 60,  # seconds to wait for a table another session locked
     "BACKUP_MANAGER_MAX_ACTIVE": 1,  # backups queued or running at once; more get 429
     "BACKUP_MANAGER_KEEP_LAST": None,  # retention: keep the newest N finished backups
     "BACKUP_MANAGER_KEEP_DAYS": None,  # retention: keep finished backups younger than D days
@@ -55,6 +56,7 @@ class State:
     heartbeat: int
     worker_lost_after: int
     max_active: int
+    lock_timeout: int
     keep_last: int | None
     keep_days: int | None
 
@@ -156,6 +158,7 @@ class BackupManager:
             heartbeat=number("BACKUP_MANAGER_HEARTBEAT"),
             worker_lost_after=number("BACKUP_MANAGER_WORKER_LOST_AFTER"),
             max_active=number("BACKUP_MANAGER_MAX_ACTIVE"),
+            lock_timeout=number("BACKUP_MANAGER_LOCK_TIMEOUT"),
             keep_last=number("BACKUP_MANAGER_KEEP_LAST", optional=True),
             keep_days=number("BACKUP_MANAGER_KEEP_DAYS", optional=True),
         )

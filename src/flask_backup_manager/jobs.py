@@ -47,7 +47,13 @@ def run_backup(backup_id: int) -> str:
         storage_dir(state)
         with heart:
             result = export(
-                state.engine, backup.format, path, metadata=state.db.metadata, progress=progress
+                state.engine,
+                backup.format,
+                path,
+                metadata=state.db.metadata,
+                progress=progress,
+                lock_timeout=state.lock_timeout,
+                cancel=heart.lost,
             )
     except ExportCancelled:
         state.db.session.rollback()

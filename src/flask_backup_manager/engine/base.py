@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -151,3 +152,25 @@ class Tracker:
         if force or now - self._last >= self.interval:
             self._last = now
             self.callback(Progress(**vars(self.p)))
+
+
+def watch(event: threading.Event, interrupt: Callable[[], object]) -> Callable[[], None]:
+    """Call ``interrupt`` (a thread-safe "stop what you are doing" of a database connection)
+    from a thread of its own as soon as ``event`` is set; returns the function that ends the
+    watch. Lets a cancel reach an export blocked inside a query."""
+    done = threading.Event()
+
+    def run() -> None:
+        while not done.wait(0.1):
+            if event.is_set():
+                interrupt()
+                return
+
+    thread = threading.Thread(target=run, name="export-cancel-watch", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join()
+
+    return stop

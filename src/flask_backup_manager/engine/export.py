@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import threading
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -46,6 +47,8 @@ def open_source(
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
     scratch: Path | None = None,
+    lock_timeout: float | None = None,
+    cancel: threading.Event | None = None,
 ) -> Source:
     kw = dict(metadata=metadata, include=include, exclude=exclude)
     if url.get_backend_name() == "sqlite":
@@ -55,7 +58,7 @@ def open_source(
     if url.get_backend_name() == "postgresql":
         from .postgres_source import PostgresSource
 
-        return PostgresSource(url, **kw)
+        return PostgresSource(url, lock_timeout=lock_timeout, cancel=cancel, **kw)
     raise ExportError(f"unsupported database {url.get_backend_name()!r}: use postgresql or sqlite")
 
 
@@ -80,34 +83,44 @@ def export(
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
     progress: ProgressCallback | None = None,
+    lock_timeout: float | None = None,
+    cancel: threading.Event | None = None,
 ) -> ExportResult:
     """Copy the database at ``source`` (an SQLAlchemy URL or Engine) into ``output`` in ``format``.
 
     ``metadata`` (the host app's ``db.metadata``) decides column types where it describes a table.
     ``include``/``exclude`` take table keys (``name``, or ``schema.name`` outside the default
     schema). ``progress`` receives a :class:`Progress` per table and a few times a second.
-    Raises :class:`ExportError` with a one-line message; then nothing is left at ``output``.
+    ``lock_timeout`` bounds the wait, in seconds, for a table someone else holds locked.
+    Setting ``cancel`` (from another thread) interrupts the export even inside a query; it then
+    raises :class:`ExportCancelled`. Any other failure raises :class:`ExportError` with a
+    one-line message. Either way nothing is left at ``output``.
     """
     write = writer_for(format)
     url = source_url(source)
     output = Path(output)
     try:
-        src = open_source(
-            url, metadata=metadata, include=include, exclude=exclude, scratch=output
-        )
-        try:
-            specs = src.tables()
-            tracker = Tracker(specs, progress)
-            with atomic_output(output, gzipped=FORMATS[format].gzipped) as done:
+        with atomic_output(output, gzipped=FORMATS[format].gzipped) as done:
+            src = open_source(
+                url,
+                metadata=metadata,
+                include=include,
+                exclude=exclude,
+                scratch=output,
+                lock_timeout=lock_timeout,
+                cancel=cancel,
+            )
+            try:
+                tracker = Tracker(src.tables(), progress)
                 write(src, done.tmp, tracker)
-        finally:
-            src.close()
+            finally:
+                src.close()
     except ExportCancelled:
         raise
-    except ExportError as e:
-        raise ExportError(scrub(str(e), url)) from e
     except Exception as e:  # database and OS errors become one line without the password
-        raise ExportError(scrub(one_line(e), url)) from e
+        if cancel is not None and cancel.is_set():
+            raise ExportCancelled() from e
+        raise ExportError(scrub(str(e) if isinstance(e, ExportError) else one_line(e), url)) from e
     return ExportResult(output, done.size, done.sha256, tracker.p.tables_done, tracker.p.rows_done)
 
 

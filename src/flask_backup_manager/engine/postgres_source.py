@@ -11,6 +11,7 @@ form). Where the host app's ``metadata`` has the table, its column types win.
 from __future__ import annotations
 
 import fnmatch
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from psycopg import pq, sql
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import URL
 
-from .base import ExportError, TableSpec
+from .base import ExportError, TableSpec, watch
 
 #: rows fetched per round trip by :meth:`PostgresSource.rows`
 ITERSIZE = 5000
@@ -210,11 +211,14 @@ class PostgresSource:
         metadata: sa.MetaData | None = None,
         include: Iterable[str] | None = None,
         exclude: Iterable[str] | None = None,
+        lock_timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.url = url
         self.host_metadata = metadata
         self.include, self.exclude = include, exclude
         self.conn = psycopg.connect(**conninfo(url))
+        self._unwatch = watch(cancel, self.conn.cancel_safe) if cancel is not None else None
         try:
             _lenient_loaders(self.conn)
             # Session settings first (outside the snapshot), then the one transaction, begun
@@ -245,8 +249,9 @@ class PostgresSource:
             self._specs = self._read_tables()
             wanted = set(selected([s.key for s in self._specs], include, exclude))
             self._selected = [s for s in self._specs if s.key in wanted]
+            self._lock_tables(lock_timeout)
         except BaseException:
-            self.conn.close()
+            self.close()
             raise
 
     # -- plumbing -------------------------------------------------------------------------
@@ -257,7 +262,26 @@ class PostgresSource:
             cur.execute(query, params)
             return cur.fetchall()
 
+    def _lock_tables(self, timeout: float | None) -> None:
+        """Take ACCESS SHARE on every table to copy, as pg_dump does, so nobody can drop or
+        alter one before its rows are read; wait at most ``timeout`` seconds for each."""
+        if timeout is not None:
+            self.conn.execute(f"SET LOCAL lock_timeout = {max(1, round(timeout * 1000))}")
+        for spec in self._selected:
+            try:
+                self.conn.execute(
+                    sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(spec.extra["qualified"])
+                )
+            except psycopg.errors.LockNotAvailable:
+                raise ExportError(
+                    f"table {spec.key} is locked by another session: gave up waiting after "
+                    f"{timeout:g} s"
+                ) from None
+
     def close(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         if not self.conn.closed:
             try:
                 if self.conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS:
