@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from flask_backup_manager.engine import ExportError, export
 
@@ -192,3 +193,97 @@ def test_host_model_types_decide_the_postgres_columns(owner_db, psql, tmp_path):
         assert row[0] is True and row[1].utcoffset() is not None
         assert row[1] == dt.datetime(2024, 5, 6, 5, 8, 9, tzinfo=dt.timezone.utc)
         assert row[2:] == ("a", {"k": [1]}, 7)
+
+
+@pytest.mark.parametrize(
+    "type_",
+    [
+        "INTEGER",
+        "SMALLINT",
+        "BOOLEAN",
+        "REAL",
+        "TEXT",
+        "VARCHAR(3)",
+        "CHAR(3)",
+        "BLOB",
+        "DATETIME",
+    ],
+)
+def test_a_batch_encoded_in_bulk_reads_as_value_by_value(tmp_path, type_):
+    """Whatever mix of SQLite values a column holds, a batch comes out as the column's
+    per-value encoder writes it, or is refused with the same error."""
+    from flask_backup_manager.engine.postgres_generic import (
+        NULL,
+        _column,
+        bulk_encoder,
+        encoder,
+    )
+
+    con = sqlite3.connect(tmp_path / "t.db")
+    con.execute(f"CREATE TABLE t (v {type_})")
+    t = sa.Table("t", sa.MetaData(), autoload_with=sa.create_engine(f"sqlite:///{tmp_path}/t.db"))
+    con.close()
+    kind = t.c.v.type
+    enc, bulk = encoder(kind), bulk_encoder(kind)
+    samples = [
+        (1, 0, 1),
+        (1, None, 0),
+        (None, None),
+        (2**40, -(2**63), 2**63 - 1),
+        (32767, -32768),
+        (32768,),
+        (1.5, -0.0, 1e300),
+        (1.0, 2),
+        (float("inf"), 1.0),
+        ("abc", "déjà", ""),
+        ("abcd", "ab"),
+        ("tab\t", "nl\n", "cr\r", "back\\slash", "\\N", None),
+        ("a\x00b", "x"),
+        ("2020-01-02 03:04:05", "2020-01-02 03:04:05.000000"),
+        (b"\x00\xff", "bytes"),
+        ("1", 1, 1.5),
+    ]
+    for col in samples:
+        try:
+            want = [NULL if v is None else enc(v) for v in col]
+        except ValueError:
+            want = ValueError
+        try:
+            got = [str(v) for v in _column(bulk, enc, col)]  # as %s writes them
+        except ValueError:
+            got = ValueError
+        assert got == want, col
+
+
+def test_values_after_the_first_batch_are_checked_named_and_keep_the_identity_going(
+    owner_db,  # noqa: F811
+    psql,
+    tmp_path,
+):
+    url = _sqlite(
+        tmp_path / "big.db",
+        """
+        CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, s TEXT);
+        WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 2500)
+        INSERT INTO t SELECT i * 2, CASE WHEN i % 7 THEN i END, 'row ' || char(9) || i FROM k;
+        CREATE TABLE u (n INTEGER, s TEXT);
+        INSERT INTO u SELECT n, s FROM t;
+    """,
+    )
+    out = tmp_path / "big.postgres.sql.gz"
+    export(url, "postgres", out)
+    restore(psql, owner_db, out)
+    with psycopg.connect(owner_db) as pg:
+        assert pg.execute("SELECT count(*), count(n), max(id) FROM t").fetchone() == (
+            2500,
+            2143,
+            5000,
+        )
+        assert pg.execute("SELECT s FROM t WHERE id = 4000").fetchone() == ("row \t2000",)
+        assert pg.execute("INSERT INTO t (n) VALUES (1) RETURNING id").fetchone() == (5001,)
+    con = sqlite3.connect(tmp_path / "big.db")
+    con.execute("UPDATE u SET n = 'x' WHERE rowid = 2222")
+    con.commit()
+    con.close()
+    with pytest.raises(ExportError, match=r"cannot copy u\.n \(row 2222\) to PostgreSQL bigint"):
+        export(url, "postgres", out)

@@ -39,8 +39,9 @@ import datetime as dt
 import json
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
+from itertools import chain, islice
 from typing import Any
 
 import sqlalchemy as sa
@@ -244,6 +245,84 @@ def encoder(t: sa.types.TypeEngine) -> Encoder:
     }.get(kind) or (_sized(t.length) if kind.startswith("char") else _text)  # type: ignore
 
 
+#: rows encoded together
+BATCH = 1000
+#: COPY's NULL
+NULL = "\\N"
+
+#: Turns all of a batch's values of one column into text for ``%s`` at C speed, or returns
+#: None when some value needs the column's :func:`encoder` (which then accepts or refuses it).
+Bulk = Callable[[Sequence[Any]], Sequence[Any] | None]
+
+
+def _bulk_int(limit: int | None) -> Bulk:
+    def bulk(col: Sequence[Any]) -> Sequence[Any] | None:
+        try:
+            if type(sum(col)) is not int:  # a float, or a TypeError for any other type
+                return None
+        except TypeError:
+            return None
+        if limit is not None and not (-limit <= min(col) and max(col) < limit):
+            return None
+        return col
+
+    return bulk
+
+
+def _bulk_float(col: Sequence[Any]) -> Sequence[Any] | None:
+    if set(map(type, col)) == {float} and math.isfinite(sum(col)):
+        return col  # %s of a float is its repr
+    return None
+
+
+def _bulk_bool(col: Sequence[Any]) -> Sequence[Any] | None:
+    try:
+        if type(sum(col)) is not int or min(col) < 0 or max(col) > 1:
+            return None
+    except TypeError:
+        return None
+    return list(map(("f", "t").__getitem__, col))
+
+
+def _bulk_text(col: Sequence[Any]) -> Sequence[Any] | None:
+    try:
+        text = "\x00".join(col)
+    except TypeError:  # not all strings
+        return None
+    if text.count("\x00") != len(col) - 1:
+        return None  # a NUL character
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.translate(_ESCAPES).split("\x00")
+    return col
+
+
+def _bulk_sized(length: int) -> Bulk:
+    def bulk(col: Sequence[Any]) -> Sequence[Any] | None:
+        done = _bulk_text(col)
+        if done is None or max(map(len, col)) > length:
+            return None
+        return done
+
+    return bulk
+
+
+def bulk_encoder(t: sa.types.TypeEngine) -> Bulk | None:
+    """The bulk encoder of a column of type ``t`` whose values come from SQLite, if it has one:
+    it gives the same text as :func:`encoder` for every value it takes."""
+    kind = pg_type(t)
+    if kind == "boolean":
+        return _bulk_bool
+    if kind in _INT_RANGE:
+        return _bulk_int(None if kind == "bigint" else _INT_RANGE[kind])  # SQLite's are 64-bit
+    if kind == "double precision":
+        return _bulk_float
+    if kind.startswith("char"):
+        return _bulk_sized(t.length)  # type: ignore[attr-defined]
+    if kind == "text":
+        return _bulk_text
+    return None
+
+
 def _show(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -304,43 +383,82 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
     """Write the table's COPY block; return the largest identity key (None if no rows)."""
     columns = list(spec.table.columns)
     encoders = [encoder(c.type) for c in columns]
+    # bulk encoders rely on SQLite's value types (int, float, str, bytes, None)
+    bulks = [bulk_encoder(c.type) if source.dialect == "sqlite" else None for c in columns]
     identity = _identity_column(spec)
     ix = columns.index(identity) if identity is not None else None
-    pk = [columns.index(c) for c in spec.table.primary_key.columns]
+    line = "\t".join(["%s"] * len(columns)) + "\n"
     top: int | None = None
     tracker.start(spec)
     out.write(
         f"COPY {_name(spec)} (" + ", ".join(ident(c.name) for c in columns) + ") FROM stdin;\n"
     )
-    lines: list[str] = []
+    rows_in = iter(source.rows(spec))
     n = 0
-    for n, row in enumerate(source.rows(spec), 1):
-        fields = []
+    while rows := list(islice(rows_in, BATCH)):
+        cols = list(zip(*rows, strict=True))
+        try:
+            fields = [
+                _column(bulk, enc, col)
+                for bulk, enc, col in zip(bulks, encoders, cols, strict=True)
+            ]
+        except ValueError:
+            _refuse(spec, columns, encoders, rows, n)
+            raise
+        if all(f is c for f, c in zip(fields, cols, strict=True)):
+            values = tuple(chain.from_iterable(rows))
+        else:
+            values = tuple(chain.from_iterable(zip(*fields, strict=True)))
+        out.write((line * len(rows)) % values)
+        if ix is not None and (key := _largest(cols[ix])) is not None:
+            if top is None or key > top:
+                top = int(key)
+        n += len(rows)
+        tracker.rows(len(rows))
+    out.write("\\.\n\n")
+    tracker.finish(spec)
+    return top
+
+
+def _column(bulk: Bulk | None, enc: Encoder, col: tuple) -> Sequence:
+    """A batch's values of one column, ready for ``%s``: by the column's bulk encoder where it
+    takes them all (NULLs aside), else value by value."""
+    if bulk is not None:
+        if (done := bulk(col)) is not None:
+            return done
+        values = [v for v in col if v is not None]
+        if not values:
+            return [NULL] * len(col)
+        if len(values) < len(col) and (done := bulk(values)) is not None:
+            it = iter(done)
+            return [NULL if v is None else next(it) for v in col]
+    return [NULL if v is None else enc(v) for v in col]
+
+
+def _largest(col: Sequence[Any]) -> Any:
+    try:
+        return max(col)
+    except TypeError:  # NULLs
+        keys = [v for v in col if v is not None]
+        return max(keys) if keys else None
+
+
+def _refuse(spec: TableSpec, columns: list, encoders: list[Encoder], rows: list, done: int) -> None:
+    """Raise the ExportError naming the first value of ``rows`` (which follow ``done`` rows)
+    that its column's encoder refuses: its table, column and row."""
+    pk = [columns.index(c) for c in spec.table.primary_key.columns]
+    for n, row in enumerate(rows, done + 1):
         for i, value in enumerate(row):
             if value is None:
-                fields.append("\\N")
                 continue
             try:
-                fields.append(encoders[i](value))
+                encoders[i](value)
             except ValueError as e:
                 where = ", ".join(f"{columns[j].name}={row[j]!r}" for j in pk) if pk else f"row {n}"
                 raise ExportError(
                     f"cannot copy {spec.key}.{columns[i].name} ({where}) to PostgreSQL"
                     f" {pg_type(columns[i].type)}: {e}"
                 ) from None
-        if ix is not None and row[ix] is not None and (top is None or row[ix] > top):
-            top = int(row[ix])
-        lines.append("\t".join(fields))
-        if len(lines) >= 1000:
-            out.write("\n".join(lines) + "\n")
-            tracker.rows(len(lines))
-            lines = []
-    if lines:
-        out.write("\n".join(lines) + "\n")
-        tracker.rows(len(lines))
-    out.write("\\.\n\n")
-    tracker.finish(spec)
-    return top
 
 
 def _pg_name(*parts: str) -> str:
@@ -457,4 +575,4 @@ def _no_orphans(source: Source, spec: TableSpec, target: TableSpec, cols, refs) 
     return found is None
 
 
-__all__ = ["write_generic", "pg_type", "encoder"]
+__all__ = ["bulk_encoder", "encoder", "pg_type", "write_generic"]
