@@ -515,3 +515,37 @@ def test_command_line_unknown_format_is_a_usage_error(tmp_path):
     )
     assert done.returncode == 2 and "invalid choice: 'xml'" in done.stderr
     assert os.listdir(tmp_path) == []
+
+
+# -- the snapshot copy ----------------------------------------------------------------------------
+
+
+def test_sqlite3_db_of_a_rollback_journal_database_is_its_snapshot_copy_moved_into_place(
+    hard_db, tmp_path, monkeypatch
+):
+    """The copy the source makes to keep the app's commits unblocked is the output itself:
+    the pages are not copied a second time, and no snapshot file is left behind."""
+    from flask_backup_manager.engine import sqlite_writers
+
+    def no_second_copy(*a, **kw):
+        raise AssertionError("the snapshot was copied twice")
+
+    monkeypatch.setattr(sqlite_writers, "_backup", no_second_copy)
+    out = tmp_path / "copy.sqlite3"
+    export(sqlite_url(hard_db), "sqlite3_db", out)
+    assert snapshot(out) == snapshot(hard_db)
+    check_health(out)
+    assert sorted(os.listdir(tmp_path)) == ["copy.sqlite3", "hard.db"]
+
+
+def test_a_private_file_is_read_in_place_without_a_snapshot_copy(hard_db):
+    from sqlalchemy.engine import make_url
+
+    from flask_backup_manager.engine.sqlite_source import SQLiteSource
+
+    for private, copied in ((False, True), (True, False)):
+        src = SQLiteSource(make_url(sqlite_url(hard_db)), private=private)
+        try:
+            assert (src.copy is not None) is copied
+        finally:
+            src.close()

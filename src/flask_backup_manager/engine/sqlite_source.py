@@ -75,7 +75,8 @@ class SQLiteSource:
     ``tables()`` lists the ordinary and virtual (e.g. FTS5) tables; SQLite's internal tables
     (``sqlite_sequence``, ``sqlite_stat*``) and the shadow tables of virtual tables are not
     listed, but the SQLite writers carry them. ``include``/``exclude`` take table names or shell
-    patterns (``audit_*``); an include that matches no table is an error.
+    patterns (``audit_*``); an include that matches no table is an error. ``private`` says that
+    nothing else writes the file (one the engine built itself): it is read in place.
     """
 
     dialect = "sqlite"
@@ -88,6 +89,7 @@ class SQLiteSource:
         include: Iterable[str] | None = None,
         exclude: Iterable[str] | None = None,
         scratch: Path | None = None,
+        private: bool = False,
     ) -> None:
         db = url.database
         if not db or db == ":memory:" or db.startswith("file:"):
@@ -99,20 +101,9 @@ class SQLiteSource:
         self.copy = None
         try:
             self.con = _open_ro(self.path)
-            if self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                # named after the output, so whoever cleans up after a dead worker finds it
-                fd, tmp = tempfile.mkstemp(
-                    prefix=f".{scratch.name}.snapshot-" if scratch else ".snapshot-",
-                    suffix=".part",
-                    dir=scratch.parent if scratch else None,
-                )
-                os.close(fd)
-                self.copy = Path(tmp)
-                dst = sqlite3.connect(tmp)
-                try:
-                    self.con.backup(dst)
-                finally:
-                    dst.close()
+            wal = self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+            if not wal and not private:
+                self.copy = _snapshot_copy(self.con, scratch)
                 self.con.close()
                 self.con = _open_ro(self.copy)
             self.con.execute("BEGIN")
@@ -220,6 +211,12 @@ class SQLiteSource:
         finally:
             cur.close()
 
+    def take_copy(self) -> Path | None:
+        """The snapshot copy, handed over to the caller (who then owns it and removes it), or
+        None when the source reads its file in place. The source goes on reading it."""
+        copy, self.copy = self.copy, None
+        return copy
+
     def close(self) -> None:
         con, self.con = self.con, None
         try:
@@ -232,6 +229,31 @@ class SQLiteSource:
         finally:
             if self.copy is not None:
                 self.copy.unlink(missing_ok=True)
+
+
+def _snapshot_copy(con: sqlite3.Connection, scratch: Path | None) -> Path:
+    """Copy the database of ``con`` with the backup API, in one step, into a private temp file
+    beside ``scratch`` (named after it, so whoever cleans up after a dead worker finds it).
+    The copy is written without a journal and without fsync: nobody else knows of the file,
+    and a crash leaves only a ``.part`` file behind."""
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{scratch.name}.snapshot-" if scratch else ".snapshot-",
+        suffix=".part",
+        dir=scratch.parent if scratch else None,
+    )
+    os.close(fd)
+    try:
+        dst = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            dst.execute("PRAGMA journal_mode=OFF")
+            dst.execute("PRAGMA synchronous=OFF")
+            con.backup(dst)
+        finally:
+            dst.close()
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
 
 
 def _open_ro(path: Path) -> sqlite3.Connection:

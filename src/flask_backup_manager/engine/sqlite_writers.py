@@ -42,12 +42,31 @@ _CR = "'||char(13)||'"
 def write_sqlite_db(source: Source, path: Path, tracker: Tracker) -> None:
     """Write a ready-to-use SQLite database file to ``path`` (an empty private temp file)."""
     if isinstance(source, SQLiteSource):
-        _backup(source, path, tracker)
+        if not _adopt_copy(source, path, tracker):
+            _backup(source, path, tracker)
     else:
         from .typemap import write_generic_db
 
         write_generic_db(source, path, tracker)
     _remove_sidecars(path)
+
+
+def _adopt_copy(source: SQLiteSource, path: Path, tracker: Tracker) -> bool:
+    """When the source already copied its snapshot (rollback-journal mode) and every table is
+    kept, that copy is the output: it is moved onto ``path`` instead of being copied again.
+    The copy is a page-for-page backup of the snapshot, exactly what :func:`_backup` would
+    write. False (nothing done) when there is no copy, it lives on another file system, or
+    tables are left out (those need the drop and VACUUM of :func:`_backup`)."""
+    if source.copy is None or source.copy.parent.resolve() != path.parent.resolve():
+        return False
+    if len(source.tables()) < len(source.all_specs):
+        return False
+    os.replace(source.take_copy(), path)
+    for spec in source.tables():
+        tracker.start(spec)
+        tracker.rows(spec.estimated_rows)
+        tracker.finish(spec)
+    return True
 
 
 def _backup(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
@@ -141,7 +160,7 @@ def _dump_generic(source: Source, path: Path, tracker: Tracker) -> None:
     os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         write_generic_db(source, built, tracker)
-        copy = SQLiteSource(URL.create("sqlite", database=str(built)))
+        copy = SQLiteSource(URL.create("sqlite", database=str(built)), private=True)
         try:
             with GzipWriter(path) as out:
                 _dump(copy, out, Tracker(copy.tables(), None))
