@@ -176,3 +176,15 @@ def test_host_models_read_back_from_the_copy_what_they_read_from_postgres(pg_sou
         lite.dispose()
     assert got == want
     assert want[0].guid == GUID and want[0].balance == decimal.Decimal("12.34")
+
+
+def test_row_converter_converts_only_the_columns_that_need_it():
+    from flask_backup_manager.engine.typemap import TablePlan
+
+    def plan(converters):
+        return TablePlan("t", "", [], "", converters)
+
+    assert plan([None, None]).row_converter() is None  # rows go to SQLite untouched
+    convert = plan([None, str, lambda v: 1 if v else 0]).row_converter()
+    assert convert((5, 7, True)) == [5, "7", 1]
+    assert convert((None, None, None)) == [None, None, None]
