@@ -41,7 +41,7 @@ import math
 import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
-from itertools import chain, islice
+from itertools import islice
 from typing import Any
 
 import sqlalchemy as sa
@@ -405,11 +405,9 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
         except ValueError:
             _refuse(spec, columns, encoders, rows, n)
             raise
-        if all(f is c for f, c in zip(fields, cols, strict=True)):
-            values = tuple(chain.from_iterable(rows))
-        else:
-            values = tuple(chain.from_iterable(zip(*fields, strict=True)))
-        out.write((line * len(rows)) % values)
+        if type(rows[0]) is not tuple or fields != cols:  # a changed column is a list
+            rows = list(zip(*fields, strict=True))  # tuples, for %
+        out.write("".join(map(line.__mod__, rows)))
         if ix is not None and (key := _largest(cols[ix])) is not None:
             if top is None or key > top:
                 top = int(key)
