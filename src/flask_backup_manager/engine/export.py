@@ -128,6 +128,8 @@ def one_line(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     if isinstance(e, OSError) and e.strerror:
         text = e.strerror if not e.filename else f"{e.strerror}: {e.filename}"
+    if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:  # SQLite's word for ENOSPC
+        text = "No space left on device"
     return text
 
 

@@ -90,9 +90,6 @@ SELECT c.oid, n.nspname, c.relname, c.relkind,
        (SELECT CASE WHEN bool_or(p.reltuples < 0) THEN -1
                     ELSE sum(p.reltuples)::bigint END
         FROM pg_catalog.pg_class p WHERE p.relkind = 'r' AND (p.oid = c.oid
-             OR p.oid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree(c.oid) t))),
-       (SELECT sum(pg_catalog.pg_relation_size(p.oid))::bigint
-        FROM pg_catalog.pg_class p WHERE p.relkind = 'r' AND (p.oid = c.oid
              OR p.oid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree(c.oid) t)))
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
@@ -230,6 +227,8 @@ class PostgresSource:
                 " SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0"
             )
             self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            if lock_timeout is not None:
+                self.conn.execute(f"SET LOCAL lock_timeout = {max(1, round(lock_timeout * 1000))}")
             # The first query takes the snapshot; sequences are read right after it
             # (they are not transactional: this is the closest we get to the snapshot).
             self.server_version = self.conn.info.server_version
@@ -250,6 +249,9 @@ class PostgresSource:
             wanted = set(selected([s.key for s in self._specs], include, exclude))
             self._selected = [s for s in self._specs if s.key in wanted]
             self._lock_tables(lock_timeout)
+            for spec in self._specs:
+                if spec.estimated_rows < 0:
+                    spec.estimated_rows = self._estimate(spec) if spec.key in wanted else 0
         except BaseException:
             self.close()
             raise
@@ -265,8 +267,6 @@ class PostgresSource:
     def _lock_tables(self, timeout: float | None) -> None:
         """Take ACCESS SHARE on every table to copy, as pg_dump does, so nobody can drop or
         alter one before its rows are read; wait at most ``timeout`` seconds for each."""
-        if timeout is not None:
-            self.conn.execute(f"SET LOCAL lock_timeout = {max(1, round(timeout * 1000))}")
         for spec in self._selected:
             try:
                 self.conn.execute(
@@ -311,7 +311,7 @@ class PostgresSource:
             r[0]: (None if r[1] == "public" else r[1], r[2]) for r in rels
         }
         specs = []
-        for oid, schema, name, relkind, reltuples, size in rels:
+        for oid, schema, name, relkind, reltuples in rels:
             host = self._host_table(schema, name)
             columns, selects, copy_cols = [], [], []
             for _, attname, notnull, typid, typmod, ndims, generated in cols[oid]:
@@ -348,17 +348,15 @@ class PostgresSource:
             table = sa.Table(
                 name, md, *columns, *constraints, schema=None if schema == "public" else schema
             )
-            if reltuples is None or reltuples < 0:
-                reltuples = (
-                    self._count(oid) if (size or 0) <= COUNT_LIMIT else int(size / 8192 * 50)
-                )
+            if reltuples is None:
+                reltuples = -1  # never analysed: estimated once locked (see _estimate)
             specs.append(
                 TableSpec(
                     key=table_key(schema, name),
                     name=name,
                     schema=schema,
                     table=table,
-                    estimated_rows=max(int(reltuples), 0),
+                    estimated_rows=int(reltuples),
                     extra={
                         "oid": oid,
                         "relkind": relkind,
@@ -372,12 +370,17 @@ class PostgresSource:
             )
         return _parents_first(specs)
 
-    def _count(self, oid: int) -> int:
-        return self.fetch(
-            sql.SQL("SELECT count(*) FROM {}").format(
-                sql.SQL(self.fetch("SELECT %s::regclass::text", [oid])[0][0])
-            )
+    def _estimate(self, spec: TableSpec) -> int:
+        """Rows of a never-analysed table: counted when small, else guessed from its size.
+        Both take the table's lock, so they run after :meth:`_lock_tables`."""
+        size = self.fetch(
+            """SELECT coalesce(sum(pg_catalog.pg_relation_size(t.relid)), 0)::bigint
+               FROM pg_catalog.pg_partition_tree(%s) t""",
+            [spec.extra["oid"]],
         )[0][0]
+        if size > COUNT_LIMIT:
+            return int(size / 8192 * 50)
+        return self.fetch(sql.SQL("SELECT count(*) FROM {}").format(self._from(spec)))[0][0]
 
     def _host_table(self, schema: str, name: str) -> sa.Table | None:
         if self.host_metadata is None:

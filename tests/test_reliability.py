@@ -1,0 +1,301 @@
+"""Each guarantee of the README's "Guarantees" section, with its fault caused for real: a worker
+killed with SIGKILL, a table locked by another session, the server ending the connection, a job
+past its timeout, a cancel while the export waits, a full filesystem."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from .conftest import DATASETS, ROOT
+
+API = "/backups/api"
+WORKER = [sys.executable, "-m", "flask", "--app", "tests.hostapp:create_app", "backups", "worker"]
+
+
+def wait_for(predicate, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def pg_host(pg_url, host_env, monkeypatch, make_app):
+    """Build the host app on PostgreSQL with extra config: ``pg_host(KEY=value, ...)``."""
+    url = pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    monkeypatch.setenv("HOSTAPP_DATABASE_URL", url)
+    host_env["HOSTAPP_DATABASE_URL"] = url
+
+    def make(**config):
+        app = make_app(**{f"BACKUP_MANAGER_{k}": v for k, v in config.items()})
+        return app, app.test_client()
+
+    return make
+
+
+@pytest.fixture
+def worker(host_env):
+    """Start real workers (``flask backups worker``), each in a process group of its own."""
+    procs = []
+
+    def start(prefix: list[str] | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            (prefix or []) + WORKER,
+            cwd=ROOT,
+            env={**os.environ, **host_env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            for pid in _tree(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+
+
+@contextmanager
+def locked(url: str, table: str):
+    """Another session holds ``table`` in ACCESS EXCLUSIVE mode until the block ends."""
+    with psycopg.connect(url) as con:
+        con.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        yield con
+        con.rollback()
+
+
+def backup(client, backup_id):
+    return client.get(f"{API}/backups/{backup_id}").json
+
+
+def messages(client, backup_id):
+    return [line["message"] for line in client.get(f"{API}/backups/{backup_id}/logs").json["logs"]]
+
+
+def parts(app) -> list[Path]:
+    return list(app.extensions["backup_manager"].storage_dir.glob(".*.part"))
+
+
+def test_worker_killed_mid_export_is_failed_worker_lost_and_its_partial_file_removed(
+    pg_host, pg_url, worker
+):
+    app, client = pg_host(HEARTBEAT=1, WORKER_LOST_AFTER=3)
+    with locked(pg_url, "orders"):
+        backup_id = client.post(f"{API}/backups", json={"format": "postgres"}).json["id"]
+        proc = worker()
+        wait_for(
+            lambda: backup(client, backup_id)["status"] == "running" and parts(app),
+            what="the export to be running with its temp file",
+        )
+        for pid in _tree(proc.pid):  # the worker and its work horse (RQ gives it its own session)
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        killed = time.monotonic()
+    done = wait_for(
+        lambda: (b := backup(client, backup_id))["status"] != "running" and b,
+        timeout=15,
+        what="the reaper",
+    )
+    assert time.monotonic() - killed < 3 + 5
+    assert done["status"] == "failed"
+    assert done["error"] == "worker lost: no heartbeat for 3 s"
+    assert "failed: worker lost: no heartbeat for 3 s" in messages(client, backup_id)
+    assert parts(app) == []
+
+
+def test_table_locked_by_someone_else_fails_after_the_lock_timeout_naming_it(
+    pg_host, pg_url, run_worker
+):
+    app, client = pg_host(LOCK_TIMEOUT=1)
+    with locked(pg_url, "orders"):
+        backup_id = client.post(f"{API}/backups", json={"format": "sqlite3_db"}).json["id"]
+        run_worker()
+    done = backup(client, backup_id)
+    assert done["status"] == "failed"
+    assert done["error"] == "table orders is locked by another session: gave up waiting after 1 s"
+    assert parts(app) == []
+    assert not (app.extensions["backup_manager"].storage_dir / done["filename"]).exists()
+
+
+def test_connection_cut_mid_export_fails_with_the_servers_message(pg_host, pg_url, worker):
+    app, client = pg_host()
+    query = (
+        "SELECT pid FROM pg_stat_activity WHERE application_name = "
+        "'flask-backup-manager' AND wait_event_type = 'Lock'"
+    )
+    with locked(pg_url, "orders"), psycopg.connect(pg_url, autocommit=True) as admin:
+        backup_id = client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"]
+        worker()
+        pid = wait_for(lambda: admin.execute(query).fetchone(), what="the export's backend")[0]
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        done = wait_for(
+            lambda: (b := backup(client, backup_id))["status"] != "running" and b,
+            what="the job to fail",
+        )
+    assert done["status"] == "failed"
+    assert "terminating connection due to administrator command" in done["error"]
+    assert parts(app) == []
+
+
+def test_job_past_its_timeout_fails_timed_out(pg_host, pg_url, run_worker):
+    app, client = pg_host(JOB_TIMEOUT=2)
+    with locked(pg_url, "orders"):
+        backup_id = client.post(f"{API}/backups", json={"format": "postgres"}).json["id"]
+        run_worker()
+    done = backup(client, backup_id)
+    assert done["status"] == "failed"
+    assert done["error"] == "timed out after 2 s"
+    assert "failed: timed out after 2 s" in messages(client, backup_id)
+    assert parts(app) == []
+
+
+def test_cancel_stops_a_running_export_promptly_and_removes_its_partial_file(
+    pg_host, pg_url, worker
+):
+    app, client = pg_host(HEARTBEAT=1)
+    with locked(pg_url, "orders"):  # the export waits on this lock until it is cancelled
+        backup_id = client.post(f"{API}/backups", json={"format": "postgres"}).json["id"]
+        proc = worker()
+        wait_for(
+            lambda: backup(client, backup_id)["status"] == "running" and parts(app),
+            what="the export to be running",
+        )
+        answer = client.post(f"{API}/backups/{backup_id}/cancel").json
+        assert answer["status"] == "cancelled"
+        wait_for(
+            lambda: "stopped: the backup was cancelled" in messages(client, backup_id),
+            timeout=10,
+            what="the worker to stop the export",
+        )
+        assert parts(app) == []
+        assert proc.poll() is None  # the worker lives on for the next job
+    assert backup(client, backup_id)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3", "postgres"])
+def test_disk_full_at_any_point_fails_cleanly_and_frees_the_space(tmp_path, fmt):
+    """A real tmpfs of a few KiB up to just under the file's size (so the last flush fails),
+    mounted in a user+mount namespace: no root needed, nothing to clean up outside."""
+    source = f"sqlite:///{DATASETS / 'chinook' / 'Chinook_Sqlite.sqlite'}"
+    export = [
+        sys.executable,
+        "-m",
+        "flask_backup_manager",
+        "export",
+        "--source",
+        source,
+        "--format",
+        fmt,
+    ]
+    full = tmp_path / "full"
+    subprocess.run(export + ["--output", str(full)], check=True, capture_output=True)
+    mount = tmp_path / "small"
+    mount.mkdir()
+    size = full.stat().st_size
+    for limit in (8 << 10, size // 2, size - 4096):
+        script = (
+            f"mount -t tmpfs -o size={limit} tmpfs {mount} && cd {ROOT} && "
+            f"{' '.join(map(str, export))} --output {mount}/out; echo rc=$?; "
+            f"ls -A {mount}; df --output=used -k {mount} | tail -1"
+        )
+        out = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode == 0, f"cannot mount a small filesystem here: {out.stderr}"
+        lines = out.stdout.split()
+        assert lines[0] == "rc=1", (limit, out.stdout, out.stderr)
+        assert out.stderr.strip().splitlines() == ["error: No space left on device"], out.stderr
+        assert lines[1:] == ["0"], f"left behind on a {limit}-byte disk: {lines[1:-1]}"
+
+
+def test_disk_full_during_a_job_fails_it_with_the_reason_in_its_log(
+    app, client, host_env, tmp_path
+):
+    backup_id = client.post(f"{API}/backups", json={"format": "sqlite3_db"}).json["id"]
+    storage = host_env["HOSTAPP_STORAGE_DIR"]
+    Path(storage).mkdir(parents=True, exist_ok=True)
+    script = (
+        f"mount -t tmpfs -o size=16k tmpfs {storage} && cd {ROOT} && "
+        f"{' '.join(WORKER)} --burst; ls -A {storage} > {tmp_path}/left"
+    )
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        env={**os.environ, **host_env},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    done = backup(client, backup_id)
+    assert done["status"] == "failed"
+    assert "No space left on device" in done["error"]
+    assert any("No space left on device" in m for m in messages(client, backup_id))
+    assert (tmp_path / "left").read_text() == ""
+
+
+def test_storage_directory_and_files_are_private(app, client, run_worker):
+    backup_id = client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"]
+    run_worker()
+    storage = app.extensions["backup_manager"].storage_dir
+    assert storage.stat().st_mode & 0o777 == 0o700
+    path = storage / backup(client, backup_id)["filename"]
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_password_reaches_no_log_answer_page_or_command_line(
+    pg_url, host_env, monkeypatch, make_app, worker
+):
+    secret, role = "Sup3r-S3cret-pw", f"fbm_pw_{os.getpid()}"
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{secret}'")
+    try:
+        url = pg_url.replace("postgresql://postgres@", f"postgresql+psycopg://{role}:{secret}@")
+        monkeypatch.setenv("HOSTAPP_DATABASE_URL", url)
+        host_env["HOSTAPP_DATABASE_URL"] = url
+        client = make_app(BACKUP_MANAGER_LOCK_TIMEOUT=2).test_client()
+        with locked(pg_url, "orders"):
+            backup_id = client.post(f"{API}/backups", json={"format": "postgres"}).json["id"]
+            proc = worker()
+            wait_for(
+                lambda: backup(client, backup_id)["status"] == "running", what="the export to run"
+            )
+            cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes() for p in _tree(proc.pid)]
+            wait_for(
+                lambda: backup(client, backup_id)["status"] == "failed", what="the export to fail"
+            )
+        assert len(cmdlines) == 2  # the worker and its work horse
+        assert all(secret.encode() not in c for c in cmdlines)
+        seen = [
+            str(backup(client, backup_id)),
+            str(messages(client, backup_id)),
+            client.get(f"/backups/{backup_id}", headers={"Accept": "text/html"}).text,
+        ]
+        assert "locked by another session" in seen[0]
+        assert all(secret not in text for text in seen)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as con:
+            con.execute(f"DROP OWNED BY {role}")
+            con.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def _tree(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid] + [p for c in children for p in _tree(int(c))]
