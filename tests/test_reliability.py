@@ -299,3 +299,69 @@ def test_password_reaches_no_log_answer_page_or_command_line(
 def _tree(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [pid] + [p for c in children for p in _tree(int(c))]
+
+
+def test_with_redis_down_the_list_and_pages_still_work(app, client):
+    client.post(f"{API}/backups", json={"format": "sqlite3"})
+    state = app.extensions["backup_manager"]
+    good_url, state.redis_url = state.redis_url, "redis://127.0.0.1:1/0"  # nothing listens
+    app.extensions.pop("backup_manager_redis", None)
+    try:
+        assert client.get(f"{API}/backups").json["total"] == 1
+        assert client.get("/backups/", headers={"Accept": "text/html"}).status_code == 200
+        assert client.get("/backups/1", headers={"Accept": "text/html"}).status_code == 200
+    finally:
+        state.redis_url = good_url
+        app.extensions.pop("backup_manager_redis", None)
+
+
+def test_download_answers_if_none_match_with_304(client, run_worker):
+    backup_id = client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"]
+    run_worker()
+    sha = backup(client, backup_id)["sha256"]
+    response = client.get(
+        f"{API}/backups/{backup_id}/download", headers={"If-None-Match": f'"{sha}"'}
+    )
+    assert response.status_code == 304 and response.data == b""
+
+
+def test_retention_keeps_the_newest_n_after_each_backup(make_app, run_worker):
+    app = make_app(BACKUP_MANAGER_KEEP_LAST=2)
+    client = app.test_client()
+    ids = [client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"] for _ in range(3)]
+    run_worker()
+    listing = client.get(f"{API}/backups").json["backups"]
+    assert [b["id"] for b in listing] == ids[:0:-1]
+    storage = app.extensions["backup_manager"].storage_dir
+    assert sorted(p.name for p in storage.iterdir()) == sorted(b["filename"] for b in listing)
+    with app.app_context():
+        from flask_backup_manager.service import audit_trail
+
+        assert audit_trail(ids[0])[-1]["action"] == "delete"
+        assert audit_trail(ids[0])[-1]["detail"] == "retention"
+
+
+def test_retention_by_age_runs_from_the_cli(make_app, run_worker):
+    from datetime import timedelta
+
+    from flask_backup_manager.models import utcnow
+
+    app = make_app(BACKUP_MANAGER_KEEP_DAYS=7)
+    client = app.test_client()
+    old, new = (
+        client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"] for _ in range(2)
+    )
+    run_worker()
+    with app.app_context():
+        Backup = app.extensions["backup_manager"].models.Backup
+        Backup.query.filter_by(id=old).update({"created_at": utcnow() - timedelta(days=8)})
+        app.extensions["backup_manager"].db.session.commit()
+    result = app.test_cli_runner().invoke(args=["backups", "prune"])
+    assert result.exit_code == 0 and result.output.strip() == f"deleted 1 backup(s): [{old}]"
+    assert [b["id"] for b in client.get(f"{API}/backups").json["backups"]] == [new]
+
+
+def test_prune_without_retention_settings_says_what_to_set(runner):
+    result = runner.invoke(args=["backups", "prune"])
+    assert result.exit_code == 1
+    assert "BACKUP_MANAGER_KEEP_LAST" in result.output

@@ -149,6 +149,10 @@ def download(backup: Any) -> Response:
     path = file_path(backup)
     if not path.is_file():
         raise BackupManagerError(410, "file_missing", f"The file of backup {backup.id} is gone.")
+    if request.if_none_match.contains(backup.sha256):  # the client has it: no need to read it
+        response = Response(status=304)
+        response.set_etag(backup.sha256)
+        return response
     if sha256_of(path) != backup.sha256:
         raise BackupManagerError(
             500,
