@@ -220,7 +220,7 @@ def test_admin_creates_watches_downloads_and_deletes_a_backup(
     expect(page.get_by_test_id("progress")).to_contain_text("100%")
     log = page.get_by_test_id("log")
     for table, n in SEEDED.items():
-        expect(log).to_contain_text(f"table {table}: {n} rows")
+        expect(log).to_contain_text(f"table {table}: {n} row{'' if n == 1 else 's'}")
     expect(log).to_contain_text("finished:")
     sha256 = page.get_by_test_id("sha256").inner_text()
     assert re.fullmatch(r"[0-9a-f]{64}", sha256)
