@@ -200,3 +200,15 @@ def test_refused_creation_is_explained_on_the_form_not_an_error_page(make_app):
     page = second.get_data(as_text=True)
     assert 'data-testid="form-error"' in page and "BACKUP_MANAGER_MAX_ACTIVE" in page
     assert 'data-testid="format-sqlite3_db"' in page  # the choices are offered again
+
+
+def test_detail_page_shows_who_created_and_downloaded_it(client, run_worker):
+    backup_id = client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"]
+    run_worker()
+    client.get(f"{API}/backups/{backup_id}/download").close()
+    page = client.get(f"/backups/{backup_id}", headers=HTML).text
+    audit = page[page.index('data-testid="audit"') :]
+    assert re.findall(r"<td>(tester)</td>\s*<td>(\w+)", audit) == [
+        ("tester", "create"),
+        ("tester", "download"),
+    ]

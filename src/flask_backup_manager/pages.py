@@ -101,6 +101,7 @@ def detail(backup_id: int) -> Any:
         "backup_manager/detail.html",
         backup=service.to_dict(backup),
         logs=service.backup_logs(backup),
+        audit=service.audit_trail(backup.id),
         finished=backup.status in FINISHED,
     )
 
