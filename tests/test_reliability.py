@@ -365,3 +365,57 @@ def test_prune_without_retention_settings_says_what_to_set(runner):
     result = runner.invoke(args=["backups", "prune"])
     assert result.exit_code == 1
     assert "BACKUP_MANAGER_KEEP_LAST" in result.output
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3", "sqlite3_db", "postgres"])
+def test_a_cancelled_export_raises_and_leaves_no_file_whenever_the_cancel_comes(tmp_path, fmt):
+    import threading
+
+    from flask_backup_manager.engine import ExportCancelled, export
+
+    source = f"sqlite:///{DATASETS / 'chinook' / 'Chinook_Sqlite.sqlite'}"
+    seen = []
+    export(source, fmt, tmp_path / "dry", progress=seen.append)
+    os.unlink(tmp_path / "dry")
+    for at_call in (1, len(seen) // 2, len(seen)):  # at the start, mid-way, at the very end
+        cancel = threading.Event()
+        calls = iter(range(1, len(seen) + 1))
+
+        def progress(p, cancel=cancel, at_call=at_call, calls=calls):
+            if next(calls) >= at_call:
+                cancel.set()
+
+        with pytest.raises(ExportCancelled):
+            export(source, fmt, tmp_path / "out", progress=progress, cancel=cancel)
+        assert os.listdir(tmp_path) == []
+
+
+def test_sqlite_database_locked_by_another_connection_fails_after_the_lock_timeout(tmp_path):
+    import sqlite3
+
+    from flask_backup_manager.engine import ExportError, export
+
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (a)")
+    con.commit()
+    con.execute("BEGIN EXCLUSIVE")  # a writer in the middle of a long transaction
+    try:
+        with pytest.raises(ExportError) as e:
+            export(f"sqlite:///{db}", "sqlite3", tmp_path / "out", lock_timeout=1)
+    finally:
+        con.close()
+    assert str(e.value) == (
+        "the database is locked by another connection: gave up waiting after 1 s"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["app.db"]
+
+
+@pytest.mark.parametrize("side", ["include", "exclude"])
+def test_a_table_name_that_matches_nothing_is_an_error_not_ignored(tmp_path, side):
+    from flask_backup_manager.engine import ExportError, export
+
+    source = f"sqlite:///{DATASETS / 'chinook' / 'Chinook_Sqlite.sqlite'}"
+    with pytest.raises(ExportError, match=f"no such table to {side}: Custmer"):
+        export(source, "sqlite3", tmp_path / "out", **{side: ["Custmer"]})
+    assert os.listdir(tmp_path) == []

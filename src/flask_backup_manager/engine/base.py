@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -96,6 +97,9 @@ class Source(Protocol):
     def rows(self, spec: TableSpec) -> Iterator[Sequence[Any]]:
         """The table's rows as Python values, in column order, streamed."""
 
+    def row_batches(self, spec: TableSpec, size: int = 5000) -> Iterator[list[Sequence[Any]]]:
+        """The same rows in lists of at most ``size``: no Python call per row."""
+
     def close(self) -> None: ...
 
 
@@ -174,3 +178,22 @@ def watch(event: threading.Event, interrupt: Callable[[], object]) -> Callable[[
         thread.join()
 
     return stop
+
+
+def select_keys(
+    keys: list[str], include: Iterable[str] | None, exclude: Iterable[str] | None
+) -> list[str]:
+    """The table keys kept by ``include`` / ``exclude`` (names or shell patterns: ``audit_*``).
+    A pattern that matches no table is an error, on either side: a typo in an exclude would
+    otherwise copy the very table someone meant to leave out."""
+    inc, exc = list(include or ()), list(exclude or ())
+    for side, patterns in (("include", inc), ("exclude", exc)):
+        unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(k, p) for k in keys)]
+        if unknown:
+            raise ExportError(f"no such table to {side}: {', '.join(unknown)}")
+    return [
+        k
+        for k in keys
+        if (not inc or any(fnmatch.fnmatchcase(k, p) for p in inc))
+        and not any(fnmatch.fnmatchcase(k, p) for p in exc)
+    ]

@@ -10,6 +10,7 @@ import threading
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ def open_source(
     if url.get_backend_name() == "sqlite":
         from .sqlite_source import SQLiteSource
 
-        return SQLiteSource(url, scratch=scratch, **kw)
+        return SQLiteSource(url, scratch=scratch, lock_timeout=lock_timeout, cancel=cancel, **kw)
     if url.get_backend_name() == "postgresql":
         from .postgres_source import PostgresSource
 
@@ -115,6 +116,8 @@ def export(
                 write(src, done.tmp, tracker)
             finally:
                 src.close()
+            if cancel is not None and cancel.is_set():  # too late to interrupt, not to refuse
+                raise ExportCancelled()
     except ExportCancelled:
         raise
     except Exception as e:  # database and OS errors become one line without the password
@@ -181,7 +184,28 @@ def fsync_dir(path: Path) -> None:
 
 def check(path: Path, *, gzipped: bool) -> tuple[int, str]:
     """Read the file through once: its size and sha256, and proof that it is whole
-    (a gzip stream that ends properly, or a SQLite file that passes integrity_check)."""
+    (a gzip stream that ends properly, or a SQLite file that passes integrity_check, which
+    runs in a thread beside the hashing: both are C code that lets go of the GIL)."""
+    if gzipped:
+        return _read_through(path, gzipped=True)
+    with ThreadPoolExecutor(1) as pool:
+        verdict = pool.submit(_integrity_check, path)
+        size_sha = _read_through(path, gzipped=False)
+        result = verdict.result()
+    if result != "ok":
+        raise ExportError(f"the SQLite file fails integrity_check: {result}")
+    return size_sha
+
+
+def _integrity_check(path: Path) -> str:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return con.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        con.close()
+
+
+def _read_through(path: Path, *, gzipped: bool) -> tuple[int, str]:
     h = hashlib.sha256()
     size = 0
     d = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
@@ -196,14 +220,6 @@ def check(path: Path, *, gzipped: bool) -> tuple[int, str]:
                     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     if d is not None and not d.eof:
         raise ExportError("the gzip file is truncated")
-    if not gzipped:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            result = con.execute("PRAGMA integrity_check").fetchone()[0]
-        finally:
-            con.close()
-        if result != "ok":
-            raise ExportError(f"the SQLite file fails integrity_check: {result}")
     return size, h.hexdigest()
 
 

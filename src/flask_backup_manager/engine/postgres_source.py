@@ -10,7 +10,6 @@ form). Where the host app's ``metadata`` has the table, its column types win.
 
 from __future__ import annotations
 
-import fnmatch
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -21,7 +20,7 @@ from psycopg import pq, sql
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import URL
 
-from .base import ExportError, TableSpec, watch
+from .base import ExportError, TableSpec, select_keys, watch
 
 #: rows fetched per round trip by :meth:`PostgresSource.rows`
 ITERSIZE = 5000
@@ -157,23 +156,6 @@ def table_key(schema: str, name: str) -> str:
     return name if schema == "public" else f"{schema}.{name}"
 
 
-def selected(
-    keys: list[str], include: Iterable[str] | None, exclude: Iterable[str] | None
-) -> list[str]:
-    """The keys kept by include/exclude (shell patterns: ``audit_*``); an include that matches
-    no table is an error, as for SQLite."""
-    inc, exc = list(include or ()), list(exclude or ())
-    unknown = [p for p in inc if not any(fnmatch.fnmatchcase(k, p) for k in keys)]
-    if unknown:
-        raise ExportError(f"no such table to include: {', '.join(unknown)}")
-    return [
-        k
-        for k in keys
-        if (not inc or any(fnmatch.fnmatchcase(k, p) for p in inc))
-        and not any(fnmatch.fnmatchcase(k, p) for p in exc)
-    ]
-
-
 class _Lenient:
     """Dates and timestamps Python cannot hold (``infinity``, years before 1 or after 9999)
     are given as PostgreSQL's text instead of failing the export."""
@@ -246,7 +228,7 @@ class PostgresSource:
                 self.sequence_values[oid] = (row[0], row[1])
             self._types: dict[int, tuple] | None = None
             self._specs = self._read_tables()
-            wanted = set(selected([s.key for s in self._specs], include, exclude))
+            wanted = set(select_keys([s.key for s in self._specs], include, exclude))
             self._selected = [s for s in self._specs if s.key in wanted]
             self._lock_tables(lock_timeout)
             for spec in self._specs:
@@ -446,13 +428,17 @@ class PostgresSource:
 
     def rows(self, spec: TableSpec) -> Iterator[Sequence[Any]]:
         """The rows, streamed from a server-side cursor, values as psycopg loads them."""
+        for batch in self.row_batches(spec):
+            yield from batch
+
+    def row_batches(self, spec: TableSpec, size: int = ITERSIZE) -> Iterator[list[Sequence[Any]]]:
         query = sql.SQL("SELECT {} FROM {}").format(
             sql.SQL(", ").join(spec.extra["select"]), self._from(spec)
         )
         with self.conn.cursor(name=f"fbm_rows_{spec.extra['oid']}") as cur:
-            cur.itersize = ITERSIZE
             cur.execute(query)
-            yield from cur
+            while batch := cur.fetchmany(size):
+                yield batch
 
     def copy_query(self, spec: TableSpec) -> sql.Composable:
         cols = sql.SQL(", ").join(spec.extra["copy_columns"])

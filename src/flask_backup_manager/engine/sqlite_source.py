@@ -14,10 +14,10 @@ dialect, through this same connection (lent so that SQLAlchemy cannot end the tr
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import sqlite3
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +28,7 @@ from urllib.parse import quote as urlquote
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from .base import ExportError, TableSpec
+from .base import ExportError, TableSpec, select_keys, watch
 
 #: seconds to wait for a writer's lock before the first read (rollback-journal databases)
 BUSY_TIMEOUT = 30.0
@@ -90,6 +90,8 @@ class SQLiteSource:
         exclude: Iterable[str] | None = None,
         scratch: Path | None = None,
         private: bool = False,
+        lock_timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         db = url.database
         if not db or db == ":memory:" or db.startswith("file:"):
@@ -99,13 +101,15 @@ class SQLiteSource:
             raise ExportError(f"no such database file: {db}")
         self.con = None
         self.copy = None
+        timeout = BUSY_TIMEOUT if lock_timeout is None else lock_timeout
+        self._unwatch = watch(cancel, self.interrupt) if cancel is not None else None
         try:
-            self.con = _open_ro(self.path)
+            self.con = _open_ro(self.path, timeout)
             wal = self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
             if not wal and not private:
                 self.copy = _snapshot_copy(self.con, scratch)
                 self.con.close()
-                self.con = _open_ro(self.copy)
+                self.con = _open_ro(self.copy, timeout)
             self.con.execute("BEGIN")
             self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()
             self.objects = [
@@ -119,10 +123,24 @@ class SQLiteSource:
                 for _, name, kind, _, wr, strict in self.con.execute("PRAGMA main.table_list")
             }
             self.all_specs = self._read_tables(metadata)
-            self._specs = _select(self.all_specs, include, exclude)
+            wanted = set(select_keys([s.key for s in self.all_specs], include, exclude))
+            self._specs = [s for s in self.all_specs if s.key in wanted]
+        except sqlite3.OperationalError as e:
+            self.close()
+            if getattr(e, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                raise
+            raise ExportError(
+                f"the database is locked by another connection: gave up waiting after {timeout:g} s"
+            ) from None
         except BaseException:
             self.close()
             raise
+
+    def interrupt(self) -> None:
+        """Stop the query under way (from another thread: a cancel)."""
+        con = self.con
+        if con is not None:
+            con.interrupt()
 
     # -- schema -------------------------------------------------------------------------
 
@@ -204,10 +222,15 @@ class SQLiteSource:
     # -- rows ---------------------------------------------------------------------------
 
     def rows(self, spec: TableSpec) -> Iterator[Sequence[Any]]:
+        for batch in self.row_batches(spec):
+            yield from batch
+
+    def row_batches(self, spec: TableSpec, size: int = 5000) -> Iterator[list[Sequence[Any]]]:
         cols = ", ".join(qi(c.name) for c in spec.table.columns)
         cur = self.con.execute(f"SELECT {cols} FROM main.{qi(spec.name)}")
         try:
-            yield from cur
+            while batch := cur.fetchmany(size):
+                yield batch
         finally:
             cur.close()
 
@@ -218,6 +241,9 @@ class SQLiteSource:
         return copy
 
     def close(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         con, self.con = self.con, None
         try:
             if con is not None:
@@ -256,12 +282,12 @@ def _snapshot_copy(con: sqlite3.Connection, scratch: Path | None) -> Path:
     return Path(tmp)
 
 
-def _open_ro(path: Path) -> sqlite3.Connection:
+def _open_ro(path: Path, timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
     return sqlite3.connect(
         f"file:{urlquote(str(path))}?mode=ro",
         uri=True,
         isolation_level=None,
-        timeout=BUSY_TIMEOUT,
+        timeout=timeout,
     )
 
 
@@ -273,22 +299,6 @@ def rowid_name(xinfo: list[tuple]) -> str | None:
         return None
     names = {r[1].lower() for r in xinfo}
     return next((n for n in ("rowid", "_rowid_", "oid") if n not in names), None)
-
-
-def _select(
-    specs: list[TableSpec], include: Iterable[str] | None, exclude: Iterable[str] | None
-) -> list[TableSpec]:
-    inc, exc = list(include or ()), list(exclude or ())
-    keys = [s.key for s in specs]
-    unknown = [p for p in inc if not any(fnmatch.fnmatchcase(k, p) for k in keys)]
-    if unknown:
-        raise ExportError(f"no such table to include: {', '.join(unknown)}")
-    return [
-        s
-        for s in specs
-        if (not inc or any(fnmatch.fnmatchcase(s.key, p) for p in inc))
-        and not any(fnmatch.fnmatchcase(s.key, p) for p in exc)
-    ]
 
 
 def _parents_first(specs: list[TableSpec]) -> list[TableSpec]:

@@ -57,12 +57,11 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import itertools
 import json
 import math
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -327,7 +326,7 @@ def write_generic_db(source: Source, path: Path, tracker: Tracker) -> None:
         for spec, plan in zip(specs, plans, strict=True):
             tracker.start(spec)
             convert = plan.row_converter()
-            for batch in _batches(source, spec):
+            for batch in source.row_batches(spec, BATCH_ROWS):
                 con.executemany(plan.insert, batch if convert is None else map(convert, batch))
                 tracker.rows(len(batch))
             tracker.finish(spec)
@@ -338,18 +337,6 @@ def write_generic_db(source: Source, path: Path, tracker: Tracker) -> None:
         con.execute("PRAGMA journal_mode=DELETE")
     finally:
         con.close()
-
-
-def _batches(source: Source, spec: TableSpec) -> Iterator[Sequence[Sequence[Any]]]:
-    """The table's rows in lists: one executemany and one progress call per list. A source
-    that can fetch lists itself (``row_batches``) spares a Python call per row."""
-    row_batches = getattr(source, "row_batches", None)
-    if row_batches is not None:
-        yield from row_batches(spec)
-        return
-    rows = iter(source.rows(spec))
-    while batch := list(itertools.islice(rows, BATCH_ROWS)):
-        yield batch
 
 
 __all__ = ["RULES", "Rule", "TablePlan", "column_plan", "table_plan", "write_generic_db"]
