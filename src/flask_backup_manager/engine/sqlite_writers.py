@@ -331,14 +331,17 @@ def _literal_sql(column: str, plan: dict[str, Any]) -> str:
     if plan["strict"] and declared in ("INT", "INTEGER", "BLOB"):
         return f"quote({c})"
     # the sqlite3 shell drops a CR before an LF even inside a string: 'a'||char(13)||'b'
-    quoted = f"replace(quote({c}), char(13), {_sql_string(_CR)})"
-    text_affinity = "INT" not in declared and any(k in declared for k in ("CHAR", "CLOB", "TEXT"))
-    if text_affinity:  # TEXT affinity turns every REAL into text: no REAL can be there
-        return quoted
+    text = (
+        f"CASE WHEN instr({c}, char(13)) THEN replace(quote({c}), char(13), {_sql_string(_CR)}) "
+        f"ELSE quote({c}) END"
+    )
+    real = (
+        f"CASE WHEN CAST(fbm_real({c}) AS REAL) = {c} THEN fbm_real({c}) ELSE fbm_exact({c}) END"
+    )
+    # dispatch on the storage class first: integers and NULLs, most values, cost nothing more
     return (
-        f"CASE WHEN typeof({c}) <> 'real' THEN {quoted} "
-        f"WHEN CAST(fbm_real({c}) AS REAL) = {c} THEN fbm_real({c}) "
-        f"ELSE fbm_exact({c}) END"
+        f"CASE typeof({c}) WHEN 'integer' THEN {c} WHEN 'null' THEN 'NULL' "
+        f"WHEN 'text' THEN {text} WHEN 'real' THEN {real} ELSE quote({c}) END"
     )
 
 
