@@ -16,10 +16,12 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[$*]'
 	touch $@
 
-# The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+# The browser tests drive Debian's Chromium (Playwright cannot download browsers here); the
+# restore tests load SQL files with the sqlite3 shell, as a user would.
 chromium:
-	@[ -x "$(CHROMIUM)" ] || { echo "Installing Chromium for the browser tests"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	@[ -x "$(CHROMIUM)" ] && command -v sqlite3 >/dev/null || { \
+	  echo "Installing Chromium and the sqlite3 shell for the tests"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium sqlite3 >/dev/null; }
 
 demo: $(VENV)/.installed-example
 	cd example_app && PORT=$(PORT) ../$(BIN)/python run_demo.py

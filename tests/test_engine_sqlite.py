@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import random
+import shutil
 import sqlite3
 import struct
 import subprocess
@@ -23,7 +24,7 @@ from .conftest import DATASETS
 
 CHINOOK = DATASETS / "chinook" / "Chinook_Sqlite.sqlite"
 
-SQLITE3 = "/usr/bin/sqlite3"
+SQLITE3 = shutil.which("sqlite3") or "sqlite3"
 
 #: doubles SQLite 3.40 reads back one ulp off when given Python's repr (or its own quote())
 HARD_FLOATS = [
