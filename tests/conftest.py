@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -170,22 +171,47 @@ def runner(app):
     return app.test_cli_runner()
 
 
+WORKER = [sys.executable, "-m", "flask", "--app", "tests.hostapp:create_app", "backups", "worker"]
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (RQ's work horse runs in a session of its own)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid] + [p for c in children for p in process_tree(int(c))]
+
+
+@pytest.fixture
+def worker(host_env):
+    """Start real workers (``flask backups worker``) that keep running until the test ends."""
+    procs = []
+
+    def start(prefix: list[str] | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            (prefix or []) + WORKER,
+            cwd=ROOT,
+            env={**os.environ, **host_env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            for pid in process_tree(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+
+
 @pytest.fixture
 def run_worker(host_env):
     """Run a real RQ worker (``flask backups worker --burst``) in a subprocess until the queue
     is empty."""
 
     def run(timeout: float = 180) -> subprocess.CompletedProcess:
-        cmd = [
-            sys.executable,
-            "-m",
-            "flask",
-            "--app",
-            "tests.hostapp:create_app",
-            "backups",
-            "worker",
-            "--burst",
-        ]
+        cmd = [*WORKER, "--burst"]
         out = subprocess.run(
             cmd,
             cwd=ROOT,

@@ -51,3 +51,21 @@ def test_download_of_unfinished_backup_is_refused(runner):
     result = runner.invoke(args=["backups", "download", "1"])
     assert result.exit_code == 1
     assert "is queued" in result.output
+
+
+def test_create_wait_follows_the_backup_until_a_worker_finishes_it(runner, worker):
+    worker()
+    result = runner.invoke(args=["backups", "create", "--format", "sqlite3", "--wait"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "backup 1 queued (sqlite3)"
+    assert lines[-2] == "backup 1 succeeded"
+    assert lines[-1].startswith("hostapp-") and " sha256 " in lines[-1]
+
+
+def test_cancel_from_the_command_line(runner):
+    runner.invoke(args=["backups", "create", "--format", "sqlite3"])
+    result = runner.invoke(args=["backups", "cancel", "1"])
+    assert result.exit_code == 0 and result.output.strip() == "backup 1 cancelled"
+    again = runner.invoke(args=["backups", "cancel", "1"])
+    assert again.exit_code == 1 and "already cancelled" in again.output

@@ -15,10 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from .conftest import DATASETS, ROOT
+from .conftest import DATASETS, ROOT, WORKER, process_tree
 
 API = "/backups/api"
-WORKER = [sys.executable, "-m", "flask", "--app", "tests.hostapp:create_app", "backups", "worker"]
 
 
 def wait_for(predicate, timeout: float = 30, what: str = "condition"):
@@ -43,32 +42,6 @@ def pg_host(pg_url, host_env, monkeypatch, make_app):
         return app, app.test_client()
 
     return make
-
-
-@pytest.fixture
-def worker(host_env):
-    """Start real workers (``flask backups worker``), each in a process group of its own."""
-    procs = []
-
-    def start(prefix: list[str] | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            (prefix or []) + WORKER,
-            cwd=ROOT,
-            env={**os.environ, **host_env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            for pid in _tree(proc.pid):
-                os.kill(pid, signal.SIGKILL)
-        proc.wait()
-        proc.stderr.close()
 
 
 @contextmanager
@@ -103,7 +76,9 @@ def test_worker_killed_mid_export_is_failed_worker_lost_and_its_partial_file_rem
             lambda: backup(client, backup_id)["status"] == "running" and parts(app),
             what="the export to be running with its temp file",
         )
-        for pid in _tree(proc.pid):  # the worker and its work horse (RQ gives it its own session)
+        for pid in process_tree(
+            proc.pid
+        ):  # the worker and its work horse (RQ gives it its own session)
             os.kill(pid, signal.SIGKILL)
         proc.wait()
         killed = time.monotonic()
@@ -277,7 +252,7 @@ def test_password_reaches_no_log_answer_page_or_command_line(
             wait_for(
                 lambda: backup(client, backup_id)["status"] == "running", what="the export to run"
             )
-            cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes() for p in _tree(proc.pid)]
+            cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes() for p in process_tree(proc.pid)]
             wait_for(
                 lambda: backup(client, backup_id)["status"] == "failed", what="the export to fail"
             )
@@ -294,11 +269,6 @@ def test_password_reaches_no_log_answer_page_or_command_line(
         with psycopg.connect(pg_url, autocommit=True) as con:
             con.execute(f"DROP OWNED BY {role}")
             con.execute(f"DROP ROLE IF EXISTS {role}")
-
-
-def _tree(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [pid] + [p for c in children for p in _tree(int(c))]
 
 
 def test_with_redis_down_the_list_and_pages_still_work(app, client):
