@@ -94,16 +94,47 @@ def _float(v: Any) -> Any:
 
 
 def _range_text(r: Any) -> str:
+    """PostgreSQL's text form of a range, as ``range_out`` writes it: ``[1,5)``, ``empty``,
+    ``["2005-05-24 22:54:33","2005-05-28 19:40:33")``."""
     if r.isempty:
         return "empty"
-    lower = "" if r.lower is None else _scalar_text(r.lower)
-    upper = "" if r.upper is None else _scalar_text(r.upper)
+    lower = "" if r.lower is None else _bound_text(r.lower)
+    upper = "" if r.upper is None else _bound_text(r.upper)
     return f"{r.bounds[0]}{lower},{upper}{r.bounds[1]}"
 
 
-def _scalar_text(v: Any) -> str:
-    if isinstance(v, datetime.datetime | datetime.date | datetime.time):
-        return v.isoformat(sep=" ") if isinstance(v, datetime.datetime) else v.isoformat()
+_BOUND_SPECIAL = frozenset('"\\()[],')
+
+
+def _bound_text(v: Any) -> str:
+    """A range bound as PostgreSQL writes it: its text (ISO dates, timestamps with the
+    fraction trimmed and the offset as short as it goes), double-quoted when it is empty or
+    holds a space or one of ``"\\()[],``."""
+    text = _pg_scalar_text(v)
+    if text and not any(c in _BOUND_SPECIAL or c.isspace() for c in text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '""') + '"'
+
+
+def _pg_scalar_text(v: Any) -> str:
+    if isinstance(v, decimal.Decimal):
+        return format(v, "f") if v.is_finite() else str(v)
+    if isinstance(v, datetime.datetime):
+        text = f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        if v.microsecond:
+            text += f".{v.microsecond:06d}".rstrip("0")
+        offset = v.utcoffset()
+        if offset is not None:
+            seconds = int(offset.total_seconds())
+            sign, seconds = ("-" if seconds < 0 else "+"), abs(seconds)
+            text += f"{sign}{seconds // 3600:02d}"
+            if seconds % 3600:
+                text += f":{seconds % 3600 // 60:02d}"
+                if seconds % 60:
+                    text += f":{seconds % 60:02d}"
+        return text
+    if isinstance(v, datetime.date):
+        return v.isoformat()
     return str(v)
 
 
