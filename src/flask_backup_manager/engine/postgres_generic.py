@@ -40,6 +40,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from decimal import Decimal, InvalidOperation
 from itertools import islice
 from typing import Any
@@ -107,12 +108,13 @@ def _text(v: Any) -> str:
 
 def _int(limit: int) -> Encoder:
     def enc(v: Any) -> str:
+        shown = v
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         if isinstance(v, bool) or not isinstance(v, int):
             raise ValueError(f"{_show(v)} is not an integer")
         if not -limit <= v < limit:
-            raise ValueError(f"{v} is out of range")
+            raise ValueError(f"{_show(shown)} is out of range")
         return str(v)
 
     return enc
@@ -216,8 +218,9 @@ def _uuid(v: Any) -> str:
 def _sized(length: int) -> Encoder:
     def enc(v: Any) -> str:
         text = _text(v)
-        if len(str(v)) > length:
-            raise ValueError(f"{len(str(v))} characters do not fit in {length}")
+        chars = len(v.decode("utf-8") if isinstance(v, bytes) else str(v))  # not its repr
+        if chars > length:
+            raise ValueError(f"{chars} characters do not fit in {length}")
         return text
 
     return enc
@@ -339,8 +342,31 @@ def _identity_column(spec: TableSpec) -> sa.Column | None:
     return None
 
 
+#: declared SQLite types that SQLAlchemy reflects as NUMERIC by their name
+_NUMERIC_NAMES = ("NUMERIC", "DECIMAL")
+
+
+def _text_for_affinity_names(spec: TableSpec) -> None:
+    """A column declared with a name SQLite knows only by its affinity rule (``STRING``,
+    ``ANY`` of a STRICT table, ``MONEY``...) is reflected by SQLAlchemy as NUMERIC, yet holds
+    any text (``ANY`` anything): it becomes ``text``, the README's "anything else" row, instead
+    of a numeric column that refuses its values."""
+    declared = spec.extra.get("types") or {}
+    for col in spec.table.columns:
+        name = (declared.get(col.name) or "").split("(")[0].strip().upper()
+        if (
+            type(col.type) is sa.NUMERIC
+            and col.type.precision is None
+            and name not in _NUMERIC_NAMES
+        ):
+            col.type = sa.Text()
+
+
 def write_generic(source: Source, out: GzipOut, tracker: Tracker) -> None:
     specs = source.tables()
+    if source.dialect == "sqlite":
+        for spec in specs:
+            _text_for_affinity_names(spec)
     keyed = {(s.table.schema, s.table.name): s for s in specs}
     for schema in sorted({s.schema for s in specs if s.schema and s.schema != "public"}):
         out.write(statements([f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}"]))
@@ -393,26 +419,28 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
     out.write(
         f"COPY {_name(spec)} (" + ", ".join(ident(c.name) for c in columns) + ") FROM stdin;\n"
     )
-    rows_in = iter(source.rows(spec))
-    n = 0
-    while rows := list(islice(rows_in, BATCH)):
-        cols = list(zip(*rows, strict=True))
-        try:
-            fields = [
-                _column(bulk, enc, col)
-                for bulk, enc, col in zip(bulks, encoders, cols, strict=True)
-            ]
-        except ValueError:
-            _refuse(spec, columns, encoders, rows, n)
-            raise
-        if type(rows[0]) is not tuple or fields != cols:  # a changed column is a list
-            rows = list(zip(*fields, strict=True))  # tuples, for %
-        out.write("".join(map(line.__mod__, rows)))
-        if ix is not None and (key := _largest(cols[ix])) is not None:
-            if top is None or key > top:
-                top = int(key)
-        n += len(rows)
-        tracker.rows(len(rows))
+    # closed here, not by the garbage collector after the source has closed its connection
+    # (which the source's cursor cleanup would raise about), when a value is refused
+    with closing(source.rows(spec)) as rows_in:
+        n = 0
+        while rows := list(islice(rows_in, BATCH)):
+            cols = list(zip(*rows, strict=True))
+            try:
+                fields = [
+                    _column(bulk, enc, col)
+                    for bulk, enc, col in zip(bulks, encoders, cols, strict=True)
+                ]
+            except ValueError:
+                _refuse(spec, columns, encoders, rows, n)
+                raise
+            if type(rows[0]) is not tuple or fields != cols:  # a changed column is a list
+                rows = list(zip(*fields, strict=True))  # tuples, for %
+            out.write("".join(map(line.__mod__, rows)))
+            if ix is not None and (key := _largest(cols[ix])) is not None:
+                if top is None or key > top:
+                    top = int(key)
+            n += len(rows)
+            tracker.rows(len(rows))
     out.write("\\.\n\n")
     tracker.finish(spec)
     return top
