@@ -237,3 +237,101 @@ def test_a_file_changed_in_storage_is_refused_not_sent(app, client, run_worker):
     response = client.get(f"{API}/backups/{backup_id}/download")
     assert response.status_code == 500
     assert response.json["error"]["code"] == "checksum_mismatch"
+
+
+def test_every_route_of_the_blueprint_is_behind_the_access_check(make_app):
+    app = make_app(HOSTAPP_ACCESS="none")
+    client = app.test_client()
+    rules = [r for r in app.url_map.iter_rules() if r.endpoint.startswith("backup_manager.")]
+    checked = 0
+    for rule in rules:
+        if rule.endpoint == "backup_manager.static":
+            continue
+        path = rule.rule.replace("<int:backup_id>", "1").replace("<backup_id>", "1")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            response = client.open(path, method=method, headers={"Accept": "application/json"})
+            assert response.status_code == 403, (method, path)
+            checked += 1
+    assert checked >= 14
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("delete", "/backups/api/backups/1"),
+        ("post", "/backups/api/backups/1/cancel"),
+        ("post", "/backups/1/delete"),
+        ("post", "/backups/1/cancel"),
+        ("post", "/backups/"),
+    ],
+)
+def test_state_changes_from_a_browser_without_token_are_refused_and_change_nothing(
+    client, method, path
+):
+    backup = create(client).json
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Authorization": "Basic YTpi"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ):
+        response = getattr(client, method)(path, headers=headers, data={"format": "sqlite3"})
+        assert response.status_code == 400, (path, headers)
+    client.set_cookie("session", "anything")
+    assert getattr(client, method)(path, data={"format": "sqlite3"}).status_code == 400
+    client.delete_cookie("session")
+    listing = client.get(f"{API}/backups").json
+    assert [(b["id"], b["status"]) for b in listing["backups"]] == [(backup["id"], "queued")]
+
+
+def test_ids_of_deleted_backups_are_never_reused(client):
+    first = create(client).json["id"]
+    client.post(f"{API}/backups/{first}/cancel")
+    assert client.delete(f"{API}/backups/{first}").status_code == 204
+    second = create(client).json["id"]
+    assert second > first
+    assert [
+        line["message"] for line in client.get(f"{API}/backups/{second}/logs").json["logs"]
+    ] == ["queued: format sqlite3_db"]
+    assert [a["action"] for a in client.get(f"{API}/backups/{second}/audit").json["audit"]] == [
+        "create"
+    ]
+
+
+def test_per_page_must_be_positive_and_is_capped_at_100(client):
+    assert client.get(f"{API}/backups?per_page=0").status_code == 400
+    assert client.get(f"{API}/backups?per_page=500").json["per_page"] == 100
+
+
+def test_a_queued_backup_whose_job_left_the_queue_is_failed_not_stuck(make_app):
+    from rq import Queue
+
+    from flask_backup_manager.queue import redis_connection
+
+    app = make_app(BACKUP_MANAGER_HEARTBEAT=1, BACKUP_MANAGER_WORKER_LOST_AFTER=2)
+    client = app.test_client()
+    backup = create(client).json
+    with app.app_context():  # Redis restarted without its data: the job is gone
+        Queue(app.config["BACKUP_MANAGER_QUEUE"], connection=redis_connection()).empty()
+    assert client.get(f"{API}/backups/{backup['id']}").json["status"] == "queued"
+    import time
+
+    time.sleep(2.2)
+    done = client.get(f"{API}/backups/{backup['id']}").json
+    assert done["status"] == "failed" and done["error"].startswith("queue lost the job")
+    assert create(client).status_code == 202  # nothing blocks new backups
+
+
+def test_times_are_utc_whatever_the_postgres_session_zone(pg_url, host_env, monkeypatch, make_app):
+    url = pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    monkeypatch.setenv("HOSTAPP_DATABASE_URL", url)
+    host_env["HOSTAPP_DATABASE_URL"] = url
+    app = make_app(
+        SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": "-c TimeZone=Asia/Kolkata"}}
+    )
+    from datetime import datetime, timezone
+
+    before = datetime.now(timezone.utc)
+    created = create(app.test_client()).json["created_at"]
+    assert created.endswith("Z")
+    at = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    assert abs((at - before).total_seconds()) < 60

@@ -129,3 +129,10 @@ def test_init_app_without_flask_sqlalchemy_says_so(tmp_path):
     app = Flask("bare", instance_path=str(tmp_path))
     with pytest.raises(RuntimeError, match="Flask-SQLAlchemy"):
         BackupManager(app, db=SQLAlchemy())
+
+
+def test_a_heartbeat_as_long_as_the_lost_delay_is_refused_at_start(tmp_path):
+    app, db = make_flask(tmp_path, BACKUP_MANAGER_HEARTBEAT=60)
+    with pytest.raises(ValueError, match="BACKUP_MANAGER_WORKER_LOST_AFTER"):
+        BackupManager(app, db=db)
+    dispose(app, db)

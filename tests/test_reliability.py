@@ -389,3 +389,17 @@ def test_a_table_name_that_matches_nothing_is_an_error_not_ignored(tmp_path, sid
     with pytest.raises(ExportError, match=f"no such table to {side}: Custmer"):
         export(source, "sqlite3", tmp_path / "out", **{side: ["Custmer"]})
     assert os.listdir(tmp_path) == []
+
+
+def test_retention_never_lets_a_newer_failure_push_out_the_last_good_backup(make_app, run_worker):
+    app = make_app(BACKUP_MANAGER_KEEP_LAST=1)
+    client = app.test_client()
+    good = client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"]
+    run_worker()
+    bad = client.post(f"{API}/backups", json={"format": "sqlite3"}).json
+    (app.extensions["backup_manager"].storage_dir / bad["filename"]).mkdir()  # it will fail
+    run_worker()
+    assert backup(client, bad["id"])["status"] == "failed"
+    result = app.test_cli_runner().invoke(args=["backups", "prune"])
+    assert result.output.strip() == "deleted 0 backup(s)"
+    assert backup(client, good)["status"] == "succeeded"

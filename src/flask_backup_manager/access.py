@@ -69,10 +69,29 @@ def csrf_token() -> str:
     return session[SESSION_KEY]
 
 
+#: Authorization schemes a browser sends by itself, so another site can ride on them
+AMBIENT_SCHEMES = ("basic", "digest", "negotiate", "ntlm")
+
+
+def needs_csrf_token() -> bool:
+    """A state change needs a token when a browser could have been tricked into sending it:
+    it carries cookies or credentials the browser adds by itself, or it says it comes from a
+    page (``Origin`` / ``Sec-Fetch-Site``: hosts that trust an address or a client certificate
+    get no cookie). A script with its own bearer token sends none of these."""
+    if request.method in SAFE_METHODS:
+        return False
+    scheme = request.headers.get("Authorization", "").partition(" ")[0].lower()
+    return bool(
+        request.cookies
+        or scheme in AMBIENT_SCHEMES
+        or "Origin" in request.headers
+        or "Sec-Fetch-Site" in request.headers
+    )
+
+
 def check_csrf() -> None:
-    """Refuse a state change that carries cookies but no valid token: a request without cookies
-    (a script with a bearer token) cannot be forged by another site riding on a login."""
-    if request.method in SAFE_METHODS or not request.cookies:
+    """Refuse a state change that a browser may have been made to send without a valid token."""
+    if not needs_csrf_token():
         return
     token = (
         request.headers.get("X-CSRFToken")

@@ -9,12 +9,12 @@ from flask import Response, jsonify, request
 from . import service
 from .access import current_user_name, requires
 from .blueprint import blueprint
-from .errors import bad_request
+from .errors import bad_request, is_api
 
 
 @blueprint.after_request
 def _no_store(response: Response) -> Response:
-    if "/api/" in request.path:
+    if is_api():
         response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -37,12 +37,12 @@ def api_formats() -> Any:
 @requires("view")
 def api_list() -> Any:
     page = _int_arg("page", 1)
-    per_page = _int_arg("per_page", service.get_state().per_page)
+    per_page = min(_int_arg("per_page", service.get_state().per_page), 100)
     items, total = service.list_backups(page, per_page)
     return {
         "backups": [service.to_dict(b) for b in items],
         "page": page,
-        "per_page": min(per_page, 100),
+        "per_page": per_page,
         "total": total,
     }
 

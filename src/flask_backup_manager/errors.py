@@ -28,8 +28,12 @@ class BackupManagerError(HTTPException):
         return response
 
 
+def is_api() -> bool:
+    return (request.endpoint or "").startswith("backup_manager.api_")
+
+
 def wants_json() -> bool:
-    return "/api/" in request.path or not request.accept_mimetypes.accept_html
+    return is_api() or not request.accept_mimetypes.accept_html
 
 
 def bad_request(code: str, message: str) -> BackupManagerError:

@@ -141,6 +141,11 @@ class BackupManager:
         binds = {None, *(c.get("SQLALCHEMY_BINDS") or {})}
         if bind not in binds:
             raise ValueError(f"BACKUP_MANAGER_BIND {bind!r} is not in SQLALCHEMY_BINDS")
+        if number("BACKUP_MANAGER_HEARTBEAT") >= number("BACKUP_MANAGER_WORKER_LOST_AFTER"):
+            raise ValueError(
+                "BACKUP_MANAGER_WORKER_LOST_AFTER must be longer than BACKUP_MANAGER_HEARTBEAT, "
+                "or every running backup would be taken for lost"
+            )
         storage = c["BACKUP_MANAGER_STORAGE_DIR"] or os.path.join(app.instance_path, "backups")
         app_name = c["BACKUP_MANAGER_APP_NAME"] or app.name.rpartition(".")[2]
         return State(

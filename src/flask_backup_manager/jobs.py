@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from rq.timeouts import JobTimeoutException
 
 from .engine import ExportCancelled, ExportError, Progress, export
+from .engine.export import one_line, scrub
 from .extension import State, get_state
 from .models import utcnow
 from .service import add_log, file_path, finish, prune, reap, storage_dir, transition, update
@@ -25,8 +26,8 @@ def run_backup(backup_id: int) -> str:
     if not transition(backup_id, ("queued",), "running", started_at=now, heartbeat_at=now):
         return "skipped"
     backup = state.db.session.get(state.models.Backup, backup_id)
-    add_log(backup_id, "info", f"started: format {backup.format}")
-    path = file_path(backup, state)
+    fmt, path = backup.format, file_path(backup, state)
+    add_log(backup_id, "info", f"started: format {fmt}")  # commits: no transaction stays open
     heart = Heartbeat(state, backup_id)
 
     def progress(p: Progress) -> None:
@@ -48,7 +49,7 @@ def run_backup(backup_id: int) -> str:
         with heart:
             result = export(
                 state.engine,
-                backup.format,
+                fmt,
                 path,
                 metadata=state.db.metadata,
                 progress=progress,
@@ -71,7 +72,7 @@ def run_backup(backup_id: int) -> str:
     except Exception as e:  # a bug or the host database gone: never leave the row running
         state.db.session.rollback()
         path.unlink(missing_ok=True)
-        message = f"internal error: {type(e).__name__}: {e}"
+        message = scrub(f"internal error: {type(e).__name__}: {one_line(e)}", state.engine.url)
         if finish(backup_id, ("running",), "failed", error=message):
             add_log(backup_id, "error", f"failed: {message}")
         raise
@@ -120,8 +121,8 @@ class Heartbeat:
                 with self.engine.begin() as conn:
                     if conn.execute(self.stamp, {"now": utcnow()}).rowcount == 0:
                         self.lost.set()
-            except sa.exc.OperationalError:
-                continue  # a busy database: try again at the next beat
+            except sa.exc.SQLAlchemyError:
+                continue  # a busy or unreachable database: try again at the next beat
 
     def __enter__(self) -> Heartbeat:
         self.thread.start()

@@ -33,6 +33,8 @@ def make_models(db: SQLAlchemy) -> Models:
 
     class Backup(db.Model):  # type: ignore[name-defined]
         __tablename__ = "backup_manager_backups"
+        # never reuse the id of a deleted backup: its audit trail and late jobs refer to it
+        __table_args__ = {"sqlite_autoincrement": True}
 
         id = db.Column(db.Integer, primary_key=True)
         format = db.Column(db.String(20), nullable=False)

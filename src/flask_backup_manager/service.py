@@ -62,7 +62,7 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
 
     try:
         job_id = enqueue(backup.id)
-    except (RedisError, OSError) as e:
+    except (RedisError, OSError, RuntimeError) as e:  # RuntimeError: no Redis configured
         message = f"queue unavailable: {e}"
         finish(backup.id, ("queued",), "failed", error=message)
         add_log(backup.id, "error", message)
@@ -84,7 +84,7 @@ def reap(state: State | None = None) -> list[int]:
             Backup.status == "running", Backup.heartbeat_at < cutoff
         )
     ).all()
-    reaped = []
+    reaped = _reap_lost_jobs(state, cutoff)
     for backup_id, filename in stale:
         message = f"worker lost: no heartbeat for {state.worker_lost_after} s"
         if transition(backup_id, ("running",), "failed", finished_at=utcnow(), error=message):
@@ -95,13 +95,42 @@ def reap(state: State | None = None) -> list[int]:
     return reaped
 
 
+def _reap_lost_jobs(state: State, cutoff: datetime) -> list[int]:
+    """Fail queued backups whose job is gone from the queue (Redis flushed or restarted, the web
+    process killed before it enqueued): without this they would block new backups for ever.
+    Only rows older than the worker-lost delay are checked; with Redis down, none is."""
+    Backup = state.models.Backup
+    waiting = state.db.session.execute(
+        sa.select(Backup.id, Backup.job_id).where(
+            Backup.status == "queued", Backup.created_at < cutoff
+        )
+    ).all()
+    if not waiting:
+        return []
+    from rq.job import Job
+
+    from .queue import redis_connection
+
+    try:
+        conn = redis_connection(state)
+        lost = [i for i, job_id in waiting if not job_id or not Job.exists(job_id, conn)]
+    except (RedisError, OSError, RuntimeError):
+        return []
+    for backup_id in lost:
+        message = "queue lost the job: create the backup again"
+        if transition(backup_id, ("queued",), "failed", finished_at=utcnow(), error=message):
+            add_log(backup_id, "error", f"failed: {message}")
+    return lost
+
+
 def list_backups(page: int = 1, per_page: int | None = None) -> tuple[list[Any], int]:
     state = get_state()
     reap(state)
     Backup = state.models.Backup
-    per_page = min(per_page or state.per_page, 100)
+    per_page = state.per_page if per_page is None else per_page
     if page < 1 or per_page < 1:
         raise bad_request("bad_page", "page and per_page must be positive whole numbers.")
+    per_page = min(per_page, 100)
     total = state.db.session.scalar(sa.select(sa.func.count()).select_from(Backup))
     items = state.db.session.scalars(
         sa.select(Backup).order_by(Backup.id.desc()).offset((page - 1) * per_page).limit(per_page)
@@ -153,14 +182,15 @@ def download(backup: Any) -> Response:
         response = Response(status=304)
         response.set_etag(backup.sha256)
         return response
-    if sha256_of(path) != backup.sha256:
+    whole = request.headers.get("Range", "bytes=0-").startswith("bytes=0-")
+    if whole and sha256_of(path) != backup.sha256:  # a resumed range is not re-read each time
         raise BackupManagerError(
             500,
             "checksum_mismatch",
             f"The file of backup {backup.id} no longer matches its sha256: it was changed or "
             "damaged in storage, so it is not sent.",
         )
-    if request.headers.get("Range", "bytes=0-").startswith("bytes=0-"):
+    if whole:
         audit("download", backup.id)
     response = send_file(
         path,
@@ -172,7 +202,6 @@ def download(backup: Any) -> Response:
         max_age=0,
     )
     response.headers["X-Backup-SHA256"] = backup.sha256
-    response.headers["Cache-Control"] = "private, no-cache"
     return response
 
 
@@ -185,6 +214,10 @@ def delete_backup(backup: Any, reason: str | None = None) -> None:
     state = get_state()
     path = file_path(backup, state)
     audit("delete", backup.id, reason, commit=False)
+    # explicit: SQLite ignores ON DELETE CASCADE unless the host turned foreign keys on
+    state.db.session.execute(
+        sa.delete(state.models.BackupLog).where(state.models.BackupLog.backup_id == backup.id)
+    )
     state.db.session.delete(backup)
     state.db.session.commit()
     path.unlink(missing_ok=True)
@@ -235,17 +268,23 @@ def audit_trail(backup_id: int) -> list[dict[str, Any]]:
 
 def prune(state: State | None = None) -> list[int]:
     """Apply retention (``BACKUP_MANAGER_KEEP_LAST`` / ``KEEP_DAYS``) to finished backups:
-    rows and files of those beyond the newest N or older than D days go."""
+    rows and files go when they are older than D days, or beyond the newest N succeeded ones
+    (failed and cancelled ones go once N newer backups have finished)."""
     state = state or get_state()
     Backup = state.models.Backup
     finished = state.db.session.scalars(
         sa.select(Backup).where(Backup.status.in_(FINISHED)).order_by(Backup.id.desc())
     ).all()
     cutoff = utcnow() - timedelta(days=state.keep_days) if state.keep_days else None
+    # KEEP_LAST counts good backups only: a newer failure never pushes out the last good copy;
+    # failed and cancelled rows stay while they are among the newest N finished ones
+    n = state.keep_last
+    good = [b.id for b in finished if b.status == "succeeded"][:n]
+    recent_bad = [b.id for b in finished[:n] if b.status != "succeeded"]
     doomed = [
         b
-        for i, b in enumerate(finished)
-        if (state.keep_last is not None and i >= state.keep_last)
+        for b in finished
+        if (n is not None and b.id not in good and b.id not in recent_bad)
         or (cutoff is not None and as_utc(b.created_at) < cutoff)
     ]
     for backup in doomed:
@@ -297,10 +336,13 @@ def add_log(backup_id: int, level: str, message: str, *, commit: bool = True) ->
 
 
 def as_utc(value: datetime | None) -> datetime | None:
-    """Timestamps are stored in UTC; SQLite hands them back without a zone."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=timezone.utc)
+    """Timestamps are stored in UTC; SQLite hands them back without a zone, PostgreSQL in its
+    session's zone."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
 
 
 def iso(value: datetime | None) -> str | None:

@@ -38,7 +38,8 @@ def source_url(source: str | URL | sa.Engine) -> URL:
     try:
         return make_url(source)
     except sa.exc.ArgumentError as e:
-        raise ExportError(f"not a database URL: {source!r}") from e
+        # not echoed: a malformed URL may still hold a password
+        raise ExportError("not a database URL: expected postgresql://... or sqlite:///path") from e
 
 
 def open_source(
