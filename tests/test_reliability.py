@@ -403,3 +403,29 @@ def test_retention_never_lets_a_newer_failure_push_out_the_last_good_backup(make
     result = app.test_cli_runner().invoke(args=["backups", "prune"])
     assert result.output.strip() == "deleted 0 backup(s)"
     assert backup(client, good)["status"] == "succeeded"
+
+
+def test_simultaneous_creations_never_exceed_max_active(pg_host):
+    import threading
+
+    app, _ = pg_host(MAX_ACTIVE=1)
+    for _round in range(5):
+        barrier, codes = threading.Barrier(3), []
+
+        def post(barrier=barrier, codes=codes):
+            client = app.test_client()
+            barrier.wait()
+            codes.append(client.post(f"{API}/backups", json={"format": "sqlite3"}).status_code)
+
+        threads = [threading.Thread(target=post) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(codes) == [202, 429, 429] if _round == 0 else codes == [429] * 3
+    active = [
+        b
+        for b in app.test_client().get(f"{API}/backups?per_page=100").json["backups"]
+        if b["status"] in ("queued", "running")
+    ]
+    assert len(active) == 1

@@ -39,16 +39,15 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
             "unknown_format", f"Unknown format {format!r}: choose one of {', '.join(names)}."
         )
     db, Backup = state.db, state.models.Backup
-    active = db.session.scalar(
-        sa.select(sa.func.count()).where(Backup.status.in_(("queued", "running")))
+    active = sa.select(sa.func.count()).where(Backup.status.in_(("queued", "running")))
+    too_many = BackupManagerError(
+        429,
+        "too_many_active",
+        f"backups are already queued or running (BACKUP_MANAGER_MAX_ACTIVE is "
+        f"{state.max_active}): try again when they have finished.",
     )
-    if active >= state.max_active:
-        raise BackupManagerError(
-            429,
-            "too_many_active",
-            f"{active} backup(s) already queued or running (BACKUP_MANAGER_MAX_ACTIVE is "
-            f"{state.max_active}): try again when they have finished.",
-        )
+    if db.session.scalar(active) >= state.max_active:
+        raise too_many
     created_by = created_by or current_user_name()
     backup = Backup(format=format, status="queued", created_at=utcnow(), created_by=created_by)
     db.session.add(backup)
@@ -58,6 +57,11 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
     add_log(backup.id, "info", f"queued: format {format}", commit=False)
     audit("create", backup.id, format, actor=created_by, commit=False)
     db.session.commit()
+    # two creations at once both saw room: the one with the higher id steps back
+    if db.session.scalar(active.where(Backup.id <= backup.id)) > state.max_active:
+        finish(backup.id, ("queued",), "cancelled", error="too many backups at once")
+        add_log(backup.id, "warning", "cancelled: too many backups at once")
+        raise too_many
     from .queue import enqueue
 
     try:
