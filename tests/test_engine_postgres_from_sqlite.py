@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import shutil
 import sqlite3
+import subprocess
+import tempfile
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -287,3 +291,61 @@ def test_values_after_the_first_batch_are_checked_named_and_keep_the_identity_go
     con.close()
     with pytest.raises(ExportError, match=r"cannot copy u\.n \(row 2222\) to PostgreSQL bigint"):
         export(url, "postgres", out)
+
+
+def _names_that_run_commands(where: Path, line: str) -> list[tuple[str, str]]:
+    """(table name, column name) pairs that, written raw on lines of their own, are shell
+    commands of the restoring client, each creating a file in ``where``."""
+    pairs = []
+    for i, sep in enumerate(("\n", "\r\n", "\r")):
+        pairs.append(
+            (
+                f"t{i}{sep}{line} touch {where}/t{i}{sep}",
+                f"c{i}{sep}{line} touch {where}/c{i}{sep}",
+            )
+        )
+    return pairs
+
+
+def test_names_that_are_psql_commands_are_not_run_by_the_restore(owner_db, psql, tmp_path):  # noqa: F811
+    where = Path(tempfile.mkdtemp(prefix="fbm", dir="/tmp"))  # short: names stay below 63 bytes
+    try:
+        script = [
+            "CREATE TABLE p (id INTEGER PRIMARY KEY, k INTEGER);",
+            "INSERT INTO p VALUES (1, 1);",
+        ]
+        pairs = _names_that_run_commands(where, "\\!")
+        for table, column in pairs:
+            t, c = _quote(table), _quote(column)
+            # a foreign key to a column that is not unique: written as a comment line
+            script.append(f"CREATE TABLE {t} ({c} INTEGER REFERENCES p (k), v TEXT);")
+            script.append(f"INSERT INTO {t} VALUES (1, 'x');")
+        url = _sqlite(tmp_path / "names.db", "\n".join(script))
+        out = tmp_path / "names.postgres.sql.gz"
+        export(url, "postgres", out)
+        restored = subprocess.run(
+            [
+                "bash",
+                "-o",
+                "pipefail",
+                "-c",
+                'gunzip -c "$1" | "$2" -X -q -v ON_ERROR_STOP=1 --single-transaction -d "$3"',
+                "restore",
+                str(out),
+                str(psql),
+                owner_db,
+            ],
+            capture_output=True,
+            check=False,
+        )
+        assert list(where.iterdir()) == []
+        assert restored.returncode == 0, restored.stderr
+        with psycopg.connect(owner_db) as pg:  # the names themselves came through
+            names = pg.execute("SELECT relname FROM pg_class WHERE relname LIKE 't_%touch%'")
+            assert sorted(r[0] for r in names) == sorted(t for t, _ in pairs)
+    finally:
+        shutil.rmtree(where)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -550,3 +550,40 @@ def test_a_private_file_is_read_in_place_without_a_snapshot_copy(hard_db):
             assert (src.copy is not None) is copied
         finally:
             src.close()
+
+
+def test_names_that_are_sqlite3_shell_commands_are_not_run_by_the_restore(tmp_path):
+    where = tmp_path / "ran"
+    where.mkdir()
+    src = tmp_path / "names.db"
+    con = sqlite3.connect(src)
+    try:
+        for i, sep in enumerate(("\n", "\r\n", "\r")):
+            t = quote(f"t{i}{sep}.shell touch {where}/t{i}{sep}")
+            c = quote(f"c{i}{sep}.shell touch {where}/c{i}{sep}")
+            ix = quote(f"i{i}{sep}.shell touch {where}/i{i}{sep}")
+            con.execute(f"CREATE TABLE {t} ({c} INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)")
+            con.execute(f"CREATE INDEX {ix} ON {t} (v)")
+            con.execute(
+                f"INSERT INTO {t} (v) VALUES (?)", (f"{sep}.shell touch {where}/v{i}{sep}",)
+            )
+        con.execute("ANALYZE")  # sqlite_stat1 rows name the tables and indexes
+        con.commit()
+    finally:
+        con.close()
+    out = tmp_path / "names.sqlite3.sql.gz"
+    export(sqlite_url(src), "sqlite3", out)
+    new = tmp_path / "new.db"
+    restored = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", 'gunzip -c "$1" | "$2" "$3"', "-", out, SQLITE3, new],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert list(where.iterdir()) == []
+    assert (restored.returncode, restored.stderr) == (0, "")
+    with closing(sqlite3.connect(new)) as con:
+        assert (
+            con.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+            == 5
+        )

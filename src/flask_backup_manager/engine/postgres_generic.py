@@ -48,7 +48,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .base import ExportError, Source, TableSpec, Tracker
-from .postgres_writer import GzipOut, ident, literal, statements
+from .postgres_writer import GzipOut, comment_line, ident, literal, statements
 
 Encoder = Callable[[Any], str]
 
@@ -548,8 +548,10 @@ def foreign_keys(source: Source, spec: TableSpec, keyed: dict) -> list[str]:
         refs = [e.column.name for e in fk.elements]
         if set(refs) not in _unique_sets(target.table):
             out.append(
-                f"-- {spec.key} ({', '.join(cols)}) -> {target.key}: no foreign key, "
-                "the referenced columns are not unique"
+                comment_line(
+                    f"{_name(spec)} ({', '.join(map(ident, cols))}) -> {_name(target)}: "
+                    "no foreign key, the referenced columns are not unique"
+                )
             )
             continue
         valid = _no_orphans(source, spec, target, cols, refs)

@@ -152,8 +152,16 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def comment_line(text: str) -> str:
+    """An SQL comment line, safe whatever ``text`` holds (names from the source may hold any
+    character). psql ends a ``--`` comment at a CR as well as at an LF and reads what follows as
+    SQL, where a backslash starts a psql command (``\\! cmd`` runs a shell command): so CR and LF
+    become spaces, as ``pg_dump`` does in its own comments."""
+    return "-- " + text.replace("\r", " ").replace("\n", " ")
+
+
 def statements(items: Iterable[str]) -> str:
     return "".join(f"{s.rstrip().rstrip(';')};\n\n" for s in items if s)
 
 
-__all__ = ["GzipOut", "ident", "literal", "statements", "write_postgres_sql"]
+__all__ = ["GzipOut", "comment_line", "ident", "literal", "statements", "write_postgres_sql"]
