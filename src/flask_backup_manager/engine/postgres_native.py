@@ -473,8 +473,19 @@ class Catalog:
                 out.append(f"{alter} SET STORAGE {storage[store]}")
             if options:
                 out.append(f"{alter} SET (" + ", ".join(options) + ")")
+        # PostgreSQL 18 names NOT NULL constraints (a partition keeps its own name when it was
+        # attached, its parent's when created as PARTITION OF): keep each name as it is.
+        nn_names = {
+            (rel, attnum): name
+            for rel, attnum, name in self.fetch(
+                """SELECT conrelid, conkey[1], pg_catalog.quote_ident(conname)
+                   FROM pg_catalog.pg_constraint WHERE contype = 'n' AND conrelid = ANY(%s)""",
+                [self.table_oids],
+            )
+        }
         parent_defaults: dict[int, dict[str, Any]] = {
-            o: {c[0]: (c[4], c[2]) for c in cols[o]} for o in self.table_oids
+            o: {c[0]: (c[4], c[2], nn_names.get((o, c[8]))) for c in cols[o]}
+            for o in self.table_oids
         }
         for (
             oid,
@@ -490,15 +501,20 @@ class Catalog:
         ) in self._parents_before_children():
             head = "CREATE UNLOGGED TABLE" if persistence == "u" else "CREATE TABLE"
             items, after = [], []
-            for col, typ, notnull, local, default, generated, coll, _, _ in cols[oid]:
+            for col, typ, notnull, local, default, generated, coll, _, attnum in cols[oid]:
+                nn = nn_names.get((oid, attnum))
                 if ispart:
-                    pdefault, pnotnull = parent_defaults[parents[0]].get(col, (None, False))
+                    pdefault, pnotnull, pnn = parent_defaults[parents[0]].get(
+                        col, (None, False, None)
+                    )
                     if default != pdefault and not generated:
                         after.append(
                             f"ALTER TABLE ONLY {name} ALTER COLUMN {col} "
                             + (f"SET DEFAULT {default}" if default else "DROP DEFAULT")
                         )
-                    if notnull and not pnotnull:
+                    if notnull and nn and nn != pnn:
+                        items.append(f"    {col} WITH OPTIONS CONSTRAINT {nn} NOT NULL")
+                    elif notnull and not pnotnull:
                         after.append(f"ALTER TABLE ONLY {name} ALTER COLUMN {col} SET NOT NULL")
                     continue
                 if not local:
@@ -509,7 +525,7 @@ class Catalog:
                 elif default is not None:
                     item += f" DEFAULT {default}"
                 if notnull:
-                    item += " NOT NULL"
+                    item += f" CONSTRAINT {nn} NOT NULL" if nn else " NOT NULL"
                 items.append(item)
             for cname, cdef, inh in checks[oid]:
                 if not (ispart and inh):
