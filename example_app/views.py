@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
@@ -46,8 +47,17 @@ def login() -> Any:
         if user and user.check_password(request.form.get("password", "")):
             login_user(user)
             target = request.args.get("next", "")
-            # Only paths on this site: never an absolute or scheme-relative URL.
-            if not target.startswith("/") or target.startswith("//") or "\\" in target:
+            # Only paths on this site: never an absolute or scheme-relative URL, nor one that
+            # becomes so once a browser drops control characters ("/\t/evil.example").
+            parts = urlsplit(target)
+            if (
+                not target.startswith("/")
+                or target.startswith("//")
+                or "\\" in target
+                or parts.scheme
+                or parts.netloc
+                or any(ord(c) < 0x20 for c in target)
+            ):
                 target = url_for("shop.home")
             return redirect(target, code=303)
         flash("Wrong username or password.")

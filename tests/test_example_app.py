@@ -181,3 +181,22 @@ def test_sqlite_database_runs_in_wal_mode(shop):
         with db.engine.connect() as con:
             assert con.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert con.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+
+
+@pytest.mark.parametrize(
+    "next_", ["/\t/evil.example", "//evil.example", "https://evil.example", "/\\evil.example"]
+)
+def test_login_never_redirects_off_site(shop, next_):
+    with shop.app_context():
+        seed()
+    client = shop.test_client()
+    client.get("/login")
+    with client.session_transaction() as session:
+        token = session["login_csrf"]
+    answer = client.post(
+        "/login",
+        query_string={"next": next_},
+        data={"username": "admin", "password": "admin", "csrf_token": token},
+    )
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == "/"
