@@ -7,10 +7,11 @@
   var ACTIVE = ["queued", "running"];
 
   function csrfToken() {
-    var meta = document.querySelector('meta[name="csrf-token"]');
-    if (meta) return meta.getAttribute("content");
+    /* Ours first: a host layout may carry a csrf-token meta tag of its own. */
     var root = document.querySelector(".bm[data-csrf-token]");
-    return root ? root.getAttribute("data-csrf-token") : "";
+    if (root) return root.getAttribute("data-csrf-token");
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
   }
 
   /* For host scripts: call the JSON API with the session cookie and the CSRF header. */
