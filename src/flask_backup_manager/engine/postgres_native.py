@@ -183,13 +183,16 @@ class Catalog:
         text = f"CREATE DOMAIN {name} AS {base}{coll}"
         if default is not None:
             text += f" DEFAULT {default}"
-        if notnull:
-            text += " NOT NULL"
-        for cname, cdef in self.fetch(
-            """SELECT pg_catalog.quote_ident(conname), pg_catalog.pg_get_constraintdef(oid)
+        constraints = self.fetch(
+            """SELECT pg_catalog.quote_ident(conname), pg_catalog.pg_get_constraintdef(oid),
+                      contype
                FROM pg_catalog.pg_constraint WHERE contypid = %s ORDER BY conname""",
             [oid],
-        ):
+        )
+        # PostgreSQL 17 and later list NOT NULL with its name among the constraints
+        if notnull and not any(kind == "n" for _, _, kind in constraints):
+            text += " NOT NULL"
+        for cname, cdef, _ in constraints:
             text += f"\n\tCONSTRAINT {cname} {cdef}"
         return text
 
