@@ -10,7 +10,7 @@ from rq.timeouts import JobTimeoutException
 from .engine import ExportCancelled, ExportError, Progress, export
 from .engine.export import one_line, scrub
 from .extension import State, get_state
-from .models import utcnow
+from .models import db_now
 from .service import add_log, file_path, finish, prune, reap, storage_dir, transition, update
 
 
@@ -22,7 +22,7 @@ def run_backup(backup_id: int) -> str:
     """
     state = get_state()
     reap(state)
-    now = utcnow()
+    now = db_now(state.db.session.connection())
     if not transition(backup_id, ("queued",), "running", started_at=now, heartbeat_at=now):
         return "skipped"
     backup = state.db.session.get(state.models.Backup, backup_id)
@@ -119,7 +119,7 @@ class Heartbeat:
         while not self.done.wait(self.interval):
             try:
                 with self.engine.begin() as conn:
-                    if conn.execute(self.stamp, {"now": utcnow()}).rowcount == 0:
+                    if conn.execute(self.stamp, {"now": db_now(conn)}).rowcount == 0:
                         self.lost.set()
             except sa.exc.SQLAlchemyError:
                 continue  # a busy or unreachable database: try again at the next beat

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
+import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -24,6 +25,15 @@ _models: WeakKeyDictionary[SQLAlchemy, Models] = WeakKeyDictionary()
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def db_now(conn: sa.Connection) -> datetime:
+    """Now by the database server's clock, the one clock all workers and web processes share,
+    so a worker whose clock runs behind is not taken for lost. (SQLite has no server: its file
+    lives on one machine, and that machine's clock is the shared one.)"""
+    if conn.dialect.name == "sqlite":
+        return utcnow()
+    return conn.scalar(sa.select(sa.func.now())).astimezone(timezone.utc)
 
 
 def make_models(db: SQLAlchemy) -> Models:

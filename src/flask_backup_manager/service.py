@@ -16,7 +16,7 @@ from .access import current_user_name
 from .engine import FORMATS, SUPPORTED
 from .errors import BackupManagerError, bad_request, conflict, not_found
 from .extension import State, get_state
-from .models import FINISHED, utcnow
+from .models import FINISHED, db_now, utcnow
 
 
 def formats(state: State | None = None) -> list[dict[str, str]]:
@@ -49,7 +49,8 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
     if db.session.scalar(active) >= state.max_active:
         raise too_many
     created_by = created_by or current_user_name()
-    backup = Backup(format=format, status="queued", created_at=utcnow(), created_by=created_by)
+    now = db_now(db.session.connection())
+    backup = Backup(format=format, status="queued", created_at=now, created_by=created_by)
     db.session.add(backup)
     db.session.flush()
     stamp = as_utc(backup.created_at).strftime("%Y%m%d-%H%M%S")
@@ -82,7 +83,7 @@ def reap(state: State | None = None) -> list[int]:
     their partial files. Any worker or web request may run it; each row moves once."""
     state = state or get_state()
     Backup = state.models.Backup
-    cutoff = utcnow() - timedelta(seconds=state.worker_lost_after)
+    cutoff = db_now(state.db.session.connection()) - timedelta(seconds=state.worker_lost_after)
     stale = state.db.session.execute(
         sa.select(Backup.id, Backup.filename).where(
             Backup.status == "running", Backup.heartbeat_at < cutoff
