@@ -272,7 +272,7 @@ def chinook_pg(make_pg_db, psql) -> str:
     script = (DATASETS / "chinook" / "Chinook_PostgreSql.sql").read_text()
     script = re.sub(r"^(DROP DATABASE|CREATE DATABASE|\\c) .*$", "", script, flags=re.M)
     run_psql(psql, url, stdin=(script + CHINOOK_EXTRA).encode())
-    name = url.rsplit("/", 1)[1]
+    name = sa.engine.make_url(url).database  # the URL may end in ?host=<socket directory>
     run_psql(psql, url, "-c", f"ALTER DATABASE {name} SET timezone = 'Asia/Kolkata'")
     return url
 
