@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from contextlib import closing
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -587,3 +588,50 @@ def test_names_that_are_sqlite3_shell_commands_are_not_run_by_the_restore(tmp_pa
             con.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
             == 5
         )
+
+
+class DirWatch:
+    """Every name seen in ``path`` while the block runs: listed from a thread, as fast as it
+    goes, and at each progress call (pass ``progress`` to export())."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.seen = path, set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.seen.update(os.listdir(self.path))
+
+    def progress(self, _p: object) -> None:
+        self.seen.update(os.listdir(self.path))
+
+    def __enter__(self) -> DirWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def strays(self, output: Path, *known: str) -> set[str]:
+        """The names a cleaner removing ``.<output>.*.part`` after a dead worker would miss."""
+        glob = f".{output.name}.*.part"
+        return {n for n in self.seen if n not in (output.name, *known) and not fnmatch(n, glob)}
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_every_temp_file_beside_the_output_is_one_a_cleaner_finds(tmp_path, fmt, journal):
+    src = tmp_path / "src.db"
+    with closing(sqlite3.connect(src)) as con:
+        con.execute(f"PRAGMA journal_mode={journal}")
+        con.execute("CREATE TABLE kept (id INTEGER PRIMARY KEY, v BLOB)")
+        con.execute("CREATE TABLE gone (id INTEGER PRIMARY KEY, v BLOB)")
+        for table in ("kept", "gone"):  # a VACUUM long enough to be seen
+            con.executemany(f"INSERT INTO {table} (v) VALUES (randomblob(4000))", [()] * 8000)
+        con.commit()
+    out = tmp_path / f"out.{fmt}"
+    with DirWatch(tmp_path) as w:
+        export(sqlite_url(src), fmt, out, exclude=["gone"], progress=w.progress)
+    assert w.strays(out, "src.db", "src.db-wal", "src.db-shm") == set()

@@ -15,7 +15,13 @@ import sqlalchemy as sa
 
 from flask_backup_manager.engine import export
 
-from .test_engine_sqlite import check_health, restore_with_cli, restore_with_python, snapshot
+from .test_engine_sqlite import (
+    DirWatch,
+    check_health,
+    restore_with_cli,
+    restore_with_python,
+    snapshot,
+)
 
 SCHEMA = """
 CREATE TYPE mood AS ENUM ('sad', 'happy');
@@ -188,3 +194,14 @@ def test_row_converter_converts_only_the_columns_that_need_it():
     convert = plan([None, str, lambda v: 1 if v else 0]).row_converter()
     assert convert((5, 7, True)) == [5, "7", 1]
     assert convert((None, None, None)) == [None, None, None]
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+def test_postgres_to_sqlite_temp_files_are_ones_a_cleaner_finds(pg_source, tmp_path, fmt):
+    out = tmp_path / "out"
+    out.mkdir()
+    out = out / f"copy.{fmt}"
+    with DirWatch(out.parent) as w:
+        export(pg_source, fmt, out, progress=w.progress)
+    assert any(".build." in n for n in w.seen) is (fmt == "sqlite3")  # the build file was seen
+    assert w.strays(out) == set()

@@ -74,28 +74,58 @@ def _backup(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     source's connection, inside its open read transaction, so it copies that snapshot (a copy
     is never restarted by the app's commits: they are not visible to it). Tables left out by
     include/exclude are dropped from the copy afterwards, with secure_delete on and a VACUUM, so
-    none of their bytes remain in the file."""
+    none of their bytes remain in the file.
+
+    ``path`` is written with no journal at any moment: a ``-journal`` or ``-wal`` beside it
+    would not match the ``.<output>.*.part`` a cleaner removes after a dead worker, and would
+    hold pages of the data (those of the dropped tables too)."""
     specs = source.tables()
     pages = _PageProgress(specs, tracker)
-    dst = sqlite3.connect(path, isolation_level=None)
+    dst = _private_db(path)
     try:
-        dst.execute("PRAGMA journal_mode=OFF")
-        dst.execute("PRAGMA synchronous=OFF")
         source.con.backup(dst, pages=BACKUP_PAGES, progress=pages.step)
-        # the source's header may say WAL; the copy is one self-contained file
-        dst.execute("PRAGMA journal_mode=DELETE")
-        kept = {s.key for s in specs}
-        dropped = [s.name for s in source.all_specs if s.key not in kept]
-        if dropped:
+    finally:
+        dst.close()
+    # the source's header may say WAL; the copy is one self-contained file. Said here, before
+    # SQLite reads the header: switching from WAL with a pragma goes through -wal and -journal
+    _rollback_header(path)
+    kept = {s.key for s in specs}
+    dropped = [s.name for s in source.all_specs if s.key not in kept]
+    if dropped:
+        dst = _private_db(path)
+        try:
             dst.execute("PRAGMA secure_delete=ON")
             dst.execute("BEGIN")
             for name in dropped:
                 dst.execute(f"DROP TABLE main.{qi(name)}")
             dst.execute("COMMIT")
             dst.execute("VACUUM")
-    finally:
-        dst.close()
+        finally:
+            dst.close()
     pages.finish()
+
+
+def _private_db(path: Path) -> sqlite3.Connection:
+    """A connection to a database file only the engine knows of, which writes no journal."""
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=OFF")
+        con.execute("PRAGMA synchronous=OFF")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _rollback_header(path: Path) -> None:
+    """Set the file format read/write versions of the database header (bytes 18 and 19) to 1,
+    legacy rollback journal, where a WAL database has 2 (what ``journal_mode=DELETE`` writes)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if os.pread(fd, 2, 18) == b"\x02\x02":
+            os.pwrite(fd, b"\x01\x01", 18)
+    finally:
+        os.close(fd)
 
 
 class _PageProgress:
@@ -156,7 +186,7 @@ def _dump_generic(source: Source, path: Path, tracker: Tracker) -> None:
     ``path``), then dump that file. The SQL text thus loads into exactly that database."""
     from .typemap import write_generic_db
 
-    built = path.with_name(path.name + ".build")
+    built = _temp_beside(path, "build")
     os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         write_generic_db(source, built, tracker)
@@ -169,6 +199,15 @@ def _dump_generic(source: Source, path: Path, tracker: Tracker) -> None:
     finally:
         built.unlink(missing_ok=True)
         _remove_sidecars(built)
+
+
+def _temp_beside(path: Path, tag: str) -> Path:
+    """The name of a private temp file beside ``path``. export() writes to
+    ``.<output>.<hex>.part``; this gives ``.<output>.<hex>.<tag>.part``, which the cleaner that
+    removes ``.<output>.*.part`` after a dead worker removes too (the build file is a full
+    plaintext copy of the data)."""
+    stem = path.name.removesuffix(".part") if path.name.endswith(".part") else f".{path.name}"
+    return path.with_name(f"{stem}.{tag}.part")
 
 
 class GzipWriter:
@@ -335,9 +374,7 @@ def _literal_sql(column: str, plan: dict[str, Any]) -> str:
         f"CASE WHEN instr({c}, char(13)) THEN replace(quote({c}), char(13), {_sql_string(_CR)}) "
         f"ELSE quote({c}) END"
     )
-    real = (
-        f"CASE WHEN CAST(fbm_real({c}) AS REAL) = {c} THEN fbm_real({c}) ELSE fbm_exact({c}) END"
-    )
+    real = f"CASE WHEN CAST(fbm_real({c}) AS REAL) = {c} THEN fbm_real({c}) ELSE fbm_exact({c}) END"
     # dispatch on the storage class first: integers and NULLs, most values, cost nothing more
     return (
         f"CASE typeof({c}) WHEN 'integer' THEN {c} WHEN 'null' THEN 'NULL' "
