@@ -566,14 +566,10 @@ def hard_tables(con: sqlite3.Connection) -> dict[str, list[tuple[str, str]]]:
 
 
 def _cell(con: sqlite3.Connection, table: str, where: str) -> str:
-    """The SQL condition selecting the row an export error names: ``row N`` (the N-th row read)
-    or ``key=value, ...`` (the primary key)."""
-    if m := re.fullmatch(r"row (\d+)", where):
-        (rowid,) = con.execute(
-            f"SELECT rowid FROM {quote(table)} ORDER BY rowid LIMIT 1 OFFSET ?",
-            (int(m[1]) - 1,),
-        ).fetchone()
-        return f"rowid = {rowid}"
+    """The SQL condition selecting the row an export error names: ``rowid N`` or
+    ``key=value, ...`` (the primary key)."""
+    if m := re.fullmatch(r"rowid (\d+)", where):
+        return f"rowid = {m[1]}"
     parts = [p.split("=", 1) for p in where.split(", ")]
     return " AND ".join(f"{quote(k)} = {v}" for k, v in parts)
 

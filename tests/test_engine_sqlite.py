@@ -635,3 +635,15 @@ def test_every_temp_file_beside_the_output_is_one_a_cleaner_finds(tmp_path, fmt,
     with DirWatch(tmp_path) as w:
         export(sqlite_url(src), fmt, out, exclude=["gone"], progress=w.progress)
     assert w.strays(out, "src.db", "src.db-wal", "src.db-shm") == set()
+
+
+def test_rows_closed_after_the_source_closed_raise_nothing(hard_db):
+    from sqlalchemy.engine import make_url
+
+    from flask_backup_manager.engine.sqlite_source import SQLiteSource
+
+    src = SQLiteSource(make_url(sqlite_url(hard_db)))
+    rows = src.row_batches(src.tables()[0], size=1)
+    next(rows)
+    src.close()
+    rows.close()  # as the garbage collector would, later

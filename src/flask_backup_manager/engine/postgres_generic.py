@@ -431,7 +431,7 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
                     for bulk, enc, col in zip(bulks, encoders, cols, strict=True)
                 ]
             except ValueError:
-                _refuse(spec, columns, encoders, rows, n)
+                _refuse(spec, columns, encoders, rows, n, getattr(source, "rowid_of", None))
                 raise
             if type(rows[0]) is not tuple or fields != cols:  # a changed column is a list
                 rows = list(zip(*fields, strict=True))  # tuples, for %
@@ -469,9 +469,17 @@ def _largest(col: Sequence[Any]) -> Any:
         return max(keys) if keys else None
 
 
-def _refuse(spec: TableSpec, columns: list, encoders: list[Encoder], rows: list, done: int) -> None:
+def _refuse(
+    spec: TableSpec,
+    columns: list,
+    encoders: list[Encoder],
+    rows: list,
+    done: int,
+    rowid_of: Callable[[TableSpec, int], int | None] | None = None,
+) -> None:
     """Raise the ExportError naming the first value of ``rows`` (which follow ``done`` rows)
-    that its column's encoder refuses: its table, column and row."""
+    that its column's encoder refuses: its table, column and row, by its primary key, else by
+    its rowid (``rowid_of``: the source's rowid of the n-th row), else by its place."""
     pk = [columns.index(c) for c in spec.table.primary_key.columns]
     for n, row in enumerate(rows, done + 1):
         for i, value in enumerate(row):
@@ -480,7 +488,12 @@ def _refuse(spec: TableSpec, columns: list, encoders: list[Encoder], rows: list,
             try:
                 encoders[i](value)
             except ValueError as e:
-                where = ", ".join(f"{columns[j].name}={row[j]!r}" for j in pk) if pk else f"row {n}"
+                if pk:
+                    where = ", ".join(f"{columns[j].name}={row[j]!r}" for j in pk)
+                elif rowid_of is not None and (rowid := rowid_of(spec, n)) is not None:
+                    where = f"rowid {rowid}"
+                else:
+                    where = f"row {n}"
                 raise ExportError(
                     f"cannot copy {spec.key}.{columns[i].name} ({where}) to PostgreSQL"
                     f" {pg_type(columns[i].type)}: {e}"

@@ -226,13 +226,33 @@ class SQLiteSource:
             yield from batch
 
     def row_batches(self, spec: TableSpec, size: int = 5000) -> Iterator[list[Sequence[Any]]]:
+        """The rows in rowid order where the table has a rowid (so that "the n-th row" has a
+        rowid: :meth:`rowid_of`), else in the table's own order."""
         cols = ", ".join(qi(c.name) for c in spec.table.columns)
-        cur = self.con.execute(f"SELECT {cols} FROM main.{qi(spec.name)}")
+        rowid = _rowid_expr(spec)
+        order = f" ORDER BY {rowid}" if rowid else ""
+        con = self.con
+        cur = con.execute(f"SELECT {cols} FROM main.{qi(spec.name)}{order}")
         try:
             while batch := cur.fetchmany(size):
                 yield batch
         finally:
-            cur.close()
+            # the generator may be closed after close() closed the connection, which the
+            # cursor's close would raise about; closing the connection closed the cursor
+            if self.con is con:
+                cur.close()
+
+    def rowid_of(self, spec: TableSpec, n: int) -> int | None:
+        """The rowid of the ``n``-th row (from 1) :meth:`row_batches` gives, or None when the
+        table has no rowid to name it by (WITHOUT ROWID, virtual, every alias shadowed)."""
+        rowid = _rowid_expr(spec)
+        if rowid is None:
+            return None
+        found = self.con.execute(
+            f"SELECT {rowid} FROM main.{qi(spec.name)} ORDER BY {rowid} LIMIT 1 OFFSET ?",
+            (n - 1,),
+        ).fetchone()
+        return None if found is None else found[0]
 
     def take_copy(self) -> Path | None:
         """The snapshot copy, handed over to the caller (who then owns it and removes it), or
@@ -299,6 +319,21 @@ def rowid_name(xinfo: list[tuple]) -> str | None:
         return None
     names = {r[1].lower() for r in xinfo}
     return next((n for n in ("rowid", "_rowid_", "oid") if n not in names), None)
+
+
+def _rowid_expr(spec: TableSpec) -> str | None:
+    """How to name the rowid of an ordinary rowid table in a query: its alias, or its
+    ``INTEGER PRIMARY KEY`` column; None for other tables."""
+    if spec.extra.get("kind") != "table" or spec.extra.get("without_rowid"):
+        return None
+    if spec.extra.get("rowid"):
+        return spec.extra["rowid"]
+    pk = [
+        c
+        for c in spec.table.primary_key.columns
+        if (spec.extra.get("types", {}).get(c.name) or "").upper() == "INTEGER"
+    ]
+    return qi(pk[0].name) if len(pk) == 1 == len(spec.table.primary_key.columns) else None
 
 
 def _parents_first(specs: list[TableSpec]) -> list[TableSpec]:
