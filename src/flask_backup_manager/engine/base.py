@@ -197,3 +197,14 @@ def select_keys(
         if (not inc or any(fnmatch.fnmatchcase(k, p) for p in inc))
         and not any(fnmatch.fnmatchcase(k, p) for p in exc)
     ]
+
+
+def ident(name: str) -> str:
+    """A double-quoted identifier, the same for SQLite and PostgreSQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(value: Any) -> str:
+    """An SQL string literal, the same for SQLite and PostgreSQL (whose dumps run with
+    ``standard_conforming_strings`` on: backslashes are plain characters)."""
+    return "'" + str(value).replace("'", "''") + "'"

@@ -47,8 +47,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .base import ExportError, Source, TableSpec, Tracker
-from .postgres_writer import GzipOut, comment_line, ident, literal, statements
+from .base import ExportError, Source, TableSpec, Tracker, ident, literal
+from .postgres_writer import GzipOut, comment_line, statements
 
 Encoder = Callable[[Any], str]
 
@@ -603,12 +603,9 @@ def _no_orphans(source: Source, spec: TableSpec, target: TableSpec, cols, refs) 
     if con is None or source.dialect != "sqlite":
         return False
 
-    def q(n: str) -> str:
-        return '"' + n.replace('"', '""') + '"'
-
-    child, parent = q(spec.name), q(target.name)
-    cond = " AND ".join(f"p.{q(r)} = c.{q(c)}" for c, r in zip(cols, refs, strict=True))
-    notnull = " AND ".join(f"c.{q(c)} IS NOT NULL" for c in cols)
+    child, parent = ident(spec.name), ident(target.name)
+    cond = " AND ".join(f"p.{ident(r)} = c.{ident(c)}" for c, r in zip(cols, refs, strict=True))
+    notnull = " AND ".join(f"c.{ident(c)} IS NOT NULL" for c in cols)
     found = con.execute(
         f"SELECT 1 FROM main.{child} c WHERE {notnull} AND NOT EXISTS "
         f"(SELECT 1 FROM main.{parent} p WHERE {cond}) LIMIT 1"

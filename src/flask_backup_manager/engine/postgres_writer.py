@@ -22,9 +22,8 @@ import threading
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from .base import COMPRESSLEVEL, ExportError, Source, Tracker
+from .base import COMPRESSLEVEL, ExportError, Source, Tracker, ident, literal
 
 HEADER = """--
 -- PostgreSQL database dump made by flask-backup-manager
@@ -141,15 +140,6 @@ def write_postgres_sql(source: Source, path: Path, tracker: Tracker) -> None:
         out.abort()
         raise
     out.close()
-
-
-def literal(value: Any) -> str:
-    """An SQL string literal (``standard_conforming_strings`` is on in the dump)."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def comment_line(text: str) -> str:

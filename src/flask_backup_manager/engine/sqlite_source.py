@@ -28,15 +28,10 @@ from urllib.parse import quote as urlquote
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from .base import ExportError, TableSpec, select_keys, watch
+from .base import ExportError, TableSpec, ident, select_keys, watch
 
 #: seconds to wait for a writer's lock before the first read (rollback-journal databases)
 BUSY_TIMEOUT = 30.0
-
-
-def qi(name: str) -> str:
-    """An SQLite identifier, double-quoted."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)
@@ -191,7 +186,7 @@ class SQLiteSource:
                     if col.name in host.c:
                         col.type = host.c[col.name].type.copy()
             kind, without_rowid, strict = self._kinds.get(name, ("table", False, False))
-            xinfo = list(self.con.execute(f"PRAGMA main.table_xinfo({qi(name)})"))
+            xinfo = list(self.con.execute(f"PRAGMA main.table_xinfo({ident(name)})"))
             specs.append(
                 TableSpec(
                     key=name,
@@ -215,7 +210,7 @@ class SQLiteSource:
 
     def _count(self, name: str) -> int:
         try:
-            return self.con.execute(f"SELECT count(*) FROM main.{qi(name)}").fetchone()[0]
+            return self.con.execute(f"SELECT count(*) FROM main.{ident(name)}").fetchone()[0]
         except sqlite3.OperationalError:  # a virtual table whose module cannot count
             return 0
 
@@ -228,11 +223,11 @@ class SQLiteSource:
     def row_batches(self, spec: TableSpec, size: int = 5000) -> Iterator[list[Sequence[Any]]]:
         """The rows in rowid order where the table has a rowid (so that "the n-th row" has a
         rowid: :meth:`rowid_of`), else in the table's own order."""
-        cols = ", ".join(qi(c.name) for c in spec.table.columns)
+        cols = ", ".join(ident(c.name) for c in spec.table.columns)
         rowid = _rowid_expr(spec)
         order = f" ORDER BY {rowid}" if rowid else ""
         con = self.con
-        cur = con.execute(f"SELECT {cols} FROM main.{qi(spec.name)}{order}")
+        cur = con.execute(f"SELECT {cols} FROM main.{ident(spec.name)}{order}")
         try:
             while batch := cur.fetchmany(size):
                 yield batch
@@ -249,7 +244,7 @@ class SQLiteSource:
         if rowid is None:
             return None
         found = self.con.execute(
-            f"SELECT {rowid} FROM main.{qi(spec.name)} ORDER BY {rowid} LIMIT 1 OFFSET ?",
+            f"SELECT {rowid} FROM main.{ident(spec.name)} ORDER BY {rowid} LIMIT 1 OFFSET ?",
             (n - 1,),
         ).fetchone()
         return None if found is None else found[0]
@@ -333,7 +328,7 @@ def _rowid_expr(spec: TableSpec) -> str | None:
         for c in spec.table.primary_key.columns
         if (spec.extra.get("types", {}).get(c.name) or "").upper() == "INTEGER"
     ]
-    return qi(pk[0].name) if len(pk) == 1 == len(spec.table.primary_key.columns) else None
+    return ident(pk[0].name) if len(pk) == 1 == len(spec.table.primary_key.columns) else None
 
 
 def _parents_first(specs: list[TableSpec]) -> list[TableSpec]:
@@ -359,4 +354,4 @@ def _parents_first(specs: list[TableSpec]) -> list[TableSpec]:
     return out
 
 
-__all__ = ["SQLiteSource", "qi"]
+__all__ = ["SQLiteSource"]

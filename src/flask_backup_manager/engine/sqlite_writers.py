@@ -21,8 +21,8 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from .base import COMPRESSLEVEL, Source, TableSpec, Tracker
-from .sqlite_source import SQLiteSource, qi, rowid_name
+from .base import COMPRESSLEVEL, Source, TableSpec, Tracker, ident, literal
+from .sqlite_source import SQLiteSource, rowid_name
 
 #: pages copied per step of the backup API (4 MB with 4 KB pages); progress comes between steps
 BACKUP_PAGES = 1024
@@ -97,7 +97,7 @@ def _backup(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
             dst.execute("PRAGMA secure_delete=ON")
             dst.execute("BEGIN")
             for name in dropped:
-                dst.execute(f"DROP TABLE main.{qi(name)}")
+                dst.execute(f"DROP TABLE main.{ident(name)}")
             dst.execute("COMMIT")
             dst.execute("VACUUM")
         finally:
@@ -292,7 +292,7 @@ def _dump(source: SQLiteSource, out: GzipWriter, tracker: Tracker) -> None:
         tracker.start(spec)
         if spec.extra["kind"] == "virtual":
             for name in source.shadow_tables(spec.name):
-                out.line(f"DELETE FROM {qi(name)};")
+                out.line(f"DELETE FROM {ident(name)};")
                 _insert_rows(con, name, _shadow_plan(con, name), out, None)
             tracker.rows(spec.estimated_rows)
         else:
@@ -310,7 +310,7 @@ def _dump(source: SQLiteSource, out: GzipWriter, tracker: Tracker) -> None:
 
 
 def _shadow_plan(con: sqlite3.Connection, name: str) -> dict[str, Any]:
-    xinfo = list(con.execute(f"PRAGMA main.table_xinfo({qi(name)})"))
+    xinfo = list(con.execute(f"PRAGMA main.table_xinfo({ident(name)})"))
     wr = con.execute("SELECT wr FROM pragma_table_list WHERE schema='main' AND name=?", (name,))
     return {
         "columns": [r[1] for r in xinfo if r[6] == 0],
@@ -335,17 +335,17 @@ def _insert_rows(
         exprs.insert(0, f"quote({plan['rowid']})")
     if not cols:
         return
-    target = qi(name)
+    target = ident(name)
     if plan["rowid"] or len(cols) != len(plan["types"]):
-        target += "(" + ",".join(qi(c) for c in cols) + ")"
-    head = _sql_string(f"INSERT INTO {target} VALUES(")
+        target += "(" + ",".join(ident(c) for c in cols) + ")"
+    head = literal(f"INSERT INTO {target} VALUES(")
     groups = [exprs[i : i + COLUMN_GROUP] for i in range(0, len(exprs), COLUMN_GROUP)]
     select = [" || ',' || ".join(g) for g in groups]
     select[0] = f"{head} || {select[0]}"
     select[-1] = f"{select[-1]} || ');'"
     # bytes, not str: SQLite's text goes out as it is stored (even if it is not valid UTF-8)
     text_factory, con.text_factory = con.text_factory, bytes
-    cur = con.execute(f"SELECT {', '.join(select)} FROM main.{qi(name)}")
+    cur = con.execute(f"SELECT {', '.join(select)} FROM main.{ident(name)}")
     try:
         while rows := cur.fetchmany(FETCH_ROWS):
             if len(select) == 1:
@@ -365,13 +365,13 @@ def _literal_sql(column: str, plan: dict[str, Any]) -> str:
     """The SQL expression that renders ``column``'s value as an SQL literal. Where the column
     can hold a REAL, a REAL is rendered by :func:`real_literal` when SQLite reads that text back
     as the same double, else by :func:`exact_real_expression`."""
-    c = qi(column)
+    c = ident(column)
     declared = (plan["types"].get(column) or "").upper()
     if plan["strict"] and declared in ("INT", "INTEGER", "BLOB"):
         return f"quote({c})"
     # the sqlite3 shell drops a CR before an LF even inside a string: 'a'||char(13)||'b'
     text = (
-        f"CASE WHEN instr({c}, char(13)) THEN replace(quote({c}), char(13), {_sql_string(_CR)}) "
+        f"CASE WHEN instr({c}, char(13)) THEN replace(quote({c}), char(13), {literal(_CR)}) "
         f"ELSE quote({c}) END"
     )
     real = f"CASE WHEN CAST(fbm_real({c}) AS REAL) = {c} THEN fbm_real({c}) ELSE fbm_exact({c}) END"
@@ -412,10 +412,6 @@ def exact_real_expression(x: float) -> str:
         parts.append(str(1 << step))
         k -= step
     return "(" + op.join(parts) + ")"
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _internal_tables(source: SQLiteSource, kept: set[str], out: GzipWriter) -> None:

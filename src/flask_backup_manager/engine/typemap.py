@@ -70,8 +70,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from .base import Source, TableSpec, Tracker
-from .sqlite_source import qi
+from .base import Source, TableSpec, Tracker, ident
 
 Converter = Callable[[Any], Any]
 
@@ -288,23 +287,23 @@ def table_plan(spec: TableSpec, names: dict[str, str], host: sa.MetaData | None)
         declared, conv = column_plan(col.type, from_host=from_host)
         converters.append(conv)
         if rowid_pk and col is pk[0]:
-            lines.append(f"{qi(col.name)} INTEGER PRIMARY KEY")
+            lines.append(f"{ident(col.name)} INTEGER PRIMARY KEY")
             continue
-        lines.append(f"{qi(col.name)} {declared}" + ("" if col.nullable else " NOT NULL"))
+        lines.append(f"{ident(col.name)} {declared}" + ("" if col.nullable else " NOT NULL"))
     if pk and not rowid_pk:
-        lines.append(f"PRIMARY KEY ({', '.join(qi(c.name) for c in pk)})")
+        lines.append(f"PRIMARY KEY ({', '.join(ident(c.name) for c in pk)})")
     for uc in sorted(
         (c for c in table.constraints if isinstance(c, sa.UniqueConstraint)),
         key=lambda c: c.name or "",
     ):
-        lines.append(f"UNIQUE ({', '.join(qi(c.name) for c in uc.columns)})")
+        lines.append(f"UNIQUE ({', '.join(ident(c.name) for c in uc.columns)})")
     for fk in sorted(table.foreign_key_constraints, key=lambda c: c.name or ""):
         target = fk.referred_table.fullname
         if target not in names:
             continue  # the parent table is not exported
-        cols = ", ".join(qi(e.parent.name) for e in fk.elements)
-        refs = ", ".join(qi(e.column.name) for e in fk.elements)
-        clause = f"FOREIGN KEY ({cols}) REFERENCES {qi(names[target])} ({refs})"
+        cols = ", ".join(ident(e.parent.name) for e in fk.elements)
+        refs = ", ".join(ident(e.column.name) for e in fk.elements)
+        clause = f"FOREIGN KEY ({cols}) REFERENCES {ident(names[target])} ({refs})"
         for action, value in (("ON DELETE", fk.ondelete), ("ON UPDATE", fk.onupdate)):
             if value and value.upper() in ("CASCADE", "SET NULL", "SET DEFAULT", "RESTRICT"):
                 clause += f" {action} {value.upper()}"
@@ -318,15 +317,16 @@ def table_plan(spec: TableSpec, names: dict[str, str], host: sa.MetaData | None)
         if not cols or len(cols) != len(ix.expressions):
             continue  # expression indexes: PostgreSQL SQL that SQLite may not speak
         unique = "UNIQUE " if ix.unique else ""
-        ix_name = qi(f"{name}.{ix.name}" if spec.schema not in (None, "public") else ix.name)
+        ix_name = ident(f"{name}.{ix.name}" if spec.schema not in (None, "public") else ix.name)
         indexes.append(
-            f"CREATE {unique}INDEX {ix_name} ON {qi(name)} ({', '.join(qi(c.name) for c in cols)})"
+            f"CREATE {unique}INDEX {ix_name} ON {ident(name)} "
+            f"({', '.join(ident(c.name) for c in cols)})"
         )
     return TablePlan(
         name=name,
-        create=f"CREATE TABLE {qi(name)} (\n  " + ",\n  ".join(lines) + "\n)",
+        create=f"CREATE TABLE {ident(name)} (\n  " + ",\n  ".join(lines) + "\n)",
         indexes=indexes,
-        insert=f"INSERT INTO {qi(name)} VALUES ({', '.join('?' * len(table.columns))})",
+        insert=f"INSERT INTO {ident(name)} VALUES ({', '.join('?' * len(table.columns))})",
         converters=converters,
     )
 
