@@ -58,21 +58,25 @@ def demo_launcher(tmp_path, redis_url):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    seen = []
-    for line in proc.stdout:  # until the banner: both processes are up and being watched
-        seen.append(line)
-        if "Ctrl-C stops" in line:
-            break
-    assert proc.poll() is None, "".join(seen)
-    yield proc, port, "".join(seen)
-    if proc.poll() is None:  # the test failed half-way: let the launcher stop its children
-        proc.send_signal(signal.SIGINT)
-        try:
+    try:
+        seen = []
+        for line in proc.stdout:  # until the banner: both processes are up and being watched
+            seen.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        else:  # the launcher gave up (its output ended): say why, after it has exited
             proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    proc.stdout.close()
+        assert proc.poll() is None, "".join(seen)
+        yield proc, port, "".join(seen)
+    finally:  # also when it never started or the test failed half-way
+        if proc.poll() is None:  # let the launcher stop its children
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        proc.stdout.close()
 
 
 def test_demo_stops_web_server_and_worker_on_ctrl_c(demo_launcher):
