@@ -69,6 +69,21 @@ def redis_url(tmp_path_factory):
     del handle
 
 
+@pytest.fixture(scope="session")
+def loopback() -> None:
+    """Fail at once, saying why, when nothing can connect to 127.0.0.1 (the web server tests'
+    address): e.g. a network namespace whose loopback interface is down."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        try:
+            socket.create_connection(server.getsockname(), timeout=3).close()
+        except OSError as e:
+            pytest.fail(f"cannot connect to 127.0.0.1 ({e}): is the loopback interface down?")
+
+
 def run_psql(psql: Path, url: str, *args: str, stdin: bytes | None = None) -> str:
     """Run psql against ``url``; raises with psql's stderr when it fails."""
     out = subprocess.run(

@@ -87,7 +87,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory, redis_url) -> Iterator[Demo]:
+def demo(tmp_path_factory, redis_url, loopback) -> Iterator[Demo]:
     """The example shop's web server and one worker, on a fresh instance folder and SQLite file."""
     tmp = tmp_path_factory.mktemp("demo")
     port = _free_port()

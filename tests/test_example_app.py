@@ -39,7 +39,7 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.fixture
-def demo_launcher(tmp_path, redis_url):
+def demo_launcher(tmp_path, redis_url, loopback):
     """``example_app/run_demo.py`` run from inside example_app/, as ``make demo`` runs it."""
     port = _free_port()
     env = {
