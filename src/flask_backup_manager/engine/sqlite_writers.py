@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import math
 import os
-import queue
 import re
 import sqlite3
-import threading
-import zlib
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import URL
 
-from .base import COMPRESSLEVEL, Source, TableSpec, Tracker, ident, literal
+from .base import Source, TableSpec, Tracker, ident, literal
+from .gzipout import GzipOut
 from .sqlite_source import SQLiteSource, rowid_name
 
 #: pages copied per step of the backup API (4 MB with 4 KB pages); progress comes between steps
@@ -175,7 +173,7 @@ def _remove_sidecars(path: Path) -> None:
 def write_sqlite_sql(source: Source, path: Path, tracker: Tracker) -> None:
     """Write gzipped SQL text to ``path`` that ``sqlite3 new.db`` and ``executescript`` load."""
     if isinstance(source, SQLiteSource):
-        with GzipWriter(path) as out:
+        with GzipOut(path) as out:
             _dump(source, out, tracker)
     else:
         _dump_generic(source, path, tracker)
@@ -192,7 +190,7 @@ def _dump_generic(source: Source, path: Path, tracker: Tracker) -> None:
         write_generic_db(source, built, tracker)
         copy = SQLiteSource(URL.create("sqlite", database=str(built)), private=True)
         try:
-            with GzipWriter(path) as out:
+            with GzipOut(path) as out:
                 _dump(copy, out, Tracker(copy.tables(), None))
         finally:
             copy.close()
@@ -210,60 +208,7 @@ def _temp_beside(path: Path, tag: str) -> Path:
     return path.with_name(f"{stem}.{tag}.part")
 
 
-class GzipWriter:
-    """Bytes in, a gzip file out. Deflate runs in a second thread (zlib releases the GIL) so
-    rendering rows and compressing them overlap, as they do in ``sqlite3 db .dump | gzip``.
-    The queue is bounded: memory stays flat."""
-
-    def __init__(self, path: Path) -> None:
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="gzip-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-        try:
-            while (chunk := self._queue.get()) is not None:
-                if self._error is None:
-                    self._file.write(z.compress(chunk))
-            if self._error is None:
-                self._file.write(z.flush())
-        except BaseException as e:  # reported by write() or close()
-            self._error = e
-            while self._queue.get() is not None:  # let the producer finish
-                pass
-
-    def write(self, data: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(data)
-
-    def line(self, text: str) -> None:
-        self.write(text.encode() + b"\n")
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        self._file.close()
-        if self._error is not None:
-            raise self._error
-
-    def __enter__(self) -> GzipWriter:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if exc[0] is not None:
-            self._error = self._error or exc[1]
-        try:
-            self.close()
-        except BaseException:
-            if exc[0] is None:
-                raise
-
-
-def _dump(source: SQLiteSource, out: GzipWriter, tracker: Tracker) -> None:
+def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
     """SQL text equal to the ``sqlite3_db`` copy: schema SQL verbatim from ``sqlite_master``,
     rows with their rowids, values rendered by SQLite itself (``quote()``) except REALs, which
     get an exactly-round-tripping literal (see :func:`real_literal`).
@@ -324,7 +269,7 @@ def _insert_rows(
     con: sqlite3.Connection,
     name: str,
     plan: dict[str, Any],
-    out: GzipWriter,
+    out: GzipOut,
     tracker: Tracker | None,
 ) -> None:
     """One ``INSERT`` per row, built by SQLite in one SELECT (C speed); Python only joins lines."""
@@ -414,7 +359,7 @@ def exact_real_expression(x: float) -> str:
     return "(" + op.join(parts) + ")"
 
 
-def _internal_tables(source: SQLiteSource, kept: set[str], out: GzipWriter) -> None:
+def _internal_tables(source: SQLiteSource, kept: set[str], out: GzipOut) -> None:
     """``sqlite_sequence`` and ``sqlite_stat1`` rows (with their rowids) of the tables kept
     and of their shadow tables."""
     con = source.con
@@ -447,4 +392,4 @@ def _internal_tables(source: SQLiteSource, kept: set[str], out: GzipWriter) -> N
                 out.line(f"INSERT INTO {table}({','.join(names)}) VALUES({values});")
 
 
-__all__ = ["GzipWriter", "write_sqlite_db", "write_sqlite_sql"]
+__all__ = ["write_sqlite_db", "write_sqlite_sql"]

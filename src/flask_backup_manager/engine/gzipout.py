@@ -1,0 +1,99 @@
+"""A gzip file written by a second thread, shared by the SQL writers of both dialects."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import zlib
+from pathlib import Path
+
+from .base import COMPRESSLEVEL, ExportError
+
+#: bytes gathered before a chunk goes to the compressing thread
+BLOCK = 1 << 20
+
+
+class GzipOut:
+    """A gzip file written by a second thread (zlib releases the GIL), fed by a bounded queue
+    of big chunks, so reading the database and compressing run on two cores."""
+
+    def __init__(self, path: Path) -> None:
+        self.f = open(path, "wb")  # closed in close()
+        self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self.error: BaseException | None = None
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.thread = threading.Thread(target=self._run, name="fbm-gzip", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            while (chunk := self.q.get()) is not None:
+                self.f.write(z.compress(chunk))
+            self.f.write(z.flush())
+        except BaseException as e:  # reported by put()/close() in the main thread
+            self.error = e
+            while self.q.get() is not None:  # drain so the producer never blocks
+                pass
+
+    def _put(self, item: bytes | None) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if not self.thread.is_alive():
+                    raise ExportError("the compressing thread stopped") from self.error
+
+    def line(self, text: str) -> None:
+        self.write(text.encode() + b"\n")
+
+    def write(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            data = data.encode()
+        if len(data) >= BLOCK:
+            self.flush()
+            self._put(data)
+            return
+        self.parts.append(data)
+        self.size += len(data)
+        if self.size >= BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            self._put(b"".join(self.parts))
+            self.parts, self.size = [], 0
+
+    def close(self) -> None:
+        """Finish the gzip stream and close the file; raises what the thread hit."""
+        try:
+            self.flush()
+            self._put(None)
+            self.thread.join()
+            if self.error is not None:
+                raise self.error
+        finally:
+            self.f.close()
+
+    def abort(self) -> None:
+        self.parts = []
+        if self.thread.is_alive():
+            try:
+                self._put(None)
+            except BaseException:  # already failing: keep the first error
+                pass
+            self.thread.join()
+        self.f.close()
+
+    def __enter__(self) -> GzipOut:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
