@@ -9,7 +9,7 @@ from flask import Response, jsonify, request
 from . import service
 from .access import current_user_name, requires
 from .blueprint import blueprint
-from .errors import bad_request, is_api
+from .errors import bad_request, int_arg, is_api
 
 
 @blueprint.after_request
@@ -17,14 +17,6 @@ def _no_store(response: Response) -> Response:
     if is_api():
         response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def _int_arg(name: str, default: int) -> int:
-    value = request.args.get(name, default)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise bad_request("bad_argument", f"{name} must be a whole number.") from None
 
 
 @blueprint.get("/api/formats", endpoint="api_formats")
@@ -36,8 +28,8 @@ def api_formats() -> Any:
 @blueprint.get("/api/backups", endpoint="api_list")
 @requires("view")
 def api_list() -> Any:
-    page = _int_arg("page", 1)
-    per_page = min(_int_arg("per_page", service.get_state().per_page), 100)
+    page = int_arg("page", 1)
+    per_page = min(int_arg("per_page", service.get_state().per_page), 100)
     items, total = service.list_backups(page, per_page)
     return {
         "backups": [service.to_dict(b) for b in items],

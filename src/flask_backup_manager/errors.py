@@ -46,3 +46,11 @@ def not_found(what: str = "backup") -> BackupManagerError:
 
 def conflict(code: str, message: str) -> BackupManagerError:
     return BackupManagerError(409, code, message)
+
+
+def int_arg(name: str, default: int) -> int:
+    """A whole-number query argument; 400 when it is something else."""
+    try:
+        return int(request.args.get(name, default))
+    except (TypeError, ValueError):
+        raise bad_request("bad_argument", f"{name} must be a whole number.") from None

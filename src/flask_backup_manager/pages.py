@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 from . import service
 from .access import current_user_name, requires
 from .blueprint import blueprint
-from .errors import BackupManagerError, bad_request
+from .errors import BackupManagerError, int_arg
 from .models import FINISHED
 
 
@@ -49,17 +49,10 @@ def _code_filter(text: str) -> Markup:
     return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
 
 
-def _page_arg() -> int:
-    try:
-        return int(request.args.get("page", 1))
-    except ValueError:
-        raise bad_request("bad_argument", "page must be a whole number.") from None
-
-
 @blueprint.get("/", endpoint="index")
 @requires("view")
 def index() -> Any:
-    page = _page_arg()
+    page = int_arg("page", 1)
     items, total = service.list_backups(page)
     per_page = service.get_state().per_page
     return render_template(
