@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,6 +13,7 @@ from redis.exceptions import RedisError
 
 from .access import current_user_name
 from .engine import FORMATS, SUPPORTED
+from .engine.export import read_through
 from .errors import BackupManagerError, bad_request, conflict, not_found
 from .extension import State, get_state
 from .models import FINISHED, db_now, utcnow
@@ -188,7 +188,7 @@ def download(backup: Any) -> Response:
         response.set_etag(backup.sha256)
         return response
     whole = request.headers.get("Range", "bytes=0-").startswith("bytes=0-")
-    if whole and sha256_of(path) != backup.sha256:  # a resumed range is not re-read each time
+    if whole and read_through(path)[1] != backup.sha256:  # a resumed range is not re-read each time
         raise BackupManagerError(
             500,
             "checksum_mismatch",
@@ -295,14 +295,6 @@ def prune(state: State | None = None) -> list[int]:
     for backup in doomed:
         delete_backup(backup, reason="retention")
     return [b.id for b in doomed]
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def update(backup_id: int, **values: Any) -> None:

@@ -188,10 +188,10 @@ def check(path: Path, *, gzipped: bool) -> tuple[int, str]:
     (a gzip stream that ends properly, or a SQLite file that passes integrity_check, which
     runs in a thread beside the hashing: both are C code that lets go of the GIL)."""
     if gzipped:
-        return _read_through(path, gzipped=True)
+        return read_through(path, gzipped=True)
     with ThreadPoolExecutor(1) as pool:
         verdict = pool.submit(_integrity_check, path)
-        size_sha = _read_through(path, gzipped=False)
+        size_sha = read_through(path, gzipped=False)
         result = verdict.result()
     if result != "ok":
         raise ExportError(f"the SQLite file fails integrity_check: {result}")
@@ -206,7 +206,8 @@ def _integrity_check(path: Path) -> str:
         con.close()
 
 
-def _read_through(path: Path, *, gzipped: bool) -> tuple[int, str]:
+def read_through(path: Path, *, gzipped: bool = False) -> tuple[int, str]:
+    """Size and sha256 of the file, read in 1 MiB chunks (and its gzip stream checked)."""
     h = hashlib.sha256()
     size = 0
     d = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
