@@ -240,3 +240,40 @@ def run_worker(host_env):
         return out
 
     return run
+
+
+def move_money_in_postgres(url: str, stop, moved: list) -> None:
+    """Until ``stop`` is set, move 7 from a ``checking`` row to a ``savings`` row, one
+    transaction each: the two tables' sum never changes in any snapshot."""
+    with psycopg.connect(url) as con:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            with con.transaction():
+                con.execute(
+                    "UPDATE checking SET balance = balance - 7 WHERE id = %s", [i % 2000 + 1]
+                )
+                con.execute(
+                    "UPDATE savings SET balance = balance + 7 WHERE id = %s", [(i * 13) % 2000 + 1]
+                )
+            moved.append(i)
+
+
+def move_money_in_sqlite(db, stop, commits: list, pause: float = 0.0) -> None:
+    """The same for SQLite tables ``a`` and ``b`` (ids 0..199)."""
+    import random
+    import sqlite3
+    import time
+    from contextlib import closing
+
+    rnd = random.Random(1)
+    with closing(sqlite3.connect(db, isolation_level=None, timeout=10)) as w:
+        while not stop.is_set():
+            amount, i, j = rnd.randint(1, 50), rnd.randrange(200), rnd.randrange(200)
+            w.execute("BEGIN IMMEDIATE")
+            w.execute("UPDATE a SET balance = balance - ? WHERE id = ?", (amount, i))
+            w.execute("UPDATE b SET balance = balance + ? WHERE id = ?", (amount, j))
+            w.execute("COMMIT")
+            commits.append(1)
+            if pause:
+                time.sleep(pause)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import random
 import re
 import sqlite3
 import threading
@@ -32,7 +31,7 @@ from psycopg import sql
 
 from flask_backup_manager.engine import ExportError, export
 
-from .conftest import DATASETS, run_psql
+from .conftest import DATASETS, move_money_in_postgres, move_money_in_sqlite, run_psql
 from .test_engine_postgres import owner_db, pagila_url, restore  # noqa: F401 - fixtures
 from .test_engine_sqlite import (
     build_hard_db,
@@ -373,21 +372,6 @@ def test_a_timestamptz_model_reads_the_copy_as_naive_utc(chinook_pg, tmp_path):
 # -- one snapshot while money moves ---------------------------------------------------------------
 
 
-def _move_money_in_postgres(url: str, stop: threading.Event, moved: list) -> None:
-    with psycopg.connect(url) as con:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            with con.transaction():
-                con.execute(
-                    "UPDATE checking SET balance = balance - 7 WHERE id = %s", [i % 2000 + 1]
-                )
-                con.execute(
-                    "UPDATE savings SET balance = balance + 7 WHERE id = %s", [(i * 13) % 2000 + 1]
-                )
-            moved.append(i)
-
-
 @pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
 def test_postgres_to_sqlite_reads_one_snapshot_while_money_moves(pg_url, psql, tmp_path, fmt):
     """Transfers from ``checking`` to ``savings`` commit all through the export; the SQLite
@@ -403,7 +387,7 @@ def test_postgres_to_sqlite_reads_one_snapshot_while_money_moves(pg_url, psql, t
     """,
     )
     stop, moved = threading.Event(), []
-    thread = threading.Thread(target=_move_money_in_postgres, args=(pg_url, stop, moved))
+    thread = threading.Thread(target=move_money_in_postgres, args=(pg_url, stop, moved))
     thread.start()
     out = tmp_path / "bank.out"
     try:
@@ -445,19 +429,7 @@ def test_sqlite_to_postgres_reads_one_snapshot_while_the_app_moves_money(
         con.execute("COMMIT")
     stop, commits = threading.Event(), []
 
-    def move_money() -> None:
-        rnd = random.Random(1)
-        with closing(sqlite3.connect(db, isolation_level=None, timeout=10)) as w:
-            while not stop.is_set():
-                amount, i, j = rnd.randint(1, 50), rnd.randrange(200), rnd.randrange(200)
-                w.execute("BEGIN IMMEDIATE")
-                w.execute("UPDATE a SET balance = balance - ? WHERE id = ?", (amount, i))
-                w.execute("UPDATE b SET balance = balance + ? WHERE id = ?", (amount, j))
-                w.execute("COMMIT")
-                commits.append(1)
-                time.sleep(0.001)
-
-    writer = threading.Thread(target=move_money)
+    writer = threading.Thread(target=move_money_in_sqlite, args=(db, stop, commits, 0.001))
     writer.start()
     out = tmp_path / "bank.postgres.sql.gz"
     try:

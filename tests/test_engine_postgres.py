@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from flask_backup_manager.engine import ExportError, export
 
-from .conftest import DATASETS, run_psql
+from .conftest import DATASETS, move_money_in_postgres, run_psql
 
 HARD_SCHEMA = r"""
 CREATE SCHEMA "Sales";
@@ -345,25 +345,10 @@ def test_export_reads_one_snapshot_while_money_moves(pg_url, owner_db, psql, tmp
     stop = threading.Event()
     moved = []
 
-    def transfers() -> None:
-        with psycopg.connect(pg_url) as con:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                with con.transaction():
-                    con.execute(
-                        "UPDATE checking SET balance = balance - 7 WHERE id = %s", [i % 2000 + 1]
-                    )
-                    con.execute(
-                        "UPDATE savings SET balance = balance + 7 WHERE id = %s",
-                        [(i * 13) % 2000 + 1],
-                    )
-                moved.append(i)
-
     def slow(progress) -> None:
         time.sleep(0.3)  # let transfers commit between (and during) the tables
 
-    thread = threading.Thread(target=transfers)
+    thread = threading.Thread(target=move_money_in_postgres, args=(pg_url, stop, moved))
     thread.start()
     try:
         time.sleep(0.2)

@@ -21,7 +21,7 @@ import pytest
 from flask_backup_manager.engine import ExportError, export
 from flask_backup_manager.engine.sqlite_writers import exact_real_expression
 
-from .conftest import DATASETS
+from .conftest import DATASETS, move_money_in_sqlite
 
 CHINOOK = DATASETS / "chinook" / "Chinook_Sqlite.sqlite"
 
@@ -443,21 +443,10 @@ def test_export_reads_one_snapshot_while_the_app_keeps_moving_money(tmp_path, fm
     stop = threading.Event()
     commits = []
 
-    def move_money() -> None:
-        rnd = random.Random(1)
-        with closing(sqlite3.connect(db, isolation_level=None, timeout=10)) as w:
-            while not stop.is_set():
-                amount, i, j = rnd.randint(1, 50), rnd.randrange(200), rnd.randrange(200)
-                w.execute("BEGIN IMMEDIATE")
-                w.execute("UPDATE a SET balance = balance - ? WHERE id = ?", (amount, i))
-                w.execute("UPDATE b SET balance = balance + ? WHERE id = ?", (amount, j))
-                w.execute("COMMIT")
-                commits.append(1)
-
     def slowly(p) -> None:  # give the writer time between (and inside) tables
         time.sleep(0.05)
 
-    writer = threading.Thread(target=move_money)
+    writer = threading.Thread(target=move_money_in_sqlite, args=(db, stop, commits))
     writer.start()
     try:
         while len(commits) < 20:
