@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from flask_backup_manager.engine import ExportError, export
-from flask_backup_manager.engine.sqlite_writers import exact_real_expression
+from flask_backup_manager.engine.sqlite_render import exact_real_expression
 
 from .conftest import DATASETS, move_money_in_sqlite
 
@@ -636,3 +636,121 @@ def test_rows_closed_after_the_source_closed_raise_nothing(hard_db):
     next(rows)
     src.close()
     rows.close()  # as the garbage collector would, later
+
+
+# -- big tables: rendered by several processes --------------------------------------------------
+
+
+@pytest.fixture
+def in_parts(monkeypatch):
+    """Every table is big enough to be cut into three rowid ranges, each rendered by its own
+    process (the exporting one and two helpers)."""
+    from flask_backup_manager.engine import sqlite_writers
+
+    monkeypatch.setattr(sqlite_writers, "PARALLEL_ROWS", 1)
+    monkeypatch.setattr(sqlite_writers, "PARTS", 3)
+
+
+def add_awkward_rowids(path: Path) -> None:
+    """Rowids at both ends of the 64-bit range with a huge gap, and rows bigger than one
+    statement's aim (so each goes alone into its statement)."""
+    with closing(sqlite3.connect(path)) as con:
+        con.execute("CREATE TABLE ends (id INTEGER PRIMARY KEY, v)")
+        con.executemany(
+            "INSERT INTO ends VALUES (?, ?)",
+            [(-(2**63), "min"), (-1, -1.5), (0, None), (7, b"\x00\xff"), (2**63 - 1, "max")],
+        )
+        con.execute("CREATE TABLE big (v BLOB)")  # rowid not a column: carried as rowid
+        con.executemany("INSERT INTO big VALUES (randomblob(?))", [(300_000,)] * 5)
+        con.executemany("INSERT INTO big VALUES (?)", [(i,) for i in range(3000)])
+        con.commit()
+
+
+def test_big_tables_rendered_in_parts_restore_to_the_exact_copy(hard_db, tmp_path, in_parts):
+    add_awkward_rowids(hard_db)
+    c = copies(hard_db, tmp_path)
+    want = snapshot(hard_db)
+    for restored in (c["cli"], c["py"]):
+        assert snapshot(restored) == want
+        check_health(restored)
+    with gzip.open(c["dump"], "rt", encoding="utf-8") as f:
+        statements = sum(line.startswith('INSERT INTO "big"') for line in f)
+    assert statements >= 5 + 1  # a 300 kB row is a statement of its own; small rows share
+
+
+def helper_pids() -> list[int]:
+    """Our helper processes rendering rows, found in /proc as `ps` would show them."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if entry.isdigit() and b"sqlite_render.py" in cmd:
+            pids.append(int(entry))
+    return pids
+
+
+def test_a_helper_killed_mid_table_fails_the_export_and_leaves_no_file(tmp_path, monkeypatch):
+    from flask_backup_manager.engine import sqlite_writers
+
+    monkeypatch.setattr(sqlite_writers, "PARTS", 2)
+    monkeypatch.setattr(sqlite_writers, "PARALLEL_ROWS", 1)
+    src = tmp_path / "src.db"
+    with closing(sqlite3.connect(src)) as con:
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        con.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) "
+            "INSERT INTO t SELECT i, printf('row %d', i) FROM n"
+        )
+        con.commit()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    killed = []
+
+    def kill_helpers(p) -> None:
+        if p.table == "t" and not killed:
+            killed.extend(helper_pids())
+            for pid in killed:
+                os.kill(pid, 9)
+
+    with pytest.raises(ExportError, match="rendering rows in a helper process failed: exit -9"):
+        export(sqlite_url(src), "sqlite3", out_dir / "x.sql.gz", progress=kill_helpers)
+    assert killed and os.listdir(out_dir) == []
+    assert helper_pids() == []
+
+
+def test_a_cancel_stops_the_helpers_too(tmp_path, monkeypatch):
+    from flask_backup_manager.engine import ExportCancelled, sqlite_writers
+
+    monkeypatch.setattr(sqlite_writers, "PARTS", 2)
+    monkeypatch.setattr(sqlite_writers, "PARALLEL_ROWS", 1)
+    src = tmp_path / "src.db"
+    with closing(sqlite3.connect(src)) as con:
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        con.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000000) "
+            "INSERT INTO t SELECT i, printf('row %d', i) FROM n"
+        )
+        con.commit()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    cancel = threading.Event()
+    seen = []
+
+    def cancel_once_helpers_run(p) -> None:
+        if p.table == "t" and not cancel.is_set() and (pids := helper_pids()):
+            seen.extend(pids)
+            cancel.set()
+
+    start = time.monotonic()
+    with pytest.raises(ExportCancelled):
+        export(
+            sqlite_url(src),
+            "sqlite3",
+            out_dir / "x",
+            progress=cancel_once_helpers_run,
+            cancel=cancel,
+        )
+    assert seen and helper_pids() == [] and os.listdir(out_dir) == []
+    assert time.monotonic() - start < 30

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import queue
+import shutil
 import threading
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 from .base import COMPRESSLEVEL, ExportError
 
@@ -15,11 +17,14 @@ BLOCK = 1 << 20
 
 class GzipOut:
     """A gzip file written by a second thread (zlib releases the GIL), fed by a bounded queue
-    of big chunks, so reading the database and compressing run on two cores."""
+    of big chunks, so reading the database and compressing run on two cores. Gzip members
+    compressed elsewhere can be appended in between (:meth:`append`): a gzip file may be a
+    series of members, which every reader reads as one stream."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.f = open(path, "wb")  # closed in close()
-        self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self.q: queue.Queue[bytes | BinaryIO | None] = queue.Queue(maxsize=8)
         self.error: BaseException | None = None
         self.parts: list[bytes] = []
         self.size = 0
@@ -30,14 +35,20 @@ class GzipOut:
         try:
             z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             while (chunk := self.q.get()) is not None:
-                self.f.write(z.compress(chunk))
+                if isinstance(chunk, bytes):
+                    self.f.write(z.compress(chunk))
+                    continue
+                with chunk:  # a member: end ours, copy it, start a new one
+                    self.f.write(z.flush())
+                    shutil.copyfileobj(chunk, self.f, 1 << 20)
+                z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             self.f.write(z.flush())
         except BaseException as e:  # reported by put()/close() in the main thread
             self.error = e
             while self.q.get() is not None:  # drain so the producer never blocks
                 pass
 
-    def _put(self, item: bytes | None) -> None:
+    def _put(self, item: bytes | BinaryIO | None) -> None:
         while True:
             if self.error is not None:
                 raise self.error
@@ -62,6 +73,11 @@ class GzipOut:
         self.size += len(data)
         if self.size >= BLOCK:
             self.flush()
+
+    def append(self, member: BinaryIO) -> None:
+        """Append the gzip member(s) in the open file ``member`` (closed once copied)."""
+        self.flush()
+        self._put(member)
 
     def flush(self) -> None:
         if self.parts:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import tempfile
 import threading
 import warnings
@@ -96,6 +97,9 @@ class SQLiteSource:
             raise ExportError(f"no such database file: {db}")
         self.con = None
         self.copy = None
+        self.frozen: Path | None = None
+        #: helper processes reading the snapshot for a writer: a cancel stops them too
+        self.children: set[subprocess.Popen] = set()
         timeout = BUSY_TIMEOUT if lock_timeout is None else lock_timeout
         self._unwatch = watch(cancel, self.interrupt) if cancel is not None else None
         try:
@@ -105,6 +109,9 @@ class SQLiteSource:
                 self.copy = _snapshot_copy(self.con, scratch)
                 self.con.close()
                 self.con = _open_ro(self.copy, timeout)
+            # a file of the snapshot that nobody writes while we read it, which other
+            # processes may read too: the copy, or a private file (not WAL read in place)
+            self.frozen = self.copy or (self.path if private else None)
             self.con.execute("BEGIN")
             self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()
             self.objects = [
@@ -136,6 +143,8 @@ class SQLiteSource:
         con = self.con
         if con is not None:
             con.interrupt()
+        for child in list(self.children):
+            child.kill()
 
     # -- schema -------------------------------------------------------------------------
 
@@ -203,6 +212,8 @@ class SQLiteSource:
                         "columns": [r[1] for r in xinfo if r[6] == 0],
                         "types": {r[1]: r[2] for r in xinfo},
                         "rowid": None if kind != "table" or without_rowid else rowid_name(xinfo),
+                        # what to cut the rows into rowid ranges by
+                        "key": None if kind != "table" or without_rowid else rowid_alias(xinfo),
                     },
                 )
             )
@@ -252,7 +263,7 @@ class SQLiteSource:
     def take_copy(self) -> Path | None:
         """The snapshot copy, handed over to the caller (who then owns it and removes it), or
         None when the source reads its file in place. The source goes on reading it."""
-        copy, self.copy = self.copy, None
+        copy, self.copy, self.frozen = self.copy, None, None
         return copy
 
     def close(self) -> None:
@@ -312,6 +323,11 @@ def rowid_name(xinfo: list[tuple]) -> str | None:
     pk = [r for r in xinfo if r[5]]
     if len(pk) == 1 and (pk[0][2] or "").upper() == "INTEGER":
         return None
+    return rowid_alias(xinfo)
+
+
+def rowid_alias(xinfo: list[tuple]) -> str | None:
+    """The first of ``rowid``, ``_rowid_``, ``oid`` that no column of a rowid table shadows."""
     names = {r[1].lower() for r in xinfo}
     return next((n for n in ("rowid", "_rowid_", "oid") if n not in names), None)
 

@@ -9,25 +9,33 @@ From any other source (PostgreSQL) both come from one plan built by :mod:`.typem
 
 from __future__ import annotations
 
-import math
+import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import URL
 
-from .base import Source, TableSpec, Tracker, ident, literal
+from . import sqlite_render
+from .base import COMPRESSLEVEL, ExportError, Source, TableSpec, Tracker, ident, literal
 from .gzipout import GzipOut
-from .sqlite_source import SQLiteSource, rowid_name
+from .sqlite_render import render_range, statement_sql
+from .sqlite_source import SQLiteSource, rowid_alias, rowid_name
 
 #: pages copied per step of the backup API (4 MB with 4 KB pages); progress comes between steps
 BACKUP_PAGES = 1024
-#: rows fetched per round trip when rendering SQL text
+#: rows fetched per round trip when rendering a table without rowids
 FETCH_ROWS = 2000
-#: columns rendered by one SQL concatenation (SQLite limits expression depth to 1000)
-COLUMN_GROUP = 100
+#: rows a table needs before it is rendered by several processes, and how many
+PARALLEL_ROWS = 200_000
+PARTS = min(
+    4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
 
 _AUTOINCREMENT = re.compile(r"\bAUTOINCREMENT\b", re.IGNORECASE)
 #: what a CR inside a quoted string becomes: the string is closed, a char(13) added, reopened
@@ -211,7 +219,7 @@ def _temp_beside(path: Path, tag: str) -> Path:
 def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
     """SQL text equal to the ``sqlite3_db`` copy: schema SQL verbatim from ``sqlite_master``,
     rows with their rowids, values rendered by SQLite itself (``quote()``) except REALs, which
-    get an exactly-round-tripping literal (see :func:`real_literal`).
+    get an exactly-round-tripping literal (see :func:`.sqlite_render.real_literal`).
 
     Virtual tables (FTS5, ...) are created with their own ``CREATE VIRTUAL TABLE``, which makes
     their shadow tables; then the shadow tables' rows are replaced by the source's. The index is
@@ -222,8 +230,7 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
     con = source.con
     specs = source.tables()
     kept = {s.name for s in specs}
-    con.create_function("fbm_real", 1, real_literal, deterministic=True)
-    con.create_function("fbm_exact", 1, exact_real_expression, deterministic=True)
+    sqlite_render.prepare(con)
     out.line("PRAGMA foreign_keys=OFF;")
     out.line("BEGIN TRANSACTION;")
     for pragma in ("user_version", "application_id"):
@@ -238,10 +245,10 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
         if spec.extra["kind"] == "virtual":
             for name in source.shadow_tables(spec.name):
                 out.line(f"DELETE FROM {ident(name)};")
-                _insert_rows(con, name, _shadow_plan(con, name), out, None)
+                _insert_rows(source, name, _shadow_plan(con, name), out, None)
             tracker.rows(spec.estimated_rows)
         else:
-            _insert_rows(con, spec.name, spec.extra, out, tracker)
+            _insert_rows(source, spec.name, spec.extra, out, tracker)
         tracker.finish(spec)
     _internal_tables(source, kept, out)
     for o in source.objects:
@@ -257,22 +264,27 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
 def _shadow_plan(con: sqlite3.Connection, name: str) -> dict[str, Any]:
     xinfo = list(con.execute(f"PRAGMA main.table_xinfo({ident(name)})"))
     wr = con.execute("SELECT wr FROM pragma_table_list WHERE schema='main' AND name=?", (name,))
+    without_rowid = wr.fetchone()[0]
     return {
         "columns": [r[1] for r in xinfo if r[6] == 0],
         "types": {r[1]: r[2] for r in xinfo},
         "strict": False,
-        "rowid": None if wr.fetchone()[0] else rowid_name(xinfo),
+        "rowid": None if without_rowid else rowid_name(xinfo),
+        "key": None if without_rowid else rowid_alias(xinfo),
     }
 
 
 def _insert_rows(
-    con: sqlite3.Connection,
+    source: SQLiteSource,
     name: str,
     plan: dict[str, Any],
     out: GzipOut,
     tracker: Tracker | None,
 ) -> None:
-    """One ``INSERT`` per row, built by SQLite in one SELECT (C speed); Python only joins lines."""
+    """The table's rows as multi-row ``INSERT`` statements rendered by SQLite itself (C speed:
+    Python only passes the text on). A big table of a file nobody writes (the snapshot copy,
+    or a file the engine built) is cut into rowid ranges, rendered side by side by helper
+    processes (:mod:`.sqlite_render`), each into a gzip member that is appended in order."""
     cols = list(plan["columns"])
     exprs = [_literal_sql(c, plan) for c in cols]
     if plan["rowid"]:
@@ -283,27 +295,118 @@ def _insert_rows(
     target = ident(name)
     if plan["rowid"] or len(cols) != len(plan["types"]):
         target += "(" + ",".join(ident(c) for c in cols) + ")"
-    head = literal(f"INSERT INTO {target} VALUES(")
-    groups = [exprs[i : i + COLUMN_GROUP] for i in range(0, len(exprs), COLUMN_GROUP)]
-    select = [" || ',' || ".join(g) for g in groups]
-    select[0] = f"{head} || {select[0]}"
-    select[-1] = f"{select[-1]} || ');'"
+    row = f"'(' || {_concat(exprs)} || ')'"
+    con, key, table = source.con, plan["key"], f"main.{ident(name)}"
+    rows = tracker.rows if tracker is not None else None
+    if key is None:  # no rowid to cut by (WITHOUT ROWID): one statement per row
+        head = literal(f"INSERT INTO {target} VALUES")
+        _row_per_statement(con, f"SELECT {head} || {row} || ';' FROM {table}", out, rows)
+        return
+    lo, hi = con.execute(f"SELECT min({key}), max({key}) FROM {table}").fetchone()
+    if lo is None:
+        return
+    sql = statement_sql(table, key, row)
+    head = f"INSERT INTO {target} VALUES\n".encode()
+    helpers = []
+    count = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    parts = _split(lo, hi, PARTS if source.frozen and count >= PARALLEL_ROWS else 1)
     # bytes, not str: SQLite's text goes out as it is stored (even if it is not valid UTF-8)
     text_factory, con.text_factory = con.text_factory, bytes
-    cur = con.execute(f"SELECT {', '.join(select)} FROM main.{ident(name)}")
     try:
-        while rows := cur.fetchmany(FETCH_ROWS):
-            if len(select) == 1:
-                lines = [r[0] for r in rows]
-            else:
-                lines = [b",".join(r) for r in rows]
+        for plo, phi in parts[1:]:
+            helpers.append(_Helper(source, sql, head, plo, phi, out.path))
+        render_range(con, sql, head, *parts[0], out.write, rows)
+        for h in helpers:
+            n = h.finish(out)
+            if rows is not None:
+                rows(n)
+    finally:
+        con.text_factory = text_factory
+        for h in helpers:
+            h.abandon()
+
+
+def _row_per_statement(
+    con: sqlite3.Connection, sql: str, out: GzipOut, rows: Callable[[int], object] | None
+) -> None:
+    text_factory, con.text_factory = con.text_factory, bytes
+    cur = con.execute(sql)
+    try:
+        while batch := cur.fetchmany(FETCH_ROWS):
+            lines = [r[0] for r in batch]
             lines.append(b"")
             out.write(b"\n".join(lines))
-            if tracker is not None:
-                tracker.rows(len(rows))
+            if rows is not None:
+                rows(len(batch))
     finally:
         cur.close()
         con.text_factory = text_factory
+
+
+def _split(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
+    """``lo..hi`` cut into ``parts`` ranges of equal width (the last may be shorter)."""
+    width = -(-(hi - lo + 1) // parts)
+    return [(a, min(hi, a + width - 1)) for a in range(lo, hi + 1, width)]
+
+
+def _concat(exprs: list[str]) -> str:
+    """``exprs`` joined with ``','`` by ``||`` nested as a balanced tree: SQLite limits an
+    expression's depth to 1000, which a flat chain over a wide table would pass."""
+    if len(exprs) == 1:
+        return exprs[0]
+    mid = len(exprs) // 2
+    return f"({_concat(exprs[:mid])}) || ',' || ({_concat(exprs[mid:])})"
+
+
+class _Helper:
+    """A helper process rendering one rowid range into a gzip member (a private temp file)."""
+
+    def __init__(
+        self, source: SQLiteSource, sql: str, head: bytes, lo: int, hi: int, beside: Path
+    ) -> None:
+        self.path = _temp_beside(beside, f"{lo}")
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        job = dict(
+            db=str(source.frozen),
+            sql=sql,
+            head=head.decode(),
+            lo=lo,
+            hi=hi,
+            output=str(self.path),
+            level=COMPRESSLEVEL,
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", sqlite_render.__file__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        source.children.add(self.proc)
+        self.source = source
+        self.proc.stdin.write(json.dumps(job).encode())
+        self.proc.stdin.close()
+
+    def finish(self, out: GzipOut) -> int:
+        """Wait for the helper, append its member to ``out``; the number of rows."""
+        # what it prints is a number or one line (a few KB at worst): no pipe fills up
+        stdout, stderr = self.proc.stdout.read(), self.proc.stderr.read()
+        if self.proc.wait():
+            msg = (
+                " ".join(stderr.decode(errors="replace").split()) or f"exit {self.proc.returncode}"
+            )
+            raise ExportError(f"rendering rows in a helper process failed: {msg}")
+        out.append(open(self.path, "rb"))  # the open file outlives its name
+        self.path.unlink()
+        return int(stdout)
+
+    def abandon(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            f.close()
+        self.source.children.discard(self.proc)
+        self.path.unlink(missing_ok=True)
 
 
 def _literal_sql(column: str, plan: dict[str, Any]) -> str:
@@ -325,38 +428,6 @@ def _literal_sql(column: str, plan: dict[str, Any]) -> str:
         f"CASE typeof({c}) WHEN 'integer' THEN {c} WHEN 'null' THEN 'NULL' "
         f"WHEN 'text' THEN {text} WHEN 'real' THEN {real} ELSE quote({c}) END"
     )
-
-
-def real_literal(x: float) -> str:
-    """The shortest decimal that a correctly rounding parser reads back as ``x`` (Python's
-    ``repr``), ``1e999`` for infinity. SQLite before 3.43 does not round correctly: about 1 in
-    200 of these strings (and of its own ``quote()`` output) comes back one ulp off, which is
-    why the caller checks with SQLite's own parser and falls back to
-    :func:`exact_real_expression`."""
-    if math.isinf(x):
-        return "1e999" if x > 0 else "-1e999"
-    return repr(x)
-
-
-def exact_real_expression(x: float) -> str:
-    """An SQL expression whose value is exactly ``x`` in any SQLite: ``x = m * 2**e`` with an
-    integer ``m`` of at most 53 bits, computed as ``m*1.0`` times or divided by powers of two
-    of at most 2**62 (integer literals, exact), every step exact."""
-    if x == 0 or math.isinf(x):
-        return real_literal(x)
-    n, d = x.as_integer_ratio()
-    if d == 1:
-        k = (n & -n).bit_length() - 1
-        m, op = n >> k, "*"
-    else:
-        k = d.bit_length() - 1
-        m, op = n, "/"
-    parts = [f"{m}*1.0"]
-    while k > 0:
-        step = min(k, 62)
-        parts.append(str(1 << step))
-        k -= step
-    return "(" + op.join(parts) + ")"
 
 
 def _internal_tables(source: SQLiteSource, kept: set[str], out: GzipOut) -> None:

@@ -1,0 +1,145 @@
+"""Rendering a range of an SQLite table's rows as multi-row ``INSERT`` statements.
+
+Used in the exporting process, and run as a script (by file path, so that it imports nothing
+but the standard library and starts in milliseconds) by the helper processes that render the
+other parts of a big table from a file nobody writes (:func:`.sqlite_writers._dump`):
+
+    python -I sqlite_render.py < {"db": ..., "sql": ..., "head": ..., "lo": ..., "hi": ...,
+                                  "output": ..., "level": ...}
+
+A helper writes one gzip member to ``output`` (a file the exporting process created) and prints
+the number of rows; on failure it prints one line to stderr and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import sys
+import zlib
+from collections.abc import Callable
+from urllib.parse import quote as urlquote
+
+#: bytes of row text an INSERT statement aims at (one bigger row makes a bigger statement)
+STATEMENT_BYTES = 1 << 18
+
+
+def render_range(
+    con: sqlite3.Connection,
+    sql: str,
+    head: bytes,
+    lo: int,
+    hi: int,
+    write: Callable[[bytes], object],
+    rows: Callable[[int], object] | None = None,
+) -> int:
+    """Write the rows whose rowid is in ``lo..hi`` as ``head`` + rows + ``;`` statements.
+
+    ``sql`` (see :func:`statement_sql`) renders the next rows from a rowid on, up to a number
+    of them, and gives the last rowid: SQLite renders a whole statement in one step, in C. The
+    number of rows per statement follows their size, so statements (and memory) stay near
+    :data:`STATEMENT_BYTES` whatever the rows hold and however sparse the rowids are.
+    """
+    limit, total = 64, 0
+    while lo <= hi:
+        n, text, last = con.execute(sql, (lo, hi, limit)).fetchone()
+        if not n:
+            break
+        write(head + text + b";\n")
+        total += n
+        if rows is not None:
+            rows(n)
+        limit = max(1, min(limit * 4, limit * STATEMENT_BYTES // len(text)))
+        lo = last + 1
+    return total
+
+
+def statement_sql(table: str, key: str, row: str) -> str:
+    """The query :func:`render_range` runs: ``table``'s rows from rowid ``?`` to ``?``, at
+    most ``?`` of them in rowid order (``key`` names the rowid), each rendered by the SQL
+    expression ``row``, joined by ``,`` and a newline; with their number and last rowid."""
+    return (
+        "SELECT count(*), group_concat(fbm_line, char(44, 10)), max(fbm_key) FROM ("
+        f"SELECT {key} AS fbm_key, {row} AS fbm_line FROM {table} "
+        f"WHERE {key} BETWEEN ? AND ? ORDER BY {key} LIMIT ?)"
+    )
+
+
+def real_literal(x: float) -> str:
+    """The shortest decimal that a correctly rounding parser reads back as ``x`` (Python's
+    ``repr``), ``1e999`` for infinity. SQLite before 3.43 does not round correctly: about 1 in
+    200 of these strings (and of its own ``quote()`` output) comes back one ulp off, which is
+    why the caller checks with SQLite's own parser and falls back to
+    :func:`exact_real_expression`."""
+    if math.isinf(x):
+        return "1e999" if x > 0 else "-1e999"
+    return repr(x)
+
+
+def exact_real_expression(x: float) -> str:
+    """An SQL expression whose value is exactly ``x`` in any SQLite: ``x = m * 2**e`` with an
+    integer ``m`` of at most 53 bits, computed as ``m*1.0`` times or divided by powers of two
+    of at most 2**62 (integer literals, exact), every step exact."""
+    if x == 0 or math.isinf(x):
+        return real_literal(x)
+    n, d = x.as_integer_ratio()
+    if d == 1:
+        k = (n & -n).bit_length() - 1
+        m, op = n >> k, "*"
+    else:
+        k = d.bit_length() - 1
+        m, op = n, "/"
+    parts = [f"{m}*1.0"]
+    while k > 0:
+        step = min(k, 62)
+        parts.append(str(1 << step))
+        k -= step
+    return "(" + op.join(parts) + ")"
+
+
+def connect(path: str, *, frozen: bool = False) -> sqlite3.Connection:
+    """A read-only connection that renders: returns bytes (SQLite's text as stored, even if it
+    is not UTF-8) and knows the functions the row literals call. ``frozen``: nobody writes the
+    file while it is open, so SQLite may skip its locks."""
+    uri = f"file:{urlquote(path)}?mode=ro" + ("&immutable=1" if frozen else "")
+    con = sqlite3.connect(uri, uri=True, isolation_level=None)
+    con.text_factory = bytes
+    prepare(con)
+    return con
+
+
+def prepare(con: sqlite3.Connection) -> None:
+    """Give ``con`` the functions the row literals call."""
+    con.create_function("fbm_real", 1, real_literal, deterministic=True)
+    con.create_function("fbm_exact", 1, exact_real_expression, deterministic=True)
+
+
+def main() -> int:
+    job = json.load(sys.stdin)
+    try:
+        con = connect(job["db"], frozen=True)
+        # O_TRUNC without O_CREAT: if the exporting process gave up and removed the file,
+        # there is nothing to write to
+        with open(job["output"], "r+b") as f:
+            f.truncate()
+            z = zlib.compressobj(job["level"], zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            n = render_range(
+                con,
+                job["sql"],
+                job["head"].encode(),
+                job["lo"],
+                job["hi"],
+                lambda data: f.write(z.compress(data)),
+            )
+            f.write(z.flush())
+        con.close()
+    except Exception as e:
+        print(" ".join(str(e).split()) or type(e).__name__, file=sys.stderr)
+        return 1
+    print(n)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
