@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -178,6 +179,53 @@ def watch(event: threading.Event, interrupt: Callable[[], object]) -> Callable[[
         thread.join()
 
     return stop
+
+
+def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items`` read ahead by a thread of its own, at most ``depth`` in hand: reading the
+    next batch of rows from a server overlaps with writing the last one (both are C code that
+    lets go of the GIL while it waits or works). ``items`` must be usable from another thread
+    (a psycopg connection is; an sqlite3 one is not). Its errors are raised here; closing this
+    generator stops the thread and closes ``items`` there."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def offer(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not offer(("item", item)):
+                    break
+        except BaseException as e:  # raised in the consumer
+            offer(("error", e))
+        else:
+            offer(("end", None))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=run, name="export-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 def select_keys(

@@ -24,7 +24,7 @@ class GzipOut:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.f = open(path, "wb")  # closed in close()
-        self.q: queue.Queue[bytes | BinaryIO | None] = queue.Queue(maxsize=8)
+        self.q: queue.Queue[bytes | bytearray | BinaryIO | None] = queue.Queue(maxsize=8)
         self.error: BaseException | None = None
         self.parts: list[bytes] = []
         self.size = 0
@@ -35,7 +35,7 @@ class GzipOut:
         try:
             z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             while (chunk := self.q.get()) is not None:
-                if isinstance(chunk, bytes):
+                if isinstance(chunk, (bytes, bytearray)):
                     self.f.write(z.compress(chunk))
                     continue
                 with chunk:  # a member: end ours, copy it, start a new one
@@ -48,7 +48,7 @@ class GzipOut:
             while self.q.get() is not None:  # drain so the producer never blocks
                 pass
 
-    def _put(self, item: bytes | BinaryIO | None) -> None:
+    def _put(self, item: bytes | bytearray | BinaryIO | None) -> None:
         while True:
             if self.error is not None:
                 raise self.error

@@ -70,7 +70,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from .base import Source, TableSpec, Tracker, ident
+from .base import Source, TableSpec, Tracker, ident, prefetch
 
 Converter = Callable[[Any], Any]
 
@@ -357,7 +357,7 @@ def write_generic_db(source: Source, path: Path, tracker: Tracker) -> None:
         for spec, plan in zip(specs, plans, strict=True):
             tracker.start(spec)
             convert = plan.row_converter()
-            for batch in source.row_batches(spec, BATCH_ROWS):
+            for batch in prefetch(source.row_batches(spec, BATCH_ROWS)):
                 con.executemany(plan.insert, batch if convert is None else map(convert, batch))
                 tracker.rows(len(batch))
             tracker.finish(spec)
