@@ -700,22 +700,29 @@ def test_a_helper_killed_mid_table_fails_the_export_and_leaves_no_file(tmp_path,
     with closing(sqlite3.connect(src)) as con:
         con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         con.execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) "
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) "
             "INSERT INTO t SELECT i, printf('row %d', i) FROM n"
         )
         con.commit()
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    killed = []
+    killed: list[int] = []
+    stop = threading.Event()
 
-    def kill_helpers(p) -> None:
-        if p.table == "t" and not killed:
-            killed.extend(helper_pids())
-            for pid in killed:
+    def kill_the_first_helper() -> None:
+        while not stop.is_set() and not killed:
+            for pid in helper_pids():
                 os.kill(pid, 9)
+                killed.append(pid)
 
-    with pytest.raises(ExportError, match="rendering rows in a helper process failed: exit -9"):
-        export(sqlite_url(src), "sqlite3", out_dir / "x.sql.gz", progress=kill_helpers)
+    killer = threading.Thread(target=kill_the_first_helper)
+    killer.start()
+    try:
+        with pytest.raises(ExportError, match="rendering rows in a helper process failed: exit -9"):
+            export(sqlite_url(src), "sqlite3", out_dir / "x.sql.gz")
+    finally:
+        stop.set()
+        killer.join()
     assert killed and os.listdir(out_dir) == []
     assert helper_pids() == []
 
