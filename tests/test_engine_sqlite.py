@@ -645,10 +645,10 @@ def test_rows_closed_after_the_source_closed_raise_nothing(hard_db):
 def in_parts(monkeypatch):
     """Every table is big enough to be cut into three rowid ranges, each rendered by its own
     process (the exporting one and two helpers)."""
-    from flask_backup_manager.engine import sqlite_writers
+    from flask_backup_manager.engine import helpers
 
-    monkeypatch.setattr(sqlite_writers, "PARALLEL_ROWS", 1)
-    monkeypatch.setattr(sqlite_writers, "PARTS", 3)
+    monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1)
+    monkeypatch.setattr(helpers, "PARTS", 3)
 
 
 def add_awkward_rowids(path: Path) -> None:
@@ -692,10 +692,10 @@ def helper_pids() -> list[int]:
 
 
 def test_a_helper_killed_mid_table_fails_the_export_and_leaves_no_file(tmp_path, monkeypatch):
-    from flask_backup_manager.engine import sqlite_writers
+    from flask_backup_manager.engine import helpers
 
-    monkeypatch.setattr(sqlite_writers, "PARTS", 2)
-    monkeypatch.setattr(sqlite_writers, "PARALLEL_ROWS", 1)
+    monkeypatch.setattr(helpers, "PARTS", 2)
+    monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1)
     src = tmp_path / "src.db"
     with closing(sqlite3.connect(src)) as con:
         con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
@@ -718,7 +718,7 @@ def test_a_helper_killed_mid_table_fails_the_export_and_leaves_no_file(tmp_path,
     killer = threading.Thread(target=kill_the_first_helper)
     killer.start()
     try:
-        with pytest.raises(ExportError, match="rendering rows in a helper process failed: exit -9"):
+        with pytest.raises(ExportError, match="a helper process failed: exit -9"):
             export(sqlite_url(src), "sqlite3", out_dir / "x.sql.gz")
     finally:
         stop.set()
@@ -728,10 +728,10 @@ def test_a_helper_killed_mid_table_fails_the_export_and_leaves_no_file(tmp_path,
 
 
 def test_a_cancel_stops_the_helpers_too(tmp_path, monkeypatch):
-    from flask_backup_manager.engine import ExportCancelled, sqlite_writers
+    from flask_backup_manager.engine import ExportCancelled, helpers
 
-    monkeypatch.setattr(sqlite_writers, "PARTS", 2)
-    monkeypatch.setattr(sqlite_writers, "PARALLEL_ROWS", 1)
+    monkeypatch.setattr(helpers, "PARTS", 2)
+    monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1)
     src = tmp_path / "src.db"
     with closing(sqlite3.connect(src)) as con:
         con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")

@@ -45,8 +45,9 @@ class GzipOut:
             self.f.write(z.flush())
         except BaseException as e:  # reported by put()/close() in the main thread
             self.error = e
-            while self.q.get() is not None:  # drain so the producer never blocks
-                pass
+            while (item := self.q.get()) is not None:  # drain: the producer never blocks
+                if not isinstance(item, (bytes, bytearray)):
+                    item.close()
 
     def _put(self, item: bytes | bytearray | BinaryIO | None) -> None:
         while True:
@@ -77,7 +78,11 @@ class GzipOut:
     def append(self, member: BinaryIO) -> None:
         """Append the gzip member(s) in the open file ``member`` (closed once copied)."""
         self.flush()
-        self._put(member)
+        try:
+            self._put(member)
+        except BaseException:
+            member.close()
+            raise
 
     def flush(self) -> None:
         if self.parts:

@@ -8,7 +8,7 @@ other parts of a big table from a file nobody writes (:func:`.sqlite_writers._du
                                   "output": ..., "level": ...}
 
 A helper writes one gzip member to ``output`` (a file the exporting process created) and prints
-the number of rows; on failure it prints one line to stderr and exits 1.
+``{"rows": N}``; on failure it prints one line to stderr and exits 1 (see :mod:`.helpers`).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def main() -> int:
     except Exception as e:
         print(" ".join(str(e).split()) or type(e).__name__, file=sys.stderr)
         return 1
-    print(n)
+    print(json.dumps({"rows": n}))
     return 0
 
 

@@ -9,20 +9,17 @@ From any other source (PostgreSQL) both come from one plan built by :mod:`.typem
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import URL
 
-from . import sqlite_render
-from .base import COMPRESSLEVEL, ExportError, Source, TableSpec, Tracker, ident, literal
+from . import helpers, sqlite_render
+from .base import Source, TableSpec, Tracker, ident, literal
 from .gzipout import GzipOut
 from .sqlite_render import render_range, statement_sql
 from .sqlite_source import SQLiteSource, rowid_alias, rowid_name
@@ -31,11 +28,6 @@ from .sqlite_source import SQLiteSource, rowid_alias, rowid_name
 BACKUP_PAGES = 1024
 #: rows fetched per round trip when rendering a table without rowids
 FETCH_ROWS = 2000
-#: rows a table needs before it is rendered by several processes, and how many
-PARALLEL_ROWS = 200_000
-PARTS = min(
-    4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-)
 
 _AUTOINCREMENT = re.compile(r"\bAUTOINCREMENT\b", re.IGNORECASE)
 #: what a CR inside a quoted string becomes: the string is closed, a char(13) added, reopened
@@ -192,7 +184,7 @@ def _dump_generic(source: Source, path: Path, tracker: Tracker) -> None:
     ``path``), then dump that file. The SQL text thus loads into exactly that database."""
     from .typemap import write_generic_db
 
-    built = _temp_beside(path, "build")
+    built = helpers.temp_beside(path, "build")
     os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         write_generic_db(source, built, tracker)
@@ -205,15 +197,6 @@ def _dump_generic(source: Source, path: Path, tracker: Tracker) -> None:
     finally:
         built.unlink(missing_ok=True)
         _remove_sidecars(built)
-
-
-def _temp_beside(path: Path, tag: str) -> Path:
-    """The name of a private temp file beside ``path``. export() writes to
-    ``.<output>.<hex>.part``; this gives ``.<output>.<hex>.<tag>.part``, which the cleaner that
-    removes ``.<output>.*.part`` after a dead worker removes too (the build file is a full
-    plaintext copy of the data)."""
-    stem = path.name.removesuffix(".part") if path.name.endswith(".part") else f".{path.name}"
-    return path.with_name(f"{stem}.{tag}.part")
 
 
 def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
@@ -302,28 +285,25 @@ def _insert_rows(
         head = literal(f"INSERT INTO {target} VALUES")
         _row_per_statement(con, f"SELECT {head} || {row} || ';' FROM {table}", out, rows)
         return
-    lo, hi = con.execute(f"SELECT min({key}), max({key}) FROM {table}").fetchone()
-    if lo is None:
-        return
     sql = statement_sql(table, key, row)
     head = f"INSERT INTO {target} VALUES\n".encode()
-    helpers = []
     count = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    parts = _split(lo, hi, PARTS if source.frozen and count >= PARALLEL_ROWS else 1)
+    parts = helpers.ranges(source, table, key, count)
     # bytes, not str: SQLite's text goes out as it is stored (even if it is not valid UTF-8)
     text_factory, con.text_factory = con.text_factory, bytes
     try:
-        for plo, phi in parts[1:]:
-            helpers.append(_Helper(source, sql, head, plo, phi, out.path))
-        render_range(con, sql, head, *parts[0], out.write, rows)
-        for h in helpers:
-            n = h.finish(out)
-            if rows is not None:
-                rows(n)
+        done = helpers.in_parts(
+            source,
+            parts,
+            helpers.python(sqlite_render.__file__),
+            {"sql": sql, "head": head.decode()},
+            out,
+            lambda lo, hi: render_range(con, sql, head, lo, hi, out.write, rows),
+        )
     finally:
         con.text_factory = text_factory
-        for h in helpers:
-            h.abandon()
+    if rows is not None:
+        rows(sum(d["rows"] for d in done))
 
 
 def _row_per_statement(
@@ -343,12 +323,6 @@ def _row_per_statement(
         con.text_factory = text_factory
 
 
-def _split(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
-    """``lo..hi`` cut into ``parts`` ranges of equal width (the last may be shorter)."""
-    width = -(-(hi - lo + 1) // parts)
-    return [(a, min(hi, a + width - 1)) for a in range(lo, hi + 1, width)]
-
-
 def _concat(exprs: list[str]) -> str:
     """``exprs`` joined with ``','`` by ``||`` nested as a balanced tree: SQLite limits an
     expression's depth to 1000, which a flat chain over a wide table would pass."""
@@ -356,57 +330,6 @@ def _concat(exprs: list[str]) -> str:
         return exprs[0]
     mid = len(exprs) // 2
     return f"({_concat(exprs[:mid])}) || ',' || ({_concat(exprs[mid:])})"
-
-
-class _Helper:
-    """A helper process rendering one rowid range into a gzip member (a private temp file)."""
-
-    def __init__(
-        self, source: SQLiteSource, sql: str, head: bytes, lo: int, hi: int, beside: Path
-    ) -> None:
-        self.path = _temp_beside(beside, f"{lo}")
-        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        job = dict(
-            db=str(source.frozen),
-            sql=sql,
-            head=head.decode(),
-            lo=lo,
-            hi=hi,
-            output=str(self.path),
-            level=COMPRESSLEVEL,
-        )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", sqlite_render.__file__],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        source.children.add(self.proc)
-        self.source = source
-        self.proc.stdin.write(json.dumps(job).encode())
-        self.proc.stdin.close()
-
-    def finish(self, out: GzipOut) -> int:
-        """Wait for the helper, append its member to ``out``; the number of rows."""
-        # what it prints is a number or one line (a few KB at worst): no pipe fills up
-        stdout, stderr = self.proc.stdout.read(), self.proc.stderr.read()
-        if self.proc.wait():
-            msg = (
-                " ".join(stderr.decode(errors="replace").split()) or f"exit {self.proc.returncode}"
-            )
-            raise ExportError(f"rendering rows in a helper process failed: {msg}")
-        out.append(open(self.path, "rb"))  # the open file outlives its name
-        self.path.unlink()
-        return int(stdout)
-
-    def abandon(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for f in (self.proc.stdout, self.proc.stderr):
-            f.close()
-        self.source.children.discard(self.proc)
-        self.path.unlink(missing_ok=True)
 
 
 def _literal_sql(column: str, plan: dict[str, Any]) -> str:
