@@ -24,6 +24,18 @@ from .test_engine_postgres import owner_db, restore  # noqa: F401 - the fixture
 CHINOOK = DATASETS / "chinook" / "Chinook_Sqlite.sqlite"
 
 
+@pytest.fixture(params=["one process", "in parts"])
+def processes(request, monkeypatch):
+    """Once as a small database is exported, once as a big one: every table cut into three
+    rowid ranges, encoded by the exporting process and two helper processes."""
+    if request.param == "in parts":
+        from flask_backup_manager.engine import helpers
+
+        monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1)
+        monkeypatch.setattr(helpers, "PARTS", 3)
+    return request.param
+
+
 def _plain(value):
     """A PostgreSQL value as SQLite holds it."""
     if isinstance(value, Decimal):
@@ -33,7 +45,12 @@ def _plain(value):
     return value
 
 
-def test_chinook_sqlite_restores_into_postgres_with_every_value(owner_db, psql, tmp_path):  # noqa: F811
+def test_chinook_sqlite_restores_into_postgres_with_every_value(
+    owner_db,  # noqa: F811
+    psql,
+    tmp_path,
+    processes,
+):
     out = tmp_path / "chinook.postgres.sql.gz"
     result = export(f"sqlite:///{CHINOOK}", "postgres", out)
     assert result.tables == 11 and result.rows > 15_000
@@ -263,6 +280,7 @@ def test_values_after_the_first_batch_are_checked_named_and_keep_the_identity_go
     owner_db,  # noqa: F811
     psql,
     tmp_path,
+    processes,
 ):
     url = _sqlite(
         tmp_path / "big.db",

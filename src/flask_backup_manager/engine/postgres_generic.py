@@ -39,16 +39,17 @@ import datetime as dt
 import json
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from itertools import islice
 from typing import Any
 
 import sqlalchemy as sa
 
 from .base import ExportError, Source, TableSpec, Tracker, ident, literal
 from .postgres_writer import GzipOut, comment_line, statements
+from .sqlite_source import SQLiteSource, rowid_expr
 
 Encoder = Callable[[Any], str]
 
@@ -228,7 +229,11 @@ def _sized(length: int) -> Encoder:
 
 def encoder(t: sa.types.TypeEngine) -> Encoder:
     """The function turning a Python value into COPY text for a column of type ``t``."""
-    kind = pg_type(t)
+    return encoder_for(pg_type(t))
+
+
+def encoder_for(kind: str) -> Encoder:
+    """The encoder of a column of PostgreSQL type ``kind`` (what :func:`pg_type` gives)."""
     if kind == "boolean":
         return _bool
     if kind in _INT_RANGE:
@@ -236,16 +241,24 @@ def encoder(t: sa.types.TypeEngine) -> Encoder:
     if kind == "double precision":
         return _float
     if kind.startswith("numeric"):
-        return _numeric(t.precision, t.scale)  # type: ignore[attr-defined]
+        return _numeric(*_modifiers(kind, None, None))
     if kind.startswith("timestamp"):
         return _datetime
+    if kind.startswith("char"):
+        return _sized(_modifiers(kind, 0)[0])
     return {
         "date": _date,
         "time without time zone": _time,
         "bytea": _bytea,
         "json": _json,
         "uuid": _uuid,
-    }.get(kind) or (_sized(t.length) if kind.startswith("char") else _text)  # type: ignore
+    }.get(kind, _text)
+
+
+def _modifiers(kind: str, *default: int | None) -> list[int | None]:
+    """The numbers in ``kind``'s parentheses: ``numeric(10, 2)`` -> [10, 2]."""
+    inside = kind.partition("(")[2].rstrip(")")
+    return [int(x) for x in inside.split(",")] if inside else list(default)
 
 
 #: rows encoded together
@@ -312,7 +325,10 @@ def _bulk_sized(length: int) -> Bulk:
 def bulk_encoder(t: sa.types.TypeEngine) -> Bulk | None:
     """The bulk encoder of a column of type ``t`` whose values come from SQLite, if it has one:
     it gives the same text as :func:`encoder` for every value it takes."""
-    kind = pg_type(t)
+    return bulk_for(pg_type(t))
+
+
+def bulk_for(kind: str) -> Bulk | None:
     if kind == "boolean":
         return _bulk_bool
     if kind in _INT_RANGE:
@@ -320,7 +336,7 @@ def bulk_encoder(t: sa.types.TypeEngine) -> Bulk | None:
     if kind == "double precision":
         return _bulk_float
     if kind.startswith("char"):
-        return _bulk_sized(t.length)  # type: ignore[attr-defined]
+        return _bulk_sized(_modifiers(kind, 0)[0])
     if kind == "text":
         return _bulk_text
     return None
@@ -406,44 +422,160 @@ def create_table(spec: TableSpec) -> str:
 
 
 def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -> int | None:
-    """Write the table's COPY block; return the largest identity key (None if no rows)."""
+    """Write the table's COPY block; return the largest identity key (None if no rows).
+
+    A big table of an SQLite file nobody writes is cut into rowid ranges encoded side by side
+    by helper processes (:mod:`.copy_helper`), each into a gzip member (see :mod:`.helpers`).
+    """
     columns = list(spec.table.columns)
-    encoders = [encoder(c.type) for c in columns]
-    # bulk encoders rely on SQLite's value types (int, float, str, bytes, None)
-    bulks = [bulk_encoder(c.type) if source.dialect == "sqlite" else None for c in columns]
+    kinds = [pg_type(c.type) for c in columns]
     identity = _identity_column(spec)
-    ix = columns.index(identity) if identity is not None else None
-    line = "\t".join(["%s"] * len(columns)) + "\n"
-    top: int | None = None
+    # bulk encoders rely on SQLite's value types (int, float, str, bytes, None)
+    enc = RowEncoder(
+        kinds,
+        bulk=source.dialect == "sqlite",
+        identity=columns.index(identity) if identity is not None else None,
+    )
+    where = Refusal(spec.key, [c.name for c in columns], kinds, _pk(spec, columns))
     tracker.start(spec)
     out.write(
         f"COPY {_name(spec)} (" + ", ".join(ident(c.name) for c in columns) + ") FROM stdin;\n"
     )
-    # closed here, not by the garbage collector after the source has closed its connection
-    # (which the source's cursor cleanup would raise about), when a value is refused
-    with closing(source.rows(spec)) as rows_in:
-        n = 0
-        while rows := list(islice(rows_in, BATCH)):
-            cols = list(zip(*rows, strict=True))
-            try:
-                fields = [
-                    _column(bulk, enc, col)
-                    for bulk, enc, col in zip(bulks, encoders, cols, strict=True)
-                ]
-            except ValueError:
-                _refuse(spec, columns, encoders, rows, n, getattr(source, "rowid_of", None))
-                raise
-            if type(rows[0]) is not tuple or fields != cols:  # a changed column is a list
-                rows = list(zip(*fields, strict=True))  # tuples, for %
-            out.write("".join(map(line.__mod__, rows)))
-            if ix is not None and (key := _largest(cols[ix])) is not None:
-                if top is None or key > top:
-                    top = int(key)
-            n += len(rows)
-            tracker.rows(len(rows))
+    key = rowid_expr(spec) if isinstance(source, SQLiteSource) else None
+    if key is None:
+        enc.copy(
+            source.row_batches(spec, BATCH), out.write, tracker.rows, where.naming(source, spec)
+        )
+    else:
+        from . import helpers
+
+        parts = helpers.ranges(source, f"main.{ident(spec.name)}", key, spec.estimated_rows)
+        done = helpers.in_parts(
+            source,
+            parts,
+            helpers.python("-m", "flask_backup_manager.engine.copy_helper"),
+            {
+                "table": spec.name,
+                "label": spec.key,
+                "columns": where.names,
+                "kinds": kinds,
+                "key": key,
+                "bulk": enc.bulk,
+                "identity": enc.identity,
+                "pk": where.pk,
+            },
+            out,
+            lambda lo, hi: enc.copy(
+                source.row_batches(spec, BATCH, between=(lo, hi)),
+                out.write,
+                tracker.rows,
+                where.naming(source, spec),
+            ),
+        )
+        for d in done:
+            tracker.rows(d["rows"])
+            enc.top = _max(enc.top, d["top"])
     out.write("\\.\n\n")
     tracker.finish(spec)
-    return top
+    return enc.top
+
+
+def _pk(spec: TableSpec, columns: list[sa.Column]) -> list[int]:
+    return [columns.index(c) for c in spec.table.primary_key.columns]
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+class RowEncoder:
+    """A table's rows, batch by batch, as COPY lines; keeps the largest identity key."""
+
+    def __init__(self, kinds: list[str], *, bulk: bool, identity: int | None) -> None:
+        self.encoders = [encoder_for(k) for k in kinds]
+        self.bulk = bulk
+        self.bulks = [bulk_for(k) if bulk else None for k in kinds]
+        self.identity = identity
+        self.line = "\t".join(["%s"] * len(kinds)) + "\n"
+        self.top: int | None = None
+
+    def copy(
+        self,
+        batches: Iterable[list[Sequence[Any]]],
+        write: Callable[[str], object],
+        progress: Callable[[int], object],
+        refuse: Callable[[list[Encoder], list[Sequence[Any]], int], None],
+    ) -> int:
+        """Write the COPY lines of ``batches``; the number of rows. A value the column's
+        encoder refuses makes ``refuse(encoders, rows, rows_before)`` raise."""
+        n = 0
+        # closed here, not by the garbage collector after the source has closed its
+        # connection (which the source's cursor cleanup would raise about) on a refusal
+        with closing(iter(batches)) as it:  # type: ignore[type-var]
+            for rows in it:
+                cols = list(zip(*rows, strict=True))
+                try:
+                    fields = [
+                        _column(bulk, enc, col)
+                        for bulk, enc, col in zip(self.bulks, self.encoders, cols, strict=True)
+                    ]
+                except ValueError:
+                    refuse(self.encoders, rows, n)
+                    raise
+                if type(rows[0]) is not tuple or fields != cols:  # a changed column is a list
+                    rows = list(zip(*fields, strict=True))  # tuples, for %
+                write("".join(map(self.line.__mod__, rows)))
+                if self.identity is not None:
+                    self.top = _max(self.top, _largest(cols[self.identity]))
+                n += len(rows)
+                progress(len(rows))
+        return n
+
+
+@dataclass
+class Refusal:
+    """Names the first value of a batch that its column's encoder refuses: its table, column
+    and row, by its primary key, else by its rowid, else by its place."""
+
+    key: str
+    names: list[str]
+    kinds: list[str]
+    pk: list[int]
+
+    def naming(
+        self, source: Any, spec: TableSpec
+    ) -> Callable[[list[Encoder], list[Sequence[Any]], int], None]:
+        rowid_of = getattr(source, "rowid_of", None)
+        return lambda encoders, rows, done: self.raise_for(
+            encoders, rows, done, rowid_of and (lambda n: rowid_of(spec, n))
+        )
+
+    def raise_for(
+        self,
+        encoders: list[Encoder],
+        rows: list[Sequence[Any]],
+        done: int,
+        rowid_of: Callable[[int], int | None] | None,
+    ) -> None:
+        """Raise the ExportError for ``rows``, which follow ``done`` rows; ``rowid_of(n)``
+        gives the rowid of the n-th row."""
+        for n, row in enumerate(rows, done + 1):
+            for i, value in enumerate(row):
+                if value is None:
+                    continue
+                try:
+                    encoders[i](value)
+                except ValueError as e:
+                    if self.pk:
+                        where = ", ".join(f"{self.names[j]}={row[j]!r}" for j in self.pk)
+                    elif rowid_of is not None and (rowid := rowid_of(n)) is not None:
+                        where = f"rowid {rowid}"
+                    else:
+                        where = f"row {n}"
+                    raise ExportError(
+                        f"cannot copy {self.key}.{self.names[i]} ({where}) to PostgreSQL"
+                        f" {self.kinds[i]}: {e}"
+                    ) from None
 
 
 def _column(bulk: Bulk | None, enc: Encoder, col: tuple) -> Sequence:
@@ -467,37 +599,6 @@ def _largest(col: Sequence[Any]) -> Any:
     except TypeError:  # NULLs
         keys = [v for v in col if v is not None]
         return max(keys) if keys else None
-
-
-def _refuse(
-    spec: TableSpec,
-    columns: list,
-    encoders: list[Encoder],
-    rows: list,
-    done: int,
-    rowid_of: Callable[[TableSpec, int], int | None] | None = None,
-) -> None:
-    """Raise the ExportError naming the first value of ``rows`` (which follow ``done`` rows)
-    that its column's encoder refuses: its table, column and row, by its primary key, else by
-    its rowid (``rowid_of``: the source's rowid of the n-th row), else by its place."""
-    pk = [columns.index(c) for c in spec.table.primary_key.columns]
-    for n, row in enumerate(rows, done + 1):
-        for i, value in enumerate(row):
-            if value is None:
-                continue
-            try:
-                encoders[i](value)
-            except ValueError as e:
-                if pk:
-                    where = ", ".join(f"{columns[j].name}={row[j]!r}" for j in pk)
-                elif rowid_of is not None and (rowid := rowid_of(spec, n)) is not None:
-                    where = f"rowid {rowid}"
-                else:
-                    where = f"row {n}"
-                raise ExportError(
-                    f"cannot copy {spec.key}.{columns[i].name} ({where}) to PostgreSQL"
-                    f" {pg_type(columns[i].type)}: {e}"
-                ) from None
 
 
 def _pg_name(*parts: str) -> str:

@@ -231,14 +231,20 @@ class SQLiteSource:
         for batch in self.row_batches(spec):
             yield from batch
 
-    def row_batches(self, spec: TableSpec, size: int = 5000) -> Iterator[list[Sequence[Any]]]:
+    def row_batches(
+        self, spec: TableSpec, size: int = 5000, between: tuple[int, int] | None = None
+    ) -> Iterator[list[Sequence[Any]]]:
         """The rows in rowid order where the table has a rowid (so that "the n-th row" has a
-        rowid: :meth:`rowid_of`), else in the table's own order."""
+        rowid: :meth:`rowid_of`), else in the table's own order; only those whose rowid is
+        ``between`` two values if given."""
         cols = ", ".join(ident(c.name) for c in spec.table.columns)
-        rowid = _rowid_expr(spec)
+        rowid = rowid_expr(spec)
+        where = f" WHERE {rowid} BETWEEN ? AND ?" if between is not None else ""
         order = f" ORDER BY {rowid}" if rowid else ""
         con = self.con
-        cur = con.execute(f"SELECT {cols} FROM main.{ident(spec.name)}{order}")
+        cur = con.execute(
+            f"SELECT {cols} FROM main.{ident(spec.name)}{where}{order}", between or ()
+        )
         try:
             while batch := cur.fetchmany(size):
                 yield batch
@@ -251,7 +257,7 @@ class SQLiteSource:
     def rowid_of(self, spec: TableSpec, n: int) -> int | None:
         """The rowid of the ``n``-th row (from 1) :meth:`row_batches` gives, or None when the
         table has no rowid to name it by (WITHOUT ROWID, virtual, every alias shadowed)."""
-        rowid = _rowid_expr(spec)
+        rowid = rowid_expr(spec)
         if rowid is None:
             return None
         found = self.con.execute(
@@ -332,7 +338,7 @@ def rowid_alias(xinfo: list[tuple]) -> str | None:
     return next((n for n in ("rowid", "_rowid_", "oid") if n not in names), None)
 
 
-def _rowid_expr(spec: TableSpec) -> str | None:
+def rowid_expr(spec: TableSpec) -> str | None:
     """How to name the rowid of an ordinary rowid table in a query: its alias, or its
     ``INTEGER PRIMARY KEY`` column; None for other tables."""
     if spec.extra.get("kind") != "table" or spec.extra.get("without_rowid"):
