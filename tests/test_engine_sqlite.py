@@ -691,21 +691,24 @@ def helper_pids() -> list[int]:
     return pids
 
 
-def test_a_helper_killed_mid_table_fails_the_export_and_leaves_no_file(tmp_path, monkeypatch):
-    from flask_backup_manager.engine import helpers
-
-    monkeypatch.setattr(helpers, "PARTS", 2)
-    monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1)
+@pytest.fixture
+def one_big_table(tmp_path, in_parts) -> Path:
+    """A database of one table of 2 million rows, cut into ranges for helper processes; the
+    output goes to the empty directory ``tmp_path / "out"``."""
     src = tmp_path / "src.db"
     with closing(sqlite3.connect(src)) as con:
         con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         con.execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) "
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000000) "
             "INSERT INTO t SELECT i, printf('row %d', i) FROM n"
         )
         con.commit()
+    (tmp_path / "out").mkdir()
+    return src
+
+
+def test_a_helper_killed_mid_table_fails_the_export_and_leaves_no_file(one_big_table, tmp_path):
     out_dir = tmp_path / "out"
-    out_dir.mkdir()
     killed: list[int] = []
     stop = threading.Event()
 
@@ -719,7 +722,7 @@ def test_a_helper_killed_mid_table_fails_the_export_and_leaves_no_file(tmp_path,
     killer.start()
     try:
         with pytest.raises(ExportError, match="a helper process failed: exit -9"):
-            export(sqlite_url(src), "sqlite3", out_dir / "x.sql.gz")
+            export(sqlite_url(one_big_table), "sqlite3", out_dir / "x.sql.gz")
     finally:
         stop.set()
         killer.join()
@@ -727,21 +730,10 @@ def test_a_helper_killed_mid_table_fails_the_export_and_leaves_no_file(tmp_path,
     assert helper_pids() == []
 
 
-def test_a_cancel_stops_the_helpers_too(tmp_path, monkeypatch):
-    from flask_backup_manager.engine import ExportCancelled, helpers
+def test_a_cancel_stops_the_helpers_too(one_big_table, tmp_path):
+    from flask_backup_manager.engine import ExportCancelled
 
-    monkeypatch.setattr(helpers, "PARTS", 2)
-    monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1)
-    src = tmp_path / "src.db"
-    with closing(sqlite3.connect(src)) as con:
-        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-        con.execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000000) "
-            "INSERT INTO t SELECT i, printf('row %d', i) FROM n"
-        )
-        con.commit()
     out_dir = tmp_path / "out"
-    out_dir.mkdir()
     cancel = threading.Event()
     seen = []
 
@@ -753,7 +745,7 @@ def test_a_cancel_stops_the_helpers_too(tmp_path, monkeypatch):
     start = time.monotonic()
     with pytest.raises(ExportCancelled):
         export(
-            sqlite_url(src),
+            sqlite_url(one_big_table),
             "sqlite3",
             out_dir / "x",
             progress=cancel_once_helpers_run,

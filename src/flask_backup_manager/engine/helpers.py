@@ -38,7 +38,9 @@ def ranges(source: SQLiteSource, table: str, key: str | None, rows: int) -> list
     lo, hi = source.con.execute(f"SELECT min({key}), max({key}) FROM {table}").fetchone()
     if lo is None:
         return []
-    parts = PARTS if source.frozen is not None and rows >= PARALLEL_ROWS else 1
+    # an embedding program (no Python to start helpers with) renders everything itself
+    many = source.frozen is not None and rows >= PARALLEL_ROWS and bool(sys.executable)
+    parts = PARTS if many else 1
     width = -(-(hi - lo + 1) // parts)
     return [(a, min(hi, a + width - 1)) for a in range(lo, hi + 1, width)]
 
