@@ -542,6 +542,36 @@ def test_a_private_file_is_read_in_place_without_a_snapshot_copy(hard_db):
             src.close()
 
 
+@pytest.mark.parametrize("in_parts_too", [False, True])
+def test_text_that_is_not_utf8_is_copied_byte_for_byte(tmp_path, monkeypatch, in_parts_too):
+    """SQLite stores whatever bytes it is given as TEXT; both formats keep them as they are
+    (read back by their hex: Python cannot decode them), in one process and in parts."""
+    if in_parts_too:
+        from flask_backup_manager.engine import helpers
+
+        monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1)
+        monkeypatch.setattr(helpers, "PARTS", 2)
+    src = tmp_path / "src.db"
+    with closing(sqlite3.connect(src)) as con:
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        con.executemany(
+            "INSERT INTO t (v) VALUES (CAST(? AS TEXT))",
+            [(b,) for b in (b"\xc3(", b"caf\xe9", b"\xff\xfe'", b"ok", b"a\r\nb\x80")] * 3,
+        )
+        con.commit()
+
+    def rows(db: Path) -> list:
+        with closing(sqlite3.connect(db)) as con:
+            return con.execute("SELECT id, typeof(v), hex(v) FROM t ORDER BY id").fetchall()
+
+    c = {"db": tmp_path / "copy.db", "dump": tmp_path / "copy.sql.gz", "cli": tmp_path / "cli.db"}
+    export(sqlite_url(src), "sqlite3_db", c["db"])
+    export(sqlite_url(src), "sqlite3", c["dump"])
+    restore_with_cli(c["dump"], c["cli"])
+    assert rows(c["db"]) == rows(c["cli"]) == rows(src)
+    assert len(rows(src)) == 15 and rows(src)[0][1] == "text"
+
+
 def test_names_that_are_sqlite3_shell_commands_are_not_run_by_the_restore(tmp_path):
     where = tmp_path / "ran"
     where.mkdir()
