@@ -368,3 +368,42 @@ def test_names_that_are_psql_commands_are_not_run_by_the_restore(owner_db, psql,
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def test_every_row_is_copied_once_when_the_integer_key_is_no_rowid(tmp_path, processes):
+    """``INTEGER PRIMARY KEY DESC`` is not the rowid: it may hold NULL and text. Rows are
+    read by their rowid, so none is lost, in one process or in parts."""
+    url = _sqlite(
+        tmp_path / "desc.db",
+        """
+        CREATE TABLE d (id INTEGER PRIMARY KEY DESC, v TEXT);
+        INSERT INTO d VALUES (NULL, 'a'), (NULL, 'b'), (5, 'c'), (2, 'd'), (9, 'e');
+    """,
+    )
+    out = tmp_path / "desc.postgres.sql.gz"
+    assert export(url, "postgres", out).rows == 5
+    with gzip.open(out, "rt") as f:
+        text = f.read()
+    block = text.split("FROM stdin;\n", 1)[1].split("\\.", 1)[0]
+    assert sorted(block.splitlines()) == sorted(["\\N\ta", "\\N\tb", "5\tc", "2\td", "9\te"])
+
+
+def test_a_long_refused_value_in_a_helper_is_named_without_hanging(tmp_path, monkeypatch):
+    """A helper's message about a refused value stays one short line (its key may be 100 kB);
+    it never fills the pipe the exporting process reads last."""
+    from flask_backup_manager.engine import helpers
+
+    monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1)
+    monkeypatch.setattr(helpers, "PARTS", 2)
+    url = _sqlite(
+        tmp_path / "long.db",
+        """
+        CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER);
+        WITH RECURSIVE i(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM i WHERE x < 10)
+        INSERT INTO t SELECT printf('%d', x) || zeroblob(0), x FROM i;
+        UPDATE t SET k = k || printf('%.*c', 100000, 'x'), n = 'not a number' WHERE n = 9;
+    """,
+    )
+    with pytest.raises(ExportError, match=r"cannot copy t\.n \(k='9x+\.\.\.\) to PostgreSQL") as e:
+        export(url, "postgres", tmp_path / "long.sql.gz")
+    assert len(str(e.value)) < 300

@@ -708,17 +708,28 @@ def test_big_tables_rendered_in_parts_restore_to_the_exact_copy(hard_db, tmp_pat
     assert statements >= 5 + 1  # a 300 kB row is a statement of its own; small rows share
 
 
-def helper_pids() -> list[int]:
-    """Our helper processes rendering rows, found in /proc as `ps` would show them."""
+def helper_pids(parent: int | None = None) -> list[int]:
+    """The helper processes (rendering rows) that ``parent`` (this process) started, found in
+    /proc as `ps` would show them; other programs' processes are never touched."""
+    parent = os.getpid() if parent is None else parent
     pids = []
-    for entry in os.listdir("/proc"):
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except (OSError, ValueError):
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if entry.isdigit() and b"sqlite_render.py" in cmd:
+        if ppid == parent and (b"sqlite_render.py" in cmd or b"copy_helper" in cmd):
             pids.append(int(entry))
     return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @pytest.fixture
@@ -783,3 +794,37 @@ def test_a_cancel_stops_the_helpers_too(one_big_table, tmp_path):
         )
     assert seen and helper_pids() == [] and os.listdir(out_dir) == []
     assert time.monotonic() - start < 30
+
+
+def test_without_a_python_to_start_helpers_every_part_is_rendered_here(
+    hard_db, tmp_path, in_parts, monkeypatch
+):
+    """An app embedded in a program that is not Python (sys.executable unusable) still gets
+    its backup: the parts a helper would render are rendered by the exporting process."""
+    add_awkward_rowids(hard_db)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    c = copies(hard_db, tmp_path)
+    assert snapshot(c["cli"]) == snapshot(hard_db)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_helpers_die_with_a_worker_killed_mid_export(one_big_table, tmp_path):
+    """A worker killed with SIGKILL (out of memory, a deploy) leaves no helper rendering on."""
+    script = (
+        "import sys; from flask_backup_manager.engine import helpers, export; "
+        "helpers.PARALLEL_ROWS = 1; helpers.PARTS = 3; "
+        "export('sqlite:///' + sys.argv[1], 'sqlite3', sys.argv[2])"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script, str(one_big_table), str(tmp_path / "out" / "x")]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (pids := helper_pids(worker.pid)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pids, "no helper started"
+    finally:
+        worker.kill()
+        worker.wait()
+    time.sleep(0.5)  # far less than a helper's share of 2 million rows takes
+    assert not any(map(alive, pids))

@@ -1,7 +1,7 @@
 """A helper process of the ``postgres`` format from SQLite: one rowid range of a big table as
 COPY lines, encoded exactly as the exporting process encodes the rest (see :mod:`.helpers`).
 
-    python -I -m flask_backup_manager.engine.copy_helper < {"db": ..., "table": ..., "label": ...,
+    python -I -c "...copy_helper import main..." < {"db": ..., "table": ..., "label": ...,
         "columns": [...], "kinds": [...], "key": ..., "bulk": ..., "identity": ..., "pk": [...],
         "lo": ..., "hi": ..., "output": ..., "level": ...}
 
@@ -20,10 +20,12 @@ from urllib.parse import quote as urlquote
 
 from .base import ExportError, ident
 from .postgres_generic import BATCH, Refusal, RowEncoder
+from .sqlite_render import die_with_parent, one_line
 
 
 def main() -> int:
     job = json.load(sys.stdin)
+    die_with_parent(job["parent"])
     table, key, lo, hi = f"main.{ident(job['table'])}", job["key"], job["lo"], job["hi"]
     cols = ", ".join(map(ident, job["columns"]))
     try:
@@ -58,7 +60,7 @@ def main() -> int:
             f.write(z.flush())
         con.close()
     except (ExportError, sqlite3.Error, OSError) as e:
-        print(" ".join(str(e).split()) or type(e).__name__, file=sys.stderr)
+        print(one_line(e), file=sys.stderr)
         return 1
     print(json.dumps({"rows": n, "top": enc.top}))
     return 0

@@ -3,7 +3,8 @@ the engine built) cut into rowid ranges, one rendered here while helper processe
 others side by side, each into a gzip member that is appended to the output in order.
 
 A helper is a Python program (``cmd``) that reads a JSON job on stdin (``db``, ``lo``, ``hi``,
-``output``, ``level`` and what it needs besides), writes one gzip member to ``output`` (a
+``output``, ``level``, ``parent`` and what it needs besides), asks to die with its parent,
+writes one gzip member to ``output`` (a
 private temp file the exporting process made, opened without O_CREAT), prints a JSON result
 and exits 0; or prints one line to stderr and exits 1. Threads would not do: the work is
 Python or SQLite code that holds the GIL or SQLite's global allocator lock.
@@ -38,9 +39,7 @@ def ranges(source: SQLiteSource, table: str, key: str | None, rows: int) -> list
     lo, hi = source.con.execute(f"SELECT min({key}), max({key}) FROM {table}").fetchone()
     if lo is None:
         return []
-    # an embedding program (no Python to start helpers with) renders everything itself
-    many = source.frozen is not None and rows >= PARALLEL_ROWS and bool(sys.executable)
-    parts = PARTS if many else 1
+    parts = PARTS if source.frozen is not None and rows >= PARALLEL_ROWS else 1
     width = -(-(hi - lo + 1) // parts)
     return [(a, min(hi, a + width - 1)) for a in range(lo, hi + 1, width)]
 
@@ -54,19 +53,29 @@ def in_parts(
     first: Callable[[int, int], object],
 ) -> list[dict[str, Any]]:
     """Render ``parts[0]`` here with ``first(lo, hi)`` (into ``out``), the other parts in helper
-    processes running ``cmd``; append their members to ``out`` in order. Their results, in
-    order. Any failure (or a cancel, which kills the helpers through ``source.interrupt``)
-    stops them all and removes their files."""
-    helpers: list[_Helper] = []
+    processes running ``cmd``; append their members to ``out`` in order. The helpers'
+    results, in order. A part whose helper cannot be started (no usable Python) is rendered
+    here too, in its turn. Any failure (or a cancel, which kills the helpers through
+    ``source.interrupt``) stops them all and removes their files."""
+    helpers: list[_Helper | None] = []
     try:
         for lo, hi in parts[1:]:
-            helpers.append(_Helper(source, cmd, {**job, "lo": lo, "hi": hi}, out.path))
-        if parts:
-            first(*parts[0])
-        return [h.finish(out) for h in helpers]
+            helper = _Helper(source, out.path, lo)
+            helpers.append(helper)
+            if not helper.start(cmd, {**job, "lo": lo, "hi": hi}):
+                helpers[-1] = None
+                helper.abandon()
+        results = []
+        for (lo, hi), helper in zip(parts, [None, *helpers], strict=True):
+            if helper is None:
+                first(lo, hi)
+            else:
+                results.append(helper.finish(out))
+        return results
     finally:
         for h in helpers:
-            h.abandon()
+            if h is not None:
+                h.abandon()
 
 
 def temp_beside(path: Path, tag: str) -> Path:
@@ -77,31 +86,59 @@ def temp_beside(path: Path, tag: str) -> Path:
     return path.with_name(f"{stem}.{tag}.part")
 
 
-def python(*args: str) -> list[str]:
-    """The command line running this Python, isolated from the environment (no PYTHON*
-    variables, no user site, no current directory on the path)."""
-    return [sys.executable, "-I", *args]
+def python(script: Path) -> list[str]:
+    """The command line running ``script`` with this Python, isolated from the environment
+    (no PYTHON* variables, no user site, no current directory on the path)."""
+    return [sys.executable, "-I", str(script)]
+
+
+def python_module(module: str) -> list[str]:
+    """The command line running ``module``'s ``main()`` with this Python, isolated as
+    :func:`python`, finding the package where this process finds it (``sys.path`` is passed
+    on: an app may be run with PYTHONPATH, which ``-I`` ignores)."""
+    code = f"import sys; sys.path[:0] = sys.argv[1:]; from {module} import main; sys.exit(main())"
+    return [sys.executable, "-I", "-c", code, *[p for p in sys.path if p]]
+
+
+#: characters of a helper's error message kept (a refused value may be long)
+MESSAGE = 1000
 
 
 class _Helper:
-    def __init__(self, source: SQLiteSource, cmd: list[str], job: dict, beside: Path) -> None:
-        self.source = source
-        self.path = temp_beside(beside, str(job["lo"]))
+    def __init__(self, source: SQLiteSource, beside: Path, lo: int) -> None:
+        self.source, self.proc = source, None
+        self.path = temp_beside(beside, str(lo))
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        job = {**job, "db": str(source.frozen), "output": str(self.path), "level": COMPRESSLEVEL}
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        source.children.add(self.proc)
-        self.proc.stdin.write(json.dumps(job).encode())
-        self.proc.stdin.close()
+
+    def start(self, cmd: list[str], job: dict) -> bool:
+        """Start the helper on ``job``; False when no process can be started."""
+        job = {
+            **job,
+            "db": str(self.source.frozen),
+            "output": str(self.path),
+            "level": COMPRESSLEVEL,
+            "parent": os.getpid(),
+        }
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError:
+            return False
+        self.source.children.add(self.proc)
+        try:
+            self.proc.stdin.write(json.dumps(job).encode())
+            self.proc.stdin.close()
+        except BrokenPipeError:  # it died at once: finish() says how
+            pass
+        self.proc.stdin = None  # closed: communicate() must not flush it
+        return True
 
     def finish(self, out: GzipOut) -> dict[str, Any]:
         """Wait for the helper, append its member to ``out``; its result."""
-        # what it prints is a result or one line (a traceback at worst): no pipe fills up
-        stdout, stderr = self.proc.stdout.read(), self.proc.stderr.read()
-        code = self.proc.wait()
-        message = " ".join(stderr.decode(errors="replace").split())
+        stdout, stderr = self.proc.communicate()
+        message = " ".join(stderr.decode(errors="replace").split())[:MESSAGE]
+        code = self.proc.returncode
         if code == 1 and message:
             raise ExportError(message)
         if code:
@@ -111,10 +148,11 @@ class _Helper:
         return json.loads(stdout)
 
     def abandon(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-        self.source.children.discard(self.proc)
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+            self.source.children.discard(self.proc)
         self.path.unlink(missing_ok=True)

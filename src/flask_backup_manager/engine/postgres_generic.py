@@ -49,7 +49,7 @@ import sqlalchemy as sa
 
 from .base import ExportError, Source, TableSpec, Tracker, ident, literal
 from .postgres_writer import GzipOut, comment_line, statements
-from .sqlite_source import SQLiteSource, rowid_expr
+from .sqlite_source import SQLiteSource
 
 Encoder = Callable[[Any], str]
 
@@ -441,7 +441,8 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
     out.write(
         f"COPY {_name(spec)} (" + ", ".join(ident(c.name) for c in columns) + ") FROM stdin;\n"
     )
-    key = rowid_expr(spec) if isinstance(source, SQLiteSource) else None
+    # the rowid itself (an INTEGER PRIMARY KEY DESC column is no alias: it may hold anything)
+    key = spec.extra.get("key") if isinstance(source, SQLiteSource) else None
     if key is None:
         enc.copy(
             source.row_batches(spec, BATCH), out.write, tracker.rows, where.naming(source, spec)
@@ -453,7 +454,7 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
         done = helpers.in_parts(
             source,
             parts,
-            helpers.python("-m", "flask_backup_manager.engine.copy_helper"),
+            helpers.python_module("flask_backup_manager.engine.copy_helper"),
             {
                 "table": spec.name,
                 "label": spec.key,
@@ -567,7 +568,7 @@ class Refusal:
                     encoders[i](value)
                 except ValueError as e:
                     if self.pk:
-                        where = ", ".join(f"{self.names[j]}={row[j]!r}" for j in self.pk)
+                        where = ", ".join(f"{self.names[j]}={_show(row[j])}" for j in self.pk)
                     elif rowid_of is not None and (rowid := rowid_of(n)) is not None:
                         where = f"rowid {rowid}"
                     else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import sys
 import zlib
@@ -115,8 +116,26 @@ def prepare(con: sqlite3.Connection) -> None:
     con.create_function("fbm_exact", 1, exact_real_expression, deterministic=True)
 
 
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this helper when the process that started it dies (a worker killed
+    with SIGKILL leaves no helper rendering on); elsewhere nothing is asked."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:1000] or type(e).__name__
+
+
 def main() -> int:
     job = json.load(sys.stdin)
+    die_with_parent(job["parent"])
     try:
         con = connect(job["db"], frozen=True)
         # O_TRUNC without O_CREAT: if the exporting process gave up and removed the file,
@@ -135,7 +154,7 @@ def main() -> int:
             f.write(z.flush())
         con.close()
     except Exception as e:
-        print(" ".join(str(e).split()) or type(e).__name__, file=sys.stderr)
+        print(one_line(e), file=sys.stderr)
         return 1
     print(json.dumps({"rows": n}))
     return 0

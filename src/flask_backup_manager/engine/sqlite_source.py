@@ -339,12 +339,12 @@ def rowid_alias(xinfo: list[tuple]) -> str | None:
 
 
 def rowid_expr(spec: TableSpec) -> str | None:
-    """How to name the rowid of an ordinary rowid table in a query: its alias, or its
-    ``INTEGER PRIMARY KEY`` column; None for other tables."""
+    """How to name the rowid of an ordinary rowid table in a query: ``rowid`` or another name
+    no column shadows, else its ``INTEGER PRIMARY KEY`` column; None for other tables."""
     if spec.extra.get("kind") != "table" or spec.extra.get("without_rowid"):
         return None
-    if spec.extra.get("rowid"):
-        return spec.extra["rowid"]
+    if spec.extra.get("key"):
+        return spec.extra["key"]
     pk = [
         c
         for c in spec.table.primary_key.columns

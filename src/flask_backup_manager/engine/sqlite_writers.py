@@ -295,7 +295,7 @@ def _insert_rows(
         done = helpers.in_parts(
             source,
             parts,
-            helpers.python(sqlite_render.__file__),
+            helpers.python(Path(sqlite_render.__file__)),
             {"sql": sql, "head": head.decode()},
             out,
             lambda lo, hi: render_range(con, sql, head, lo, hi, out.write, rows),
