@@ -378,6 +378,7 @@ def test_every_row_is_copied_once_when_the_integer_key_is_no_rowid(tmp_path, pro
         """
         CREATE TABLE d (id INTEGER PRIMARY KEY DESC, v TEXT);
         INSERT INTO d VALUES (NULL, 'a'), (NULL, 'b'), (5, 'c'), (2, 'd'), (9, 'e');
+        CREATE TABLE empty (id INTEGER PRIMARY KEY, v TEXT);
     """,
     )
     out = tmp_path / "desc.postgres.sql.gz"

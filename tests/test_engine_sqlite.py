@@ -690,6 +690,7 @@ def add_awkward_rowids(path: Path) -> None:
             "INSERT INTO ends VALUES (?, ?)",
             [(-(2**63), "min"), (-1, -1.5), (0, None), (7, b"\x00\xff"), (2**63 - 1, "max")],
         )
+        con.execute("CREATE TABLE empty (id INTEGER PRIMARY KEY, v)")
         con.execute("CREATE TABLE big (v BLOB)")  # rowid not a column: carried as rowid
         con.executemany("INSERT INTO big VALUES (randomblob(?))", [(300_000,)] * 5)
         con.executemany("INSERT INTO big VALUES (?)", [(i,) for i in range(3000)])

@@ -57,6 +57,8 @@ def in_parts(
     results, in order. A part whose helper cannot be started (no usable Python) is rendered
     here too, in its turn. Any failure (or a cancel, which kills the helpers through
     ``source.interrupt``) stops them all and removes their files."""
+    if not parts:  # an empty table
+        return []
     helpers: list[_Helper | None] = []
     try:
         for lo, hi in parts[1:]:
