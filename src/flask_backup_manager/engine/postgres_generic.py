@@ -526,8 +526,8 @@ class RowEncoder:
                 if type(rows[0]) is not tuple or fields != cols:  # a changed column is a list
                     rows = list(zip(*fields, strict=True))  # tuples, for %
                 write("".join(map(self.line.__mod__, rows)))
-                if self.identity is not None:
-                    self.top = _max(self.top, _largest(cols[self.identity]))
+                if self.identity is not None and (key := _largest(cols[self.identity])) is not None:
+                    self.top = _max(self.top, int(key))
                 n += len(rows)
                 progress(len(rows))
         return n
