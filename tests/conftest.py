@@ -242,6 +242,15 @@ def run_worker(host_env):
     return run
 
 
+#: the two account tables :func:`move_money_in_postgres` moves money between (2000 rows each)
+BANK_SQL = b"""
+    CREATE TABLE checking (id integer PRIMARY KEY, balance bigint NOT NULL);
+    CREATE TABLE savings (id integer PRIMARY KEY, balance bigint NOT NULL);
+    INSERT INTO checking SELECT g, 1000 FROM generate_series(1, 2000) g;
+    INSERT INTO savings SELECT g, 1000 FROM generate_series(1, 2000) g;
+"""
+
+
 def move_money_in_postgres(url: str, stop, moved: list) -> None:
     """Until ``stop`` is set, move 7 from a ``checking`` row to a ``savings`` row, one
     transaction each: the two tables' sum never changes in any snapshot."""

@@ -31,7 +31,7 @@ from psycopg import sql
 
 from flask_backup_manager.engine import ExportError, export
 
-from .conftest import DATASETS, move_money_in_postgres, move_money_in_sqlite, run_psql
+from .conftest import BANK_SQL, DATASETS, move_money_in_postgres, move_money_in_sqlite, run_psql
 from .test_engine_postgres import owner_db, pagila_url, restore  # noqa: F401 - fixtures
 from .test_engine_sqlite import (
     build_hard_db,
@@ -376,16 +376,7 @@ def test_a_timestamptz_model_reads_the_copy_as_naive_utc(chinook_pg, tmp_path):
 def test_postgres_to_sqlite_reads_one_snapshot_while_money_moves(pg_url, psql, tmp_path, fmt):
     """Transfers from ``checking`` to ``savings`` commit all through the export; the SQLite
     copy still balances, because both tables were read in the same snapshot."""
-    run_psql(
-        psql,
-        pg_url,
-        stdin=b"""
-        CREATE TABLE checking (id integer PRIMARY KEY, balance bigint NOT NULL);
-        CREATE TABLE savings (id integer PRIMARY KEY, balance bigint NOT NULL);
-        INSERT INTO checking SELECT g, 1000 FROM generate_series(1, 2000) g;
-        INSERT INTO savings SELECT g, 1000 FROM generate_series(1, 2000) g;
-    """,
-    )
+    run_psql(psql, pg_url, stdin=BANK_SQL)
     stop, moved = threading.Event(), []
     thread = threading.Thread(target=move_money_in_postgres, args=(pg_url, stop, moved))
     thread.start()

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from flask_backup_manager.engine import ExportError, export
 
-from .conftest import DATASETS, move_money_in_postgres, run_psql
+from .conftest import BANK_SQL, DATASETS, move_money_in_postgres, run_psql
 
 HARD_SCHEMA = r"""
 CREATE SCHEMA "Sales";
@@ -332,16 +332,7 @@ def test_chinook_round_trip_has_same_schema_and_data(pg_url, owner_db, psql, tmp
 def test_export_reads_one_snapshot_while_money_moves(pg_url, owner_db, psql, tmp_path):
     """Transfers between two tables commit all through the export; the copy's total is the
     source's total, because every table was read in the same snapshot."""
-    run_psql(
-        psql,
-        pg_url,
-        stdin=b"""
-        CREATE TABLE checking (id integer PRIMARY KEY, balance bigint NOT NULL);
-        CREATE TABLE savings (id integer PRIMARY KEY, balance bigint NOT NULL);
-        INSERT INTO checking SELECT g, 1000 FROM generate_series(1, 2000) g;
-        INSERT INTO savings SELECT g, 1000 FROM generate_series(1, 2000) g;
-    """,
-    )
+    run_psql(psql, pg_url, stdin=BANK_SQL)
     stop = threading.Event()
     moved = []
 
