@@ -101,6 +101,10 @@ CREATE INDEX weird_expr ON weird (lower(t), i + 1);
 CREATE UNIQUE INDEX "Order group" ON "Order" ("Group" COLLATE NOCASE DESC);
 """
 
+#: a table wider than one printf() call renders (100 columns), of every declared affinity
+WIDE_TYPES = ["INT", "TEXT", "REAL", "BLOB", "", "NUMERIC", "VARCHAR(5)"] * 33
+WIDE = "CREATE TABLE wide ({});".format(", ".join(f"c{i} {t}" for i, t in enumerate(WIDE_TYPES)))
+
 
 def build_hard_db(path: Path, *, seed: int = 7) -> Path:
     """A database that holds every case the SQLite formats must carry exactly."""
@@ -112,7 +116,7 @@ def build_hard_db(path: Path, *, seed: int = 7) -> Path:
             doubles.append(x)
     doubles += [rnd.uniform(-1e6, 1e6) for _ in range(1000)] + [round(rnd.random(), 2)] * 3
     with closing(sqlite3.connect(path, isolation_level=None)) as con:
-        con.executescript(SCHEMA)
+        con.executescript(SCHEMA + WIDE)
         con.execute("BEGIN")
         for i, text in enumerate(TEXTS):
             con.execute(
@@ -127,6 +131,17 @@ def build_hard_db(path: Path, *, seed: int = 7) -> Path:
         con.execute("INSERT INTO weird DEFAULT VALUES")
         con.execute("DELETE FROM weird WHERE rowid IN (3, 5, 8)")  # rowids with gaps
         con.executemany("INSERT INTO kv VALUES (?, ?)", ((f"k{i}", v) for i, v in enumerate(mixed)))
+        con.executemany(  # row i, column j holds mixed[i + j]: each column every kind of value
+            f"INSERT INTO wide VALUES ({', '.join('?' * len(WIDE_TYPES))})",
+            ([mixed[(i + j) % len(mixed)] for j in range(len(WIDE_TYPES))] for i in range(60)),
+        )
+        con.executemany(  # and rows where every column holds what its type leads one to expect
+            f"INSERT INTO wide VALUES ({', '.join('?' * len(WIDE_TYPES))})",
+            (
+                [i * j if "INT" in t else f"t{i}\r\n" * (j % 2) for j, t in enumerate(WIDE_TYPES)]
+                for i in range(5)
+            ),
+        )
         con.executemany(
             "INSERT INTO strict_t (id, name, score, data, anything) VALUES (?, ?, ?, ?, ?)",
             [

@@ -251,7 +251,6 @@ def _shadow_plan(con: sqlite3.Connection, name: str) -> dict[str, Any]:
     return {
         "columns": [r[1] for r in xinfo if r[6] == 0],
         "types": {r[1]: r[2] for r in xinfo},
-        "strict": False,
         "rowid": None if without_rowid else rowid_name(xinfo),
         "key": None if without_rowid else rowid_alias(xinfo),
     }
@@ -269,23 +268,22 @@ def _insert_rows(
     or a file the engine built) is cut into rowid ranges, rendered side by side by helper
     processes (:mod:`.sqlite_render`), each into a gzip member that is appended in order."""
     cols = list(plan["columns"])
-    exprs = [_literal_sql(c, plan) for c in cols]
     if plan["rowid"]:
         cols.insert(0, plan["rowid"])
-        exprs.insert(0, f"quote({plan['rowid']})")
     if not cols:
         return
     target = ident(name)
     if plan["rowid"] or len(cols) != len(plan["types"]):
         target += "(" + ",".join(ident(c) for c in cols) + ")"
-    row = f"'(' || {_concat(exprs)} || ')'"
+    safe = _row_sql(cols, plan, fast=False)
     con, key, table = source.con, plan["key"], f"main.{ident(name)}"
     rows = tracker.rows if tracker is not None else None
     if key is None:  # no rowid to cut by (WITHOUT ROWID): one statement per row
         head = literal(f"INSERT INTO {target} VALUES")
-        _row_per_statement(con, f"SELECT {head} || {row} || ';' FROM {table}", out, rows)
+        _row_per_statement(con, f"SELECT {head} || {safe} || ';' FROM {table}", out, rows)
         return
-    sql = statement_sql(table, key, row)
+    sql = statement_sql(table, key, _row_sql(cols, plan, fast=True))
+    safe = statement_sql(table, key, safe)
     head = f"INSERT INTO {target} VALUES\n".encode()
     count = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     parts = helpers.ranges(source, table, key, count)
@@ -296,9 +294,9 @@ def _insert_rows(
             source,
             parts,
             helpers.python(Path(sqlite_render.__file__)),
-            {"sql": sql, "head": head.decode()},
+            {"sql": sql, "safe": safe, "head": head.decode()},
             out,
-            lambda lo, hi: render_range(con, sql, head, lo, hi, out.write, rows),
+            lambda lo, hi: render_range(con, sql, safe, head, lo, hi, out.write, rows),
         )
     finally:
         con.text_factory = text_factory
@@ -323,6 +321,59 @@ def _row_per_statement(
         con.text_factory = text_factory
 
 
+#: columns rendered by one printf() call (SQLite allows a function 127 arguments)
+PRINTF_COLUMNS = 100
+
+
+def _row_sql(cols: list[str], plan: dict[str, Any], *, fast: bool) -> str:
+    """The SQL expression that renders a row's ``cols`` as ``(v1,v2,...)``, each value an SQL
+    literal, by one ``printf()`` per hundred columns (a chain of ``||`` copies the row at
+    every step).
+
+    ``fast`` adds a quicker path for the rows whose values have the storage class the
+    columns' declared types lead one to expect (integer or text, or NULL): those are printed
+    by ``%s`` and ``%Q`` with no dispatch per value. Its literals do not guard CRs, see
+    :func:`.sqlite_render.render_range`; the others, all of them when not ``fast``, do."""
+    whole = len(cols) <= PRINTF_COLUMNS  # then the parentheses go in the format too
+    groups = []
+    for i in range(0, len(cols), PRINTF_COLUMNS):
+        group = cols[i : i + PRINTF_COLUMNS]
+        general = _printf([("%s", _literal_sql(c, plan)) for c in group], whole)
+        typed = [_typed(c, plan, rowid=c == plan["rowid"]) for c in group] if fast else []
+        if not any(typed):
+            groups.append(general)
+            continue
+        pairs = zip(group, typed, strict=True)
+        quick = _printf([t[1:] if t else ("%s", _literal_sql(c, plan)) for c, t in pairs], whole)
+        guards = " AND ".join(t[0] for t in typed if t and t[0])
+        groups.append(f"CASE WHEN {guards} THEN {quick} ELSE {general} END" if guards else quick)
+    return groups[0] if whole else f"'(' || {_concat(groups)} || ')'"
+
+
+def _printf(values: list[tuple[str, str]], whole: bool) -> str:
+    """``printf()`` of ``(format, expression)`` pairs joined by commas, in parentheses if
+    ``whole``."""
+    fmt = ",".join(f for f, _ in values)
+    if whole:
+        fmt = f"({fmt})"
+    return f"printf('{fmt}', {', '.join(e for _, e in values)})"
+
+
+def _typed(column: str, plan: dict[str, Any], *, rowid: bool) -> tuple[str, str, str] | None:
+    """``(guard, format, expression)`` printing ``column`` while ``guard`` holds, for a column
+    whose declared type has INTEGER or TEXT affinity (SQLite's rules); None for the others.
+    The rowid is always an integer."""
+    c = ident(column)
+    if rowid:
+        return "", "%d", c
+    declared = (plan["types"].get(column) or "").upper()
+    if "INT" in declared:
+        return f"typeof({c}) IN ('integer','null')", "%s", f"ifnull({c},'NULL')"
+    if "CHAR" in declared or "CLOB" in declared or "TEXT" in declared:
+        return f"typeof({c}) IN ('text','null')", "%Q", c
+    return None
+
+
 def _concat(exprs: list[str]) -> str:
     """``exprs`` joined with ``','`` by ``||`` nested as a balanced tree: SQLite limits an
     expression's depth to 1000, which a flat chain over a wide table would pass."""
@@ -333,13 +384,10 @@ def _concat(exprs: list[str]) -> str:
 
 
 def _literal_sql(column: str, plan: dict[str, Any]) -> str:
-    """The SQL expression that renders ``column``'s value as an SQL literal. Where the column
-    can hold a REAL, a REAL is rendered by :func:`real_literal` when SQLite reads that text back
-    as the same double, else by :func:`exact_real_expression`."""
+    """The SQL expression that renders ``column``'s value as an SQL literal, whatever its
+    storage class. A REAL is rendered by :func:`real_literal` when SQLite reads that text back
+    as the same double, else by :func:`exact_real_expression`; a CR in a TEXT as ``char(13)``."""
     c = ident(column)
-    declared = (plan["types"].get(column) or "").upper()
-    if plan["strict"] and declared in ("INT", "INTEGER", "BLOB"):
-        return f"quote({c})"
     # the sqlite3 shell drops a CR before an LF even inside a string: 'a'||char(13)||'b'
     text = (
         f"CASE WHEN instr({c}, char(13)) THEN replace(quote({c}), char(13), {literal(_CR)}) "
