@@ -106,8 +106,9 @@ WIDE_TYPES = ["INT", "TEXT", "REAL", "BLOB", "", "NUMERIC", "VARCHAR(5)"] * 33
 WIDE = "CREATE TABLE wide ({});".format(", ".join(f"c{i} {t}" for i, t in enumerate(WIDE_TYPES)))
 
 
-def build_hard_db(path: Path, *, seed: int = 7) -> Path:
-    """A database that holds every case the SQLite formats must carry exactly."""
+def build_hard_db(path: Path, *, seed: int = 7, wide: bool = True) -> Path:
+    """A database that holds every case the SQLite formats must carry exactly (``wide``: and
+    a table of 231 columns)."""
     rnd = random.Random(seed)
     doubles = []
     while len(doubles) < 3000:
@@ -116,7 +117,7 @@ def build_hard_db(path: Path, *, seed: int = 7) -> Path:
             doubles.append(x)
     doubles += [rnd.uniform(-1e6, 1e6) for _ in range(1000)] + [round(rnd.random(), 2)] * 3
     with closing(sqlite3.connect(path, isolation_level=None)) as con:
-        con.executescript(SCHEMA + WIDE)
+        con.executescript(SCHEMA + (WIDE if wide else ""))
         con.execute("BEGIN")
         for i, text in enumerate(TEXTS):
             con.execute(
@@ -131,17 +132,21 @@ def build_hard_db(path: Path, *, seed: int = 7) -> Path:
         con.execute("INSERT INTO weird DEFAULT VALUES")
         con.execute("DELETE FROM weird WHERE rowid IN (3, 5, 8)")  # rowids with gaps
         con.executemany("INSERT INTO kv VALUES (?, ?)", ((f"k{i}", v) for i, v in enumerate(mixed)))
-        con.executemany(  # row i, column j holds mixed[i + j]: each column every kind of value
-            f"INSERT INTO wide VALUES ({', '.join('?' * len(WIDE_TYPES))})",
-            ([mixed[(i + j) % len(mixed)] for j in range(len(WIDE_TYPES))] for i in range(60)),
-        )
-        con.executemany(  # and rows where every column holds what its type leads one to expect
-            f"INSERT INTO wide VALUES ({', '.join('?' * len(WIDE_TYPES))})",
-            (
-                [i * j if "INT" in t else f"t{i}\r\n" * (j % 2) for j, t in enumerate(WIDE_TYPES)]
-                for i in range(5)
-            ),
-        )
+        if wide:
+            insert = f"INSERT INTO wide VALUES ({', '.join('?' * len(WIDE_TYPES))})"
+            cols = range(len(WIDE_TYPES))
+            # row i, column j holds mixed[i + j]: each column every kind of value
+            con.executemany(
+                insert, ([mixed[(i + j) % len(mixed)] for j in cols] for i in range(60))
+            )
+            # and rows where every column holds what its type leads one to expect
+            con.executemany(
+                insert,
+                (
+                    [i * j if "INT" in WIDE_TYPES[j] else f"t{i}\r\n" * (j % 2) for j in cols]
+                    for i in range(5)
+                ),
+            )
         con.executemany(
             "INSERT INTO strict_t (id, name, score, data, anything) VALUES (?, ?, ?, ?, ?)",
             [

@@ -188,12 +188,24 @@ def test_row_converter_converts_only_the_columns_that_need_it():
     from flask_backup_manager.engine.typemap import TablePlan
 
     def plan(converters):
-        return TablePlan("t", "", [], "", converters)
+        return TablePlan("t", "", [], converters)
 
     assert plan([None, None]).row_converter() is None  # rows go to SQLite untouched
     convert = plan([None, str, lambda v: 1 if v else 0]).row_converter()
     assert convert((5, 7, True)) == [5, "7", 1]
     assert convert((None, None, None)) == [None, None, None]
+
+
+@pytest.mark.parametrize("rows", [0, 1, 99, 100, 101, 250, 1000])
+def test_rows_are_inserted_whole_by_statements_of_many_rows(rows):
+    from flask_backup_manager.engine.typemap import TablePlan
+
+    plan = TablePlan("t", "", [], [None] * 12)  # 83 rows per statement within 999 parameters
+    con = sqlite3.connect(":memory:")
+    con.execute(f"CREATE TABLE t ({', '.join(f'c{i}' for i in range(12))})")
+    want = [tuple(range(r * 12, r * 12 + 12)) for r in range(rows)]
+    plan.insert_rows(con, want)
+    assert con.execute("SELECT * FROM t ORDER BY rowid").fetchall() == want
 
 
 @pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
