@@ -6,11 +6,12 @@ import fnmatch
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import sqlalchemy as sa
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 #: gzip level of the SQL formats: gzip's own default, what `pg_dump | gzip` uses.
 COMPRESSLEVEL = 6
@@ -77,14 +78,21 @@ class TableSpec:
     PostgreSQL's ``public`` schema, ``schema.name`` elsewhere. ``table`` is a SQLAlchemy
     ``Table`` (columns, primary key, foreign keys, unique constraints, indexes) reflected from
     the source, with column types taken from the host's models where they describe the table.
+    It is built on first use, by ``load_tables`` (the source's: it builds them all, by key), so
+    that the exports that never ask for it (SQLite to SQLite, PostgreSQL to ``postgres``) never
+    import SQLAlchemy, a good part of their run on small databases.
     """
 
     key: str
     name: str
     schema: str | None
-    table: sa.Table
+    load_tables: Callable[[], Mapping[str, sa.Table]] = field(repr=False)
     estimated_rows: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def table(self) -> sa.Table:
+        return self.load_tables()[self.key]
 
 
 class Source(Protocol):
@@ -245,6 +253,30 @@ def select_keys(
         if (not inc or any(fnmatch.fnmatchcase(k, p) for p in inc))
         and not any(fnmatch.fnmatchcase(k, p) for p in exc)
     ]
+
+
+def parents_first(specs: list[TableSpec], parents: Mapping[str, Iterable[str]]) -> list[TableSpec]:
+    """``specs`` with the tables a table references (``parents``: keys by key) before it.
+    Otherwise, and where references make a cycle, the tables keep their order: the same
+    database gives the same order on every run."""
+    by_key = {s.key: s for s in specs}
+    position = {s.key: i for i, s in enumerate(specs)}
+    done: set[str] = set()
+    out: list[TableSpec] = []
+
+    def visit(s: TableSpec, path: set[str]) -> None:
+        if s.key in done or s.key in path:
+            return
+        path.add(s.key)
+        for key in sorted(set(parents.get(s.key, ())) & by_key.keys(), key=position.__getitem__):
+            visit(by_key[key], path)
+        path.discard(s.key)
+        done.add(s.key)
+        out.append(s)
+
+    for s in specs:
+        visit(s, set())
+    return out
 
 
 def ident(name: str) -> str:

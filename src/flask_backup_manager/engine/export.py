@@ -14,11 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
+from typing import TYPE_CHECKING
 
 from .base import FORMATS, ExportCancelled, ExportError, ProgressCallback, Source, Tracker
+from .url import URL, parse_url
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 Writer = Callable[[Source, Path, Tracker], None]
 
@@ -32,18 +34,28 @@ class ExportResult:
     rows: int
 
 
-def source_url(source: str | URL | sa.Engine) -> URL:
+def source_url(source: str | sa.URL | sa.Engine) -> URL | sa.URL:
+    """The URL to open: a string is parsed here, without importing SQLAlchemy (an Engine or
+    URL comes from someone who has it loaded already)."""
+    # not echoed: a malformed URL may still hold a password
+    message = "not a database URL: expected postgresql://... or sqlite:///path"
+    if isinstance(source, str):
+        try:
+            return parse_url(source)
+        except ValueError as e:
+            raise ExportError(message) from e
+    import sqlalchemy as sa
+
     if isinstance(source, sa.Engine):
         return source.url
     try:
-        return make_url(source)
+        return sa.engine.make_url(source)
     except sa.exc.ArgumentError as e:
-        # not echoed: a malformed URL may still hold a password
-        raise ExportError("not a database URL: expected postgresql://... or sqlite:///path") from e
+        raise ExportError(message) from e
 
 
 def open_source(
-    url: URL,
+    url: URL | sa.URL,
     *,
     metadata: sa.MetaData | None = None,
     include: Iterable[str] | None = None,
@@ -77,7 +89,7 @@ def writer_for(format: str) -> Writer:
 
 
 def export(
-    source: str | URL | sa.Engine,
+    source: str | sa.URL | sa.Engine,
     format: str,
     output: str | os.PathLike[str],
     *,
@@ -137,7 +149,7 @@ def one_line(e: BaseException) -> str:
     return text
 
 
-def scrub(text: str, url: URL) -> str:
+def scrub(text: str, url: URL | sa.URL) -> str:
     if url.password:
         text = text.replace(str(url.password), "***")
     return text

@@ -1,26 +1,27 @@
 """The PostgreSQL source: one ``REPEATABLE READ READ ONLY`` transaction, read with psycopg 3.
 
 Everything (catalog and data) is read inside that one transaction, so the tables, the rows and
-the schema all come from the same snapshot. The tables are described by SQLAlchemy ``Table``
-objects built from ``pg_catalog`` directly (SQLAlchemy's own reflection would open its own
-transactions): PostgreSQL types are mapped as in :data:`BASE_TYPES`, domains become their base
-type, enums ``ENUM`` (read as ``str``), composite and unknown types ``TEXT`` (read as their text
-form). Where the host app's ``metadata`` has the table, its column types win.
+the schema all come from the same snapshot. The SQLAlchemy ``Table`` objects that describe the
+tables are built from the catalog rows read here, by :mod:`.postgres_tables`, when a writer first
+asks for one: the ``postgres`` format never does, and never imports SQLAlchemy. Columns whose
+type psycopg cannot load by itself (enums, composite and unknown types, ...) are read as text.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import sqlalchemy as sa
 from psycopg import pq, sql
-from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.engine import URL
 
-from .base import ExportError, TableSpec, select_keys, watch
+from .base import ExportError, TableSpec, parents_first, select_keys, watch
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from .url import URL
 
 #: rows fetched per round trip by :meth:`PostgresSource.rows`
 ITERSIZE = 5000
@@ -29,51 +30,13 @@ CHUNK = 1 << 20
 #: an un-analysed table (``reltuples = -1``) smaller than this is counted exactly
 COUNT_LIMIT = 64 << 20
 
-#: ``pg_catalog`` type name -> SQLAlchemy type (called with the column's typmod)
-BASE_TYPES: dict[str, Any] = {
-    "int2": lambda m: pg.SMALLINT(),
-    "int4": lambda m: pg.INTEGER(),
-    "int8": lambda m: pg.BIGINT(),
-    "oid": lambda m: pg.OID(),
-    "float4": lambda m: pg.REAL(),
-    "float8": lambda m: pg.DOUBLE_PRECISION(),
-    "numeric": lambda m: (
-        pg.NUMERIC(((m - 4) >> 16) & 0xFFFF, (m - 4) & 0xFFFF) if m >= 4 else pg.NUMERIC()
-    ),
-    "money": lambda m: pg.MONEY(),
-    "bool": lambda m: pg.BOOLEAN(),
-    "text": lambda m: pg.TEXT(),
-    "name": lambda m: pg.TEXT(),
-    "citext": lambda m: pg.TEXT(),
-    "varchar": lambda m: pg.VARCHAR(m - 4 if m >= 4 else None),
-    "bpchar": lambda m: pg.CHAR(m - 4 if m >= 4 else None),
-    "date": lambda m: pg.DATE(),
-    "timestamp": lambda m: pg.TIMESTAMP(precision=m if m >= 0 else None),
-    "timestamptz": lambda m: pg.TIMESTAMP(timezone=True, precision=m if m >= 0 else None),
-    "time": lambda m: pg.TIME(precision=m if m >= 0 else None),
-    "timetz": lambda m: pg.TIME(timezone=True, precision=m if m >= 0 else None),
-    "interval": lambda m: pg.INTERVAL(),
-    "bytea": lambda m: pg.BYTEA(),
-    "json": lambda m: pg.JSON(),
-    "jsonb": lambda m: pg.JSONB(),
-    "uuid": lambda m: pg.UUID(),
-    "tsvector": lambda m: pg.TSVECTOR(),
-    "inet": lambda m: pg.INET(),
-    "cidr": lambda m: pg.CIDR(),
-    "macaddr": lambda m: pg.MACADDR(),
-    "macaddr8": lambda m: pg.MACADDR8(),
-    "bit": lambda m: pg.BIT(m if m > 0 else None),
-    "varbit": lambda m: pg.BIT(m if m > 0 else None, varying=True),
-    "int4range": lambda m: pg.INT4RANGE(),
-    "int8range": lambda m: pg.INT8RANGE(),
-    "numrange": lambda m: pg.NUMRANGE(),
-    "daterange": lambda m: pg.DATERANGE(),
-    "tsrange": lambda m: pg.TSRANGE(),
-    "tstzrange": lambda m: pg.TSTZRANGE(),
-}
-
-#: types psycopg loads by itself; columns of any other type are selected as text
-_LOADABLE = set(BASE_TYPES) - {"money", "name", "citext", "bit", "varbit"}
+#: ``pg_catalog`` types psycopg loads by itself (those of :data:`.postgres_tables.BASE_TYPES`
+#: but money, name, citext, bit and varbit); columns of any other type are selected as text
+_LOADABLE = set(
+    "int2 int4 int8 oid float4 float8 numeric bool text varchar bpchar date timestamp timestamptz"
+    " time timetz interval bytea json jsonb uuid tsvector inet cidr macaddr macaddr8 int4range"
+    " int8range numrange daterange tsrange tstzrange".split()
+)
 
 _TYPES = """
 SELECT t.oid, t.typname, n.nspname, t.typtype, t.typelem, t.typbasetype, t.typtypmod,
@@ -133,10 +96,8 @@ WHERE i.indrelid = ANY(%s) AND i.indexprs IS NULL AND i.indpred IS NULL
 ORDER BY i.indrelid, c.relname
 """
 
-_FK_ACTIONS = {"a": None, "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
-
-def conninfo(url: URL) -> dict[str, Any]:
+def conninfo(url: URL | sa.URL) -> dict[str, Any]:
     """psycopg connection keywords for an SQLAlchemy URL (the driver part is ignored)."""
     kw: dict[str, Any] = {
         "host": url.host,
@@ -154,6 +115,14 @@ def conninfo(url: URL) -> dict[str, Any]:
 
 def table_key(schema: str, name: str) -> str:
     return name if schema == "public" else f"{schema}.{name}"
+
+
+def base_type(types: dict[int, tuple], oid: int, typmod: int) -> tuple[int, int]:
+    """The type and typmod a column of type ``oid`` holds: a domain's base type, else ``oid``
+    (``types``: rows of ``_TYPES`` by oid)."""
+    while types[oid][3] == "d":
+        oid, typmod = types[oid][5], types[oid][6]
+    return oid, typmod
 
 
 class _Lenient:
@@ -185,7 +154,7 @@ class PostgresSource:
 
     def __init__(
         self,
-        url: URL,
+        url: URL | sa.URL,
         *,
         metadata: sa.MetaData | None = None,
         include: Iterable[str] | None = None,
@@ -227,6 +196,7 @@ class PostgresSource:
                 row = self.fetch(f"SELECT last_value, is_called FROM {name}")[0]
                 self.sequence_values[oid] = (row[0], row[1])
             self._types: dict[int, tuple] | None = None
+            self._tables: dict[str, sa.Table] | None = None
             self._specs = self._read_tables()
             wanted = set(select_keys([s.key for s in self._specs], include, exclude))
             self._selected = [s for s in self._specs if s.key in wanted]
@@ -279,7 +249,6 @@ class PostgresSource:
     def _read_tables(self) -> list[TableSpec]:
         rels = self.fetch(_TABLES)
         oids = [r[0] for r in rels]
-        md = sa.MetaData()
         cols: dict[int, list] = {o: [] for o in oids}
         for row in self.fetch(_COLUMNS, [oids]):
             cols[row[0]].append(row)
@@ -289,55 +258,32 @@ class PostgresSource:
         idx: dict[int, list] = {o: [] for o in oids}
         for row in self.fetch(_INDEXES, [oids]):
             idx[row[0]].append(row)
-        by_oid: dict[int, tuple[str | None, str]] = {
-            r[0]: (None if r[1] == "public" else r[1], r[2]) for r in rels
-        }
+        self._catalog = (rels, cols, cons, idx)  # for the Tables, should a writer want them
+        key_of = {r[0]: table_key(r[1], r[2]) for r in rels}
         specs = []
+        parents: dict[str, list[str]] = {}
         for oid, schema, name, relkind, reltuples in rels:
-            host = self._host_table(schema, name)
-            columns, selects, copy_cols = [], [], []
-            for _, attname, notnull, typid, typmod, ndims, generated in cols[oid]:
-                t, expr = self._column_type(typid, typmod, ndims)
-                if host is not None and attname in host.c:
-                    t = host.c[attname].type.copy()
-                columns.append(sa.Column(attname, t, nullable=not notnull))
+            selects, copy_cols = [], []
+            for _, attname, _, typid, typmod, _, generated in cols[oid]:
+                expr = self._select_expr(typid, typmod)
                 ident = sql.Identifier(attname)
                 selects.append(sql.SQL(expr).format(ident) if expr else ident)
                 if not generated:
                     copy_cols.append(ident)
-            constraints: list[sa.schema.SchemaItem] = []
-            for _, conname, contype, keys, fref, fkeys, upd, dele, defer, initdef in cons[oid]:
-                if contype == "p":
-                    constraints.append(sa.PrimaryKeyConstraint(*keys, name=conname))
-                elif contype == "u":
-                    constraints.append(sa.UniqueConstraint(*keys, name=conname))
-                elif fref in by_oid:
-                    rschema, rname = by_oid[fref]
-                    prefix = f"{rschema}.{rname}" if rschema else rname
-                    constraints.append(
-                        sa.ForeignKeyConstraint(
-                            keys,
-                            [f"{prefix}.{c}" for c in fkeys],
-                            name=conname,
-                            onupdate=_FK_ACTIONS.get(upd),
-                            ondelete=_FK_ACTIONS.get(dele),
-                            deferrable=defer or None,
-                            initially=("DEFERRED" if initdef else None) if defer else None,
-                        )
-                    )
-            for _, iname, unique, keys in idx[oid]:
-                constraints.append(sa.Index(iname, *keys, unique=unique))
-            table = sa.Table(
-                name, md, *columns, *constraints, schema=None if schema == "public" else schema
-            )
+            key = table_key(schema, name)
+            parents[key] = [
+                key_of[fref]
+                for _, _, kind, _, fref, *_ in cons[oid]
+                if kind == "f" and fref in key_of
+            ]
             if reltuples is None:
                 reltuples = -1  # never analysed: estimated once locked (see _estimate)
             specs.append(
                 TableSpec(
-                    key=table_key(schema, name),
+                    key=key,
                     name=name,
                     schema=schema,
-                    table=table,
+                    load_tables=self._load_tables,
                     estimated_rows=int(reltuples),
                     extra={
                         "oid": oid,
@@ -350,7 +296,16 @@ class PostgresSource:
                     },
                 )
             )
-        return _parents_first(specs)
+        return parents_first(specs, parents)
+
+    def _load_tables(self) -> dict[str, sa.Table]:
+        """The ``Table`` of every table, by key, built on first use from the catalog rows read
+        when the source opened."""
+        if self._tables is None:
+            from .postgres_tables import build_tables
+
+            self._tables = build_tables(*self._catalog, self._type_rows(), self.host_metadata)
+        return self._tables
 
     def _estimate(self, spec: TableSpec) -> int:
         """Rows of a never-analysed table: counted when small, else guessed from its size.
@@ -364,61 +319,28 @@ class PostgresSource:
             return int(size / 8192 * 50)
         return self.fetch(sql.SQL("SELECT count(*) FROM {}").format(self._from(spec)))[0][0]
 
-    def _host_table(self, schema: str, name: str) -> sa.Table | None:
-        if self.host_metadata is None:
-            return None
-        tables = self.host_metadata.tables
-        if schema == "public":
-            table = tables.get(name)
-            return table if table is not None else tables.get(f"public.{name}")
-        return tables.get(f"{schema}.{name}")
-
     def _type_rows(self) -> dict[int, tuple]:
         if self._types is None:
             self._types = {r[0]: r for r in self.fetch(_TYPES)}
         return self._types
 
-    def _column_type(self, typid: int, typmod: int, ndims: int) -> tuple[sa.types.TypeEngine, str]:
-        """The SQLAlchemy type of a column and the select expression psycopg can load
-        (``"{}"`` plus a cast, or ``""`` for the column itself)."""
+    def _select_expr(self, typid: int, typmod: int) -> str:
+        """How to select a column of this type so that psycopg can load it: ``""`` for the
+        column itself, or ``"{}"`` plus a cast (domains to their base type, types psycopg does
+        not know to text)."""
         types = self._type_rows()
-        oid, mod = typid, typmod
-        while types[oid][3] == "d":  # domains: their base type
-            oid, mod = types[oid][5], types[oid][6]
+        oid, _ = base_type(types, typid, typmod)
         row = types[oid]
         if row[7] == "A" and row[4]:  # arrays
-            eoid, emod = row[4], mod
-            while types[eoid][3] == "d":
-                eoid, emod = types[eoid][5], types[eoid][6]
-            item, _ = self._scalar_type(types[eoid], emod)
+            eoid, _ = base_type(types, row[4], typmod)
             erow = types[eoid]
             loadable = erow[2] == "pg_catalog" and erow[1] in _LOADABLE
-            cast = (
-                ""
-                if (loadable and oid == typid and eoid == row[4])
-                else ("{}::" + (erow[8] if loadable else "text") + "[]")
-            )
-            return pg.ARRAY(item, dimensions=ndims or None), cast
-        t, loadable = self._scalar_type(row, mod)
-        if not loadable:
-            return t, "{}::text"
-        return t, "" if oid == typid else "{}::" + row[8]
-
-    @staticmethod
-    def _scalar_type(row: tuple, mod: int) -> tuple[sa.types.TypeEngine, bool]:
-        _, typname, nspname, typtype, *_ = row
-        if typtype == "e":
-            return pg.ENUM(
-                *row[9],
-                name=typname,
-                create_type=False,
-                schema=None if nspname == "public" else nspname,
-            ), False
-        if nspname == "pg_catalog" and typname in BASE_TYPES:
-            return BASE_TYPES[typname](mod), typname in _LOADABLE
-        if typname == "citext":
-            return pg.TEXT(), False
-        return pg.TEXT(), False
+            if loadable and oid == typid and eoid == row[4]:
+                return ""
+            return "{}::" + (erow[8] if loadable else "text") + "[]"
+        if row[3] == "e" or row[2] != "pg_catalog" or row[1] not in _LOADABLE:
+            return "{}::text"
+        return "" if oid == typid else "{}::" + row[8]
 
     # -- data -----------------------------------------------------------------------------
 
@@ -497,31 +419,6 @@ class PostgresSource:
 def _pq_error(message: bytes) -> psycopg.OperationalError:
     text = " ".join(message.decode("utf-8", "replace").split()) or "COPY failed"
     return psycopg.OperationalError(text)
-
-
-def _parents_first(specs: list[TableSpec]) -> list[TableSpec]:
-    """Order specs so that referenced tables come before the tables referencing them
-    (cycles are broken by key order)."""
-    by_table = {s.table: s for s in specs}
-    done: set[str] = set()
-    out: list[TableSpec] = []
-    visiting: set[str] = set()
-
-    def visit(s: TableSpec) -> None:
-        if s.key in done or s.key in visiting:
-            return
-        visiting.add(s.key)
-        for fk in s.table.foreign_key_constraints:
-            ref = fk.referred_table
-            if ref is not s.table and ref in by_table:
-                visit(by_table[ref])
-        visiting.discard(s.key)
-        done.add(s.key)
-        out.append(s)
-
-    for s in specs:
-        visit(s)
-    return out
 
 
 __all__ = ["PostgresSource", "conninfo"]

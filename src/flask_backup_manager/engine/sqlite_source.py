@@ -9,7 +9,8 @@ a private temp file beside the output (``scratch``), and the export reads that c
 inside one transaction.
 
 The tables are described by SQLAlchemy ``Table`` objects reflected by SQLAlchemy's own SQLite
-dialect, through this same connection (lent so that SQLAlchemy cannot end the transaction).
+dialect, through this same connection (lent so that SQLAlchemy cannot end the transaction), when
+a writer first asks for one: the SQLite writers never do, and never import SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote as urlquote
 
-import sqlalchemy as sa
-from sqlalchemy.engine import URL
+from .base import ExportError, TableSpec, ident, parents_first, select_keys, watch
 
-from .base import ExportError, TableSpec, ident, select_keys, watch
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from .url import URL
 
 #: seconds to wait for a writer's lock before the first read (rollback-journal databases)
 BUSY_TIMEOUT = 30.0
@@ -79,7 +82,7 @@ class SQLiteSource:
 
     def __init__(
         self,
-        url: URL,
+        url: URL | sa.URL,
         *,
         metadata: sa.MetaData | None = None,
         include: Iterable[str] | None = None,
@@ -97,6 +100,8 @@ class SQLiteSource:
             raise ExportError(f"no such database file: {db}")
         self.con = None
         self.copy = None
+        self.host_metadata = metadata
+        self._tables: dict[str, sa.Table] | None = None
         self.frozen: Path | None = None
         #: helper processes reading the snapshot for a writer: a cancel stops them too
         self.children: set[subprocess.Popen] = set()
@@ -124,7 +129,7 @@ class SQLiteSource:
                 name: (kind, bool(wr), bool(strict))
                 for _, name, kind, _, wr, strict in self.con.execute("PRAGMA main.table_list")
             }
-            self.all_specs = self._read_tables(metadata)
+            self.all_specs = self._read_tables()
             wanted = set(select_keys([s.key for s in self.all_specs], include, exclude))
             self._specs = [s for s in self.all_specs if s.key in wanted]
         except sqlite3.OperationalError as e:
@@ -167,8 +172,55 @@ class SQLiteSource:
                     out.append(o.name)
         return out
 
-    def _read_tables(self, metadata: sa.MetaData | None) -> list[TableSpec]:
-        names = [o.name for o in self.objects if o.type == "table" and not self.is_internal(o.name)]
+    def _table_names(self) -> list[str]:
+        """The tables to list, in ``sqlite_master`` order."""
+        return [o.name for o in self.objects if o.type == "table" and not self.is_internal(o.name)]
+
+    def _read_tables(self) -> list[TableSpec]:
+        names = self._table_names()
+        by_name = {name.lower(): name for name in names}
+        sql_of = {o.name: o.sql for o in self.objects if o.type == "table"}
+        specs = []
+        parents: dict[str, list[str]] = {}
+        for name in names:
+            kind, without_rowid, strict = self._kinds.get(name, ("table", False, False))
+            xinfo = list(self.con.execute(f"PRAGMA main.table_xinfo({ident(name)})"))
+            fks = self.con.execute(f"PRAGMA main.foreign_key_list({ident(name)})")
+            # SQLite finds a referenced table whatever the case of its name
+            parents[name] = [by_name[r[2].lower()] for r in fks if r[2].lower() in by_name]
+            specs.append(
+                TableSpec(
+                    key=name,
+                    name=name,
+                    schema=None,
+                    load_tables=self._load_tables,
+                    estimated_rows=self._count(name),
+                    extra={
+                        "kind": kind,
+                        "sql": sql_of[name],
+                        "strict": strict,
+                        "without_rowid": without_rowid,
+                        # stored columns a plain INSERT may set (not generated, not hidden)
+                        "columns": [r[1] for r in xinfo if r[6] == 0],
+                        "types": {r[1]: r[2] for r in xinfo},
+                        "primary_key": [r[1] for r in sorted(xinfo, key=lambda r: r[5]) if r[5]],
+                        "rowid": None if kind != "table" or without_rowid else rowid_name(xinfo),
+                        # what to cut the rows into rowid ranges by
+                        "key": None if kind != "table" or without_rowid else rowid_alias(xinfo),
+                    },
+                )
+            )
+        return parents_first(specs, parents)
+
+    def _load_tables(self) -> dict[str, sa.Table]:
+        """The ``Table`` of every listed table, by name, reflected on first use (through the
+        snapshot connection, inside its transaction), column types from the host's
+        ``metadata`` where it has the table."""
+        if self._tables is not None:
+            return self._tables
+        import sqlalchemy as sa
+
+        names = self._table_names()
         md = sa.MetaData()
         if names:
             engine = sa.create_engine(
@@ -185,39 +237,14 @@ class SQLiteSource:
                     md.reflect(engine, only=names, resolve_fks=False)
             finally:
                 engine.dispose()
-        sql_of = {o.name: o.sql for o in self.objects if o.type == "table"}
-        specs = []
         for name in names:
-            table = md.tables[name]
-            host = metadata.tables.get(name) if metadata is not None else None
+            host = self.host_metadata.tables.get(name) if self.host_metadata is not None else None
             if host is not None:
-                for col in table.columns:
+                for col in md.tables[name].columns:
                     if col.name in host.c:
                         col.type = host.c[col.name].type.copy()
-            kind, without_rowid, strict = self._kinds.get(name, ("table", False, False))
-            xinfo = list(self.con.execute(f"PRAGMA main.table_xinfo({ident(name)})"))
-            specs.append(
-                TableSpec(
-                    key=name,
-                    name=name,
-                    schema=None,
-                    table=table,
-                    estimated_rows=self._count(name),
-                    extra={
-                        "kind": kind,
-                        "sql": sql_of[name],
-                        "strict": strict,
-                        "without_rowid": without_rowid,
-                        # stored columns a plain INSERT may set (not generated, not hidden)
-                        "columns": [r[1] for r in xinfo if r[6] == 0],
-                        "types": {r[1]: r[2] for r in xinfo},
-                        "rowid": None if kind != "table" or without_rowid else rowid_name(xinfo),
-                        # what to cut the rows into rowid ranges by
-                        "key": None if kind != "table" or without_rowid else rowid_alias(xinfo),
-                    },
-                )
-            )
-        return _parents_first(specs)
+        self._tables = {name: md.tables[name] for name in names}
+        return self._tables
 
     def _count(self, name: str) -> int:
         try:
@@ -345,35 +372,9 @@ def rowid_expr(spec: TableSpec) -> str | None:
         return None
     if spec.extra.get("key"):
         return spec.extra["key"]
-    pk = [
-        c
-        for c in spec.table.primary_key.columns
-        if (spec.extra.get("types", {}).get(c.name) or "").upper() == "INTEGER"
-    ]
-    return ident(pk[0].name) if len(pk) == 1 == len(spec.table.primary_key.columns) else None
-
-
-def _parents_first(specs: list[TableSpec]) -> list[TableSpec]:
-    """Referenced tables before the tables referencing them (cycles broken by file order)."""
-    by_name = {s.name.lower(): s for s in specs}
-    done: set[str] = set()
-    out: list[TableSpec] = []
-
-    def visit(s: TableSpec, path: set[str]) -> None:
-        if s.key in done or s.key in path:
-            return
-        path.add(s.key)
-        for fk in s.table.foreign_key_constraints:
-            parent = by_name.get(fk.referred_table.name.lower())
-            if parent is not None and parent is not s:
-                visit(parent, path)
-        path.discard(s.key)
-        done.add(s.key)
-        out.append(s)
-
-    for s in specs:
-        visit(s, set())
-    return out
+    pk = spec.extra.get("primary_key", [])
+    integer = len(pk) == 1 and (spec.extra["types"].get(pk[0]) or "").upper() == "INTEGER"
+    return ident(pk[0]) if integer else None
 
 
 __all__ = ["SQLiteSource"]

@@ -16,13 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import URL
-
 from . import helpers, sqlite_render
 from .base import Source, TableSpec, Tracker, ident, literal
 from .gzipout import GzipOut
 from .sqlite_render import render_range, statement_sql
 from .sqlite_source import SQLiteSource, rowid_alias, rowid_name
+from .url import URL
 
 #: pages copied per step of the backup API (4 MB with 4 KB pages); progress comes between steps
 BACKUP_PAGES = 1024
@@ -188,7 +187,7 @@ def _dump_generic(source: Source, path: Path, tracker: Tracker) -> None:
     os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         write_generic_db(source, built, tracker)
-        copy = SQLiteSource(URL.create("sqlite", database=str(built)), private=True)
+        copy = SQLiteSource(URL("sqlite", database=str(built)), private=True)
         try:
             with GzipOut(path) as out:
                 _dump(copy, out, Tracker(copy.tables(), None))

@@ -1,0 +1,118 @@
+"""The exports that need no SQLAlchemy ``Table`` never import SQLAlchemy (0.2 s of a start-up),
+and the URLs the engine reads by itself mean what they mean to SQLAlchemy."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from flask_backup_manager.engine import ExportError, export
+from flask_backup_manager.engine.url import parse_url
+
+from .conftest import run_psql
+
+SCHEMA = """
+    CREATE TABLE parent (id integer PRIMARY KEY, name text);
+    CREATE TABLE child (id integer PRIMARY KEY, parent_id integer REFERENCES parent (id));
+    INSERT INTO parent VALUES (1, 'one');
+    INSERT INTO child VALUES (10, 1), (11, 1);
+"""
+
+
+def export_with_importtime(source: str, fmt: str, output) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "flask_backup_manager", "export"]
+        + ["--source", source, "--format", fmt, "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def imported(stderr: str) -> set[str]:
+    """The modules ``-X importtime`` reports (lines ``import time: self | total | name``)."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+def test_sqlite_to_sqlite_never_imports_sqlalchemy(tmp_path, fmt):
+    db = tmp_path / "small.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.executescript(SCHEMA)
+    done = export_with_importtime(f"sqlite:///{db}", fmt, tmp_path / "out")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 tables, 3 rows" in done.stdout
+    modules = imported(done.stderr)
+    assert "flask_backup_manager.engine.sqlite_writers" in modules
+    assert not [m for m in modules if m.split(".")[0] == "sqlalchemy"]
+
+
+def test_postgres_to_postgres_never_imports_sqlalchemy(pg_url, psql, tmp_path):
+    run_psql(psql, pg_url, "-c", SCHEMA)
+    done = export_with_importtime(pg_url, "postgres", tmp_path / "out.sql.gz")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 tables, 3 rows" in done.stdout
+    modules = imported(done.stderr)
+    assert "flask_backup_manager.engine.postgres_native" in modules
+    assert not [m for m in modules if m.split(".")[0] == "sqlalchemy"]
+
+
+URLS = [
+    "sqlite:///relative/app.db",
+    "sqlite:///app.db",
+    "sqlite:////abs/path/app.db",
+    "sqlite:////tmp/a%20b%25c%3Fd.db",
+    "sqlite:////tmp/app.db?mode=ro&cache=shared",
+    "sqlite+pysqlite:////tmp/app.db",
+    "sqlite:///",
+    "sqlite://",
+    "postgresql://postgres@127.0.0.1/fbm_bench_s20",
+    "postgresql+psycopg://us%40er:p%40ss%3Aw%2Fd%25@db.example.com:6543/my%20db?sslmode=require",
+    "postgresql://user:pa:ss@host/db",
+    "postgresql://user:pa/ss@host/db",
+    "sqlite:////tmp/at@sign/app.db",
+    "sqlite:///app.db?x=a@b",
+    "postgresql://user:@host/db",
+    "postgresql://u:p@[::1]:5432/db",
+    "postgresql:///db?host=/var/run/postgresql",
+    "postgresql://app@/db?host=/var/run/postgresql&port=5433",
+    "postgresql://host/db?options=-c%20a%3D1&options=-c%20b%3D2&sslmode=",
+    "postgresql://host:5432",
+    "postgresql://host",
+]
+
+
+@pytest.mark.parametrize("text", URLS)
+def test_a_url_is_parsed_as_sqlalchemy_parses_it(text):
+    ours, theirs = parse_url(text), make_url(text)
+    for part in ("drivername", "username", "password", "host", "port", "database"):
+        assert getattr(ours, part) == getattr(theirs, part), part
+    assert ours.query == dict(theirs.query)
+    assert ours.get_backend_name() == theirs.get_backend_name()
+
+
+@pytest.mark.parametrize(
+    "text", ["", "/tmp/app.db", "sqlite:/app.db", "postgresql://h:x/db", "postgresql://h:/db"]
+)
+def test_what_sqlalchemy_refuses_as_a_url_is_not_a_database_url(text, tmp_path):
+    with pytest.raises((ArgumentError, ValueError)):
+        make_url(text)
+    with pytest.raises(ValueError):
+        parse_url(text)
+    with pytest.raises(ExportError, match=r"^not a database URL: expected postgresql://"):
+        export(text, "sqlite3_db", tmp_path / "out.db")
+
+
+def test_a_parsed_url_keeps_its_password_out_of_its_repr():
+    assert "secret" not in repr(parse_url("postgresql://u:secret@host/db"))
