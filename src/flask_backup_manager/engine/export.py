@@ -163,8 +163,9 @@ class _Done:
 
 @contextmanager
 def atomic_output(output: Path, *, gzipped: bool) -> Iterator[_Done]:
-    """Yield a private temp file beside ``output``; on success check it, fsync it and rename it
-    into place, then fsync the directory. On failure remove it."""
+    """Yield a private temp file beside ``output``; on success check it while a thread fsyncs
+    it (its pages go to disk as they are read), then rename it into place and fsync the
+    directory. On failure remove it."""
     if output.is_dir():
         raise ExportError(f"output is a directory: {output}")
     if not output.parent.is_dir():
@@ -174,20 +175,19 @@ def atomic_output(output: Path, *, gzipped: bool) -> Iterator[_Done]:
     os.close(os.open(done.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         yield done
-        done.size, done.sha256 = check(done.tmp, gzipped=gzipped)
-        fd = os.open(done.tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with ThreadPoolExecutor(1) as pool:
+            synced = pool.submit(fsync, done.tmp)
+            done.size, done.sha256 = check(done.tmp, gzipped=gzipped)
+            synced.result()
         os.replace(done.tmp, output)
-        fsync_dir(output.parent)
+        fsync(output.parent)
     except BaseException:
         done.tmp.unlink(missing_ok=True)
         raise
 
 
-def fsync_dir(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file's (or a directory's) data to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

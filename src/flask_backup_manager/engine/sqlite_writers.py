@@ -58,7 +58,10 @@ def _adopt_copy(source: SQLiteSource, path: Path, tracker: Tracker) -> bool:
         return False
     if len(source.tables()) < len(source.all_specs):
         return False
-    os.replace(source.take_copy(), path)
+    # path is our empty temp file: unlinked first, as renaming over a file makes ext4 write
+    # the renamed file's data out at once (before the fsync that overlaps the check)
+    path.unlink()
+    os.rename(source.take_copy(), path)
     for spec in source.tables():
         tracker.start(spec)
         tracker.rows(spec.estimated_rows)
