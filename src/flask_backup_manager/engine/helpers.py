@@ -36,7 +36,10 @@ def ranges(source: SQLiteSource, table: str, key: str | None, rows: int) -> list
     when the table is big and its file frozen, else one range; none for an empty table."""
     if key is None:
         raise ValueError("a table without rowids cannot be cut into ranges")
-    lo, hi = source.con.execute(f"SELECT min({key}), max({key}) FROM {table}").fetchone()
+    # two subqueries: SQLite finds a min() or a max() by one seek, but both at once by a scan
+    lo, hi = source.con.execute(
+        f"SELECT (SELECT min({key}) FROM {table}), (SELECT max({key}) FROM {table})"
+    ).fetchone()
     if lo is None:
         return []
     parts = PARTS if source.frozen is not None and rows >= PARALLEL_ROWS else 1

@@ -233,7 +233,7 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
                 _insert_rows(source, name, _shadow_plan(con, name), out, None)
             tracker.rows(spec.estimated_rows)
         else:
-            _insert_rows(source, spec.name, spec.extra, out, tracker)
+            _insert_rows(source, spec.name, spec.extra, out, tracker, spec.estimated_rows)
         tracker.finish(spec)
     _internal_tables(source, kept, out)
     for o in source.objects:
@@ -264,11 +264,13 @@ def _insert_rows(
     plan: dict[str, Any],
     out: GzipOut,
     tracker: Tracker | None,
+    count: int | None = None,
 ) -> None:
-    """The table's rows as multi-row ``INSERT`` statements rendered by SQLite itself (C speed:
-    Python only passes the text on). A big table of a file nobody writes (the snapshot copy,
-    or a file the engine built) is cut into rowid ranges, rendered side by side by helper
-    processes (:mod:`.sqlite_render`), each into a gzip member that is appended in order."""
+    """The table's rows (``count`` of them, counted here if not given) as multi-row
+    ``INSERT`` statements rendered by SQLite itself (C speed: Python only passes the text on).
+    A big table of a file nobody writes (the snapshot copy, or a file the engine built) is cut
+    into rowid ranges, rendered side by side by helper processes (:mod:`.sqlite_render`), each
+    into a gzip member that is appended in order."""
     cols = list(plan["columns"])
     if plan["rowid"]:
         cols.insert(0, plan["rowid"])
@@ -287,7 +289,8 @@ def _insert_rows(
     sql = statement_sql(table, key, _row_sql(cols, plan, fast=True))
     safe = statement_sql(table, key, safe)
     head = f"INSERT INTO {target} VALUES\n".encode()
-    count = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    if count is None:
+        count = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     parts = helpers.ranges(source, table, key, count)
     # bytes, not str: SQLite's text goes out as it is stored (even if it is not valid UTF-8)
     text_factory, con.text_factory = con.text_factory, bytes
