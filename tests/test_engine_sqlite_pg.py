@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import os
 import sqlite3
 import uuid
 from contextlib import closing
@@ -217,3 +218,32 @@ def test_postgres_to_sqlite_temp_files_are_ones_a_cleaner_finds(pg_source, tmp_p
         export(pg_source, fmt, out, progress=w.progress)
     assert any(".build." in n for n in w.seen) is (fmt == "sqlite3")  # the build file was seen
     assert w.strays(out) == set()
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+def test_a_cancel_stops_the_rows_streaming_from_postgresql(pg_url, tmp_path, monkeypatch, fmt):
+    """The cancel comes while rows stream in: the server stops sending, the export raises
+    ExportCancelled long before the table's end, and nothing is left behind."""
+    import threading
+
+    from flask_backup_manager.engine import ExportCancelled, typemap
+
+    with psycopg.connect(pg_url, autocommit=True) as con:  # 100 MB: more than the socket holds
+        con.execute(
+            "CREATE TABLE big AS SELECT i AS id, repeat(md5(i::text), 32) AS t "
+            "FROM generate_series(1, 100000) i"
+        )
+    cancel = threading.Event()
+    batches = []
+    insert_rows = typemap.TablePlan.insert_rows
+
+    def counting(plan, con, rows):
+        batches.append(len(rows))
+        cancel.set()  # at the first batch of 20
+        insert_rows(plan, con, rows)
+
+    monkeypatch.setattr(typemap.TablePlan, "insert_rows", counting)
+    with pytest.raises(ExportCancelled):
+        export(pg_url, fmt, tmp_path / "out", cancel=cancel)
+    assert 1 <= len(batches) < 10
+    assert os.listdir(tmp_path) == []
