@@ -233,12 +233,8 @@ def test_host_model_types_decide_the_postgres_columns(owner_db, psql, tmp_path):
 def test_a_batch_encoded_in_bulk_reads_as_value_by_value(tmp_path, type_):
     """Whatever mix of SQLite values a column holds, a batch comes out as the column's
     per-value encoder writes it, or is refused with the same error."""
-    from flask_backup_manager.engine.postgres_generic import (
-        NULL,
-        _column,
-        bulk_encoder,
-        encoder,
-    )
+    from flask_backup_manager.engine.copy_encoding import NULL, _column
+    from flask_backup_manager.engine.postgres_generic import bulk_encoder, encoder
 
     con = sqlite3.connect(tmp_path / "t.db")
     con.execute(f"CREATE TABLE t (v {type_})")

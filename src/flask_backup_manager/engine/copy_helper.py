@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote as urlquote
 
 from .base import ExportError, ident
-from .postgres_generic import BATCH, Refusal, RowEncoder
+from .copy_encoding import BATCH, Refusal, RowEncoder
 from .sqlite_render import die_with_parent, one_line
 
 
