@@ -3,6 +3,7 @@ and the URLs the engine reads by itself mean what they mean to SQLAlchemy."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import subprocess
 import sys
@@ -81,6 +82,10 @@ URLS = [
     "postgresql+psycopg://us%40er:p%40ss%3Aw%2Fd%25@db.example.com:6543/my%20db?sslmode=require",
     "postgresql://user:pa:ss@host/db",
     "postgresql://user:pa/ss@host/db",
+    "postgresql://myadmin@myserver:secret@db.example.com:5432/app",  # Azure's user@server
+    "postgresql://me@corp@host/db",
+    "postgresql://u:p@h:+5432/d",
+    "postgresql://user?x@host/db",
     "sqlite:////tmp/at@sign/app.db",
     "sqlite:///app.db?x=a@b",
     "postgresql://user:@host/db",
@@ -100,6 +105,23 @@ def test_a_url_is_parsed_as_sqlalchemy_parses_it(text):
         assert getattr(ours, part) == getattr(theirs, part), part
     assert ours.query == dict(theirs.query)
     assert ours.get_backend_name() == theirs.get_backend_name()
+
+
+def test_random_urls_are_parsed_as_sqlalchemy_parses_them():
+    """Strings of the characters that give a URL its parts, in any order: where make_url
+    reads one, parse_url reads the same parts; where it refuses one, so does parse_url."""
+    rnd = random.Random(5)
+
+    def parts(parse, text):
+        try:
+            u = parse(text)
+        except (ArgumentError, ValueError, TypeError):
+            return None
+        return (u.username, u.password, u.host, u.port, u.database, dict(u.query))
+
+    for _ in range(20000):
+        text = "postgresql://" + "".join(rnd.choices("a:/@?=&%2", k=rnd.randint(0, 12)))
+        assert parts(parse_url, text) == parts(make_url, text), text
 
 
 @pytest.mark.parametrize(

@@ -38,21 +38,29 @@ def parse_url(text: str) -> URL:
     if not sep or not _SCHEME.fullmatch(name):
         raise ValueError("not a database URL")
     username = password = None
-    userinfo, at, after = rest.partition("@")
-    # credentials end at the first @, if the user name before it holds no / (a path's @)
-    if at and "/" not in userinfo.partition(":")[0]:
-        username, colon, secret = userinfo.partition(":")
-        password = secret if colon else None
-        rest = after
-    rest, question, query = rest.partition("?")
+    # the user name runs to the first : or / and may hold @ (user@server); the password
+    # runs from that : to the next @ and may hold : and /. Without a password, the user
+    # name ends at the last @ before that first : or /
+    end = min((i for i in (rest.find(":"), rest.find("/")) if i >= 0), default=len(rest))
+    if rest[end : end + 1] == ":" and "@" in rest[end:]:
+        at = rest.index("@", end)
+        username, password, rest = rest[:end], rest[end + 1 : at], rest[at + 1 :]
+    elif "@" in rest[:end]:
+        at = rest.rindex("@", 0, end)
+        username, rest = rest[:at], rest[at + 1 :]
+    rest, _, query = rest.partition("?")
     location, slash, database = rest.partition("/")
-    if location.startswith("["):  # an IPv6 address
-        host, _, port = location[1:].partition("]")
-        colon, port = port[:1], port[1:]
+    if location.startswith("[") and "]" in location[2:]:  # an IPv6 address
+        host, _, after = location[1:].rpartition("]")
+        colon, port = after[:1], after[1:]
+        if after and colon != ":":
+            raise ValueError("not a database URL")
     else:
         host, colon, port = location.partition(":")
-    if colon and not (colon == ":" and port.isdigit()):
-        raise ValueError("the port is not a number")
+    try:
+        port_number = int(port) if colon else None
+    except ValueError:
+        raise ValueError("the port is not a number") from None
     values: dict[str, list[str]] = {}
     for key, value in parse_qsl(query):
         values.setdefault(key, []).append(value)
@@ -61,7 +69,7 @@ def parse_url(text: str) -> URL:
         username=None if username is None else unquote(username),
         password=None if password is None else unquote(password),
         host=host or None,
-        port=int(port) if colon else None,
+        port=port_number,
         database=unquote(database) if slash else None,
         query={k: v[0] if len(v) == 1 else tuple(v) for k, v in values.items()},
     )
