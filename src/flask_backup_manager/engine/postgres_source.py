@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from .url import URL
 
-#: rows fetched per round trip by :meth:`PostgresSource.rows`
+#: rows per batch of :meth:`PostgresSource.row_batches` (and per chunk the server sends)
 ITERSIZE = 5000
 #: bytes of COPY text gathered before :meth:`PostgresSource.copy_out` yields a chunk
 CHUNK = 1 << 20
@@ -350,11 +350,16 @@ class PostgresSource:
         return only + spec.extra["qualified"]
 
     def rows(self, spec: TableSpec) -> Iterator[Sequence[Any]]:
-        """The rows, streamed from a server-side cursor, values as psycopg loads them."""
+        """The rows, streamed (see :meth:`row_batches`), values as psycopg loads them."""
         for batch in self.row_batches(spec):
             yield from batch
 
     def row_batches(self, spec: TableSpec, size: int = ITERSIZE) -> Iterator[list[Sequence[Any]]]:
+        """The rows in lists of ``size``. The server sends them without waiting to be asked,
+        in chunks (libpq 17 and later): half the time of a server-side cursor's FETCH per
+        batch, which waits for the server and leaves it idle meanwhile. Closing this
+        before the end cancels the query, which ends the snapshot's transaction in error:
+        only a failed export stops early."""
         query = sql.SQL("SELECT {} FROM {}").format(
             sql.SQL(", ").join(spec.extra["select"]), self._from(spec)
         )
@@ -364,14 +369,13 @@ class PostgresSource:
                 while batch := cur.fetchmany(size):
                     yield batch
             return
-        # the server sends rows without waiting to be asked, in chunks of ``size``: half the
-        # time of a FETCH per batch, which waits for the server and leaves it idle meanwhile
-        rows = self.conn.cursor().stream(query, size=size)
-        try:
-            while batch := list(islice(rows, size)):
-                yield batch
-        finally:
-            rows.close()  # cancels the query if it is not done (the export failed)
+        with self.conn.cursor() as cur:
+            rows = cur.stream(query, size=size)
+            try:
+                while batch := list(islice(rows, size)):
+                    yield batch
+            finally:
+                rows.close()
 
     def copy_query(self, spec: TableSpec) -> sql.Composable:
         cols = sql.SQL(", ").join(spec.extra["copy_columns"])

@@ -45,15 +45,20 @@ def render_range(
 
     The sqlite3 shell drops a CR before an LF even inside a string, which ``sql`` does not
     guard against (looking at every value costs a tenth of the time): a statement holding a CR
-    is rendered again by ``safe``, the same query that writes each CR as ``char(13)``.
+    is rendered again by ``safe``, the same query that writes each CR as ``char(13)``. As CRs
+    tend to come together (text from browsers ends its lines with CRLF), the statements after
+    it are rendered by ``safe`` at once, until one holds no CR.
     """
-    limit, total = 64, 0
+    limit, total, query = 64, 0, sql
     while lo <= hi:
-        n, text, last = con.execute(sql, (lo, hi, limit)).fetchone()
+        n, text, last = con.execute(query, (lo, hi, limit)).fetchone()
         if not n:
             break
-        if b"\r" in text:
+        if query is sql and b"\r" in text:
+            query = safe
             n, text, last = con.execute(safe, (lo, hi, limit)).fetchone()
+        elif query is safe and b"char(13)" not in text:
+            query = sql
         write(head + text + b";\n")
         total += n
         if rows is not None:

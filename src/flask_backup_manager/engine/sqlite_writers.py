@@ -350,7 +350,7 @@ def _row_sql(cols: list[str], plan: dict[str, Any], *, fast: bool) -> str:
             continue
         pairs = zip(group, typed, strict=True)
         quick = _printf([t[1:] if t else ("%s", _literal_sql(c, plan)) for c, t in pairs], whole)
-        guards = " AND ".join(t[0] for t in typed if t and t[0])
+        guards = " AND ".join(t[0] for t in typed if t and t[0] is not None)
         groups.append(f"CASE WHEN {guards} THEN {quick} ELSE {general} END" if guards else quick)
     return groups[0] if whole else f"'(' || {_concat(groups)} || ')'"
 
@@ -364,13 +364,13 @@ def _printf(values: list[tuple[str, str]], whole: bool) -> str:
     return f"printf('{fmt}', {', '.join(e for _, e in values)})"
 
 
-def _typed(column: str, plan: dict[str, Any], *, rowid: bool) -> tuple[str, str, str] | None:
+def _typed(column: str, plan: dict[str, Any], *, rowid: bool) -> tuple[str | None, str, str] | None:
     """``(guard, format, expression)`` printing ``column`` while ``guard`` holds, for a column
     whose declared type has INTEGER or TEXT affinity (SQLite's rules); None for the others.
-    The rowid is always an integer."""
+    The rowid is always an integer: it needs no guard."""
     c = ident(column)
     if rowid:
-        return "", "%d", c
+        return None, "%d", c
     declared = (plan["types"].get(column) or "").upper()
     if "INT" in declared:
         return f"typeof({c}) IN ('integer','null')", "%s", f"ifnull({c},'NULL')"

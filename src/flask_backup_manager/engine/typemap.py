@@ -262,6 +262,7 @@ class TablePlan:
     converters: list[Converter | None]
 
     def insert_sql(self, rows: int) -> str:
+        """``INSERT INTO t VALUES (?, ?), (?, ?)``: ``rows`` rows of parameters."""
         row = "(" + ", ".join("?" * len(self.converters)) + ")"
         return f"INSERT INTO {ident(self.name)} VALUES " + ", ".join([row] * rows)
 
