@@ -90,6 +90,7 @@ CREATE TABLE child (id INTEGER PRIMARY KEY, pa INT, pb INT,
 CREATE TABLE "other.t" (x, "Y" TEXT DEFAULT 'dflt', z INT DEFAULT (1 + 2));
 CREATE TABLE secret (id INTEGER PRIMARY KEY AUTOINCREMENT, token TEXT);
 CREATE INDEX secret_token ON secret (token);
+CREATE TABLE desc_key (x INTEGER PRIMARY KEY DESC, t TEXT, u);
 CREATE VIRTUAL TABLE docs_fts USING fts5(title, body, tokenize = 'porter');
 CREATE VIRTUAL TABLE bare_fts USING fts5(words, content = '');
 CREATE VIEW "Order View" AS SELECT "Select", "Group" FROM "Order" WHERE "MixedCase" > 0;
@@ -160,6 +161,17 @@ def build_hard_db(path: Path, *, seed: int = 7, wide: bool = True) -> Path:
             ],
         )
         con.executemany("INSERT INTO parent VALUES (?, ?, ?)", [(1, 1, 1), (2, 1, 2)])
+        # x is no rowid alias (DESC): the rowids (2, 3, 4) differ from x; texts hold NULs
+        con.executemany(
+            "INSERT INTO desc_key VALUES (?, ?, ?)",
+            [
+                (5, "gone", None),
+                (20, "a\x00b", "c\x00d"),
+                (30, "\x00", 1),
+                (40, "plain", "\x00\r\n"),
+            ],
+        )
+        con.execute("DELETE FROM desc_key WHERE x = 5")
         con.executemany("INSERT INTO child VALUES (?, ?, ?)", [(1, 1, 1), (2, 1, 2), (3, None, 9)])
         con.execute("INSERT INTO \"other.t\" (x) VALUES (NULL), (1), ('two')")
         con.executemany(

@@ -204,7 +204,11 @@ class SQLiteSource:
                         "columns": [r[1] for r in xinfo if r[6] == 0],
                         "types": {r[1]: r[2] for r in xinfo},
                         "primary_key": [r[1] for r in sorted(xinfo, key=lambda r: r[5]) if r[5]],
-                        "rowid": None if kind != "table" or without_rowid else rowid_name(xinfo),
+                        "rowid": (
+                            None
+                            if kind != "table" or without_rowid
+                            else rowid_name(self.con, name, xinfo)
+                        ),
                         # what to cut the rows into rowid ranges by
                         "key": None if kind != "table" or without_rowid else rowid_alias(xinfo),
                     },
@@ -350,13 +354,20 @@ def _open_ro(path: Path, timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
     )
 
 
-def rowid_name(xinfo: list[tuple]) -> str | None:
+def rowid_name(con: sqlite3.Connection, table: str, xinfo: list[tuple]) -> str | None:
     """The name to read and write a rowid table's rowid by, or None when the rowid is already a
     column (``INTEGER PRIMARY KEY``) or every alias is shadowed by a real column."""
     pk = [r for r in xinfo if r[5]]
-    if len(pk) == 1 and (pk[0][2] or "").upper() == "INTEGER":
+    if len(pk) == 1 and (pk[0][2] or "").upper() == "INTEGER" and _is_rowid(con, table, pk[0][1]):
         return None
     return rowid_alias(xinfo)
+
+
+def _is_rowid(con: sqlite3.Connection, table: str, column: str) -> bool:
+    """Whether ``column`` is the rowid itself: an ``INTEGER PRIMARY KEY`` is, except one
+    declared ``INTEGER PRIMARY KEY DESC``. SQLite's own plan for reading it tells."""
+    plan = con.execute(f"EXPLAIN SELECT {ident(column)} FROM main.{ident(table)}")
+    return any(step[1] == "Rowid" for step in plan)
 
 
 def rowid_alias(xinfo: list[tuple]) -> str | None:

@@ -31,6 +31,8 @@ FETCH_ROWS = 2000
 _AUTOINCREMENT = re.compile(r"\bAUTOINCREMENT\b", re.IGNORECASE)
 #: what a CR inside a quoted string becomes: the string is closed, a char(13) added, reopened
 _CR = "'||char(13)||'"
+#: what a TEXT holding a NUL becomes, around the hex digits of its bytes
+_HEX = ("CAST(X'", "' AS TEXT)")
 
 
 # -- sqlite3_db ---------------------------------------------------------------------------
@@ -253,7 +255,7 @@ def _shadow_plan(con: sqlite3.Connection, name: str) -> dict[str, Any]:
     return {
         "columns": [r[1] for r in xinfo if r[6] == 0],
         "types": {r[1]: r[2] for r in xinfo},
-        "rowid": None if without_rowid else rowid_name(xinfo),
+        "rowid": None if without_rowid else rowid_name(con, name, xinfo),
         "key": None if without_rowid else rowid_alias(xinfo),
     }
 
@@ -375,7 +377,9 @@ def _typed(column: str, plan: dict[str, Any], *, rowid: bool) -> tuple[str | Non
     if "INT" in declared:
         return f"typeof({c}) IN ('integer','null')", "%s", f"ifnull({c},'NULL')"
     if "CHAR" in declared or "CLOB" in declared or "TEXT" in declared:
-        return f"typeof({c}) IN ('text','null')", "%Q", c
+        # %Q, like quote(), ends a text at a NUL: a text holding one takes the other path
+        guard = f"typeof({c}) IN ('text','null') AND NOT ifnull(instr({c}, char(0)), 0)"
+        return guard, "%Q", c
     return None
 
 
@@ -391,11 +395,13 @@ def _concat(exprs: list[str]) -> str:
 def _literal_sql(column: str, plan: dict[str, Any]) -> str:
     """The SQL expression that renders ``column``'s value as an SQL literal, whatever its
     storage class. A REAL is rendered by :func:`real_literal` when SQLite reads that text back
-    as the same double, else by :func:`exact_real_expression`; a CR in a TEXT as ``char(13)``."""
+    as the same double, else by :func:`exact_real_expression`; a CR in a TEXT as ``char(13)``;
+    a TEXT holding a NUL (where ``quote()`` would end it) as ``CAST(X'...' AS TEXT)``."""
     c = ident(column)
     # the sqlite3 shell drops a CR before an LF even inside a string: 'a'||char(13)||'b'
     text = (
-        f"CASE WHEN instr({c}, char(13)) THEN replace(quote({c}), char(13), {literal(_CR)}) "
+        f"CASE WHEN instr({c}, char(0)) THEN {literal(_HEX[0])} || hex({c}) || {literal(_HEX[1])} "
+        f"WHEN instr({c}, char(13)) THEN replace(quote({c}), char(13), {literal(_CR)}) "
         f"ELSE quote({c}) END"
     )
     real = f"CASE WHEN CAST(fbm_real({c}) AS REAL) = {c} THEN fbm_real({c}) ELSE fbm_exact({c}) END"
