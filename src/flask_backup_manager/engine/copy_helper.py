@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
-import zlib
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote as urlquote
+
+from zlib_ng import zlib_ng as zlib
 
 from .base import ExportError, ident
 from .copy_encoding import BATCH, Refusal, RowEncoder

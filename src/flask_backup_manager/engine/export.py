@@ -8,13 +8,14 @@ import os
 import sqlite3
 import threading
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from zlib_ng import zlib_ng as zlib
 
 from .base import FORMATS, ExportCancelled, ExportError, ProgressCallback, Source, Tracker
 from .url import URL, parse_url

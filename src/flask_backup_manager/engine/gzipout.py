@@ -5,9 +5,10 @@ from __future__ import annotations
 import queue
 import shutil
 import threading
-import zlib
 from pathlib import Path
 from typing import BinaryIO
+
+from zlib_ng import zlib_ng as zlib
 
 from .base import COMPRESSLEVEL, ExportError
 

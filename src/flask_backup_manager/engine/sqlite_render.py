@@ -18,9 +18,10 @@ import math
 import os
 import sqlite3
 import sys
-import zlib
 from collections.abc import Callable
 from urllib.parse import quote as urlquote
+
+from zlib_ng import zlib_ng as zlib
 
 #: bytes of row text an INSERT statement aims at (one bigger row makes a bigger statement)
 STATEMENT_BYTES = 1 << 18
@@ -73,7 +74,9 @@ def statement_sql(table: str, key: str, row: str) -> str:
     most ``?`` of them in rowid order (``key`` names the rowid), each rendered by the SQL
     expression ``row``, joined by ``,`` and a newline; with their number and last rowid."""
     return (
-        "SELECT count(*), group_concat(fbm_line, char(44, 10)), max(fbm_key) FROM ("
+        # the separator a literal (a comma and a newline), not char(44, 10): that call would
+        # be made for every row
+        "SELECT count(*), group_concat(fbm_line, ',\n'), max(fbm_key) FROM ("
         f"SELECT {key} AS fbm_key, {row} AS fbm_line FROM {table} "
         f"WHERE {key} BETWEEN ? AND ? ORDER BY {key} LIMIT ?)"
     )
