@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-#: gzip level of the SQL formats: gzip's own default, what `pg_dump | gzip` uses.
+#: gzip level of the SQL formats (written by zlib-ng): gzip's own default, as `pg_dump | gzip`
 COMPRESSLEVEL = 6
 
 
