@@ -251,3 +251,16 @@ def test_a_cancel_stops_the_rows_streaming_from_postgresql(pg_url, tmp_path, mon
     # the first, those read ahead (2) and those already in the socket's buffers
     assert 1 <= len(batches) < 10
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+def test_a_table_without_columns_is_a_clear_error_and_can_be_left_out(pg_url, tmp_path, fmt):
+    from flask_backup_manager.engine import ExportError
+
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute("CREATE TABLE nothing (); CREATE TABLE kept (id int PRIMARY KEY)")
+        con.execute("INSERT INTO nothing DEFAULT VALUES; INSERT INTO kept VALUES (1)")
+    with pytest.raises(ExportError, match=r"^table nothing has no columns, which SQLite cannot"):
+        export(pg_url, fmt, tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+    assert export(pg_url, fmt, tmp_path / "out", exclude=["nothing"]).rows == 1

@@ -71,7 +71,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from .base import Source, TableSpec, Tracker, ident, prefetch
+from .base import ExportError, Source, TableSpec, Tracker, ident, prefetch
 
 Converter = Callable[[Any], Any]
 
@@ -299,6 +299,10 @@ class TablePlan:
 def table_plan(spec: TableSpec, names: dict[str, str], host: sa.MetaData | None) -> TablePlan:
     """``names`` maps every exported table's SQLAlchemy ``fullname`` to its SQLite name."""
     table = spec.table
+    if not table.columns:
+        raise ExportError(
+            f"table {spec.key} has no columns, which SQLite cannot hold: leave it out (exclude)"
+        )
     host_table = _host_table(host, spec)
     pk = list(table.primary_key.columns)
     rowid_pk = len(pk) == 1 and isinstance(pk[0].type, sa.Integer)
