@@ -365,8 +365,9 @@ def rowid_name(con: sqlite3.Connection, table: str, xinfo: list[tuple]) -> str |
 
 def _is_rowid(con: sqlite3.Connection, table: str, column: str) -> bool:
     """Whether ``column`` is the rowid itself: an ``INTEGER PRIMARY KEY`` is, except one
-    declared ``INTEGER PRIMARY KEY DESC``. SQLite's own plan for reading it tells."""
-    plan = con.execute(f"EXPLAIN SELECT {ident(column)} FROM main.{ident(table)}")
+    declared ``INTEGER PRIMARY KEY DESC``. SQLite's own plan for reading it from the table
+    (not from an index, which holds the rowid too) tells."""
+    plan = con.execute(f"EXPLAIN SELECT {ident(column)} FROM main.{ident(table)} NOT INDEXED")
     return any(step[1] == "Rowid" for step in plan)
 
 
