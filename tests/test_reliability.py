@@ -360,6 +360,53 @@ def test_a_cancelled_export_raises_and_leaves_no_file_whenever_the_cancel_comes(
         assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "kind, fmt", [("sqlite", "sqlite3"), ("postgresql", "sqlite3_db"), ("postgresql", "postgres")]
+)
+def test_a_cancel_that_comes_between_two_tables_stops_the_next_one(tmp_path, make_pg_db, kind, fmt):
+    """The cancel comes while no query runs (between tables): the export must not go on
+    through the other tables, as it did when only the query under way was interrupted."""
+    import sqlite3
+    import threading
+
+    from flask_backup_manager.engine import ExportCancelled, export
+
+    tables = [f"t{i:02}" for i in range(30)]
+    if kind == "sqlite":
+        source = f"sqlite:///{tmp_path / 'many.db'}"
+        con = sqlite3.connect(tmp_path / "many.db")
+        for t in tables:
+            con.execute(
+                f"CREATE TABLE {t} AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+                f"SELECT i + 1 FROM n WHERE i < 20000) SELECT i, hex(i) AS h FROM n"
+            )
+        con.commit()
+        con.close()
+    else:
+        source = make_pg_db()
+        with psycopg.connect(source, autocommit=True) as con:
+            for t in tables:
+                con.execute(
+                    f"CREATE TABLE {t} AS SELECT i, md5(i::text) AS h "
+                    "FROM generate_series(1, 20000) i"
+                )
+    cancel = threading.Event()
+    finished = []
+
+    def progress(p):
+        if p.finished:
+            finished.append(p.finished[0])
+            if not cancel.is_set():
+                cancel.set()
+                time.sleep(0.3)  # the watch interrupts now, while no query runs
+
+    out = tmp_path / "out"
+    with pytest.raises(ExportCancelled):
+        export(source, fmt, out, progress=progress, cancel=cancel)
+    assert 1 <= len(finished) < 15
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
 def test_sqlite_database_locked_by_another_connection_fails_after_the_lock_timeout(tmp_path):
     import sqlite3
 

@@ -169,15 +169,16 @@ class Tracker:
 
 def watch(event: threading.Event, interrupt: Callable[[], object]) -> Callable[[], None]:
     """Call ``interrupt`` (a thread-safe "stop what you are doing" of a database connection)
-    from a thread of its own as soon as ``event`` is set; returns the function that ends the
-    watch. Lets a cancel reach an export blocked inside a query."""
+    from a thread of its own as soon as ``event`` is set, and every 0.1 s after, until the
+    watch ends; returns the function that ends it. Lets a cancel reach an export blocked
+    inside a query. Again and again, as an interrupt stops only the query under way: one
+    that comes between two queries would be lost."""
     done = threading.Event()
 
     def run() -> None:
         while not done.wait(0.1):
             if event.is_set():
                 interrupt()
-                return
 
     thread = threading.Thread(target=run, name="export-cancel-watch", daemon=True)
     thread.start()

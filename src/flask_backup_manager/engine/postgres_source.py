@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import pq, sql
 
-from .base import ExportError, TableSpec, parents_first, select_keys, watch
+from .base import ExportCancelled, ExportError, TableSpec, parents_first, select_keys, watch
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -167,7 +167,8 @@ class PostgresSource:
         self.host_metadata = metadata
         self.include, self.exclude = include, exclude
         self.conn = psycopg.connect(**conninfo(url))
-        self._unwatch = watch(cancel, self.conn.cancel_safe) if cancel is not None else None
+        self.cancelled = False
+        self._unwatch = watch(cancel, self.interrupt) if cancel is not None else None
         try:
             _lenient_loaders(self.conn)
             # Session settings first (outside the snapshot), then the one transaction, begun
@@ -230,6 +231,17 @@ class PostgresSource:
                     f"table {spec.key} is locked by another session: gave up waiting after "
                     f"{timeout:g} s"
                 ) from None
+
+    def interrupt(self) -> None:
+        """Stop the query under way (from another thread: a cancel), and the reading of rows
+        the server sent already (a small table's rows are all sent before the cancel comes,
+        so it would stop nothing)."""
+        self.cancelled = True
+        self.conn.cancel_safe()
+
+    def _go_on(self) -> None:
+        if self.cancelled:
+            raise ExportCancelled()
 
     def close(self) -> None:
         if self._unwatch is not None:
@@ -367,12 +379,14 @@ class PostgresSource:
             with self.conn.cursor(name=f"fbm_rows_{spec.extra['oid']}") as cur:
                 cur.execute(query)
                 while batch := cur.fetchmany(size):
+                    self._go_on()
                     yield batch
             return
         with self.conn.cursor() as cur:
             rows = cur.stream(query, size=size)
             try:
                 while batch := list(islice(rows, size)):
+                    self._go_on()
                     yield batch
             finally:
                 rows.close()
@@ -413,6 +427,7 @@ class PostgresSource:
                     break
                 buf += data
                 if len(buf) >= CHUNK:
+                    self._go_on()
                     yield buf
                     buf = bytearray()
             if n == -2:
@@ -424,6 +439,7 @@ class PostgresSource:
             if error:
                 raise _pq_error(error)
             done = True
+            self._go_on()
             if buf:
                 yield buf
         finally:
