@@ -607,6 +607,28 @@ def test_text_that_is_not_utf8_is_copied_byte_for_byte(tmp_path, monkeypatch, in
     assert len(rows(src)) == 15 and rows(src)[0][1] == "text"
 
 
+@pytest.mark.parametrize("encoding", ["UTF-16le", "UTF-16be"])
+def test_a_utf16_database_restores_from_sql_in_its_own_encoding(tmp_path, encoding):
+    """The SQL text says the database's encoding first, so a restore stores the texts as the
+    source does; a text holding a NUL (written as the hex of its bytes) comes back whole."""
+    src = tmp_path / "src.db"
+    with closing(sqlite3.connect(src)) as con:
+        con.execute(f"PRAGMA encoding = '{encoding}'")
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, w)")
+        con.executemany(
+            "INSERT INTO t (v, w) VALUES (?, ?)",
+            [("a\x00b", "\x00"), ("déjà vu 😀", "x\r\ny\x00z"), ("plain", 7), ("it's", None)],
+        )
+        con.commit()
+    dump, cli = tmp_path / "copy.sql.gz", tmp_path / "cli.db"
+    export(sqlite_url(src), "sqlite3", dump)
+    restore_with_cli(dump, cli)
+    assert snapshot(cli) == snapshot(src)
+    assert snapshot(cli)["pragmas"]["encoding"] == encoding
+    with closing(restore_with_python(dump, tmp_path / "py.db")) as con:
+        assert con.execute("SELECT v, w FROM t ORDER BY id").fetchall()[0] == ("a\x00b", "\x00")
+
+
 def test_names_that_are_sqlite3_shell_commands_are_not_run_by_the_restore(tmp_path):
     where = tmp_path / "ran"
     where.mkdir()

@@ -407,6 +407,32 @@ def test_a_cancel_that_comes_between_two_tables_stops_the_next_one(tmp_path, mak
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 
+def test_the_cancel_watch_goes_on_interrupting_after_an_interrupt_fails():
+    """An interrupt may fail (the source between two connections, no cancel connection to
+    the server): the watch must not die of it, or no later query would be interrupted."""
+    import threading
+
+    from flask_backup_manager.engine.base import watch
+
+    calls = []
+
+    def interrupt():
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("Cannot operate on a closed database.")
+
+    cancel = threading.Event()
+    cancel.set()
+    stop = watch(cancel, interrupt)
+    try:
+        deadline = time.monotonic() + 5
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop()
+    assert len(calls) >= 3
+
+
 def test_sqlite_database_locked_by_another_connection_fails_after_the_lock_timeout(tmp_path):
     import sqlite3
 

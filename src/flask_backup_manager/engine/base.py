@@ -178,7 +178,10 @@ def watch(event: threading.Event, interrupt: Callable[[], object]) -> Callable[[
     def run() -> None:
         while not done.wait(0.1):
             if event.is_set():
-                interrupt()
+                try:
+                    interrupt()
+                except Exception:  # e.g. no cancel connection to the server: try again
+                    pass
 
     thread = threading.Thread(target=run, name="export-cancel-watch", daemon=True)
     thread.start()

@@ -112,7 +112,8 @@ class SQLiteSource:
             wal = self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
             if not wal and not private:
                 self.copy = _snapshot_copy(self.con, scratch)
-                self.con.close()
+                con, self.con = self.con, None  # a cancel meanwhile has nothing to interrupt
+                con.close()
                 self.con = _open_ro(self.copy, timeout)
             # a file of the snapshot that nobody writes while we read it, which other
             # processes may read too: the copy, or a private file (not WAL read in place)

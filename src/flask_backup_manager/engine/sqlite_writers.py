@@ -218,6 +218,9 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
     specs = source.tables()
     kept = {s.name for s in specs}
     sqlite_render.prepare(con)
+    encoding = con.execute("PRAGMA main.encoding").fetchone()[0]
+    if encoding != "UTF-8":  # said before any table exists, or it is too late
+        out.line(f"PRAGMA encoding={literal(encoding)};")
     out.line("PRAGMA foreign_keys=OFF;")
     out.line("BEGIN TRANSACTION;")
     for pragma in ("user_version", "application_id"):
