@@ -459,10 +459,18 @@ def test_a_file_that_is_not_a_database_is_a_one_line_error(tmp_path):
 # -- consistency --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("parts", [1, 2])
 @pytest.mark.parametrize("fmt", ["sqlite3", "sqlite3_db"])
-def test_export_reads_one_snapshot_while_the_app_keeps_moving_money(tmp_path, fmt):
+def test_export_reads_one_snapshot_while_the_app_keeps_moving_money(
+    tmp_path, monkeypatch, fmt, parts
+):
     """Accounts live in two tables with a filler between them; a writer moves money from one to
-    the other all along. Without one snapshot the copy would see a sum that never existed."""
+    the other all along. Without one snapshot the copy would see a sum that never existed.
+    With parts, every table is big: the WAL database's snapshot is copied for the helpers."""
+    from flask_backup_manager.engine import helpers
+
+    monkeypatch.setattr(helpers, "PARTS", parts)
+    monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1 if parts > 1 else helpers.PARALLEL_ROWS)
     db = tmp_path / "bank.db"
     with closing(sqlite3.connect(db, isolation_level=None)) as con:
         con.execute("PRAGMA journal_mode=WAL")

@@ -4,9 +4,11 @@
 do not see it. In rollback-journal mode a read transaction blocks every commit to the file (the
 app's, and the backup job's own progress lines) for as long as it lasts, so there the snapshot is
 first copied with SQLite's backup API, in one step (one read lock, as long as a page copy), into
-a private temp file beside the output (``scratch``), and the export reads that copy. Everything
-(the schema, the row counts, the rows, and the backup API's pages) is read through one connection
-inside one transaction.
+a private temp file beside the output (``scratch``), and the export reads that copy. A WAL
+database with a table big enough to be shared out among helper processes is copied too, once its
+row counts are read, through the read transaction; then the export goes on reading the copy,
+which the helpers can read as well. Everything (the schema, the row counts, the rows, and the
+backup API's pages) is read in one transaction of one snapshot.
 
 The tables are described by SQLAlchemy ``Table`` objects reflected by SQLAlchemy's own SQLite
 dialect, through this same connection (lent so that SQLAlchemy cannot end the transaction), when
@@ -133,6 +135,8 @@ class SQLiteSource:
             self.all_specs = self._read_tables()
             wanted = set(select_keys([s.key for s in self.all_specs], include, exclude))
             self._specs = [s for s in self.all_specs if s.key in wanted]
+            if wal and not private and self._big():
+                self._read_a_copy(scratch, timeout)
         except sqlite3.OperationalError as e:
             self.close()
             if getattr(e, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
@@ -143,6 +147,26 @@ class SQLiteSource:
         except BaseException:
             self.close()
             raise
+
+    def _big(self) -> bool:
+        """Whether a table is big enough for the writers to share it out among helper
+        processes (:mod:`.helpers`), which need a file nobody writes."""
+        from . import helpers
+
+        return helpers.PARTS > 1 and any(
+            s.estimated_rows >= helpers.PARALLEL_ROWS for s in self._specs
+        )
+
+    def _read_a_copy(self, scratch: Path | None, timeout: float) -> None:
+        """Go on reading a copy of the snapshot (a WAL database's, read so far in place):
+        the backup API copies it through our read transaction, in one step."""
+        copy = _snapshot_copy(self.con, scratch)
+        con, self.con = self.con, None  # a cancel meanwhile has nothing to interrupt
+        con.close()
+        self.copy = self.frozen = copy
+        self.con = _open_ro(copy, timeout)
+        self.con.execute("BEGIN")
+        self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
     def interrupt(self) -> None:
         """Stop the query under way (from another thread: a cancel)."""
@@ -340,10 +364,22 @@ def _snapshot_copy(con: sqlite3.Connection, scratch: Path | None) -> Path:
             con.backup(dst)
         finally:
             dst.close()
+        rollback_header(Path(tmp))  # a copy of a WAL database: one self-contained file
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
+
+
+def rollback_header(path: Path) -> None:
+    """Set the file format read/write versions of the database header (bytes 18 and 19) to 1,
+    legacy rollback journal, where a WAL database has 2 (what ``journal_mode=DELETE`` writes)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if os.pread(fd, 2, 18) == b"\x02\x02":
+            os.pwrite(fd, b"\x01\x01", 18)
+    finally:
+        os.close(fd)
 
 
 def _open_ro(path: Path, timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:

@@ -20,7 +20,7 @@ from . import helpers, sqlite_render
 from .base import Source, TableSpec, Tracker, ident, literal
 from .gzipout import GzipOut
 from .sqlite_render import render_range, statement_sql
-from .sqlite_source import SQLiteSource, rowid_alias, rowid_name
+from .sqlite_source import SQLiteSource, rollback_header, rowid_alias, rowid_name
 from .url import URL
 
 #: pages copied per step of the backup API (4 MB with 4 KB pages); progress comes between steps
@@ -90,7 +90,7 @@ def _backup(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
         dst.close()
     # the source's header may say WAL; the copy is one self-contained file. Said here, before
     # SQLite reads the header: switching from WAL with a pragma goes through -wal and -journal
-    _rollback_header(path)
+    rollback_header(path)
     kept = {s.key for s in specs}
     dropped = [s.name for s in source.all_specs if s.key not in kept]
     if dropped:
@@ -117,17 +117,6 @@ def _private_db(path: Path) -> sqlite3.Connection:
         con.close()
         raise
     return con
-
-
-def _rollback_header(path: Path) -> None:
-    """Set the file format read/write versions of the database header (bytes 18 and 19) to 1,
-    legacy rollback journal, where a WAL database has 2 (what ``journal_mode=DELETE`` writes)."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        if os.pread(fd, 2, 18) == b"\x02\x02":
-            os.pwrite(fd, b"\x01\x01", 18)
-    finally:
-        os.close(fd)
 
 
 class _PageProgress:
