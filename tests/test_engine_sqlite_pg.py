@@ -264,3 +264,35 @@ def test_a_table_without_columns_is_a_clear_error_and_can_be_left_out(pg_url, tm
         export(pg_url, fmt, tmp_path / "out")
     assert os.listdir(tmp_path) == []
     assert export(pg_url, fmt, tmp_path / "out", exclude=["nothing"]).rows == 1
+
+
+def test_rows_read_in_binary_are_the_rows_read_as_text(pg_url, tmp_path, monkeypatch):
+    """Tables of only BINARY_SAFE types are read in binary (less to parse): the SQLite copy
+    holds exactly what it holds when the same rows are read as text."""
+    from flask_backup_manager.engine import postgres_source
+    from flask_backup_manager.engine.url import parse_url
+
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute("""
+            CREATE TABLE safe (i2 int2, i4 int4, i8 int8 PRIMARY KEY, o oid, f float8, b bool,
+                               t text, v varchar(5), c char(6), by bytea, u uuid);
+            INSERT INTO safe VALUES
+              (-32768, -2147483648, -9223372036854775808, 4294967295, 0.1, true, 'déjà 😀',
+               'abc', 'ab', '\\x00ff', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'),
+              (32767, 2147483647, 9223372036854775807, 0, -0.0, false, '', '', '', '', NULL),
+              (NULL, NULL, 0, NULL, 'NaN', NULL, NULL, NULL, NULL, NULL, NULL),
+              (1, 2, 1, 3, 'Infinity', true, e'tab\\there', 'x', 'y', '\\x', NULL),
+              (1, 2, 2, 3, 5e-324, true, 'x', 'x', 'y', '\\x00', NULL),
+              (1, 2, 3, 3, 1.7976931348623157e308, true, 'x', 'x', 'y', '\\x00', NULL);
+            CREATE TABLE dated (id int PRIMARY KEY, at timestamptz);
+            INSERT INTO dated VALUES (1, '2020-01-01 12:00+02');
+        """)
+    source = postgres_source.PostgresSource(parse_url(pg_url))
+    assert {s.key: s.extra["binary"] for s in source.tables()} == {"safe": True, "dated": False}
+    source.close()
+    export(pg_url, "sqlite3_db", tmp_path / "binary.db")
+    monkeypatch.setattr(postgres_source, "BINARY_SAFE", set())
+    export(pg_url, "sqlite3_db", tmp_path / "text.db")
+    assert snapshot(tmp_path / "binary.db") == snapshot(tmp_path / "text.db")
+    with closing(sqlite3.connect(tmp_path / "binary.db")) as con:
+        assert con.execute("SELECT count(*) FROM safe").fetchone() == (6,)

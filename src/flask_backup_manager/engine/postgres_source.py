@@ -39,6 +39,10 @@ _LOADABLE = set(
     " int8range numrange daterange tsrange tstzrange".split()
 )
 
+#: types whose binary form psycopg loads into the very value it loads from their text (dates
+#: and times are not among them: their text loaders are ours, see :func:`_lenient_loaders`)
+BINARY_SAFE = set("int2 int4 int8 oid float8 bool text varchar bpchar bytea uuid".split())
+
 _TYPES = """
 SELECT t.oid, t.typname, n.nspname, t.typtype, t.typelem, t.typbasetype, t.typtypmod,
        t.typcategory, pg_catalog.format_type(t.oid, NULL),
@@ -276,9 +280,10 @@ class PostgresSource:
         specs = []
         parents: dict[str, list[str]] = {}
         for oid, schema, name, relkind, reltuples in rels:
-            selects, copy_cols = [], []
+            selects, copy_cols, binary = [], [], True
             for _, attname, _, typid, typmod, _, generated in cols[oid]:
                 expr = self._select_expr(typid, typmod)
+                binary = binary and self._loaded_as(typid, expr) in BINARY_SAFE
                 ident = sql.Identifier(attname)
                 selects.append(sql.SQL(expr).format(ident) if expr else ident)
                 if not generated:
@@ -305,6 +310,8 @@ class PostgresSource:
                             [sql.Identifier(schema), sql.Identifier(name)]
                         ),
                         "select": selects,
+                        # rows read in binary: less for psycopg to parse
+                        "binary": binary,
                         "copy_columns": copy_cols,
                     },
                 )
@@ -355,6 +362,13 @@ class PostgresSource:
             return "{}::text"
         return "" if oid == typid else "{}::" + row[8]
 
+    def _loaded_as(self, typid: int, expr: str) -> str | None:
+        """The ``pg_catalog`` type psycopg loads for a column of type ``typid`` selected by
+        ``expr`` (:meth:`_select_expr`): its own, or text; None for other casts."""
+        if not expr:
+            return self._type_rows()[typid][1]
+        return "text" if expr == "{}::text" else None
+
     # -- data -----------------------------------------------------------------------------
 
     def _from(self, spec: TableSpec) -> sql.Composable:
@@ -383,7 +397,7 @@ class PostgresSource:
                     yield batch
             return
         with self.conn.cursor() as cur:
-            rows = cur.stream(query, size=size)
+            rows = cur.stream(query, size=size, binary=spec.extra["binary"])
             try:
                 while batch := list(islice(rows, size)):
                     self._go_on()
