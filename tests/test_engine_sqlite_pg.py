@@ -249,7 +249,7 @@ def test_a_cancel_stops_the_rows_streaming_from_postgresql(pg_url, tmp_path, mon
     with pytest.raises(ExportCancelled):
         export(pg_url, fmt, tmp_path / "out", cancel=cancel)
     # the first, those read ahead (2) and those already in the socket's buffers
-    assert 1 <= len(batches) < 10
+    assert 0 < len(batches) < 10
     assert os.listdir(tmp_path) == []
 
 

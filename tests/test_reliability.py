@@ -403,7 +403,7 @@ def test_a_cancel_that_comes_between_two_tables_stops_the_next_one(tmp_path, mak
     out = tmp_path / "out"
     with pytest.raises(ExportCancelled):
         export(source, fmt, out, progress=progress, cancel=cancel)
-    assert 1 <= len(finished) < 15
+    assert 0 < len(finished) < 15
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 

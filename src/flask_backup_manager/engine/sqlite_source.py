@@ -113,15 +113,12 @@ class SQLiteSource:
             self.con = _open_ro(self.path, timeout)
             wal = self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
             if not wal and not private:
-                self.copy = _snapshot_copy(self.con, scratch)
-                con, self.con = self.con, None  # a cancel meanwhile has nothing to interrupt
-                con.close()
-                self.con = _open_ro(self.copy, timeout)
-            # a file of the snapshot that nobody writes while we read it, which other
-            # processes may read too: the copy, or a private file (not WAL read in place)
-            self.frozen = self.copy or (self.path if private else None)
-            self.con.execute("BEGIN")
-            self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                self._read_a_copy(scratch, timeout)
+            else:
+                # a file of the snapshot that nobody writes while we read it, which other
+                # processes may read too: the copy, or a private file (not WAL read in place)
+                self.frozen = self.path if private else None
+                self._begin()
             self.objects = [
                 SchemaObject(*r)
                 for r in self.con.execute(
@@ -158,13 +155,18 @@ class SQLiteSource:
         )
 
     def _read_a_copy(self, scratch: Path | None, timeout: float) -> None:
-        """Go on reading a copy of the snapshot (a WAL database's, read so far in place):
-        the backup API copies it through our read transaction, in one step."""
+        """Go on reading a copy of the snapshot, which helper processes may read too. The
+        backup API copies it in one step: through our read transaction where one is open (a
+        WAL database read so far in place), else under a read lock of its own."""
         copy = _snapshot_copy(self.con, scratch)
         con, self.con = self.con, None  # a cancel meanwhile has nothing to interrupt
         con.close()
         self.copy = self.frozen = copy
         self.con = _open_ro(copy, timeout)
+        self._begin()
+
+    def _begin(self) -> None:
+        """Begin the read transaction; its first read pins the snapshot."""
         self.con.execute("BEGIN")
         self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
