@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{result.path}: {result.tables} tables, {result.rows} rows, {result.size} bytes, "
         f"sha256 {result.sha256}"

@@ -88,6 +88,8 @@ def run_backup(backup_id: int) -> str:
         path.unlink(missing_ok=True)  # cancelled (or reaped) while the file was being checked
         return "cancelled"
     update(backup_id, rows_total=result.rows, tables_total=result.tables)
+    for warning in result.warnings:
+        add_log(backup_id, "warning", warning)
     add_log(
         backup_id,
         "info",

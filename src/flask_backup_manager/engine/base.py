@@ -138,6 +138,7 @@ class Tracker:
 
     def __init__(self, specs: list[TableSpec], callback: ProgressCallback | None) -> None:
         self.callback = callback
+        self.warnings: list[str] = []
         self.p = Progress(0, len(specs), 0, sum(s.estimated_rows for s in specs))
         self._table_rows = 0
         self._last = 0.0
@@ -157,6 +158,10 @@ class Tracker:
         self.p.finished = (spec.key, self._table_rows)
         self._emit(force=True)
         self.p.finished = None
+
+    def warn(self, message: str) -> None:
+        """Something a person should know about the copy (it goes to the backup's log)."""
+        self.warnings.append(message)
 
     def _emit(self, force: bool = False) -> None:
         if self.callback is None:

@@ -4,6 +4,7 @@ then move it into place. A failed export leaves nothing at the output path."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import sqlite3
 import threading
@@ -13,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from zlib_ng import zlib_ng as zlib
 
@@ -25,6 +26,19 @@ if TYPE_CHECKING:
 
 Writer = Callable[[Source, Path, Tracker], None]
 
+#: The module that reads each SQL format as its client does (``ScriptCheck``): every file is
+#: read through it before it counts as done, and a line the client would take as a command the
+#: writer did not mean to write refuses the backup.
+SCRIPT_CHECKS: dict[str, str] = {}
+
+
+class ScriptCheck(Protocol):
+    def feed(self, data: bytes) -> None:
+        """The next part of the file's (decompressed) text; raises ExportError on a finding."""
+
+    def close(self) -> None:
+        """The end of the file; raises ExportError if the text ends inside something."""
+
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -33,6 +47,8 @@ class ExportResult:
     sha256: str
     tables: int
     rows: int
+    #: what the export noticed and a person should know (e.g. a view calling an unknown function)
+    warnings: tuple[str, ...] = ()
 
 
 def source_url(source: str | sa.URL | sa.Engine) -> URL | sa.URL:
@@ -115,7 +131,7 @@ def export(
     url = source_url(source)
     output = Path(output)
     try:
-        with atomic_output(output, gzipped=FORMATS[format].gzipped) as done:
+        with atomic_output(output, gzipped=FORMATS[format].gzipped, format=format) as done:
             src = open_source(
                 url,
                 metadata=metadata,
@@ -138,7 +154,14 @@ def export(
         if cancel is not None and cancel.is_set():
             raise ExportCancelled() from e
         raise ExportError(scrub(str(e) if isinstance(e, ExportError) else one_line(e), url)) from e
-    return ExportResult(output, done.size, done.sha256, tracker.p.tables_done, tracker.p.rows_done)
+    return ExportResult(
+        output,
+        done.size,
+        done.sha256,
+        tracker.p.tables_done,
+        tracker.p.rows_done,
+        tuple(tracker.warnings),
+    )
 
 
 def one_line(e: BaseException) -> str:
@@ -163,7 +186,7 @@ class _Done:
 
 
 @contextmanager
-def atomic_output(output: Path, *, gzipped: bool) -> Iterator[_Done]:
+def atomic_output(output: Path, *, gzipped: bool, format: str | None = None) -> Iterator[_Done]:
     """Yield a private temp file beside ``output``; on success check it while a thread fsyncs
     it (its pages go to disk as they are read), then rename it into place and fsync the
     directory. On failure remove it."""
@@ -178,7 +201,7 @@ def atomic_output(output: Path, *, gzipped: bool) -> Iterator[_Done]:
         yield done
         with ThreadPoolExecutor(1) as pool:
             synced = pool.submit(fsync, done.tmp)
-            done.size, done.sha256 = check(done.tmp, gzipped=gzipped)
+            done.size, done.sha256 = check(done.tmp, gzipped=gzipped, format=format)
             synced.result()
         os.replace(done.tmp, output)
         fsync(output.parent)
@@ -196,12 +219,13 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
-def check(path: Path, *, gzipped: bool) -> tuple[int, str]:
+def check(path: Path, *, gzipped: bool, format: str | None = None) -> tuple[int, str]:
     """Read the file through once: its size and sha256, and proof that it is whole
     (a gzip stream that ends properly, or a SQLite file that passes integrity_check, which
-    runs in a thread beside the hashing: both are C code that lets go of the GIL)."""
+    runs in a thread beside the hashing: both are C code that lets go of the GIL). The text of
+    an SQL format is read as its client reads it (:data:`SCRIPT_CHECKS`)."""
     if gzipped:
-        return read_through(path, gzipped=True)
+        return read_through(path, gzipped=True, script=script_check(format))
     with ThreadPoolExecutor(1) as pool:
         verdict = pool.submit(_integrity_check, path)
         size_sha = read_through(path, gzipped=False)
@@ -219,8 +243,16 @@ def _integrity_check(path: Path) -> str:
         con.close()
 
 
-def read_through(path: Path, *, gzipped: bool = False) -> tuple[int, str]:
-    """Size and sha256 of the file, read in 1 MiB chunks (and its gzip stream checked)."""
+def script_check(format: str | None) -> ScriptCheck | None:
+    name = SCRIPT_CHECKS.get(format or "")
+    return importlib.import_module(f".{name}", __package__).ScriptCheck() if name else None
+
+
+def read_through(
+    path: Path, *, gzipped: bool = False, script: ScriptCheck | None = None
+) -> tuple[int, str]:
+    """Size and sha256 of the file, read in 1 MiB chunks (and its gzip stream checked; its text
+    fed to ``script``)."""
     h = hashlib.sha256()
     size = 0
     d = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
@@ -229,12 +261,16 @@ def read_through(path: Path, *, gzipped: bool = False) -> tuple[int, str]:
             h.update(chunk)
             size += len(chunk)
             while d is not None and chunk:
-                d.decompress(chunk, 1 << 22)
+                text = d.decompress(chunk, 1 << 22)
+                if script is not None and text:
+                    script.feed(text)
                 chunk = d.unconsumed_tail or (d.unused_data if d.eof else b"")
                 if d.eof and chunk:
                     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     if d is not None and not d.eof:
         raise ExportError("the gzip file is truncated")
+    if script is not None:
+        script.close()
     return size, h.hexdigest()
 
 
