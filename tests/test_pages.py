@@ -36,7 +36,7 @@ def test_new_page_offers_each_format_and_says_files_are_not_copied(client):
     assert page.status_code == 200
     for name in ("sqlite3_db", "sqlite3"):
         assert f'name="format" value="{name}"' in page.text
-    assert "<code>gunzip -c FILE | sqlite3 new.db</code>" in page.text  # `...` shown as code
+    assert "<code>gunzip -c FILE | sqlite3 -safe new.db</code>" in page.text  # `...` shown as code
     assert "Uploaded files and other" in page.text and "<strong>not</strong>" in page.text
     assert 'action="/backups/" class="bm-form"' in page.text
 

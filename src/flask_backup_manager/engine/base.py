@@ -34,20 +34,24 @@ FORMATS: dict[str, Format] = {
     for f in (
         Format(
             "sqlite3",
-            "SQL text for SQLite, gzipped: restore with `gunzip -c FILE | sqlite3 new.db`.",
+            "SQL text for SQLite, gzipped: restore with "
+            "`python -m flask_backup_manager restore FILE --target sqlite:///new.db` "
+            "or `gunzip -c FILE | sqlite3 -safe new.db`.",
             ".sqlite3.sql.gz",
             True,
         ),
         Format(
             "postgres",
-            "SQL text for PostgreSQL, gzipped: restore with "
-            "`gunzip -c FILE | psql --single-transaction -d newdb`.",
+            "SQL text for PostgreSQL, gzipped: restore as an ordinary role with "
+            "`python -m flask_backup_manager restore FILE --target postgresql:///newdb` "
+            "or `gunzip -c FILE | psql -X -v ON_ERROR_STOP=1 --single-transaction -d newdb`.",
             ".postgres.sql.gz",
             True,
         ),
         Format(
             "sqlite3_db",
-            "A ready-to-use SQLite database file: open it, or start the app on it.",
+            "A ready-to-use SQLite database file: start the app on it, "
+            "or open it with `sqlite3 -safe FILE`.",
             ".sqlite3",
             False,
         ),
