@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .base import Tracker
-from .postgres_writer import GzipOut, literal, statements
+from .postgres_writer import GzipOut, comment_line, literal, one_line, statements
 
 if TYPE_CHECKING:
     from .postgres_source import PostgresSource
@@ -32,9 +32,20 @@ def comment(kind: str, name: str, text: str | None) -> str:
     return f"COMMENT ON {kind} {name} IS {literal(text)}" if text is not None else ""
 
 
+def options(column: str) -> str:
+    """The SQL of an array of ``name=value`` option texts (``reloptions``, ``attoptions``)
+    as ``WITH (...)`` / ``SET (...)`` items, split and quoted by the server itself: the
+    values are stored as they were written, and some options take free text."""
+    return (
+        "ARRAY(SELECT pg_catalog.quote_ident(o.option_name) || '='"
+        " || pg_catalog.quote_literal(o.option_value)"
+        f" FROM pg_catalog.pg_options_to_table({column}) o)"
+    )
+
+
 def write_native(src: PostgresSource, out: GzipOut, tracker: Tracker) -> None:
     specs = src.tables()
-    cat = Catalog(src, [s.extra["oid"] for s in specs])
+    cat = Catalog(src, [s.extra["oid"] for s in specs], tracker)
     out.write(statements(cat.pre_data()))
     for spec in specs:
         tracker.start(spec)
@@ -57,12 +68,13 @@ def write_native(src: PostgresSource, out: GzipOut, tracker: Tracker) -> None:
 class Catalog:
     """The definitions of the objects to dump, read from ``pg_catalog``."""
 
-    def __init__(self, src: PostgresSource, selected: list[int]) -> None:
+    def __init__(self, src: PostgresSource, selected: list[int], tracker: Tracker) -> None:
         self.src = src
+        self.tracker = tracker
         self.fetch = src.fetch
         # Relations to dump: the selected tables and all their partitions.
         self.tables = self.fetch(
-            """
+            f"""
             SELECT c.oid, c.oid::pg_catalog.regclass::text, c.relkind, c.relpersistence,
                    c.relispartition,
                    CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END,
@@ -70,7 +82,7 @@ class Catalog:
                         THEN pg_catalog.pg_get_expr(c.relpartbound, c.oid) END,
                    ARRAY(SELECT i.inhparent FROM pg_catalog.pg_inherits i
                          WHERE i.inhrelid = c.oid ORDER BY i.inhseqno),
-                   c.reloptions, pg_catalog.obj_description(c.oid, 'pg_class')
+                   {options("c.reloptions")}, pg_catalog.obj_description(c.oid, 'pg_class')
             FROM pg_catalog.pg_class c
             WHERE c.oid = ANY(%s)
                OR c.oid IN (SELECT t.relid FROM unnest(%s::pg_catalog.oid[]) s(oid),
@@ -111,15 +123,32 @@ class Catalog:
             yield comment("SCHEMA", name, text)
 
     def extensions(self) -> Iterable[str]:
-        # Trusted extensions can be created by a database owner; others need a superuser to
-        # create them in the new database first (IF NOT EXISTS then lets the restore go on).
-        for name, schema in self.fetch(
-            """SELECT pg_catalog.quote_ident(x.extname), pg_catalog.quote_ident(n.nspname)
+        """``CREATE EXTENSION`` for the trusted extensions only (those a database owner may
+        create, by the source server's ``pg_available_extension_versions`` for the installed
+        version). The others would need a superuser: they are named in a comment line and in
+        the backup's log, for a superuser to create first (IF NOT EXISTS then lets the
+        restore go on)."""
+        for name, schema, trusted in self.fetch(
+            """SELECT pg_catalog.quote_ident(x.extname), pg_catalog.quote_ident(n.nspname),
+                      coalesce((SELECT v.trusted OR NOT v.superuser
+                                FROM pg_catalog.pg_available_extension_versions v
+                                WHERE v.name = x.extname AND v.version = x.extversion), false)
                FROM pg_catalog.pg_extension x
                JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace
                WHERE x.extname <> 'plpgsql' ORDER BY 1"""
         ):
-            yield f"CREATE EXTENSION IF NOT EXISTS {name} WITH SCHEMA {schema}"
+            create = f"CREATE EXTENSION IF NOT EXISTS {name} WITH SCHEMA {schema}"
+            if trusted:
+                yield create
+                continue
+            self.tracker.warn(
+                one_line(
+                    f"extension {name} is not trusted, so the file does not create it: a "
+                    f"superuser must run {create} in the new database before the restore, "
+                    "or the objects that use it fail to restore"
+                )
+            )
+            yield comment_line(f"not created (untrusted extension, needs a superuser): {create}")
 
     def types(self) -> Iterable[str]:
         rows = self.fetch(
@@ -225,7 +254,11 @@ class Catalog:
     def functions(self, late: list[str]) -> Iterable[str]:
         rows = self.fetch(
             f"""
-            SELECT p.oid, p.prokind, p.oid::pg_catalog.regprocedure::text,
+            SELECT p.oid, p.prokind,
+                   CASE WHEN p.prokind = 'a' AND p.pronargs = 0
+                        THEN pg_catalog.quote_ident(n.nspname) || '.'
+                             || pg_catalog.quote_ident(p.proname) || '(*)'
+                        ELSE p.oid::pg_catalog.regprocedure::text END,
                    CASE WHEN p.prokind <> 'a' THEN pg_catalog.pg_get_functiondef(p.oid) END,
                    pg_catalog.obj_description(p.oid, 'pg_proc'),
                    EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
@@ -234,23 +267,30 @@ class Catalog:
                            WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                              AND d.objid = p.oid AND c.relkind <> 'c'
                              AND d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass),
-                   p.pronargs
+                   p.prokind = 'a' OR l.lanpltrusted, pg_catalog.quote_ident(l.lanname)
             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+            JOIN pg_catalog.pg_language l ON l.oid = p.prolang
             WHERE {USER_NS} AND {not_ext("p", "pg_proc")}
               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend i  -- range constructors
                               WHERE i.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                                 AND i.objid = p.oid AND i.deptype = 'i')
             ORDER BY p.prokind = 'a', p.oid"""
         )
-        for oid, kind, sig, definition, text, rowtype, nargs in rows:
-            if kind == "a":
-                if nargs == 0:
-                    sig = sig[: sig.rindex("(")] + "(*)"
-                stmt = self._aggregate(oid, sig)
-                what = "AGGREGATE"
-            else:
-                stmt = definition
-                what = "PROCEDURE" if kind == "p" else "FUNCTION"
+        for oid, kind, sig, definition, text, rowtype, trusted, language in rows:
+            what = {"a": "AGGREGATE", "p": "PROCEDURE"}.get(kind, "FUNCTION")
+            if not trusted:
+                # C, internal, plpython3u...: only a superuser may create it, and it can do
+                # anything on the server that loads it
+                self.tracker.warn(
+                    one_line(
+                        f"{what.lower()} {sig} is left out: its language {language} is not "
+                        "trusted (only a superuser may create it); objects that use it fail "
+                        "to restore"
+                    )
+                )
+                yield comment_line(f"left out (untrusted language {language}): {what} {sig}")
+                continue
+            stmt = self._aggregate(oid, sig) if kind == "a" else definition
             if not stmt:
                 continue
             target = late if rowtype else None
@@ -268,7 +308,12 @@ class Catalog:
                       NULLIF(a.aggcombinefn, 0)::pg_catalog.regproc::text,
                       NULLIF(a.aggserialfn, 0)::pg_catalog.regproc::text,
                       NULLIF(a.aggdeserialfn, 0)::pg_catalog.regproc::text,
-                      a.agginitval, NULLIF(a.aggsortop, 0)::pg_catalog.regoperator::text,
+                      a.agginitval,
+                      (SELECT 'OPERATOR(' || pg_catalog.quote_ident(n.nspname) || '.'
+                              || o.oprname || ')'
+                       FROM pg_catalog.pg_operator o
+                       JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+                       WHERE o.oid = a.aggsortop),
                       a.aggtransspace, p.proparallel, a.aggfinalmodify
                FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid
                WHERE a.aggfnoid = %s""",
@@ -309,7 +354,7 @@ class Catalog:
         if init is not None:
             opts.append(f"INITCOND = {literal(init)}")
         if sortop:
-            opts.append(f"SORTOP = {sortop.split('(')[0]}")
+            opts.append(f"SORTOP = {sortop}")
         if parallel != "u":
             opts.append("PARALLEL = " + {"s": "SAFE", "r": "RESTRICTED"}[parallel])
         return f"CREATE AGGREGATE {sig} (\n    " + ",\n    ".join(opts) + "\n)"
@@ -458,9 +503,10 @@ class Catalog:
                 checks[rel].append((name, cdef, inh))
         settings: dict[int, list[str]] = {}
         storage = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
-        for rel, col, stats, store, options in self.fetch(
-            """SELECT a.attrelid, pg_catalog.quote_ident(a.attname), a.attstattarget,
-                      CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage END, a.attoptions
+        for rel, col, stats, store, opts in self.fetch(
+            f"""SELECT a.attrelid, pg_catalog.quote_ident(a.attname), a.attstattarget,
+                      CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage END,
+                      {options("a.attoptions")}
                FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
                WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
                  AND (a.attstattarget >= 0 OR a.attstorage <> t.typstorage
@@ -474,8 +520,8 @@ class Catalog:
                 out.append(f"{alter} SET STATISTICS {stats}")
             if store:
                 out.append(f"{alter} SET STORAGE {storage[store]}")
-            if options:
-                out.append(f"{alter} SET (" + ", ".join(options) + ")")
+            if opts:
+                out.append(f"{alter} SET (" + ", ".join(opts) + ")")
         # PostgreSQL 18 names NOT NULL constraints (a partition keeps its own name when it was
         # attached, its parent's when created as PARTITION OF): keep each name as it is.
         nn_names = {
@@ -499,7 +545,7 @@ class Catalog:
             partkey,
             bound,
             parents,
-            options,
+            relopts,
             text,
         ) in self._parents_before_children():
             head = "CREATE UNLOGGED TABLE" if persistence == "u" else "CREATE TABLE"
@@ -542,8 +588,8 @@ class Catalog:
                     stmt += "\nINHERITS (" + ", ".join(self.names[p] for p in parents) + ")"
             if partkey:
                 stmt += f"\nPARTITION BY {partkey}"
-            if options:
-                stmt += "\nWITH (" + ", ".join(options) + ")"
+            if relopts:
+                stmt += "\nWITH (" + ", ".join(relopts) + ")"
             yield stmt
             yield from after
             yield from settings.get(oid, ())
@@ -574,7 +620,8 @@ class Catalog:
     def _views(self) -> list:
         views = self.fetch(
             f"""SELECT c.oid, c.oid::pg_catalog.regclass::text, c.relkind,
-                       pg_catalog.pg_get_viewdef(c.oid), c.reloptions, c.relispopulated,
+                       pg_catalog.pg_get_viewdef(c.oid), {options("c.reloptions")},
+                       c.relispopulated,
                        pg_catalog.obj_description(c.oid, 'pg_class')
                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
                   ON n.oid = c.relnamespace
@@ -641,12 +688,14 @@ class Catalog:
                 comments.append(comment("CONSTRAINT", f"{name} ON {names[rel]}", text))
         indexes = self.fetch(
             """SELECT i.indexrelid, i.indrelid, pg_catalog.pg_get_indexdef(i.indexrelid),
-                      i.indexrelid::pg_catalog.regclass::text, i.indisclustered,
+                      i.indexrelid::pg_catalog.regclass::text,
+                      CASE WHEN i.indisclustered THEN pg_catalog.quote_ident(ic.relname) END,
                       pg_catalog.obj_description(i.indexrelid, 'pg_class'),
                       EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con
                               WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid
                                 AND con.contype IN ('p', 'u', 'x'))
                FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
                WHERE i.indrelid = ANY(%s)
                ORDER BY i.indexrelid::pg_catalog.regclass::text""",
             [rels],
@@ -660,8 +709,8 @@ class Catalog:
                 else:
                     yield idef
                 comments.append(comment("INDEX", iname, text))
-            if clustered:
-                comments.append(f"ALTER TABLE {names[rel]} CLUSTER ON {iname.rsplit('.', 1)[-1]}")
+            if clustered:  # CLUSTER ON takes the index's bare name: the table's schema is its own
+                comments.append(f"ALTER TABLE {names[rel]} CLUSTER ON {clustered}")
         for parent, child in self.fetch(
             """SELECT i.inhparent::pg_catalog.regclass::text, i.inhrelid::pg_catalog.regclass::text
                FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
@@ -716,8 +765,8 @@ class Catalog:
     def _create_views(self, matview_indexes: list[str]) -> Iterable[str]:
         cols = self._columns()
         refresh = []
-        for oid, name, kind, definition, options, populated, text in self.views:
-            with_ = " WITH (" + ", ".join(options) + ")" if options else ""
+        for oid, name, kind, definition, relopts, populated, text in self.views:
+            with_ = " WITH (" + ", ".join(relopts) + ")" if relopts else ""
             body = definition.rstrip().rstrip(";")
             if kind == "v":
                 yield f"CREATE VIEW {name}{with_} AS\n{body}"

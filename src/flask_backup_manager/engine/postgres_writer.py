@@ -11,24 +11,115 @@ read in the source's snapshot (:mod:`.postgres_native`), and the rows are the so
 text. From any other source (SQLite) the tables are built from each spec's SQLAlchemy ``Table``
 and the rows are encoded and checked one by one (:mod:`.postgres_generic`).
 
+The customer's database is untrusted input for whoever restores the file, so the file is built
+to be harmless to load (issue 9):
+
+- every name and text reaches it quoted, by PostgreSQL's own deparse (``pg_get_*def``,
+  ``quote_ident``, ``format_type``, ``regclass`` text) or by :func:`ident` / :func:`literal`;
+  comment lines carry no control character (:func:`comment_line`);
+- it opens with ``\\restrict KEY`` and ends with ``\\unrestrict KEY`` (as ``pg_dump`` does since
+  PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22): between the two psql itself refuses every
+  backslash command, should a writer bug let one through;
+- its first statement refuses to go on when the restoring role is a superuser or may run
+  programs or read and write files on the server (:data:`GUARD`): loading a schema runs the
+  customer's functions (CHECK constraints, defaults, generated columns, index expressions,
+  materialized views, triggers) as the restoring role.
+
 Compression runs in a second thread (:class:`GzipOut`) so that reading and compressing use two
 cores, as ``pg_dump | gzip`` does.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
+import string
 from collections.abc import Iterable
 from pathlib import Path
 
 from .base import Source, Tracker, ident, literal
 from .gzipout import GzipOut
 
+#: the setting that lets a superuser load the file anyway, knowingly
+OVERRIDE = "flask_backup_manager.restore_as_superuser"
+
+#: The roles the restoring session must not be, be a member of, or be able to grant itself
+#: (``session_user`` too: a superuser session that SET ROLE to an ordinary one can RESET it):
+#: superusers, the roles that run programs and read or write files on the server, and before
+#: PostgreSQL 16 CREATEROLE, which could grant itself any of those.
+_RISKY_ROLES = """SELECT pg_catalog.string_agg(DISTINCT r.rolname::text, ', ')
+        FROM pg_catalog.pg_roles r,
+             (VALUES (SESSION_USER), (CURRENT_USER)) AS u (name)
+        WHERE (r.rolsuper
+               OR r.rolname IN ('pg_execute_server_program', 'pg_read_server_files',
+                                'pg_write_server_files')
+               OR r.rolcreaterole
+                  AND pg_catalog.current_setting('server_version_num')::integer < 160000)
+          AND (pg_catalog.pg_has_role(u.name, r.oid, 'MEMBER')
+               OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+                          WHERE m.roleid = r.oid AND m.admin_option
+                            AND pg_catalog.pg_has_role(u.name, m.member, 'MEMBER')))"""
+
+_NOT_OVERRIDDEN = f"pg_catalog.current_setting({literal(OVERRIDE)}, true) IS DISTINCT FROM 'on'"
+
+_REFUSED = (
+    "refusing to restore this flask-backup-manager dump as a role that is, or can become, a"
+    " superuser or may run programs or read and write files on the server (%)"
+)
+_WHY = (
+    "Loading a schema runs its functions (CHECK constraints, defaults, generated columns,"
+    " index expressions, materialized views, triggers) as the restoring role, and this schema"
+    " comes from someone else's database."
+)
+_HOW = (
+    "Restore as an ordinary role that owns an empty database: createuser restorer;"
+    " createdb -O restorer newdb; gunzip -c FILE | psql -X -v ON_ERROR_STOP=1"
+    " --single-transaction -U restorer -d newdb. To restore as a superuser anyway, knowingly:"
+    f" PGOPTIONS='-c {OVERRIDE}=on' psql ..., or the restore tool's --as-superuser."
+)
+
+#: The superuser guard: the file's first statement. With the README's command
+#: (``ON_ERROR_STOP=1 --single-transaction``) its error stops the load before anything else
+#: runs; the second statement ends the session for a client that goes on after an error.
+GUARD = f"""DO $fbm_guard$
+DECLARE
+    risky text;
+BEGIN
+    IF {_NOT_OVERRIDDEN} THEN
+        {_RISKY_ROLES}
+        INTO risky;
+        IF risky IS NOT NULL THEN
+            RAISE EXCEPTION {literal(_REFUSED)}, risky
+            USING DETAIL = {literal(_WHY)},
+                  HINT = {literal(_HOW)};
+        END IF;
+    END IF;
+END
+$fbm_guard$;
+
+DO $fbm_guard$
+BEGIN
+    IF {_NOT_OVERRIDDEN} AND ({_RISKY_ROLES}) IS NOT NULL THEN
+        PERFORM pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid());
+    END IF;
+END
+$fbm_guard$;
+
+"""
+
 HEADER = """--
 -- PostgreSQL database dump made by flask-backup-manager
--- Restore: gunzip -c FILE | psql -X -v ON_ERROR_STOP=1 --single-transaction -d NEWDB
+--
+-- Restore into an empty database owned by an ordinary role (not a superuser):
+--   gunzip -c FILE | psql -X -v ON_ERROR_STOP=1 --single-transaction -d NEWDB
+-- or: python -m flask_backup_manager restore FILE --target postgresql:///NEWDB
+-- Loading a schema runs its functions (CHECK constraints, defaults, index expressions,
+-- materialized views, triggers) as the restoring role: this file refuses a superuser.
 --
 
-SET statement_timeout = 0;
+"""
+
+SETTINGS = """SET statement_timeout = 0;
 SET lock_timeout = 0;
 SET idle_in_transaction_session_timeout = 0;
 SET client_encoding = 'UTF8';
@@ -44,9 +135,19 @@ SET IntervalStyle = postgres;
 """
 
 
+def restrict_key() -> str:
+    """A key for psql's ``\\restrict``: 63 random letters and digits, as ``pg_dump`` makes."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(63))
+
+
 def write_postgres_sql(source: Source, path: Path, tracker: Tracker) -> None:
+    key = restrict_key()
     with GzipOut(path) as out:
+        out.write(f"\\restrict {key}\n\n")
         out.write(HEADER)
+        out.write(GUARD)
+        out.write(SETTINGS)
         if source.dialect == "postgresql" and hasattr(source, "copy_out"):
             from .postgres_native import write_native
 
@@ -55,19 +156,39 @@ def write_postgres_sql(source: Source, path: Path, tracker: Tracker) -> None:
             from .postgres_generic import write_generic
 
             write_generic(source, out, tracker)
-        out.write("--\n-- dump complete\n--\n")
+        out.write(f"--\n-- dump complete\n--\n\n\\unrestrict {key}\n")
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character (CR and LF among them) and Unicode line break
+    replaced by a space: fit for a comment line, a log line or a terminal."""
+    return _CONTROL.sub(" ", text)
 
 
 def comment_line(text: str) -> str:
     """An SQL comment line, safe whatever ``text`` holds (names from the source may hold any
     character). psql ends a ``--`` comment at a CR as well as at an LF and reads what follows as
-    SQL, where a backslash starts a psql command (``\\! cmd`` runs a shell command): so CR and LF
-    become spaces, as ``pg_dump`` does in its own comments."""
-    return "-- " + text.replace("\r", " ").replace("\n", " ")
+    SQL, where a backslash starts a psql command (``\\! cmd`` runs a shell command): so every
+    control character becomes a space, as ``pg_dump`` does with CR and LF in its own comments."""
+    return "-- " + one_line(text)
 
 
 def statements(items: Iterable[str]) -> str:
     return "".join(f"{s.rstrip().rstrip(';')};\n\n" for s in items if s)
 
 
-__all__ = ["GzipOut", "comment_line", "ident", "literal", "statements", "write_postgres_sql"]
+__all__ = [
+    "GUARD",
+    "OVERRIDE",
+    "GzipOut",
+    "comment_line",
+    "ident",
+    "literal",
+    "one_line",
+    "restrict_key",
+    "statements",
+    "write_postgres_sql",
+]
