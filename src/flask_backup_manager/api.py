@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import jsonify, request
 
 from . import service
 from .access import current_user_name, requires
 from .blueprint import blueprint
-from .errors import bad_request, int_arg, is_api
+from .errors import BackupManagerError, bad_request, int_arg
+
+#: The most a request body may hold: ``{"format": "sqlite3_db"}`` needs a few dozen bytes,
+#: and a request never holds more than this in memory. Checked here, not with the host's
+#: MAX_CONTENT_LENGTH, which is the host's to set.
+MAX_BODY = 1 << 20
 
 
-@blueprint.after_request
-def _no_store(response: Response) -> Response:
-    if is_api():
-        response.headers["Cache-Control"] = "no-store"
-    return response
+def json_object() -> dict[str, Any]:
+    """The request's JSON object, read with a bound: 413 past :data:`MAX_BODY`, 400 for
+    anything but a JSON object (other content types, bad UTF-8, nesting deeper than Python's
+    recursion limit)."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise _too_large()
+    raw = request.stream.read(MAX_BODY + 1)  # also bounds a body sent without Content-Length
+    if len(raw) > MAX_BODY:
+        raise _too_large()
+    try:
+        body = json.loads(raw) if request.is_json else None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        body = None
+    if not isinstance(body, dict):
+        raise bad_request("bad_request", 'Send a JSON object such as {"format": "sqlite3_db"}.')
+    return body
+
+
+def _too_large() -> BackupManagerError:
+    return BackupManagerError(
+        413, "body_too_large", f"The request body is larger than {MAX_BODY} bytes."
+    )
 
 
 @blueprint.get("/api/formats", endpoint="api_formats")
@@ -42,8 +65,8 @@ def api_list() -> Any:
 @blueprint.post("/api/backups", endpoint="api_create")
 @requires("create")
 def api_create() -> Any:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict) or "format" not in body:
+    body = json_object()
+    if "format" not in body:
         raise bad_request("bad_request", 'Send a JSON object such as {"format": "sqlite3_db"}.')
     backup = service.create_backup(body["format"], created_by=current_user_name())
     return jsonify(service.to_dict(backup)), 202

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response, request
 
 from .access import csrf_token
+from .errors import security_headers
 from .extension import get_state
 
 blueprint = Blueprint(
@@ -19,6 +20,14 @@ blueprint = Blueprint(
 @blueprint.context_processor
 def _template_globals() -> dict:
     return {"csrf_token": csrf_token, "backup_manager": get_state()}
+
+
+@blueprint.after_request
+def _security_headers(response: Response) -> Response:
+    """Pages, JSON, downloads and error answers alike; the static files may be cached."""
+    if request.endpoint != "backup_manager.static":
+        security_headers(response)
+    return response
 
 
 from . import api, pages  # noqa: E402,F401  (routes attach themselves to the blueprint)

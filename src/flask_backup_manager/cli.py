@@ -13,13 +13,25 @@ from flask.cli import AppGroup
 from werkzeug.exceptions import HTTPException
 
 from . import service
+from .engine.export import read_through
+from .errors import escape_controls, whole_number
 from .pages import human_size
 
 backups_cli = AppGroup("backups", help="Create, inspect, download and delete backups.")
 
 
+def _echo(text: str, err: bool = False) -> None:
+    """Print one line. Log lines, errors and names come from the customer's database: their
+    control characters are escaped, so none of them can drive the terminal."""
+    click.echo(escape_controls(text), err=err)
+
+
+def _error(message: str) -> click.ClickException:
+    return click.ClickException(escape_controls(message))
+
+
 def _fail(e: HTTPException) -> None:
-    raise click.ClickException(str(e.description))
+    raise _error(str(e.description))
 
 
 @backups_cli.command("create")
@@ -31,7 +43,7 @@ def create(format_: str, wait: bool) -> None:
         backup = service.create_backup(format_)
     except HTTPException as e:
         _fail(e)
-    click.echo(f"backup {backup.id} queued ({backup.format})")
+    _echo(f"backup {backup.id} queued ({backup.format})")
     if not wait:
         return
     status = backup.status
@@ -41,25 +53,31 @@ def create(format_: str, wait: bool) -> None:
         backup = service.get_backup(backup.id)
         if backup.status != status:
             status = backup.status
-            click.echo(f"backup {backup.id} {status}")
+            _echo(f"backup {backup.id} {status}")
     if status != "succeeded":
-        raise click.ClickException(f"backup {backup.id} {status}: {backup.error}")
-    click.echo(f"{backup.filename} {backup.size} bytes sha256 {backup.sha256}")
+        raise _error(f"backup {backup.id} {status}: {backup.error}")
+    _echo(f"{backup.filename} {backup.size} bytes sha256 {backup.sha256}")
 
 
 @backups_cli.command("list")
-@click.option("--page", default=1, show_default=True)
-def list_(page: int) -> None:
+@click.option("--page", default="1", show_default=True, help="A whole number, from 1.")
+def list_(page: str) -> None:
     """List backups, newest first."""
-    items, total = service.list_backups(page)
+    number = whole_number(page)
+    if number is None:
+        raise _error("--page must be a whole number of at most 18 digits")
+    try:
+        items, total = service.list_backups(number)
+    except HTTPException as e:
+        _fail(e)
     if not items:
-        click.echo("no backups")
+        _echo("no backups")
         return
-    click.echo(f"{'ID':>5}  {'FORMAT':<10}  {'STATUS':<9}  {'SIZE':>10}  CREATED")
+    _echo(f"{'ID':>5}  {'FORMAT':<10}  {'STATUS':<9}  {'SIZE':>10}  CREATED")
     for b in items:
         created = service.iso(b.created_at)
-        click.echo(f"{b.id:>5}  {b.format:<10}  {b.status:<9}  {human_size(b.size):>10}  {created}")
-    click.echo(f"page {page}, {len(items)} of {total}")
+        _echo(f"{b.id:>5}  {b.format:<10}  {b.status:<9}  {human_size(b.size):>10}  {created}")
+    _echo(f"page {number}, {len(items)} of {total}")
 
 
 @backups_cli.command("show")
@@ -76,10 +94,10 @@ def show(backup_id: str) -> None:
                 f"{value['tables_done']}/{value['tables_total']} tables, "
                 f"{value['rows_done']}/{value['rows_total']} rows"
             )
-        click.echo(f"{key}: {'-' if value is None else value}")
-    click.echo("log:")
+        _echo(f"{key}: {'-' if value is None else value}")
+    _echo("log:")
     for line in service.backup_logs(b):
-        click.echo(f"  {line['at']} {line['level']:<7} {line['message']}")
+        _echo(f"  {line['at']} {line['level']:<7} {line['message']}")
 
 
 @backups_cli.command("download")
@@ -95,14 +113,18 @@ def download(backup_id: str, output: Path | None) -> None:
     try:
         b = service.get_backup(backup_id)
         if b.status != "succeeded":
-            raise click.ClickException(f"backup {b.id} is {b.status}: nothing to download")
+            raise _error(f"backup {b.id} is {b.status}: nothing to download")
     except HTTPException as e:
         _fail(e)
     target = output or Path(b.filename)
     if target.is_dir():
         target = target / b.filename
     shutil.copyfile(service.file_path(b), target)
-    click.echo(f"{target} ({b.size} bytes, sha256 {b.sha256})")
+    if read_through(target)[1] != b.sha256:  # the copy, as the user will have it
+        target.unlink()
+        raise _error(f"the file of backup {b.id} no longer matches its sha256: not copied")
+    service.audit("download", b.id, "cli")
+    _echo(f"{target} ({b.size} bytes, sha256 {b.sha256})")
 
 
 @backups_cli.command("delete")
@@ -113,7 +135,7 @@ def delete(backup_id: str) -> None:
         service.delete_backup(service.get_backup(backup_id))
     except HTTPException as e:
         _fail(e)
-    click.echo(f"backup {backup_id} deleted")
+    _echo(f"backup {backup_id} deleted")
 
 
 @backups_cli.command("cancel")
@@ -124,7 +146,7 @@ def cancel(backup_id: str) -> None:
         b = service.cancel_backup(service.get_backup(backup_id))
     except HTTPException as e:
         _fail(e)
-    click.echo(f"backup {b.id} {b.status}")
+    _echo(f"backup {b.id} {b.status}")
 
 
 @backups_cli.command("prune")
@@ -132,11 +154,11 @@ def prune() -> None:
     """Apply the retention settings (BACKUP_MANAGER_KEEP_LAST / KEEP_DAYS) now."""
     state = service.get_state()
     if state.keep_last is None and state.keep_days is None:
-        raise click.ClickException(
+        raise _error(
             "no retention configured: set BACKUP_MANAGER_KEEP_LAST and/or BACKUP_MANAGER_KEEP_DAYS"
         )
     deleted = service.prune(state)
-    click.echo(f"deleted {len(deleted)} backup(s)" + (f": {deleted}" if deleted else ""))
+    _echo(f"deleted {len(deleted)} backup(s)" + (f": {deleted}" if deleted else ""))
 
 
 @backups_cli.command("worker")
@@ -150,7 +172,7 @@ def worker(burst: bool, name: str | None) -> None:
     # The work horse is a fork: it must not share the parent's pooled database connections.
     os.register_at_fork(after_in_child=lambda: [e.dispose(close=False) for e in engines])
     w = make_worker(name)
-    click.echo(f"worker {w.name} on queue {service.get_state().queue_name}", err=True)
+    _echo(f"worker {w.name} on queue {service.get_state().queue_name}", err=True)
     ok = w.work(burst=burst, logging_level="WARNING")
     sys.exit(0 if ok or burst else 1)
 

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from flask import json, render_template, request
+import re
+from typing import Any
+
+from flask import Response, json, render_template, request
 from werkzeug.exceptions import HTTPException
+
+#: A whole number as the routes, pages and commands accept it: ASCII digits only (no sign, no
+#: space, no Unicode digit that ``int()`` would take), and few enough to fit a 64-bit integer.
+WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
+
+#: Control characters (C0, DEL, C1) and the Unicode line separators and bidi controls that
+#: could rewrite a terminal or reorder a line: escaped wherever customer text is echoed.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 class BackupManagerError(HTTPException):
@@ -24,8 +35,7 @@ class BackupManagerError(HTTPException):
         response = super().get_response(environ, scope)
         response.set_data(body)
         response.mimetype = mimetype
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return security_headers(response)
 
 
 def is_api() -> bool:
@@ -48,9 +58,50 @@ def conflict(code: str, message: str) -> BackupManagerError:
     return BackupManagerError(409, code, message)
 
 
+def whole_number(text: Any) -> int | None:
+    """``text`` as an int when it is a whole number by :data:`WHOLE_NUMBER`, else None."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = str(text)
+    if isinstance(text, str) and WHOLE_NUMBER.fullmatch(text):
+        return int(text)
+    return None
+
+
 def int_arg(name: str, default: int) -> int:
     """A whole-number query argument; 400 when it is something else."""
-    try:
-        return int(request.args.get(name, default))
-    except (TypeError, ValueError):
-        raise bad_request("bad_argument", f"{name} must be a whole number.") from None
+    value = whole_number(request.args.get(name, str(default)))
+    if value is None:
+        raise bad_request("bad_argument", f"{name} must be a whole number of at most 18 digits.")
+    return value
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every :data:`CONTROL` character written as ``\\xNN`` / ``\\uNNNN``:
+    what a terminal or a log viewer shows can then never move the cursor, retitle the
+    window or hide the rest of the line. Ordinary Unicode is kept."""
+
+    def escape(m: re.Match[str]) -> str:
+        n = ord(m.group())
+        return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+
+    return CONTROL.sub(escape, text)
+
+
+def clip(value: Any, limit: int = 40) -> str:
+    """A short, quoted echo of client input for an error message: at most ``limit``
+    characters of it (``repr`` escapes every unprintable one), so a 10 kB value gives a
+    one-line message; a value that is not text is named by its type only."""
+    if not isinstance(value, str):
+        return f"<{type(value).__name__}>"
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
+
+
+def security_headers(response: Response) -> Response:
+    """Every answer of the blueprint but its static files: never stored by a cache (backups
+    are personal data), never framed by another page (clickjacking of the delete button)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    if "frame-ancestors" not in response.headers.get("Content-Security-Policy", ""):
+        # one more policy header: browsers enforce every one, so a host's own is not weakened
+        response.headers.add("Content-Security-Policy", "frame-ancestors 'none'")
+    return response

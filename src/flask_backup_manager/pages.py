@@ -86,9 +86,9 @@ def create() -> Any:
     return redirect(url_for(".index"), code=303)
 
 
-@blueprint.get("/<int:backup_id>", endpoint="detail")
+@blueprint.get("/<backup_id>", endpoint="detail")
 @requires("view")
-def detail(backup_id: int) -> Any:
+def detail(backup_id: str) -> Any:
     backup = service.get_backup(backup_id)
     return render_template(
         "backup_manager/detail.html",
@@ -99,15 +99,15 @@ def detail(backup_id: int) -> Any:
     )
 
 
-@blueprint.post("/<int:backup_id>/delete", endpoint="delete")
+@blueprint.post("/<backup_id>/delete", endpoint="delete")
 @requires("delete")
-def delete(backup_id: int) -> Any:
+def delete(backup_id: str) -> Any:
     service.delete_backup(service.get_backup(backup_id))
     return redirect(url_for(".index"), code=303)
 
 
-@blueprint.post("/<int:backup_id>/cancel", endpoint="cancel")
+@blueprint.post("/<backup_id>/cancel", endpoint="cancel")
 @requires("create")
-def cancel(backup_id: int) -> Any:
-    service.cancel_backup(service.get_backup(backup_id))
-    return redirect(url_for(".detail", backup_id=backup_id), code=303)
+def cancel(backup_id: str) -> Any:
+    backup = service.cancel_backup(service.get_backup(backup_id))
+    return redirect(url_for(".detail", backup_id=backup.id), code=303)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -10,11 +11,11 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Response, request, send_file
 from redis.exceptions import RedisError
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
 from .access import current_user_name
 from .engine import FORMATS, SUPPORTED
-from .engine.export import read_through
-from .errors import BackupManagerError, bad_request, conflict, not_found
+from .errors import BackupManagerError, bad_request, clip, conflict, not_found, whole_number
 from .extension import State, get_state
 from .models import FINISHED, db_now, utcnow
 
@@ -36,7 +37,7 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
     names = [f["name"] for f in formats(state)]
     if format not in names:
         raise bad_request(
-            "unknown_format", f"Unknown format {format!r}: choose one of {', '.join(names)}."
+            "unknown_format", f"Unknown format {clip(format)}: choose one of {', '.join(names)}."
         )
     db, Backup = state.db, state.models.Backup
     active = sa.select(sa.func.count()).where(Backup.status.in_(("queued", "running")))
@@ -136,19 +137,28 @@ def list_backups(page: int = 1, per_page: int | None = None) -> tuple[list[Any],
     if page < 1 or per_page < 1:
         raise bad_request("bad_page", "page and per_page must be positive whole numbers.")
     per_page = min(per_page, 100)
-    total = state.db.session.scalar(sa.select(sa.func.count()).select_from(Backup))
+    total = state.db.session.scalar(sa.select(sa.func.count()).select_from(Backup)) or 0
+    offset = (page - 1) * per_page
+    if offset >= total:  # past the end: no query, so no OFFSET beyond what the database takes
+        return [], total
     items = state.db.session.scalars(
-        sa.select(Backup).order_by(Backup.id.desc()).offset((page - 1) * per_page).limit(per_page)
+        sa.select(Backup).order_by(Backup.id.desc()).offset(offset).limit(per_page)
     ).all()
-    return list(items), total or 0
+    return list(items), total
+
+
+#: The largest id the ``Integer`` id column holds everywhere (int4 on PostgreSQL): a bigger
+#: one cannot exist, and would be an "out of range" error of the database, not a 404.
+MAX_ID = 2**31 - 1
 
 
 def get_backup(backup_id: Any) -> Any:
+    """The backup of a client's id (a path segment, a command argument): 404 unless the id is
+    a whole number by :data:`~.errors.WHOLE_NUMBER` that the id column can hold."""
     state = get_state()
-    try:
-        backup_id = int(backup_id)
-    except (TypeError, ValueError):
-        raise not_found() from None
+    backup_id = whole_number(backup_id)
+    if backup_id is None or backup_id > MAX_ID:
+        raise not_found()
     reap(state)
     backup = state.db.session.get(state.models.Backup, backup_id)
     if backup is None:
@@ -175,7 +185,15 @@ def storage_dir(state: State | None = None) -> Path:
 
 
 def download(backup: Any) -> Response:
-    """The file as an attachment, streamed; 409 until the backup has succeeded."""
+    """The file as an attachment, streamed; 409 until the backup has succeeded.
+
+    Every answer with content (200 or 206, whatever the Range header says and however
+    werkzeug reads it) is preceded by a check of the whole file against its sha256, so a file
+    changed in storage is never sent, not even a range of it; and each such GET is audited once.
+    The check costs one read of the file per request: a download resumed in N ranges reads it
+    N times. It hashes the open file that is then sent, so a file swapped in by a rename after
+    the check is not the one served. A 304 (the client has it) sends nothing and is not audited;
+    nor is a HEAD, which sends no body but is checked like the GET it describes."""
     if backup.status != "succeeded":
         raise conflict(
             "not_finished", f"Backup {backup.id} is {backup.status}: nothing to download."
@@ -184,29 +202,65 @@ def download(backup: Any) -> Response:
     if not path.is_file():
         raise BackupManagerError(410, "file_missing", f"The file of backup {backup.id} is gone.")
     if request.if_none_match.contains(backup.sha256):  # the client has it: no need to read it
-        response = Response(status=304)
-        response.set_etag(backup.sha256)
-        return response
-    whole = request.headers.get("Range", "bytes=0-").startswith("bytes=0-")
-    if whole and read_through(path)[1] != backup.sha256:  # a resumed range is not re-read each time
+        return _not_modified(backup)
+    f = open(path, "rb")  # the response closes it once the body is sent
+    try:
+        response = _send_verified(backup, f)
+    except BaseException:
+        f.close()
+        raise
+    if response.status_code in (200, 206) and request.method != "HEAD":
+        audit("download", backup.id)
+    return response
+
+
+def _send_verified(backup: Any, f: Any) -> Response:
+    """The response for the open file ``f`` once it hashes to the backup's sha256."""
+    h = hashlib.sha256()
+    while chunk := f.read(1 << 20):
+        h.update(chunk)
+    if h.hexdigest() != backup.sha256:
         raise BackupManagerError(
             500,
             "checksum_mismatch",
             f"The file of backup {backup.id} no longer matches its sha256: it was changed or "
             "damaged in storage, so it is not sent.",
         )
-    if whole:
-        audit("download", backup.id)
+    stat = os.fstat(f.fileno())
+    f.seek(0)
     response = send_file(
-        path,
+        f,
         as_attachment=True,
         download_name=backup.filename,
         mimetype=FORMATS[backup.format].mimetype,
-        conditional=True,
+        conditional=False,
         etag=backup.sha256,
+        last_modified=stat.st_mtime,
         max_age=0,
     )
     response.headers["X-Backup-SHA256"] = backup.sha256
+    response.content_length = stat.st_size
+    try:
+        # Range, If-Range, If-Modified-Since, If-Match: werkzeug's rules on the checked file
+        response.make_conditional(request, accept_ranges=True, complete_length=stat.st_size)
+    except RequestedRangeNotSatisfiable:
+        raise BackupManagerError(
+            416, "range_not_satisfiable", f"The file of backup {backup.id} has no such range."
+        ) from None
+    if response.status_code in (200, 206):
+        return response
+    # werkzeug leaves the file as the body of its 304 and 412 answers: only 200/206 carry it
+    response.close()
+    if response.status_code == 304:
+        return _not_modified(backup)
+    raise BackupManagerError(
+        412, "precondition_failed", f"The file of backup {backup.id} does not match If-Match."
+    )
+
+
+def _not_modified(backup: Any) -> Response:
+    response = Response(status=304)
+    response.set_etag(backup.sha256)
     return response
 
 
