@@ -329,3 +329,26 @@ def test_pages_json_and_error_answers_may_not_be_framed_or_stored(make_app):
     page_headers_ok(client.post(f"{API}/backups", data="[", content_type="application/json"))
     with client.get("/backups/static/backup_manager/backup_manager.css") as asset:
         assert asset.status_code == 200 and asset.headers.get("Cache-Control") != "no-store"
+
+
+def test_the_cli_copies_only_a_file_that_matches_its_sha256_and_audits_the_copy(
+    app, client, runner, run_worker, tmp_path
+):
+    done = make_backup(client, run_worker)
+    good = runner.invoke(args=["backups", "download", str(done["id"]), "-o", str(tmp_path)])
+    assert good.exit_code == 0, good.output
+    copy = tmp_path / done["filename"]
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == done["sha256"]
+    audit = client.get(f"{API}/backups/{done['id']}/audit").json["audit"]
+    assert [(a["action"], a["detail"]) for a in audit][-1] == ("download", "cli")
+    assert audit[-1]["actor"].startswith("cli:")
+    copy.unlink()
+    path = app.extensions["backup_manager"].storage_dir / done["filename"]
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(MARKER)
+    bad = runner.invoke(args=["backups", "download", str(done["id"]), "-o", str(tmp_path)])
+    assert bad.exit_code == 1 and "no longer matches its sha256" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+    assert not copy.exists()
+    assert downloads(client, done["id"]) == 1
