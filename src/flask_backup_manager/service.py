@@ -216,9 +216,10 @@ def download(backup: Any) -> Response:
 
 def _send_verified(backup: Any, f: Any) -> Response:
     """The response for the open file ``f`` once it hashes to the backup's sha256."""
-    h = hashlib.sha256()
+    h, size = hashlib.sha256(), 0
     while chunk := f.read(1 << 20):
         h.update(chunk)
+        size += len(chunk)
     if h.hexdigest() != backup.sha256:
         raise BackupManagerError(
             500,
@@ -226,7 +227,7 @@ def _send_verified(backup: Any, f: Any) -> Response:
             f"The file of backup {backup.id} no longer matches its sha256: it was changed or "
             "damaged in storage, so it is not sent.",
         )
-    stat = os.fstat(f.fileno())
+    mtime = os.fstat(f.fileno()).st_mtime
     f.seek(0)
     response = send_file(
         f,
@@ -235,14 +236,14 @@ def _send_verified(backup: Any, f: Any) -> Response:
         mimetype=FORMATS[backup.format].mimetype,
         conditional=False,
         etag=backup.sha256,
-        last_modified=stat.st_mtime,
+        last_modified=mtime,
         max_age=0,
     )
     response.headers["X-Backup-SHA256"] = backup.sha256
-    response.content_length = stat.st_size
+    response.content_length = size  # the bytes hashed, not what the file may have grown to
     try:
         # Range, If-Range, If-Modified-Since, If-Match: werkzeug's rules on the checked file
-        response.make_conditional(request, accept_ranges=True, complete_length=stat.st_size)
+        response.make_conditional(request, accept_ranges=True, complete_length=size)
     except RequestedRangeNotSatisfiable:
         raise BackupManagerError(
             416, "range_not_satisfiable", f"The file of backup {backup.id} has no such range."
