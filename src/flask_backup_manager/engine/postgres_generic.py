@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from .base import Source, TableSpec, Tracker, ident, literal
+from .base import ExportError, Source, TableSpec, Tracker, ident, literal
 from .copy_encoding import BATCH, Bulk, Encoder, Refusal, RowEncoder, bulk_for, encoder_for, max_key
-from .postgres_writer import GzipOut, comment_line, statements
+from .postgres_writer import GzipOut, comment_line, one_line, statements
 from .sqlite_source import SQLiteSource
 
 
@@ -305,15 +305,32 @@ def foreign_keys(source: Source, spec: TableSpec, keyed: dict) -> list[str]:
             + ")"
         )
         if fk.onupdate:
-            text += f" ON UPDATE {fk.onupdate.upper()}"
+            text += f" ON UPDATE {_keywords(spec, fk.onupdate, _ACTIONS)}"
         if fk.ondelete:
-            text += f" ON DELETE {fk.ondelete.upper()}"
+            text += f" ON DELETE {_keywords(spec, fk.ondelete, _ACTIONS)}"
         if fk.deferrable:
             text += " DEFERRABLE"
             if fk.initially:
-                text += f" INITIALLY {fk.initially.upper()}"
+                text += f" INITIALLY {_keywords(spec, fk.initially, _INITIALLY)}"
         out.append(text if valid else text + " NOT VALID")
     return out
+
+
+#: what a foreign key's ON UPDATE / ON DELETE and INITIALLY may say, in PostgreSQL's words
+_ACTIONS = frozenset({"CASCADE", "RESTRICT", "SET NULL", "SET DEFAULT", "NO ACTION"})
+_INITIALLY = frozenset({"DEFERRED", "IMMEDIATE"})
+
+
+def _keywords(spec: TableSpec, words: str, allowed: frozenset[str]) -> str:
+    """``words`` (an action that SQLAlchemy read out of the source's own schema text, which
+    its regular expressions take as they find it) when it is one of ``allowed``; otherwise the
+    export stops: the text would reach the file unquoted."""
+    found = " ".join(words.upper().split())
+    if found not in allowed:
+        raise ExportError(
+            one_line(f"table {spec.key}: a foreign key says {words[:40]!r}, which is not SQL")
+        )
+    return found
 
 
 def _resolvable(fk: sa.ForeignKeyConstraint) -> bool:

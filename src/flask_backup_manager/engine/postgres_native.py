@@ -9,10 +9,11 @@ owner can't recreate some of them, and a support copy doesn't need them).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .base import Tracker
+from .base import ExportError, Tracker
 from .postgres_writer import GzipOut, comment_line, literal, one_line, statements
 
 if TYPE_CHECKING:
@@ -41,6 +42,32 @@ def options(column: str) -> str:
         " || pg_catalog.quote_literal(o.option_value)"
         f" FROM pg_catalog.pg_options_to_table({column}) o)"
     )
+
+
+def _operator(column: str) -> str:
+    """The SQL of the operator whose oid is in ``column`` as ``OPERATOR(schema.name)``, as
+    ``pg_dump`` writes it (NULL for 0): schema and name from the catalog, not from splitting
+    its ``regoperator`` text. The name is checked by :func:`_check_operator_name`."""
+    return (
+        "(SELECT 'OPERATOR(' || pg_catalog.quote_ident(opn.nspname) || '.' || op.oprname || ')'"
+        " FROM pg_catalog.pg_operator op"
+        " JOIN pg_catalog.pg_namespace opn ON opn.oid = op.oprnamespace"
+        f" WHERE op.oid = {column})"
+    )
+
+
+#: what an operator's name is made of (PostgreSQL's lexer allows no other character in one)
+_OPERATOR_NAME = re.compile(r"[-+*/<>=~!@#%^&|`?]{1,63}")
+
+
+def _check_operator_name(name: str | None) -> None:
+    """Operator names can't be quoted, so one is written as it is: it must be made of
+    operator characters only, as PostgreSQL creates them (a hand-edited catalog may say
+    otherwise), and hold no comment start."""
+    if name is None:
+        return
+    if not _OPERATOR_NAME.fullmatch(name) or "--" in name or "/*" in name:
+        raise ExportError(one_line(f"operator {name[:40]!r} has a name PostgreSQL cannot read"))
 
 
 def write_native(src: PostgresSource, out: GzipOut, tracker: Tracker) -> None:
@@ -97,6 +124,7 @@ class Catalog:
         self._seqs: list | None = None
         self._cols: dict[int, list] | None = None
         self.late_checks: list[str] = []
+        self.domain_later: list[str] = []
 
     # -- pre-data --------------------------------------------------------------------------
 
@@ -106,6 +134,7 @@ class Catalog:
         yield from self.types()
         late: list[str] = []
         yield from self.functions(late)
+        yield from self.domain_later
         yield from self.sequences()
         yield from self.create_tables()
         yield from late  # functions using a table's row type
@@ -210,8 +239,10 @@ class Catalog:
             [oid],
         )[0]
         text = f"CREATE DOMAIN {name} AS {base}{coll}"
+        # its default and checks may call functions, created after the types: they follow
+        # those (see pre_data)
         if default is not None:
-            text += f" DEFAULT {default}"
+            self.domain_later.append(f"ALTER DOMAIN {name} SET DEFAULT {default}")
         constraints = self.fetch(
             """SELECT pg_catalog.quote_ident(conname), pg_catalog.pg_get_constraintdef(oid),
                       contype
@@ -221,8 +252,11 @@ class Catalog:
         # PostgreSQL 17 and later list NOT NULL with its name among the constraints
         if notnull and not any(kind == "n" for _, _, kind in constraints):
             text += " NOT NULL"
-        for cname, cdef, _ in constraints:
-            text += f"\n\tCONSTRAINT {cname} {cdef}"
+        for cname, cdef, kind in constraints:
+            if kind == "c":
+                self.domain_later.append(f"ALTER DOMAIN {name} ADD CONSTRAINT {cname} {cdef}")
+            else:
+                text += f"\n\tCONSTRAINT {cname} {cdef}"
         return text
 
     def _range(self, oid: int, name: str) -> str:
@@ -276,7 +310,11 @@ class Catalog:
                                 AND i.objid = p.oid AND i.deptype = 'i')
             ORDER BY p.prokind = 'a', p.oid"""
         )
+        operators_done = False
         for oid, kind, sig, definition, text, rowtype, trusted, language in rows:
+            if kind == "a" and not operators_done:  # after their functions, before SORTOP
+                operators_done = True
+                yield from self.operators()
             what = {"a": "AGGREGATE", "p": "PROCEDURE"}.get(kind, "FUNCTION")
             if not trusted:
                 # C, internal, plpython3u...: only a superuser may create it, and it can do
@@ -299,21 +337,50 @@ class Catalog:
                     target.append(s)
                 else:
                     yield s
+        if not operators_done:
+            yield from self.operators()
+
+    def operators(self) -> Iterable[str]:
+        rows = self.fetch(
+            f"""
+            SELECT o.oprname, pg_catalog.quote_ident(n.nspname) || '.' || o.oprname,
+                   o.oprcode::pg_catalog.regproc::text,
+                   CASE WHEN o.oprleft <> 0 THEN pg_catalog.format_type(o.oprleft, NULL) END,
+                   CASE WHEN o.oprright <> 0 THEN pg_catalog.format_type(o.oprright, NULL) END,
+                   {_operator("o.oprcom")}, {_operator("o.oprnegate")},
+                   NULLIF(o.oprrest, 0)::pg_catalog.regproc::text,
+                   NULLIF(o.oprjoin, 0)::pg_catalog.regproc::text, o.oprcanhash, o.oprcanmerge,
+                   pg_catalog.obj_description(o.oid, 'pg_operator')
+            FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n
+              ON n.oid = o.oprnamespace
+            WHERE {USER_NS} AND {not_ext("o", "pg_operator")} AND o.oprcode <> 0
+            ORDER BY o.oid"""
+        )
+        for raw, name, code, left, right, com, neg, rest, join, hashes, merges, text in rows:
+            _check_operator_name(raw)
+            opts = [f"FUNCTION = {code}"]
+            opts += [f"LEFTARG = {left}"] if left else []
+            opts += [f"RIGHTARG = {right}"] if right else []
+            opts += [f"COMMUTATOR = {com}"] if com else []
+            opts += [f"NEGATOR = {neg}"] if neg else []
+            opts += [f"RESTRICT = {rest}"] if rest else []
+            opts += [f"JOIN = {join}"] if join else []
+            opts += ["HASHES"] if hashes else []
+            opts += ["MERGES"] if merges else []
+            yield f"CREATE OPERATOR {name} (\n    " + ",\n    ".join(opts) + "\n)"
+            yield comment("OPERATOR", f"{name} ({left or 'NONE'}, {right or 'NONE'})", text)
 
     def _aggregate(self, oid: int, sig: str) -> str:
         row = self.fetch(
-            """SELECT a.aggkind, a.aggtransfn::pg_catalog.regproc::text,
+            f"""SELECT a.aggkind, a.aggtransfn::pg_catalog.regproc::text,
                       pg_catalog.format_type(a.aggtranstype, NULL),
                       NULLIF(a.aggfinalfn, 0)::pg_catalog.regproc::text, a.aggfinalextra,
                       NULLIF(a.aggcombinefn, 0)::pg_catalog.regproc::text,
                       NULLIF(a.aggserialfn, 0)::pg_catalog.regproc::text,
                       NULLIF(a.aggdeserialfn, 0)::pg_catalog.regproc::text,
                       a.agginitval,
-                      (SELECT 'OPERATOR(' || pg_catalog.quote_ident(n.nspname) || '.'
-                              || o.oprname || ')'
-                       FROM pg_catalog.pg_operator o
-                       JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
-                       WHERE o.oid = a.aggsortop),
+                      {_operator("a.aggsortop")}, (SELECT o.oprname
+                       FROM pg_catalog.pg_operator o WHERE o.oid = a.aggsortop),
                       a.aggtransspace, p.proparallel, a.aggfinalmodify
                FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid
                WHERE a.aggfnoid = %s""",
@@ -330,6 +397,7 @@ class Catalog:
             deserfunc,
             init,
             sortop,
+            sortop_name,
             space,
             parallel,
             fmodify,
@@ -354,6 +422,7 @@ class Catalog:
         if init is not None:
             opts.append(f"INITCOND = {literal(init)}")
         if sortop:
+            _check_operator_name(sortop_name)
             opts.append(f"SORTOP = {sortop}")
         if parallel != "u":
             opts.append("PARALLEL = " + {"s": "SAFE", "r": "RESTRICTED"}[parallel])
@@ -487,20 +556,25 @@ class Catalog:
     def create_tables(self) -> Iterable[str]:
         cols = self._columns()
         checks: dict[int, list] = {o: [] for o in self.table_oids}
-        for rel, name, cdef, valid, local, inh in self.fetch(
+        check_comments: dict[int, list[str]] = {o: [] for o in self.table_oids}
+        for rel, name, cdef, valid, local, inh, ctext in self.fetch(
             """SELECT conrelid, pg_catalog.quote_ident(conname),
                       pg_catalog.pg_get_constraintdef(oid), convalidated, conislocal,
-                      coninhcount
+                      coninhcount, pg_catalog.obj_description(oid, 'pg_constraint')
                FROM pg_catalog.pg_constraint WHERE contype = 'c' AND conrelid = ANY(%s)
                ORDER BY conrelid, conname""",
             [self.table_oids],
         ):
+            remark = comment("CONSTRAINT", f"{name} ON {self.names[rel]}", ctext)
             if not valid:
                 self.late_checks.append(
                     f"ALTER TABLE {self.names[rel]} ADD CONSTRAINT {name} {cdef}"
                 )
-            elif local:
+                self.late_checks.append(remark)
+                continue
+            if local:
                 checks[rel].append((name, cdef, inh))
+            check_comments[rel].append(remark)
         settings: dict[int, list[str]] = {}
         storage = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
         for rel, col, stats, store, opts in self.fetch(
@@ -596,6 +670,7 @@ class Catalog:
             yield comment("TABLE", name, text)
             for col, *_, ctext, _ in cols[oid]:
                 yield comment("COLUMN", f"{name}.{col}", ctext)
+            yield from check_comments[oid]
 
     def _parents_before_children(self) -> list:
         by_oid = {t[0]: t for t in self.tables}
@@ -760,6 +835,19 @@ class Catalog:
         ):
             yield rdef
             comments.append(comment("RULE", f"{rname} ON {names[rel]}", text))
+        for sdef, sname, target, text in self.fetch(
+            """SELECT pg_catalog.pg_get_statisticsobjdef(s.oid),
+                      pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(s.stxname),
+                      s.stxstattarget, pg_catalog.obj_description(s.oid, 'pg_statistic_ext')
+               FROM pg_catalog.pg_statistic_ext s
+               JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace
+               WHERE s.stxrelid = ANY(%s) ORDER BY 2""",
+            [rels],
+        ):
+            yield sdef
+            if target is not None and target >= 0:
+                yield f"ALTER STATISTICS {sname} SET STATISTICS {int(target)}"
+            comments.append(comment("STATISTICS", sname, text))
         yield from comments
 
     def _create_views(self, matview_indexes: list[str]) -> Iterable[str]:
