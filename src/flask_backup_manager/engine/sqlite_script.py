@@ -90,8 +90,14 @@ def problem(sql: str, kind: str) -> str | None:
         items += reader.close()
     except ScriptError as e:
         return str(e)
-    if len(items) != 1 or not isinstance(items[0], Statement) or not items[0].complete:
-        return "it is not one statement"
+    if any(not isinstance(i, Statement) for i in items):
+        return "the sqlite3 shell would read part of it as a command"
+    if len(items) != 1:
+        return "it holds more than one statement"
+    if not items[0].complete:
+        return "it does not end"
+    if "\r\n" in text:  # outside literals and quoted names normalise() left no line break
+        return "a quoted name or literal holds a CR before an LF, which the sqlite3 shell drops"
     if items[0].sql != (text + ";").encode("utf-8", "surrogateescape"):
         return "it does not end where the text ends"
     return None
@@ -116,6 +122,7 @@ class Scratch:
         why = problem(sql, kind)
         if why is not None:
             return why
+        had = self._has(kind, name)
         try:
             self.con.execute(normalise(sql))
         except (sqlite3.ProgrammingError, sqlite3.Warning):
@@ -125,12 +132,13 @@ class Scratch:
             if "syntax error" in text or "incomplete input" in text or "unrecognized" in text:
                 return "SQLite cannot parse it"
             return None  # wants something the scratch database lacks: judged by problem()
-        made = self.con.execute(
-            "SELECT type, name FROM sqlite_master ORDER BY rowid DESC LIMIT 1"
-        ).fetchone()
-        if made is None or made[0] != kind or made[1] != name:
+        if had or not self._has(kind, name):
             return "it does not create that object"
         return None
+
+    def _has(self, kind: str, name: str) -> bool:
+        found = "SELECT 1 FROM sqlite_master WHERE type = ? AND name = ?"
+        return self.con.execute(found, (kind, name)).fetchone() is not None
 
     def close(self) -> None:
         self.con.close()
@@ -240,11 +248,11 @@ _FAST_HEAD = re.compile(
     re.IGNORECASE,
 )
 _FAST_BODY = re.compile(
-    rb"""(?:[^'"`\[\-/;\n\r]++
-        |'[^']*+'|"[^"]*+"|`[^`]*+`|\[[^\]]*+\]
-        |-(?!-)|/(?!\*)|\r(?!\n)
+    rb"""(?:[^'"`\[\-/;\n\r]*+  # a run of plain bytes, then one of these:
+        (?:'[^']*+'|"[^"]*+"|`[^`]*+`|\[[^\]]*+\]
         |\r?\n(?=[ \t\v\f]*+[^ \t\v\f\r\n/gG])
-    )*+""",
+        |-(?!-)|/(?!\*)|\r(?!\n))
+    )*+[^'"`\[\-/;\n\r]*+""",
     re.VERBOSE,
 )
 #: what ends such a statement: ``;`` and nothing but spaces to the end of the line

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote as urlquote
 
 from .base import ExportError, TableSpec, ident, parents_first, select_keys, watch
+from .sqlite_script import Scratch, shown
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -125,6 +126,7 @@ class SQLiteSource:
                     "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid"
                 )
             ]
+            check_schema(self.objects)
             self._kinds = {
                 name: (kind, bool(wr), bool(strict))
                 for _, name, kind, _, wr, strict in self.con.execute("PRAGMA main.table_list")
@@ -345,6 +347,28 @@ class SQLiteSource:
         finally:
             if self.copy is not None:
                 self.copy.unlink(missing_ok=True)
+
+
+def check_schema(objects: list[SchemaObject]) -> None:
+    """Refuse (ExportError naming the object) a ``sqlite_master`` entry that is not exactly
+    one statement of its type: with ``PRAGMA writable_schema`` any text can be stored there,
+    and the ``sqlite3`` format writes each entry as a line of a script for the ``sqlite3``
+    shell, where extra statements (an ``ATTACH`` writing a file anywhere) or a line the shell
+    reads as a command would run on the machine that restores it. Judged by the shell's
+    reading and by SQLite itself (:class:`.sqlite_script.Scratch`)."""
+    scratch = Scratch()
+    try:
+        for o in objects:
+            if o.sql is None:  # automatic indexes
+                continue
+            why = scratch.problem(o.type, o.name, o.sql)
+            if why is not None:
+                raise ExportError(
+                    f"the {shown(o.type, 20)} {shown(o.name)} in sqlite_master is not one "
+                    f"CREATE {shown(o.type.upper(), 20)} statement ({why}): refusing to copy it"
+                )
+    finally:
+        scratch.close()
 
 
 def _snapshot_copy(con: sqlite3.Connection, scratch: Path | None) -> Path:

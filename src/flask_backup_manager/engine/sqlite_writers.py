@@ -20,6 +20,7 @@ from . import helpers, sqlite_render
 from .base import Source, TableSpec, Tracker, ident, literal
 from .gzipout import GzipOut
 from .sqlite_render import render_range, statement_sql
+from .sqlite_script import normalise
 from .sqlite_source import SQLiteSource, rollback_header, rowid_alias, rowid_name
 from .url import URL
 
@@ -192,9 +193,20 @@ def _dump_generic(source: Source, path: Path, tracker: Tracker) -> None:
         _remove_sidecars(built)
 
 
+#: the first lines of a ``sqlite3`` file (no text from the source in them)
+HEADER = (
+    "-- SQLite database dump made by flask-backup-manager",
+    "-- Restore: gunzip -c FILE | sqlite3 -safe NEWDB",
+)
+
+
 def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
-    """SQL text equal to the ``sqlite3_db`` copy: schema SQL verbatim from ``sqlite_master``,
-    rows with their rowids, values rendered by SQLite itself (``quote()``) except REALs, which
+    """SQL text equal to the ``sqlite3_db`` copy: schema SQL from ``sqlite_master``
+    re-tokenised (:func:`.sqlite_script.normalise`: comments dropped, each entry one line but
+    for newlines inside its literals and quoted names, so that no line of it can be read by
+    the ``sqlite3`` shell as a command or a statement's end; the source refuses an entry that
+    is not one statement of its type), rows with their rowids, values rendered by SQLite
+    itself (``quote()``) except REALs, which
     get an exactly-round-tripping literal (see :func:`.sqlite_render.real_literal`).
 
     Virtual tables (FTS5, ...) are created with their own ``CREATE VIRTUAL TABLE``, which makes
@@ -207,6 +219,8 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
     specs = source.tables()
     kept = {s.name for s in specs}
     sqlite_render.prepare(con)
+    for line in HEADER:
+        out.line(line)
     encoding = con.execute("PRAGMA main.encoding").fetchone()[0]
     if encoding != "UTF-8":  # said before any table exists, or it is too late
         out.line(f"PRAGMA encoding={literal(encoding)};")
@@ -218,7 +232,7 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
             out.line(f"PRAGMA {pragma}={value};")
     for o in source.objects:  # in the source's order, so sqlite_master reads the same
         if o.type == "table" and o.name in kept:
-            out.line(o.sql + ";")
+            out.line(normalise(o.sql) + ";")
     for spec in specs:
         tracker.start(spec)
         if spec.extra["kind"] == "virtual":
@@ -236,7 +250,7 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
             and o.sql
             and (o.type == "view" or o.tbl_name in kept)
         ):
-            out.line(o.sql + ";")
+            out.line(normalise(o.sql) + ";")
     out.line("COMMIT;")
 
 
