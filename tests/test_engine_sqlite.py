@@ -580,19 +580,25 @@ def test_command_line_unknown_format_is_a_usage_error(tmp_path):
 # -- the snapshot copy ----------------------------------------------------------------------------
 
 
-def test_sqlite3_db_of_a_rollback_journal_database_is_its_snapshot_copy_moved_into_place(
+def test_sqlite3_db_of_a_rollback_journal_database_is_vacuumed_from_its_one_snapshot_copy(
     hard_db, tmp_path, monkeypatch
 ):
-    """The copy the source makes to keep the app's commits unblocked is the output itself:
-    the pages are not copied a second time, and no snapshot file is left behind."""
-    from flask_backup_manager.engine import sqlite_writers
+    """The copy the source makes to keep the app's commits unblocked is the one the output is
+    written from (by VACUUM INTO): the pages are not copied a second time, and no snapshot
+    file is left behind."""
+    from flask_backup_manager.engine import sqlite_source
 
-    def no_second_copy(*a, **kw):
-        raise AssertionError("the snapshot was copied twice")
+    made = []
+    real = sqlite_source._snapshot_copy
 
-    monkeypatch.setattr(sqlite_writers, "_backup", no_second_copy)
+    def counted(*a, **kw):
+        made.append(real(*a, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(sqlite_source, "_snapshot_copy", counted)
     out = tmp_path / "copy.sqlite3"
     export(sqlite_url(hard_db), "sqlite3_db", out)
+    assert len(made) == 1
     assert snapshot(out) == snapshot(hard_db)
     check_health(out)
     assert sorted(os.listdir(tmp_path)) == ["copy.sqlite3", "hard.db"]
@@ -734,8 +740,8 @@ class DirWatch:
         self._thread.join()
 
     def strays(self, output: Path, *known: str) -> set[str]:
-        """The names a cleaner removing ``.<output>.*.part`` after a dead worker would miss."""
-        glob = f".{output.name}.*.part"
+        """The names a cleaner removing ``.<output>.*.part*`` after a dead worker would miss."""
+        glob = f".{output.name}.*.part*"  # the cleaner's: part files and their sidecars
         return {n for n in self.seen if n not in (output.name, *known) and not fnmatch(n, glob)}
 
 

@@ -62,7 +62,7 @@ def messages(client, backup_id):
 
 
 def parts(app) -> list[Path]:
-    return list(app.extensions["backup_manager"].storage_dir.glob(".*.part"))
+    return list(app.extensions["backup_manager"].storage_dir.glob(".*.part*"))
 
 
 def test_worker_killed_mid_export_is_failed_worker_lost_and_its_partial_file_removed(

@@ -95,7 +95,8 @@ def reap(state: State | None = None) -> list[int]:
         message = f"worker lost: no heartbeat for {state.worker_lost_after} s"
         if transition(backup_id, ("running",), "failed", finished_at=utcnow(), error=message):
             add_log(backup_id, "error", f"failed: {message}")
-            for part in state.storage_dir.glob(f".{filename}.*.part"):
+            # the part files and their SQLite sidecars (VACUUM INTO journals its output)
+            for part in state.storage_dir.glob(f".{filename}.*.part*"):
                 part.unlink(missing_ok=True)
             reaped.append(backup_id)
     return reaped

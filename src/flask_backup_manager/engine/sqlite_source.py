@@ -109,6 +109,7 @@ class SQLiteSource:
         #: helper processes reading the snapshot for a writer: a cancel stops them too
         self.children: set[subprocess.Popen] = set()
         timeout = BUSY_TIMEOUT if lock_timeout is None else lock_timeout
+        self._scratch, self._timeout = scratch, timeout  # for a later copy: writable_copy()
         self._unwatch = watch(cancel, self.interrupt) if cancel is not None else None
         try:
             self.con = _open_ro(self.path, timeout)
@@ -166,6 +167,23 @@ class SQLiteSource:
         self.copy = self.frozen = copy
         self.con = _open_ro(copy, timeout)
         self._begin()
+
+    def writable_copy(self) -> sqlite3.Connection:
+        """Hand the snapshot copy over to a writer that rebuilds it (``VACUUM INTO``, which
+        cannot run inside a transaction and, in SQLite 3.40, goes wrong on a read-only
+        connection): the copy (made now, through the read transaction, if the file was read
+        in place) reopened read-write, without a journal, as this source's connection, which
+        a cancel interrupts. The read transaction ends: nobody else writes the copy, so it
+        holds the same snapshot; the copy is still removed by :meth:`close`."""
+        if self.copy is None:
+            self._read_a_copy(self._scratch, self._timeout)
+        assert self.copy is not None
+        con, self.con = self.con, None
+        con.close()
+        self.frozen = None  # no longer frozen: the writer changes it
+        self.con = sqlite3.connect(self.copy, isolation_level=None, timeout=self._timeout)
+        self.con.execute("PRAGMA journal_mode=OFF")
+        return self.con
 
     def _begin(self) -> None:
         """Begin the read transaction; its first read pins the snapshot."""

@@ -16,16 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import helpers, sqlite_render
-from .base import Source, TableSpec, Tracker, ident, literal
+from . import helpers, sqlite_calls, sqlite_render
+from .base import ExportError, Source, TableSpec, Tracker, ident, literal
 from .gzipout import GzipOut
 from .sqlite_render import render_range, statement_sql
 from .sqlite_script import normalise
-from .sqlite_source import SQLiteSource, rollback_header, rowid_alias, rowid_name
+from .sqlite_source import SQLiteSource, rowid_alias, rowid_name
 from .url import URL
 
-#: pages copied per step of the backup API (4 MB with 4 KB pages); progress comes between steps
-BACKUP_PAGES = 1024
 #: rows fetched per round trip when rendering a table without rowids
 FETCH_ROWS = 2000
 
@@ -42,8 +40,9 @@ _HEX = ("CAST(X'", "' AS TEXT)")
 def write_sqlite_db(source: Source, path: Path, tracker: Tracker) -> None:
     """Write a ready-to-use SQLite database file to ``path`` (an empty private temp file)."""
     if isinstance(source, SQLiteSource):
-        if not _adopt_copy(source, path, tracker):
-            _backup(source, path, tracker)
+        for message in sqlite_calls.warnings(_kept_objects(source)):
+            tracker.warn(message)
+        _vacuum_copy(source, path, tracker)
     else:
         from .typemap import write_generic_db
 
@@ -51,61 +50,104 @@ def write_sqlite_db(source: Source, path: Path, tracker: Tracker) -> None:
     _remove_sidecars(path)
 
 
-def _adopt_copy(source: SQLiteSource, path: Path, tracker: Tracker) -> bool:
-    """When the source already copied its snapshot (rollback-journal mode) and every table is
-    kept, that copy is the output: it is moved onto ``path`` instead of being copied again.
-    The copy is a page-for-page backup of the snapshot, exactly what :func:`_backup` would
-    write. False (nothing done) when there is no copy, it lives on another file system, or
-    tables are left out (those need the drop and VACUUM of :func:`_backup`)."""
-    if source.copy is None or source.copy.parent.resolve() != path.parent.resolve():
-        return False
-    if len(source.tables()) < len(source.all_specs):
-        return False
-    # path is our empty temp file: unlinked first, as renaming over a file makes ext4 write
-    # the renamed file's data out at once (before the fsync that overlaps the check)
-    path.unlink()
-    os.rename(source.take_copy(), path)
-    for spec in source.tables():
-        tracker.start(spec)
-        tracker.rows(spec.estimated_rows)
-        tracker.finish(spec)
-    return True
+def _kept_objects(source: SQLiteSource) -> list[tuple[str, str, str | None]]:
+    """``(type, name, sql)`` of the schema objects the copy keeps: views, and the tables kept
+    with their indexes and triggers."""
+    kept = {s.name for s in source.tables()}
+    return [
+        (o.type, o.name, o.sql) for o in source.objects if o.type == "view" or o.tbl_name in kept
+    ]
 
 
-def _backup(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
-    """Copy the source's pages with SQLite's online backup API. The backup reads through the
-    source's connection, inside its open read transaction, so it copies that snapshot (a copy
-    is never restarted by the app's commits: they are not visible to it). Tables left out by
-    include/exclude are dropped from the copy afterwards, with secure_delete on and a VACUUM, so
-    none of their bytes remain in the file.
+def _vacuum_copy(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
+    """Write the snapshot to ``path`` with ``VACUUM INTO``: SQLite rebuilds every b-tree from
+    the rows, so no free page or freed cell of the customer's file (deleted rows, dropped
+    tables, old versions of rows) reaches the output, which the page copies of the backup API
+    carried byte for byte. ``VACUUM INTO`` keeps every rowid (a plain ``VACUUM`` renumbers
+    those of tables without an ``INTEGER PRIMARY KEY``), the schema SQL, ``sqlite_sequence``,
+    ``sqlite_stat1``, the header's page size, auto_vacuum, encoding, ``user_version`` and
+    ``application_id``. Its journal beside ``path`` lives only while it runs and holds no
+    page (the new file has no old content to save); a cleaner's ``.<output>.*.part*`` finds it.
 
-    ``path`` is written with no journal at any moment: a ``-journal`` or ``-wal`` beside it
-    would not match the ``.<output>.*.part`` a cleaner removes after a dead worker, and would
-    hold pages of the data (those of the dropped tables too)."""
+    It cannot run inside a transaction, so it reads the snapshot's copy (a private file
+    nobody else writes, made now if the source read its file in place), through the source's
+    connection (a cancel interrupts it), reopened read-write (:meth:`.SQLiteSource.
+    writable_copy`): the copy holds the same snapshot for every transaction. Tables left out
+    are first dropped from that copy (secure_delete on), so none of their rows are copied."""
     specs = source.tables()
-    pages = _PageProgress(specs, tracker)
-    dst = _private_db(path)
-    try:
-        source.con.backup(dst, pages=BACKUP_PAGES, progress=pages.step)
-    finally:
-        dst.close()
-    # the source's header may say WAL; the copy is one self-contained file. Said here, before
-    # SQLite reads the header: switching from WAL with a pragma goes through -wal and -journal
-    rollback_header(path)
     kept = {s.key for s in specs}
     dropped = [s.name for s in source.all_specs if s.key not in kept]
+    con = source.writable_copy()
     if dropped:
-        dst = _private_db(path)
+        con.execute("PRAGMA secure_delete=ON")
+        con.execute("BEGIN")
+        for name in dropped:
+            con.execute(f"DROP TABLE main.{ident(name)}")
+        con.execute("COMMIT")
+    pages = _PageProgress(specs, tracker)
+    used = con.execute(
+        "SELECT page_count - freelist_count FROM pragma_page_count, pragma_freelist_count"
+    ).fetchone()[0]
+    size = con.execute("PRAGMA page_size").fetchone()[0]
+    con.execute("PRAGMA synchronous=OFF")  # the output's too: export() fsyncs it once, later
+    failed: list[BaseException] = []
+
+    def progress() -> int:
         try:
-            dst.execute("PRAGMA secure_delete=ON")
-            dst.execute("BEGIN")
-            for name in dropped:
-                dst.execute(f"DROP TABLE main.{ident(name)}")
-            dst.execute("COMMIT")
-            dst.execute("VACUUM")
-        finally:
-            dst.close()
+            written = os.stat(path).st_size // size
+            pages.step(0, max(used - written, 0), used)
+        except BaseException as e:  # raised through SQLite it would be lost: kept, re-raised
+            failed.append(e)
+            return 1
+        return 0
+
+    con.set_progress_handler(progress, PROGRESS_STEPS)
+    try:
+        _vacuum_into(con, path)
+    except sqlite3.OperationalError:
+        if failed:
+            raise failed[0] from None
+        raise
+    finally:
+        con.set_progress_handler(None, 0)
     pages.finish()
+
+
+#: virtual machine steps between two progress calls of ``VACUUM INTO``
+PROGRESS_STEPS = 20000
+#: what SQLite says when the schema names a function or collation only the app defines
+_UNDEFINED = re.compile(r"no such (function|collation sequence): (.+)", re.DOTALL)
+
+
+def _vacuum_into(con: sqlite3.Connection, path: Path) -> None:
+    """``VACUUM INTO path``. SQLite parses each table and index again as it creates them in
+    the new file, and refuses one whose CHECK, generated column or index expression calls a
+    function (or names a collation) that only the app defines. VACUUM copies the rows and
+    index entries as they are and evaluates none of those: the missing names are defined as
+    stubs that fail if ever called, and the VACUUM begins again on the emptied file."""
+    stubs: set[tuple[str, str]] = set()
+    while True:
+        try:
+            con.execute(f"VACUUM INTO {literal(path)}")
+            return
+        except sqlite3.OperationalError as e:
+            m = _UNDEFINED.fullmatch(str(e))
+            if m is None or (m[1], m[2]) in stubs:
+                raise
+            stubs.add((m[1], m[2]))
+        os.truncate(path, 0)
+        if m[1] == "function":
+            con.create_function(m[2], -1, _not_evaluated, deterministic=True)
+        else:
+            con.create_collation(m[2], _not_compared)
+
+
+def _not_evaluated(*args: object) -> object:
+    raise ExportError("the copy needed a function of the app's schema that SQLite lacks")
+
+
+def _not_compared(a: str, b: str) -> int:
+    raise ExportError("the copy needed a collation of the app's schema that SQLite lacks")
 
 
 def _private_db(path: Path) -> sqlite3.Connection:
@@ -121,7 +163,7 @@ def _private_db(path: Path) -> sqlite3.Connection:
 
 
 class _PageProgress:
-    """Turns the backup API's page counts into the tracker's per-table events: the row counts
+    """Turns the pages written so far into the tracker's per-table events: the row counts
     are known from the snapshot, the pages are spread over them in table order."""
 
     def __init__(self, specs: list[TableSpec], tracker: Tracker) -> None:
@@ -429,17 +471,13 @@ def _internal_tables(source: SQLiteSource, kept: set[str], out: GzipOut) -> None
         if spec.extra["kind"] == "virtual":
             owners.update(source.shadow_tables(spec.name))
     autoinc = any(_AUTOINCREMENT.search(tables[n].sql or "") for n in kept)
-    # with tables left out, sqlite3_db is VACUUMed, which renumbers these two tables' rowids
-    renumber = len(source.tables()) < len(source.all_specs)
     for table, cols, wanted in (
         ("sqlite_sequence", "name,seq", "sqlite_sequence" in internal and autoinc),
         ("sqlite_stat1", "tbl,idx,stat", "sqlite_stat1" in internal),
     ):
         if not wanted:
             continue
-        names = cols.split(",")
-        if not renumber:
-            names.insert(0, "rowid")
+        names = ["rowid", *cols.split(",")]  # sqlite3_db's VACUUM INTO keeps rowids too
         out.line(
             "DELETE FROM sqlite_sequence;"
             if table == "sqlite_sequence"
