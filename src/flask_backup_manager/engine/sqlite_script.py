@@ -466,7 +466,8 @@ class ShellReader:
         for i, (a, b, line) in enumerate(pieces):
             last = i == len(pieces) - 1
             done = complete or not last or not self._piece_line
-            self._items.append(Statement(text[a:b].strip(_SPACE), line, done))
+            # not stripped of a \v: sqlite3_complete() and SQLite take it for a token
+            self._items.append(Statement(text[a:b].strip(b" \t\n\f\r"), line, done))
         self._reset()
 
 
