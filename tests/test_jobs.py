@@ -9,6 +9,8 @@ import sqlite3
 from flask_backup_manager import service
 from flask_backup_manager.jobs import run_backup
 
+from .test_engine_postgres import owner_db  # noqa: F401 - a fixture
+
 API = "/backups/api"
 
 
@@ -94,7 +96,7 @@ def test_cancelled_while_queued_never_runs_and_leaves_no_file(app, client, run_w
         assert not service.file_path(service.get_backup(backup["id"])).exists()
 
 
-def test_postgres_host_backs_up_in_all_three_formats(pg_app, run_worker, psql, make_pg_db):
+def test_postgres_host_backs_up_in_all_three_formats(pg_app, run_worker, psql, owner_db):  # noqa: F811
     """The host database and the backup rows in PostgreSQL; each format restores to the data."""
     import subprocess
 
@@ -118,8 +120,9 @@ def test_postgres_host_backs_up_in_all_three_formats(pg_app, run_worker, psql, m
             for orders in [Order.query.filter_by(customer_id=c.id).order_by(Order.id).all()]
         ]
 
-    # postgres: psql restores it; the app then reads the same values
-    target = make_pg_db()
+    # postgres: psql restores it (as an ordinary owner: the file refuses a superuser); the app
+    # then reads the same values
+    target = owner_db
     sql = gzip.decompress((storage / done["postgres"]["filename"]).read_bytes())
     run_psql(psql, target, "--single-transaction", "-f", "-", stdin=sql)
     # sqlite3: the sqlite3 shell loads it
