@@ -202,8 +202,9 @@ def shell(db: Path, sql: str, cwd: Path, *, safe: bool) -> subprocess.CompletedP
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
 def test_views_and_triggers_calling_shell_or_app_functions_are_warned_and_safe_shell_runs_none(
-    tmp_path,
+    tmp_path, fmt
 ):
     marker = tmp_path / "ran" / "MARKER"
     marker.parent.mkdir()
@@ -220,14 +221,36 @@ view" AS SELECT "EdIt" /* hidden */ ('y', 'touch {marker}') AS e;
             CREATE VIEW plain AS SELECT upper(v), count(*) OVER (PARTITION BY id) FROM t;
             CREATE TRIGGER t_audit AFTER INSERT ON t BEGIN SELECT app_audit(new.id); END;
             CREATE VIEW loads AS SELECT load_extension('/nonexistent/evil.so');
+            CREATE TRIGGER on_view INSTEAD OF DELETE ON plain BEGIN SELECT readfile('x'); END;
+            CREATE TABLE skipped (a);  -- left out: its trigger is not in the copy
+            CREATE TRIGGER skipped_t AFTER INSERT ON skipped BEGIN SELECT edit('a', 'b'); END;
             """
         )
         con.commit()
     out = tmp_path / "copy.sqlite3"
-    result = export(f"sqlite:///{src}", "sqlite3_db", out)
+    result = export(f"sqlite:///{src}", fmt, out, exclude=["skipped"])
+    if fmt == "sqlite3":  # restored as the README says: gunzip -c F | sqlite3 -safe new.db
+        dump, out = out, tmp_path / "new.db"
+        restored = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", 'gunzip -c "$1" | "$2" -safe "$3"', "-", dump]
+            + [SQLITE3, out],
+            cwd=tmp_path,
+            env={**os.environ, "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (restored.returncode, restored.stderr) == (0, "")
+        assert not marker.exists()
 
     named = {w.split(" calls ")[0] for w in result.warnings}
-    assert named == {"view 'v'", "view 'quiet\\nview'", "trigger 't_audit'", "view 'loads'"}
+    assert named == {
+        "view 'v'",
+        "view 'quiet\\nview'",
+        "trigger 't_audit'",
+        "view 'loads'",
+        "trigger 'on_view'",
+    }
     assert all("\n" not in w and "\x1b" not in w for w in result.warnings)
     assert any("'edit'()" in w for w in result.warnings)
     assert any("'app_audit'()" in w for w in result.warnings)

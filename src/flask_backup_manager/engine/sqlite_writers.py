@@ -40,8 +40,7 @@ _HEX = ("CAST(X'", "' AS TEXT)")
 def write_sqlite_db(source: Source, path: Path, tracker: Tracker) -> None:
     """Write a ready-to-use SQLite database file to ``path`` (an empty private temp file)."""
     if isinstance(source, SQLiteSource):
-        for message in sqlite_calls.warnings(_kept_objects(source)):
-            tracker.warn(message)
+        warn_undefined_calls(source, tracker)
         _vacuum_copy(source, path, tracker)
     else:
         from .typemap import write_generic_db
@@ -50,13 +49,15 @@ def write_sqlite_db(source: Source, path: Path, tracker: Tracker) -> None:
     _remove_sidecars(path)
 
 
-def _kept_objects(source: SQLiteSource) -> list[tuple[str, str, str | None]]:
-    """``(type, name, sql)`` of the schema objects the copy keeps: views, and the tables kept
-    with their indexes and triggers."""
-    kept = {s.name for s in source.tables()}
-    return [
-        (o.type, o.name, o.sql) for o in source.objects if o.type == "view" or o.tbl_name in kept
-    ]
+def warn_undefined_calls(source: SQLiteSource, tracker: Tracker) -> None:
+    """A warning for each schema object kept (all but the tables left out and their indexes
+    and triggers) that calls a function SQLite does not define (:mod:`.sqlite_calls`): the
+    sqlite3 shell's ``edit()`` runs a command when a view that calls it is queried."""
+    kept = {s.key for s in source.tables()}
+    left_out = {s.name for s in source.all_specs if s.key not in kept}
+    objects = [(o.type, o.name, o.sql) for o in source.objects if o.tbl_name not in left_out]
+    for message in sqlite_calls.warnings(objects):
+        tracker.warn(message)
 
 
 def _vacuum_copy(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
@@ -209,6 +210,7 @@ def _remove_sidecars(path: Path) -> None:
 def write_sqlite_sql(source: Source, path: Path, tracker: Tracker) -> None:
     """Write gzipped SQL text to ``path`` that ``sqlite3 new.db`` and ``executescript`` load."""
     if isinstance(source, SQLiteSource):
+        warn_undefined_calls(source, tracker)
         with GzipOut(path) as out:
             _dump(source, out, tracker)
     else:
