@@ -675,7 +675,7 @@ def test_names_that_are_sqlite3_shell_commands_are_not_run_by_the_restore(tmp_pa
     src = tmp_path / "names.db"
     con = sqlite3.connect(src)
     try:
-        for i, sep in enumerate(("\n", "\r")):
+        for i, sep in enumerate(("\n",)):
             t = quote(f"t{i}{sep}.shell touch {where}/t{i}{sep}")
             c = quote(f"c{i}{sep}.shell touch {where}/c{i}{sep}")
             ix = quote(f"i{i}{sep}.shell touch {where}/i{i}{sep}")
@@ -702,16 +702,20 @@ def test_names_that_are_sqlite3_shell_commands_are_not_run_by_the_restore(tmp_pa
     with closing(sqlite3.connect(new)) as con:
         assert (
             con.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-            == 4
+            == 3
         )
-    # a CR before an LF inside a quoted name: the shell would drop the CR (another name), and
-    # no SQL text can say it otherwise, so the export is refused, naming the table
-    with closing(sqlite3.connect(src)) as con:
-        crlf = quote(f"t2\r\n.shell touch {where}/t2")
-        con.execute(f"CREATE TABLE {crlf} (v)")
-        con.commit()
-    with pytest.raises(ExportError, match=r"table t2\\r\\n\.shell touch"):
-        export(sqlite_url(src), "sqlite3", tmp_path / "crlf.sqlite3.sql.gz")
+    # a CR inside a quoted name: the shell drops one before an LF, Python's text mode reads
+    # one as an LF (other names), and no SQL text can say it otherwise: the export is
+    # refused, naming the table
+    for i, sep in enumerate(("\r\n", "\r"), start=1):
+        with closing(sqlite3.connect(src)) as con:
+            con.execute(f"CREATE TABLE {quote(f't{i}{sep}.shell touch {where}/t{i}')} (v)")
+            con.commit()
+        with pytest.raises(ExportError, match=rf"table t{i}\\r(\\n)?\.shell touch"):
+            export(sqlite_url(src), "sqlite3", tmp_path / "cr.sqlite3.sql.gz")
+        with closing(sqlite3.connect(src)) as con:
+            con.execute(f"DROP TABLE {quote(f't{i}{sep}.shell touch {where}/t{i}')}")
+            con.commit()
     assert list(where.iterdir()) == []
 
 

@@ -96,8 +96,11 @@ def problem(sql: str, kind: str) -> str | None:
         return "it holds more than one statement"
     if not items[0].complete:
         return "it does not end"
-    if "\r\n" in text:  # outside literals and quoted names normalise() left no line break
-        return "a quoted name or literal holds a CR before an LF, which the sqlite3 shell drops"
+    if "\r" in text:  # outside literals and quoted names normalise() left no line break
+        # the sqlite3 shell drops a CR before an LF, Python's text mode reads any CR as an LF:
+        # the restores would differ from the source and from each other. (A CR in a value is
+        # written as char(13); a name or a literal of the schema has no such way.)
+        return "a quoted name or literal holds a CR, which restores would read otherwise"
     if items[0].sql != (text + ";").encode("utf-8", "surrogateescape"):
         return "it does not end where the text ends"
     return None
