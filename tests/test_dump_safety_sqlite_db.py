@@ -11,6 +11,7 @@ kept, and views or triggers that call functions SQLite does not define are named
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from flask_backup_manager.engine import export
+from flask_backup_manager.engine import ExportError, export
 from flask_backup_manager.engine.sqlite_calls import calls, undefined_calls
 
 SQLITE3 = shutil.which("sqlite3") or "sqlite3"
@@ -320,3 +321,29 @@ def test_a_job_logs_the_warnings_of_its_export(app, client, run_worker, host_env
     logs = client.get(f"{API}/backups/{backup_id}/logs").json["logs"]
     warned = [x for x in logs if x["level"] == "warning" and "view 'shell_view'" in x["message"]]
     assert len(warned) == 1 and "'edit'()" in warned[0]["message"]
+
+
+@pytest.mark.parametrize(
+    "index, message",
+    [
+        ("CREATE INDEX i ON t (a COLLATE app_order)", "the app's collation sequence app_order"),
+        ("CREATE INDEX i ON t (app_key(a))", "unknown function: app_key()"),
+    ],
+)
+def test_an_index_only_the_app_can_order_is_a_one_line_error_and_no_file(tmp_path, index, message):
+    """SQLite cannot build or check such an index without the app's code: the export says so
+    (it never runs a stand-in that would order the index wrongly)."""
+    src = tmp_path / "src.db"
+    with closing(sqlite3.connect(src)) as con:
+        con.create_collation("app_order", lambda a, b: (a > b) - (a < b))
+        con.create_function("app_key", 1, lambda x: x, deterministic=True)
+        con.execute("CREATE TABLE t (a TEXT)")
+        con.execute(index)
+        con.executemany("INSERT INTO t VALUES (?)", [("b",), ("a",)])
+        con.commit()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(ExportError, match=re.escape(message)) as e:
+        export(f"sqlite:///{src}", "sqlite3_db", out_dir / "copy.sqlite3")
+    assert "\n" not in str(e.value)
+    assert os.listdir(out_dir) == []

@@ -20,7 +20,7 @@ from . import helpers, sqlite_calls, sqlite_render
 from .base import ExportError, Source, TableSpec, Tracker, ident, literal
 from .gzipout import GzipOut
 from .sqlite_render import render_range, statement_sql
-from .sqlite_script import normalise
+from .sqlite_script import normalise, shown
 from .sqlite_source import SQLiteSource, rowid_alias, rowid_name
 from .url import URL
 
@@ -125,7 +125,9 @@ def _vacuum_into(con: sqlite3.Connection, path: Path) -> None:
     the new file, and refuses one whose CHECK, generated column or index expression calls a
     function (or names a collation) that only the app defines. VACUUM copies the rows and
     index entries as they are and evaluates none of those: the missing names are defined as
-    stubs that fail if ever called, and the VACUUM begins again on the emptied file."""
+    stubs, and the VACUUM begins again on the emptied file. A stub function fails the copy if
+    ever called; an index that uses an app's collation fails the integrity check that
+    follows, as SQLite cannot check its order without it."""
     stubs: set[tuple[str, str]] = set()
     while True:
         try:
@@ -137,30 +139,23 @@ def _vacuum_into(con: sqlite3.Connection, path: Path) -> None:
                 raise
             stubs.add((m[1], m[2]))
         os.truncate(path, 0)
+        stub = _stub(m[1], m[2])
         if m[1] == "function":
-            con.create_function(m[2], -1, _not_evaluated, deterministic=True)
+            con.create_function(m[2], -1, stub, deterministic=True)
         else:
-            con.create_collation(m[2], _not_compared)
+            con.create_collation(m[2], stub)
 
 
-def _not_evaluated(*args: object) -> object:
-    raise ExportError("the copy needed a function of the app's schema that SQLite lacks")
+def _stub(kind: str, name: str) -> Callable[..., Any]:
+    """A function or collation standing for one only the app defines; it refuses to run."""
 
+    def refuse(*args: object) -> Any:
+        raise ExportError(
+            f"the copy needs the app's {kind} {shown(name)}, which SQLite does not define "
+            "(for an index or a generated column): cannot copy the database without the app"
+        )
 
-def _not_compared(a: str, b: str) -> int:
-    raise ExportError("the copy needed a collation of the app's schema that SQLite lacks")
-
-
-def _private_db(path: Path) -> sqlite3.Connection:
-    """A connection to a database file only the engine knows of, which writes no journal."""
-    con = sqlite3.connect(path, isolation_level=None)
-    try:
-        con.execute("PRAGMA journal_mode=OFF")
-        con.execute("PRAGMA synchronous=OFF")
-    except BaseException:
-        con.close()
-        raise
-    return con
+    return refuse
 
 
 class _PageProgress:
