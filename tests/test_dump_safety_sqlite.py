@@ -149,6 +149,12 @@ WRITABLE_SCHEMA = [
     ("v", "view", "CREATE VIEW v AS SELECT 1; ATTACH '{where}/attached.db' AS e"),
     ("i", "index", "CREATE INDEX i ON t(a);\n.output {marks}/index"),
     ("r", "trigger", "CREATE TRIGGER r AFTER INSERT ON t BEGIN SELECT 1; END; ATTACH 'x' AS y"),
+    ("v", "view", "CREATE VIEW v AS SELECT $a('x) ; ATTACH '{where}/attached.db' AS e; --'"),
+    (
+        "r",
+        "trigger",
+        "CREATE TRIGGER r AFTER INSERT ON t BEGIN SELECT @a('x); END; ATTACH 'y' AS z",
+    ),
     ("i", "index", "CREATE TABLE i(b)"),
     ("v", "view", "CREATE VIEW other AS SELECT 1"),
     ("r", "trigger", "CREATE TRIGGER r AFTER INSERT ON t BEGIN SELECT 1;"),

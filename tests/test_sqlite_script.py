@@ -215,6 +215,9 @@ def test_normalise_drops_comments_and_line_breaks_outside_literals():
         ("CREATE TABLE t(a DEFAULT 'x", "table", False),
         ('CREATE TABLE "t\r\n"(a)', "table", False),
         ("CREATE VIEW v AS SELECT\ngo\n.shell 'touch x'\nFROM t AS go", "view", True),
+        ("CREATE VIEW v AS SELECT $a('x) ; ATTACH 'f' AS g; --'", "view", False),
+        ("CREATE VIEW v AS SELECT a$b, \"$\", '?' FROM t", "view", True),
+        ("CREATE TABLE t(a CHECK(a <> :x))", "table", False),
     ],
 )
 def test_one_statement_of_its_kind(sql, kind, ok):

@@ -84,6 +84,10 @@ def problem(sql: str, kind: str) -> str | None:
         return f"unknown object type {shown(kind)}"
     if not any(tuple(words[: len(s)]) == s for s in starts):
         return f"it does not start with {' or '.join(' '.join(s) for s in starts)}"
+    if any(m.lastgroup == "other" and _PARAMETER.search(m.group()) for m in _TOKEN.finditer(text)):
+        # SQLite reads $name(...) (and @, :, #) as one token whatever it holds, quotes
+        # included, where the shell sees a string begin: they would disagree on where it ends
+        return "it holds a parameter ($, @, :, # or ?), which SQLite and the shell read apart"
     reader = ShellReader()
     try:
         items = reader.feed((text + ";\n").encode("utf-8", "surrogateescape"))
@@ -104,6 +108,10 @@ def problem(sql: str, kind: str) -> str | None:
     if items[0].sql != (text + ";").encode("utf-8", "surrogateescape"):
         return "it does not end where the text ends"
     return None
+
+
+#: where SQLite's tokenizer starts a parameter (no schema text may hold one)
+_PARAMETER = re.compile("(?<![0-9A-Za-z_$\x80-\U0010ffff])[$@:#?]")
 
 
 def one_statement(sql: str, kind: str) -> bool:
