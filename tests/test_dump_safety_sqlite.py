@@ -267,6 +267,13 @@ def test_a_cr_in_any_schema_name_or_literal_is_refused_naming_the_object(room, c
     assert f" {said} in sqlite_master" in str(e.value), str(e.value)
     assert kind is None or f"the {kind} " in str(e.value)
     assert files(where) == before and list(marks.iterdir()) == []
+    export(url(db), "sqlite3_db", where / "cr.sqlite3")  # the other formats carry it as it is
+    assert verbatim(where / "cr.sqlite3") == verbatim(db)
+
+
+def verbatim(db: Path) -> list[tuple]:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        return sorted(con.execute("SELECT type, name, sql FROM sqlite_master"), key=repr)
 
 
 # -- PostgreSQL -> sqlite3 -------------------------------------------------------------------------

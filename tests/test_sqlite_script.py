@@ -26,6 +26,7 @@ from flask_backup_manager.engine.sqlite_script import (
     normalise,
     one_statement,
     problem,
+    schema_line,
 )
 
 SQLITE3 = shutil.which("sqlite3") or "/usr/bin/sqlite3"
@@ -213,7 +214,7 @@ def test_normalise_drops_comments_and_line_breaks_outside_literals():
         ("CREATE TRIGGER r AFTER INSERT ON t BEGIN SELECT 1;", "trigger", False),
         ("CREATE VIEW v AS SELECT 1", "table", False),
         ("CREATE TABLE t(a DEFAULT 'x", "table", False),
-        ('CREATE TABLE "t\r\n"(a)', "table", False),
+        ('CREATE TABLE "t\r\n"(a)', "table", True),  # one statement; see schema_line()
         ("CREATE VIEW v AS SELECT\ngo\n.shell 'touch x'\nFROM t AS go", "view", True),
         ("CREATE VIEW v AS SELECT $a('x) ; ATTACH 'f' AS g; --'", "view", False),
         ("CREATE VIEW v AS SELECT a$b, \"$\", '?' FROM t", "view", True),
@@ -222,6 +223,15 @@ def test_normalise_drops_comments_and_line_breaks_outside_literals():
 )
 def test_one_statement_of_its_kind(sql, kind, ok):
     assert one_statement(sql, kind) is ok, problem(sql, kind)
+
+
+def test_schema_line_is_one_line_and_refuses_a_cr_naming_the_object():
+    assert (
+        schema_line("view", "v", "CREATE VIEW v AS\nSELECT 1 -- c") == "CREATE VIEW v AS SELECT 1;"
+    )
+    for text in ('CREATE TABLE "a\r\nb"(x)', "CREATE TABLE t(x DEFAULT 'a\rb')"):
+        with pytest.raises(ExportError, match=r"^the table a\\r\\nb in sqlite_master holds a CR"):
+            schema_line("table", "a\r\nb", text)
 
 
 def test_script_check_passes_a_clean_script_and_names_the_first_finding():

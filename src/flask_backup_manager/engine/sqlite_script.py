@@ -100,12 +100,8 @@ def problem(sql: str, kind: str) -> str | None:
         return "it holds more than one statement"
     if not items[0].complete:
         return "it does not end"
-    if "\r" in text:  # outside literals and quoted names normalise() left no line break
-        # the sqlite3 shell drops a CR before an LF, Python's text mode reads any CR as an LF:
-        # the restores would differ from the source and from each other. (A CR in a value is
-        # written as char(13); a name or a literal of the schema has no such way.)
-        return "a quoted name or literal holds a CR, which restores would read otherwise"
-    if items[0].sql != (text + ";").encode("utf-8", "surrogateescape"):
+    # the shell drops a CR before an LF (see schema_line() for what the format does about it)
+    if items[0].sql != (text + ";").replace("\r\n", "\n").encode("utf-8", "surrogateescape"):
         return "it does not end where the text ends"
     return None
 
@@ -117,6 +113,23 @@ _PARAMETER = re.compile("(?<![0-9A-Za-z_$\x80-\U0010ffff])[$@:#?]")
 def one_statement(sql: str, kind: str) -> bool:
     """Whether ``sql`` is exactly one complete statement of ``kind`` (see :func:`problem`)."""
     return problem(sql, kind) is None
+
+
+def schema_line(kind: str, name: str, sql: str) -> str:
+    """A ``sqlite_master`` entry (one statement of its type: see :func:`problem`) as the
+    ``sqlite3`` format writes it: normalised, ending in ``;``. Raises ExportError, naming the
+    object, when a quoted name or literal of it holds a CR: the shell drops one before an LF,
+    Python's text mode reads any as an LF, so the restores would differ from the source and
+    from each other (a CR in a value is written as ``char(13)``; schema text has no such
+    way)."""
+    text = normalise(sql)
+    if "\r" in text:
+        raise ExportError(
+            f"the {shown(kind, 20)} {shown(name)} in sqlite_master holds a CR in a quoted name "
+            "or literal, which the sqlite3 shell would not restore as it is: refusing to write "
+            "it to the sqlite3 format"
+        )
+    return text + ";"
 
 
 class Scratch:
@@ -547,5 +560,6 @@ __all__ = [
     "normalise",
     "one_statement",
     "problem",
+    "schema_line",
     "shown",
 ]

@@ -20,7 +20,7 @@ from . import helpers, sqlite_calls, sqlite_render
 from .base import ExportError, Source, TableSpec, Tracker, ident, literal
 from .gzipout import GzipOut
 from .sqlite_render import render_range, statement_sql
-from .sqlite_script import normalise, shown
+from .sqlite_script import schema_line, shown
 from .sqlite_source import SQLiteSource, rowid_alias, rowid_name
 from .url import URL
 
@@ -271,7 +271,7 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
             out.line(f"PRAGMA {pragma}={value};")
     for o in source.objects:  # in the source's order, so sqlite_master reads the same
         if o.type == "table" and o.name in kept:
-            out.line(normalise(o.sql) + ";")
+            out.line(schema_line(o.type, o.name, o.sql))
     for spec in specs:
         tracker.start(spec)
         if spec.extra["kind"] == "virtual":
@@ -289,7 +289,7 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
             and o.sql
             and (o.type == "view" or o.tbl_name in kept)
         ):
-            out.line(normalise(o.sql) + ";")
+            out.line(schema_line(o.type, o.name, o.sql))
     out.line("COMMIT;")
 
 
