@@ -29,7 +29,7 @@ Writer = Callable[[Source, Path, Tracker], None]
 #: The module that reads each SQL format as its client does (``ScriptCheck``): every file is
 #: read through it before it counts as done, and a line the client would take as a command the
 #: writer did not mean to write refuses the backup.
-SCRIPT_CHECKS: dict[str, str] = {"sqlite3": "sqlite_script"}
+SCRIPT_CHECKS: dict[str, str] = {"sqlite3": "sqlite_script", "postgres": "psql_script"}
 
 
 class ScriptCheck(Protocol):
