@@ -156,6 +156,12 @@ WRITABLE_SCHEMA = [
         "CREATE TRIGGER r AFTER INSERT ON t BEGIN SELECT @a('x); END; ATTACH 'y' AS z",
     ),
     ("i", "index", "CREATE TABLE i(b)"),
+    (
+        "t",
+        "table",
+        "CREATE TABLE t AS WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n FROM c)"
+        " SELECT n AS a FROM c",
+    ),
     ("v", "view", "CREATE VIEW other AS SELECT 1"),
     ("r", "trigger", "CREATE TRIGGER r AFTER INSERT ON t BEGIN SELECT 1;"),
 ]

@@ -19,6 +19,7 @@ import pytest
 from flask_backup_manager.engine.base import ExportError
 from flask_backup_manager.engine.sqlite_script import (
     Command,
+    Scratch,
     ScriptCheck,
     ShellReader,
     Statement,
@@ -223,6 +224,22 @@ def test_normalise_drops_comments_and_line_breaks_outside_literals():
 )
 def test_one_statement_of_its_kind(sql, kind, ok):
     assert one_statement(sql, kind) is ok, problem(sql, kind)
+
+
+def test_scratch_is_sqlites_word_and_bounded():
+    scratch = Scratch()
+    try:
+        assert scratch.problem("table", "t", "CREATE TABLE t(a)") is None
+        assert scratch.problem("index", "i", "CREATE INDEX i ON t(a)") is None
+        assert scratch.problem("view", "v", "CREATE VIEW w AS SELECT 1") is not None
+        assert scratch.problem("table", "u", "CREATE TABLE u(a b c d e (") is not None
+        assert scratch.problem("table", "n", "CREATE TABLE n(a) WITH (x)") is not None
+        forever = "CREATE TABLE f AS WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n FROM c)"
+        assert scratch.problem("table", "f", forever + " SELECT n FROM c") == (
+            "SQLite does not finish running it"
+        )
+    finally:
+        scratch.close()
 
 
 def test_schema_line_is_one_line_and_refuses_a_cr_naming_the_object():

@@ -137,22 +137,36 @@ class Scratch:
     in-memory database (Python's ``sqlite3`` refuses text holding more than one statement
     before it runs any), and must create the object ``sqlite_master`` names. An entry that
     SQLite cannot run there for want of something (a module, a function, a table an earlier
-    entry failed to make) is judged by :func:`problem` alone."""
+    entry failed to make) is judged by :func:`problem` alone. Running one is bounded (a
+    ``CREATE TABLE ... AS`` with a query that never ends, written with ``writable_schema``,
+    would hold the export forever)."""
+
+    #: SQLite VM steps an entry may take, in thousands (creating a table takes a few hundred)
+    MAX_STEPS = 1000
 
     def __init__(self) -> None:
         self.con = sqlite3.connect(":memory:", isolation_level=None)
+        self.steps = 0
+        self.con.set_progress_handler(self._step, 1000)
+
+    def _step(self) -> int:
+        self.steps += 1
+        return self.steps > self.MAX_STEPS
 
     def problem(self, kind: str, name: str, sql: str) -> str | None:
         why = problem(sql, kind)
         if why is not None:
             return why
         had = self._has(kind, name)
+        self.steps = 0
         try:
             self.con.execute(normalise(sql))
         except (sqlite3.ProgrammingError, sqlite3.Warning):
             return "SQLite reads more than one statement in it"
         except sqlite3.DatabaseError as e:
             text = str(e)
+            if "interrupted" in text:
+                return "SQLite does not finish running it"
             if "syntax error" in text or "incomplete input" in text or "unrecognized" in text:
                 return "SQLite cannot parse it"
             return None  # wants something the scratch database lacks: judged by problem()
