@@ -1,8 +1,9 @@
 """The two SQLite formats: ``sqlite3_db`` (a database file) and ``sqlite3`` (gzipped SQL text).
 
 From an SQLite source both are exact copies of the snapshot: every table, rowid, value and storage
-class, and the schema SQL as written (tables, views, triggers, indexes, ``sqlite_sequence``,
-``sqlite_stat1``, ``user_version``, ``application_id``, virtual tables with their data).
+class, and the schema (tables, views, triggers, indexes, ``sqlite_sequence``, ``sqlite_stat1``,
+``user_version``, ``application_id``, virtual tables with their data), its SQL as written in
+``sqlite3_db`` and re-tokenised in ``sqlite3`` (:func:`.sqlite_script.schema_line`).
 From any other source (PostgreSQL) both come from one plan built by :mod:`.typemap`, so
 ``gunzip -c F | sqlite3 new.db`` gives the same database as the ``sqlite3_db`` file.
 """
