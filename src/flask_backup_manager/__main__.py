@@ -24,7 +24,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="the file to write")
     p.add_argument("--include", nargs="+", metavar="TABLE", help="copy only these tables")
     p.add_argument("--exclude", nargs="+", metavar="TABLE", help="leave these tables out")
+    r = sub.add_parser(
+        "restore",
+        help="load a postgres or sqlite3 backup file, running no psql or sqlite3 command in it",
+    )
+    r.add_argument("file", help="the backup file (gzipped or not)")
+    tgt = r.add_mutually_exclusive_group(required=True)
+    tgt.add_argument(
+        "--target",
+        help="an empty database: postgresql://... (created, empty) or sqlite:///new.db (new file)",
+    )
+    tgt.add_argument(
+        "--target-env",
+        metavar="VAR",
+        help="read the target URL from this environment variable (keeps a password off the"
+        " command line)",
+    )
+    r.add_argument(
+        "--as-superuser",
+        action="store_true",
+        help="let a PostgreSQL superuser load the file (sets flask_backup_manager."
+        "restore_as_superuser = on, which the file's guard checks): loading a schema runs its"
+        " functions as the restoring role, so prefer an ordinary role that owns the database",
+    )
     args = parser.parse_args(argv)
+    if args.command == "restore":
+        return _restore(parser, args)
     source = args.source or os.environ.get(args.source_env)
     if not source:
         parser.error(f"environment variable {args.source_env} is not set")
@@ -44,6 +69,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{result.path}: {result.tables} tables, {result.rows} rows, {result.size} bytes, "
         f"sha256 {result.sha256}"
     )
+    return 0
+
+
+def _restore(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .engine.restore import restore
+
+    target = args.target or os.environ.get(args.target_env)
+    if not target:
+        parser.error(f"environment variable {args.target_env} is not set")
+    try:
+        result = restore(args.file, target, as_superuser=args.as_superuser)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    print(f"{result.tables} tables, {result.rows} rows")
     return 0
 
 

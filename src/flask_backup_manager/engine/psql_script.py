@@ -484,18 +484,23 @@ class ScriptCheck:
         self._done_at: int | None = None  # offset past the \unrestrict line
         self._fed = 0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> list[Item]:
+        """Check the next part of the text; return its items (the restore tool runs them)."""
         start, self._fed = self._fed, self._fed + len(data)
-        self._check(self._reader.feed(data))
+        items = self._reader.feed(data)
+        self._check(items)
         if self._done_at is not None:
             self._after_end(data, start)
+        return items
 
-    def close(self) -> None:
-        self._check(self._reader.close())
+    def close(self) -> list[Item]:
+        items = self._reader.close()
+        self._check(items)
         if self._reader.ends_inside:
             raise ExportError(f"the SQL file ends inside {self._reader.ends_inside}")
         if self._key is not None and self._done_at is None:
             raise ExportError("the SQL file does not end with its \\unrestrict line")
+        return items
 
     def _after_end(self, data: bytes, start: int) -> None:
         tail = data[max(self._done_at - start, 0) :]

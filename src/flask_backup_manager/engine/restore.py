@@ -1,0 +1,285 @@
+"""``restore()``: load a ``postgres`` or ``sqlite3`` backup file without psql or the sqlite3
+shell, so that no line of it can ever be taken as a client command (issue 9).
+
+The file is read as its client would read it (:mod:`.psql_script`, :mod:`.sqlite_script`),
+but nothing is interpreted but SQL: a ``postgres`` file's only backslash lines may be the
+writer's ``\\restrict KEY`` / ``\\unrestrict KEY`` (ignored) and the ``\\.`` ending each COPY
+block; a ``sqlite3`` file may hold no dot-command at all. Anything else refuses the file before
+anything is committed. Statements run one by one (one statement per call: the server or SQLite
+refuses a second one hidden in it) in one transaction, and COPY data streams through
+``cursor.copy()`` in the chunks it is read in, so memory stays flat whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from zlib_ng import zlib_ng as zlib
+
+from .base import ExportError
+from .url import URL, parse_url
+
+CHUNK = 1 << 20
+
+
+class RestoreError(ExportError):
+    """A restore failed; the message is one line, without secrets. Nothing was committed."""
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    format: str
+    tables: int
+    rows: int
+
+
+def restore(
+    path: str | os.PathLike[str], target: str, *, as_superuser: bool = False
+) -> RestoreResult:
+    """Load the backup at ``path`` into ``target`` (``postgresql://...`` naming an empty
+    database, or ``sqlite:///new.db`` naming a file that does not exist yet). The file's format
+    is told from its content. ``as_superuser`` sets ``flask_backup_manager.restore_as_superuser``
+    so that the file's own guard lets a superuser load it."""
+    try:
+        url = parse_url(target)
+    except ValueError:
+        raise RestoreError(
+            "not a database URL: expected postgresql://... or sqlite:///path"
+        ) from None
+    path = Path(path)
+    try:
+        chunks = read_chunks(path)
+        head = next(chunks, b"")
+        fmt = sniff(head)
+        backend = url.get_backend_name()
+        want = {"postgres": "postgresql", "sqlite3": "sqlite"}[fmt]
+        if backend != want:
+            raise RestoreError(f"a {fmt} file loads into a {want} database, not {backend!r}")
+        data = _chain(head, chunks)
+        if fmt == "postgres":
+            return _restore_postgres(data, url, as_superuser)
+        return _restore_sqlite(data, url)
+    except RestoreError:
+        raise
+    except ExportError as e:
+        raise RestoreError(_scrub(str(e), url)) from e
+    except (OSError, zlib.error, sqlite3.Error) as e:
+        raise RestoreError(_scrub(_one_line(e), url)) from e
+    except Exception as e:  # psycopg errors: one line, without the password
+        if type(e).__module__.startswith("psycopg"):
+            raise RestoreError(_scrub(_one_line(e), url)) from e
+        raise
+
+
+def read_chunks(path: Path) -> Iterator[bytes]:
+    """The file's text in chunks of about 1 MiB, gunzipped if it is gzip (by its magic)."""
+    with open(path, "rb") as f:
+        first = f.read(CHUNK)
+        if not first.startswith(b"\x1f\x8b"):
+            while first:
+                yield first
+                first = f.read(CHUNK)
+            return
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        chunk = first
+        while chunk:
+            while chunk:
+                text = d.decompress(chunk, 4 * CHUNK)
+                if text:
+                    yield text
+                chunk = d.unconsumed_tail or (d.unused_data if d.eof else b"")
+                if d.eof and chunk:
+                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            chunk = f.read(CHUNK)
+        if not d.eof:
+            raise RestoreError("the gzip file is truncated")
+
+
+def sniff(head: bytes) -> str:
+    """``postgres`` or ``sqlite3``, from the first bytes of the text."""
+    text = head.lstrip()
+    if text.startswith(b"\\restrict ") or b"PostgreSQL database dump" in head[:4096]:
+        return "postgres"
+    if text.startswith((b"PRAGMA", b"BEGIN TRANSACTION")):
+        return "sqlite3"
+    raise RestoreError("not a flask-backup-manager postgres or sqlite3 file")
+
+
+def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if head:
+        yield head
+    yield from rest
+
+
+# -- PostgreSQL
+
+_NOT_EMPTY = """
+SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace n
+               WHERE n.nspname NOT IN ('public', 'information_schema')
+                 AND n.nspname NOT LIKE 'pg\\_%')
+    OR EXISTS (SELECT FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'public')
+    OR EXISTS (SELECT FROM pg_catalog.pg_proc p
+               JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+               WHERE n.nspname = 'public')
+    OR EXISTS (SELECT FROM pg_catalog.pg_type t
+               JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+               WHERE n.nspname = 'public')
+"""
+
+
+def _connect(url: URL):
+    import psycopg
+
+    kw = {
+        k: v
+        for k, v in dict(
+            host=url.host,
+            port=url.port,
+            user=url.username,
+            password=url.password,
+            dbname=url.database,
+        ).items()
+        if v is not None
+    }
+    kw.update({k: v for k, v in url.query.items() if isinstance(v, str)})
+    return psycopg.connect(**kw)
+
+
+def _restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> RestoreResult:
+    from .psql_script import CopyData, CopyEnd, ScriptCheck, Statement
+
+    check = ScriptCheck()
+    tables = rows = 0
+    con = _connect(url)
+    try:
+        cur = con.cursor()
+        if cur.execute(_NOT_EMPTY).fetchone()[0]:
+            raise RestoreError(
+                "the target database is not empty (it has tables, views, functions, types or"
+                " schemas of its own): restore into a new, empty database"
+            )
+        if as_superuser:
+            cur.execute("SET flask_backup_manager.restore_as_superuser = on")
+        copy = copy_cm = None
+        chunks = iter(data)
+        while True:
+            chunk = next(chunks, None)
+            items = check.feed(chunk) if chunk is not None else check.close()
+            for item in items:
+                if isinstance(item, CopyData):
+                    copy.write(item.data)
+                    rows += item.data.count(b"\n")
+                elif isinstance(item, CopyEnd):
+                    copy_cm.__exit__(None, None, None)
+                    copy = None
+                elif isinstance(item, Statement):
+                    if item.copy:
+                        tables += 1
+                        copy_cm = cur.copy(item.text)
+                        copy = copy_cm.__enter__()
+                    elif item.text.strip(b" \t\r\n\f;"):
+                        cur.execute(item.text)
+                # MetaCommand: the check let through only \restrict and \unrestrict
+            if chunk is None:
+                break
+        con.commit()
+    finally:
+        con.close()  # without a commit: everything rolled back
+    return RestoreResult("postgres", tables, rows)
+
+
+# -- SQLite
+
+
+def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
+    from .sqlite_script import Command, ShellReader, Statement, Terminator
+
+    if not url.database or url.database == ":memory:":
+        raise RestoreError("the sqlite target must name a new file: sqlite:///new.db")
+    target = Path(url.database)
+    if target.exists() and target.stat().st_size:
+        raise RestoreError(f"the target file exists and is not empty: {target}")
+    if not target.parent.is_dir():
+        raise RestoreError(f"no such directory: {target.parent}")
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+    reader = ShellReader()
+    try:
+        con = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            con.execute("BEGIN")
+            chunks = iter(data)
+            while True:
+                chunk = next(chunks, None)
+                items = reader.feed(chunk) if chunk is not None else reader.close()
+                for item in items:
+                    if isinstance(item, (Command, Terminator)):
+                        raise RestoreError(
+                            f"line {item.line}: the file holds a line the sqlite3 shell would"
+                            f" run as a command ({_shown(item.text)}): refusing it"
+                        )
+                    if isinstance(item, Statement):
+                        _run_sqlite(con, item.sql)
+                if chunk is None:
+                    break
+            if reader.unfinished:
+                raise RestoreError(f"the file ends inside {reader.unfinished}")
+            tables = con.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+            ).fetchone()[0]
+            rows = con.total_changes
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return RestoreResult("sqlite3", tables, rows)
+
+
+_TRANSACTION = {b"BEGIN TRANSACTION", b"BEGIN", b"COMMIT", b"END", b"END TRANSACTION"}
+
+
+def _run_sqlite(con: sqlite3.Connection, sql: bytes) -> None:
+    """One statement; the file's own BEGIN / COMMIT are left out (the whole load is one
+    transaction, committed at the end)."""
+    bare = b" ".join(sql.strip().rstrip(b";").split()).upper()
+    if not bare or bare in _TRANSACTION:
+        return
+    try:
+        text = sql.decode()
+    except UnicodeDecodeError:
+        raise RestoreError(
+            "the file holds text that is not UTF-8, which only the sqlite3 shell can load"
+        ) from None
+    con.execute(text)
+
+
+def _shown(text: bytes) -> str:
+    from .psql_script import shown
+
+    return shown(text)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.strerror:
+        text = e.strerror if not e.filename else f"{e.strerror}: {e.filename}"
+    return text
+
+
+def _scrub(text: str, url: URL) -> str:
+    if url.password:
+        text = text.replace(url.password, "***")
+    return text
+
+
+__all__ = ["RestoreError", "RestoreResult", "restore"]
