@@ -518,7 +518,7 @@ class ScriptCheck:
                 why = finding(item)
                 if why:
                     raise ExportError(f"the SQL file is not safe for psql: {why}")
-                if item.command == b"copy" and not item.copy:
+                if item.command == b"copy" and not item.copy and item.complete:
                     raise ExportError(f"line {item.line}: a COPY that is not FROM stdin")
 
     def _meta(self, item: MetaCommand, first: bool) -> None:

@@ -105,7 +105,7 @@ def sniff(head: bytes) -> str:
     text = head.lstrip()
     if text.startswith(b"\\restrict ") or b"PostgreSQL database dump" in head[:4096]:
         return "postgres"
-    if text.startswith((b"PRAGMA", b"BEGIN TRANSACTION")):
+    if text.startswith((b"PRAGMA", b"BEGIN TRANSACTION")) or b"SQLite database dump" in head[:4096]:
         return "sqlite3"
     raise RestoreError("not a flask-backup-manager postgres or sqlite3 file")
 
