@@ -69,3 +69,31 @@ def test_cancel_from_the_command_line(runner):
     assert result.exit_code == 0 and result.output.strip() == "backup 1 cancelled"
     again = runner.invoke(args=["backups", "cancel", "1"])
     assert again.exit_code == 1 and "already cancelled" in again.output
+
+
+def test_the_standalone_command_never_prints_a_control_character_of_the_database(tmp_path):
+    """Warnings and errors of ``python -m flask_backup_manager`` name customer objects: an
+    ESC or C1 sequence in a name reaches the terminal escaped, never raw."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "src.db"
+    name = "v\x1b]0;pwned\x07\x1b[2J\x9b1m"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (x)")
+    con.execute(f'CREATE VIEW "{name}" AS SELECT app_only(x) FROM t')
+    con.commit()
+    con.close()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "flask_backup_manager", "export", "--source"]
+        return subprocess.run([*cmd, f"sqlite:///{db}", *args], capture_output=True)
+
+    warned = run("--format", "sqlite3_db", "--output", str(tmp_path / "out.db"))
+    assert warned.returncode == 0, warned.stderr
+    assert b"app_only" in warned.stderr  # the warning is there...
+    refused = run("--format", "sqlite3", "--output", str(tmp_path / "o"), "--include", name)
+    assert refused.returncode == 1 and b"no such table" in refused.stderr
+    for out in (warned, refused):  # ...and neither it nor the error holds a control byte
+        text = out.stderr.decode()
+        assert not any(ord(c) < 32 and c != "\n" or 0x7F <= ord(c) <= 0x9F for c in text)

@@ -23,8 +23,8 @@ import pytest
 from psycopg import sql
 
 from flask_backup_manager.engine import ExportError, export, sqlite_writers
+from flask_backup_manager.engine.base import shown
 from flask_backup_manager.engine.export import read_through, script_check
-from flask_backup_manager.engine.sqlite_script import shown
 
 SQLITE3 = shutil.which("sqlite3") or "/usr/bin/sqlite3"
 

@@ -7,6 +7,7 @@ import os
 import sys
 
 from .engine import FORMATS, ExportError, export
+from .engine.base import escape_controls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,13 +59,13 @@ def main(argv: list[str] | None = None) -> int:
             source, args.format, args.output, include=args.include, exclude=args.exclude
         )
     except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {escape_controls(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {escape_controls(warning)}", file=sys.stderr)
     print(
         f"{result.path}: {result.tables} tables, {result.rows} rows, {result.size} bytes, "
         f"sha256 {result.sha256}"
@@ -81,7 +82,7 @@ def _restore(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         result = restore(args.file, target, as_superuser=args.as_superuser)
     except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {escape_controls(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

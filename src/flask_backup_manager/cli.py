@@ -13,8 +13,9 @@ from flask.cli import AppGroup
 from werkzeug.exceptions import HTTPException
 
 from . import service
+from .engine.base import escape_controls
 from .engine.export import read_through
-from .errors import escape_controls, whole_number
+from .errors import whole_number
 from .pages import human_size
 
 backups_cli = AppGroup("backups", help="Create, inspect, download and delete backups.")

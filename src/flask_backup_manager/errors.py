@@ -12,10 +12,6 @@ from werkzeug.exceptions import HTTPException
 #: space, no Unicode digit that ``int()`` would take), and few enough to fit a 64-bit integer.
 WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
 
-#: Control characters (C0, DEL, C1) and the Unicode line separators and bidi controls that
-#: could rewrite a terminal or reorder a line: escaped wherever customer text is echoed.
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
 
 class BackupManagerError(HTTPException):
     """An HTTP error with a machine-readable ``error_code`` and a message meant for a person."""
@@ -73,18 +69,6 @@ def int_arg(name: str, default: int) -> int:
     if value is None:
         raise bad_request("bad_argument", f"{name} must be a whole number of at most 18 digits.")
     return value
-
-
-def escape_controls(text: str) -> str:
-    """``text`` with every :data:`CONTROL` character written as ``\\xNN`` / ``\\uNNNN``:
-    what a terminal or a log viewer shows can then never move the cursor, retitle the
-    window or hide the rest of the line. Ordinary Unicode is kept."""
-
-    def escape(m: re.Match[str]) -> str:
-        n = ord(m.group())
-        return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
-
-    return CONTROL.sub(escape, text)
 
 
 def clip(value: Any, limit: int = 40) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -301,3 +302,28 @@ def literal(value: Any) -> str:
     """An SQL string literal, the same for SQLite and PostgreSQL (whose dumps run with
     ``standard_conforming_strings`` on: backslashes are plain characters)."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+#: Control characters (C0, DEL, C1) and the Unicode line separators and bidi controls that
+#: could rewrite a terminal or reorder a line: escaped wherever customer text is echoed.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every :data:`CONTROL` character written as ``\\xNN`` / ``\\uNNNN``:
+    what a terminal or a log viewer shows can then never move the cursor, retitle the
+    window or hide the rest of the line. Ordinary Unicode is kept."""
+
+    def escape(m: re.Match[str]) -> str:
+        n = ord(m.group())
+        return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+
+    return CONTROL.sub(escape, text)
+
+
+def shown(text: str | bytes, limit: int = 40) -> str:
+    """At most ``limit`` characters of ``text`` (customer text: a name, a line of a file),
+    control characters escaped: fit for a one-line message whatever it holds."""
+    if isinstance(text, bytes):
+        text = text[: limit * 4].decode("utf-8", "backslashreplace")
+    return escape_controls(text[:limit]) + ("..." if len(text) > limit else "")

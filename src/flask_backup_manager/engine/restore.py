@@ -21,7 +21,7 @@ from pathlib import Path
 
 from zlib_ng import zlib_ng as zlib
 
-from .base import ExportError
+from .base import ExportError, shown
 from .url import URL, parse_url
 
 CHUNK = 1 << 20
@@ -222,7 +222,7 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
                     if isinstance(item, (Command, Terminator)):
                         raise RestoreError(
                             f"line {item.line}: the file holds a line the sqlite3 shell would"
-                            f" run as a command ({_shown(item.text)}): refusing it"
+                            f" run as a command ({shown(item.text)}): refusing it"
                         )
                     if isinstance(item, Statement):
                         _run_sqlite(con, item.sql)
@@ -261,12 +261,6 @@ def _run_sqlite(con: sqlite3.Connection, sql: bytes) -> None:
             "the file holds text that is not UTF-8, which only the sqlite3 shell can load"
         ) from None
     con.execute(text)
-
-
-def _shown(text: bytes) -> str:
-    from .psql_script import shown
-
-    return shown(text)
 
 
 def _one_line(e: BaseException) -> str:

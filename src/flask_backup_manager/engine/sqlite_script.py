@@ -25,7 +25,7 @@ import re
 import sqlite3
 from dataclasses import dataclass
 
-from .base import ExportError
+from .base import ExportError, shown
 
 # -- tokens -------------------------------------------------------------------------------
 
@@ -180,20 +180,6 @@ class Scratch:
 
     def close(self) -> None:
         self.con.close()
-
-
-def shown(text: str | bytes, limit: int = 40) -> str:
-    """``text`` fit for a one-line message: control characters (CR and LF among them) and
-    Unicode line breaks escaped, at most ``limit`` characters of it."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "backslashreplace")
-    cut = len(text) > limit
-    text = text[:limit]
-    out = _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-    return out + ("..." if cut else "")
-
-
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\]")
 
 
 # -- the shell's reading --------------------------------------------------------------------
@@ -575,5 +561,4 @@ __all__ = [
     "one_statement",
     "problem",
     "schema_line",
-    "shown",
 ]

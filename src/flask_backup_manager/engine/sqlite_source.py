@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote as urlquote
 
-from .base import ExportError, TableSpec, ident, parents_first, select_keys, watch
-from .sqlite_script import Scratch, shown
+from .base import ExportError, TableSpec, ident, parents_first, select_keys, shown, watch
+from .sqlite_script import Scratch
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

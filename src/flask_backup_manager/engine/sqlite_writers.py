@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from . import helpers, sqlite_calls, sqlite_render
-from .base import ExportError, Source, TableSpec, Tracker, ident, literal
+from .base import ExportError, Source, TableSpec, Tracker, ident, literal, shown
 from .gzipout import GzipOut
 from .sqlite_render import render_range, statement_sql
-from .sqlite_script import schema_line, shown
+from .sqlite_script import schema_line
 from .sqlite_source import SQLiteSource, rowid_alias, rowid_name
 from .url import URL
 
