@@ -684,3 +684,63 @@ def test_a_sqlite_name_holding_crlf_restores_or_is_refused_clearly(owner_db, psq
     restored(psql, owner_db, out)
     with psycopg.connect(owner_db) as pg:
         assert pg.execute('SELECT "c\r\nd" FROM public."a\r\nb"').fetchall() == [("x",)]
+
+
+#: texts that end where a writer for standard strings meant only while backslashes are plain,
+#: each followed by a psql command: read with backslash escapes, the command runs
+def flip_payloads(marker: Path) -> list[str]:
+    touch = f"\\! touch {marker}"
+    return [
+        f"x\\';\n{touch}-a\n",
+        f"x\\'';\n{touch}-b\n--",
+        f"x\\\\\\';\n{touch}-c\n",
+        f"a\\b\\'\\\\' ; {touch}-d\n",
+    ]
+
+
+def build_flipping(url: str, marker: Path) -> None:
+    """A table whose CHECK constraint turns ``standard_conforming_strings`` off for the rest
+    of the session (as the rows are loaded), then objects whose texts hold the payloads."""
+    texts = flip_payloads(marker)
+    lit = [sql.Literal(t) for t in texts]
+    run(
+        url,
+        """CREATE FUNCTION public.flip(v integer) RETURNS boolean LANGUAGE sql AS
+           $$ SELECT pg_catalog.set_config('standard_conforming_strings', 'off', false)
+                     IS NOT NULL AND v > 0 $$""",
+        "CREATE TABLE public.flipped (v integer CHECK (public.flip(v)))",
+        "INSERT INTO public.flipped VALUES (1), (2)",
+        sql.SQL("CREATE TYPE public.mood AS ENUM ({})").format(sql.SQL(", ").join(lit)),
+        sql.SQL("CREATE TABLE public.later (id integer PRIMARY KEY, c text DEFAULT {})").format(
+            lit[0]
+        ),
+        sql.SQL("INSERT INTO public.later VALUES (1, {})").format(lit[1]),
+        sql.SQL("COMMENT ON TABLE public.later IS {}").format(lit[2]),
+        sql.SQL("COMMENT ON COLUMN public.later.c IS {}").format(lit[3]),
+        sql.SQL("CREATE VIEW public.v AS SELECT {} AS a, {} AS b, {} AS c, {} AS d").format(
+            *[sql.SQL("{}::text").format(x) for x in lit]
+        ),
+        sql.SQL("CREATE INDEX later_c ON public.later (c) WHERE c <> {} AND c <> {}").format(
+            lit[0], lit[1]
+        ),
+        sql.SQL("ALTER TABLE public.later ADD CONSTRAINT c_not CHECK (c <> {}) NOT VALID").format(
+            lit[3]
+        ),
+        sql.SQL("COMMENT ON VIEW public.v IS {}").format(lit[1]),
+    )
+
+
+def test_a_function_turning_standard_strings_off_mid_restore_reaches_no_psql_command(
+    pg_url, owner_db, psql, tmp_path, marker_dir
+):
+    marker = marker_dir / "flip"
+    build_flipping(pg_url, marker)
+    out = tmp_path / "flip.postgres.sql.gz"
+    export(pg_url, "postgres", out)
+    result = readme_restore(psql, owner_db, without_restrict(out, tmp_path))
+    assert list(marker_dir.iterdir()) == []
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    assert_same_database(psql, pg_url, owner_db)
+    with psycopg.connect(owner_db) as con:  # the texts came back as they were
+        got = con.execute("SELECT a, b, c, d FROM public.v").fetchone()
+        assert list(got) == flip_payloads(marker)

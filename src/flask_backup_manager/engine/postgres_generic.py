@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from .base import ExportError, Source, TableSpec, Tracker, ident, literal
+from .base import ExportError, Source, TableSpec, Tracker, ident
 from .copy_encoding import BATCH, Bulk, Encoder, Refusal, RowEncoder, bulk_for, encoder_for, max_key
-from .postgres_writer import GzipOut, comment_line, one_line, statements
+from .postgres_writer import GzipOut, comment_line, literal, one_line, statements
 from .sqlite_source import SQLiteSource
 
 

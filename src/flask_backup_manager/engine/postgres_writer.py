@@ -37,7 +37,7 @@ import string
 from collections.abc import Iterable
 from pathlib import Path
 
-from .base import Source, Tracker, ident, literal
+from .base import Source, Tracker, ident
 from .gzipout import GzipOut
 
 #: the setting that lets a superuser load the file anyway, knowingly
@@ -59,6 +59,45 @@ _RISKY_ROLES = """SELECT pg_catalog.string_agg(DISTINCT r.rolname::text, ', ')
                OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m
                           WHERE m.roleid = r.oid AND m.admin_option
                             AND pg_catalog.pg_has_role(u.name, m.member, 'MEMBER')))"""
+
+
+def literal(value: object) -> str:
+    """A PostgreSQL string literal that reads the same whatever ``standard_conforming_strings``
+    is when psql lexes it: a customer function run during the restore may turn the setting off,
+    and psql then reads backslashes in plain ``'...'`` as escapes. A text holding a backslash
+    is written ``E'...'`` (backslashes and quotes doubled); any other stays plain ``'...'``."""
+    text = str(value).replace("'", "''")
+    if "\\" not in text:
+        return f"'{text}'"
+    return "E'" + text.replace("\\", "\\\\") + "'"
+
+
+#: the tokens of deparsed SQL where a quote may start: comments, quoted identifiers,
+#: dollar quotes and strings (an E'' one whole), words (so that ``e'`` starts a string only
+#: as a token of its own), and a plain string, the one group rewritten
+_DEPARSED = re.compile(
+    r"--[^\n\r]*|/\*[\s\S]*?\*/|\"(?:[^\"]|\"\")*\"|(\$(?:[A-Za-z_\x80-\uffff]\w*)?\$)[\s\S]*?\1"
+    r"|[eE]'(?:[^\\']|\\[\s\S]|'')*'|(?:[bBxX]|[uU]&)'[^']*(?:''[^']*)*'"
+    r"|[A-Za-z_\x80-\uffff][\w$]*|'((?:[^']|'')*)'"
+)
+
+
+def standard_literals(text: str) -> str:
+    """SQL deparsed by PostgreSQL with standard strings (``pg_get_*def``), its plain string
+    literals that hold a backslash rewritten as :func:`literal` writes them: PostgreSQL's
+    deparse never writes ``E''`` itself, whatever the session's settings."""
+    if "\\" not in text:
+        return text
+
+    def one(m: re.Match) -> str:
+        body = m.group(2)
+        if body is None or "\\" not in body:
+            return m.group()
+        glued = m.start() > 0 and (text[m.start() - 1].isalnum() or text[m.start() - 1] in "_$")
+        return (" " if glued else "") + literal(body.replace("''", "'"))
+
+    return _DEPARSED.sub(one, text)
+
 
 _NOT_OVERRIDDEN = f"pg_catalog.current_setting({literal(OVERRIDE)}, true) IS DISTINCT FROM 'on'"
 
@@ -177,7 +216,9 @@ def comment_line(text: str) -> str:
 
 
 def statements(items: Iterable[str]) -> str:
-    return "".join(f"{s.rstrip().rstrip(';')};\n\n" for s in items if s)
+    """The statements, each ending in ``;`` and a blank line, their plain literals holding a
+    backslash rewritten (:func:`standard_literals`)."""
+    return "".join(f"{standard_literals(s.rstrip().rstrip(';'))};\n\n" for s in items if s)
 
 
 __all__ = [
@@ -189,6 +230,7 @@ __all__ = [
     "literal",
     "one_line",
     "restrict_key",
+    "standard_literals",
     "statements",
     "write_postgres_sql",
 ]
