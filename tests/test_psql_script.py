@@ -244,7 +244,7 @@ def check(data: bytes) -> None:
 
 KEY = b"AbC123"
 GOOD = (
-    b"\\restrict " + KEY + b"\n\n-- a comment \\! not a command\nSET x = 'a\\';\n"
+    b"\\restrict " + KEY + b"\n\n-- a comment \\! not a command\nSET x = E'a\\\\';\n"
     b"COPY public.t (a) FROM stdin;\n\\\\! id\n\\.\n\n\\unrestrict " + KEY + b"\n"
 )
 
@@ -292,6 +292,27 @@ def test_check_refuses_any_other_command_or_an_open_end(bad):
 def test_check_refuses_text_after_unrestrict(tail):
     with pytest.raises(ExportError, match="after its \\\\unrestrict"):
         check(GOOD + tail)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"SELECT 'a\\b';\n",
+        b"SELECT n'x\\';\n",
+        b"SELECT 'first line\nsecond \\ line';\n",
+        b"COMMENT ON TABLE t IS 'x\\'';\n\\! id\n';\n",
+    ],
+)
+def test_check_refuses_a_plain_string_holding_a_backslash(text):
+    """psql reads it otherwise once a function run by the restore turns
+    ``standard_conforming_strings`` off: no writer may leave one."""
+    with pytest.raises(ExportError, match=r"line \d+ has a plain '...' string holding a backsl"):
+        check(text)
+
+
+def test_check_passes_strings_that_read_the_same_either_way():
+    check(b"SELECT E'a\\\\b', 'it''s', B'01', X'ff', U&'d\\0061t\\+000061', \"a\\b\";\n")
+    check(b"SELECT $q$ 'a\\' $q$, 'x' -- 'a\\'\n;\n")
 
 
 def test_check_allows_slices_and_undefined_variables():

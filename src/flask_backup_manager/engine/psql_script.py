@@ -4,7 +4,8 @@ COPY data, and which text psql would take as one of its own backslash commands.
 :class:`PsqlReader` follows psql's input rules (``src/bin/psql/mainloop.c`` and
 ``src/fe_utils/psqlscan.l``): the input is read line by line (a line ends at LF; a CR is a
 newline to the lexer only, so it ends a ``--`` comment); ``'...'`` strings (also ``B'' X'' N''
-U&''``; ``standard_conforming_strings`` is taken to be on, as the file sets it), ``E'...'``
+U&''``; ``standard_conforming_strings`` is taken to be on, as the file sets it, and
+:attr:`PsqlReader.plain_backslash` notes a plain one holding a backslash), ``E'...'``
 strings with backslash escapes (and their continuation after a newline, which inside a line
 only a CR makes), ``"..."`` identifiers, ``$tag$`` quotes, nested ``/* */`` comments,
 parentheses (a ``;`` inside them does not end a statement) and ``CREATE FUNCTION ... BEGIN ATOMIC
@@ -119,6 +120,8 @@ _XC_MARK = re.compile(rb"/\*|\*/")
 #: (inside one input line only a CR is one), then a quote
 _CONTINUE = re.compile(rb"[ \t\f]*(?:--[^\r]*)?\r(?:[ \t\f\r]|--[^\r]*\r)*'")
 _BOM = b"\xef\xbb\xbf"
+#: the quotes that open a string psql reads by ``standard_conforming_strings``
+_PLAIN = (b"'", b"n'", b"N'")
 _OPENS = {"c": _XC, "e": _XE, "q": _XQ, "d": _XD, "dolq": _XDOLQ}
 
 
@@ -134,6 +137,9 @@ class PsqlReader:
         self._line = 1  # of the next line to read
         self._items: list[Item] = []
         self.ends_inside: str | None = None
+        #: the first line where a plain ``'...'`` (or ``N''``) string holds a backslash, which
+        #: psql reads otherwise once ``standard_conforming_strings`` is off, or None
+        self.plain_backslash: int | None = None
         # COPY data mode
         self._copy = False
         self._copy_line = 0
@@ -315,6 +321,13 @@ class PsqlReader:
                     self._tag = tok
             elif state == _XQ or state == _XD:
                 end = (_XQ_BODY if state == _XQ else _XD_BODY).match(line, pos).end()
+                if (
+                    state == _XQ
+                    and self.plain_backslash is None
+                    and self._tag in _PLAIN
+                    and b"\\" in line[pos:end]
+                ):
+                    self.plain_backslash = self._line
                 if end == n:
                     self._put(line[pos:])
                     return
@@ -508,6 +521,12 @@ class ScriptCheck:
             raise ExportError("the SQL file goes on after its \\unrestrict line")
 
     def _check(self, items: list[Item]) -> None:
+        if self._reader.plain_backslash is not None:
+            raise ExportError(
+                f"the SQL file is not safe for psql: line {self._reader.plain_backslash} has a"
+                " plain '...' string holding a backslash, which psql reads otherwise once"
+                " standard_conforming_strings is off (write it E'...')"
+            )
         for item in items:
             first, self._first = self._first, False
             if self._done_at is not None:
