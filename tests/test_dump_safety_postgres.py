@@ -744,3 +744,27 @@ def test_a_function_turning_standard_strings_off_mid_restore_reaches_no_psql_com
     with psycopg.connect(owner_db) as con:  # the texts came back as they were
         got = con.execute("SELECT a, b, c, d FROM public.v").fetchone()
         assert list(got) == flip_payloads(marker)
+
+
+def test_literals_read_the_same_with_standard_strings_on_and_off(pg_url):
+    """Both kinds of literal the ``postgres`` format holds, the writer's own and PostgreSQL's
+    deparse made standard-independent, give back their text under either setting."""
+    from flask_backup_manager.engine.postgres_writer import literal, standard_literals
+
+    rng = random.Random(7)
+    texts = ["", "plain", "a\\b", "x\\", "x\\'", "\\\\'';\n\\! id\n", "é\\\t"]
+    texts += ["".join(rng.choice("\\'a;\n\"$-") for _ in range(12)) for _ in range(40)]
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        for text in texts:
+            con.execute("SET standard_conforming_strings = on")
+            con.execute(
+                sql.SQL("CREATE OR REPLACE TEMP VIEW fbm_lit AS SELECT {}::text AS a").format(
+                    sql.Literal(text)
+                )
+            )
+            view = con.execute("SELECT pg_catalog.pg_get_viewdef('fbm_lit'::regclass)")
+            deparsed = standard_literals(view.fetchone()[0].rstrip().rstrip(";"))
+            for setting in ("on", "off"):
+                con.execute(f"SET standard_conforming_strings = {setting}")
+                assert con.execute(f"SELECT {literal(text)}").fetchone()[0] == text
+                assert con.execute(f"SELECT a FROM ({deparsed}) s").fetchone()[0] == text

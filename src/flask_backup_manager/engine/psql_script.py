@@ -325,7 +325,7 @@ class PsqlReader:
                     state == _XQ
                     and self.plain_backslash is None
                     and self._tag in _PLAIN
-                    and b"\\" in line[pos:end]
+                    and line.find(b"\\", pos, end) >= 0
                 ):
                     self.plain_backslash = self._line
                 if end == n:
