@@ -106,6 +106,40 @@ def export_and_restore(db: Path, where: Path, marks: Path) -> None:
 # -- the ways in named by the issue ------------------------------------------------------------
 
 
+def test_a_check_calling_the_shells_edit_runs_nothing_while_the_rows_load(room):
+    """The plain shell defines edit(), which runs a program: a CHECK calling it would run
+    once per row as the data loads. The file loads rows with CHECKs off (they held in the
+    source already): the plain shell and executescript run nothing and keep the CHECK;
+    ``sqlite3 -safe`` refuses the table outright (it names edit() before anything runs)."""
+    where, marks = room
+    db = where / "check.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.create_function("edit", 2, lambda text, editor: text, deterministic=True)
+        con.execute(f"CREATE TABLE t (a TEXT, CHECK (edit(a, 'touch {marks}/check') <> 'zz'))")
+        con.executemany("INSERT INTO t VALUES (?)", [("x",), ("y",)])
+        con.commit()
+    dump = where / "dump.sqlite3.sql.gz"
+    result = export(url(db), "sqlite3", dump)
+    assert any("edit" in w for w in result.warnings)
+    for flags, new in (([], "plain.db"), (["-safe"], "safe.db")):
+        subprocess.run(
+            ["bash", "-c", 'gunzip -c "$1" | "$2" "${@:3}"', "-", str(dump), SQLITE3, *flags, new],
+            cwd=where,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    with closing(sqlite3.connect(where / "py.db")) as con:  # Python has no edit(): refused
+        with pytest.raises(sqlite3.OperationalError, match="no such function: edit"):
+            con.executescript(gzip.open(dump, "rt", encoding="utf-8").read())
+    assert list(marks.iterdir()) == []
+    with closing(sqlite3.connect(where / "plain.db")) as con:
+        con.create_function("edit", 2, lambda text, editor: text)
+        assert con.execute("SELECT a FROM t ORDER BY a").fetchall() == [("x",), ("y",)]
+        with pytest.raises(sqlite3.IntegrityError):  # the CHECK is there, and on again
+            con.execute("INSERT INTO t VALUES ('zz')")
+
+
 def test_a_go_line_in_a_view_stays_inside_one_line_of_the_dump(room):
     where, marks = room
     db = where / "go.db"
