@@ -177,3 +177,79 @@ def test_sqlite_file_with_a_dot_command_is_refused_and_leaves_no_file(tmp_path):
     assert "would run as a command" in done.stderr
     assert not marker.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.sql"]
+
+
+def _forged(tmp_path, body: bytes, name: str = "forged.sql.gz") -> object:
+    """A file the customer edited after the export: the tool must not trust what it says."""
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(b"\\restrict abc\n" + body + b"\n\\unrestrict abc\n"))
+    return path
+
+
+def test_a_superuser_is_refused_by_the_tool_itself_even_if_the_file_has_no_guard(
+    make_pg_db, tmp_path
+):
+    # the server writes the marker as its own OS user: a directory anyone may write to
+    tmp_path.chmod(0o777)
+    marker = tmp_path / "MARKER"
+    forged = _forged(
+        tmp_path,
+        b"DO $x$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch %s'''; END $x$;"
+        % str(marker).encode(),
+    )
+    target = make_pg_db()  # the fixtures' admin role: a superuser
+    done = run("restore", str(forged), "--target", target)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: refusing to restore as a role that is")
+    assert len(done.stderr.splitlines()) == 1
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        b"COMMIT;",
+        b"END;",
+        b"ROLLBACK;",
+        b"/* a /* nested */ comment */ COMMIT;",
+        b"-- a comment to CR\rCOMMIT;",
+        b"PREPARE TRANSACTION 'x';",
+        b"SAVEPOINT s;",
+    ],
+)
+def test_a_file_that_would_commit_half_a_load_is_refused_and_nothing_committed(
+    owner_db,  # noqa: F811
+    tmp_path,
+    statement,
+):
+    forged = _forged(
+        tmp_path, b"CREATE TABLE public.left_behind (a int);\n" + statement + b"\nSELECT 1/0;"
+    )
+    done = run("restore", str(forged), "--target", owner_db)
+    assert done.returncode == 1
+    assert "is not one a backup holds" in done.stderr
+    with psycopg.connect(owner_db) as con:
+        assert con.execute("SELECT to_regclass('public.left_behind')").fetchone() == (None,)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        b"ATTACH '%s' AS x; CREATE TABLE x.p (a); INSERT INTO x.p VALUES (1);",
+        b"VACUUM INTO '%s';",
+        b"/* no */ ATTACH DATABASE '%s' AS y;",
+        b"CREATE TABLE z AS SELECT 1; PRAGMA temp_store_directory = '%s';",
+    ],
+)
+def test_a_sqlite_file_that_would_write_another_file_is_refused(tmp_path, statement):
+    written = tmp_path / "written.php"
+    forged = tmp_path / "forged.sql"
+    forged.write_bytes(
+        b"-- SQLite database dump made by flask-backup-manager\nBEGIN TRANSACTION;\n"
+        b"CREATE TABLE t (a);\n" + statement.replace(b"%s", str(written).encode()) + b"\nCOMMIT;\n"
+    )
+    new = tmp_path / "new.db"
+    done = run("restore", str(forged), "--target", f"sqlite:///{new}")
+    assert done.returncode == 1, done.stdout
+    assert len(done.stderr.splitlines()) == 1
+    assert not written.exists() and not new.exists()

@@ -47,7 +47,7 @@ OVERRIDE = "flask_backup_manager.restore_as_superuser"
 #: (``session_user`` too: a superuser session that SET ROLE to an ordinary one can RESET it):
 #: superusers, the roles that run programs and read or write files on the server, and before
 #: PostgreSQL 16 CREATEROLE, which could grant itself any of those.
-_RISKY_ROLES = """SELECT pg_catalog.string_agg(DISTINCT r.rolname::text, ', ')
+RISKY_ROLES = """SELECT pg_catalog.string_agg(DISTINCT r.rolname::text, ', ')
         FROM pg_catalog.pg_roles r,
              (VALUES (SESSION_USER), (CURRENT_USER)) AS u (name)
         WHERE (r.rolsuper
@@ -125,7 +125,7 @@ DECLARE
     risky text;
 BEGIN
     IF {_NOT_OVERRIDDEN} THEN
-        {_RISKY_ROLES}
+        {RISKY_ROLES}
         INTO risky;
         IF risky IS NOT NULL THEN
             RAISE EXCEPTION {literal(_REFUSED)}, risky
@@ -138,7 +138,7 @@ $fbm_guard$;
 
 DO $fbm_guard$
 BEGIN
-    IF {_NOT_OVERRIDDEN} AND ({_RISKY_ROLES}) IS NOT NULL THEN
+    IF {_NOT_OVERRIDDEN} AND ({RISKY_ROLES}) IS NOT NULL THEN
         PERFORM pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid());
     END IF;
 END

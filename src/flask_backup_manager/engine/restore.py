@@ -8,11 +8,19 @@ block; a ``sqlite3`` file may hold no dot-command at all. Anything else refuses 
 anything is committed. Statements run one by one (one statement per call: the server or SQLite
 refuses a second one hidden in it) in one transaction, and COPY data streams through
 ``cursor.copy()`` in the chunks it is read in, so memory stays flat whatever the file's size.
+
+The tool does not trust the file: it was served by the customer, who may have edited it after
+the export, so the checks the file makes itself are made again here. Only the kinds of
+statement the writers emit run (:data:`PG_STATEMENTS`, :data:`SQLITE_STATEMENTS`: no COMMIT
+that would keep half a load, no ATTACH or VACUUM INTO that would write a file), and a
+PostgreSQL role that is or can become a superuser, or may run programs or reach files on the
+server, is refused unless ``as_superuser`` says otherwise.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -25,6 +33,19 @@ from .base import ExportError, shown
 from .url import URL, parse_url
 
 CHUNK = 1 << 20
+
+#: the first words of the statements the ``postgres`` writers emit (their header, the guard,
+#: pg_get_*def's CREATE ..., COMMENT ON, COPY, setval(), REFRESH MATERIALIZED VIEW)
+PG_STATEMENTS = frozenset(
+    {b"SET", b"SELECT", b"DO", b"CREATE", b"ALTER", b"COMMENT", b"COPY", b"REFRESH"}
+)
+#: the same for the ``sqlite3`` writer (its BEGIN TRANSACTION / COMMIT are left out: the load
+#: is one transaction of the tool's own)
+SQLITE_STATEMENTS = frozenset({b"CREATE", b"INSERT", b"DELETE", b"ANALYZE", b"PRAGMA"})
+#: the pragmas a ``sqlite3`` file may set
+SQLITE_PRAGMAS = frozenset(
+    {"foreign_keys", "encoding", "user_version", "application_id", "ignore_check_constraints"}
+)
 
 
 class RestoreError(ExportError):
@@ -153,6 +174,7 @@ def _connect(url: URL):
 
 
 def _restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> RestoreResult:
+    from .postgres_writer import OVERRIDE, RISKY_ROLES
     from .psql_script import CopyData, CopyEnd, ScriptCheck, Statement
 
     check = ScriptCheck()
@@ -166,7 +188,16 @@ def _restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> Re
                 " schemas of its own): restore into a new, empty database"
             )
         if as_superuser:
-            cur.execute("SET flask_backup_manager.restore_as_superuser = on")
+            cur.execute(f"SET {OVERRIDE} = on")
+        else:  # the file's own guard says the same, unless the file was edited
+            risky = cur.execute(RISKY_ROLES).fetchone()[0]
+            if risky:
+                raise RestoreError(
+                    f"refusing to restore as a role that is, or can become, {shown(risky, 80)}:"
+                    " loading a schema runs its functions as the restoring role. Restore as an"
+                    " ordinary role that owns an empty database, or pass --as-superuser"
+                    " knowingly"
+                )
         copy = copy_cm = None
         chunks = iter(data)
         while True:
@@ -185,6 +216,7 @@ def _restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> Re
                         copy_cm = cur.copy(item.text)
                         copy = copy_cm.__enter__()
                     elif item.text.strip(b" \t\r\n\f;"):
+                        _allowed(item.text, item.line, PG_STATEMENTS, postgres=True)
                         cur.execute(item.text)
                 # MetaCommand: the check let through only \restrict and \unrestrict
             if chunk is None:
@@ -214,6 +246,7 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
         con = sqlite3.connect(tmp, isolation_level=None)
         try:
             con.execute("BEGIN")
+            con.set_authorizer(_sqlite_authorizer)
             chunks = iter(data)
             while True:
                 chunk = next(chunks, None)
@@ -225,7 +258,7 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
                             f" run as a command ({shown(item.text)}): refusing it"
                         )
                     if isinstance(item, Statement):
-                        _run_sqlite(con, item.sql)
+                        _run_sqlite(con, item.sql, item.line)
                 if chunk is None:
                     break
             if reader.unfinished:
@@ -235,6 +268,7 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
                 " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
             ).fetchone()[0]
             rows = con.total_changes
+            con.set_authorizer(None)
             con.execute("COMMIT")
         finally:
             con.close()
@@ -248,12 +282,13 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
 _TRANSACTION = {b"BEGIN TRANSACTION", b"BEGIN", b"COMMIT", b"END", b"END TRANSACTION"}
 
 
-def _run_sqlite(con: sqlite3.Connection, sql: bytes) -> None:
+def _run_sqlite(con: sqlite3.Connection, sql: bytes, line: int) -> None:
     """One statement; the file's own BEGIN / COMMIT are left out (the whole load is one
     transaction, committed at the end)."""
     bare = b" ".join(sql.strip().rstrip(b";").split()).upper()
     if not bare or bare in _TRANSACTION:
         return
+    _allowed(sql, line, SQLITE_STATEMENTS, postgres=False)
     try:
         text = sql.decode()
     except UnicodeDecodeError:
@@ -261,6 +296,61 @@ def _run_sqlite(con: sqlite3.Connection, sql: bytes) -> None:
             "the file holds text that is not UTF-8, which only the sqlite3 shell can load"
         ) from None
     con.execute(text)
+
+
+def _sqlite_authorizer(action: int, arg1: str | None, *_: object) -> int:
+    """SQLite's own word on what a statement does, past any trick of its text: no ATTACH or
+    DETACH (a file written anywhere), no transaction control, only the writer's pragmas."""
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH, sqlite3.SQLITE_TRANSACTION):
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_SAVEPOINT:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() not in SQLITE_PRAGMAS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def _allowed(sql: bytes, line: int, kinds: frozenset[bytes], *, postgres: bool) -> None:
+    """Refuse a statement that is not of a kind the writer emits."""
+    word = first_word(sql, postgres=postgres)
+    if word not in kinds:
+        raise RestoreError(
+            f"line {line}: a {shown(word or sql, 20)} statement is not one a backup holds:"
+            " refusing the file"
+        )
+
+
+_WORD = re.compile(rb"[A-Za-z_]+")
+
+
+def first_word(sql: bytes, *, postgres: bool) -> bytes:
+    """The statement's first keyword, upper-cased, past white space and comments as its server
+    reads them (PostgreSQL: ``--`` ends at CR or LF, ``/* */`` nest; SQLite: ``--`` ends at LF,
+    ``/* */`` do not nest). Anything unexpected gives ``b""``, which no list allows."""
+    ends = b"\r\n" if postgres else b"\n"
+    i, n = 0, len(sql)
+    while i < n:
+        if sql[i] in b" \t\r\n\f":
+            i += 1
+        elif sql.startswith(b"--", i):
+            i += 2
+            while i < n and sql[i] not in ends:
+                i += 1
+        elif sql.startswith(b"/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if sql.startswith(b"*/", i):
+                    depth, i = depth - 1, i + 2
+                elif postgres and sql.startswith(b"/*", i):
+                    depth, i = depth + 1, i + 2
+                else:
+                    i += 1
+            if depth:
+                return b""
+        else:
+            break
+    m = _WORD.match(sql, i)
+    return m.group().upper() if m else b""
 
 
 def _one_line(e: BaseException) -> str:
