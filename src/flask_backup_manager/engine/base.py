@@ -309,6 +309,9 @@ def literal(value: Any) -> str:
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
+_SHORT = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
 def escape_controls(text: str) -> str:
     """``text`` with every :data:`CONTROL` character written as ``\\xNN`` / ``\\uNNNN``:
     what a terminal or a log viewer shows can then never move the cursor, retitle the
@@ -316,7 +319,7 @@ def escape_controls(text: str) -> str:
 
     def escape(m: re.Match[str]) -> str:
         n = ord(m.group())
-        return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+        return _SHORT.get(m.group()) or (f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}")
 
     return CONTROL.sub(escape, text)
 
