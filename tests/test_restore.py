@@ -12,7 +12,12 @@ import pytest
 
 from flask_backup_manager.engine import export
 
-from .test_engine_postgres import owner_db  # noqa: F401  (a fixture)
+from .test_engine_postgres import (  # noqa: F401  (fixtures)
+    assert_same_database,
+    load_hard_schema,
+    owner_db,
+    pagila_url,
+)
 
 AWKWARD = [
     "plain",
@@ -253,3 +258,23 @@ def test_a_sqlite_file_that_would_write_another_file_is_refused(tmp_path, statem
     assert done.returncode == 1, done.stdout
     assert len(done.stderr.splitlines()) == 1
     assert not written.exists() and not new.exists()
+
+
+def test_the_tool_restores_pagila_and_the_hard_cases_as_psql_does(
+    pagila_url,
+    pg_url,
+    owner_db,
+    make_pg_db,
+    psql,
+    tmp_path,  # noqa: F811
+):
+    """Every statement kind the writer emits for real schemas is one the tool runs: the
+    restored copies equal their sources as the psql restores do."""
+    load_hard_schema(psql, pg_url)
+    for source, target in ((pagila_url, owner_db), (pg_url, make_pg_db())):
+        dump = tmp_path / "d.postgres.sql.gz"
+        export(source, "postgres", dump)
+        flags = [] if target == owner_db else ["--as-superuser"]  # a fresh db: the admin's
+        done = run("restore", str(dump), "--target", target, *flags)
+        assert done.returncode == 0, done.stderr
+        assert_same_database(psql, source, target)
