@@ -261,12 +261,12 @@ def test_a_sqlite_file_that_would_write_another_file_is_refused(tmp_path, statem
 
 
 def test_the_tool_restores_pagila_and_the_hard_cases_as_psql_does(
-    pagila_url,
+    pagila_url,  # noqa: F811
     pg_url,
-    owner_db,
+    owner_db,  # noqa: F811
     make_pg_db,
     psql,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     """Every statement kind the writer emits for real schemas is one the tool runs: the
     restored copies equal their sources as the psql restores do."""

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from .engine import FORMATS, ExportError, export
 from .engine.base import escape_controls
+
+T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,16 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     source = args.source or os.environ.get(args.source_env)
     if not source:
         parser.error(f"environment variable {args.source_env} is not set")
-    try:
-        result = export(
-            source, args.format, args.output, include=args.include, exclude=args.exclude
-        )
-    except ExportError as e:
-        print(f"error: {escape_controls(str(e))}", file=sys.stderr)
+    result = _run(
+        lambda: export(source, args.format, args.output, include=args.include, exclude=args.exclude)
+    )
+    if result is None:
         return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
     for warning in result.warnings:
         print(f"warning: {escape_controls(warning)}", file=sys.stderr)
     print(
@@ -73,20 +72,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _run(job: Callable[[], T]) -> T | None:
+    """``job()``, or None after a one-line error on stderr (control characters escaped: the
+    message may name the customer's objects). Ctrl-C exits 130."""
+    try:
+        return job()
+    except ExportError as e:
+        print(f"error: {escape_controls(str(e))}", file=sys.stderr)
+        return None
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
 def _restore(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .engine.restore import restore
 
     target = args.target or os.environ.get(args.target_env)
     if not target:
         parser.error(f"environment variable {args.target_env} is not set")
-    try:
-        result = restore(args.file, target, as_superuser=args.as_superuser)
-    except ExportError as e:
-        print(f"error: {escape_controls(str(e))}", file=sys.stderr)
+    result = _run(lambda: restore(args.file, target, as_superuser=args.as_superuser))
+    if result is None:
         return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
     print(f"{result.tables} tables, {result.rows} rows")
     return 0
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from zlib_ng import zlib_ng as zlib
 
 from .base import ExportError, shown
+from .export import one_line, scrub
 from .url import URL, parse_url
 
 CHUNK = 1 << 20
@@ -88,12 +89,12 @@ def restore(
     except RestoreError:
         raise
     except ExportError as e:
-        raise RestoreError(_scrub(str(e), url)) from e
+        raise RestoreError(scrub(str(e), url)) from e
     except (OSError, zlib.error, sqlite3.Error) as e:
-        raise RestoreError(_scrub(_one_line(e), url)) from e
+        raise RestoreError(scrub(one_line(e), url)) from e
     except Exception as e:  # psycopg errors: one line, without the password
         if type(e).__module__.startswith("psycopg"):
-            raise RestoreError(_scrub(_one_line(e), url)) from e
+            raise RestoreError(scrub(one_line(e), url)) from e
         raise
 
 
@@ -351,19 +352,6 @@ def first_word(sql: bytes, *, postgres: bool) -> bytes:
             break
     m = _WORD.match(sql, i)
     return m.group().upper() if m else b""
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    if isinstance(e, OSError) and e.strerror:
-        text = e.strerror if not e.filename else f"{e.strerror}: {e.filename}"
-    return text
-
-
-def _scrub(text: str, url: URL) -> str:
-    if url.password:
-        text = text.replace(url.password, "***")
-    return text
 
 
 __all__ = ["RestoreError", "RestoreResult", "restore"]
