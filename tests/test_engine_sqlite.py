@@ -397,6 +397,24 @@ def test_dump_puts_schema_first_and_indexes_triggers_views_after_the_rows(hard_d
     assert max(creates) < first_insert and min(later) > last_insert
 
 
+def test_an_instead_of_trigger_on_a_view_is_in_every_copy(tmp_path):
+    src = tmp_path / "src.db"
+    with closing(sqlite3.connect(src)) as con:
+        con.executescript(
+            """CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT);
+            CREATE VIEW v AS SELECT a, b FROM t;
+            CREATE TRIGGER v_insert INSTEAD OF INSERT ON v BEGIN
+                INSERT INTO t (b) VALUES (upper(new.b));
+            END;
+            INSERT INTO t (b) VALUES ('x');"""
+        )
+    c = copies(src, tmp_path)
+    want = snapshot(src)
+    assert ("trigger", "v_insert", "v") in [r[:3] for r in want["schema"]]
+    for kind in ("db", "cli", "py"):
+        assert snapshot(c[kind]) == want, kind
+
+
 # -- include / exclude ------------------------------------------------------------------------
 
 

@@ -288,11 +288,12 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
             _insert_rows(source, spec.name, spec.extra, out, tracker, spec.estimated_rows)
         tracker.finish(spec)
     _internal_tables(source, kept, out)
-    for o in source.objects:
+    views = {o.name for o in source.objects if o.type == "view"}
+    for o in source.objects:  # a trigger's table may be a view (INSTEAD OF)
         if (
             o.type in ("index", "trigger", "view")
             and o.sql
-            and (o.type == "view" or o.tbl_name in kept)
+            and (o.type == "view" or o.tbl_name in kept or o.tbl_name in views)
         ):
             out.line(schema_line(o.type, o.name, o.sql))
     out.line("COMMIT;")
