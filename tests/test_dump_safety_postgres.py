@@ -21,6 +21,7 @@ import shlex
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -220,7 +221,7 @@ def test_restore_as_a_superuser_is_refused_before_anything_runs(
     result = readme_restore(psql, target, out)
     stderr = result.stderr.decode()
     assert result.returncode != 0
-    assert "refusing to restore this flask-backup-manager dump as a role" in stderr
+    assert "refusing to restore this flask-backup-manager dump as this role, which is, or" in stderr
     assert "createdb -O restorer newdb" in stderr
     assert "PGOPTIONS='-c flask_backup_manager.restore_as_superuser=on'" in stderr
     assert "payload ran" not in stderr
@@ -250,6 +251,53 @@ def test_the_guard_also_refuses_roles_that_can_reach_the_servers_shell_or_files(
         assert "refusing to restore" in stderr, stderr
         assert "payload ran" not in stderr
         assert user_objects(target) == [], target
+    assert list(marker_dir.iterdir()) == []
+
+
+def test_the_guard_refuses_a_role_that_owns_another_database_or_belongs_to_a_role(
+    payload_db, role_db, pg_admin_url, psql, tmp_path, marker_dir
+):
+    """The customer's functions run as the restoring role: one that owns another database
+    could change that database's settings and connection limit, one that belongs to a role
+    shares its objects and rights. Only a new role that reaches nothing else may load it."""
+    out = tmp_path / "payload.postgres.sql.gz"
+    export(payload_db, "postgres", out)
+    member = role_db("pg_monitor")
+    owner = role_db()
+    role = database_name(owner)
+    other = f"{role}_other"
+    run(
+        pg_admin_url,
+        sql.SQL("CREATE DATABASE {} OWNER {}").format(*map(sql.Identifier, (other, role))),
+    )
+    try:
+        for target, why in (
+            (member, "is a member of other roles: pg_monitor"),
+            (owner, f"owns other databases: {other}"),
+        ):
+            result = readme_restore(psql, target, out)
+            stderr = result.stderr.decode()
+            assert result.returncode != 0, target
+            assert why in stderr, stderr
+            assert "payload ran" not in stderr
+            assert user_objects(target) == [], target
+            tool = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "flask_backup_manager",
+                    "restore",
+                    str(out),
+                    "--target",
+                    target,
+                ],
+                capture_output=True,
+                text=True,
+            )
+            assert tool.returncode == 1 and why in tool.stderr, tool.stderr
+            assert user_objects(target) == [], target
+    finally:
+        run(pg_admin_url, sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(other)))
     assert list(marker_dir.iterdir()) == []
 
 

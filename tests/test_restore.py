@@ -205,7 +205,7 @@ def test_a_superuser_is_refused_by_the_tool_itself_even_if_the_file_has_no_guard
     target = make_pg_db()  # the fixtures' admin role: a superuser
     done = run("restore", str(forged), "--target", target)
     assert done.returncode == 1
-    assert done.stderr.startswith("error: refusing to restore as a role that is")
+    assert done.stderr.startswith("error: refusing to restore as this role, which is, or can")
     assert len(done.stderr.splitlines()) == 1
     assert not marker.exists()
 

@@ -43,22 +43,39 @@ from .gzipout import GzipOut
 #: the setting that lets a superuser load the file anyway, knowingly
 OVERRIDE = "flask_backup_manager.restore_as_superuser"
 
-#: The roles the restoring session must not be, be a member of, or be able to grant itself
-#: (``session_user`` too: a superuser session that SET ROLE to an ordinary one can RESET it):
-#: superusers, the roles that run programs and read or write files on the server, and before
-#: PostgreSQL 16 CREATEROLE, which could grant itself any of those.
-RISKY_ROLES = """SELECT pg_catalog.string_agg(DISTINCT r.rolname::text, ', ')
-        FROM pg_catalog.pg_roles r,
-             (VALUES (SESSION_USER), (CURRENT_USER)) AS u (name)
-        WHERE (r.rolsuper
-               OR r.rolname IN ('pg_execute_server_program', 'pg_read_server_files',
-                                'pg_write_server_files')
-               OR r.rolcreaterole
-                  AND pg_catalog.current_setting('server_version_num')::integer < 160000)
-          AND (pg_catalog.pg_has_role(u.name, r.oid, 'MEMBER')
-               OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m
-                          WHERE m.roleid = r.oid AND m.admin_option
-                            AND pg_catalog.pg_has_role(u.name, m.member, 'MEMBER')))"""
+#: What makes the restoring role unfit to load a customer's schema, as one line of text, or
+#: NULL. Loading runs the customer's functions as that role (``session_user`` too: a
+#: superuser session that SET ROLE to an ordinary one can RESET it), so it must be a new role
+#: that can reach nothing but the new database: not be, belong to, or be able to grant itself
+#: a superuser or the roles that run programs and read or write files on the server (before
+#: PostgreSQL 16 CREATEROLE could grant itself any of those); own no other database (whose
+#: settings and connection limit its functions could change); belong to no other role (whose
+#: objects and rights they would share).
+RISKY_ROLES = """SELECT NULLIF(pg_catalog.concat_ws('; ',
+        'is, or can become, ' || (
+            SELECT pg_catalog.string_agg(DISTINCT r.rolname::text, ', ')
+            FROM pg_catalog.pg_roles r, (VALUES (SESSION_USER), (CURRENT_USER)) AS u (name)
+            WHERE (r.rolsuper
+                   OR r.rolname IN ('pg_execute_server_program', 'pg_read_server_files',
+                                    'pg_write_server_files')
+                   OR r.rolcreaterole
+                      AND pg_catalog.current_setting('server_version_num')::integer < 160000)
+              AND (pg_catalog.pg_has_role(u.name, r.oid, 'MEMBER')
+                   OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+                              WHERE m.roleid = r.oid AND m.admin_option
+                                AND pg_catalog.pg_has_role(u.name, m.member, 'MEMBER')))),
+        'owns other databases: ' || (
+            SELECT pg_catalog.string_agg(DISTINCT d.datname::text, ', ')
+            FROM pg_catalog.pg_database d
+            JOIN pg_catalog.pg_roles o ON o.oid = d.datdba
+            WHERE o.rolname IN (SESSION_USER, CURRENT_USER)
+              AND d.datname <> pg_catalog.current_database()),
+        'is a member of other roles: ' || (
+            SELECT pg_catalog.string_agg(DISTINCT r.rolname::text, ', ')
+            FROM pg_catalog.pg_auth_members m
+            JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
+            JOIN pg_catalog.pg_roles o ON o.oid = m.member
+            WHERE o.rolname IN (SESSION_USER, CURRENT_USER))), '')"""
 
 
 def literal(value: object) -> str:
@@ -101,20 +118,18 @@ def standard_literals(text: str) -> str:
 
 _NOT_OVERRIDDEN = f"pg_catalog.current_setting({literal(OVERRIDE)}, true) IS DISTINCT FROM 'on'"
 
-_REFUSED = (
-    "refusing to restore this flask-backup-manager dump as a role that is, or can become, a"
-    " superuser or may run programs or read and write files on the server (%)"
-)
+_REFUSED = "refusing to restore this flask-backup-manager dump as this role, which %"
 _WHY = (
     "Loading a schema runs its functions (CHECK constraints, defaults, generated columns,"
     " index expressions, materialized views, triggers) as the restoring role, and this schema"
-    " comes from someone else's database."
+    " comes from someone else's database: the role must reach nothing but the new database."
 )
 _HOW = (
-    "Restore as an ordinary role that owns an empty database: createuser restorer;"
-    " createdb -O restorer newdb; gunzip -c FILE | psql -X -v ON_ERROR_STOP=1"
-    " --single-transaction -U restorer -d newdb. To restore as a superuser anyway, knowingly:"
-    f" PGOPTIONS='-c {OVERRIDE}=on' psql ..., or the restore tool's --as-superuser."
+    "Restore as a new role that owns only an empty database and belongs to no role:"
+    " createuser restorer; createdb -O restorer newdb; gunzip -c FILE | psql -X -v"
+    " ON_ERROR_STOP=1 --single-transaction -U restorer -d newdb (then, if you like,"
+    " ALTER DATABASE newdb OWNER TO you; DROP ROLE restorer). To restore as this role anyway,"
+    f" knowingly: PGOPTIONS='-c {OVERRIDE}=on' psql ..., or the restore tool's --as-superuser."
 )
 
 #: The superuser guard: the file's first statement. With the README's command

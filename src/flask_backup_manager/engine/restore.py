@@ -194,10 +194,10 @@ def _restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> Re
             risky = cur.execute(RISKY_ROLES).fetchone()[0]
             if risky:
                 raise RestoreError(
-                    f"refusing to restore as a role that is, or can become, {shown(risky, 80)}:"
-                    " loading a schema runs its functions as the restoring role. Restore as an"
-                    " ordinary role that owns an empty database, or pass --as-superuser"
-                    " knowingly"
+                    f"refusing to restore as this role, which {shown(risky, 120)}: loading a"
+                    " schema runs its functions as the restoring role. Restore as a new role"
+                    " that owns only the empty target database and belongs to no role, or"
+                    " pass --as-superuser knowingly"
                 )
         copy = copy_cm = None
         chunks = iter(data)
