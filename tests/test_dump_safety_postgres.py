@@ -816,3 +816,178 @@ def test_literals_read_the_same_with_standard_strings_on_and_off(pg_url):
                 con.execute(f"SET standard_conforming_strings = {setting}")
                 assert con.execute(f"SELECT {literal(text)}").fetchone()[0] == text
                 assert con.execute(f"SELECT a FROM ({deparsed}) s").fetchone()[0] == text
+
+
+#: a UTF-8 character whose last byte (0x81) is a lead byte in SJIS: psql lexing by SJIS takes
+#: it and the next byte (a quote, a backslash, a ``"``, an LF) as one character
+SWALLOWS = "ā"
+
+
+def build_encoding_flip(url: str, marker: Path) -> None:
+    """A table whose CHECK constraint switches the session to SJIS (and ``backslash_quote``
+    on) as its rows are loaded; then, restored after it, a constraint, an index, views and
+    comments whose texts and names put :data:`SWALLOWS` right before a backslash, a quote, a
+    ``"`` and an LF. Written in UTF-8, the first comment's string would run on to the index's
+    literal (so ``injected`` is created and the load committed half way) and the first view's
+    identifier to the next one, whose text psql would run as ``\\! touch``."""
+    s = SWALLOWS
+    texts = [
+        f"{s}\\",
+        f"x{s}",
+        f"{s}'",
+        f'{s}"; CREATE TABLE public.injected (a int); COMMIT; --',
+        f"{s}\n\\! touch {marker}-c\n",
+        f"\\! touch {marker}-d",
+    ]
+    lit = [sql.Literal(t) for t in texts]
+    inject = sql.Literal("; CREATE TABLE public.injected (a int); COMMIT; --")
+    run(
+        url,
+        """CREATE FUNCTION public.sw(v integer) RETURNS boolean LANGUAGE plpgsql AS $$
+           BEGIN
+               PERFORM pg_catalog.set_config('backslash_quote', 'on', false);
+               PERFORM pg_catalog.set_config('client_encoding', 'SJIS', false);
+               RETURN v > 0;
+           END $$""",
+        "CREATE TABLE public.sw_t (v integer CHECK (public.sw(v)))",
+        "CREATE TABLE public.later (id integer PRIMARY KEY, c text)",
+        "INSERT INTO public.later VALUES (1, 'plain')",
+        "ALTER TABLE public.later ADD CONSTRAINT k CHECK (c <> 'plain') NOT VALID",
+        sql.SQL("COMMENT ON CONSTRAINT k ON public.later IS {}").format(lit[0]),
+        sql.SQL("CREATE INDEX i ON public.later (id) WHERE c <> {}").format(inject),
+        sql.SQL("CREATE VIEW public.v AS SELECT 1 AS {}, 2 AS {}").format(
+            sql.Identifier(f"a{s}"), sql.Identifier(f"\n\\! touch {marker}-b\n")
+        ),
+        sql.SQL("CREATE VIEW public.{} AS SELECT {} AS {}, {}, {}, {}, {}").format(
+            sql.Identifier(f"w{s}"),
+            *[sql.SQL("{}::text").format(x) for x in lit[:1]],
+            sql.Identifier(f"a{s}"),
+            *[
+                sql.SQL("{}::text AS {}").format(x, sql.Identifier(n))
+                for x, n in zip(lit[1:5], "bcde", strict=True)
+            ],
+        ),
+        *[
+            sql.SQL("COMMENT ON {} IS {}").format(sql.SQL(target), text)
+            for target, text in zip(
+                [
+                    f'VIEW public."w{s}"',
+                    f'COLUMN public."w{s}"."a{s}"',
+                    "TABLE public.sw_t",
+                    "VIEW public.v",
+                    "COLUMN public.sw_t.v",
+                    "FUNCTION public.sw(integer)",
+                ],
+                lit,
+                strict=True,
+            )
+        ],
+    )
+    run(url, "INSERT INTO public.sw_t VALUES (1), (2)")  # its own session: it goes SJIS
+
+
+@pytest.mark.parametrize("restrict", [True, False], ids=["restrict", "bare"])
+def test_a_function_switching_client_encoding_mid_restore_changes_nothing(
+    pg_url, owner_db, psql, tmp_path, marker_dir, restrict
+):
+    """psql lexes by the client encoding, which the restore's own functions may change: every
+    byte outside COPY data is ASCII, so the file reads the same in any encoding."""
+    marker = marker_dir / "enc"
+    build_encoding_flip(pg_url, marker)
+    out = tmp_path / "enc.postgres.sql.gz"
+    export(pg_url, "postgres", out)
+    dump = out if restrict else without_restrict(out, tmp_path)
+    result = readme_restore(psql, owner_db, dump)
+    assert list(marker_dir.iterdir()) == []
+    with psycopg.connect(owner_db) as con:
+        assert con.execute("SELECT to_regclass('public.injected')").fetchone()[0] is None
+        assert con.execute("SHOW client_encoding").fetchone()[0] == "UTF8"  # a new session
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    assert_same_database(psql, pg_url, owner_db)
+
+
+def sql_outside_copy(dump: Path) -> bytes:
+    """The file without its COPY data lines (what psql lexes)."""
+    text = gzip.decompress(dump.read_bytes())
+    return re.sub(rb"(?ms)^(COPY [^\n]* FROM stdin;\n).*?^\\\.\n", rb"\1", text)
+
+
+def build_non_ascii(url: str) -> None:
+    """Non-ASCII (Latin, CJK, an astral-plane emoji) in every kind of name and text."""
+    run(
+        url,
+        'CREATE SCHEMA "schéma_日本"',
+        """CREATE TYPE "schéma_日本"."hümör😀" AS ENUM ('glücklich', '😀', '日本\\', 'a''b')""",
+        """CREATE DOMAIN "schéma_日本"."dömäin" AS text CHECK (VALUE <> 'verbötén😀')""",
+        """CREATE TABLE "schéma_日本"."täble😀" (
+               "ïd" integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+               "cölumn" text DEFAULT 'défaut 😀 "q" \\ ''x''' CHECK ("cölumn" <> 'nö'),
+               "mood" "schéma_日本"."hümör😀" DEFAULT '😀',
+               "d" "schéma_日本"."dömäin",
+               "中文" varchar(10) DEFAULT '中文'
+           )""",
+        """INSERT INTO "schéma_日本"."täble😀" ("cölumn", mood, d, "中文")
+           VALUES ('wért😀', 'glücklich', 'ðata', '汉字'), (DEFAULT, DEFAULT, NULL, DEFAULT)""",
+        """CREATE FUNCTION "schéma_日本"."fünc😀"("ärg" text) RETURNS text LANGUAGE plpgsql AS
+           $bödy$
+           -- a cömment 😀
+           DECLARE "värs" text := 'ä\\''' || $x$ dollär 日本 $x$;
+           BEGIN /* blöck 😀 */ RETURN "ärg" || "värs" || E'\\u00e9'; END
+           $bödy$""",
+        """CREATE FUNCTION "schéma_日本"."sqlfünc"(a text) RETURNS text LANGUAGE sql AS
+           $$ SELECT a || 'ßql 😀' -- tráiling
+           $$""",
+        """CREATE FUNCTION "schéma_日本"."atömic"(a text) RETURNS text LANGUAGE sql
+           BEGIN ATOMIC SELECT a || 'atömic 😀 \\' || "schéma_日本"."sqlfünc"('日本'); END""",
+        """CREATE VIEW "schéma_日本"."vïew😀" AS
+           SELECT "cölumn" AS "ä😀", 'vüe😀'::text AS lit, "schéma_日本"."fünc😀"('x') AS f,
+                  "schéma_日本"."atömic"('ü') AS g
+           FROM "schéma_日本"."täble😀" WHERE "中文" <> 'nïcht'""",
+        """CREATE INDEX "ïndex😀" ON "schéma_日本"."täble😀" ("cölumn") WHERE "cölumn" <> 'ü'""",
+        """COMMENT ON SCHEMA "schéma_日本" IS 'schéma 😀'""",
+        """COMMENT ON TABLE "schéma_日本"."täble😀" IS 'täble 日本 😀 \\ "'""",
+        """COMMENT ON COLUMN "schéma_日本"."täble😀"."cölumn" IS 'cölumn'""",
+        """COMMENT ON FUNCTION "schéma_日本"."fünc😀"(text) IS 'fünc 😀'""",
+        """COMMENT ON TYPE "schéma_日本"."hümör😀" IS 'hümör'""",
+    )
+
+
+def test_non_ascii_everywhere_round_trips_and_the_file_is_ascii_outside_copy(
+    pg_url, owner_db, psql, tmp_path
+):
+    build_non_ascii(pg_url)
+    out = tmp_path / "unicode.postgres.sql.gz"
+    export(pg_url, "postgres", out)
+    assert not gzip.decompress(out.read_bytes()).isascii()  # the rows are UTF-8
+    assert sql_outside_copy(out).isascii()
+    restored(psql, owner_db, out)
+    assert_same_database(psql, pg_url, owner_db)
+    query = """SELECT p.proname::text, p.prosrc FROM pg_proc p
+               WHERE p.pronamespace = 'schéma_日本'::regnamespace ORDER BY 1"""
+    with psycopg.connect(pg_url) as src, psycopg.connect(owner_db) as copy:
+        assert copy.execute(query).fetchall() == src.execute(query).fetchall()
+        got = copy.execute('SELECT * FROM "schéma_日本"."vïew😀" ORDER BY 1').fetchall()
+        assert got == src.execute('SELECT * FROM "schéma_日本"."vïew😀" ORDER BY 1').fetchall()
+
+
+def test_sqlite_non_ascii_names_give_an_ascii_file_outside_copy(owner_db, psql, tmp_path):
+    """The generic writer's own lines (CREATE TABLE, COPY, comments) are ASCII too."""
+    db = tmp_path / "u.db"
+    with sqlite3.connect(db) as con:
+        con.executescript(
+            """CREATE TABLE "täble😀" ("ïd" INTEGER PRIMARY KEY, "cölumn" TEXT DEFAULT 'dé\\');
+               CREATE TABLE "kïd" (id INTEGER PRIMARY KEY,
+                                   "p日" INTEGER REFERENCES "täble😀" ("ïd"));
+               INSERT INTO "täble😀" VALUES (1, 'wért😀');
+               INSERT INTO "täble😀" ("ïd") VALUES (2);
+               INSERT INTO "kïd" VALUES (1, 1);"""
+        )
+    con.close()
+    out = tmp_path / "u.postgres.sql.gz"
+    export(f"sqlite:///{db}", "postgres", out)
+    assert sql_outside_copy(out).isascii()
+    restored(psql, owner_db, out)
+    with psycopg.connect(owner_db) as con:
+        rows = con.execute('SELECT "ïd", "cölumn" FROM public."täble😀" ORDER BY 1').fetchall()
+        assert rows == [(1, "wért😀"), (2, "dé\\")]
+        assert con.execute('SELECT "p日" FROM public."kïd"').fetchall() == [(1,)]

@@ -353,3 +353,29 @@ def test_export_refuses_a_file_the_check_refuses(tmp_path, make_pg_db, monkeypat
 def test_check_refuses_a_file_that_ends_inside_a_statement():
     with pytest.raises(ExportError, match="ends inside a statement"):
         check(b"SELECT 1;\nSELECT 2\n")
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        (b"SELECT 'x\xc4\x81';\n", 2),  # in a string
+        (b'SELECT 1 AS "\xc4\x81";\n', 2),  # in an identifier
+        (b"SELECT $$ \xe6\x97\xa5 $$;\n", 2),  # in a dollar quote
+        (b"SELECT 1; -- \xf0\x9f\x98\x80\n", 2),  # in a comment
+        (b"SELECT 1;\n-- ok\n/* \xc3\xa9 */ SELECT 2;\n", 4),
+        (b"COPY public.t (a) FROM stdin; SELECT '\xc3\xa9';\nx\n\\.\n", 2),  # the COPY line
+        (b'COPY public.t ("\xc3\xa9") FROM stdin;\nx\n\\.\n', 2),
+        (b"COPY public.t (a) FROM stdin;\n\xc3\xa9\n\\.\nSELECT '\xc3\xa9';\n", 5),  # after
+    ],
+)
+def test_check_refuses_a_non_ascii_byte_outside_copy_data(text, line):
+    """psql lexes by the client encoding, which a function run by the restore may switch to
+    SJIS, BIG5, GBK, UHC or GB18030, where a UTF-8 character's last byte takes the next byte
+    (a quote, a backslash, an LF) with it: no writer may leave such a byte outside COPY data."""
+    with pytest.raises(ExportError, match=rf"^[^\n]*: line {line} holds a non-ASCII byte"):
+        check(GOOD.replace(b"\n\n-- a comment", b"\n" + text + b"-- a comment"))
+
+
+def test_check_passes_non_ascii_copy_data():
+    """psql sends COPY data lines as they are: they stay UTF-8."""
+    check(GOOD.replace(b"\\\\! id\n", b"\xc3\xa9\t\xf0\x9f\x98\x80\n\\\\u00e9 \xe6\x97\xa5\n"))

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 
 from .base import ExportError, Source, TableSpec, Tracker, ident
 from .copy_encoding import BATCH, Bulk, Encoder, Refusal, RowEncoder, bulk_for, encoder_for, max_key
-from .postgres_writer import GzipOut, comment_line, literal, one_line, statements
+from .postgres_writer import GzipOut, comment_line, literal, one_line, portable, statements
 from .sqlite_source import SQLiteSource
 
 
@@ -180,9 +180,8 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
     )
     where = Refusal(spec.key, [c.name for c in columns], kinds, _pk(spec, columns))
     tracker.start(spec)
-    out.write(
-        f"COPY {_name(spec)} (" + ", ".join(ident(c.name) for c in columns) + ") FROM stdin;\n"
-    )
+    names = ", ".join(ident(c.name) for c in columns)
+    out.write(portable(f"COPY {_name(spec)} ({names}) FROM stdin") + ";\n")  # names in ASCII
     # the rowid itself (an INTEGER PRIMARY KEY DESC column is no alias: it may hold anything)
     key = spec.extra.get("key") if isinstance(source, SQLiteSource) else None
     if key is None:

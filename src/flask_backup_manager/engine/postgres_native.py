@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .base import ExportError, Tracker
-from .postgres_writer import GzipOut, comment_line, literal, one_line, statements
+from .postgres_writer import GzipOut, comment_line, literal, one_line, portable, statements
 
 if TYPE_CHECKING:
     from .postgres_source import PostgresSource
@@ -78,7 +78,8 @@ def write_native(src: PostgresSource, out: GzipOut, tracker: Tracker) -> None:
         tracker.start(spec)
         cols = ", ".join(c.as_string(src.conn) for c in spec.extra["copy_columns"])
         name = spec.extra["qualified"].as_string(src.conn)
-        out.write(f"COPY {name} ({cols}) FROM stdin;\n" if cols else f"COPY {name} FROM stdin;\n")
+        copy = f"COPY {name} ({cols}) FROM stdin" if cols else f"COPY {name} FROM stdin"
+        out.write(portable(copy) + ";\n")  # names in ASCII, as in every SQL line
         chunks = src.copy_out(spec)
         try:
             for chunk in chunks:

@@ -37,7 +37,7 @@ import string
 from collections.abc import Iterable
 from pathlib import Path
 
-from .base import Source, Tracker, ident
+from .base import ExportError, Source, Tracker, escape_controls, ident
 from .gzipout import GzipOut
 
 #: the setting that lets a superuser load the file anyway, knowingly
@@ -78,42 +78,142 @@ RISKY_ROLES = """SELECT NULLIF(pg_catalog.concat_ws('; ',
             WHERE o.rolname IN (SESSION_USER, CURRENT_USER))), '')"""
 
 
+def _escape(text: str, quote: str, short: str, long: str) -> str:
+    """``text`` in ASCII for a ``\\``-escaping quote: ``\\`` and ``quote`` doubled, every
+    other non-ASCII character written ``short % code`` (BMP) or ``long % code``."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\" or ch == quote:
+            out.append(ch * 2)
+        elif code < 0x80:
+            out.append(ch)
+        else:
+            out.append((short if code <= 0xFFFF else long) % code)
+    return "".join(out)
+
+
 def literal(value: object) -> str:
-    """A PostgreSQL string literal that reads the same whatever ``standard_conforming_strings``
-    is when psql lexes it: a customer function run during the restore may turn the setting off,
-    and psql then reads backslashes in plain ``'...'`` as escapes. A text holding a backslash
-    is written ``E'...'`` (backslashes and quotes doubled); any other stays plain ``'...'``."""
-    text = str(value).replace("'", "''")
-    if "\\" not in text:
-        return f"'{text}'"
-    return "E'" + text.replace("\\", "\\\\") + "'"
+    """A PostgreSQL string literal in ASCII that reads the same whatever the client encoding
+    and ``standard_conforming_strings`` are when psql lexes it: a customer function run during
+    the restore may change either (issue 9). psql lexes by the client encoding, and in SJIS,
+    BIG5, GBK, UHC or GB18030 the byte after a lead byte is part of the character, so a UTF-8
+    character could swallow a closing quote or backslash; with standard strings off, psql reads
+    backslashes in plain ``'...'`` as escapes. An ASCII text without a backslash stays plain
+    ``'...'``; any other is written ``E'...'``, backslashes and quotes doubled and non-ASCII as
+    ``\\uXXXX`` / ``\\UXXXXXXXX``. The server turns those escapes into the character in its own
+    encoding: in a UTF8 database (what the README and the restore tool create) always, in
+    another one only when the character exists in it (else the load stops with an error, as
+    it would when converting the character from the client encoding)."""
+    text = str(value)
+    if text.isascii() and "\\" not in text:
+        return "'" + text.replace("'", "''") + "'"
+    return "E'" + _escape(text, "'", "\\u%04X", "\\U%08X") + "'"
 
 
-#: the tokens of deparsed SQL where a quote may start: comments, quoted identifiers,
-#: dollar quotes and strings (an E'' one whole), words (so that ``e'`` starts a string only
-#: as a token of its own), and a plain string, the one group rewritten
+def quoted_ident(name: str) -> str:
+    """A quoted identifier in ASCII (see :func:`literal` for why): ``"..."`` when ``name`` is
+    ASCII, else ``U&"..."`` with ``\\XXXX`` / ``\\+XXXXXX`` escapes. psql lexes ``U&"`` as a
+    quoted identifier, and the server reads it whatever ``standard_conforming_strings`` is
+    (only ``U&'...'`` string literals are refused with standard strings off)."""
+    if name.isascii():
+        return ident(name)
+    return 'U&"' + _escape(name, '"', "\\%04X", "\\+%06X") + '"'
+
+
+def ascii_text(text: str) -> str:
+    """``text`` with every non-ASCII character written ``\\uXXXX`` / ``\\UXXXXXXXX``: for
+    comments, which need only be readable."""
+    if text.isascii():
+        return text
+    return "".join(
+        ch
+        if ord(ch) < 0x80
+        else (f"\\u{ord(ch):04X}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08X}")
+        for ch in text
+    )
+
+
+_NONASCII = "\x80-\U0010ffff"
+#: the tokens of deparsed SQL that may hold customer text: comments, quoted identifiers (a
+#: ``U&`` one whole), dollar quotes, strings (an E'' or N'' one whole), words (so that ``e'``
+#: starts a string only as a token of its own), and plain strings
 _DEPARSED = re.compile(
-    r"--[^\n\r]*|/\*[\s\S]*?\*/|\"(?:[^\"]|\"\")*\"|(\$(?:[A-Za-z_\x80-\uffff]\w*)?\$)[\s\S]*?\1"
-    r"|[eE]'(?:[^\\']|\\[\s\S]|'')*'|(?:[bBxX]|[uU]&)'[^']*(?:''[^']*)*'"
-    r"|[A-Za-z_\x80-\uffff][\w$]*|'((?:[^']|'')*)'"
+    r"(?P<comment>--[^\n\r]*|/\*[\s\S]*?\*/)"
+    r"|(?P<unicode>[uU]&(?:\"(?:[^\"]|\"\")*\"|'(?:[^']|'')*'))"
+    r"|\"(?P<ident>(?:[^\"]|\"\")*)\""
+    rf"|(?P<tag>\$(?:[A-Za-z_{_NONASCII}][\w{_NONASCII}]*)?\$)(?P<dollar>[\s\S]*?)(?P=tag)"
+    r"|[eE]'(?P<estring>(?:[^\\']|\\[\s\S]|'')*)'"
+    r"|[nN]'(?P<nstring>(?:[^']|'')*)'"
+    r"|[bBxX]'[^']*(?:''[^']*)*'"
+    rf"|(?P<word>[A-Za-z_{_NONASCII}][\w${_NONASCII}]*)"
+    r"|'(?P<string>(?:[^']|'')*)'"
 )
+#: one character of an E'' string's body, or a backslash escape
+_E_PART = re.compile(r"\\[\s\S]|[\s\S]")
 
 
-def standard_literals(text: str) -> str:
-    """SQL deparsed by PostgreSQL with standard strings (``pg_get_*def``), its plain string
-    literals that hold a backslash rewritten as :func:`literal` writes them: PostgreSQL's
-    deparse never writes ``E''`` itself, whatever the session's settings."""
-    if "\\" not in text:
+def _e_body(body: str) -> str:
+    """An E'' string's body (as written) in ASCII, meaning the same: a non-ASCII character,
+    alone or after a backslash (which then stands for the character itself), as ``\\uXXXX``."""
+    out = []
+    for part in _E_PART.findall(body):
+        ch = part[-1]
+        out.append(part if ch.isascii() else literal(ch)[2:-1])
+    return "".join(out)
+
+
+def portable(text: str) -> str:
+    """SQL deparsed by PostgreSQL with standard strings (``pg_get_*def``), rewritten token by
+    token so that psql and the server read it the same whatever the client encoding and
+    ``standard_conforming_strings`` become during the restore (see :func:`literal`): plain
+    strings holding a backslash or non-ASCII, and non-ASCII strings, identifiers, words and
+    dollar-quoted bodies (a function's body becomes an ``E'...'`` string: the same string
+    constant, so ``prosrc`` is unchanged) in the ASCII forms of :func:`literal` and
+    :func:`quoted_ident`; non-ASCII in comments escaped as text. PostgreSQL's deparse never
+    writes ``E''`` itself, whatever the session's settings. Raises :class:`ExportError` if any
+    non-ASCII is left (in a token the deparse does not write)."""
+    if text.isascii() and "\\" not in text:
         return text
 
     def one(m: re.Match) -> str:
-        body = m.group(2)
-        if body is None or "\\" not in body:
-            return m.group()
-        glued = m.start() > 0 and (text[m.start() - 1].isalnum() or text[m.start() - 1] in "_$")
-        return (" " if glued else "") + literal(body.replace("''", "'"))
+        token = m.group()
+        kind = m.lastgroup
+        if kind == "string":
+            if token.isascii() and "\\" not in token:
+                return token
+            new = literal(m.group(kind).replace("''", "'"))
+        elif token.isascii() or kind == "unicode":
+            return token
+        elif kind == "comment":
+            return ascii_text(token)
+        elif kind == "ident":
+            new = quoted_ident(m.group(kind).replace('""', '"'))
+        elif kind in ("tag", "dollar"):
+            new = literal(m.group("dollar"))
+        elif kind == "estring":
+            new = "E'" + _e_body(m.group(kind)) + "'"
+        elif kind == "nstring":
+            new = "NCHAR " + literal(m.group(kind).replace("''", "'"))
+        elif kind == "word":  # unquoted: PostgreSQL folds its ASCII letters only
+            new = quoted_ident(token.translate(_LOWER))
+        else:
+            return token
+        before = text[m.start() - 1] if m.start() else " "
+        return (" " if before.isalnum() or before in "_$" else "") + new
 
-    return _DEPARSED.sub(one, text)
+    out = _DEPARSED.sub(one, text)
+    if not out.isascii():
+        at = next(i for i, ch in enumerate(out) if not ch.isascii())
+        near = escape_controls(out[max(at - 30, 0) : at + 10])
+        raise ExportError(f"cannot write this SQL in ASCII for psql, near: {near}")
+    return out
+
+
+_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+#: the name under which :func:`portable` was first written (it then rewrote backslashes only)
+standard_literals = portable
 
 
 _NOT_OVERRIDDEN = f"pg_catalog.current_setting({literal(OVERRIDE)}, true) IS DISTINCT FROM 'on'"
@@ -226,24 +326,29 @@ def comment_line(text: str) -> str:
     """An SQL comment line, safe whatever ``text`` holds (names from the source may hold any
     character). psql ends a ``--`` comment at a CR as well as at an LF and reads what follows as
     SQL, where a backslash starts a psql command (``\\! cmd`` runs a shell command): so every
-    control character becomes a space, as ``pg_dump`` does with CR and LF in its own comments."""
-    return "-- " + one_line(text)
+    control character becomes a space, as ``pg_dump`` does with CR and LF in its own comments;
+    and non-ASCII is escaped as text (:func:`ascii_text`), as psql may lex by another client
+    encoding by then, where a UTF-8 character can swallow the LF that ends the comment."""
+    return "-- " + ascii_text(one_line(text))
 
 
 def statements(items: Iterable[str]) -> str:
-    """The statements, each ending in ``;`` and a blank line, their plain literals holding a
-    backslash rewritten (:func:`standard_literals`)."""
-    return "".join(f"{standard_literals(s.rstrip().rstrip(';'))};\n\n" for s in items if s)
+    """The statements, each ending in ``;`` and a blank line, in ASCII that reads the same
+    under any client encoding and standard strings setting (:func:`portable`)."""
+    return "".join(f"{portable(s.rstrip().rstrip(';'))};\n\n" for s in items if s)
 
 
 __all__ = [
     "GUARD",
     "OVERRIDE",
     "GzipOut",
+    "ascii_text",
     "comment_line",
     "ident",
     "literal",
     "one_line",
+    "portable",
+    "quoted_ident",
     "restrict_key",
     "standard_literals",
     "statements",

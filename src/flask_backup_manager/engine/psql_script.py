@@ -24,7 +24,8 @@ in :attr:`Statement.specials`, with any ``\\;`` or ``\\:``.
 :data:`.export.SCRIPT_CHECKS`): it refuses the file when psql would run any command but the
 writer's own (``\\restrict KEY`` first, ``\\unrestrict KEY`` last, ``\\.`` after each COPY
 block), substitute one of its variables, or end the file inside a string, a comment, a COPY
-block or a statement.
+block or a statement, or hold a byte >= 0x80 anywhere but in COPY data (psql lexes by the
+client encoding, which a function run during the restore may change).
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ _XC_MARK = re.compile(rb"/\*|\*/")
 #: (inside one input line only a CR is one), then a quote
 _CONTINUE = re.compile(rb"[ \t\f]*(?:--[^\r]*)?\r(?:[ \t\f\r]|--[^\r]*\r)*'")
 _BOM = b"\xef\xbb\xbf"
+_HIGH = re.compile(rb"[\x80-\xff]")
 #: the quotes that open a string psql reads by ``standard_conforming_strings``
 _PLAIN = (b"'", b"n'", b"N'")
 _OPENS = {"c": _XC, "e": _XE, "q": _XQ, "d": _XD, "dolq": _XDOLQ}
@@ -140,6 +142,10 @@ class PsqlReader:
         #: the first line where a plain ``'...'`` (or ``N''``) string holds a backslash, which
         #: psql reads otherwise once ``standard_conforming_strings`` is off, or None
         self.plain_backslash: int | None = None
+        #: the first line outside COPY data holding a byte >= 0x80, or None: psql lexes by the
+        #: client encoding, which a function run during the restore may change to one (SJIS,
+        #: BIG5, GBK, UHC, GB18030) where such a byte swallows the next (a quote, a backslash)
+        self.non_ascii: int | None = None
         # COPY data mode
         self._copy = False
         self._copy_line = 0
@@ -253,6 +259,8 @@ class PsqlReader:
         if self._line == 1 and line.startswith(_BOM):
             line = line[3:]
             start += 3
+        if self.non_ascii is None and _HIGH.search(line):
+            self.non_ascii = self._line
         if not line and self._state in (_INITIAL, _XQS_E):
             self._line += 1
             return
@@ -526,6 +534,12 @@ class ScriptCheck:
                 f"the SQL file is not safe for psql: line {self._reader.plain_backslash} has a"
                 " plain '...' string holding a backslash, which psql reads otherwise once"
                 " standard_conforming_strings is off (write it E'...')"
+            )
+        if self._reader.non_ascii is not None:
+            raise ExportError(
+                f"the SQL file is not safe for psql: line {self._reader.non_ascii} holds a"
+                " non-ASCII byte outside COPY data, which psql may read as part of a character"
+                " swallowing the next byte once a function changes client_encoding"
             )
         for item in items:
             first, self._first = self._first, False
