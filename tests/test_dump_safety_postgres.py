@@ -32,6 +32,7 @@ from psycopg import sql
 
 from flask_backup_manager.engine import ExportError, export
 
+from .conftest import run_psql
 from .test_engine_postgres import (  # noqa: F401 - owner_db is a fixture
     assert_same_database,
     load_hard_schema,
@@ -883,25 +884,36 @@ def build_encoding_flip(url: str, marker: Path) -> None:
             )
         ],
     )
+    run(  # rows loaded after the switch: COPY data stays UTF-8
+        url,
+        "CREATE TABLE public.z_after (t text)",
+        f"INSERT INTO public.z_after VALUES ('{s}\\'), ('日本😀 ソ表'), ('\\x81\\')",
+    )
     run(url, "INSERT INTO public.sw_t VALUES (1), (2)")  # its own session: it goes SJIS
 
 
-@pytest.mark.parametrize("restrict", [True, False], ids=["restrict", "bare"])
+@pytest.mark.parametrize("how", ["readme", "bare", "tool"])
 def test_a_function_switching_client_encoding_mid_restore_changes_nothing(
-    pg_url, owner_db, psql, tmp_path, marker_dir, restrict
+    pg_url, owner_db, psql, tmp_path, marker_dir, how
 ):
     """psql lexes by the client encoding, which the restore's own functions may change: every
-    byte outside COPY data is ASCII, so the file reads the same in any encoding."""
+    byte outside COPY data is ASCII, so the file reads the same in any encoding, and each COPY
+    sets it back to UTF8 for its rows. Restored with the README's command, without the
+    ``\\restrict`` lines (as an older psql reads the rest), and with the restore tool."""
     marker = marker_dir / "enc"
     build_encoding_flip(pg_url, marker)
     out = tmp_path / "enc.postgres.sql.gz"
     export(pg_url, "postgres", out)
-    dump = out if restrict else without_restrict(out, tmp_path)
-    result = readme_restore(psql, owner_db, dump)
+    if how == "tool":
+        command = [sys.executable, "-m", "flask_backup_manager", "restore", str(out)]
+        result = subprocess.run([*command, "--target", owner_db], capture_output=True)
+    else:
+        result = readme_restore(
+            psql, owner_db, out if how == "readme" else without_restrict(out, tmp_path)
+        )
     assert list(marker_dir.iterdir()) == []
     with psycopg.connect(owner_db) as con:
         assert con.execute("SELECT to_regclass('public.injected')").fetchone()[0] is None
-        assert con.execute("SHOW client_encoding").fetchone()[0] == "UTF8"  # a new session
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
     assert_same_database(psql, pg_url, owner_db)
 
@@ -991,3 +1003,40 @@ def test_sqlite_non_ascii_names_give_an_ascii_file_outside_copy(owner_db, psql, 
         rows = con.execute('SELECT "ïd", "cölumn" FROM public."täble😀" ORDER BY 1').fetchall()
         assert rows == [(1, "wért😀"), (2, "dé\\")]
         assert con.execute('SELECT "p日" FROM public."kïd"').fetchall() == [(1,)]
+
+
+@pytest.mark.parametrize("encoding", ["SJIS", "BIG5", "GBK", "UHC", "GB18030"])
+def test_ascii_forms_read_the_same_in_every_client_encoding(make_pg_db, psql, encoding):
+    """The writer's literals, deparsed literals, dollar-quoted bodies and quoted identifiers,
+    read by psql itself after a switch to a client encoding whose characters take an ASCII
+    byte as their second, with standard strings on and off, give back their UTF-8 text."""
+    from flask_backup_manager.engine.postgres_writer import literal, portable, quoted_ident
+
+    rng = random.Random(encoding)
+    alphabet = ["ā", "日", "😀", "é", "\\", "'", '"', "\n", "\r", "\t", "$", "-", "a", ";"]
+    texts = ["ā\\", "xā", "ā'", 'ā"', "ā\n", "😀", "\\u00e9"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 9))) for _ in range(40)]
+    url = make_pg_db()
+    script, want = [], []
+    for n, text in enumerate(texts):
+        hexed = "encode(convert_to({}, 'UTF8'), 'hex')"
+        forms = [literal(text), portable("'" + text.replace("'", "''") + "'")]
+        forms.append(portable(f"$q${text}$q$"))  # no text holds a q
+        script += [f"SELECT {hexed.format(form)};" for form in forms]
+        script += [
+            f"CREATE TEMP TABLE t{n} ({quoted_ident(text)} int);",
+            f"SELECT {hexed.format('attname::text')} FROM pg_attribute"
+            f" WHERE attrelid = 't{n}'::regclass AND attnum = 1;",
+        ]
+        want += [text.encode().hex()] * (len(forms) + 1)
+    for setting in ("on", "off"):
+        head = [
+            f"SET client_encoding = '{encoding}';",
+            f"SET standard_conforming_strings = {setting};",
+            "SET backslash_quote = on;",
+            "SET client_min_messages = error;",
+        ]
+        text = "\n".join(head + script) + "\n"
+        assert text.isascii()
+        got = run_psql(psql, url, "-At", stdin=text.encode()).split()
+        assert got == want, setting

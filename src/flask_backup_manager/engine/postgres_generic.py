@@ -39,7 +39,14 @@ import sqlalchemy as sa
 
 from .base import ExportError, Source, TableSpec, Tracker, ident
 from .copy_encoding import BATCH, Bulk, Encoder, Refusal, RowEncoder, bulk_for, encoder_for, max_key
-from .postgres_writer import GzipOut, comment_line, literal, one_line, portable, statements
+from .postgres_writer import (
+    GzipOut,
+    comment_line,
+    copy_from_stdin,
+    literal,
+    one_line,
+    statements,
+)
 from .sqlite_source import SQLiteSource
 
 
@@ -181,7 +188,7 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
     where = Refusal(spec.key, [c.name for c in columns], kinds, _pk(spec, columns))
     tracker.start(spec)
     names = ", ".join(ident(c.name) for c in columns)
-    out.write(portable(f"COPY {_name(spec)} ({names}) FROM stdin") + ";\n")  # names in ASCII
+    out.write(copy_from_stdin(f"{_name(spec)} ({names})"))
     # the rowid itself (an INTEGER PRIMARY KEY DESC column is no alias: it may hold anything)
     key = spec.extra.get("key") if isinstance(source, SQLiteSource) else None
     if key is None:

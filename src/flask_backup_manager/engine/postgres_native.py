@@ -14,7 +14,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .base import ExportError, Tracker
-from .postgres_writer import GzipOut, comment_line, literal, one_line, portable, statements
+from .postgres_writer import (
+    GzipOut,
+    comment_line,
+    copy_from_stdin,
+    literal,
+    one_line,
+    statements,
+)
 
 if TYPE_CHECKING:
     from .postgres_source import PostgresSource
@@ -78,8 +85,7 @@ def write_native(src: PostgresSource, out: GzipOut, tracker: Tracker) -> None:
         tracker.start(spec)
         cols = ", ".join(c.as_string(src.conn) for c in spec.extra["copy_columns"])
         name = spec.extra["qualified"].as_string(src.conn)
-        copy = f"COPY {name} ({cols}) FROM stdin" if cols else f"COPY {name} FROM stdin"
-        out.write(portable(copy) + ";\n")  # names in ASCII, as in every SQL line
+        out.write(copy_from_stdin(f"{name} ({cols})" if cols else name))
         chunks = src.copy_out(spec)
         try:
             for chunk in chunks:

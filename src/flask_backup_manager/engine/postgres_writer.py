@@ -332,6 +332,15 @@ def comment_line(text: str) -> str:
     return "-- " + ascii_text(one_line(text))
 
 
+def copy_from_stdin(target: str) -> str:
+    """The lines that start a COPY block of ``target`` (a table and its columns, as SQL): the
+    COPY statement in ASCII (:func:`portable`), after a ``SET client_encoding`` back to UTF8.
+    The server reads COPY data in the client encoding of the moment the COPY starts, and a
+    function run by the restore (a CHECK constraint while the rows before were loaded) may have
+    changed it: the rows, UTF-8, would then fail to load or load as other characters."""
+    return "SET client_encoding = 'UTF8';\n" + portable(f"COPY {target} FROM stdin") + ";\n"
+
+
 def statements(items: Iterable[str]) -> str:
     """The statements, each ending in ``;`` and a blank line, in ASCII that reads the same
     under any client encoding and standard strings setting (:func:`portable`)."""
@@ -344,6 +353,7 @@ __all__ = [
     "GzipOut",
     "ascii_text",
     "comment_line",
+    "copy_from_stdin",
     "ident",
     "literal",
     "one_line",
