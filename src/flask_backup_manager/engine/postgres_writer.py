@@ -78,13 +78,18 @@ RISKY_ROLES = """SELECT NULLIF(pg_catalog.concat_ws('; ',
             WHERE o.rolname IN (SESSION_USER, CURRENT_USER))), '')"""
 
 
-def _escape(text: str, quote: str, short: str, long: str) -> str:
-    """``text`` in ASCII for a ``\\``-escaping quote: ``\\`` and ``quote`` doubled, every
-    other non-ASCII character written ``short % code`` (BMP) or ``long % code``."""
+#: how an E'' string (and :func:`ascii_text`) writes a character beyond ASCII: in the BMP,
+#: beyond it
+_E_ESCAPES = ("\\u%04X", "\\U%08X")
+
+
+def _escape(text: str, doubled: str, short: str, long: str) -> str:
+    """``text`` in ASCII: the characters in ``doubled`` doubled, every non-ASCII character
+    written ``short % code`` (in the BMP) or ``long % code``."""
     out = []
     for ch in text:
         code = ord(ch)
-        if ch == "\\" or ch == quote:
+        if ch in doubled:
             out.append(ch * 2)
         elif code < 0x80:
             out.append(ch)
@@ -104,11 +109,13 @@ def literal(value: object) -> str:
     ``\\uXXXX`` / ``\\UXXXXXXXX``. The server turns those escapes into the character in its own
     encoding: in a UTF8 database (what the README and the restore tool create) always, in
     another one only when the character exists in it (else the load stops with an error, as
-    it would when converting the character from the client encoding)."""
+    it would when converting the character from the client encoding); a SQL_ASCII database
+    refuses every such escape, so the load stops there at the first non-ASCII text (checked
+    on PostgreSQL 15)."""
     text = str(value)
     if text.isascii() and "\\" not in text:
         return "'" + text.replace("'", "''") + "'"
-    return "E'" + _escape(text, "'", "\\u%04X", "\\U%08X") + "'"
+    return "E'" + _escape(text, "\\'", *_E_ESCAPES) + "'"
 
 
 def quoted_ident(name: str) -> str:
@@ -118,20 +125,13 @@ def quoted_ident(name: str) -> str:
     (only ``U&'...'`` string literals are refused with standard strings off)."""
     if name.isascii():
         return ident(name)
-    return 'U&"' + _escape(name, '"', "\\%04X", "\\+%06X") + '"'
+    return 'U&"' + _escape(name, '\\"', "\\%04X", "\\+%06X") + '"'
 
 
 def ascii_text(text: str) -> str:
     """``text`` with every non-ASCII character written ``\\uXXXX`` / ``\\UXXXXXXXX``: for
     comments, which need only be readable."""
-    if text.isascii():
-        return text
-    return "".join(
-        ch
-        if ord(ch) < 0x80
-        else (f"\\u{ord(ch):04X}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08X}")
-        for ch in text
-    )
+    return text if text.isascii() else _escape(text, "", *_E_ESCAPES)
 
 
 _NONASCII = "\x80-\U0010ffff"
@@ -159,7 +159,7 @@ def _e_body(body: str) -> str:
     out = []
     for part in _E_PART.findall(body):
         ch = part[-1]
-        out.append(part if ch.isascii() else literal(ch)[2:-1])
+        out.append(part if ch.isascii() else _escape(ch, "", *_E_ESCAPES))
     return "".join(out)
 
 
