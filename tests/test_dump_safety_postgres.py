@@ -1044,3 +1044,25 @@ def test_ascii_forms_read_the_same_in_every_client_encoding(make_pg_db, psql, en
         assert text.isascii()
         got = run_psql(psql, url, "-At", stdin=text.encode()).split()
         assert got == want, setting
+
+
+def test_every_token_kind_is_rewritten_in_ascii_meaning_the_same(pg_url):
+    """:func:`portable` on each kind of token that may hold non-ASCII: the rewrite is ASCII
+    and the server reads it as it read the original, with standard strings on and off."""
+    from flask_backup_manager.engine.postgres_writer import comment_line, portable
+
+    query = (
+        "SELECT 'ā\\' AS \"ä\"\"😀\", E'\\é\\\\''日' AS Äb, N'é' AS n, $é$ ā'\\ $x$ $é$ AS d,"
+        " 'x'::text AS \"x\" -- cömment 😀\n, /* blöck */ 2 AS z"
+    )
+    rewritten = portable(query)
+    assert rewritten.isascii(), rewritten
+    assert comment_line("ā\n😀\\").isascii()
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute("SET standard_conforming_strings = on")
+        cur = con.execute(query)
+        want = (cur.fetchone(), [c.name for c in cur.description])
+        for setting in ("on", "off"):
+            con.execute(f"SET standard_conforming_strings = {setting}")
+            cur = con.execute(rewritten)
+            assert (cur.fetchone(), [c.name for c in cur.description]) == want, setting
