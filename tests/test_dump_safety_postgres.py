@@ -1066,3 +1066,59 @@ def test_every_token_kind_is_rewritten_in_ascii_meaning_the_same(pg_url):
             con.execute(f"SET standard_conforming_strings = {setting}")
             cur = con.execute(rewritten)
             assert (cur.fetchone(), [c.name for c in cur.description]) == want, setting
+
+
+# -- deparsed text the ASCII rewrite must read the same ---------------------------------------
+
+
+def test_a_source_database_with_standard_strings_off_keeps_its_backslashes(
+    pg_url, owner_db, psql, tmp_path
+):
+    """The export reads definitions with standard strings on, whatever the source database
+    sets: PostgreSQL deparses ``back\\slash`` as ``'back\\\\slash'`` with them off."""
+    run_psql(
+        psql,
+        pg_url,
+        "-c",
+        f"ALTER DATABASE {database_name(pg_url)} SET standard_conforming_strings = off",
+    )
+    run_psql(
+        psql,
+        pg_url,
+        "-c",
+        r"""CREATE TABLE t (id int, b text DEFAULT E'back\\slash' CHECK (b <> E'x\\\\y'));
+            CREATE VIEW v AS SELECT b = E'back\\slash' AS same, E'a\\b' AS lit FROM t;
+            INSERT INTO t (id) VALUES (1);""",
+    )
+    out = tmp_path / "scs.postgres.sql.gz"
+    export(pg_url, "postgres", out)
+    restored(psql, owner_db, out)
+    for url in (pg_url, owner_db):  # the default, the CHECK and the view's literals alike
+        with psycopg.connect(url) as con:
+            con.execute("INSERT INTO t (id) VALUES (2)")
+            got = con.execute("SELECT t.id, t.b, v.same, v.lit FROM t, v ORDER BY 1").fetchall()
+            con.rollback()
+        assert {r[1:] for r in got} == {("back\\slash", True, "a\\b")}, url
+
+
+def test_an_alias_named_uescape_or_like_a_psql_variable_round_trips(
+    pg_url, owner_db, psql, tmp_path
+):
+    """A non-ASCII name followed by an alias ``uescape`` (the U& clause's keyword), and an
+    array slice over an alias psql has a variable of (``:"USER"``): legitimate schemas."""
+    run_psql(
+        psql,
+        pg_url,
+        "-c",
+        """CREATE TABLE "ā" (x int, arr int[], a int);
+           INSERT INTO "ā" VALUES (1, '{1,2,3}', 2);
+           CREATE VIEW v_uesc AS SELECT uescape.x FROM "ā" AS uescape;
+           CREATE VIEW v_slice AS SELECT "USER".arr[1: "USER".a] AS s FROM "ā" AS "USER";""",
+    )
+    out = tmp_path / "alias.postgres.sql.gz"
+    export(pg_url, "postgres", out)
+    restored(psql, owner_db, out)
+    assert_same_database(psql, pg_url, owner_db)
+    with psycopg.connect(owner_db) as con:
+        assert con.execute("SELECT * FROM v_uesc").fetchall() == [(1,)]
+        assert con.execute("SELECT * FROM v_slice").fetchall() == [([1, 2],)]

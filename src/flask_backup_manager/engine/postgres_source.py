@@ -180,6 +180,7 @@ class PostgresSource:
             self.conn.autocommit = True
             self.conn.execute(
                 "SET search_path = ''; SET DateStyle = ISO; SET IntervalStyle = postgres;"
+                " SET standard_conforming_strings = on;"
                 " SET extra_float_digits = 3; SET client_encoding = 'UTF8';"
                 " SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0"
             )

@@ -120,12 +120,15 @@ def literal(value: object) -> str:
 
 def quoted_ident(name: str) -> str:
     """A quoted identifier in ASCII (see :func:`literal` for why): ``"..."`` when ``name`` is
-    ASCII, else ``U&"..."`` with ``\\XXXX`` / ``\\+XXXXXX`` escapes. psql lexes ``U&"`` as a
-    quoted identifier, and the server reads it whatever ``standard_conforming_strings`` is
-    (only ``U&'...'`` string literals are refused with standard strings off)."""
+    ASCII, else ``U&"..." UESCAPE '!'`` with ``!XXXX`` / ``!+XXXXXX`` escapes. psql lexes
+    ``U&"`` as a quoted identifier, and the server reads it whatever
+    ``standard_conforming_strings`` is (only ``U&'...'`` string literals are refused with
+    standard strings off). The escape character is said, and is not a backslash: a word
+    ``uescape`` after the identifier (an alias) would otherwise be read as the start of that
+    clause, and ``UESCAPE '\\'`` would be a plain string holding a backslash."""
     if name.isascii():
         return ident(name)
-    return 'U&"' + _escape(name, '\\"', "\\%04X", "\\+%06X") + '"'
+    return 'U&"' + _escape(name, '!"', "!%04X", "!+%06X") + "\" UESCAPE '!'"
 
 
 def ascii_text(text: str) -> str:
@@ -173,10 +176,16 @@ def portable(text: str) -> str:
     :func:`quoted_ident`; non-ASCII in comments escaped as text. PostgreSQL's deparse never
     writes ``E''`` itself, whatever the session's settings. Raises :class:`ExportError` if any
     non-ASCII is left (in a token the deparse does not write)."""
-    if text.isascii() and "\\" not in text:
+    if text.isascii() and "\\" not in text and ":'" not in text and ':"' not in text:
         return text
 
     def one(m: re.Match) -> str:
+        new = rewrite(m)
+        if m.start() and text[m.start() - 1] == ":" and new[:1] in "'\"":
+            return " " + new  # psql would read :'x' or :"x" as its variable (an array slice)
+        return new
+
+    def rewrite(m: re.Match) -> str:
         token = m.group()
         kind = m.lastgroup
         if kind == "string":
