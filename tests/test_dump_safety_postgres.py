@@ -801,7 +801,7 @@ def test_a_function_turning_standard_strings_off_mid_restore_reaches_no_psql_com
 def test_literals_read_the_same_with_standard_strings_on_and_off(pg_url):
     """Both kinds of literal the ``postgres`` format holds, the writer's own and PostgreSQL's
     deparse made standard-independent, give back their text under either setting."""
-    from flask_backup_manager.engine.postgres_writer import literal, standard_literals
+    from flask_backup_manager.engine.postgres_writer import literal, portable
 
     rng = random.Random(7)
     texts = ["", "plain", "a\\b", "x\\", "x\\'", "\\\\'';\n\\! id\n", "é\\\t"]
@@ -815,7 +815,7 @@ def test_literals_read_the_same_with_standard_strings_on_and_off(pg_url):
                 )
             )
             view = con.execute("SELECT pg_catalog.pg_get_viewdef('fbm_lit'::regclass)")
-            deparsed = standard_literals(view.fetchone()[0].rstrip().rstrip(";"))
+            deparsed = portable(view.fetchone()[0].rstrip().rstrip(";"))
             for setting in ("on", "off"):
                 con.execute(f"SET standard_conforming_strings = {setting}")
                 assert con.execute(f"SELECT {literal(text)}").fetchone()[0] == text

@@ -221,9 +221,6 @@ def portable(text: str) -> str:
 
 _LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
-#: the name under which :func:`portable` was first written (it then rewrote backslashes only)
-standard_literals = portable
-
 
 _NOT_OVERRIDDEN = f"pg_catalog.current_setting({literal(OVERRIDE)}, true) IS DISTINCT FROM 'on'"
 
@@ -369,7 +366,6 @@ __all__ = [
     "portable",
     "quoted_ident",
     "restrict_key",
-    "standard_literals",
     "statements",
     "write_postgres_sql",
 ]
