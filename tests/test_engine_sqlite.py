@@ -378,9 +378,10 @@ def test_restored_script_connection_can_use_fts5_at_once(hard_db, tmp_path):
 def test_dump_puts_schema_first_and_indexes_triggers_views_after_the_rows(hard_db, tmp_path):
     export(sqlite_url(hard_db), "sqlite3", tmp_path / "d.sql.gz")
     lines = gzip.decompress((tmp_path / "d.sql.gz").read_bytes()).decode().splitlines()
-    assert lines[:5] == [
+    assert lines[:6] == [
         "-- SQLite database dump made by flask-backup-manager",
-        "-- Restore: gunzip -c FILE | sqlite3 -safe NEWDB",
+        "-- Restore: python -m flask_backup_manager restore FILE --target sqlite:///NEWDB",
+        "--      or: gunzip -c FILE | sqlite3 -safe NEWDB",
         "PRAGMA foreign_keys=OFF;",
         "PRAGMA ignore_check_constraints=ON;",
         "BEGIN TRANSACTION;",

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from flask_backup_manager.engine import ExportError, export
+from flask_backup_manager.engine.base import shown
 from flask_backup_manager.engine.psql_script import (
     CopyData,
     CopyEnd,
@@ -18,7 +19,6 @@ from flask_backup_manager.engine.psql_script import (
     PsqlReader,
     ScriptCheck,
     Statement,
-    shown,
 )
 
 

@@ -278,3 +278,16 @@ def test_the_tool_restores_pagila_and_the_hard_cases_as_psql_does(
         done = run("restore", str(dump), "--target", target, *flags)
         assert done.returncode == 0, done.stderr
         assert_same_database(psql, source, target)
+
+
+def test_a_sqlite_file_holding_a_nul_byte_is_a_one_line_error(tmp_path):
+    forged = tmp_path / "nul.sql"
+    forged.write_bytes(
+        b"-- SQLite database dump made by flask-backup-manager\nBEGIN TRANSACTION;\n"
+        b"CREATE TABLE t (a);\nINSERT INTO t VALUES ('a\x00b');\nCOMMIT;\n"
+    )
+    new = tmp_path / "new.db"
+    done = run("restore", str(forged), "--target", f"sqlite:///{new}")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1
+    assert not new.exists()

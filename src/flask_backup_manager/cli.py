@@ -120,7 +120,10 @@ def download(backup_id: str, output: Path | None) -> None:
     target = output or Path(b.filename)
     if target.is_dir():
         target = target / b.filename
-    shutil.copyfile(service.file_path(b), target)
+    try:
+        shutil.copyfile(service.file_path(b), target)
+    except OSError as e:  # the storage file gone, or a target that cannot be written
+        raise _error(f"cannot copy backup {b.id} to {target}: {e.strerror or e}") from e
     if read_through(target)[1] != b.sha256:  # the copy, as the user will have it
         target.unlink()
         raise _error(f"the file of backup {b.id} no longer matches its sha256: not copied")

@@ -37,14 +37,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from .base import ExportError, Source, TableSpec, Tracker, ident
+from .base import ExportError, Source, TableSpec, Tracker, ident, shown
 from .copy_encoding import BATCH, Bulk, Encoder, Refusal, RowEncoder, bulk_for, encoder_for, max_key
 from .postgres_writer import (
     GzipOut,
     comment_line,
     copy_from_stdin,
     literal,
-    one_line,
     statements,
 )
 from .sqlite_source import SQLiteSource
@@ -334,7 +333,7 @@ def _keywords(spec: TableSpec, words: str, allowed: frozenset[str]) -> str:
     found = " ".join(words.upper().split())
     if found not in allowed:
         raise ExportError(
-            one_line(f"table {spec.key}: a foreign key says {words[:40]!r}, which is not SQL")
+            f"table {shown(spec.key)}: a foreign key says {shown(words)!r}, which is not SQL"
         )
     return found
 

@@ -13,13 +13,13 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .base import ExportError, Tracker
+from .base import ExportError, Tracker, shown
 from .postgres_writer import (
     GzipOut,
     comment_line,
     copy_from_stdin,
     literal,
-    one_line,
+    spaces_for_controls,
     statements,
 )
 
@@ -74,7 +74,7 @@ def _check_operator_name(name: str | None) -> None:
     if name is None:
         return
     if not _OPERATOR_NAME.fullmatch(name) or "--" in name or "/*" in name:
-        raise ExportError(one_line(f"operator {name[:40]!r} has a name PostgreSQL cannot read"))
+        raise ExportError(f"operator {shown(name)!r} has a name PostgreSQL cannot read")
 
 
 def write_native(src: PostgresSource, out: GzipOut, tracker: Tracker) -> None:
@@ -178,7 +178,7 @@ class Catalog:
                 yield create
                 continue
             self.tracker.warn(
-                one_line(
+                spaces_for_controls(
                     f"extension {name} is not trusted, so the file does not create it: a "
                     f"superuser must run {create} in the new database before the restore, "
                     "or the objects that use it fail to restore"
@@ -327,7 +327,7 @@ class Catalog:
                 # C, internal, plpython3u...: only a superuser may create it, and it can do
                 # anything on the server that loads it
                 self.tracker.warn(
-                    one_line(
+                    spaces_for_controls(
                         f"{what.lower()} {sig} is left out: its language {language} is not "
                         "trusted (only a superuser may create it); objects that use it fail "
                         "to restore"

@@ -15,15 +15,19 @@ The customer's database is untrusted input for whoever restores the file, so the
 to be harmless to load (issue 9):
 
 - every name and text reaches it quoted, by PostgreSQL's own deparse (``pg_get_*def``,
-  ``quote_ident``, ``format_type``, ``regclass`` text) or by :func:`ident` / :func:`literal`;
-  comment lines carry no control character (:func:`comment_line`);
+  ``quote_ident``, ``format_type``, ``regclass`` text) or by :func:`quoted_ident` /
+  :func:`literal`, and all of it outside COPY data is ASCII (:func:`portable`), so that it
+  reads the same under any client encoding and ``standard_conforming_strings`` setting a
+  customer function may switch to during the restore; comment lines carry no control
+  character (:func:`comment_line`);
 - it opens with ``\\restrict KEY`` and ends with ``\\unrestrict KEY`` (as ``pg_dump`` does since
   PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22): between the two psql itself refuses every
   backslash command, should a writer bug let one through;
-- its first statement refuses to go on when the restoring role is a superuser or may run
-  programs or read and write files on the server (:data:`GUARD`): loading a schema runs the
-  customer's functions (CHECK constraints, defaults, generated columns, index expressions,
-  materialized views, triggers) as the restoring role.
+- its first statement refuses to go on unless the restoring role reaches nothing but the new
+  database (:data:`GUARD`, :data:`RISKY_ROLES`: no superuser, no role that may run programs or
+  read and write files on the server, none that owns another database or belongs to a role):
+  loading a schema runs the customer's functions (CHECK constraints, defaults, generated
+  columns, index expressions, materialized views, triggers) as the restoring role.
 
 Compression runs in a second thread (:class:`GzipOut`) so that reading and compressing use two
 cores, as ``pg_dump | gzip`` does.
@@ -37,7 +41,7 @@ import string
 from collections.abc import Iterable
 from pathlib import Path
 
-from .base import ExportError, Source, Tracker, escape_controls, ident
+from .base import CONTROL, ExportError, Source, Tracker, escape_controls, ident
 from .gzipout import GzipOut
 
 #: the setting that lets a superuser load the file anyway, knowingly
@@ -319,13 +323,10 @@ def write_postgres_sql(source: Source, path: Path, tracker: Tracker) -> None:
         out.write(f"--\n-- dump complete\n--\n\n\\unrestrict {key}\n")
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def one_line(text: str) -> str:
+def spaces_for_controls(text: str) -> str:
     """``text`` with every control character (CR and LF among them) and Unicode line break
     replaced by a space: fit for a comment line, a log line or a terminal."""
-    return _CONTROL.sub(" ", text)
+    return CONTROL.sub(" ", text)
 
 
 def comment_line(text: str) -> str:
@@ -335,7 +336,7 @@ def comment_line(text: str) -> str:
     control character becomes a space, as ``pg_dump`` does with CR and LF in its own comments;
     and non-ASCII is escaped as text (:func:`ascii_text`), as psql may lex by another client
     encoding by then, where a UTF-8 character can swallow the LF that ends the comment."""
-    return "-- " + ascii_text(one_line(text))
+    return "-- " + ascii_text(spaces_for_controls(text))
 
 
 def copy_from_stdin(target: str) -> str:
@@ -362,7 +363,7 @@ __all__ = [
     "copy_from_stdin",
     "ident",
     "literal",
-    "one_line",
+    "spaces_for_controls",
     "portable",
     "quoted_ident",
     "restrict_key",

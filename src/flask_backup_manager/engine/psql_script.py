@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .base import ExportError
+from .base import ExportError, shown
 
 
 @dataclass(frozen=True)
@@ -466,16 +466,6 @@ PSQL_VARIABLES = frozenset(
 _RESTRICT = re.compile(rb"\\restrict ([A-Za-z0-9]+)")
 _UNRESTRICT = re.compile(rb"\\unrestrict ([A-Za-z0-9]+)")
 _VARIABLE = re.compile(rb":['\"]?([^'\"]+)['\"]?")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def shown(text: bytes, limit: int = 40) -> str:
-    """At most ``limit`` characters of ``text``, control characters escaped: fit for a
-    one-line message whatever the file holds."""
-    s = text[: limit * 4].decode("utf-8", "replace")
-    cut = s[:limit]
-    out = _CONTROL.sub(lambda m: repr(m.group())[1:-1], cut)
-    return out + ("..." if len(s) > limit else "")
 
 
 def finding(item: Item) -> str | None:
@@ -578,5 +568,4 @@ __all__ = [
     "ScriptCheck",
     "Statement",
     "finding",
-    "shown",
 ]

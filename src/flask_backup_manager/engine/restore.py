@@ -29,8 +29,10 @@ from pathlib import Path
 
 from zlib_ng import zlib_ng as zlib
 
+from . import psql_script, sqlite_script
 from .base import ExportError, shown
 from .export import one_line, scrub
+from .postgres_writer import OVERRIDE, RISKY_ROLES
 from .url import URL, parse_url
 
 CHUNK = 1 << 20
@@ -90,7 +92,7 @@ def restore(
         raise
     except ExportError as e:
         raise RestoreError(scrub(str(e), url)) from e
-    except (OSError, zlib.error, sqlite3.Error) as e:
+    except (OSError, ValueError, zlib.error, sqlite3.Error, sqlite3.Warning) as e:
         raise RestoreError(scrub(one_line(e), url)) from e
     except Exception as e:  # psycopg errors: one line, without the password
         if type(e).__module__.startswith("psycopg"):
@@ -175,10 +177,8 @@ def _connect(url: URL):
 
 
 def _restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> RestoreResult:
-    from .postgres_writer import OVERRIDE, RISKY_ROLES
-    from .psql_script import CopyData, CopyEnd, ScriptCheck, Statement
 
-    check = ScriptCheck()
+    check = psql_script.ScriptCheck()
     tables = rows = 0
     con = _connect(url)
     try:
@@ -205,13 +205,13 @@ def _restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> Re
             chunk = next(chunks, None)
             items = check.feed(chunk) if chunk is not None else check.close()
             for item in items:
-                if isinstance(item, CopyData):
+                if isinstance(item, psql_script.CopyData):
                     copy.write(item.data)
                     rows += item.data.count(b"\n")
-                elif isinstance(item, CopyEnd):
+                elif isinstance(item, psql_script.CopyEnd):
                     copy_cm.__exit__(None, None, None)
                     copy = None
-                elif isinstance(item, Statement):
+                elif isinstance(item, psql_script.Statement):
                     if item.copy:
                         tables += 1
                         copy_cm = cur.copy(item.text)
@@ -232,7 +232,6 @@ def _restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> Re
 
 
 def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
-    from .sqlite_script import Command, ShellReader, Statement, Terminator
 
     if not url.database or url.database == ":memory:":
         raise RestoreError("the sqlite target must name a new file: sqlite:///new.db")
@@ -242,7 +241,7 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
     if not target.parent.is_dir():
         raise RestoreError(f"no such directory: {target.parent}")
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-    reader = ShellReader()
+    reader = sqlite_script.ShellReader()
     try:
         con = sqlite3.connect(tmp, isolation_level=None)
         try:
@@ -253,12 +252,12 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
                 chunk = next(chunks, None)
                 items = reader.feed(chunk) if chunk is not None else reader.close()
                 for item in items:
-                    if isinstance(item, (Command, Terminator)):
+                    if isinstance(item, (sqlite_script.Command, sqlite_script.Terminator)):
                         raise RestoreError(
                             f"line {item.line}: the file holds a line the sqlite3 shell would"
                             f" run as a command ({shown(item.text)}): refusing it"
                         )
-                    if isinstance(item, Statement):
+                    if isinstance(item, sqlite_script.Statement):
                         _run_sqlite(con, item.sql, item.line)
                 if chunk is None:
                     break

@@ -344,12 +344,6 @@ class SQLiteSource:
         ).fetchone()
         return None if found is None else found[0]
 
-    def take_copy(self) -> Path | None:
-        """The snapshot copy, handed over to the caller (who then owns it and removes it), or
-        None when the source reads its file in place. The source goes on reading it."""
-        copy, self.copy, self.frozen = self.copy, None, None
-        return copy
-
     def close(self) -> None:
         if self._unwatch is not None:
             self._unwatch()

@@ -97,7 +97,7 @@ def _vacuum_copy(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     def progress() -> int:
         try:
             written = os.stat(path).st_size // size
-            pages.step(0, max(used - written, 0), used)
+            pages.step(max(used - written, 0), used)
         except BaseException as e:  # raised through SQLite it would be lost: kept, re-raised
             failed.append(e)
             return 1
@@ -171,7 +171,7 @@ class _PageProgress:
         self.done = 0  # all rows reported so far
         self.open = False
 
-    def step(self, status: int, remaining: int, total: int) -> None:
+    def step(self, remaining: int, total: int) -> None:
         if total:
             self._advance(self.total * (total - remaining) // total)
 
@@ -236,7 +236,8 @@ def _dump_generic(source: Source, path: Path, tracker: Tracker) -> None:
 #: the first lines of a ``sqlite3`` file (no text from the source in them)
 HEADER = (
     "-- SQLite database dump made by flask-backup-manager",
-    "-- Restore: gunzip -c FILE | sqlite3 -safe NEWDB",
+    "-- Restore: python -m flask_backup_manager restore FILE --target sqlite:///NEWDB",
+    "--      or: gunzip -c FILE | sqlite3 -safe NEWDB",
 )
 
 
