@@ -14,11 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-from zlib_ng import zlib_ng as zlib
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from .base import FORMATS, ExportCancelled, ExportError, ProgressCallback, Source, Tracker
+from .gzipout import gunzip
 from .url import URL, parse_url
 
 if TYPE_CHECKING:
@@ -255,20 +254,22 @@ def read_through(
     fed to ``script``)."""
     h = hashlib.sha256()
     size = 0
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
-    with open(path, "rb") as f:
+
+    def raw(f: BinaryIO) -> Iterator[bytes]:
+        nonlocal size
         while chunk := f.read(1 << 20):
             h.update(chunk)
             size += len(chunk)
-            while d is not None and chunk:
-                text = d.decompress(chunk, 1 << 22)
-                if script is not None and text:
-                    script.feed(text)
-                chunk = d.unconsumed_tail or (d.unused_data if d.eof else b"")
-                if d.eof and chunk:
-                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if d is not None and not d.eof:
-        raise ExportError("the gzip file is truncated")
+            yield chunk
+
+    with open(path, "rb") as f:
+        if not gzipped:
+            for _ in raw(f):
+                pass
+            return size, h.hexdigest()
+        for text in gunzip(raw(f)):
+            if script is not None:
+                script.feed(text)
     if script is not None:
         script.close()
     return size, h.hexdigest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import shutil
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,6 +15,22 @@ from .base import COMPRESSLEVEL, ExportError
 
 #: bytes gathered before a chunk goes to the compressing thread
 BLOCK = 1 << 20
+
+
+def gunzip(chunks: Iterable[bytes], most: int = 1 << 22) -> Iterator[bytes]:
+    """The text of a gzip stream given in ``chunks``, in pieces of at most ``most`` bytes,
+    across the members a gzip file may be a series of. Raises ExportError if it is cut."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    for chunk in chunks:
+        while chunk:
+            text = d.decompress(chunk, most)
+            if text:
+                yield text
+            chunk = d.unconsumed_tail or (d.unused_data if d.eof else b"")
+            if d.eof and chunk:
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if not d.eof:
+        raise ExportError("the gzip file is truncated")
 
 
 class GzipOut:

@@ -19,6 +19,7 @@ server, is refused unless ``as_superuser`` says otherwise.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sqlite3
@@ -32,6 +33,7 @@ from zlib_ng import zlib_ng as zlib
 from . import psql_script, sqlite_script
 from .base import ExportError, shown
 from .export import one_line, scrub
+from .gzipout import gunzip
 from .postgres_writer import OVERRIDE, RISKY_ROLES
 from .url import URL, parse_url
 
@@ -104,24 +106,11 @@ def read_chunks(path: Path) -> Iterator[bytes]:
     """The file's text in chunks of about 1 MiB, gunzipped if it is gzip (by its magic)."""
     with open(path, "rb") as f:
         first = f.read(CHUNK)
-        if not first.startswith(b"\x1f\x8b"):
-            while first:
-                yield first
-                first = f.read(CHUNK)
-            return
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        chunk = first
-        while chunk:
-            while chunk:
-                text = d.decompress(chunk, 4 * CHUNK)
-                if text:
-                    yield text
-                chunk = d.unconsumed_tail or (d.unused_data if d.eof else b"")
-                if d.eof and chunk:
-                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            chunk = f.read(CHUNK)
-        if not d.eof:
-            raise RestoreError("the gzip file is truncated")
+        chunks = itertools.chain([first], iter(lambda: f.read(CHUNK), b""))
+        if first.startswith(b"\x1f\x8b"):
+            yield from gunzip(chunks, 4 * CHUNK)
+        else:
+            yield from filter(None, chunks)
 
 
 def sniff(head: bytes) -> str:
