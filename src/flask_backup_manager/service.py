@@ -30,6 +30,10 @@ def formats(state: State | None = None) -> list[dict[str, str]]:
     ]
 
 
+#: the PostgreSQL advisory lock that makes backup creations take turns (any fixed number)
+CREATE_LOCK = 0x666D626372656174  # "fmbcreat"
+
+
 def create_backup(format: Any, created_by: str | None = None) -> Any:
     """Insert a queued backup and enqueue its job. 400 for an unknown format, 503 when the
     queue cannot be reached (the row is then ``failed``, never left ``queued``)."""
@@ -47,7 +51,16 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
         f"backups are already queued or running (BACKUP_MANAGER_MAX_ACTIVE is "
         f"{state.max_active}): try again when they have finished.",
     )
+    if db.session.get_bind(mapper=Backup).dialect.name == "postgresql":
+        # one creation at a time (until its commit): with ids from a sequence, a creation with
+        # a lower id may commit after another one has counted, and both would find room
+        db.session.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:key)"),
+            {"key": CREATE_LOCK},
+            bind_arguments={"mapper": Backup},
+        )
     if db.session.scalar(active) >= state.max_active:
+        db.session.rollback()  # and with it the lock
         raise too_many
     created_by = created_by or current_user_name()
     now = db_now(db.session.connection())
@@ -59,7 +72,8 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
     add_log(backup.id, "info", f"queued: format {format}", commit=False)
     audit("create", backup.id, format, actor=created_by, commit=False)
     db.session.commit()
-    # two creations at once both saw room: the one with the higher id steps back
+    # SQLite: two creations at once both saw room (its writes, ids and commits come one at a
+    # time, in the same order): the one with the higher id steps back
     if db.session.scalar(active.where(Backup.id <= backup.id)) > state.max_active:
         finish(backup.id, ("queued",), "cancelled", error="too many backups at once")
         add_log(backup.id, "warning", "cancelled: too many backups at once")
