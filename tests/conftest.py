@@ -286,3 +286,28 @@ def move_money_in_sqlite(db, stop, commits: list, pause: float = 0.0) -> None:
             commits.append(1)
             if pause:
                 time.sleep(pause)
+
+
+def admin_connection(pg_admin_url: str) -> psycopg.Connection:
+    return psycopg.connect(pg_admin_url, autocommit=True)
+
+
+def url_with(pg_admin_url: str, **kw: str) -> str:
+    return make_url(pg_admin_url).set(**kw).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def owner_db(pg_admin_url):
+    """A fresh database owned by a fresh LOGIN role that is not a superuser; its URL."""
+    role = f"fbm_owner_{uuid.uuid4().hex[:10]}"
+    with admin_connection(pg_admin_url) as con:
+        con.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER").format(sql.Identifier(role)))
+        con.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(role), sql.Identifier(role)
+            )
+        )
+    yield url_with(pg_admin_url, username=role, database=role)
+    with admin_connection(pg_admin_url) as con:
+        con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(role)))
+        con.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

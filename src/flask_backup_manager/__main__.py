@@ -8,8 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from .engine import FORMATS, ExportError, export
-from .engine.base import escape_controls
+from .engine import FORMATS, ExportError, escape_controls, export
 
 T = TypeVar("T")
 

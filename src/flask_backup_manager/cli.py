@@ -13,8 +13,7 @@ from flask.cli import AppGroup
 from werkzeug.exceptions import HTTPException
 
 from . import service
-from .engine.base import escape_controls
-from .engine.export import read_through
+from .engine import escape_controls, read_through
 from .errors import whole_number
 from .pages import human_size
 

@@ -7,8 +7,7 @@ import threading
 import sqlalchemy as sa
 from rq.timeouts import JobTimeoutException
 
-from .engine import ExportCancelled, ExportError, Progress, export
-from .engine.export import one_line, scrub
+from .engine import ExportCancelled, ExportError, Progress, export, one_line, scrub
 from .extension import State, get_state
 from .models import db_now
 from .service import add_log, file_path, finish, prune, reap, storage_dir, transition, update

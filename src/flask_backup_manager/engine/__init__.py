@@ -1,9 +1,20 @@
-"""The export engine: usable without Flask. Two sources (PostgreSQL, SQLite) times three writers."""
+"""The export engine: usable without Flask. Two sources (PostgreSQL, SQLite) times three writers.
+
+What the web layer uses of it is named here; nothing outside the engine imports its modules."""
 
 from __future__ import annotations
 
-from .base import FORMATS, SUPPORTED, ExportCancelled, ExportError, Format, Progress, TableSpec
-from .export import ExportResult, export
+from .base import (
+    FORMATS,
+    SUPPORTED,
+    ExportCancelled,
+    ExportError,
+    Format,
+    Progress,
+    TableSpec,
+    escape_controls,
+)
+from .export import ExportResult, export, one_line, read_through, scrub
 
 __all__ = [
     "FORMATS",
@@ -14,5 +25,9 @@ __all__ = [
     "Format",
     "Progress",
     "TableSpec",
+    "escape_controls",
     "export",
+    "one_line",
+    "read_through",
+    "scrub",
 ]

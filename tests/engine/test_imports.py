@@ -16,7 +16,7 @@ from sqlalchemy.exc import ArgumentError
 from flask_backup_manager.engine import ExportError, export
 from flask_backup_manager.engine.url import parse_url
 
-from .conftest import run_psql
+from ..conftest import run_psql
 
 SCHEMA = """
     CREATE TABLE parent (id integer PRIMARY KEY, name text);

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from flask_backup_manager.engine import export
 
-from .test_engine_sqlite import (
+from .test_sqlite_to_sqlite import (
     DirWatch,
     check_health,
     restore_with_cli,

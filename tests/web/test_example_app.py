@@ -16,7 +16,7 @@ from example_app import create_app, database_url, db
 from example_app.models import Category
 from example_app.seed import counts, seed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - owner_db, a fixture imported from test_engine_postgres
 """The ``postgres`` format can't be turned against whoever restores it (issue 9).
 
 Each test builds a hostile database for real (as the superuser), exports it and restores the
@@ -32,11 +31,10 @@ from psycopg import sql
 
 from flask_backup_manager.engine import ExportError, export
 
-from .conftest import run_psql
-from .test_engine_postgres import (  # noqa: F401 - owner_db is a fixture
+from ..conftest import run_psql
+from .test_postgres_to_postgres import (
     assert_same_database,
     load_hard_schema,
-    owner_db,
     schema_dump,
     table_checksums,
 )

@@ -9,8 +9,6 @@ import sqlite3
 from flask_backup_manager import service
 from flask_backup_manager.jobs import run_backup
 
-from .test_engine_postgres import owner_db  # noqa: F401 - a fixture
-
 API = "/backups/api"
 
 
@@ -96,11 +94,11 @@ def test_cancelled_while_queued_never_runs_and_leaves_no_file(app, client, run_w
         assert not service.file_path(service.get_backup(backup["id"])).exists()
 
 
-def test_postgres_host_backs_up_in_all_three_formats(pg_app, run_worker, psql, owner_db):  # noqa: F811
+def test_postgres_host_backs_up_in_all_three_formats(pg_app, run_worker, psql, owner_db):
     """The host database and the backup rows in PostgreSQL; each format restores to the data."""
     import subprocess
 
-    from .conftest import run_psql
+    from ..conftest import run_psql
     from .hostapp import Customer, Order, create_app, db
 
     client = pg_app.test_client()

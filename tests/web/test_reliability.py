@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from .conftest import DATASETS, ROOT, WORKER, process_tree
+from ..conftest import DATASETS, ROOT, WORKER, process_tree
 
 API = "/backups/api"
 

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 
 from flask_backup_manager.engine import ExportError, export
 
-from .conftest import DATASETS
-from .test_engine_postgres import owner_db, restore  # noqa: F401 - the fixture
+from ..conftest import DATASETS
+from .test_postgres_to_postgres import restore
 
 CHINOOK = DATASETS / "chinook" / "Chinook_Sqlite.sqlite"
 
@@ -46,7 +46,7 @@ def _plain(value):
 
 
 def test_chinook_sqlite_restores_into_postgres_with_every_value(
-    owner_db,  # noqa: F811
+    owner_db,
     psql,
     tmp_path,
     processes,
@@ -119,7 +119,7 @@ def test_a_value_postgres_would_refuse_stops_the_export_naming_table_column_and_
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.db"]
 
 
-def test_sqlite_odd_values_and_orphans_restore(owner_db, psql, tmp_path):  # noqa: F811
+def test_sqlite_odd_values_and_orphans_restore(owner_db, psql, tmp_path):
     url = _sqlite(
         tmp_path / "odd.db",
         r"""
@@ -169,7 +169,7 @@ def test_sqlite_odd_values_and_orphans_restore(owner_db, psql, tmp_path):  # noq
         assert pg.execute("INSERT INTO child (t) VALUES ('new') RETURNING id").fetchone() == (8,)
 
 
-def test_host_model_types_decide_the_postgres_columns(owner_db, psql, tmp_path):  # noqa: F811
+def test_host_model_types_decide_the_postgres_columns(owner_db, psql, tmp_path):
     import sqlalchemy as sa
 
     url = _sqlite(
@@ -273,7 +273,7 @@ def test_a_batch_encoded_in_bulk_reads_as_value_by_value(tmp_path, type_):
 
 
 def test_values_after_the_first_batch_are_checked_named_and_keep_the_identity_going(
-    owner_db,  # noqa: F811
+    owner_db,
     psql,
     tmp_path,
     processes,
@@ -322,7 +322,7 @@ def _names_that_run_commands(where: Path, line: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def test_names_that_are_psql_commands_are_not_run_by_the_restore(owner_db, psql, tmp_path):  # noqa: F811
+def test_names_that_are_psql_commands_are_not_run_by_the_restore(owner_db, psql, tmp_path):
     where = Path(tempfile.mkdtemp(prefix="fbm", dir="/tmp"))  # short: names stay below 63 bytes
     try:
         script = [

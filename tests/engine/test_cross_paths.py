@@ -31,9 +31,9 @@ from psycopg import sql
 
 from flask_backup_manager.engine import ExportError, export
 
-from .conftest import BANK_SQL, DATASETS, move_money_in_postgres, move_money_in_sqlite, run_psql
-from .test_engine_postgres import owner_db, pagila_url, restore  # noqa: F401 - fixtures
-from .test_engine_sqlite import (
+from ..conftest import BANK_SQL, DATASETS, move_money_in_postgres, move_money_in_sqlite, run_psql
+from .test_postgres_to_postgres import restore
+from .test_sqlite_to_sqlite import (
     build_hard_db,
     check_health,
     restore_with_cli,
@@ -229,7 +229,7 @@ def export_both_sqlite_formats(pg: str, tmp_path: Path, **kw) -> Path:
     return db
 
 
-def test_pagila_to_sqlite_keeps_every_table_row_and_value_by_the_rules(pagila_url, tmp_path):  # noqa: F811
+def test_pagila_to_sqlite_keeps_every_table_row_and_value_by_the_rules(pagila_url, tmp_path):
     db = export_both_sqlite_formats(pagila_url, tmp_path)
     assert assert_values_follow_the_rules(pagila_url, db) > 250_000
     with closing(sqlite3.connect(db)) as con:
@@ -332,7 +332,7 @@ def _read(url: str, table: sa.Table, order: sa.Column) -> list:
         engine.dispose()
 
 
-def test_pagila_models_read_the_sqlite_copy_as_they_read_postgres(pagila_url, tmp_path):  # noqa: F811
+def test_pagila_models_read_the_sqlite_copy_as_they_read_postgres(pagila_url, tmp_path):
     payment, film = pagila_models()
     db = tmp_path / "copy.sqlite3"
     export(pagila_url, "sqlite3_db", db, metadata=payment.metadata)
@@ -403,7 +403,7 @@ def test_postgres_to_sqlite_reads_one_snapshot_while_money_moves(pg_url, psql, t
 
 @pytest.mark.parametrize("journal", ["wal", "delete"])
 def test_sqlite_to_postgres_reads_one_snapshot_while_the_app_moves_money(
-    owner_db,  # noqa: F811
+    owner_db,
     psql,
     tmp_path,
     journal,
@@ -539,7 +539,7 @@ def _cell(con: sqlite3.Connection, table: str, where: str) -> str:
 
 def test_sqlite_hard_cases_to_postgres_keep_every_value_postgres_can_hold(
     tmp_path,
-    owner_db,  # noqa: F811
+    owner_db,
     psql,
 ):
     """Export the hard-case database; each refusal must name a value PostgreSQL cannot hold

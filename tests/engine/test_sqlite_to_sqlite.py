@@ -22,7 +22,7 @@ from flask_backup_manager.engine import ExportError, export
 from flask_backup_manager.engine.sqlite_render import exact_real_expression
 from flask_backup_manager.engine.sqlite_script import ShellReader, normalise
 
-from .conftest import DATASETS, move_money_in_sqlite
+from ..conftest import DATASETS, move_money_in_sqlite
 
 CHINOOK = DATASETS / "chinook" / "Chinook_Sqlite.sqlite"
 

@@ -12,11 +12,9 @@ import pytest
 
 from flask_backup_manager.engine import export
 
-from .test_engine_postgres import (  # noqa: F401  (fixtures)
+from .test_postgres_to_postgres import (
     assert_same_database,
     load_hard_schema,
-    owner_db,
-    pagila_url,
 )
 
 AWKWARD = [
@@ -61,7 +59,7 @@ def _rows(url: str) -> list:
         ]
 
 
-def test_postgres_round_trip_as_an_ordinary_owner(pg_source, owner_db, tmp_path):  # noqa: F811
+def test_postgres_round_trip_as_an_ordinary_owner(pg_source, owner_db, tmp_path):
     dump = tmp_path / "d.postgres.sql.gz"
     export(pg_source, "postgres", dump)
     done = run("restore", str(dump), "--target", owner_db)
@@ -70,7 +68,7 @@ def test_postgres_round_trip_as_an_ordinary_owner(pg_source, owner_db, tmp_path)
     assert _rows(owner_db) == _rows(pg_source)
 
 
-def test_plain_text_file_is_told_by_its_content(pg_source, owner_db, tmp_path):  # noqa: F811
+def test_plain_text_file_is_told_by_its_content(pg_source, owner_db, tmp_path):
     dump = tmp_path / "d.postgres.sql.gz"
     export(pg_source, "postgres", dump)
     plain = tmp_path / "no-extension"
@@ -104,7 +102,7 @@ def _evil(tmp_path, marker, how: bytes) -> object:
     "how", [b"\\! touch %s", b"SELECT 1; \\! touch %s", b"-- x\r\\! touch %s", b"\\o |touch %s"]
 )
 def test_a_file_with_a_psql_command_is_refused_and_nothing_committed(
-    owner_db,  # noqa: F811
+    owner_db,
     tmp_path,
     how,
 ):
@@ -117,7 +115,7 @@ def test_a_file_with_a_psql_command_is_refused_and_nothing_committed(
         assert con.execute("SELECT to_regclass('public.t')").fetchone() == (None,)
 
 
-def test_a_truncated_file_is_refused_and_nothing_committed(pg_source, owner_db, tmp_path):  # noqa: F811
+def test_a_truncated_file_is_refused_and_nothing_committed(pg_source, owner_db, tmp_path):
     dump = tmp_path / "d.postgres.sql.gz"
     export(pg_source, "postgres", dump)
     text = gzip.decompress(dump.read_bytes())
@@ -223,7 +221,7 @@ def test_a_superuser_is_refused_by_the_tool_itself_even_if_the_file_has_no_guard
     ],
 )
 def test_a_file_that_would_commit_half_a_load_is_refused_and_nothing_committed(
-    owner_db,  # noqa: F811
+    owner_db,
     tmp_path,
     statement,
 ):
@@ -261,9 +259,9 @@ def test_a_sqlite_file_that_would_write_another_file_is_refused(tmp_path, statem
 
 
 def test_the_tool_restores_pagila_and_the_hard_cases_as_psql_does(
-    pagila_url,  # noqa: F811
+    pagila_url,
     pg_url,
-    owner_db,  # noqa: F811
+    owner_db,
     make_pg_db,
     psql,
     tmp_path,

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from flask_backup_manager.engine import ExportError, export
 
-from .conftest import BANK_SQL, DATASETS, move_money_in_postgres, run_psql
+from ..conftest import BANK_SQL, DATASETS, move_money_in_postgres, run_psql
 
 HARD_SCHEMA = r"""
 CREATE SCHEMA "Sales";
@@ -155,59 +154,6 @@ def load_hard_schema(psql: Path, url: str) -> None:
                 assert cell in script
                 script = script.replace(cell, null)
     run_psql(psql, url, stdin=script.encode())
-
-
-def _admin(pg_admin_url: str) -> psycopg.Connection:
-    return psycopg.connect(pg_admin_url, autocommit=True)
-
-
-def _url(pg_admin_url: str, **kw: str) -> str:
-    return make_url(pg_admin_url).set(**kw).render_as_string(hide_password=False)
-
-
-@pytest.fixture
-def owner_db(pg_admin_url):
-    """A fresh database owned by a fresh LOGIN role that is not a superuser; its URL."""
-    role = f"fbm_owner_{uuid.uuid4().hex[:10]}"
-    with _admin(pg_admin_url) as con:
-        con.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER").format(sql.Identifier(role)))
-        con.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(role), sql.Identifier(role)
-            )
-        )
-    yield _url(pg_admin_url, username=role, database=role)
-    with _admin(pg_admin_url) as con:
-        con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(role)))
-        con.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-
-
-def _load_pagila(psql: Path, url: str) -> None:
-    # JSON_TABLE needs PostgreSQL 17: leave that one view out.
-    schema = (DATASETS / "pagila" / "pagila-schema.sql").read_text()
-    schema = re.sub(
-        r"CREATE VIEW public\.films_per_customer_rental AS.*?\) rt;\n", "", schema, flags=re.S
-    )
-    schema = schema.replace("ALTER VIEW public.films_per_customer_rental OWNER TO postgres;", "")
-    data = (DATASETS / "pagila" / "pagila-data.sql").read_text()
-    for script in (schema, data):  # a PostgreSQL 17 setting
-        run_psql(psql, url, stdin=script.replace("SET transaction_timeout = 0;", "").encode())
-
-
-@pytest.fixture(scope="session")
-def pagila_url(pg_admin_url, psql):
-    name = f"fbm_pagila_{uuid.uuid4().hex[:8]}"
-    with _admin(pg_admin_url) as con:
-        con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = _url(pg_admin_url, database=name)
-    try:
-        _load_pagila(psql, url)
-        yield url
-    finally:
-        with _admin(pg_admin_url) as con:
-            con.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def restore(psql: Path, url: str, dump: Path) -> None:

@@ -1,0 +1,40 @@
+"""Fixtures of the engine tests: real databases written by others, loaded once a session."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+
+from ..conftest import DATASETS, admin_connection, run_psql, url_with
+
+
+def _load_pagila(psql: Path, url: str) -> None:
+    # JSON_TABLE needs PostgreSQL 17: leave that one view out.
+    schema = (DATASETS / "pagila" / "pagila-schema.sql").read_text()
+    schema = re.sub(
+        r"CREATE VIEW public\.films_per_customer_rental AS.*?\) rt;\n", "", schema, flags=re.S
+    )
+    schema = schema.replace("ALTER VIEW public.films_per_customer_rental OWNER TO postgres;", "")
+    data = (DATASETS / "pagila" / "pagila-data.sql").read_text()
+    for script in (schema, data):  # a PostgreSQL 17 setting
+        run_psql(psql, url, stdin=script.replace("SET transaction_timeout = 0;", "").encode())
+
+
+@pytest.fixture(scope="session")
+def pagila_url(pg_admin_url, psql):
+    name = f"fbm_pagila_{uuid.uuid4().hex[:8]}"
+    with admin_connection(pg_admin_url) as con:
+        con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = url_with(pg_admin_url, database=name)
+    try:
+        _load_pagila(psql, url)
+        yield url
+    finally:
+        with admin_connection(pg_admin_url) as con:
+            con.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
