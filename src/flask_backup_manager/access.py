@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from flask import current_app, has_request_context, request, session
 
 from .errors import BackupManagerError, bad_request
-from .extension import PERMISSIONS, get_state
+from .state import PERMISSIONS, get_state
 
 F = TypeVar("F", bound=Callable[..., Any])
 SESSION_KEY = "_backup_manager_csrf"

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, request
 
 from .access import csrf_token
 from .errors import security_headers
-from .extension import get_state
+from .state import get_state
 
 blueprint = Blueprint(
     "backup_manager",

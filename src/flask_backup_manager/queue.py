@@ -9,7 +9,7 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
-from .extension import State, get_state
+from .state import State, get_state
 
 JOB_FUNCTION = "flask_backup_manager.jobs.run_backup"
 

@@ -16,8 +16,8 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from .access import current_user_name
 from .engine import FORMATS, SUPPORTED
 from .errors import BackupManagerError, bad_request, clip, conflict, not_found, whole_number
-from .extension import State, get_state
 from .models import FINISHED, db_now, utcnow
+from .state import State, get_state
 
 
 def formats(state: State | None = None) -> list[dict[str, str]]:

@@ -7,7 +7,7 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_backup_manager import BackupManager
-from flask_backup_manager.extension import DEFAULTS
+from flask_backup_manager.state import DEFAULTS
 
 
 def make_flask(tmp_path: Path, **config) -> tuple[Flask, SQLAlchemy]:

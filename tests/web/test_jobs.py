@@ -99,7 +99,7 @@ def test_postgres_host_backs_up_in_all_three_formats(pg_app, run_worker, psql, o
     import subprocess
 
     from ..conftest import run_psql
-    from .hostapp import Customer, Order, create_app, db
+    from ..hostapp import Customer, Order, create_app, db
 
     client = pg_app.test_client()
     ids = {
