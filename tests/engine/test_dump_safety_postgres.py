@@ -799,7 +799,7 @@ def test_a_function_turning_standard_strings_off_mid_restore_reaches_no_psql_com
 def test_literals_read_the_same_with_standard_strings_on_and_off(pg_url):
     """Both kinds of literal the ``postgres`` format holds, the writer's own and PostgreSQL's
     deparse made standard-independent, give back their text under either setting."""
-    from flask_backup_manager.engine.postgres_writer import literal, portable
+    from flask_backup_manager.engine.writers.postgres.sql import literal, portable
 
     rng = random.Random(7)
     texts = ["", "plain", "a\\b", "x\\", "x\\'", "\\\\'';\n\\! id\n", "é\\\t"]
@@ -1013,7 +1013,7 @@ def test_ascii_forms_read_the_same_in_every_client_encoding(make_pg_db, psql, en
     """The writer's literals, deparsed literals, dollar-quoted bodies and quoted identifiers,
     read by psql itself after a switch to a client encoding whose characters take an ASCII
     byte as their second, with standard strings on and off, give back their UTF-8 text."""
-    from flask_backup_manager.engine.postgres_writer import literal, portable, quoted_ident
+    from flask_backup_manager.engine.writers.postgres.sql import literal, portable, quoted_ident
 
     rng = random.Random(encoding)
     alphabet = ["ā", "日", "😀", "é", "\\", "'", '"', "\n", "\r", "\t", "$", "-", "a", ";"]
@@ -1048,7 +1048,7 @@ def test_ascii_forms_read_the_same_in_every_client_encoding(make_pg_db, psql, en
 def test_every_token_kind_is_rewritten_in_ascii_meaning_the_same(pg_url):
     """:func:`portable` on each kind of token that may hold non-ASCII: the rewrite is ASCII
     and the server reads it as it read the original, with standard strings on and off."""
-    from flask_backup_manager.engine.postgres_writer import comment_line, portable
+    from flask_backup_manager.engine.writers.postgres.sql import comment_line, portable
 
     query = (
         "SELECT 'ā\\' AS \"ä\"\"😀\", E'\\é\\\\''日' AS Äb, N'é' AS n, $é$ ā'\\ $x$ $é$ AS d,"

@@ -22,9 +22,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from flask_backup_manager.engine import ExportError, export, sqlite_writers
+from flask_backup_manager.engine import ExportError, export
 from flask_backup_manager.engine.base import shown
 from flask_backup_manager.engine.export import read_through, script_check
+from flask_backup_manager.engine.writers.sqlite import from_sqlite
 
 SQLITE3 = shutil.which("sqlite3") or "/usr/bin/sqlite3"
 
@@ -380,7 +381,7 @@ def test_a_writer_that_emits_a_command_line_fails_the_export(room, monkeypatch):
     with closing(sqlite3.connect(db)) as con:
         con.execute("CREATE TABLE t(a)")
         con.commit()
-    monkeypatch.setattr(sqlite_writers, "HEADER", ("-- a header", f".shell touch {marks}/bug"))
+    monkeypatch.setattr(from_sqlite, "HEADER", ("-- a header", f".shell touch {marks}/bug"))
     out = where / "bug.sqlite3.sql.gz"
     with pytest.raises(ExportError, match=r"line 2 as a command: \.shell touch"):
         export(url(db), "sqlite3", out)

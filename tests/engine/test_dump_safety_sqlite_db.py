@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from flask_backup_manager.engine import ExportError, export
-from flask_backup_manager.engine.sqlite_calls import calls, undefined_calls
+from flask_backup_manager.engine.checks.sqlite_calls import calls, undefined_calls
 
 SQLITE3 = shutil.which("sqlite3") or "sqlite3"
 API = "/backups/api"

@@ -55,7 +55,7 @@ def test_sqlite_to_sqlite_never_imports_sqlalchemy(tmp_path, fmt):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 tables, 3 rows" in done.stdout
     modules = imported(done.stderr)
-    assert "flask_backup_manager.engine.sqlite_writers" in modules
+    assert "flask_backup_manager.engine.writers.sqlite.from_sqlite" in modules
     assert not [m for m in modules if m.split(".")[0] == "sqlalchemy"]
 
 
@@ -65,7 +65,7 @@ def test_postgres_to_postgres_never_imports_sqlalchemy(pg_url, psql, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 tables, 3 rows" in done.stdout
     modules = imported(done.stderr)
-    assert "flask_backup_manager.engine.postgres_native" in modules
+    assert "flask_backup_manager.engine.writers.postgres.from_postgres" in modules
     assert not [m for m in modules if m.split(".")[0] == "sqlalchemy"]
 
 

@@ -349,7 +349,7 @@ def test_export_error_names_no_password(tmp_path):
 
 
 def test_rows_give_python_values_for_the_other_formats(pg_url, psql):
-    from flask_backup_manager.engine.postgres_source import PostgresSource
+    from flask_backup_manager.engine.sources.postgres import PostgresSource
 
     load_hard_schema(psql, pg_url)
     src = PostgresSource(make_url(pg_url))
@@ -387,7 +387,7 @@ def test_rows_give_python_values_for_the_other_formats(pg_url, psql):
 
 
 def test_tables_follow_foreign_keys_and_include_exclude(pg_url, psql):
-    from flask_backup_manager.engine.postgres_source import PostgresSource
+    from flask_backup_manager.engine.sources.postgres import PostgresSource
 
     load_hard_schema(psql, pg_url)
     src = PostgresSource(make_url(pg_url), include=["*"], exclude=["Sales.*", "checked"])

@@ -1,4 +1,5 @@
-"""PostgreSQL -> ``sqlite3_db`` and ``sqlite3``: the rules of ``engine/typemap.py``."""
+"""PostgreSQL -> ``sqlite3_db`` and ``sqlite3``: the rules of
+``engine/writers/sqlite/from_postgres.py``."""
 
 from __future__ import annotations
 
@@ -187,7 +188,7 @@ def test_host_models_read_back_from_the_copy_what_they_read_from_postgres(pg_sou
 
 
 def test_row_converter_converts_only_the_columns_that_need_it():
-    from flask_backup_manager.engine.typemap import TablePlan
+    from flask_backup_manager.engine.writers.sqlite.from_postgres import TablePlan
 
     def plan(converters):
         return TablePlan("t", "", [], converters)
@@ -200,7 +201,7 @@ def test_row_converter_converts_only_the_columns_that_need_it():
 
 @pytest.mark.parametrize("rows", [0, 1, 99, 100, 101, 250, 1000])
 def test_rows_are_inserted_whole_by_statements_of_many_rows(rows):
-    from flask_backup_manager.engine.typemap import TablePlan
+    from flask_backup_manager.engine.writers.sqlite.from_postgres import TablePlan
 
     plan = TablePlan("t", "", [], [None] * 12)  # 83 rows per statement within 999 parameters
     con = sqlite3.connect(":memory:")
@@ -227,7 +228,8 @@ def test_a_cancel_stops_the_rows_streaming_from_postgresql(pg_url, tmp_path, mon
     ExportCancelled long before the table's end, and nothing is left behind."""
     import threading
 
-    from flask_backup_manager.engine import ExportCancelled, typemap
+    from flask_backup_manager.engine import ExportCancelled
+    from flask_backup_manager.engine.writers.sqlite import from_postgres
 
     with psycopg.connect(pg_url, autocommit=True) as con:  # 100 MB: more than the socket holds
         con.execute(
@@ -236,7 +238,7 @@ def test_a_cancel_stops_the_rows_streaming_from_postgresql(pg_url, tmp_path, mon
         )
     cancel = threading.Event()
     batches = []
-    insert_rows = typemap.TablePlan.insert_rows
+    insert_rows = from_postgres.TablePlan.insert_rows
 
     def counting(plan, con, rows):
         batches.append(len(rows))
@@ -245,7 +247,7 @@ def test_a_cancel_stops_the_rows_streaming_from_postgresql(pg_url, tmp_path, mon
             time.sleep(0.5)
         insert_rows(plan, con, rows)
 
-    monkeypatch.setattr(typemap.TablePlan, "insert_rows", counting)
+    monkeypatch.setattr(from_postgres.TablePlan, "insert_rows", counting)
     with pytest.raises(ExportCancelled):
         export(pg_url, fmt, tmp_path / "out", cancel=cancel)
     # the first, those read ahead (2) and those already in the socket's buffers
@@ -269,7 +271,7 @@ def test_a_table_without_columns_is_a_clear_error_and_can_be_left_out(pg_url, tm
 def test_rows_read_in_binary_are_the_rows_read_as_text(pg_url, tmp_path, monkeypatch):
     """Tables of only BINARY_SAFE types are read in binary (less to parse): the SQLite copy
     holds exactly what it holds when the same rows are read as text."""
-    from flask_backup_manager.engine import postgres_source
+    from flask_backup_manager.engine.sources import postgres
     from flask_backup_manager.engine.url import parse_url
 
     with psycopg.connect(pg_url, autocommit=True) as con:
@@ -287,11 +289,11 @@ def test_rows_read_in_binary_are_the_rows_read_as_text(pg_url, tmp_path, monkeyp
             CREATE TABLE dated (id int PRIMARY KEY, at timestamptz);
             INSERT INTO dated VALUES (1, '2020-01-01 12:00+02');
         """)
-    source = postgres_source.PostgresSource(parse_url(pg_url))
+    source = postgres.PostgresSource(parse_url(pg_url))
     assert {s.key: s.extra["binary"] for s in source.tables()} == {"safe": True, "dated": False}
     source.close()
     export(pg_url, "sqlite3_db", tmp_path / "binary.db")
-    monkeypatch.setattr(postgres_source, "BINARY_SAFE", set())
+    monkeypatch.setattr(postgres, "BINARY_SAFE", set())
     export(pg_url, "sqlite3_db", tmp_path / "text.db")
     assert snapshot(tmp_path / "binary.db") == snapshot(tmp_path / "text.db")
     with closing(sqlite3.connect(tmp_path / "binary.db")) as con:

@@ -12,7 +12,7 @@ import pytest
 
 from flask_backup_manager.engine import ExportError, export
 from flask_backup_manager.engine.base import shown
-from flask_backup_manager.engine.psql_script import (
+from flask_backup_manager.engine.checks.psql import (
     CopyData,
     CopyEnd,
     MetaCommand,
@@ -341,10 +341,10 @@ def test_export_runs_the_check_on_postgres_files(tmp_path, make_pg_db, monkeypat
 
 
 def test_export_refuses_a_file_the_check_refuses(tmp_path, make_pg_db, monkeypatch):
-    from flask_backup_manager.engine import postgres_writer
+    from flask_backup_manager.engine.writers.postgres import sql
 
     url = make_pg_db()
-    monkeypatch.setattr(postgres_writer, "SETTINGS", postgres_writer.SETTINGS + "\\! id\n")
+    monkeypatch.setattr(sql, "SETTINGS", sql.SETTINGS + "\\! id\n")
     with pytest.raises(ExportError, match="would run the psql command"):
         export(url, "postgres", tmp_path / "d.sql.gz")
     assert not list(Path(tmp_path).iterdir())

@@ -1,4 +1,5 @@
-"""The sqlite3 shell's reading of a script (engine/sqlite_script.py), checked against the shell.
+"""The sqlite3 shell's reading of a script (engine/checks/sqlite_shell.py), checked against the
+shell.
 
 The reader must agree with ``sqlite3`` 3.40 itself on where every statement ends and which lines
 are dot-commands: ``sqlite3 -echo`` prints each unit of input as it takes it (a statement group
@@ -17,7 +18,7 @@ import subprocess
 import pytest
 
 from flask_backup_manager.engine.base import ExportError
-from flask_backup_manager.engine.sqlite_script import (
+from flask_backup_manager.engine.checks.sqlite_shell import (
     Command,
     Scratch,
     ScriptCheck,

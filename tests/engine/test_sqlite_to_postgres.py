@@ -29,10 +29,10 @@ def processes(request, monkeypatch):
     """Once as a small database is exported, once as a big one: every table cut into three
     rowid ranges, encoded by the exporting process and two helper processes."""
     if request.param == "in parts":
-        from flask_backup_manager.engine import helpers
+        from flask_backup_manager.engine import parallel
 
-        monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1)
-        monkeypatch.setattr(helpers, "PARTS", 3)
+        monkeypatch.setattr(parallel, "PARALLEL_ROWS", 1)
+        monkeypatch.setattr(parallel, "PARTS", 3)
     return request.param
 
 
@@ -233,8 +233,8 @@ def test_host_model_types_decide_the_postgres_columns(owner_db, psql, tmp_path):
 def test_a_batch_encoded_in_bulk_reads_as_value_by_value(tmp_path, type_):
     """Whatever mix of SQLite values a column holds, a batch comes out as the column's
     per-value encoder writes it, or is refused with the same error."""
-    from flask_backup_manager.engine.copy_encoding import NULL, _column
-    from flask_backup_manager.engine.postgres_generic import bulk_encoder, encoder
+    from flask_backup_manager.engine.writers.postgres.copy_text import NULL, _column
+    from flask_backup_manager.engine.writers.postgres.from_sqlite import bulk_encoder, encoder
 
     con = sqlite3.connect(tmp_path / "t.db")
     con.execute(f"CREATE TABLE t (v {type_})")
@@ -388,10 +388,10 @@ def test_every_row_is_copied_once_when_the_integer_key_is_no_rowid(tmp_path, pro
 def test_a_long_refused_value_in_a_helper_is_named_without_hanging(tmp_path, monkeypatch):
     """A helper's message about a refused value stays one short line (its key may be 100 kB);
     it never fills the pipe the exporting process reads last."""
-    from flask_backup_manager.engine import helpers
+    from flask_backup_manager.engine import parallel
 
-    monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1)
-    monkeypatch.setattr(helpers, "PARTS", 2)
+    monkeypatch.setattr(parallel, "PARALLEL_ROWS", 1)
+    monkeypatch.setattr(parallel, "PARTS", 2)
     url = _sqlite(
         tmp_path / "long.db",
         """

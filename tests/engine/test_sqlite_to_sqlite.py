@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from flask_backup_manager.engine import ExportError, export
-from flask_backup_manager.engine.sqlite_render import exact_real_expression
-from flask_backup_manager.engine.sqlite_script import ShellReader, normalise
+from flask_backup_manager.engine.checks.sqlite_shell import ShellReader, normalise
+from flask_backup_manager.engine.writers.sqlite.render import exact_real_expression
 
 from ..conftest import DATASETS, move_money_in_sqlite
 
@@ -512,11 +512,11 @@ def test_export_reads_one_snapshot_while_the_app_keeps_moving_money(
 ):
     """Accounts live in two tables with a filler between them; a writer moves money from one to
     the other all along. Without one snapshot the copy would see a sum that never existed.
-    With parts, every table is big: the WAL database's snapshot is copied for the helpers."""
-    from flask_backup_manager.engine import helpers
+    With parts, every table is big: the WAL database's snapshot is copied for the parallel."""
+    from flask_backup_manager.engine import parallel
 
-    monkeypatch.setattr(helpers, "PARTS", parts)
-    monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1 if parts > 1 else helpers.PARALLEL_ROWS)
+    monkeypatch.setattr(parallel, "PARTS", parts)
+    monkeypatch.setattr(parallel, "PARALLEL_ROWS", 1 if parts > 1 else parallel.PARALLEL_ROWS)
     db = tmp_path / "bank.db"
     with closing(sqlite3.connect(db, isolation_level=None)) as con:
         con.execute("PRAGMA journal_mode=WAL")
@@ -606,16 +606,16 @@ def test_sqlite3_db_of_a_rollback_journal_database_is_vacuumed_from_its_one_snap
     """The copy the source makes to keep the app's commits unblocked is the one the output is
     written from (by VACUUM INTO): the pages are not copied a second time, and no snapshot
     file is left behind."""
-    from flask_backup_manager.engine import sqlite_source
+    from flask_backup_manager.engine.sources import sqlite
 
     made = []
-    real = sqlite_source._snapshot_copy
+    real = sqlite._snapshot_copy
 
     def counted(*a, **kw):
         made.append(real(*a, **kw))
         return made[-1]
 
-    monkeypatch.setattr(sqlite_source, "_snapshot_copy", counted)
+    monkeypatch.setattr(sqlite, "_snapshot_copy", counted)
     out = tmp_path / "copy.sqlite3"
     export(sqlite_url(hard_db), "sqlite3_db", out)
     assert len(made) == 1
@@ -627,7 +627,7 @@ def test_sqlite3_db_of_a_rollback_journal_database_is_vacuumed_from_its_one_snap
 def test_a_private_file_is_read_in_place_without_a_snapshot_copy(hard_db):
     from sqlalchemy.engine import make_url
 
-    from flask_backup_manager.engine.sqlite_source import SQLiteSource
+    from flask_backup_manager.engine.sources.sqlite import SQLiteSource
 
     for private, copied in ((False, True), (True, False)):
         src = SQLiteSource(make_url(sqlite_url(hard_db)), private=private)
@@ -642,10 +642,10 @@ def test_text_that_is_not_utf8_is_copied_byte_for_byte(tmp_path, monkeypatch, in
     """SQLite stores whatever bytes it is given as TEXT; both formats keep them as they are
     (read back by their hex: Python cannot decode them), in one process and in parts."""
     if in_parts_too:
-        from flask_backup_manager.engine import helpers
+        from flask_backup_manager.engine import parallel
 
-        monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1)
-        monkeypatch.setattr(helpers, "PARTS", 2)
+        monkeypatch.setattr(parallel, "PARALLEL_ROWS", 1)
+        monkeypatch.setattr(parallel, "PARTS", 2)
     src = tmp_path / "src.db"
     with closing(sqlite3.connect(src)) as con:
         con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
@@ -789,7 +789,7 @@ def test_every_temp_file_beside_the_output_is_one_a_cleaner_finds(tmp_path, fmt,
 def test_rows_closed_after_the_source_closed_raise_nothing(hard_db):
     from sqlalchemy.engine import make_url
 
-    from flask_backup_manager.engine.sqlite_source import SQLiteSource
+    from flask_backup_manager.engine.sources.sqlite import SQLiteSource
 
     src = SQLiteSource(make_url(sqlite_url(hard_db)))
     rows = src.row_batches(src.tables()[0], size=1)
@@ -804,11 +804,11 @@ def test_rows_closed_after_the_source_closed_raise_nothing(hard_db):
 @pytest.fixture
 def in_parts(monkeypatch):
     """Every table is big enough to be cut into three rowid ranges, each rendered by its own
-    process (the exporting one and two helpers)."""
-    from flask_backup_manager.engine import helpers
+    process (the exporting one and two parallel)."""
+    from flask_backup_manager.engine import parallel
 
-    monkeypatch.setattr(helpers, "PARALLEL_ROWS", 1)
-    monkeypatch.setattr(helpers, "PARTS", 3)
+    monkeypatch.setattr(parallel, "PARALLEL_ROWS", 1)
+    monkeypatch.setattr(parallel, "PARTS", 3)
 
 
 def add_awkward_rowids(path: Path) -> None:
@@ -850,7 +850,7 @@ def helper_pids(parent: int | None = None) -> list[int]:
             ppid = int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == parent and (b"sqlite_render.py" in cmd or b"copy_helper" in cmd):
+        if ppid == parent and (b"sqlite/render.py" in cmd or b"copy_part" in cmd):
             pids.append(int(entry))
     return pids
 
@@ -942,8 +942,8 @@ def test_without_a_python_to_start_helpers_every_part_is_rendered_here(
 def test_helpers_die_with_a_worker_killed_mid_export(one_big_table, tmp_path):
     """A worker killed with SIGKILL (out of memory, a deploy) leaves no helper rendering on."""
     script = (
-        "import sys; from flask_backup_manager.engine import helpers, export; "
-        "helpers.PARALLEL_ROWS = 1; helpers.PARTS = 3; "
+        "import sys; from flask_backup_manager.engine import parallel, export; "
+        "parallel.PARALLEL_ROWS = 1; parallel.PARTS = 3; "
         "export('sqlite:///' + sys.argv[1], 'sqlite3', sys.argv[2])"
     )
     worker = subprocess.Popen(

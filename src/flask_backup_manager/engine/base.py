@@ -300,7 +300,7 @@ def ident(name: str) -> str:
 
 def literal(value: Any) -> str:
     """An SQL string literal as SQLite reads it (the SQLite writers'). The ``postgres`` writers
-    have their own, :func:`.postgres_writer.literal`, which must read the same under any client
+    have their own, :func:`.writers.postgres.sql.literal`, which must read the same under any client
     encoding and either ``standard_conforming_strings`` setting."""
     return "'" + str(value).replace("'", "''") + "'"
 

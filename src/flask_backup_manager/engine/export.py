@@ -28,7 +28,7 @@ Writer = Callable[[Source, Path, Tracker], None]
 #: The module that reads each SQL format as its client does (``ScriptCheck``): every file is
 #: read through it before it counts as done, and a line the client would take as a command the
 #: writer did not mean to write refuses the backup.
-SCRIPT_CHECKS: dict[str, str] = {"sqlite3": "sqlite_script", "postgres": "psql_script"}
+SCRIPT_CHECKS: dict[str, str] = {"sqlite3": "checks.sqlite_shell", "postgres": "checks.psql"}
 
 
 class ScriptCheck(Protocol):
@@ -82,11 +82,11 @@ def open_source(
 ) -> Source:
     kw = dict(metadata=metadata, include=include, exclude=exclude)
     if url.get_backend_name() == "sqlite":
-        from .sqlite_source import SQLiteSource
+        from .sources.sqlite import SQLiteSource
 
         return SQLiteSource(url, scratch=scratch, lock_timeout=lock_timeout, cancel=cancel, **kw)
     if url.get_backend_name() == "postgresql":
-        from .postgres_source import PostgresSource
+        from .sources.postgres import PostgresSource
 
         return PostgresSource(url, lock_timeout=lock_timeout, cancel=cancel, **kw)
     raise ExportError(f"unsupported database {url.get_backend_name()!r}: use postgresql or sqlite")
@@ -94,11 +94,11 @@ def open_source(
 
 def writer_for(format: str) -> Writer:
     if format == "sqlite3":
-        from .sqlite_writers import write_sqlite_sql as w
+        from .writers.sqlite.from_sqlite import write_sqlite_sql as w
     elif format == "sqlite3_db":
-        from .sqlite_writers import write_sqlite_db as w
+        from .writers.sqlite.from_sqlite import write_sqlite_db as w
     elif format == "postgres":
-        from .postgres_writer import write_postgres_sql as w
+        from .writers.postgres.sql import write_postgres_sql as w
     else:
         raise ExportError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     return w

@@ -1,7 +1,7 @@
 """``restore()``: load a ``postgres`` or ``sqlite3`` backup file without psql or the sqlite3
 shell, so that no line of it can ever be taken as a client command (issue 9).
 
-The file is read as its client would read it (:mod:`.psql_script`, :mod:`.sqlite_script`),
+The file is read as its client would read it (:mod:`.checks.psql`, :mod:`.checks.sqlite_shell`),
 but nothing is interpreted but SQL: a ``postgres`` file's only backslash lines may be the
 writer's ``\\restrict KEY`` / ``\\unrestrict KEY`` (ignored) and the ``\\.`` ending each COPY
 block; a ``sqlite3`` file may hold no dot-command at all. Anything else refuses the file before
@@ -30,12 +30,12 @@ from pathlib import Path
 
 from zlib_ng import zlib_ng as zlib
 
-from . import psql_script, sqlite_script
 from .base import ExportError, shown
+from .checks import psql, sqlite_shell
 from .export import one_line, scrub
 from .gzipout import gunzip
-from .postgres_writer import OVERRIDE, RISKY_ROLES
 from .url import URL, parse_url
+from .writers.postgres.sql import OVERRIDE, RISKY_ROLES
 
 CHUNK = 1 << 20
 
@@ -167,7 +167,7 @@ def _connect(url: URL):
 
 def _restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> RestoreResult:
 
-    check = psql_script.ScriptCheck()
+    check = psql.ScriptCheck()
     tables = rows = 0
     con = _connect(url)
     try:
@@ -194,13 +194,13 @@ def _restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> Re
             chunk = next(chunks, None)
             items = check.feed(chunk) if chunk is not None else check.close()
             for item in items:
-                if isinstance(item, psql_script.CopyData):
+                if isinstance(item, psql.CopyData):
                     copy.write(item.data)
                     rows += item.data.count(b"\n")
-                elif isinstance(item, psql_script.CopyEnd):
+                elif isinstance(item, psql.CopyEnd):
                     copy_cm.__exit__(None, None, None)
                     copy = None
-                elif isinstance(item, psql_script.Statement):
+                elif isinstance(item, psql.Statement):
                     if item.copy:
                         tables += 1
                         copy_cm = cur.copy(item.text)
@@ -230,7 +230,7 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
     if not target.parent.is_dir():
         raise RestoreError(f"no such directory: {target.parent}")
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-    reader = sqlite_script.ShellReader()
+    reader = sqlite_shell.ShellReader()
     try:
         con = sqlite3.connect(tmp, isolation_level=None)
         try:
@@ -241,12 +241,12 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
                 chunk = next(chunks, None)
                 items = reader.feed(chunk) if chunk is not None else reader.close()
                 for item in items:
-                    if isinstance(item, (sqlite_script.Command, sqlite_script.Terminator)):
+                    if isinstance(item, (sqlite_shell.Command, sqlite_shell.Terminator)):
                         raise RestoreError(
                             f"line {item.line}: the file holds a line the sqlite3 shell would"
                             f" run as a command ({shown(item.text)}): refusing it"
                         )
-                    if isinstance(item, sqlite_script.Statement):
+                    if isinstance(item, sqlite_shell.Statement):
                         _run_sqlite(con, item.sql, item.line)
                 if chunk is None:
                     break

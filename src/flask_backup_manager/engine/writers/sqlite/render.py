@@ -2,13 +2,13 @@
 
 Used in the exporting process, and run as a script (by file path, so that it imports nothing
 but the standard library and starts in milliseconds) by the helper processes that render the
-other parts of a big table from a file nobody writes (:func:`.sqlite_writers._dump`):
+other parts of a big table from a file nobody writes (:func:`.writers.sqlite.from_sqlite._dump`):
 
-    python -I sqlite_render.py < {"db": ..., "sql": ..., "safe": ..., "head": ..., "lo": ...,
+    python -I render.py < {"db": ..., "sql": ..., "safe": ..., "head": ..., "lo": ...,
                                   "hi": ..., "output": ..., "level": ...}
 
 A helper writes one gzip member to ``output`` (a file the exporting process created) and prints
-``{"rows": N}``; on failure it prints one line to stderr and exits 1 (see :mod:`.helpers`).
+``{"rows": N}``; on failure it prints one line to stderr and exits 1 (see :mod:`.parallel`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 
-from .base import shown
+from ..base import shown
 
 #: built-ins that load or reach outside the database: reported although SQLite defines them
 LOADS_CODE = frozenset({"load_extension", "fts3_tokenizer"})

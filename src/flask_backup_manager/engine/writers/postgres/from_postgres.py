@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .base import ExportError, Tracker, shown
-from .postgres_writer import (
+from ...base import ExportError, Tracker, shown
+from .sql import (
     GzipOut,
     comment_line,
     copy_from_stdin,
@@ -24,7 +24,7 @@ from .postgres_writer import (
 )
 
 if TYPE_CHECKING:
-    from .postgres_source import PostgresSource
+    from ...sources.postgres import PostgresSource
 
 USER_NS = "n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'"
 

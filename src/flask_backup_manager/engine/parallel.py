@@ -22,7 +22,7 @@ from typing import Any
 
 from .base import COMPRESSLEVEL, ExportError
 from .gzipout import GzipOut
-from .sqlite_source import SQLiteSource
+from .sources.sqlite import SQLiteSource
 
 #: rows a table needs before it is cut into ranges rendered side by side, and how many
 PARALLEL_ROWS = 200_000

@@ -1,7 +1,7 @@
 """A helper process of the ``postgres`` format from SQLite: one rowid range of a big table as
-COPY lines, encoded exactly as the exporting process encodes the rest (see :mod:`.helpers`).
+COPY lines, encoded exactly as the exporting process encodes the rest (see :mod:`.parallel`).
 
-    python -I -c "...copy_helper import main..." < {"db": ..., "table": ..., "label": ...,
+    python -I -c "...copy_part import main..." < {"db": ..., "table": ..., "label": ...,
         "columns": [...], "kinds": [...], "key": ..., "bulk": ..., "identity": ..., "pk": [...],
         "lo": ..., "hi": ..., "output": ..., "level": ...}
 
@@ -19,9 +19,9 @@ from urllib.parse import quote as urlquote
 
 from zlib_ng import zlib_ng as zlib
 
-from .base import ExportError, ident
-from .copy_encoding import BATCH, Refusal, RowEncoder
-from .sqlite_render import die_with_parent, one_line
+from ...base import ExportError, ident
+from ..sqlite.render import die_with_parent, one_line
+from .copy_text import BATCH, Refusal, RowEncoder
 
 
 def main() -> int:

@@ -2,7 +2,8 @@
 
 Everything (catalog and data) is read inside that one transaction, so the tables, the rows and
 the schema all come from the same snapshot. The SQLAlchemy ``Table`` objects that describe the
-tables are built from the catalog rows read here, by :mod:`.postgres_tables`, when a writer first
+tables are built from the catalog rows read here, by :mod:`.sources.postgres_catalog`, when a
+writer first
 asks for one: the ``postgres`` format never does, and never imports SQLAlchemy. Columns whose
 type psycopg cannot load by itself (enums, composite and unknown types, ...) are read as text.
 """
@@ -17,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import pq, sql
 
-from .base import ExportCancelled, ExportError, TableSpec, parents_first, select_keys, watch
+from ..base import ExportCancelled, ExportError, TableSpec, parents_first, select_keys, watch
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from .url import URL
+    from ..url import URL
 
 #: rows per batch of :meth:`PostgresSource.row_batches` (and per chunk the server sends)
 ITERSIZE = 5000
@@ -31,7 +32,8 @@ CHUNK = 1 << 20
 #: an un-analysed table (``reltuples = -1``) smaller than this is counted exactly
 COUNT_LIMIT = 64 << 20
 
-#: ``pg_catalog`` types psycopg loads by itself (those of :data:`.postgres_tables.BASE_TYPES`
+#: ``pg_catalog`` types psycopg loads by itself (those of
+#: :data:`.sources.postgres_catalog.BASE_TYPES`
 #: but money, name, citext, bit and varbit); columns of any other type are selected as text
 _LOADABLE = set(
     "int2 int4 int8 oid float4 float8 numeric bool text varchar bpchar date timestamp timestamptz"
@@ -323,7 +325,7 @@ class PostgresSource:
         """The ``Table`` of every table, by key, built on first use from the catalog rows read
         when the source opened."""
         if self._tables is None:
-            from .postgres_tables import build_tables
+            from .postgres_catalog import build_tables
 
             self._tables = build_tables(*self._catalog, self._type_rows(), self.host_metadata)
         return self._tables

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from .postgres_source import base_type, table_key
+from .postgres import base_type, table_key
 
 #: ``pg_catalog`` type name -> SQLAlchemy type (called with the column's typmod)
 BASE_TYPES: dict[str, Any] = {

@@ -1,7 +1,8 @@
 """Rows encoded for PostgreSQL's ``COPY ... FROM stdin``, by the PostgreSQL type of each column,
 and checked on the way: a value the column would refuse stops the export with an error naming
 its table, column and row. Used by the exporting process and by its helper processes
-(:mod:`.copy_helper`), which import nothing more (no SQLAlchemy: they start in milliseconds).
+(:mod:`.writers.postgres.copy_part`), which import nothing more (no SQLAlchemy: they start in
+milliseconds).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .base import ExportError, TableSpec
+from ...base import ExportError, TableSpec
 
 Encoder = Callable[[Any], str]
 

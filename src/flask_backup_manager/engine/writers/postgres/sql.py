@@ -7,9 +7,10 @@ and exclusion constraints, indexes, views, foreign keys, triggers, rules). Const
 the data, so circular and self-referencing foreign keys load without disabling triggers.
 
 From a PostgreSQL source every definition comes from the catalog's own ``pg_get_*def`` functions,
-read in the source's snapshot (:mod:`.postgres_native`), and the rows are the source's own COPY
+read in the source's snapshot (:mod:`.writers.postgres.from_postgres`), and the rows are the
+source's own COPY
 text. From any other source (SQLite) the tables are built from each spec's SQLAlchemy ``Table``
-and the rows are encoded and checked one by one (:mod:`.postgres_generic`).
+and the rows are encoded and checked one by one (:mod:`.writers.postgres.from_sqlite`).
 
 The customer's database is untrusted input for whoever restores the file, so the file is built
 to be harmless to load (issue 9):
@@ -41,8 +42,8 @@ import string
 from collections.abc import Iterable
 from pathlib import Path
 
-from .base import CONTROL, ExportError, Source, Tracker, escape_controls, ident
-from .gzipout import GzipOut
+from ...base import CONTROL, ExportError, Source, Tracker, escape_controls, ident
+from ...gzipout import GzipOut
 
 #: the setting that lets a superuser load the file anyway, knowingly
 OVERRIDE = "flask_backup_manager.restore_as_superuser"
@@ -313,11 +314,11 @@ def write_postgres_sql(source: Source, path: Path, tracker: Tracker) -> None:
         out.write(GUARD)
         out.write(SETTINGS)
         if source.dialect == "postgresql" and hasattr(source, "copy_out"):
-            from .postgres_native import write_native
+            from .from_postgres import write_native
 
             write_native(source, out, tracker)
         else:
-            from .postgres_generic import write_generic
+            from .from_sqlite import write_generic
 
             write_generic(source, out, tracker)
         out.write(f"--\n-- dump complete\n--\n\n\\unrestrict {key}\n")

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .base import ExportError, shown
+from ..base import ExportError, shown
 
 
 @dataclass(frozen=True)

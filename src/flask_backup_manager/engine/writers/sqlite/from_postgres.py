@@ -71,7 +71,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from .base import ExportError, Source, TableSpec, Tracker, ident, prefetch
+from ...base import ExportError, Source, TableSpec, Tracker, ident, prefetch
 
 Converter = Callable[[Any], Any]
 

@@ -3,8 +3,9 @@
 From an SQLite source both are exact copies of the snapshot: every table, rowid, value and storage
 class, and the schema (tables, views, triggers, indexes, ``sqlite_sequence``, ``sqlite_stat1``,
 ``user_version``, ``application_id``, virtual tables with their data), its SQL as written in
-``sqlite3_db`` and re-tokenised in ``sqlite3`` (:func:`.sqlite_script.schema_line`).
-From any other source (PostgreSQL) both come from one plan built by :mod:`.typemap`, so
+``sqlite3_db`` and re-tokenised in ``sqlite3`` (:func:`.checks.sqlite_shell.schema_line`).
+From any other source (PostgreSQL) both come from one plan built by
+:mod:`.writers.sqlite.from_postgres`, so
 ``gunzip -c F | sqlite3 new.db`` gives the same database as the ``sqlite3_db`` file.
 """
 
@@ -17,13 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import helpers, sqlite_calls, sqlite_render
-from .base import ExportError, Source, TableSpec, Tracker, ident, literal, shown
-from .gzipout import GzipOut
-from .sqlite_render import render_range, statement_sql
-from .sqlite_script import schema_line
-from .sqlite_source import SQLiteSource, rowid_alias, rowid_name
-from .url import URL
+from ... import parallel
+from ...base import ExportError, Source, TableSpec, Tracker, ident, literal, shown
+from ...checks import sqlite_calls
+from ...checks.sqlite_shell import schema_line
+from ...gzipout import GzipOut
+from ...sources.sqlite import SQLiteSource, rowid_alias, rowid_name
+from ...url import URL
+from . import render
+from .render import render_range, statement_sql
 
 #: rows fetched per round trip when rendering a table without rowids
 FETCH_ROWS = 2000
@@ -44,7 +47,7 @@ def write_sqlite_db(source: Source, path: Path, tracker: Tracker) -> None:
         warn_undefined_calls(source, tracker)
         _vacuum_copy(source, path, tracker)
     else:
-        from .typemap import write_generic_db
+        from .from_postgres import write_generic_db
 
         write_generic_db(source, path, tracker)
     _remove_sidecars(path)
@@ -52,7 +55,7 @@ def write_sqlite_db(source: Source, path: Path, tracker: Tracker) -> None:
 
 def warn_undefined_calls(source: SQLiteSource, tracker: Tracker) -> None:
     """A warning for each schema object kept (all but the tables left out and their indexes
-    and triggers) that calls a function SQLite does not define (:mod:`.sqlite_calls`): the
+    and triggers) that calls a function SQLite does not define (:mod:`.checks.sqlite_calls`): the
     sqlite3 shell's ``edit()`` runs a command when a view that calls it is queried."""
     kept = {s.key for s in source.tables()}
     left_out = {s.name for s in source.all_specs if s.key not in kept}
@@ -216,9 +219,9 @@ def write_sqlite_sql(source: Source, path: Path, tracker: Tracker) -> None:
 def _dump_generic(source: Source, path: Path, tracker: Tracker) -> None:
     """From another database: build the ``sqlite3_db`` file (a private temp file beside
     ``path``), then dump that file. The SQL text thus loads into exactly that database."""
-    from .typemap import write_generic_db
+    from .from_postgres import write_generic_db
 
-    built = helpers.temp_beside(path, "build")
+    built = parallel.temp_beside(path, "build")
     os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         write_generic_db(source, built, tracker)
@@ -243,12 +246,12 @@ HEADER = (
 
 def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
     """SQL text equal to the ``sqlite3_db`` copy: schema SQL from ``sqlite_master``
-    re-tokenised (:func:`.sqlite_script.normalise`: comments dropped, each entry one line but
+    re-tokenised (:func:`.checks.sqlite_shell.normalise`: comments dropped, each entry one line but
     for newlines inside its literals and quoted names, so that no line of it can be read by
     the ``sqlite3`` shell as a command or a statement's end; the source refuses an entry that
     is not one statement of its type), rows with their rowids, values rendered by SQLite
     itself (``quote()``) except REALs, which
-    get an exactly-round-tripping literal (see :func:`.sqlite_render.real_literal`).
+    get an exactly-round-tripping literal (see :func:`.writers.sqlite.render.real_literal`).
 
     Virtual tables (FTS5, ...) are created with their own ``CREATE VIRTUAL TABLE``, which makes
     their shadow tables; then the shadow tables' rows are replaced by the source's. The index is
@@ -259,7 +262,7 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
     con = source.con
     specs = source.tables()
     kept = {s.name for s in specs}
-    sqlite_render.prepare(con)
+    render.prepare(con)
     for line in HEADER:
         out.line(line)
     encoding = con.execute("PRAGMA main.encoding").fetchone()[0]
@@ -324,7 +327,8 @@ def _insert_rows(
     """The table's rows (``count`` of them, counted here if not given) as multi-row
     ``INSERT`` statements rendered by SQLite itself (C speed: Python only passes the text on).
     A big table of a file nobody writes (the snapshot copy, or a file the engine built) is cut
-    into rowid ranges, rendered side by side by helper processes (:mod:`.sqlite_render`), each
+    into rowid ranges, rendered side by side by helper processes (:mod:`.writers.sqlite.render`),
+    each
     into a gzip member that is appended in order."""
     cols = list(plan["columns"])
     if plan["rowid"]:
@@ -346,14 +350,14 @@ def _insert_rows(
     head = f"INSERT INTO {target} VALUES\n".encode()
     if count is None:
         count = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    parts = helpers.ranges(source, table, key, count)
+    parts = parallel.ranges(source, table, key, count)
     # bytes, not str: SQLite's text goes out as it is stored (even if it is not valid UTF-8)
     text_factory, con.text_factory = con.text_factory, bytes
     try:
-        done = helpers.in_parts(
+        done = parallel.in_parts(
             source,
             parts,
-            helpers.python(Path(sqlite_render.__file__)),
+            parallel.python(Path(render.__file__)),
             {"sql": sql, "safe": safe, "head": head.decode()},
             out,
             lambda lo, hi: render_range(con, sql, safe, head, lo, hi, out.write, rows),
@@ -393,7 +397,7 @@ def _row_sql(cols: list[str], plan: dict[str, Any], *, fast: bool) -> str:
     ``fast`` adds a quicker path for the rows whose values have the storage class the
     columns' declared types lead one to expect (integer or text, or NULL): those are printed
     by ``%s`` and ``%Q`` with no dispatch per value. Its literals do not guard CRs, see
-    :func:`.sqlite_render.render_range`; the others, all of them when not ``fast``, do."""
+    :func:`.writers.sqlite.render.render_range`; the others, all of them when not ``fast``, do."""
     whole = len(cols) <= PRINTF_COLUMNS  # then the parentheses go in the format too
     groups = []
     for i in range(0, len(cols), PRINTF_COLUMNS):

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote as urlquote
 
-from .base import ExportError, TableSpec, ident, parents_first, select_keys, shown, watch
-from .sqlite_script import Scratch
+from ..base import ExportError, TableSpec, ident, parents_first, select_keys, shown, watch
+from ..checks.sqlite_shell import Scratch
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from .url import URL
+    from ..url import URL
 
 #: seconds to wait for a writer's lock before the first read (rollback-journal databases)
 BUSY_TIMEOUT = 30.0
@@ -150,11 +150,11 @@ class SQLiteSource:
 
     def _big(self) -> bool:
         """Whether a table is big enough for the writers to share it out among helper
-        processes (:mod:`.helpers`), which need a file nobody writes."""
-        from . import helpers
+        processes (:mod:`.parallel`), which need a file nobody writes."""
+        from .. import parallel
 
-        return helpers.PARTS > 1 and any(
-            s.estimated_rows >= helpers.PARALLEL_ROWS for s in self._specs
+        return parallel.PARTS > 1 and any(
+            s.estimated_rows >= parallel.PARALLEL_ROWS for s in self._specs
         )
 
     def _read_a_copy(self, scratch: Path | None, timeout: float) -> None:
@@ -367,7 +367,7 @@ def check_schema(objects: list[SchemaObject]) -> None:
     and the ``sqlite3`` format writes each entry as a line of a script for the ``sqlite3``
     shell, where extra statements (an ``ATTACH`` writing a file anywhere) or a line the shell
     reads as a command would run on the machine that restores it. Judged by the shell's
-    reading and by SQLite itself (:class:`.sqlite_script.Scratch`)."""
+    reading and by SQLite itself (:class:`.checks.sqlite_shell.Scratch`)."""
     scratch = Scratch()
     try:
         for o in objects:

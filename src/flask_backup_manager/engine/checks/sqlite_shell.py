@@ -25,7 +25,7 @@ import re
 import sqlite3
 from dataclasses import dataclass
 
-from .base import ExportError, shown
+from ..base import ExportError, shown
 
 # -- tokens -------------------------------------------------------------------------------
 

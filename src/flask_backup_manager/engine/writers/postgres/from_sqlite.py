@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from .base import ExportError, Source, TableSpec, Tracker, ident, shown
-from .copy_encoding import BATCH, Bulk, Encoder, Refusal, RowEncoder, bulk_for, encoder_for, max_key
-from .postgres_writer import (
+from ...base import ExportError, Source, TableSpec, Tracker, ident, shown
+from ...sources.sqlite import SQLiteSource
+from .copy_text import BATCH, Bulk, Encoder, Refusal, RowEncoder, bulk_for, encoder_for, max_key
+from .sql import (
     GzipOut,
     comment_line,
     copy_from_stdin,
@@ -47,7 +48,6 @@ from .postgres_writer import (
     quoted_ident,
     statements,
 )
-from .sqlite_source import SQLiteSource
 
 
 def pg_type(t: sa.types.TypeEngine) -> str:
@@ -176,7 +176,8 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
     """Write the table's COPY block; return the largest identity key (None if no rows).
 
     A big table of an SQLite file nobody writes is cut into rowid ranges encoded side by side
-    by helper processes (:mod:`.copy_helper`), each into a gzip member (see :mod:`.helpers`).
+    by helper processes (:mod:`.writers.postgres.copy_part`), each into a gzip member (see
+    :mod:`.parallel`).
     """
     columns = list(spec.table.columns)
     kinds = [pg_type(c.type) for c in columns]
@@ -198,14 +199,14 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
             source.row_batches(spec, BATCH), out.write, tracker.rows, where.naming(source, spec)
         )
     else:
-        from . import helpers
+        from ... import parallel
 
         table = f"main.{ident(spec.name)}"  # SQLite's SQL: SQLite's quoting
-        parts = helpers.ranges(source, table, key, spec.estimated_rows)
-        done = helpers.in_parts(
+        parts = parallel.ranges(source, table, key, spec.estimated_rows)
+        done = parallel.in_parts(
             source,
             parts,
-            helpers.python_module("flask_backup_manager.engine.copy_helper"),
+            parallel.python_module("flask_backup_manager.engine.writers.postgres.copy_part"),
             {
                 "table": spec.name,
                 "label": spec.key,

@@ -1,0 +1,1 @@
+"""Where rows and definitions come from: one module per kind of database."""

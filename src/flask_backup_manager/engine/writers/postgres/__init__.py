@@ -1,0 +1,1 @@
+"""The ``postgres`` format (gzipped SQL for psql), from each kind of source."""

@@ -1,0 +1,1 @@
+"""The ``sqlite3`` and ``sqlite3_db`` formats, from each kind of source."""
