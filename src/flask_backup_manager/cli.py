@@ -15,6 +15,8 @@ from werkzeug.exceptions import HTTPException
 from . import service
 from .engine import escape_controls, read_through
 from .errors import whole_number
+from .lifecycle import audit, process_actor
+from .models import FINISHED, Status
 from .pages import human_size
 
 backups_cli = AppGroup("backups", help="Create, inspect, download and delete backups.")
@@ -47,14 +49,14 @@ def create(format_: str, wait: bool) -> None:
     if not wait:
         return
     status = backup.status
-    while status not in ("succeeded", "failed", "cancelled"):
+    while status not in FINISHED:
         time.sleep(0.5)
         service.get_state().db.session.expire_all()
         backup = service.get_backup(backup.id)
         if backup.status != status:
             status = backup.status
             _echo(f"backup {backup.id} {status}")
-    if status != "succeeded":
+    if status != Status.SUCCEEDED:
         raise _error(f"backup {backup.id} {status}: {backup.error}")
     _echo(f"{backup.filename} {backup.size} bytes sha256 {backup.sha256}")
 
@@ -112,7 +114,7 @@ def download(backup_id: str, output: Path | None) -> None:
     """Copy a finished backup's file out of storage."""
     try:
         b = service.get_backup(backup_id)
-        if b.status != "succeeded":
+        if b.status != Status.SUCCEEDED:
             raise _error(f"backup {b.id} is {b.status}: nothing to download")
     except HTTPException as e:
         _fail(e)
@@ -126,7 +128,7 @@ def download(backup_id: str, output: Path | None) -> None:
     if read_through(target)[1] != b.sha256:  # the copy, as the user will have it
         target.unlink()
         raise _error(f"the file of backup {b.id} no longer matches its sha256: not copied")
-    service.audit("download", b.id, "cli")
+    audit("download", b.id, "cli", actor=process_actor())
     _echo(f"{target} ({b.size} bytes, sha256 {b.sha256})")
 
 

@@ -8,8 +8,9 @@ import sqlalchemy as sa
 from rq.timeouts import JobTimeoutException
 
 from .engine import ExportCancelled, ExportError, Progress, export, one_line, scrub
-from .models import db_now
-from .service import add_log, file_path, finish, prune, reap, storage_dir, transition, update
+from .lifecycle import add_log, finish, transition, update
+from .models import Status, db_now
+from .service import file_path, prune, reap, storage_dir
 from .state import State, get_state
 
 
@@ -22,7 +23,9 @@ def run_backup(backup_id: int) -> str:
     state = get_state()
     reap(state)
     now = db_now(state.db.session.connection())
-    if not transition(backup_id, ("queued",), "running", started_at=now, heartbeat_at=now):
+    if not transition(
+        backup_id, (Status.QUEUED,), Status.RUNNING, started_at=now, heartbeat_at=now
+    ):
         return "skipped"
     backup = state.db.session.get(state.models.Backup, backup_id)
     fmt, path = backup.format, file_path(backup, state)
@@ -40,7 +43,9 @@ def run_backup(backup_id: int) -> str:
             rows_done=p.rows_done,
             rows_total=p.rows_total,
         )
-        if heart.lost.is_set() or not transition(backup_id, ("running",), "running", **values):
+        if heart.lost.is_set() or not transition(
+            backup_id, (Status.RUNNING,), Status.RUNNING, **values
+        ):
             raise ExportCancelled()
 
     try:
@@ -59,33 +64,33 @@ def run_backup(backup_id: int) -> str:
         state.db.session.rollback()
         path.unlink(missing_ok=True)
         add_log(backup_id, "warning", "stopped: the backup was cancelled")
-        return "cancelled"
+        return Status.CANCELLED
     except (ExportError, JobTimeoutException) as e:
         state.db.session.rollback()
         message = str(e)
         if isinstance(e, JobTimeoutException) or isinstance(e.__cause__, JobTimeoutException):
             message = f"timed out after {state.job_timeout} s"
-        if finish(backup_id, ("running",), "failed", error=message):
+        if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
             add_log(backup_id, "error", f"failed: {message}")
-        return "failed"
+        return Status.FAILED
     except Exception as e:  # a bug or the host database gone: never leave the row running
         state.db.session.rollback()
         path.unlink(missing_ok=True)
         message = scrub(f"internal error: {type(e).__name__}: {one_line(e)}", state.engine.url)
-        if finish(backup_id, ("running",), "failed", error=message):
+        if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
             add_log(backup_id, "error", f"failed: {message}")
         raise
     if not finish(
         backup_id,
-        ("running",),
-        "succeeded",
+        (Status.RUNNING,),
+        Status.SUCCEEDED,
         size=result.size,
         sha256=result.sha256,
         tables_done=result.tables,
         rows_done=result.rows,
     ):
         path.unlink(missing_ok=True)  # cancelled (or reaped) while the file was being checked
-        return "cancelled"
+        return Status.CANCELLED
     update(backup_id, rows_total=result.rows, tables_total=result.tables)
     for warning in result.warnings:
         add_log(backup_id, "warning", warning)
@@ -96,7 +101,7 @@ def run_backup(backup_id: int) -> str:
         f"sha256 {result.sha256}",
     )
     prune(state)
-    return "succeeded"
+    return Status.SUCCEEDED
 
 
 class Heartbeat:
@@ -109,7 +114,7 @@ class Heartbeat:
         self.engine, self.interval = state.engine, state.heartbeat
         self.stamp = (
             sa.update(Backup)
-            .where(Backup.id == backup_id, Backup.status == "running")
+            .where(Backup.id == backup_id, Backup.status == Status.RUNNING)
             .values(heartbeat_at=sa.bindparam("now"))
         )
         self.lost = threading.Event()

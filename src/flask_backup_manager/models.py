@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED = ("succeeded", "failed", "cancelled")
+
+class Status(str, Enum):
+    """A backup's status, as the ``status`` column stores it and the JSON shows it. It moves
+    ``queued -> running -> succeeded | failed``, or to ``cancelled`` (see lifecycle.py)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:  # "queued", not "Status.QUEUED", in messages and templates
+        return self.value
+
+
+#: a job may still write the file of a backup in one of these
+ACTIVE = (Status.QUEUED, Status.RUNNING)
+#: a backup in one of these never moves again
+FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
 
 class Models(NamedTuple):
@@ -48,7 +66,7 @@ def make_models(db: SQLAlchemy) -> Models:
 
         id = db.Column(db.Integer, primary_key=True)
         format = db.Column(db.String(20), nullable=False)
-        status = db.Column(db.String(20), nullable=False, default="queued", index=True)
+        status = db.Column(db.String(20), nullable=False, default=Status.QUEUED, index=True)
         created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
         started_at = db.Column(db.DateTime(timezone=True))
         finished_at = db.Column(db.DateTime(timezone=True))

@@ -16,7 +16,8 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from .access import current_user_name
 from .engine import FORMATS, SUPPORTED
 from .errors import BackupManagerError, bad_request, clip, conflict, not_found, whole_number
-from .models import FINISHED, db_now, utcnow
+from .lifecycle import add_log, audit, finish, update
+from .models import ACTIVE, FINISHED, Status, db_now, utcnow
 from .state import State, get_state
 
 
@@ -44,7 +45,7 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
             "unknown_format", f"Unknown format {clip(format)}: choose one of {', '.join(names)}."
         )
     db, Backup = state.db, state.models.Backup
-    active = sa.select(sa.func.count()).where(Backup.status.in_(("queued", "running")))
+    active = sa.select(sa.func.count()).where(Backup.status.in_(ACTIVE))
     too_many = BackupManagerError(
         429,
         "too_many_active",
@@ -64,7 +65,7 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
         raise too_many
     created_by = created_by or current_user_name()
     now = db_now(db.session.connection())
-    backup = Backup(format=format, status="queued", created_at=now, created_by=created_by)
+    backup = Backup(format=format, status=Status.QUEUED, created_at=now, created_by=created_by)
     db.session.add(backup)
     db.session.flush()
     stamp = as_utc(backup.created_at).strftime("%Y%m%d-%H%M%S")
@@ -75,7 +76,7 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
     # SQLite: two creations at once both saw room (its writes, ids and commits come one at a
     # time, in the same order): the one with the higher id steps back
     if db.session.scalar(active.where(Backup.id <= backup.id)) > state.max_active:
-        finish(backup.id, ("queued",), "cancelled", error="too many backups at once")
+        finish(backup.id, (Status.QUEUED,), Status.CANCELLED, error="too many backups at once")
         add_log(backup.id, "warning", "cancelled: too many backups at once")
         raise too_many
     from .queue import enqueue
@@ -84,7 +85,7 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
         job_id = enqueue(backup.id)
     except (RedisError, OSError, RuntimeError) as e:  # RuntimeError: no Redis configured
         message = f"queue unavailable: {e}"
-        finish(backup.id, ("queued",), "failed", error=message)
+        finish(backup.id, (Status.QUEUED,), Status.FAILED, error=message)
         add_log(backup.id, "error", message)
         raise BackupManagerError(
             503, "queue_unavailable", f"The job queue is unavailable: {e}"
@@ -101,13 +102,13 @@ def reap(state: State | None = None) -> list[int]:
     cutoff = db_now(state.db.session.connection()) - timedelta(seconds=state.worker_lost_after)
     stale = state.db.session.execute(
         sa.select(Backup.id, Backup.filename).where(
-            Backup.status == "running", Backup.heartbeat_at < cutoff
+            Backup.status == Status.RUNNING, Backup.heartbeat_at < cutoff
         )
     ).all()
     reaped = _reap_lost_jobs(state, cutoff)
     for backup_id, filename in stale:
         message = f"worker lost: no heartbeat for {state.worker_lost_after} s"
-        if transition(backup_id, ("running",), "failed", finished_at=utcnow(), error=message):
+        if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
             add_log(backup_id, "error", f"failed: {message}")
             # the part files and their SQLite sidecars (VACUUM INTO journals its output)
             for part in state.storage_dir.glob(f".{filename}.*.part*"):
@@ -123,7 +124,7 @@ def _reap_lost_jobs(state: State, cutoff: datetime) -> list[int]:
     Backup = state.models.Backup
     waiting = state.db.session.execute(
         sa.select(Backup.id, Backup.job_id).where(
-            Backup.status == "queued", Backup.created_at < cutoff
+            Backup.status == Status.QUEUED, Backup.created_at < cutoff
         )
     ).all()
     if not waiting:
@@ -139,7 +140,7 @@ def _reap_lost_jobs(state: State, cutoff: datetime) -> list[int]:
         return []
     for backup_id in lost:
         message = "queue lost the job: create the backup again"
-        if transition(backup_id, ("queued",), "failed", finished_at=utcnow(), error=message):
+        if finish(backup_id, (Status.QUEUED,), Status.FAILED, error=message):
             add_log(backup_id, "error", f"failed: {message}")
     return lost
 
@@ -209,7 +210,7 @@ def download(backup: Any) -> Response:
     N times. It hashes the open file that is then sent, so a file swapped in by a rename after
     the check is not the one served. A 304 (the client has it) sends nothing and is not audited;
     nor is a HEAD, which sends no body but is checked like the GET it describes."""
-    if backup.status != "succeeded":
+    if backup.status != Status.SUCCEEDED:
         raise conflict(
             "not_finished", f"Backup {backup.id} is {backup.status}: nothing to download."
         )
@@ -225,7 +226,7 @@ def download(backup: Any) -> Response:
         f.close()
         raise
     if response.status_code in (200, 206) and request.method != "HEAD":
-        audit("download", backup.id)
+        audit("download", backup.id, actor=current_user_name())
     return response
 
 
@@ -288,7 +289,7 @@ def delete_backup(backup: Any, reason: str | None = None) -> None:
         )
     state = get_state()
     path = file_path(backup, state)
-    audit("delete", backup.id, reason, commit=False)
+    audit("delete", backup.id, reason, actor=current_user_name(), commit=False)
     # explicit: SQLite ignores ON DELETE CASCADE unless the host turned foreign keys on
     state.db.session.execute(
         sa.delete(state.models.BackupLog).where(state.models.BackupLog.backup_id == backup.id)
@@ -302,35 +303,12 @@ def cancel_backup(backup: Any) -> Any:
     """Ask a queued or running backup to stop; the worker removes its partial file."""
     if backup.status in FINISHED:
         raise conflict("already_finished", f"Backup {backup.id} is already {backup.status}.")
-    if finish(backup.id, ("queued", "running"), "cancelled", error="cancelled"):
+    if finish(backup.id, ACTIVE, Status.CANCELLED, error="cancelled"):
         add_log(backup.id, "warning", "cancelled", commit=False)
-        audit("cancel", backup.id)
+        audit("cancel", backup.id, actor=current_user_name())
     state = get_state()
     state.db.session.refresh(backup)
     return backup
-
-
-def audit(
-    action: str,
-    backup_id: int,
-    detail: str | None = None,
-    *,
-    actor: str | None = None,
-    commit: bool = True,
-) -> None:
-    """Record who created, downloaded, cancelled or deleted which backup."""
-    state = get_state()
-    state.db.session.add(
-        state.models.BackupAudit(
-            at=utcnow(),
-            actor=actor or current_user_name(),
-            action=action,
-            backup_id=backup_id,
-            detail=detail,
-        )
-    )
-    if commit:
-        state.db.session.commit()
 
 
 def audit_trail(backup_id: int) -> list[dict[str, Any]]:
@@ -354,8 +332,8 @@ def prune(state: State | None = None) -> list[int]:
     # KEEP_LAST counts good backups only: a newer failure never pushes out the last good copy;
     # failed and cancelled rows stay while they are among the newest N finished ones
     n = state.keep_last
-    good = [b.id for b in finished if b.status == "succeeded"][:n]
-    recent_bad = [b.id for b in finished[:n] if b.status != "succeeded"]
+    good = [b.id for b in finished if b.status == Status.SUCCEEDED][:n]
+    recent_bad = [b.id for b in finished[:n] if b.status != Status.SUCCEEDED]
     doomed = [
         b
         for b in finished
@@ -365,41 +343,6 @@ def prune(state: State | None = None) -> list[int]:
     for backup in doomed:
         delete_backup(backup, reason="retention")
     return [b.id for b in doomed]
-
-
-def update(backup_id: int, **values: Any) -> None:
-    state = get_state()
-    Backup = state.models.Backup
-    state.db.session.execute(sa.update(Backup).where(Backup.id == backup_id).values(**values))
-    state.db.session.commit()
-
-
-def transition(backup_id: int, from_: tuple[str, ...], to: str, **values: Any) -> bool:
-    """Compare-and-set the status: True when this call moved the row, False when it was not
-    in one of ``from_`` (a job delivered twice, a cancel, a reaper got there first)."""
-    state = get_state()
-    Backup = state.models.Backup
-    result = state.db.session.execute(
-        sa.update(Backup)
-        .where(Backup.id == backup_id, Backup.status.in_(from_))
-        .values(status=to, **values)
-        .execution_options(synchronize_session=False)
-    )
-    state.db.session.commit()
-    return result.rowcount == 1
-
-
-def finish(backup_id: int, from_: tuple[str, ...], to: str, **values: Any) -> bool:
-    return transition(backup_id, from_, to, finished_at=utcnow(), **values)
-
-
-def add_log(backup_id: int, level: str, message: str, *, commit: bool = True) -> None:
-    state = get_state()
-    state.db.session.add(
-        state.models.BackupLog(backup_id=backup_id, level=level, message=message, at=utcnow())
-    )
-    if commit:
-        state.db.session.commit()
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -422,7 +365,7 @@ def to_dict(backup: Any) -> dict[str, Any]:
     total = backup.rows_total or 0
     percent = (
         100
-        if backup.status == "succeeded"
+        if backup.status == Status.SUCCEEDED
         else (min(99, int(100 * backup.rows_done / total)) if total else 0)
     )
     return {

@@ -1,0 +1,75 @@
+"""A backup row's life, shared by the service and the job: status moves (each a
+compare-and-set), progress updates, log lines and audit entries. Each call commits unless told
+not to, so no transaction stays open across a long export."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Any
+
+import sqlalchemy as sa
+
+from .models import Status, utcnow
+from .state import get_state
+
+
+def transition(backup_id: int, from_: tuple[Status, ...], to: Status, **values: Any) -> bool:
+    """Compare-and-set the status: True when this call moved the row, False when it was not
+    in one of ``from_`` (a job delivered twice, a cancel, a reaper got there first)."""
+    state = get_state()
+    Backup = state.models.Backup
+    result = state.db.session.execute(
+        sa.update(Backup)
+        .where(Backup.id == backup_id, Backup.status.in_(from_))
+        .values(status=to, **values)
+        .execution_options(synchronize_session=False)
+    )
+    state.db.session.commit()
+    return result.rowcount == 1
+
+
+def finish(backup_id: int, from_: tuple[Status, ...], to: Status, **values: Any) -> bool:
+    """:func:`transition` into a final status, stamping ``finished_at``."""
+    return transition(backup_id, from_, to, finished_at=utcnow(), **values)
+
+
+def update(backup_id: int, **values: Any) -> None:
+    state = get_state()
+    Backup = state.models.Backup
+    state.db.session.execute(sa.update(Backup).where(Backup.id == backup_id).values(**values))
+    state.db.session.commit()
+
+
+def add_log(backup_id: int, level: str, message: str, *, commit: bool = True) -> None:
+    state = get_state()
+    state.db.session.add(
+        state.models.BackupLog(backup_id=backup_id, level=level, message=message, at=utcnow())
+    )
+    if commit:
+        state.db.session.commit()
+
+
+def audit(
+    action: str,
+    backup_id: int,
+    detail: str | None = None,
+    *,
+    actor: str | None,
+    commit: bool = True,
+) -> None:
+    """Record who (``actor``: the host's name for the user, or :func:`process_actor`)
+    created, downloaded, cancelled or deleted which backup."""
+    state = get_state()
+    state.db.session.add(
+        state.models.BackupAudit(
+            at=utcnow(), actor=actor, action=action, backup_id=backup_id, detail=detail
+        )
+    )
+    if commit:
+        state.db.session.commit()
+
+
+def process_actor() -> str:
+    """Who acts when no request does (a ``flask backups`` command, a worker's retention):
+    the operating-system user of the process."""
+    return f"cli:{getpass.getuser()}"
