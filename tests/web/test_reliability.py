@@ -110,9 +110,11 @@ def test_table_locked_by_someone_else_fails_after_the_lock_timeout_naming_it(
 
 def test_connection_cut_mid_export_fails_with_the_servers_message(pg_host, pg_url, worker):
     app, client = pg_host()
+    # this test's database only: another suite on the same server may have an export of its
+    # own waiting on a lock, and terminating that one would leave ours waiting for ever
     query = (
         "SELECT pid FROM pg_stat_activity WHERE application_name = "
-        "'flask-backup-manager' AND wait_event_type = 'Lock'"
+        "'flask-backup-manager' AND wait_event_type = 'Lock' AND datname = current_database()"
     )
     with locked(pg_url, "orders"), psycopg.connect(pg_url, autocommit=True) as admin:
         backup_id = client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"]
