@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import jsonify, request
 
-from . import service
+from . import presenters, service
 from .access import current_user_name, requires
 from .blueprint import blueprint
 from .errors import BackupManagerError, bad_request, int_arg
@@ -55,7 +55,7 @@ def api_list() -> Any:
     per_page = min(int_arg("per_page", service.get_state().per_page), 100)
     items, total = service.list_backups(page, per_page)
     return {
-        "backups": [service.to_dict(b) for b in items],
+        "backups": [presenters.to_dict(b) for b in items],
         "page": page,
         "per_page": per_page,
         "total": total,
@@ -69,13 +69,13 @@ def api_create() -> Any:
     if "format" not in body:
         raise bad_request("bad_request", 'Send a JSON object such as {"format": "sqlite3_db"}.')
     backup = service.create_backup(body["format"], created_by=current_user_name())
-    return jsonify(service.to_dict(backup)), 202
+    return jsonify(presenters.to_dict(backup)), 202
 
 
 @blueprint.get("/api/backups/<backup_id>", endpoint="api_get")
 @requires("view")
 def api_get(backup_id: str) -> Any:
-    return service.to_dict(service.get_backup(backup_id))
+    return presenters.to_dict(service.get_backup(backup_id))
 
 
 @blueprint.get("/api/backups/<backup_id>/logs", endpoint="api_logs")
@@ -106,4 +106,4 @@ def api_delete(backup_id: str) -> Any:
 @blueprint.post("/api/backups/<backup_id>/cancel", endpoint="api_cancel")
 @requires("create")
 def api_cancel(backup_id: str) -> Any:
-    return service.to_dict(service.cancel_backup(service.get_backup(backup_id)))
+    return presenters.to_dict(service.cancel_backup(service.get_backup(backup_id)))

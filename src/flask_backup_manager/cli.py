@@ -12,12 +12,11 @@ import click
 from flask.cli import AppGroup
 from werkzeug.exceptions import HTTPException
 
-from . import service
+from . import presenters, service
 from .engine import escape_controls, read_through
 from .errors import whole_number
 from .lifecycle import audit, process_actor
 from .models import FINISHED, Status
-from .pages import human_size
 
 backups_cli = AppGroup("backups", help="Create, inspect, download and delete backups.")
 
@@ -77,8 +76,8 @@ def list_(page: str) -> None:
         return
     _echo(f"{'ID':>5}  {'FORMAT':<10}  {'STATUS':<9}  {'SIZE':>10}  CREATED")
     for b in items:
-        created = service.iso(b.created_at)
-        _echo(f"{b.id:>5}  {b.format:<10}  {b.status:<9}  {human_size(b.size):>10}  {created}")
+        created, size = presenters.iso(b.created_at), presenters.human_size(b.size)
+        _echo(f"{b.id:>5}  {b.format:<10}  {b.status:<9}  {size:>10}  {created}")
     _echo(f"page {number}, {len(items)} of {total}")
 
 
@@ -90,7 +89,7 @@ def show(backup_id: str) -> None:
         b = service.get_backup(backup_id)
     except HTTPException as e:
         _fail(e)
-    for key, value in service.to_dict(b).items():
+    for key, value in presenters.to_dict(b).items():
         if key == "progress":
             value = (
                 f"{value['tables_done']}/{value['tables_total']} tables, "

@@ -8,23 +8,11 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
-from . import service
+from . import presenters, service
 from .access import current_user_name, requires
 from .blueprint import blueprint
 from .errors import BackupManagerError, int_arg
 from .models import FINISHED
-
-
-def human_size(n: int | None) -> str:
-    """``1536`` -> ``1.5 KiB``; ``None`` (not made yet) -> an em dash."""
-    if n is None:
-        return "\u2014"
-    size = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} bytes"  # unreachable
 
 
 @blueprint.context_processor
@@ -40,7 +28,7 @@ def _permissions() -> dict[str, Any]:
 
 @blueprint.app_template_filter("backup_manager_size")
 def _size_filter(n: int | None) -> str:
-    return human_size(n)
+    return presenters.human_size(n)
 
 
 @blueprint.app_template_filter("backup_manager_code")
@@ -57,7 +45,7 @@ def index() -> Any:
     per_page = service.get_state().per_page
     return render_template(
         "backup_manager/list.html",
-        backups=[service.to_dict(b) for b in items],
+        backups=[presenters.to_dict(b) for b in items],
         page=page,
         pages=max(1, -(-total // per_page)),
         total=total,
@@ -92,7 +80,7 @@ def detail(backup_id: str) -> Any:
     backup = service.get_backup(backup_id)
     return render_template(
         "backup_manager/detail.html",
-        backup=service.to_dict(backup),
+        backup=presenters.to_dict(backup),
         logs=service.backup_logs(backup),
         audit=service.audit_trail(backup.id),
         finished=backup.status in FINISHED,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from .engine import FORMATS, SUPPORTED
 from .errors import BackupManagerError, bad_request, clip, conflict, not_found, whole_number
 from .lifecycle import add_log, audit, finish, update
 from .models import ACTIVE, FINISHED, Status, db_now, utcnow
+from .presenters import as_utc, audit_entry, log_entry
 from .state import State, get_state
 
 
@@ -183,9 +184,7 @@ def get_backup(backup_id: Any) -> Any:
 
 
 def backup_logs(backup: Any) -> list[dict[str, Any]]:
-    return [
-        {"at": iso(line.at), "level": line.level, "message": line.message} for line in backup.logs
-    ]
+    return [log_entry(line) for line in backup.logs]
 
 
 def file_path(backup: Any, state: State | None = None) -> Path:
@@ -314,9 +313,7 @@ def cancel_backup(backup: Any) -> Any:
 def audit_trail(backup_id: int) -> list[dict[str, Any]]:
     BackupAudit = get_state().models.BackupAudit
     rows = BackupAudit.query.filter_by(backup_id=backup_id).order_by(BackupAudit.id)
-    return [
-        {"at": iso(r.at), "actor": r.actor, "action": r.action, "detail": r.detail} for r in rows
-    ]
+    return [audit_entry(r) for r in rows]
 
 
 def prune(state: State | None = None) -> list[int]:
@@ -343,49 +340,3 @@ def prune(state: State | None = None) -> list[int]:
     for backup in doomed:
         delete_backup(backup, reason="retention")
     return [b.id for b in doomed]
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """Timestamps are stored in UTC; SQLite hands them back without a zone, PostgreSQL in its
-    session's zone."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
-
-
-def iso(value: datetime | None) -> str | None:
-    value = as_utc(value)
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def to_dict(backup: Any) -> dict[str, Any]:
-    started, finished = as_utc(backup.started_at), as_utc(backup.finished_at)
-    total = backup.rows_total or 0
-    percent = (
-        100
-        if backup.status == Status.SUCCEEDED
-        else (min(99, int(100 * backup.rows_done / total)) if total else 0)
-    )
-    return {
-        "id": backup.id,
-        "format": backup.format,
-        "status": backup.status,
-        "created_at": iso(backup.created_at),
-        "started_at": iso(started),
-        "finished_at": iso(finished),
-        "duration": (finished - started).total_seconds() if started and finished else None,
-        "size": backup.size,
-        "sha256": backup.sha256,
-        "filename": backup.filename,
-        "progress": {
-            "tables_done": backup.tables_done,
-            "tables_total": backup.tables_total,
-            "rows_done": backup.rows_done,
-            "rows_total": backup.rows_total,
-            "percent": percent,
-        },
-        "error": backup.error,
-        "created_by": backup.created_by,
-    }

@@ -7,7 +7,7 @@ import re
 import pytest
 from jinja2 import ChoiceLoader, DictLoader
 
-from flask_backup_manager.pages import human_size
+from flask_backup_manager.presenters import human_size
 
 HTML = {"Accept": "text/html"}
 API = "/backups/api"

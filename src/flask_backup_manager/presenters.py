@@ -1,0 +1,76 @@
+"""What the API, the pages and the CLI all show of a backup: its JSON object, its log and audit
+entries, timestamps in UTC ISO form, sizes for people."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from .models import Status
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Timestamps are stored in UTC; SQLite hands them back without a zone, PostgreSQL in its
+    session's zone."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def iso(value: datetime | None) -> str | None:
+    value = as_utc(value)
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def human_size(n: int | None) -> str:
+    """``1536`` -> ``1.5 KiB``; ``None`` (not made yet) -> an em dash."""
+    if n is None:
+        return "\u2014"
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"  # unreachable
+
+
+def to_dict(backup: Any) -> dict[str, Any]:
+    """The backup object of the API (DESIGN.md), also what the pages and ``show`` print."""
+    started, finished = as_utc(backup.started_at), as_utc(backup.finished_at)
+    total = backup.rows_total or 0
+    percent = (
+        100
+        if backup.status == Status.SUCCEEDED
+        else (min(99, int(100 * backup.rows_done / total)) if total else 0)
+    )
+    return {
+        "id": backup.id,
+        "format": backup.format,
+        "status": backup.status,
+        "created_at": iso(backup.created_at),
+        "started_at": iso(started),
+        "finished_at": iso(finished),
+        "duration": (finished - started).total_seconds() if started and finished else None,
+        "size": backup.size,
+        "sha256": backup.sha256,
+        "filename": backup.filename,
+        "progress": {
+            "tables_done": backup.tables_done,
+            "tables_total": backup.tables_total,
+            "rows_done": backup.rows_done,
+            "rows_total": backup.rows_total,
+            "percent": percent,
+        },
+        "error": backup.error,
+        "created_by": backup.created_by,
+    }
+
+
+def log_entry(line: Any) -> dict[str, Any]:
+    return {"at": iso(line.at), "level": line.level, "message": line.message}
+
+
+def audit_entry(row: Any) -> dict[str, Any]:
+    return {"at": iso(row.at), "actor": row.actor, "action": row.action, "detail": row.detail}
