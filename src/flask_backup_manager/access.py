@@ -1,18 +1,19 @@
 """Deny by default: every route asks the host's check for a permission; state changes made
-with a cookie need a CSRF token (Flask-WTF's when the host uses it, else our own)."""
+with a cookie need a CSRF token (Flask-WTF's when the host uses it, else our own). The one
+decorator every view wears, :func:`requires`, also turns a refused operation into its answer."""
 
 from __future__ import annotations
 
 import functools
-import getpass
 import hmac
 import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import current_app, has_request_context, request, session
+from flask import current_app, request, session
 
-from .errors import BackupManagerError, bad_request
+from .errors import BackupManagerError, http_error
+from .service import ServiceError
 from .state import PERMISSIONS, get_state
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -21,7 +22,9 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def requires(permission: str) -> Callable[[F], F]:
-    """View decorator: the host's access check for ``permission``, then CSRF on state changes."""
+    """View decorator: the host's access check for ``permission``, then CSRF on state changes,
+    then the view; a :class:`~.service.ServiceError` it raises is answered as an HTTP error
+    (:class:`~.errors.BackupManagerError`) with the same status, code and message."""
     assert permission in PERMISSIONS
 
     def decorate(view: F) -> F:
@@ -29,7 +32,10 @@ def requires(permission: str) -> Callable[[F], F]:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             check_access(permission)
             check_csrf()
-            return view(*args, **kwargs)
+            try:
+                return view(*args, **kwargs)
+            except ServiceError as e:
+                raise http_error(e) from None
 
         return wrapped  # type: ignore[return-value]
 
@@ -50,10 +56,8 @@ def check_access(permission: str) -> None:
 
 
 def current_user_name() -> str | None:
-    """The host's name for who is asking: its identity callable in a request, else the
-    operating-system user of a ``flask backups`` command."""
-    if not has_request_context():
-        return f"cli:{getpass.getuser()}"
+    """The host's name for who is asking (its identity callable), kept as the actor of what
+    the request does; the ``flask backups`` commands act as :func:`~.lifecycle.process_actor`."""
     identity = get_state().ext._identity
     return identity() if identity else None
 
@@ -106,10 +110,11 @@ def check_csrf() -> None:
             validate_csrf(token)
             return
         except ValidationError as e:
-            raise bad_request("csrf_failed", f"CSRF check failed: {e}") from None
+            raise BackupManagerError(400, "csrf_failed", f"CSRF check failed: {e}") from None
     expected = session.get(SESSION_KEY)
     if not expected or not hmac.compare_digest(str(expected), token):
-        raise bad_request(
+        raise BackupManagerError(
+            400,
             "csrf_failed",
             "CSRF check failed: send the page's csrf_token (form field or X-CSRFToken header).",
         )

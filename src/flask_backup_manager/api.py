@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import jsonify, request
+from flask import Response, jsonify, request, send_file
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
 from . import presenters, service
 from .access import current_user_name, requires
 from .blueprint import blueprint
-from .errors import BackupManagerError, bad_request, int_arg
+from .errors import BackupManagerError, int_arg
+from .state import get_state
 
 #: The most a request body may hold: ``{"format": "sqlite3_db"}`` needs a few dozen bytes,
 #: and a request never holds more than this in memory. Checked here, not with the host's
@@ -32,8 +34,14 @@ def json_object() -> dict[str, Any]:
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         body = None
     if not isinstance(body, dict):
-        raise bad_request("bad_request", 'Send a JSON object such as {"format": "sqlite3_db"}.')
+        raise _not_an_object()
     return body
+
+
+def _not_an_object() -> BackupManagerError:
+    return BackupManagerError(
+        400, "bad_request", 'Send a JSON object such as {"format": "sqlite3_db"}.'
+    )
 
 
 def _too_large() -> BackupManagerError:
@@ -52,7 +60,7 @@ def api_formats() -> Any:
 @requires("view")
 def api_list() -> Any:
     page = int_arg("page", 1)
-    per_page = min(int_arg("per_page", service.get_state().per_page), 100)
+    per_page = min(int_arg("per_page", get_state().per_page), 100)
     items, total = service.list_backups(page, per_page)
     return {
         "backups": [presenters.to_dict(b) for b in items],
@@ -67,7 +75,7 @@ def api_list() -> Any:
 def api_create() -> Any:
     body = json_object()
     if "format" not in body:
-        raise bad_request("bad_request", 'Send a JSON object such as {"format": "sqlite3_db"}.')
+        raise _not_an_object()
     backup = service.create_backup(body["format"], created_by=current_user_name())
     return jsonify(presenters.to_dict(backup)), 202
 
@@ -93,17 +101,70 @@ def api_audit(backup_id: str) -> Any:
 @blueprint.get("/api/backups/<backup_id>/download", endpoint="api_download")
 @requires("download")
 def api_download(backup_id: str) -> Any:
-    return service.download(service.get_backup(backup_id))
+    """The file as an attachment, streamed, through :func:`service.download`.
+
+    Every answer with content (200 or 206, whatever the Range header says and however
+    werkzeug reads it) is preceded by a check of the whole file against its sha256, so a file
+    changed in storage is never sent, not even a range of it; and each such GET is audited once.
+    The check costs one read of the file per request: a download resumed in N ranges reads it
+    N times. A 304 (the client has it) sends nothing and is not audited; nor is a HEAD, which
+    sends no body but is checked like the GET it describes."""
+    backup = service.get_backup(backup_id)
+    service.downloadable(backup)  # 409 or 410 before anything else
+    if request.if_none_match.contains(backup.sha256):  # the client has it: no need to read it
+        return _not_modified(backup)
+    return service.download(backup, _send, actor=current_user_name())
+
+
+def _send(stored: service.StoredFile) -> tuple[Response, bool]:
+    """The answer for the checked file, and whether it sends the file's bytes."""
+    backup, size = stored.backup, stored.size
+    response = send_file(
+        stored.file,  # the response closes it once the body is sent
+        as_attachment=True,
+        download_name=backup.filename,
+        mimetype=stored.mimetype,
+        conditional=False,
+        etag=backup.sha256,
+        last_modified=stored.mtime,
+        max_age=0,
+    )
+    response.headers["X-Backup-SHA256"] = backup.sha256
+    response.content_length = size  # the bytes hashed, not what the file may have grown to
+    try:
+        # Range, If-Range, If-Modified-Since, If-Match: werkzeug's rules on the checked file
+        response.make_conditional(request, accept_ranges=True, complete_length=size)
+    except RequestedRangeNotSatisfiable:
+        raise BackupManagerError(
+            416, "range_not_satisfiable", f"The file of backup {backup.id} has no such range."
+        ) from None
+    if response.status_code in (200, 206):
+        return response, request.method != "HEAD"
+    # werkzeug leaves the file as the body of its 304 and 412 answers: only 200/206 carry it
+    response.close()
+    if response.status_code == 304:
+        return _not_modified(backup), False
+    raise BackupManagerError(
+        412, "precondition_failed", f"The file of backup {backup.id} does not match If-Match."
+    )
+
+
+def _not_modified(backup: Any) -> Response:
+    response = Response(status=304)
+    response.set_etag(backup.sha256)
+    return response
 
 
 @blueprint.delete("/api/backups/<backup_id>", endpoint="api_delete")
 @requires("delete")
 def api_delete(backup_id: str) -> Any:
-    service.delete_backup(service.get_backup(backup_id))
+    service.delete_backup(service.get_backup(backup_id), actor=current_user_name())
     return "", 204
 
 
 @blueprint.post("/api/backups/<backup_id>/cancel", endpoint="api_cancel")
 @requires("create")
 def api_cancel(backup_id: str) -> Any:
-    return presenters.to_dict(service.cancel_backup(service.get_backup(backup_id)))
+    return presenters.to_dict(
+        service.cancel_backup(service.get_backup(backup_id), actor=current_user_name())
+    )

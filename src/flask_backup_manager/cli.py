@@ -10,13 +10,13 @@ from pathlib import Path
 
 import click
 from flask.cli import AppGroup
-from werkzeug.exceptions import HTTPException
 
 from . import presenters, service
 from .engine import escape_controls, read_through
-from .errors import whole_number
 from .lifecycle import audit, process_actor
 from .models import FINISHED, Status
+from .service import ServiceError, whole_number
+from .state import get_state
 
 backups_cli = AppGroup("backups", help="Create, inspect, download and delete backups.")
 
@@ -31,8 +31,8 @@ def _error(message: str) -> click.ClickException:
     return click.ClickException(escape_controls(message))
 
 
-def _fail(e: HTTPException) -> None:
-    raise _error(str(e.description))
+def _fail(e: ServiceError) -> None:
+    raise _error(e.message)
 
 
 @backups_cli.command("create")
@@ -41,8 +41,8 @@ def _fail(e: HTTPException) -> None:
 def create(format_: str, wait: bool) -> None:
     """Queue a new backup (a worker makes it)."""
     try:
-        backup = service.create_backup(format_)
-    except HTTPException as e:
+        backup = service.create_backup(format_, created_by=process_actor())
+    except ServiceError as e:
         _fail(e)
     _echo(f"backup {backup.id} queued ({backup.format})")
     if not wait:
@@ -50,7 +50,7 @@ def create(format_: str, wait: bool) -> None:
     status = backup.status
     while status not in FINISHED:
         time.sleep(0.5)
-        service.get_state().db.session.expire_all()
+        get_state().db.session.expire_all()
         backup = service.get_backup(backup.id)
         if backup.status != status:
             status = backup.status
@@ -69,7 +69,7 @@ def list_(page: str) -> None:
         raise _error("--page must be a whole number of at most 18 digits")
     try:
         items, total = service.list_backups(number)
-    except HTTPException as e:
+    except ServiceError as e:
         _fail(e)
     if not items:
         _echo("no backups")
@@ -87,7 +87,7 @@ def show(backup_id: str) -> None:
     """Show one backup and its log."""
     try:
         b = service.get_backup(backup_id)
-    except HTTPException as e:
+    except ServiceError as e:
         _fail(e)
     for key, value in presenters.to_dict(b).items():
         if key == "progress":
@@ -115,7 +115,7 @@ def download(backup_id: str, output: Path | None) -> None:
         b = service.get_backup(backup_id)
         if b.status != Status.SUCCEEDED:
             raise _error(f"backup {b.id} is {b.status}: nothing to download")
-    except HTTPException as e:
+    except ServiceError as e:
         _fail(e)
     target = output or Path(b.filename)
     if target.is_dir():
@@ -136,8 +136,8 @@ def download(backup_id: str, output: Path | None) -> None:
 def delete(backup_id: str) -> None:
     """Delete a backup's row, log and file."""
     try:
-        service.delete_backup(service.get_backup(backup_id))
-    except HTTPException as e:
+        service.delete_backup(service.get_backup(backup_id), actor=process_actor())
+    except ServiceError as e:
         _fail(e)
     _echo(f"backup {backup_id} deleted")
 
@@ -147,8 +147,8 @@ def delete(backup_id: str) -> None:
 def cancel(backup_id: str) -> None:
     """Stop a queued or running backup."""
     try:
-        b = service.cancel_backup(service.get_backup(backup_id))
-    except HTTPException as e:
+        b = service.cancel_backup(service.get_backup(backup_id), actor=process_actor())
+    except ServiceError as e:
         _fail(e)
     _echo(f"backup {b.id} {b.status}")
 
@@ -156,12 +156,12 @@ def cancel(backup_id: str) -> None:
 @backups_cli.command("prune")
 def prune() -> None:
     """Apply the retention settings (BACKUP_MANAGER_KEEP_LAST / KEEP_DAYS) now."""
-    state = service.get_state()
+    state = get_state()
     if state.keep_last is None and state.keep_days is None:
         raise _error(
             "no retention configured: set BACKUP_MANAGER_KEEP_LAST and/or BACKUP_MANAGER_KEEP_DAYS"
         )
-    deleted = service.prune(state)
+    deleted = service.prune(state, actor=process_actor())
     _echo(f"deleted {len(deleted)} backup(s)" + (f": {deleted}" if deleted else ""))
 
 
@@ -172,11 +172,11 @@ def worker(burst: bool, name: str | None) -> None:
     """Run an RQ worker for the backup queue (run as many as you like, on any host)."""
     from .queue import make_worker
 
-    engines = list(service.get_state().db.engines.values())
+    engines = list(get_state().db.engines.values())
     # The work horse is a fork: it must not share the parent's pooled database connections.
     os.register_at_fork(after_in_child=lambda: [e.dispose(close=False) for e in engines])
     w = make_worker(name)
-    _echo(f"worker {w.name} on queue {service.get_state().queue_name}", err=True)
+    _echo(f"worker {w.name} on queue {get_state().queue_name}", err=True)
     ok = w.work(burst=burst, logging_level="WARNING")
     sys.exit(0 if ok or burst else 1)
 

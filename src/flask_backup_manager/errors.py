@@ -1,16 +1,14 @@
-"""The one exception type behind every error answer: JSON for the API, a page for the HTML UI."""
+"""The one exception type behind every error answer of the blueprint: JSON for the API, a page
+for the HTML UI. A :class:`~.service.ServiceError` becomes one with the same status, code and
+message (:func:`http_error`); the views raise it themselves for what only HTTP knows (a body too
+large, a Range the file does not have)."""
 
 from __future__ import annotations
-
-import re
-from typing import Any
 
 from flask import Response, json, render_template, request
 from werkzeug.exceptions import HTTPException
 
-#: A whole number as the routes, pages and commands accept it: ASCII digits only (no sign, no
-#: space, no Unicode digit that ``int()`` would take), and few enough to fit a 64-bit integer.
-WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
+from .service import ServiceError, whole_number
 
 
 class BackupManagerError(HTTPException):
@@ -34,6 +32,10 @@ class BackupManagerError(HTTPException):
         return security_headers(response)
 
 
+def http_error(e: ServiceError) -> BackupManagerError:
+    return BackupManagerError(e.status, e.code, e.message)
+
+
 def is_api() -> bool:
     return (request.endpoint or "").startswith("backup_manager.api_")
 
@@ -42,42 +44,14 @@ def wants_json() -> bool:
     return is_api() or not request.accept_mimetypes.accept_html
 
 
-def bad_request(code: str, message: str) -> BackupManagerError:
-    return BackupManagerError(400, code, message)
-
-
-def not_found(what: str = "backup") -> BackupManagerError:
-    return BackupManagerError(404, "not_found", f"No such {what}.")
-
-
-def conflict(code: str, message: str) -> BackupManagerError:
-    return BackupManagerError(409, code, message)
-
-
-def whole_number(text: Any) -> int | None:
-    """``text`` as an int when it is a whole number by :data:`WHOLE_NUMBER`, else None."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        text = str(text)
-    if isinstance(text, str) and WHOLE_NUMBER.fullmatch(text):
-        return int(text)
-    return None
-
-
 def int_arg(name: str, default: int) -> int:
     """A whole-number query argument; 400 when it is something else."""
     value = whole_number(request.args.get(name, str(default)))
     if value is None:
-        raise bad_request("bad_argument", f"{name} must be a whole number of at most 18 digits.")
+        raise BackupManagerError(
+            400, "bad_argument", f"{name} must be a whole number of at most 18 digits."
+        )
     return value
-
-
-def clip(value: Any, limit: int = 40) -> str:
-    """A short, quoted echo of client input for an error message: at most ``limit``
-    characters of it (``repr`` escapes every unprintable one), so a 10 kB value gives a
-    one-line message; a value that is not text is named by its type only."""
-    if not isinstance(value, str):
-        return f"<{type(value).__name__}>"
-    return repr(value[:limit]) + ("..." if len(value) > limit else "")
 
 
 def security_headers(response: Response) -> Response:

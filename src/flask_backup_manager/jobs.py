@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from rq.timeouts import JobTimeoutException
 
 from .engine import ExportCancelled, ExportError, Progress, export, one_line, scrub
-from .lifecycle import add_log, finish, transition, update
+from .lifecycle import add_log, finish, process_actor, transition, update
 from .models import Status, db_now
 from .service import file_path, prune, reap, storage_dir
 from .state import State, get_state
@@ -100,7 +100,7 @@ def run_backup(backup_id: int) -> str:
         f"finished: {result.tables} tables, {result.rows} rows, {result.size} bytes, "
         f"sha256 {result.sha256}",
     )
-    prune(state)
+    prune(state, actor=process_actor())  # as a `flask backups prune` would
     return Status.SUCCEEDED
 
 

@@ -11,8 +11,9 @@ from markupsafe import Markup, escape
 from . import presenters, service
 from .access import current_user_name, requires
 from .blueprint import blueprint
-from .errors import BackupManagerError, int_arg
+from .errors import int_arg
 from .models import FINISHED
+from .state import get_state
 
 
 @blueprint.context_processor
@@ -20,7 +21,7 @@ def _permissions() -> dict[str, Any]:
     """``backup_manager_may("delete")``: show only the buttons the host's check would allow."""
 
     def may(permission: str) -> bool:
-        check = service.get_state().ext._access
+        check = get_state().ext._access
         return bool(check and check(permission))
 
     return {"backup_manager_may": may}
@@ -42,7 +43,7 @@ def _code_filter(text: str) -> Markup:
 def index() -> Any:
     page = int_arg("page", 1)
     items, total = service.list_backups(page)
-    per_page = service.get_state().per_page
+    per_page = get_state().per_page
     return render_template(
         "backup_manager/list.html",
         backups=[presenters.to_dict(b) for b in items],
@@ -63,14 +64,14 @@ def new() -> Any:
 def create() -> Any:
     try:
         service.create_backup(request.form.get("format"), created_by=current_user_name())
-    except BackupManagerError as e:
-        if e.code not in (400, 429):
+    except service.ServiceError as e:
+        if e.status not in (400, 429):
             raise
         # a refused choice is shown on the form it came from, with the choices again
         page = render_template(
-            "backup_manager/new.html", formats=service.formats(), error=e.description
+            "backup_manager/new.html", formats=service.formats(), error=e.message
         )
-        return page, e.code
+        return page, e.status
     return redirect(url_for(".index"), code=303)
 
 
@@ -90,12 +91,12 @@ def detail(backup_id: str) -> Any:
 @blueprint.post("/<backup_id>/delete", endpoint="delete")
 @requires("delete")
 def delete(backup_id: str) -> Any:
-    service.delete_backup(service.get_backup(backup_id))
+    service.delete_backup(service.get_backup(backup_id), actor=current_user_name())
     return redirect(url_for(".index"), code=303)
 
 
 @blueprint.post("/<backup_id>/cancel", endpoint="cancel")
 @requires("create")
 def cancel(backup_id: str) -> Any:
-    backup = service.cancel_backup(service.get_backup(backup_id))
+    backup = service.cancel_backup(service.get_backup(backup_id), actor=current_user_name())
     return redirect(url_for(".detail", backup_id=backup.id), code=303)

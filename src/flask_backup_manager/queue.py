@@ -7,6 +7,7 @@ import os
 from flask import current_app
 from redis import Redis
 from rq import Queue, Worker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from .state import State, get_state
@@ -57,6 +58,10 @@ def enqueue(backup_id: int) -> str:
         description=f"backup {backup_id}",
     )
     return job.id
+
+
+def job_exists(job_id: str, conn: Redis) -> bool:
+    return Job.exists(job_id, conn)
 
 
 def make_worker(name: str | None = None) -> Worker:

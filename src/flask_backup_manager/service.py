@@ -1,25 +1,72 @@
-"""The operations behind every route and command. Views only translate HTTP to these calls."""
+"""The operations behind every route and command, in plain terms: they take ids and an explicit
+actor, return rows and values, and raise :class:`ServiceError`. No HTTP here: ``api.py``,
+``pages.py`` and ``cli.py`` turn these into answers."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple, TypeVar
 
 import sqlalchemy as sa
-from flask import Response, request, send_file
 from redis.exceptions import RedisError
-from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
-from .access import current_user_name
 from .engine import FORMATS, SUPPORTED
-from .errors import BackupManagerError, bad_request, clip, conflict, not_found, whole_number
 from .lifecycle import add_log, audit, finish, update
 from .models import ACTIVE, FINISHED, Status, db_now, utcnow
 from .presenters import as_utc, audit_entry, log_entry
+from .queue import enqueue, job_exists, redis_connection
 from .state import State, get_state
+
+R = TypeVar("R")
+
+
+class ServiceError(Exception):
+    """An operation refused: ``status`` is the HTTP status the views answer with, ``code``
+    the machine-readable error code, ``message`` the sentence meant for a person."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def bad_request(code: str, message: str) -> ServiceError:
+    return ServiceError(400, code, message)
+
+
+def not_found(what: str = "backup") -> ServiceError:
+    return ServiceError(404, "not_found", f"No such {what}.")
+
+
+def conflict(code: str, message: str) -> ServiceError:
+    return ServiceError(409, code, message)
+
+
+#: A whole number as the routes, pages and commands accept it: ASCII digits only (no sign, no
+#: space, no Unicode digit that ``int()`` would take), and few enough to fit a 64-bit integer.
+WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
+def whole_number(text: Any) -> int | None:
+    """``text`` as an int when it is a whole number by :data:`WHOLE_NUMBER`, else None."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = str(text)
+    if isinstance(text, str) and WHOLE_NUMBER.fullmatch(text):
+        return int(text)
+    return None
+
+
+def clip(value: Any, limit: int = 40) -> str:
+    """A short, quoted echo of client input for an error message: at most ``limit``
+    characters of it (``repr`` escapes every unprintable one), so a 10 kB value gives a
+    one-line message; a value that is not text is named by its type only."""
+    if not isinstance(value, str):
+        return f"<{type(value).__name__}>"
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
 
 
 def formats(state: State | None = None) -> list[dict[str, str]]:
@@ -36,7 +83,7 @@ def formats(state: State | None = None) -> list[dict[str, str]]:
 CREATE_LOCK = 0x666D626372656174  # "fmbcreat"
 
 
-def create_backup(format: Any, created_by: str | None = None) -> Any:
+def create_backup(format: Any, *, created_by: str | None) -> Any:
     """Insert a queued backup and enqueue its job. 400 for an unknown format, 503 when the
     queue cannot be reached (the row is then ``failed``, never left ``queued``)."""
     state = get_state()
@@ -47,7 +94,7 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
         )
     db, Backup = state.db, state.models.Backup
     active = sa.select(sa.func.count()).where(Backup.status.in_(ACTIVE))
-    too_many = BackupManagerError(
+    too_many = ServiceError(
         429,
         "too_many_active",
         f"backups are already queued or running (BACKUP_MANAGER_MAX_ACTIVE is "
@@ -64,7 +111,6 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
     if db.session.scalar(active) >= state.max_active:
         db.session.rollback()  # and with it the lock
         raise too_many
-    created_by = created_by or current_user_name()
     now = db_now(db.session.connection())
     backup = Backup(format=format, status=Status.QUEUED, created_at=now, created_by=created_by)
     db.session.add(backup)
@@ -80,17 +126,13 @@ def create_backup(format: Any, created_by: str | None = None) -> Any:
         finish(backup.id, (Status.QUEUED,), Status.CANCELLED, error="too many backups at once")
         add_log(backup.id, "warning", "cancelled: too many backups at once")
         raise too_many
-    from .queue import enqueue
-
     try:
         job_id = enqueue(backup.id)
     except (RedisError, OSError, RuntimeError) as e:  # RuntimeError: no Redis configured
         message = f"queue unavailable: {e}"
         finish(backup.id, (Status.QUEUED,), Status.FAILED, error=message)
         add_log(backup.id, "error", message)
-        raise BackupManagerError(
-            503, "queue_unavailable", f"The job queue is unavailable: {e}"
-        ) from None
+        raise ServiceError(503, "queue_unavailable", f"The job queue is unavailable: {e}") from None
     update(backup.id, job_id=job_id)
     return db.session.get(Backup, backup.id)
 
@@ -130,13 +172,9 @@ def _reap_lost_jobs(state: State, cutoff: datetime) -> list[int]:
     ).all()
     if not waiting:
         return []
-    from rq.job import Job
-
-    from .queue import redis_connection
-
     try:
         conn = redis_connection(state)
-        lost = [i for i, job_id in waiting if not job_id or not Job.exists(job_id, conn)]
+        lost = [i for i, job_id in waiting if not job_id or not job_exists(job_id, conn)]
     except (RedisError, OSError, RuntimeError):
         return []
     for backup_id in lost:
@@ -171,7 +209,7 @@ MAX_ID = 2**31 - 1
 
 def get_backup(backup_id: Any) -> Any:
     """The backup of a client's id (a path segment, a command argument): 404 unless the id is
-    a whole number by :data:`~.errors.WHOLE_NUMBER` that the id column can hold."""
+    a whole number by :data:`WHOLE_NUMBER` that the id column can hold."""
     state = get_state()
     backup_id = whole_number(backup_id)
     if backup_id is None or backup_id > MAX_ID:
@@ -187,6 +225,12 @@ def backup_logs(backup: Any) -> list[dict[str, Any]]:
     return [log_entry(line) for line in backup.logs]
 
 
+def audit_trail(backup_id: int) -> list[dict[str, Any]]:
+    BackupAudit = get_state().models.BackupAudit
+    rows = BackupAudit.query.filter_by(backup_id=backup_id).order_by(BackupAudit.id)
+    return [audit_entry(r) for r in rows]
+
+
 def file_path(backup: Any, state: State | None = None) -> Path:
     """Where a backup's file lives: the storage directory and a name the server made."""
     state = state or get_state()
@@ -199,88 +243,77 @@ def storage_dir(state: State | None = None) -> Path:
     return state.storage_dir
 
 
-def download(backup: Any) -> Response:
-    """The file as an attachment, streamed; 409 until the backup has succeeded.
-
-    Every answer with content (200 or 206, whatever the Range header says and however
-    werkzeug reads it) is preceded by a check of the whole file against its sha256, so a file
-    changed in storage is never sent, not even a range of it; and each such GET is audited once.
-    The check costs one read of the file per request: a download resumed in N ranges reads it
-    N times. It hashes the open file that is then sent, so a file swapped in by a rename after
-    the check is not the one served. A 304 (the client has it) sends nothing and is not audited;
-    nor is a HEAD, which sends no body but is checked like the GET it describes."""
+def downloadable(backup: Any) -> Path:
+    """The path of a backup's file, once there is one to hand out: 409 until the backup has
+    succeeded, 410 when its file is gone from storage."""
     if backup.status != Status.SUCCEEDED:
         raise conflict(
             "not_finished", f"Backup {backup.id} is {backup.status}: nothing to download."
         )
     path = file_path(backup)
     if not path.is_file():
-        raise BackupManagerError(410, "file_missing", f"The file of backup {backup.id} is gone.")
-    if request.if_none_match.contains(backup.sha256):  # the client has it: no need to read it
-        return _not_modified(backup)
-    f = open(path, "rb")  # the response closes it once the body is sent
+        raise ServiceError(410, "file_missing", f"The file of backup {backup.id} is gone.")
+    return path
+
+
+class StoredFile(NamedTuple):
+    """A backup's file, open and checked: its first ``size`` bytes hash to ``backup.sha256``."""
+
+    backup: Any
+    file: BinaryIO  # rewound to its start
+    size: int
+    mtime: float
+    mimetype: str
+
+
+def download(
+    backup: Any,
+    deliver: Callable[[StoredFile], tuple[R, bool]],
+    *,
+    actor: str | None,
+    detail: str | None = None,
+    copy: Callable[[bytes], object] | None = None,
+) -> R:
+    """The one way a backup's file leaves storage, for the API and the CLI alike.
+
+    Refuse unless it can be had (:func:`downloadable`); open it and read it through in 1 MiB
+    chunks (each also handed to ``copy``), and refuse (500) unless its size and sha256 are the
+    row's, so a file changed or damaged in storage is never handed out, not even in part;
+    then give the open file, rewound, to ``deliver``. ``deliver`` owns the file from then on
+    (a streamed answer closes it once sent) and returns what it made and whether it handed
+    the file's bytes out (a HEAD or a 304 hands out none): only then is the download audited.
+    The open file is the one checked, so a file swapped in by a rename after the check is not
+    the one delivered."""
+    path = downloadable(backup)
+    f = open(path, "rb")
     try:
-        response = _send_verified(backup, f)
+        h, size = hashlib.sha256(), 0
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+            if copy is not None:
+                copy(chunk)
+        if h.hexdigest() != backup.sha256 or size != backup.size:
+            raise ServiceError(
+                500,
+                "checksum_mismatch",
+                f"The file of backup {backup.id} no longer matches its sha256: it was changed "
+                "or damaged in storage, so it is not sent.",
+            )
+        f.seek(0)
+        stored = StoredFile(
+            backup, f, size, os.fstat(f.fileno()).st_mtime, FORMATS[backup.format].mimetype
+        )
+        answer, delivered = deliver(stored)
     except BaseException:
         f.close()
         raise
-    if response.status_code in (200, 206) and request.method != "HEAD":
-        audit("download", backup.id, actor=current_user_name())
-    return response
+    if delivered:
+        audit("download", backup.id, detail, actor=actor)
+    return answer
 
 
-def _send_verified(backup: Any, f: Any) -> Response:
-    """The response for the open file ``f`` once it hashes to the backup's sha256."""
-    h, size = hashlib.sha256(), 0
-    while chunk := f.read(1 << 20):
-        h.update(chunk)
-        size += len(chunk)
-    if h.hexdigest() != backup.sha256:
-        raise BackupManagerError(
-            500,
-            "checksum_mismatch",
-            f"The file of backup {backup.id} no longer matches its sha256: it was changed or "
-            "damaged in storage, so it is not sent.",
-        )
-    mtime = os.fstat(f.fileno()).st_mtime
-    f.seek(0)
-    response = send_file(
-        f,
-        as_attachment=True,
-        download_name=backup.filename,
-        mimetype=FORMATS[backup.format].mimetype,
-        conditional=False,
-        etag=backup.sha256,
-        last_modified=mtime,
-        max_age=0,
-    )
-    response.headers["X-Backup-SHA256"] = backup.sha256
-    response.content_length = size  # the bytes hashed, not what the file may have grown to
-    try:
-        # Range, If-Range, If-Modified-Since, If-Match: werkzeug's rules on the checked file
-        response.make_conditional(request, accept_ranges=True, complete_length=size)
-    except RequestedRangeNotSatisfiable:
-        raise BackupManagerError(
-            416, "range_not_satisfiable", f"The file of backup {backup.id} has no such range."
-        ) from None
-    if response.status_code in (200, 206):
-        return response
-    # werkzeug leaves the file as the body of its 304 and 412 answers: only 200/206 carry it
-    response.close()
-    if response.status_code == 304:
-        return _not_modified(backup)
-    raise BackupManagerError(
-        412, "precondition_failed", f"The file of backup {backup.id} does not match If-Match."
-    )
-
-
-def _not_modified(backup: Any) -> Response:
-    response = Response(status=304)
-    response.set_etag(backup.sha256)
-    return response
-
-
-def delete_backup(backup: Any, reason: str | None = None) -> None:
+def delete_backup(backup: Any, *, actor: str | None, reason: str | None = None) -> None:
     """Remove the row, its log and its file. 409 while a job may still write the file."""
     if backup.status not in FINISHED:
         raise conflict(
@@ -288,7 +321,7 @@ def delete_backup(backup: Any, reason: str | None = None) -> None:
         )
     state = get_state()
     path = file_path(backup, state)
-    audit("delete", backup.id, reason, actor=current_user_name(), commit=False)
+    audit("delete", backup.id, reason, actor=actor, commit=False)
     # explicit: SQLite ignores ON DELETE CASCADE unless the host turned foreign keys on
     state.db.session.execute(
         sa.delete(state.models.BackupLog).where(state.models.BackupLog.backup_id == backup.id)
@@ -298,25 +331,19 @@ def delete_backup(backup: Any, reason: str | None = None) -> None:
     path.unlink(missing_ok=True)
 
 
-def cancel_backup(backup: Any) -> Any:
+def cancel_backup(backup: Any, *, actor: str | None) -> Any:
     """Ask a queued or running backup to stop; the worker removes its partial file."""
     if backup.status in FINISHED:
         raise conflict("already_finished", f"Backup {backup.id} is already {backup.status}.")
     if finish(backup.id, ACTIVE, Status.CANCELLED, error="cancelled"):
         add_log(backup.id, "warning", "cancelled", commit=False)
-        audit("cancel", backup.id, actor=current_user_name())
+        audit("cancel", backup.id, actor=actor)
     state = get_state()
     state.db.session.refresh(backup)
     return backup
 
 
-def audit_trail(backup_id: int) -> list[dict[str, Any]]:
-    BackupAudit = get_state().models.BackupAudit
-    rows = BackupAudit.query.filter_by(backup_id=backup_id).order_by(BackupAudit.id)
-    return [audit_entry(r) for r in rows]
-
-
-def prune(state: State | None = None) -> list[int]:
+def prune(state: State | None = None, *, actor: str | None) -> list[int]:
     """Apply retention (``BACKUP_MANAGER_KEEP_LAST`` / ``KEEP_DAYS``) to finished backups:
     rows and files go when they are older than D days, or beyond the newest N succeeded ones
     (failed and cancelled ones go once N newer backups have finished)."""
@@ -338,5 +365,5 @@ def prune(state: State | None = None) -> list[int]:
         or (cutoff is not None and as_utc(b.created_at) < cutoff)
     ]
     for backup in doomed:
-        delete_backup(backup, reason="retention")
+        delete_backup(backup, actor=actor, reason="retention")
     return [b.id for b in doomed]
