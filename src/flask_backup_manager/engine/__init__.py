@@ -4,17 +4,9 @@ What the web layer uses of it is named here; nothing outside the engine imports 
 
 from __future__ import annotations
 
-from .base import (
-    FORMATS,
-    SUPPORTED,
-    ExportCancelled,
-    ExportError,
-    Format,
-    Progress,
-    TableSpec,
-    escape_controls,
-)
-from .export import ExportResult, export, one_line, read_through, scrub
+from .base import escape_controls
+from .export import SUPPORTED, ExportResult, export, one_line, read_through, scrub
+from .model import FORMATS, ExportCancelled, ExportError, Format, Progress, TableSpec
 
 __all__ = [
     "FORMATS",

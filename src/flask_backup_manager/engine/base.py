@@ -1,4 +1,5 @@
-"""What every source and writer shares: formats, errors, table descriptions, progress."""
+"""Helpers every source and writer shares: progress counting, cancel watching, prefetching,
+table selection and ordering, SQLite quoting, and the one escape for customer text."""
 
 from __future__ import annotations
 
@@ -7,133 +8,22 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
-if TYPE_CHECKING:
-    import sqlalchemy as sa
+from .model import ExportError, Progress, ProgressCallback, TableSpec
 
 #: gzip level of the SQL formats (written by zlib-ng): gzip's own default, as `pg_dump | gzip`
 COMPRESSLEVEL = 6
 
 
-@dataclass(frozen=True)
-class Format:
-    name: str
-    description: str
-    extension: str
-    gzipped: bool
-
-    @property
-    def mimetype(self) -> str:
-        return "application/gzip" if self.gzipped else "application/vnd.sqlite3"
-
-
-FORMATS: dict[str, Format] = {
-    f.name: f
-    for f in (
-        Format(
-            "sqlite3",
-            "SQL text for SQLite, gzipped: restore with "
-            "`python -m flask_backup_manager restore FILE --target sqlite:///new.db` "
-            "or `gunzip -c FILE | sqlite3 -safe new.db`.",
-            ".sqlite3.sql.gz",
-            True,
-        ),
-        Format(
-            "postgres",
-            "SQL text for PostgreSQL, gzipped: restore as an ordinary role with "
-            "`python -m flask_backup_manager restore FILE --target postgresql:///newdb` "
-            "or `gunzip -c FILE | psql -X -v ON_ERROR_STOP=1 --single-transaction -d newdb`.",
-            ".postgres.sql.gz",
-            True,
-        ),
-        Format(
-            "sqlite3_db",
-            "A ready-to-use SQLite database file: start the app on it, "
-            "or open it with `sqlite3 -safe FILE`.",
-            ".sqlite3",
-            False,
-        ),
-    )
-}
-
-
-class ExportError(Exception):
-    """An export failed; the message is one line meant for a person (no secrets in it)."""
-
-
-class ExportCancelled(Exception):
-    """Raised by a progress callback to stop an export; passes through ``export()`` unchanged."""
-
-
-#: The formats each kind of source database can be exported to, as the engine's paths land.
-SUPPORTED: dict[str, tuple[str, ...]] = {
-    "sqlite": ("sqlite3_db", "sqlite3", "postgres"),
-    "postgresql": ("postgres", "sqlite3_db", "sqlite3"),
-}
-
-
-@dataclass
-class TableSpec:
-    """One table of the source, as the writers see it.
-
-    ``key`` is the name users pass to include/exclude: ``name`` for SQLite's ``main`` and
-    PostgreSQL's ``public`` schema, ``schema.name`` elsewhere. ``table`` is a SQLAlchemy
-    ``Table`` (columns, primary key, foreign keys, unique constraints, indexes) reflected from
-    the source, with column types taken from the host's models where they describe the table.
-    It is built on first use, by ``load_tables`` (the source's: it builds them all, by key), so
-    that the exports that never ask for it (SQLite to SQLite, PostgreSQL to ``postgres``) never
-    import SQLAlchemy, a good part of their run on small databases.
-    """
-
-    key: str
-    name: str
-    schema: str | None
-    load_tables: Callable[[], Mapping[str, sa.Table]] = field(repr=False)
-    estimated_rows: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def table(self) -> sa.Table:
-        return self.load_tables()[self.key]
-
-
-class Source(Protocol):
-    """A database opened on one consistent snapshot for the life of the object."""
-
-    dialect: str  # "sqlite" or "postgresql"
-
-    def tables(self) -> list[TableSpec]:
-        """The tables to copy (include/exclude applied), parents before children where possible."""
-
-    def rows(self, spec: TableSpec) -> Iterator[Sequence[Any]]:
-        """The table's rows as Python values, in column order, streamed."""
-
-    def row_batches(self, spec: TableSpec, size: int = 5000) -> Iterator[list[Sequence[Any]]]:
-        """The same rows in lists of at most ``size``: no Python call per row."""
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class Progress:
-    """What a progress callback receives.
-
-    ``finished`` is set (to the table's key and its exact row count) exactly once per table,
-    when the table is done; the other calls come at most ``Tracker.interval`` seconds apart.
-    """
-
-    tables_done: int
-    tables_total: int
-    rows_done: int
-    rows_total: int
-    table: str | None = None
-    finished: tuple[str, int] | None = None
-
-
-ProgressCallback = Callable[[Progress], None]
+def temp_beside(path: Path, tag: str) -> Path:
+    """The name of a private temp file beside ``path``. export() writes to
+    ``.<output>.<hex>.part``; this gives ``.<output>.<hex>.<tag>.part``, which the cleaner that
+    removes ``.<output>.*.part`` after a dead worker removes too."""
+    stem = path.name.removesuffix(".part") if path.name.endswith(".part") else f".{path.name}"
+    return path.with_name(f"{stem}.{tag}.part")
 
 
 class Tracker:

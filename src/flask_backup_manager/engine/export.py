@@ -16,14 +16,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from .base import FORMATS, ExportCancelled, ExportError, ProgressCallback, Source, Tracker
+from .base import Tracker, temp_beside
 from .gzipout import gunzip
+from .model import FORMATS, ExportCancelled, ExportError, ProgressCallback, Source
 from .url import URL, parse_url
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
 Writer = Callable[[Source, Path, Tracker], None]
+
+#: Every path an export can take: (kind of source, format) -> its writer, "module:function"
+#: under this package, imported on first use (so the SQLite paths never load SQLAlchemy or
+#: psycopg). Each writer is given the kind of source it was written for. A path of two steps
+#: builds a ``sqlite3_db`` file with the first, then writes the format from that file, opened
+#: as an SQLite source, with the second: the SQL text loads into exactly that database.
+PATHS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("sqlite", "sqlite3_db"): ("writers.sqlite.from_sqlite:write_db",),
+    ("sqlite", "sqlite3"): ("writers.sqlite.from_sqlite:write_sql",),
+    ("sqlite", "postgres"): ("writers.postgres.from_sqlite:write_postgres",),
+    ("postgresql", "postgres"): ("writers.postgres.from_postgres:write_postgres",),
+    ("postgresql", "sqlite3_db"): ("writers.sqlite.from_postgres:write_db",),
+    ("postgresql", "sqlite3"): (
+        "writers.sqlite.from_postgres:write_db",
+        "writers.sqlite.from_sqlite:write_sql",
+    ),
+}
+
+#: The formats each kind of source database can be exported to.
+SUPPORTED: dict[str, tuple[str, ...]] = {}
+for _kind, _format in PATHS:
+    SUPPORTED.setdefault(_kind, ())
+    SUPPORTED[_kind] += (_format,)
 
 #: The module that reads each SQL format as its client does (``ScriptCheck``): every file is
 #: read through it before it counts as done, and a line the client would take as a command the
@@ -92,16 +116,15 @@ def open_source(
     raise ExportError(f"unsupported database {url.get_backend_name()!r}: use postgresql or sqlite")
 
 
-def writer_for(format: str) -> Writer:
-    if format == "sqlite3":
-        from .writers.sqlite.from_sqlite import write_sqlite_sql as w
-    elif format == "sqlite3_db":
-        from .writers.sqlite.from_sqlite import write_sqlite_db as w
-    elif format == "postgres":
-        from .writers.postgres.sql import write_postgres_sql as w
-    else:
-        raise ExportError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
-    return w
+def writer_for(source_kind: str, format: str) -> list[Writer]:
+    """The steps of the path from ``source_kind`` to ``format`` (:data:`PATHS`), imported now."""
+    if (source_kind, format) not in PATHS:
+        raise ExportError(f"unsupported database {source_kind!r}: use postgresql or sqlite")
+    steps = []
+    for target in PATHS[(source_kind, format)]:
+        module, _, function = target.partition(":")
+        steps.append(getattr(importlib.import_module(f".{module}", __package__), function))
+    return steps
 
 
 def export(
@@ -126,8 +149,10 @@ def export(
     raises :class:`ExportCancelled`. Any other failure raises :class:`ExportError` with a
     one-line message. Either way nothing is left at ``output``.
     """
-    write = writer_for(format)
+    if format not in FORMATS:
+        raise ExportError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     url = source_url(source)
+    steps = writer_for(url.get_backend_name(), format)
     output = Path(output)
     try:
         with atomic_output(output, gzipped=FORMATS[format].gzipped, format=format) as done:
@@ -142,7 +167,7 @@ def export(
             )
             try:
                 tracker = Tracker(src.tables(), progress)
-                write(src, done.tmp, tracker)
+                run_steps(steps, src, done.tmp, tracker)
             finally:
                 src.close()
             if cancel is not None and cancel.is_set():  # too late to interrupt, not to refuse
@@ -161,6 +186,29 @@ def export(
         tracker.p.rows_done,
         tuple(tracker.warnings),
     )
+
+
+def run_steps(steps: list[Writer], source: Source, path: Path, tracker: Tracker) -> None:
+    """Run a path's writer on ``source`` into ``path``; a second step reads what the first
+    built (a private temp file beside ``path``, removed after) as an SQLite source."""
+    if len(steps) == 1:
+        steps[0](source, path, tracker)
+        return
+    from .sources.sqlite import SQLiteSource, remove_sidecars
+
+    build, write = steps
+    built = temp_beside(path, "build")
+    os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        build(source, built, tracker)
+        copy = SQLiteSource(URL("sqlite", database=str(built)), private=True)
+        try:
+            write(copy, path, Tracker(copy.tables(), None))
+        finally:
+            copy.close()
+    finally:
+        built.unlink(missing_ok=True)
+        remove_sidecars(built)
 
 
 def one_line(e: BaseException) -> str:

@@ -11,7 +11,8 @@ from typing import BinaryIO
 
 from zlib_ng import zlib_ng as zlib
 
-from .base import COMPRESSLEVEL, ExportError
+from .base import COMPRESSLEVEL
+from .model import ExportError
 
 #: bytes gathered before a chunk goes to the compressing thread
 BLOCK = 1 << 20

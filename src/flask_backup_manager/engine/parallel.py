@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .base import COMPRESSLEVEL, ExportError
+from .base import COMPRESSLEVEL, temp_beside
 from .gzipout import GzipOut
+from .model import ExportError
 from .sources.sqlite import SQLiteSource
 
 #: rows a table needs before it is cut into ranges rendered side by side, and how many
@@ -81,14 +82,6 @@ def in_parts(
         for h in helpers:
             if h is not None:
                 h.abandon()
-
-
-def temp_beside(path: Path, tag: str) -> Path:
-    """The name of a private temp file beside ``path``. export() writes to
-    ``.<output>.<hex>.part``; this gives ``.<output>.<hex>.<tag>.part``, which the cleaner that
-    removes ``.<output>.*.part`` after a dead worker removes too."""
-    stem = path.name.removesuffix(".part") if path.name.endswith(".part") else f".{path.name}"
-    return path.with_name(f"{stem}.{tag}.part")
 
 
 def python(script: Path) -> list[str]:

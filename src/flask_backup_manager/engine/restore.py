@@ -30,10 +30,11 @@ from pathlib import Path
 
 from zlib_ng import zlib_ng as zlib
 
-from .base import ExportError, shown
+from .base import shown
 from .checks import psql, sqlite_shell
 from .export import one_line, scrub
 from .gzipout import gunzip
+from .model import ExportError
 from .url import URL, parse_url
 from .writers.postgres.sql import OVERRIDE, RISKY_ROLES
 

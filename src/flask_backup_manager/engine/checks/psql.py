@@ -33,7 +33,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..base import ExportError, shown
+from ..base import shown
+from ..model import ExportError
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ import re
 import sqlite3
 from dataclasses import dataclass
 
-from ..base import ExportError, shown
+from ..base import shown
+from ..model import ExportError
 
 # -- tokens -------------------------------------------------------------------------------
 

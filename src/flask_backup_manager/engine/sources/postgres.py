@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import pq, sql
 
-from ..base import ExportCancelled, ExportError, TableSpec, parents_first, select_keys, watch
+from ..base import parents_first, select_keys, watch
+from ..model import ExportCancelled, ExportError, TableSpec
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

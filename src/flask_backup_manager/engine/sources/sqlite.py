@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote as urlquote
 
-from ..base import ExportError, TableSpec, ident, parents_first, select_keys, shown, watch
+from ..base import ident, parents_first, select_keys, shown, watch
 from ..checks.sqlite_shell import Scratch
+from ..model import ExportError, TableSpec
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -465,3 +466,9 @@ def rowid_expr(spec: TableSpec) -> str | None:
 
 
 __all__ = ["SQLiteSource"]
+
+
+def remove_sidecars(path: Path) -> None:
+    """Remove the journal and WAL files SQLite may leave beside a database file ``path``."""
+    for suffix in ("-journal", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)

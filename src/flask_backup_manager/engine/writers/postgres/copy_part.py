@@ -19,7 +19,8 @@ from urllib.parse import quote as urlquote
 
 from zlib_ng import zlib_ng as zlib
 
-from ...base import ExportError, ident
+from ...base import ident
+from ...model import ExportError
 from ..sqlite.render import die_with_parent, one_line
 from .copy_text import BATCH, Refusal, RowEncoder
 

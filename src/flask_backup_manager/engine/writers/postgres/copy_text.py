@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ...base import ExportError, TableSpec
+from ...model import ExportError, TableSpec
 
 Encoder = Callable[[Any], str]
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...base import ExportError, Tracker, shown
+from ...base import Tracker, shown
+from ...model import ExportError
 from .sql import (
     GzipOut,
     comment_line,
     copy_from_stdin,
+    dump_file,
     literal,
     spaces_for_controls,
     statements,
@@ -75,6 +78,12 @@ def _check_operator_name(name: str | None) -> None:
         return
     if not _OPERATOR_NAME.fullmatch(name) or "--" in name or "/*" in name:
         raise ExportError(f"operator {shown(name)!r} has a name PostgreSQL cannot read")
+
+
+def write_postgres(source: PostgresSource, path: Path, tracker: Tracker) -> None:
+    """Write the ``postgres`` format (gzipped SQL for psql) to ``path``."""
+    with dump_file(path) as out:
+        write_native(source, out, tracker)
 
 
 def write_native(src: PostgresSource, out: GzipOut, tracker: Tracker) -> None:

@@ -35,15 +35,19 @@ primary key or unique are left out (PostgreSQL requires one).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 
-from ...base import ExportError, Source, TableSpec, Tracker, ident, shown
+from ...base import Tracker, ident, shown
+from ...model import ExportError, Source, TableSpec
 from ...sources.sqlite import SQLiteSource
 from .copy_text import BATCH, Bulk, Encoder, Refusal, RowEncoder, bulk_for, encoder_for, max_key
 from .sql import (
     GzipOut,
     comment_line,
     copy_from_stdin,
+    dump_file,
     literal,
     quoted_ident,
     statements,
@@ -127,6 +131,12 @@ def _text_for_affinity_names(spec: TableSpec) -> None:
             and name not in _NUMERIC_NAMES
         ):
             col.type = sa.Text()
+
+
+def write_postgres(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
+    """Write the ``postgres`` format (gzipped SQL for psql) to ``path``."""
+    with dump_file(path) as out:
+        write_generic(source, out, tracker)
 
 
 def write_generic(source: Source, out: GzipOut, tracker: Tracker) -> None:

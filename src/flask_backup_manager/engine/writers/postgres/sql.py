@@ -39,11 +39,13 @@ from __future__ import annotations
 import re
 import secrets
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from ...base import CONTROL, ExportError, Source, Tracker, escape_controls, ident
+from ...base import CONTROL, escape_controls, ident
 from ...gzipout import GzipOut
+from ...model import ExportError
 
 #: the setting that lets a superuser load the file anyway, knowingly
 OVERRIDE = "flask_backup_manager.restore_as_superuser"
@@ -306,21 +308,19 @@ def restrict_key() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(63))
 
 
-def write_postgres_sql(source: Source, path: Path, tracker: Tracker) -> None:
+@contextmanager
+def dump_file(path: Path) -> Iterator[GzipOut]:
+    """The frame of every ``postgres`` file around what a writer writes into it: psql's
+    ``\\restrict`` with a fresh key, the header, the role guard and the settings first; the
+    closing comment and ``\\unrestrict`` last (a file cut short has no end, and the check
+    refuses it)."""
     key = restrict_key()
     with GzipOut(path) as out:
         out.write(f"\\restrict {key}\n\n")
         out.write(HEADER)
         out.write(GUARD)
         out.write(SETTINGS)
-        if source.dialect == "postgresql" and hasattr(source, "copy_out"):
-            from .from_postgres import write_native
-
-            write_native(source, out, tracker)
-        else:
-            from .from_sqlite import write_generic
-
-            write_generic(source, out, tracker)
+        yield out
         out.write(f"--\n-- dump complete\n--\n\n\\unrestrict {key}\n")
 
 
@@ -369,5 +369,5 @@ __all__ = [
     "quoted_ident",
     "restrict_key",
     "statements",
-    "write_postgres_sql",
+    "dump_file",
 ]

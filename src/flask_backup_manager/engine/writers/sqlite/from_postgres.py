@@ -71,7 +71,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from ...base import ExportError, Source, TableSpec, Tracker, ident, prefetch
+from ...base import Tracker, ident, prefetch
+from ...model import ExportError, Source, TableSpec
+from ...sources.postgres import PostgresSource
+from ...sources.sqlite import remove_sidecars
 
 Converter = Callable[[Any], Any]
 
@@ -362,6 +365,12 @@ def _host_table(host: sa.MetaData | None, spec: TableSpec) -> sa.Table | None:
         found = host.tables.get(spec.name)
         return found if found is not None else host.tables.get(f"public.{spec.name}")
     return host.tables.get(f"{spec.schema}.{spec.name}")
+
+
+def write_db(source: PostgresSource, path: Path, tracker: Tracker) -> None:
+    """Write a ready-to-use SQLite database file to ``path`` (an empty private temp file)."""
+    write_generic_db(source, path, tracker)
+    remove_sidecars(path)
 
 
 def write_generic_db(source: Source, path: Path, tracker: Tracker) -> None:

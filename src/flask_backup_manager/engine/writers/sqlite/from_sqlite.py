@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ... import parallel
-from ...base import ExportError, Source, TableSpec, Tracker, ident, literal, shown
+from ...base import Tracker, ident, literal, shown
 from ...checks import sqlite_calls
 from ...checks.sqlite_shell import schema_line
 from ...gzipout import GzipOut
-from ...sources.sqlite import SQLiteSource, rowid_alias, rowid_name
-from ...url import URL
+from ...model import ExportError, TableSpec
+from ...sources.sqlite import SQLiteSource, remove_sidecars, rowid_alias, rowid_name
 from . import render
 from .render import render_range, statement_sql
 
@@ -41,16 +41,11 @@ _HEX = ("CAST(X'", "' AS TEXT)")
 # -- sqlite3_db ---------------------------------------------------------------------------
 
 
-def write_sqlite_db(source: Source, path: Path, tracker: Tracker) -> None:
+def write_db(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     """Write a ready-to-use SQLite database file to ``path`` (an empty private temp file)."""
-    if isinstance(source, SQLiteSource):
-        warn_undefined_calls(source, tracker)
-        _vacuum_copy(source, path, tracker)
-    else:
-        from .from_postgres import write_generic_db
-
-        write_generic_db(source, path, tracker)
-    _remove_sidecars(path)
+    warn_undefined_calls(source, tracker)
+    _vacuum_copy(source, path, tracker)
+    remove_sidecars(path)
 
 
 def warn_undefined_calls(source: SQLiteSource, tracker: Tracker) -> None:
@@ -198,42 +193,14 @@ class _PageProgress:
             self.i, self.open = self.i + 1, False
 
 
-def _remove_sidecars(path: Path) -> None:
-    for suffix in ("-journal", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
 # -- sqlite3 (SQL text) --------------------------------------------------------------------
 
 
-def write_sqlite_sql(source: Source, path: Path, tracker: Tracker) -> None:
+def write_sql(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     """Write gzipped SQL text to ``path`` that ``sqlite3 new.db`` and ``executescript`` load."""
-    if isinstance(source, SQLiteSource):
-        warn_undefined_calls(source, tracker)
-        with GzipOut(path) as out:
-            _dump(source, out, tracker)
-    else:
-        _dump_generic(source, path, tracker)
-
-
-def _dump_generic(source: Source, path: Path, tracker: Tracker) -> None:
-    """From another database: build the ``sqlite3_db`` file (a private temp file beside
-    ``path``), then dump that file. The SQL text thus loads into exactly that database."""
-    from .from_postgres import write_generic_db
-
-    built = parallel.temp_beside(path, "build")
-    os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    try:
-        write_generic_db(source, built, tracker)
-        copy = SQLiteSource(URL("sqlite", database=str(built)), private=True)
-        try:
-            with GzipOut(path) as out:
-                _dump(copy, out, Tracker(copy.tables(), None))
-        finally:
-            copy.close()
-    finally:
-        built.unlink(missing_ok=True)
-        _remove_sidecars(built)
+    warn_undefined_calls(source, tracker)
+    with GzipOut(path) as out:
+        _dump(source, out, tracker)
 
 
 #: the first lines of a ``sqlite3`` file (no text from the source in them)
@@ -498,4 +465,4 @@ def _internal_tables(source: SQLiteSource, kept: set[str], out: GzipOut) -> None
                 out.line(f"INSERT INTO {table}({','.join(names)}) VALUES({values});")
 
 
-__all__ = ["write_sqlite_db", "write_sqlite_sql"]
+__all__ = ["write_db", "write_sql"]
