@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from flask_backup_manager.engine.base import ExportError
+from flask_backup_manager.engine import ExportError
 from flask_backup_manager.engine.checks.sqlite_shell import (
     Command,
     Scratch,
