@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
+import secrets
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from flask.cli import AppGroup
 
 from . import presenters, service
-from .engine import escape_controls, read_through
-from .lifecycle import audit, process_actor
+from .engine import escape_controls
+from .lifecycle import process_actor
 from .models import FINISHED, Status
 from .service import ServiceError, whole_number
 from .state import get_state
@@ -110,25 +112,46 @@ def show(backup_id: str) -> None:
     help="File or directory to write (default: the backup's name, here).",
 )
 def download(backup_id: str, output: Path | None) -> None:
-    """Copy a finished backup's file out of storage."""
+    """Copy a finished backup's file out of storage, checked and audited as the API's download."""
     try:
         b = service.get_backup(backup_id)
-        if b.status != Status.SUCCEEDED:
-            raise _error(f"backup {b.id} is {b.status}: nothing to download")
     except ServiceError as e:
         _fail(e)
     target = output or Path(b.filename)
     if target.is_dir():
         target = target / b.filename
     try:
-        shutil.copyfile(service.file_path(b), target)
-    except OSError as e:  # the storage file gone, or a target that cannot be written
+        service.downloadable(b)  # before a part file is made
+        _copy_out(b, target)
+    except ServiceError as e:  # said as this command always said it
+        said = {
+            "not_finished": f"backup {b.id} is {b.status}: nothing to download",
+            "file_missing": f"cannot copy backup {b.id} to {target}: {os.strerror(errno.ENOENT)}",
+            "checksum_mismatch": f"the file of backup {b.id} no longer matches its sha256: "
+            "not copied",
+        }
+        raise _error(said.get(e.code, e.message)) from None
+    except OSError as e:  # a target that cannot be written
         raise _error(f"cannot copy backup {b.id} to {target}: {e.strerror or e}") from e
-    if read_through(target)[1] != b.sha256:  # the copy, as the user will have it
-        target.unlink()
-        raise _error(f"the file of backup {b.id} no longer matches its sha256: not copied")
-    audit("download", b.id, "cli", actor=process_actor())
     _echo(f"{target} ({b.size} bytes, sha256 {b.sha256})")
+
+
+def _copy_out(backup: Any, target: Path) -> None:
+    """Stream the file through :func:`service.download` into a part file beside ``target``,
+    renamed to it once the whole file has matched its sha256: a refused file leaves nothing."""
+    part = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    try:
+        with open(part, "xb") as out:
+
+            def deliver(stored: service.StoredFile) -> tuple[None, bool]:
+                stored.file.close()
+                out.flush()
+                os.replace(part, target)
+                return None, True
+
+            service.download(backup, deliver, actor=process_actor(), detail="cli", copy=out.write)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 @backups_cli.command("delete")

@@ -97,3 +97,48 @@ def test_the_standalone_command_never_prints_a_control_character_of_the_database
     for out in (warned, refused):  # ...and neither it nor the error holds a control byte
         text = out.stderr.decode()
         assert not any(ord(c) < 32 and c != "\n" or 0x7F <= ord(c) <= 0x9F for c in text)
+
+
+def test_the_cli_download_is_audited_where_the_api_downloads_are(app, runner, run_worker, tmp_path):
+    from flask_backup_manager import service
+
+    assert runner.invoke(args=["backups", "create", "--format", "sqlite3"]).exit_code == 0
+    run_worker()
+    result = runner.invoke(args=["backups", "download", "1", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        backup = service.get_backup(1)
+        trail = service.audit_trail(1)
+        assert (tmp_path / backup.filename).read_bytes() == service.file_path(backup).read_bytes()
+    assert [(a["action"], a["detail"]) for a in trail] == [
+        ("create", "sqlite3"),
+        ("download", "cli"),
+    ]
+    assert trail[-1]["actor"] == trail[0]["actor"] and trail[-1]["actor"].startswith("cli:")
+
+
+def test_the_cli_refuses_a_tampered_file_and_leaves_no_output(app, runner, run_worker, tmp_path):
+    from flask_backup_manager import service
+
+    assert runner.invoke(args=["backups", "create", "--format", "sqlite3_db"]).exit_code == 0
+    run_worker()
+    with app.app_context():
+        stored = service.file_path(service.get_backup(1))
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte changed
+    stored.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    out.mkdir()
+    into_dir = runner.invoke(args=["backups", "download", "1", "-o", str(out)])
+    kept = out / "kept.db"
+    kept.write_bytes(b"the user's own file")
+    onto_file = runner.invoke(args=["backups", "download", "1", "-o", str(kept)])
+    for result in (into_dir, onto_file):
+        assert result.exit_code == 1
+        assert result.output.strip().splitlines() == [
+            "Error: the file of backup 1 no longer matches its sha256: not copied"
+        ]
+    assert [p.name for p in out.iterdir()] == ["kept.db"]  # no copy, no part file
+    assert kept.read_bytes() == b"the user's own file"
+    with app.app_context():
+        assert [a["action"] for a in service.audit_trail(1)] == ["create"]
