@@ -189,29 +189,20 @@ def _restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> Re
                     " that owns only the empty target database and belongs to no role, or"
                     " pass --as-superuser knowingly"
                 )
-        copy = copy_cm = None
-        chunks = iter(data)
-        while True:
-            chunk = next(chunks, None)
-            items = check.feed(chunk) if chunk is not None else check.close()
-            for item in items:
-                if isinstance(item, psql.CopyData):
-                    copy.write(item.data)
-                    rows += item.data.count(b"\n")
-                elif isinstance(item, psql.CopyEnd):
-                    copy_cm.__exit__(None, None, None)
-                    copy = None
-                elif isinstance(item, psql.Statement):
-                    if item.copy:
-                        tables += 1
-                        copy_cm = cur.copy(item.text)
-                        copy = copy_cm.__enter__()
-                    elif item.text.strip(b" \t\r\n\f;"):
-                        _allowed(item.text, item.line, PG_STATEMENTS, postgres=True)
-                        cur.execute(item.text)
-                # MetaCommand: the check let through only \restrict and \unrestrict
-            if chunk is None:
-                break
+        items = _read(check, data)
+        for item in items:
+            if isinstance(item, psql.Statement) and item.copy:
+                tables += 1
+                with cur.copy(item.text) as copy:
+                    for part in items:  # the COPY's data, up to its end
+                        if isinstance(part, psql.CopyEnd):
+                            break
+                        copy.write(part.data)
+                        rows += part.data.count(b"\n")
+            elif isinstance(item, psql.Statement) and item.text.strip(b" \t\r\n\f;"):
+                _allowed(item.command.upper() or item.text, item.line, PG_STATEMENTS)
+                cur.execute(item.text)
+            # MetaCommand: the check let through only \restrict and \unrestrict
         con.commit()
     finally:
         con.close()  # without a commit: everything rolled back
@@ -237,20 +228,14 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
         try:
             con.execute("BEGIN")
             con.set_authorizer(_sqlite_authorizer)
-            chunks = iter(data)
-            while True:
-                chunk = next(chunks, None)
-                items = reader.feed(chunk) if chunk is not None else reader.close()
-                for item in items:
-                    if isinstance(item, (sqlite_shell.Command, sqlite_shell.Terminator)):
-                        raise RestoreError(
-                            f"line {item.line}: the file holds a line the sqlite3 shell would"
-                            f" run as a command ({shown(item.text)}): refusing it"
-                        )
-                    if isinstance(item, sqlite_shell.Statement):
-                        _run_sqlite(con, item.sql, item.line)
-                if chunk is None:
-                    break
+            for item in _read(reader, data):
+                if isinstance(item, (sqlite_shell.Command, sqlite_shell.Terminator)):
+                    raise RestoreError(
+                        f"line {item.line}: the file holds a line the sqlite3 shell would"
+                        f" run as a command ({shown(item.text)}): refusing it"
+                    )
+                if isinstance(item, sqlite_shell.Statement):
+                    _run_sqlite(con, item.sql, item.line)
             if reader.unfinished:
                 raise RestoreError(f"the file ends inside {reader.unfinished}")
             tables = con.execute(
@@ -278,7 +263,7 @@ def _run_sqlite(con: sqlite3.Connection, sql: bytes, line: int) -> None:
     bare = b" ".join(sql.strip().rstrip(b";").split()).upper()
     if not bare or bare in _TRANSACTION:
         return
-    _allowed(sql, line, SQLITE_STATEMENTS, postgres=False)
+    _allowed(first_word(sql), line, SQLITE_STATEMENTS)
     try:
         text = sql.decode()
     except UnicodeDecodeError:
@@ -300,12 +285,18 @@ def _sqlite_authorizer(action: int, arg1: str | None, *_: object) -> int:
     return sqlite3.SQLITE_OK
 
 
-def _allowed(sql: bytes, line: int, kinds: frozenset[bytes], *, postgres: bool) -> None:
-    """Refuse a statement that is not of a kind the writer emits."""
-    word = first_word(sql, postgres=postgres)
+def _read(reader: psql.ScriptCheck | sqlite_shell.ShellReader, data: Iterator[bytes]) -> Iterator:
+    """What ``reader`` makes of the file's chunks, item by item, its end included."""
+    for chunk in data:
+        yield from reader.feed(chunk)
+    yield from reader.close()
+
+
+def _allowed(word: bytes, line: int, kinds: frozenset[bytes]) -> None:
+    """Refuse a statement (its first ``word``, or its text) of a kind the writer never emits."""
     if word not in kinds:
         raise RestoreError(
-            f"line {line}: a {shown(word or sql, 20)} statement is not one a backup holds:"
+            f"line {line}: a {shown(word, 20)} statement is not one a backup holds:"
             " refusing the file"
         )
 
@@ -313,34 +304,24 @@ def _allowed(sql: bytes, line: int, kinds: frozenset[bytes], *, postgres: bool) 
 _WORD = re.compile(rb"[A-Za-z_]+")
 
 
-def first_word(sql: bytes, *, postgres: bool) -> bytes:
-    """The statement's first keyword, upper-cased, past white space and comments as its server
-    reads them (PostgreSQL: ``--`` ends at CR or LF, ``/* */`` nest; SQLite: ``--`` ends at LF,
-    ``/* */`` do not nest). Anything unexpected gives ``b""``, which no list allows."""
-    ends = b"\r\n" if postgres else b"\n"
+def first_word(sql: bytes) -> bytes:
+    """The statement's first keyword, upper-cased, past white space and comments as SQLite
+    reads them (``--`` ends at LF, ``/* */`` do not nest), or the text when it starts with
+    anything else or a comment never ends: no list allows that. (A PostgreSQL statement's
+    first word is psql's reader's own: :attr:`.checks.psql.Statement.command`.)"""
     i, n = 0, len(sql)
     while i < n:
         if sql[i] in b" \t\r\n\f":
             i += 1
         elif sql.startswith(b"--", i):
-            i += 2
-            while i < n and sql[i] not in ends:
-                i += 1
+            i = sql.find(b"\n", i)
+            i = n if i < 0 else i
         elif sql.startswith(b"/*", i):
-            depth, i = 1, i + 2
-            while i < n and depth:
-                if sql.startswith(b"*/", i):
-                    depth, i = depth - 1, i + 2
-                elif postgres and sql.startswith(b"/*", i):
-                    depth, i = depth + 1, i + 2
-                else:
-                    i += 1
-            if depth:
-                return b""
+            end = sql.find(b"*/", i + 2)
+            if end < 0:
+                return sql
+            i = end + 2
         else:
             break
     m = _WORD.match(sql, i)
-    return m.group().upper() if m else b""
-
-
-__all__ = ["RestoreError", "RestoreResult", "restore"]
+    return m.group().upper() if m else sql
