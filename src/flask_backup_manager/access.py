@@ -118,13 +118,3 @@ def check_csrf() -> None:
             "csrf_failed",
             "CSRF check failed: send the page's csrf_token (form field or X-CSRFToken header).",
         )
-
-
-def exempt_from_flask_wtf() -> None:
-    """Our routes check CSRF themselves (and let cookie-less bearer requests through), so
-    Flask-WTF's CSRFProtect, when the host uses it, must leave them alone."""
-    csrf = current_app.extensions.get("csrf")
-    if csrf is not None and request.blueprint == "backup_manager":
-        from .blueprint import blueprint
-
-        csrf.exempt(blueprint)

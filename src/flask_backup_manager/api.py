@@ -1,4 +1,5 @@
-"""The JSON API under ``<prefix>/api/``: the same service calls as the HTML pages."""
+"""The JSON API under ``<prefix>/api/``: the same service calls as the HTML pages (their URLs:
+blueprint.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
 from . import presenters, service
 from .access import current_user_name, requires
-from .blueprint import blueprint
 from .errors import BackupManagerError, int_arg
 from .state import get_state
 
@@ -50,13 +50,11 @@ def _too_large() -> BackupManagerError:
     )
 
 
-@blueprint.get("/api/formats", endpoint="api_formats")
 @requires("view")
 def api_formats() -> Any:
     return {"formats": service.formats()}
 
 
-@blueprint.get("/api/backups", endpoint="api_list")
 @requires("view")
 def api_list() -> Any:
     page = int_arg("page", 1)
@@ -70,7 +68,6 @@ def api_list() -> Any:
     }
 
 
-@blueprint.post("/api/backups", endpoint="api_create")
 @requires("create")
 def api_create() -> Any:
     body = json_object()
@@ -80,25 +77,21 @@ def api_create() -> Any:
     return jsonify(presenters.to_dict(backup)), 202
 
 
-@blueprint.get("/api/backups/<backup_id>", endpoint="api_get")
 @requires("view")
 def api_get(backup_id: str) -> Any:
     return presenters.to_dict(service.get_backup(backup_id))
 
 
-@blueprint.get("/api/backups/<backup_id>/logs", endpoint="api_logs")
 @requires("view")
 def api_logs(backup_id: str) -> Any:
     return {"logs": service.backup_logs(service.get_backup(backup_id))}
 
 
-@blueprint.get("/api/backups/<backup_id>/audit", endpoint="api_audit")
 @requires("view")
 def api_audit(backup_id: str) -> Any:
     return {"audit": service.audit_trail(service.get_backup(backup_id).id)}
 
 
-@blueprint.get("/api/backups/<backup_id>/download", endpoint="api_download")
 @requires("download")
 def api_download(backup_id: str) -> Any:
     """The file as an attachment, streamed, through :func:`service.download`.
@@ -155,14 +148,12 @@ def _not_modified(backup: Any) -> Response:
     return response
 
 
-@blueprint.delete("/api/backups/<backup_id>", endpoint="api_delete")
 @requires("delete")
 def api_delete(backup_id: str) -> Any:
     service.delete_backup(service.get_backup(backup_id), actor=current_user_name())
     return "", 204
 
 
-@blueprint.post("/api/backups/<backup_id>/cancel", endpoint="api_cancel")
 @requires("create")
 def api_cancel(backup_id: str) -> Any:
     return presenters.to_dict(

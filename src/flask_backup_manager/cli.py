@@ -17,6 +17,7 @@ from . import presenters, service
 from .engine import escape_controls
 from .lifecycle import process_actor
 from .models import FINISHED, Status
+from .queue import make_worker
 from .service import ServiceError, whole_number
 from .state import get_state
 
@@ -193,8 +194,6 @@ def prune() -> None:
 @click.option("--name", help="Worker name (default: RQ's).")
 def worker(burst: bool, name: str | None) -> None:
     """Run an RQ worker for the backup queue (run as many as you like, on any host)."""
-    from .queue import make_worker
-
     engines = list(get_state().db.engines.values())
     # The work horse is a fork: it must not share the parent's pooled database connections.
     os.register_at_fork(after_in_child=lambda: [e.dispose(close=False) for e in engines])

@@ -1,10 +1,14 @@
-"""The extension object: reads ``BACKUP_MANAGER_*`` config once and mounts everything."""
+"""The extension object: reads ``BACKUP_MANAGER_*`` config once and mounts everything (the
+blueprint, the ``flask backups`` commands). The top of the package: nothing imports it but
+``flask_backup_manager.BackupManager``."""
 
 from __future__ import annotations
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
+from .blueprint import blueprint, exempt_from_flask_wtf
+from .cli import backups_cli
 from .models import make_models
 from .state import AccessCheck, Identity, read_config
 
@@ -45,10 +49,6 @@ class BackupManager:
         self.db = db
         self.models = make_models(db)
         app.extensions["backup_manager"] = read_config(app, ext=self, db=db, models=self.models)
-
-        from .access import exempt_from_flask_wtf
-        from .blueprint import blueprint
-        from .cli import backups_cli
 
         app.register_blueprint(blueprint, url_prefix=app.config["BACKUP_MANAGER_URL_PREFIX"])
         app.before_request_funcs.setdefault(None, []).insert(0, exempt_from_flask_wtf)

@@ -1,4 +1,5 @@
-"""The HTML pages: list, create, detail, delete, cancel. Each is one service call and a template."""
+"""The HTML pages: list, create, detail, delete, cancel. Each is one service call and a template
+(their URLs: blueprint.py)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,14 @@ from markupsafe import Markup, escape
 
 from . import presenters, service
 from .access import current_user_name, requires
-from .blueprint import blueprint
 from .errors import int_arg
 from .models import FINISHED
 from .state import get_state
 
 
-@blueprint.context_processor
-def _permissions() -> dict[str, Any]:
-    """``backup_manager_may("delete")``: show only the buttons the host's check would allow."""
+def permissions() -> dict[str, Any]:
+    """Context processor, ``backup_manager_may("delete")``: show only the buttons the host's
+    check would allow."""
 
     def may(permission: str) -> bool:
         check = get_state().ext._access
@@ -27,18 +27,12 @@ def _permissions() -> dict[str, Any]:
     return {"backup_manager_may": may}
 
 
-@blueprint.app_template_filter("backup_manager_size")
-def _size_filter(n: int | None) -> str:
-    return presenters.human_size(n)
-
-
-@blueprint.app_template_filter("backup_manager_code")
-def _code_filter(text: str) -> Markup:
-    """Escape ``text`` and show its `backquoted` parts (commands, in descriptions) as code."""
+def code_filter(text: str) -> Markup:
+    """Template filter: escape ``text`` and show its `backquoted` parts (commands, in
+    descriptions) as code."""
     return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
 
 
-@blueprint.get("/", endpoint="index")
 @requires("view")
 def index() -> Any:
     page = int_arg("page", 1)
@@ -53,13 +47,11 @@ def index() -> Any:
     )
 
 
-@blueprint.get("/new", endpoint="new")
 @requires("create")
 def new() -> Any:
     return render_template("backup_manager/new.html", formats=service.formats())
 
 
-@blueprint.post("/", endpoint="create")
 @requires("create")
 def create() -> Any:
     try:
@@ -75,7 +67,6 @@ def create() -> Any:
     return redirect(url_for(".index"), code=303)
 
 
-@blueprint.get("/<backup_id>", endpoint="detail")
 @requires("view")
 def detail(backup_id: str) -> Any:
     backup = service.get_backup(backup_id)
@@ -88,14 +79,12 @@ def detail(backup_id: str) -> Any:
     )
 
 
-@blueprint.post("/<backup_id>/delete", endpoint="delete")
 @requires("delete")
 def delete(backup_id: str) -> Any:
     service.delete_backup(service.get_backup(backup_id), actor=current_user_name())
     return redirect(url_for(".index"), code=303)
 
 
-@blueprint.post("/<backup_id>/cancel", endpoint="cancel")
 @requires("create")
 def cancel(backup_id: str) -> Any:
     backup = service.cancel_backup(service.get_backup(backup_id), actor=current_user_name())
