@@ -850,7 +850,7 @@ def helper_pids(parent: int | None = None) -> list[int]:
             ppid = int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == parent and (b"sqlite/render.py" in cmd or b"copy_part" in cmd):
+        if ppid == parent and b"engine/child.py" in cmd:
             pids.append(int(entry))
     return pids
 

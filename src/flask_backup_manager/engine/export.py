@@ -100,15 +100,20 @@ def open_source(
     metadata: sa.MetaData | None = None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
-    scratch: Path | None = None,
+    copy_beside: Path | None = None,
     lock_timeout: float | None = None,
     cancel: threading.Event | None = None,
 ) -> Source:
+    """The source ``url`` names, opened on one snapshot. ``copy_beside``: where an SQLite
+    source puts its private copy of the snapshot, if it makes one (beside that path, named
+    after it; see :class:`.SQLiteSource`)."""
     kw = dict(metadata=metadata, include=include, exclude=exclude)
     if url.get_backend_name() == "sqlite":
         from .sources.sqlite import SQLiteSource
 
-        return SQLiteSource(url, scratch=scratch, lock_timeout=lock_timeout, cancel=cancel, **kw)
+        return SQLiteSource(
+            url, copy_beside=copy_beside, lock_timeout=lock_timeout, cancel=cancel, **kw
+        )
     if url.get_backend_name() == "postgresql":
         from .sources.postgres import PostgresSource
 
@@ -161,7 +166,7 @@ def export(
                 metadata=metadata,
                 include=include,
                 exclude=exclude,
-                scratch=output,
+                copy_beside=output,
                 lock_timeout=lock_timeout,
                 cancel=cancel,
             )

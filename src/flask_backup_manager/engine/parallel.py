@@ -2,28 +2,32 @@
 the engine built) cut into rowid ranges, one rendered here while helper processes render the
 others side by side, each into a gzip member that is appended to the output in order.
 
-A helper is a Python program (``cmd``) that reads a JSON job on stdin (``db``, ``lo``, ``hi``,
-``output``, ``level``, ``parent`` and what it needs besides), asks to die with its parent,
-writes one gzip member to ``output`` (a
-private temp file the exporting process made, opened without O_CREAT), prints a JSON result
-and exits 0; or prints one line to stderr and exits 1. Threads would not do: the work is
-Python or SQLite code that holds the GIL or SQLite's global allocator lock.
+This is the exporting process's side. A helper runs :mod:`.child` (the other side, standard
+library only) on a JSON job (``db``, ``lo``, ``hi``, ``output``, ``level``, ``parent`` and what
+the work function needs besides): it asks to die with its parent, writes one gzip member to
+``output`` (a private temp file made here, opened without O_CREAT), prints a JSON result and
+exits 0; or prints one line to stderr and exits 1. Threads would not do: the work is Python or
+SQLite code that holds the GIL or SQLite's global allocator lock.
+
+Nothing here knows a source: the caller passes the connection to read the rowids by, the file
+the helpers read (a file nobody writes), and the set of running helpers its cancel kills.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import child
 from .base import COMPRESSLEVEL, temp_beside
 from .gzipout import GzipOut
 from .model import ExportError
-from .sources.sqlite import SQLiteSource
 
 #: rows a table needs before it is cut into ranges rendered side by side, and how many
 PARALLEL_ROWS = 200_000
@@ -32,24 +36,28 @@ PARTS = min(
 )
 
 
-def ranges(source: SQLiteSource, table: str, key: str | None, rows: int) -> list[tuple[int, int]]:
+def ranges(
+    con: sqlite3.Connection, table: str, key: str | None, rows: int, *, frozen: bool
+) -> list[tuple[int, int]]:
     """``table``'s rowids (``key`` names them) as ranges of equal width: one range per part
-    when the table is big and its file frozen, else one range; none for an empty table."""
+    when the table is big and its file ``frozen`` (nobody writes it: helpers may read it),
+    else one range; none for an empty table."""
     if key is None:
         raise ValueError("a table without rowids cannot be cut into ranges")
     # two subqueries: SQLite finds a min() or a max() by one seek, but both at once by a scan
-    lo, hi = source.con.execute(
+    lo, hi = con.execute(
         f"SELECT (SELECT min({key}) FROM {table}), (SELECT max({key}) FROM {table})"
     ).fetchone()
     if lo is None:
         return []
-    parts = PARTS if source.frozen is not None and rows >= PARALLEL_ROWS else 1
+    parts = PARTS if frozen and rows >= PARALLEL_ROWS else 1
     width = -(-(hi - lo + 1) // parts)
     return [(a, min(hi, a + width - 1)) for a in range(lo, hi + 1, width)]
 
 
 def in_parts(
-    source: SQLiteSource,
+    db: Path | None,
+    children: set[subprocess.Popen],
     parts: list[tuple[int, int]],
     cmd: list[str],
     job: dict[str, Any],
@@ -57,16 +65,17 @@ def in_parts(
     first: Callable[[int, int], object],
 ) -> list[dict[str, Any]]:
     """Render ``parts[0]`` here with ``first(lo, hi)`` (into ``out``), the other parts in helper
-    processes running ``cmd``; append their members to ``out`` in order. The helpers'
-    results, in order. A part whose helper cannot be started (no usable Python) is rendered
-    here too, in its turn. Any failure (or a cancel, which kills the helpers through
-    ``source.interrupt``) stops them all and removes their files."""
+    processes running ``cmd`` (:func:`command`) on the file ``db``; append their members to
+    ``out`` in order. The helpers' results, in order. A part whose helper cannot be started
+    (no usable Python) is rendered here too, in its turn. Each running helper is in
+    ``children`` (the caller's cancel kills them). Any failure stops them all and removes
+    their files."""
     if not parts:  # an empty table
         return []
     helpers: list[_Helper | None] = []
     try:
         for lo, hi in parts[1:]:
-            helper = _Helper(source, out.path, lo)
+            helper = _Helper(db, children, out.path, lo)
             helpers.append(helper)
             if not helper.start(cmd, {**job, "lo": lo, "hi": hi}):
                 helpers[-1] = None
@@ -84,27 +93,24 @@ def in_parts(
                 h.abandon()
 
 
-def python(script: Path) -> list[str]:
-    """The command line running ``script`` with this Python, isolated from the environment
-    (no PYTHON* variables, no user site, no current directory on the path)."""
-    return [sys.executable, "-I", str(script)]
+def command(work: str, path: list[str]) -> list[str]:
+    """The command line of a helper running ``work`` (``"module:function"``, see
+    :mod:`.child`), found on ``path``, with this Python isolated from the environment (no
+    PYTHON* variables, no user site, no current directory on the path)."""
+    return [sys.executable, "-I", str(child.PROGRAM), work, *path]
 
 
-def python_module(module: str) -> list[str]:
-    """The command line running ``module``'s ``main()`` with this Python, isolated as
-    :func:`python`, finding the package where this process finds it (``sys.path`` is passed
-    on: an app may be run with PYTHONPATH, which ``-I`` ignores)."""
-    code = f"import sys; sys.path[:0] = sys.argv[1:]; from {module} import main; sys.exit(main())"
-    return [sys.executable, "-I", "-c", code, *[p for p in sys.path if p]]
-
-
-#: characters of a helper's error message kept (a refused value may be long)
-MESSAGE = 1000
+def package_path() -> list[str]:
+    """Where this process finds the package, for a helper whose work imports it (an app may be
+    run with PYTHONPATH, which ``-I`` ignores)."""
+    return [p for p in sys.path if p]
 
 
 class _Helper:
-    def __init__(self, source: SQLiteSource, beside: Path, lo: int) -> None:
-        self.source, self.proc = source, None
+    def __init__(
+        self, db: Path | None, children: set[subprocess.Popen], beside: Path, lo: int
+    ) -> None:
+        self.db, self.children, self.proc = db, children, None
         self.path = temp_beside(beside, str(lo))
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
@@ -112,7 +118,7 @@ class _Helper:
         """Start the helper on ``job``; False when no process can be started."""
         job = {
             **job,
-            "db": str(self.source.frozen),
+            "db": str(self.db),
             "output": str(self.path),
             "level": COMPRESSLEVEL,
             "parent": os.getpid(),
@@ -123,7 +129,7 @@ class _Helper:
             )
         except OSError:
             return False
-        self.source.children.add(self.proc)
+        self.children.add(self.proc)
         try:
             self.proc.stdin.write(json.dumps(job).encode())
             self.proc.stdin.close()
@@ -135,7 +141,7 @@ class _Helper:
     def finish(self, out: GzipOut) -> dict[str, Any]:
         """Wait for the helper, append its member to ``out``; its result."""
         stdout, stderr = self.proc.communicate()
-        message = " ".join(stderr.decode(errors="replace").split())[:MESSAGE]
+        message = " ".join(stderr.decode(errors="replace").split())[: child.MESSAGE]
         code = self.proc.returncode
         if code == 1 and message:
             raise ExportError(message)
@@ -152,5 +158,5 @@ class _Helper:
             self.proc.wait()
             self.proc.stdout.close()
             self.proc.stderr.close()
-            self.source.children.discard(self.proc)
+            self.children.discard(self.proc)
         self.path.unlink(missing_ok=True)

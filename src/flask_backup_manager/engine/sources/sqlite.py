@@ -4,7 +4,8 @@
 do not see it. In rollback-journal mode a read transaction blocks every commit to the file (the
 app's, and the backup job's own progress lines) for as long as it lasts, so there the snapshot is
 first copied with SQLite's backup API, in one step (one read lock, as long as a page copy), into
-a private temp file beside the output (``scratch``), and the export reads that copy. A WAL
+a private temp file beside the path the source is given as ``copy_beside`` (the output, so that
+the copy is named after it), and the export reads that copy. A WAL
 database with a table big enough to be shared out among helper processes is copied too, once its
 row counts are read, through the read transaction; then the export goes on reading the copy,
 which the helpers can read as well. Everything (the schema, the row counts, the rows, and the
@@ -27,10 +28,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote as urlquote
 
+from .. import parallel
 from ..base import ident, parents_first, select_keys, shown, watch
 from ..checks.sqlite_shell import Scratch
+from ..child import BUSY_TIMEOUT, open_read_only
 from ..model import ExportError, TableSpec
 
 if TYPE_CHECKING:
@@ -38,8 +40,41 @@ if TYPE_CHECKING:
 
     from ..url import URL
 
-#: seconds to wait for a writer's lock before the first read (rollback-journal databases)
-BUSY_TIMEOUT = 30.0
+
+@dataclass(kw_only=True)
+class SQLiteTable(TableSpec):
+    """A table of an SQLite source with what the SQLite writers need to know of it, read from
+    ``sqlite_master`` and ``PRAGMA table_list`` / ``table_xinfo``."""
+
+    #: ``table``, ``virtual`` (FTS5...) or ``shadow`` (a table holding a virtual table's data)
+    kind: str
+    #: its ``CREATE`` statement as ``sqlite_master`` holds it
+    sql: str | None
+    strict: bool
+    without_rowid: bool
+    #: the stored columns a plain INSERT may set (not generated, not hidden), in order
+    columns: list[str]
+    #: every column's declared type (``""`` for none), by name
+    declared_types: dict[str, str]
+    #: the primary key's columns, in key order
+    primary_key: list[str]
+    #: the name the rowid is read and written by where no column holds it, else None (an
+    #: ``INTEGER PRIMARY KEY`` column is the rowid; no rowid; every alias shadowed)
+    hidden_rowid: str | None
+    #: the first of ``rowid``, ``_rowid_``, ``oid`` no column shadows, which the rows are cut
+    #: into ranges by; None for a table without rowids (WITHOUT ROWID, virtual)
+    rowid_alias: str | None
+
+    def rowid_expr(self) -> str | None:
+        """How to name the rowid of an ordinary rowid table in a query: ``rowid`` or another
+        name no column shadows, else its ``INTEGER PRIMARY KEY`` column; None for others."""
+        if self.kind != "table" or self.without_rowid:
+            return None
+        if self.rowid_alias:
+            return self.rowid_alias
+        pk = self.primary_key
+        integer = len(pk) == 1 and (self.declared_types.get(pk[0]) or "").upper() == "INTEGER"
+        return ident(pk[0]) if integer else None
 
 
 @dataclass(frozen=True)
@@ -80,6 +115,11 @@ class SQLiteSource:
     listed, but the SQLite writers carry them. ``include``/``exclude`` take table names or shell
     patterns (``audit_*``); an include that matches no table is an error. ``private`` says that
     nothing else writes the file (one the engine built itself): it is read in place.
+
+    ``copy_beside`` is where this source's private temp files go: a copy of the snapshot is a
+    hidden file beside that path, named after it (``.<name>.snapshot-*.part``: the cleaner
+    that removes ``.<output>.*.part`` after a dead worker finds it); export() passes its
+    output. :meth:`close` removes the copy.
     """
 
     dialect = "sqlite"
@@ -91,7 +131,7 @@ class SQLiteSource:
         metadata: sa.MetaData | None = None,
         include: Iterable[str] | None = None,
         exclude: Iterable[str] | None = None,
-        scratch: Path | None = None,
+        copy_beside: Path | None = None,
         private: bool = False,
         lock_timeout: float | None = None,
         cancel: threading.Event | None = None,
@@ -106,17 +146,19 @@ class SQLiteSource:
         self.copy = None
         self.host_metadata = metadata
         self._tables: dict[str, sa.Table] | None = None
+        #: a file of the snapshot nobody writes while we read it, which helper processes
+        #: (:mod:`.parallel`) may read too: the copy, or a private file; else None
         self.frozen: Path | None = None
         #: helper processes reading the snapshot for a writer: a cancel stops them too
         self.children: set[subprocess.Popen] = set()
-        timeout = BUSY_TIMEOUT if lock_timeout is None else lock_timeout
-        self._scratch, self._timeout = scratch, timeout  # for a later copy: writable_copy()
+        self.copy_beside = copy_beside
+        self._timeout = timeout = BUSY_TIMEOUT if lock_timeout is None else lock_timeout
         self._unwatch = watch(cancel, self.interrupt) if cancel is not None else None
         try:
-            self.con = _open_ro(self.path, timeout)
+            self.con = open_read_only(self.path, timeout=timeout)
             wal = self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
             if not wal and not private:
-                self._read_a_copy(scratch, timeout)
+                self._read_a_copy()
             else:
                 # a file of the snapshot that nobody writes while we read it, which other
                 # processes may read too: the copy, or a private file (not WAL read in place)
@@ -129,6 +171,7 @@ class SQLiteSource:
                 )
             ]
             check_schema(self.objects)
+            self._sql_of = {o.name: o.sql for o in self.objects if o.type == "table"}
             self._kinds = {
                 name: (kind, bool(wr), bool(strict))
                 for _, name, kind, _, wr, strict in self.con.execute("PRAGMA main.table_list")
@@ -137,7 +180,7 @@ class SQLiteSource:
             wanted = set(select_keys([s.key for s in self.all_specs], include, exclude))
             self._specs = [s for s in self.all_specs if s.key in wanted]
             if wal and not private and self._big():
-                self._read_a_copy(scratch, timeout)
+                self._read_a_copy()
         except sqlite3.OperationalError as e:
             self.close()
             if getattr(e, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
@@ -152,32 +195,31 @@ class SQLiteSource:
     def _big(self) -> bool:
         """Whether a table is big enough for the writers to share it out among helper
         processes (:mod:`.parallel`), which need a file nobody writes."""
-        from .. import parallel
-
         return parallel.PARTS > 1 and any(
             s.estimated_rows >= parallel.PARALLEL_ROWS for s in self._specs
         )
 
-    def _read_a_copy(self, scratch: Path | None, timeout: float) -> None:
+    def _read_a_copy(self) -> None:
         """Go on reading a copy of the snapshot, which helper processes may read too. The
         backup API copies it in one step: through our read transaction where one is open (a
         WAL database read so far in place), else under a read lock of its own."""
-        copy = _snapshot_copy(self.con, scratch)
+        copy = _snapshot_copy(self.con, self.copy_beside)
         con, self.con = self.con, None  # a cancel meanwhile has nothing to interrupt
         con.close()
         self.copy = self.frozen = copy
-        self.con = _open_ro(copy, timeout)
+        self.con = open_read_only(copy, timeout=self._timeout)
         self._begin()
 
-    def writable_copy(self) -> sqlite3.Connection:
-        """Hand the snapshot copy over to a writer that rebuilds it (``VACUUM INTO``, which
-        cannot run inside a transaction and, in SQLite 3.40, goes wrong on a read-only
+    def writable_snapshot_copy(self) -> sqlite3.Connection:
+        """The snapshot as a private file the caller may change (``VACUUM INTO`` runs on it,
+        which cannot run inside a transaction and, in SQLite 3.40, goes wrong on a read-only
         connection): the copy (made now, through the read transaction, if the file was read
         in place) reopened read-write, without a journal, as this source's connection, which
-        a cancel interrupts. The read transaction ends: nobody else writes the copy, so it
-        holds the same snapshot; the copy is still removed by :meth:`close`."""
+        a cancel interrupts. The read transaction ends, and the source is read no more
+        otherwise: nobody else writes the copy, so it holds the same snapshot; the copy is
+        still removed by :meth:`close`."""
         if self.copy is None:
-            self._read_a_copy(self._scratch, self._timeout)
+            self._read_a_copy()
         assert self.copy is not None
         con, self.con = self.con, None
         con.close()
@@ -201,7 +243,7 @@ class SQLiteSource:
 
     # -- schema -------------------------------------------------------------------------
 
-    def tables(self) -> list[TableSpec]:
+    def tables(self) -> list[SQLiteTable]:
         return list(self._specs)
 
     def is_internal(self, name: str) -> bool:
@@ -224,45 +266,42 @@ class SQLiteSource:
         """The tables to list, in ``sqlite_master`` order."""
         return [o.name for o in self.objects if o.type == "table" and not self.is_internal(o.name)]
 
-    def _read_tables(self) -> list[TableSpec]:
+    def _read_tables(self) -> list[SQLiteTable]:
         names = self._table_names()
         by_name = {name.lower(): name for name in names}
-        sql_of = {o.name: o.sql for o in self.objects if o.type == "table"}
         specs = []
         parents: dict[str, list[str]] = {}
         for name in names:
-            kind, without_rowid, strict = self._kinds.get(name, ("table", False, False))
-            xinfo = list(self.con.execute(f"PRAGMA main.table_xinfo({ident(name)})"))
             fks = self.con.execute(f"PRAGMA main.foreign_key_list({ident(name)})")
             # SQLite finds a referenced table whatever the case of its name
             parents[name] = [by_name[r[2].lower()] for r in fks if r[2].lower() in by_name]
-            specs.append(
-                TableSpec(
-                    key=name,
-                    name=name,
-                    schema=None,
-                    load_tables=self._load_tables,
-                    estimated_rows=self._count(name),
-                    extra={
-                        "kind": kind,
-                        "sql": sql_of[name],
-                        "strict": strict,
-                        "without_rowid": without_rowid,
-                        # stored columns a plain INSERT may set (not generated, not hidden)
-                        "columns": [r[1] for r in xinfo if r[6] == 0],
-                        "types": {r[1]: r[2] for r in xinfo},
-                        "primary_key": [r[1] for r in sorted(xinfo, key=lambda r: r[5]) if r[5]],
-                        "rowid": (
-                            None
-                            if kind != "table" or without_rowid
-                            else rowid_name(self.con, name, xinfo)
-                        ),
-                        # what to cut the rows into rowid ranges by
-                        "key": None if kind != "table" or without_rowid else rowid_alias(xinfo),
-                    },
-                )
-            )
+            specs.append(self._describe(name))
         return parents_first(specs, parents)
+
+    def shadow_table(self, name: str) -> SQLiteTable:
+        """The shadow table ``name`` (see :meth:`shadow_tables`), described as a listed one."""
+        return self._describe(name)
+
+    def _describe(self, name: str) -> SQLiteTable:
+        kind, without_rowid, strict = self._kinds.get(name, ("table", False, False))
+        xinfo = list(self.con.execute(f"PRAGMA main.table_xinfo({ident(name)})"))
+        rowids = kind in ("table", "shadow") and not without_rowid
+        return SQLiteTable(
+            key=name,
+            name=name,
+            schema=None,
+            load_tables=self._load_tables,
+            estimated_rows=self._count(name),
+            kind=kind,
+            sql=self._sql_of[name],
+            strict=strict,
+            without_rowid=without_rowid,
+            columns=[r[1] for r in xinfo if r[6] == 0],
+            declared_types={r[1]: r[2] for r in xinfo},
+            primary_key=[r[1] for r in sorted(xinfo, key=lambda r: r[5]) if r[5]],
+            hidden_rowid=rowid_name(self.con, name, xinfo) if rowids else None,
+            rowid_alias=rowid_alias(xinfo) if rowids else None,
+        )
 
     def _load_tables(self) -> dict[str, sa.Table]:
         """The ``Table`` of every listed table, by name, reflected on first use (through the
@@ -306,18 +345,32 @@ class SQLiteSource:
 
     # -- rows ---------------------------------------------------------------------------
 
-    def rows(self, spec: TableSpec) -> Iterator[Sequence[Any]]:
+    def column_sql(self, spec: SQLiteTable, column: str) -> str:
+        """The SQL expression every writer reads ``column`` of table ``spec`` by: the one place
+        where a table's values leave the source. Today the column itself; a per-column
+        transform (redaction) goes here, and reaches every path: :meth:`select_list`
+        (:meth:`row_batches`, the ``postgres`` format's helper processes) and the ``printf()``
+        rendering of the ``sqlite3`` format, which uses the expression several times per
+        value (its type tests, then the value), all inside SQLite's own query, so the fast
+        paths stay fast. The rowid is read through here too: a transform leaves it as it is."""
+        return ident(column)
+
+    def select_list(self, spec: SQLiteTable, columns: Iterable[str]) -> str:
+        """The SELECT list reading ``columns`` of ``spec`` (:meth:`column_sql`)."""
+        return ", ".join(self.column_sql(spec, c) for c in columns)
+
+    def rows(self, spec: SQLiteTable) -> Iterator[Sequence[Any]]:
         for batch in self.row_batches(spec):
             yield from batch
 
     def row_batches(
-        self, spec: TableSpec, size: int = 5000, between: tuple[int, int] | None = None
+        self, spec: SQLiteTable, size: int = 5000, between: tuple[int, int] | None = None
     ) -> Iterator[list[Sequence[Any]]]:
         """The rows in rowid order where the table has a rowid (so that "the n-th row" has a
         rowid: :meth:`rowid_of`), else in the table's own order; only those whose rowid is
-        ``between`` two values if given."""
-        cols = ", ".join(ident(c.name) for c in spec.table.columns)
-        rowid = rowid_expr(spec)
+        ``between`` two values if given. The columns are those of the SQLAlchemy ``Table``."""
+        cols = self.select_list(spec, [c.name for c in spec.table.columns])
+        rowid = spec.rowid_expr()
         where = f" WHERE {rowid} BETWEEN ? AND ?" if between is not None else ""
         order = f" ORDER BY {rowid}" if rowid else ""
         con = self.con
@@ -333,10 +386,10 @@ class SQLiteSource:
             if self.con is con:
                 cur.close()
 
-    def rowid_of(self, spec: TableSpec, n: int) -> int | None:
+    def rowid_of(self, spec: SQLiteTable, n: int) -> int | None:
         """The rowid of the ``n``-th row (from 1) :meth:`row_batches` gives, or None when the
         table has no rowid to name it by (WITHOUT ROWID, virtual, every alias shadowed)."""
-        rowid = rowid_expr(spec)
+        rowid = spec.rowid_expr()
         if rowid is None:
             return None
         found = self.con.execute(
@@ -384,15 +437,15 @@ def check_schema(objects: list[SchemaObject]) -> None:
         scratch.close()
 
 
-def _snapshot_copy(con: sqlite3.Connection, scratch: Path | None) -> Path:
+def _snapshot_copy(con: sqlite3.Connection, beside: Path | None) -> Path:
     """Copy the database of ``con`` with the backup API, in one step, into a private temp file
-    beside ``scratch`` (named after it, so whoever cleans up after a dead worker finds it).
+    beside ``beside`` (named after it, so whoever cleans up after a dead worker finds it).
     The copy is written without a journal and without fsync: nobody else knows of the file,
     and a crash leaves only a ``.part`` file behind."""
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{scratch.name}.snapshot-" if scratch else ".snapshot-",
+        prefix=f".{beside.name}.snapshot-" if beside else ".snapshot-",
         suffix=".part",
-        dir=scratch.parent if scratch else None,
+        dir=beside.parent if beside else None,
     )
     os.close(fd)
     try:
@@ -421,15 +474,6 @@ def rollback_header(path: Path) -> None:
         os.close(fd)
 
 
-def _open_ro(path: Path, timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
-    return sqlite3.connect(
-        f"file:{urlquote(str(path))}?mode=ro",
-        uri=True,
-        isolation_level=None,
-        timeout=timeout,
-    )
-
-
 def rowid_name(con: sqlite3.Connection, table: str, xinfo: list[tuple]) -> str | None:
     """The name to read and write a rowid table's rowid by, or None when the rowid is already a
     column (``INTEGER PRIMARY KEY``) or every alias is shadowed by a real column."""
@@ -453,19 +497,7 @@ def rowid_alias(xinfo: list[tuple]) -> str | None:
     return next((n for n in ("rowid", "_rowid_", "oid") if n not in names), None)
 
 
-def rowid_expr(spec: TableSpec) -> str | None:
-    """How to name the rowid of an ordinary rowid table in a query: ``rowid`` or another name
-    no column shadows, else its ``INTEGER PRIMARY KEY`` column; None for other tables."""
-    if spec.extra.get("kind") != "table" or spec.extra.get("without_rowid"):
-        return None
-    if spec.extra.get("key"):
-        return spec.extra["key"]
-    pk = spec.extra.get("primary_key", [])
-    integer = len(pk) == 1 and (spec.extra["types"].get(pk[0]) or "").upper() == "INTEGER"
-    return ident(pk[0]) if integer else None
-
-
-__all__ = ["SQLiteSource"]
+__all__ = ["SQLiteSource", "SQLiteTable"]
 
 
 def remove_sidecars(path: Path) -> None:

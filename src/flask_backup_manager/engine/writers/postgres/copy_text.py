@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ...model import ExportError, TableSpec
+from ...model import ExportError
 
 Encoder = Callable[[Any], str]
 
@@ -328,12 +328,11 @@ class Refusal:
     pk: list[int]
 
     def naming(
-        self, source: Any, spec: TableSpec
+        self, rowid_of: Callable[[int], int | None] | None
     ) -> Callable[[list[Encoder], list[Sequence[Any]], int], None]:
-        rowid_of = getattr(source, "rowid_of", None)
-        return lambda encoders, rows, done: self.raise_for(
-            encoders, rows, done, rowid_of and (lambda n: rowid_of(spec, n))
-        )
+        """:meth:`raise_for` as a RowEncoder's ``refused`` callback; ``rowid_of(n)`` gives
+        the rowid of the n-th row of the table, if it has rowids."""
+        return lambda encoders, rows, done: self.raise_for(encoders, rows, done, rowid_of)
 
     def raise_for(
         self,

@@ -1,4 +1,4 @@
-"""Any source (SQLite) -> ``postgres`` format: PostgreSQL tables built from each spec's
+"""SQLite -> ``postgres`` format: PostgreSQL tables built from each spec's
 SQLAlchemy ``Table``, rows encoded for ``COPY ... FROM stdin`` and checked on the way.
 
 Column types, by the SQLAlchemy type of the column (the host model's where it describes the
@@ -39,9 +39,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from ... import parallel
 from ...base import Tracker, ident, shown
-from ...model import ExportError, Source, TableSpec
-from ...sources.sqlite import SQLiteSource
+from ...model import ExportError
+from ...sources.sqlite import SQLiteSource, SQLiteTable
+from . import copy_part
 from .copy_text import BATCH, Bulk, Encoder, Refusal, RowEncoder, bulk_for, encoder_for, max_key
 from .sql import (
     GzipOut,
@@ -100,13 +102,13 @@ def bulk_encoder(t: sa.types.TypeEngine) -> Bulk | None:
     return bulk_for(pg_type(t))
 
 
-def _name(spec: TableSpec, quote=quoted_ident) -> str:
+def _name(spec: SQLiteTable, quote=quoted_ident) -> str:
     """The table's qualified name as SQL; ``quote=ident`` for the text a function such as
     pg_get_serial_sequence() parses, which knows no ``U&"..."`` (its literal is ASCII anyway)."""
     return f"{quote(spec.schema or 'public')}.{quote(spec.name)}"
 
 
-def _identity_column(spec: TableSpec) -> sa.Column | None:
+def _identity_column(spec: SQLiteTable) -> sa.Column | None:
     pk = list(spec.table.primary_key.columns)
     if len(pk) == 1 and pg_type(pk[0].type) == "bigint":
         return pk[0]
@@ -117,12 +119,12 @@ def _identity_column(spec: TableSpec) -> sa.Column | None:
 _NUMERIC_NAMES = ("NUMERIC", "DECIMAL")
 
 
-def _text_for_affinity_names(spec: TableSpec) -> None:
+def _text_for_affinity_names(spec: SQLiteTable) -> None:
     """A column declared with a name SQLite knows only by its affinity rule (``STRING``,
     ``ANY`` of a STRICT table, ``MONEY``...) is reflected by SQLAlchemy as NUMERIC, yet holds
     any text (``ANY`` anything): it becomes ``text``, the README's "anything else" row, instead
     of a numeric column that refuses its values."""
-    declared = spec.extra.get("types") or {}
+    declared = spec.declared_types
     for col in spec.table.columns:
         name = (declared.get(col.name) or "").split("(")[0].strip().upper()
         if (
@@ -136,14 +138,13 @@ def _text_for_affinity_names(spec: TableSpec) -> None:
 def write_postgres(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     """Write the ``postgres`` format (gzipped SQL for psql) to ``path``."""
     with dump_file(path) as out:
-        write_generic(source, out, tracker)
+        write_tables(source, out, tracker)
 
 
-def write_generic(source: Source, out: GzipOut, tracker: Tracker) -> None:
+def write_tables(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
     specs = source.tables()
-    if source.dialect == "sqlite":
-        for spec in specs:
-            _text_for_affinity_names(spec)
+    for spec in specs:
+        _text_for_affinity_names(spec)
     keyed = {(s.table.schema, s.table.name): s for s in specs}
     for schema in sorted({s.schema for s in specs if s.schema and s.schema != "public"}):
         out.write(statements([f"CREATE SCHEMA IF NOT EXISTS {quoted_ident(schema)}"]))
@@ -169,7 +170,7 @@ def write_generic(source: Source, out: GzipOut, tracker: Tracker) -> None:
     out.write(statements(post))
 
 
-def create_table(spec: TableSpec) -> str:
+def create_table(spec: SQLiteTable) -> str:
     identity = _identity_column(spec)
     cols = []
     for c in spec.table.columns:
@@ -182,7 +183,9 @@ def create_table(spec: TableSpec) -> str:
     return f"CREATE TABLE {_name(spec)} (\n" + ",\n".join(cols) + "\n)"
 
 
-def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -> int | None:
+def copy_rows(
+    source: SQLiteSource, spec: SQLiteTable, out: GzipOut, tracker: Tracker
+) -> int | None:
     """Write the table's COPY block; return the largest identity key (None if no rows).
 
     A big table of an SQLite file nobody writes is cut into rowid ranges encoded side by side
@@ -194,31 +197,29 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
     identity = _identity_column(spec)
     # bulk encoders rely on SQLite's value types (int, float, str, bytes, None)
     enc = RowEncoder(
-        kinds,
-        bulk=source.dialect == "sqlite",
-        identity=columns.index(identity) if identity is not None else None,
+        kinds, bulk=True, identity=columns.index(identity) if identity is not None else None
     )
     where = Refusal(spec.key, [c.name for c in columns], kinds, _pk(spec, columns))
+    naming = where.naming(lambda n: source.rowid_of(spec, n))
     tracker.start(spec)
     names = ", ".join(quoted_ident(c.name) for c in columns)
     out.write(copy_from_stdin(f"{_name(spec)} ({names})"))
     # the rowid itself (an INTEGER PRIMARY KEY DESC column is no alias: it may hold anything)
-    key = spec.extra.get("key") if isinstance(source, SQLiteSource) else None
+    key = spec.rowid_alias
     if key is None:
-        enc.copy(
-            source.row_batches(spec, BATCH), out.write, tracker.rows, where.naming(source, spec)
-        )
+        enc.copy(source.row_batches(spec, BATCH), out.write, tracker.rows, naming)
     else:
-        from ... import parallel
-
         table = f"main.{ident(spec.name)}"  # SQLite's SQL: SQLite's quoting
-        parts = parallel.ranges(source, table, key, spec.estimated_rows)
+        frozen = source.frozen is not None
+        parts = parallel.ranges(source.con, table, key, spec.estimated_rows, frozen=frozen)
         done = parallel.in_parts(
-            source,
+            source.frozen,
+            source.children,
             parts,
-            parallel.python_module("flask_backup_manager.engine.writers.postgres.copy_part"),
+            parallel.command(f"{copy_part.__name__}:copy_part", parallel.package_path()),
             {
-                "table": spec.name,
+                "table": table,
+                "select": source.select_list(spec, where.names),
                 "label": spec.key,
                 "columns": where.names,
                 "kinds": kinds,
@@ -229,10 +230,7 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
             },
             out,
             lambda lo, hi: enc.copy(
-                source.row_batches(spec, BATCH, between=(lo, hi)),
-                out.write,
-                tracker.rows,
-                where.naming(source, spec),
+                source.row_batches(spec, BATCH, between=(lo, hi)), out.write, tracker.rows, naming
             ),
         )
         for d in done:
@@ -243,7 +241,7 @@ def copy_rows(source: Source, spec: TableSpec, out: GzipOut, tracker: Tracker) -
     return enc.top
 
 
-def _pk(spec: TableSpec, columns: list[sa.Column]) -> list[int]:
+def _pk(spec: SQLiteTable, columns: list[sa.Column]) -> list[int]:
     return [columns.index(c) for c in spec.table.primary_key.columns]
 
 
@@ -251,7 +249,7 @@ def _pg_name(*parts: str) -> str:
     return quoted_ident("_".join(parts)[:63])
 
 
-def keys_and_indexes(spec: TableSpec) -> list[str]:
+def keys_and_indexes(spec: SQLiteTable) -> list[str]:
     t, name, out = spec.table, _name(spec), []
     pk = t.primary_key
     if pk.columns:
@@ -295,7 +293,7 @@ def _unique_sets(t: sa.Table) -> list[set[str]]:
     return [s for s in sets if s]
 
 
-def foreign_keys(source: Source, spec: TableSpec, keyed: dict) -> list[str]:
+def foreign_keys(source: SQLiteSource, spec: SQLiteTable, keyed: dict) -> list[str]:
     out = []
     for fk in sorted(spec.table.foreign_key_constraints, key=lambda f: f.column_keys):
         target = (
@@ -342,7 +340,7 @@ _ACTIONS = frozenset({"CASCADE", "RESTRICT", "SET NULL", "SET DEFAULT", "NO ACTI
 _INITIALLY = frozenset({"DEFERRED", "IMMEDIATE"})
 
 
-def _keywords(spec: TableSpec, words: str, allowed: frozenset[str]) -> str:
+def _keywords(spec: SQLiteTable, words: str, allowed: frozenset[str]) -> str:
     """``words`` (an action that SQLAlchemy read out of the source's own schema text, which
     its regular expressions take as they find it) when it is one of ``allowed``; otherwise the
     export stops: the text would reach the file unquoted."""
@@ -361,13 +359,9 @@ def _resolvable(fk: sa.ForeignKeyConstraint) -> bool:
         return False
 
 
-def _no_orphans(source: Source, spec: TableSpec, target: TableSpec, cols, refs) -> bool:
-    """Whether every child row finds its parent (asked of the source in its snapshot when it
-    can answer SQL, as SQLiteSource can; otherwise the key is added NOT VALID)."""
-    con = getattr(source, "con", None)
-    if con is None or source.dialect != "sqlite":
-        return False
-
+def _no_orphans(source: SQLiteSource, spec: SQLiteTable, target: SQLiteTable, cols, refs) -> bool:
+    """Whether every child row finds its parent (asked of the source, in its snapshot)."""
+    con = source.con
     child, parent = ident(spec.name), ident(target.name)  # SQLite's SQL: SQLite's quoting
     cond = " AND ".join(f"p.{ident(r)} = c.{ident(c)}" for c, r in zip(cols, refs, strict=True))
     notnull = " AND ".join(f"c.{ident(c)} IS NOT NULL" for c in cols)
@@ -378,4 +372,4 @@ def _no_orphans(source: Source, spec: TableSpec, target: TableSpec, cols, refs) 
     return found is None
 
 
-__all__ = ["bulk_encoder", "encoder", "pg_type", "write_generic"]
+__all__ = ["bulk_encoder", "encoder", "pg_type", "write_postgres"]

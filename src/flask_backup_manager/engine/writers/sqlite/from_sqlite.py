@@ -23,8 +23,8 @@ from ...base import Tracker, ident, literal, shown
 from ...checks import sqlite_calls
 from ...checks.sqlite_shell import schema_line
 from ...gzipout import GzipOut
-from ...model import ExportError, TableSpec
-from ...sources.sqlite import SQLiteSource, remove_sidecars, rowid_alias, rowid_name
+from ...model import ExportError
+from ...sources.sqlite import SQLiteSource, SQLiteTable, remove_sidecars
 from . import render
 from .render import render_range, statement_sql
 
@@ -71,13 +71,14 @@ def _vacuum_copy(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
 
     It cannot run inside a transaction, so it reads the snapshot's copy (a private file
     nobody else writes, made now if the source read its file in place), through the source's
-    connection (a cancel interrupts it), reopened read-write (:meth:`.SQLiteSource.
-    writable_copy`): the copy holds the same snapshot for every transaction. Tables left out
-    are first dropped from that copy (secure_delete on), so none of their rows are copied."""
+    connection (a cancel interrupts it), reopened read-write
+    (:meth:`.SQLiteSource.writable_snapshot_copy`): the copy holds the same snapshot for every
+    transaction. Tables left out are first dropped from that copy (secure_delete on), so none
+    of their rows are copied."""
     specs = source.tables()
     kept = {s.key for s in specs}
     dropped = [s.name for s in source.all_specs if s.key not in kept]
-    con = source.writable_copy()
+    con = source.writable_snapshot_copy()
     if dropped:
         con.execute("PRAGMA secure_delete=ON")
         con.execute("BEGIN")
@@ -161,7 +162,7 @@ class _PageProgress:
     """Turns the pages written so far into the tracker's per-table events: the row counts
     are known from the snapshot, the pages are spread over them in table order."""
 
-    def __init__(self, specs: list[TableSpec], tracker: Tracker) -> None:
+    def __init__(self, specs: list[SQLiteTable], tracker: Tracker) -> None:
         self.specs, self.tracker = specs, tracker
         self.total = sum(s.estimated_rows for s in specs)
         self.i = 0  # the table being reported
@@ -250,13 +251,13 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
             out.line(schema_line(o.type, o.name, o.sql))
     for spec in specs:
         tracker.start(spec)
-        if spec.extra["kind"] == "virtual":
+        if spec.kind == "virtual":
             for name in source.shadow_tables(spec.name):
                 out.line(f"DELETE FROM {ident(name)};")
-                _insert_rows(source, name, _shadow_plan(con, name), out, None)
+                _insert_rows(source, source.shadow_table(name), out, None)
             tracker.rows(spec.estimated_rows)
         else:
-            _insert_rows(source, spec.name, spec.extra, out, tracker, spec.estimated_rows)
+            _insert_rows(source, spec, out, tracker)
         tracker.finish(spec)
     _internal_tables(source, kept, out)
     views = {o.name for o in source.objects if o.type == "view"}
@@ -271,60 +272,42 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
     out.line("PRAGMA ignore_check_constraints=OFF;")
 
 
-def _shadow_plan(con: sqlite3.Connection, name: str) -> dict[str, Any]:
-    xinfo = list(con.execute(f"PRAGMA main.table_xinfo({ident(name)})"))
-    wr = con.execute("SELECT wr FROM pragma_table_list WHERE schema='main' AND name=?", (name,))
-    without_rowid = wr.fetchone()[0]
-    return {
-        "columns": [r[1] for r in xinfo if r[6] == 0],
-        "types": {r[1]: r[2] for r in xinfo},
-        "rowid": None if without_rowid else rowid_name(con, name, xinfo),
-        "key": None if without_rowid else rowid_alias(xinfo),
-    }
-
-
 def _insert_rows(
-    source: SQLiteSource,
-    name: str,
-    plan: dict[str, Any],
-    out: GzipOut,
-    tracker: Tracker | None,
-    count: int | None = None,
+    source: SQLiteSource, spec: SQLiteTable, out: GzipOut, tracker: Tracker | None
 ) -> None:
-    """The table's rows (``count`` of them, counted here if not given) as multi-row
-    ``INSERT`` statements rendered by SQLite itself (C speed: Python only passes the text on).
-    A big table of a file nobody writes (the snapshot copy, or a file the engine built) is cut
-    into rowid ranges, rendered side by side by helper processes (:mod:`.writers.sqlite.render`),
-    each
-    into a gzip member that is appended in order."""
-    cols = list(plan["columns"])
-    if plan["rowid"]:
-        cols.insert(0, plan["rowid"])
+    """The table's rows as multi-row ``INSERT`` statements rendered by SQLite itself (C speed:
+    Python only passes the text on). A big table of a file nobody writes (the snapshot copy,
+    or a file the engine built) is cut into rowid ranges, rendered side by side by helper
+    processes (:func:`.writers.sqlite.render.render_part`), each into a gzip member that is
+    appended in order."""
+    cols = list(spec.columns)
+    if spec.hidden_rowid:
+        cols.insert(0, spec.hidden_rowid)
     if not cols:
         return
-    target = ident(name)
-    if plan["rowid"] or len(cols) != len(plan["types"]):
+    target = ident(spec.name)
+    if spec.hidden_rowid or len(cols) != len(spec.declared_types):
         target += "(" + ",".join(ident(c) for c in cols) + ")"
-    safe = _row_sql(cols, plan, fast=False)
-    con, key, table = source.con, plan["key"], f"main.{ident(name)}"
+    safe = _row_sql(source, spec, cols, fast=False)
+    con, key, table = source.con, spec.rowid_alias, f"main.{ident(spec.name)}"
     rows = tracker.rows if tracker is not None else None
     if key is None:  # no rowid to cut by (WITHOUT ROWID): one statement per row
         head = literal(f"INSERT INTO {target} VALUES")
         _row_per_statement(con, f"SELECT {head} || {safe} || ';' FROM {table}", out, rows)
         return
-    sql = statement_sql(table, key, _row_sql(cols, plan, fast=True))
+    sql = statement_sql(table, key, _row_sql(source, spec, cols, fast=True))
     safe = statement_sql(table, key, safe)
     head = f"INSERT INTO {target} VALUES\n".encode()
-    if count is None:
-        count = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    parts = parallel.ranges(source, table, key, count)
+    frozen = source.frozen is not None
+    parts = parallel.ranges(con, table, key, spec.estimated_rows, frozen=frozen)
     # bytes, not str: SQLite's text goes out as it is stored (even if it is not valid UTF-8)
     text_factory, con.text_factory = con.text_factory, bytes
     try:
         done = parallel.in_parts(
-            source,
+            source.frozen,
+            source.children,
             parts,
-            parallel.python(Path(render.__file__)),
+            parallel.command("render:render_part", [str(Path(render.__file__).parent)]),
             {"sql": sql, "safe": safe, "head": head.decode()},
             out,
             lambda lo, hi: render_range(con, sql, safe, head, lo, hi, out.write, rows),
@@ -356,7 +339,7 @@ def _row_per_statement(
 PRINTF_COLUMNS = 100
 
 
-def _row_sql(cols: list[str], plan: dict[str, Any], *, fast: bool) -> str:
+def _row_sql(source: SQLiteSource, spec: SQLiteTable, cols: list[str], *, fast: bool) -> str:
     """The SQL expression that renders a row's ``cols`` as ``(v1,v2,...)``, each value an SQL
     literal, by one ``printf()`` per hundred columns (a chain of ``||`` copies the row at
     every step).
@@ -369,13 +352,21 @@ def _row_sql(cols: list[str], plan: dict[str, Any], *, fast: bool) -> str:
     groups = []
     for i in range(0, len(cols), PRINTF_COLUMNS):
         group = cols[i : i + PRINTF_COLUMNS]
-        general = _printf([("%s", _literal_sql(c, plan)) for c in group], whole)
-        typed = [_typed(c, plan, rowid=c == plan["rowid"]) for c in group] if fast else []
+        values = [source.column_sql(spec, c) for c in group]  # the source's reading of each
+        general = _printf([("%s", _literal_sql(v)) for v in values], whole)
+        typed = (
+            [
+                _typed(v, spec.declared_types.get(c), rowid=c == spec.hidden_rowid)
+                for c, v in zip(group, values, strict=True)
+            ]
+            if fast
+            else []
+        )
         if not any(typed):
             groups.append(general)
             continue
-        pairs = zip(group, typed, strict=True)
-        quick = _printf([t[1:] if t else ("%s", _literal_sql(c, plan)) for c, t in pairs], whole)
+        pairs = zip(values, typed, strict=True)
+        quick = _printf([t[1:] if t else ("%s", _literal_sql(v)) for v, t in pairs], whole)
         guards = " AND ".join(t[0] for t in typed if t and t[0] is not None)
         groups.append(f"CASE WHEN {guards} THEN {quick} ELSE {general} END" if guards else quick)
     return groups[0] if whole else f"'(' || {_concat(groups)} || ')'"
@@ -390,14 +381,13 @@ def _printf(values: list[tuple[str, str]], whole: bool) -> str:
     return f"printf('{fmt}', {', '.join(e for _, e in values)})"
 
 
-def _typed(column: str, plan: dict[str, Any], *, rowid: bool) -> tuple[str | None, str, str] | None:
-    """``(guard, format, expression)`` printing ``column`` while ``guard`` holds, for a column
-    whose declared type has INTEGER or TEXT affinity (SQLite's rules); None for the others.
-    The rowid is always an integer: it needs no guard."""
-    c = ident(column)
+def _typed(c: str, declared: str | None, *, rowid: bool) -> tuple[str | None, str, str] | None:
+    """``(guard, format, expression)`` printing the value of expression ``c`` while ``guard``
+    holds, for a column whose ``declared`` type has INTEGER or TEXT affinity (SQLite's rules);
+    None for the others. The rowid is always an integer: it needs no guard."""
     if rowid:
         return None, "%d", c
-    declared = (plan["types"].get(column) or "").upper()
+    declared = (declared or "").upper()
     if "INT" in declared:
         return f"typeof({c}) IN ('integer','null')", "%s", f"ifnull({c},'NULL')"
     if "CHAR" in declared or "CLOB" in declared or "TEXT" in declared:
@@ -416,12 +406,12 @@ def _concat(exprs: list[str]) -> str:
     return f"({_concat(exprs[:mid])}) || ',' || ({_concat(exprs[mid:])})"
 
 
-def _literal_sql(column: str, plan: dict[str, Any]) -> str:
-    """The SQL expression that renders ``column``'s value as an SQL literal, whatever its
-    storage class. A REAL is rendered by :func:`real_literal` when SQLite reads that text back
-    as the same double, else by :func:`exact_real_expression`; a CR in a TEXT as ``char(13)``;
-    a TEXT holding a NUL (where ``quote()`` would end it) as ``CAST(X'...' AS TEXT)``."""
-    c = ident(column)
+def _literal_sql(c: str) -> str:
+    """The SQL expression that renders the value of expression ``c`` as an SQL literal,
+    whatever its storage class. A REAL is rendered by :func:`real_literal` when SQLite reads
+    that text back as the same double, else by :func:`exact_real_expression`; a CR in a TEXT
+    as ``char(13)``; a TEXT holding a NUL (where ``quote()`` would end it) as
+    ``CAST(X'...' AS TEXT)``."""
     # the sqlite3 shell drops a CR before an LF even inside a string: 'a'||char(13)||'b'
     text = (
         f"CASE WHEN instr({c}, char(0)) THEN {literal(_HEX[0])} || hex({c}) || {literal(_HEX[1])} "
@@ -444,7 +434,7 @@ def _internal_tables(source: SQLiteSource, kept: set[str], out: GzipOut) -> None
     tables = {o.name: o for o in source.objects if o.type == "table"}
     owners = set(kept)
     for spec in source.tables():
-        if spec.extra["kind"] == "virtual":
+        if spec.kind == "virtual":
             owners.update(source.shadow_tables(spec.name))
     autoinc = any(_AUTOINCREMENT.search(tables[n].sql or "") for n in kept)
     for table, cols, wanted in (

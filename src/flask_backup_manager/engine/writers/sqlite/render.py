@@ -1,27 +1,18 @@
 """Rendering a range of an SQLite table's rows as multi-row ``INSERT`` statements.
 
-Used in the exporting process, and run as a script (by file path, so that it imports nothing
-but the standard library and starts in milliseconds) by the helper processes that render the
-other parts of a big table from a file nobody writes (:func:`.writers.sqlite.from_sqlite._dump`):
-
-    python -I render.py < {"db": ..., "sql": ..., "safe": ..., "head": ..., "lo": ...,
-                                  "hi": ..., "output": ..., "level": ...}
-
-A helper writes one gzip member to ``output`` (a file the exporting process created) and prints
-``{"rows": N}``; on failure it prints one line to stderr and exits 1 (see :mod:`.parallel`).
+Used in the exporting process, and by the helper processes that render the other parts of a big
+table from a file nobody writes (:func:`.writers.sqlite.from_sqlite._dump`): they import this
+file as a top-level module (``render:render_part``, see :mod:`.child`), so it imports nothing but
+the standard library and a helper starts in milliseconds. A helper's job holds ``sql``,
+``safe``, ``head``, ``lo`` and ``hi``; it prints ``{"rows": N}``.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sqlite3
-import sys
 from collections.abc import Callable
-from urllib.parse import quote as urlquote
-
-from zlib_ng import zlib_ng as zlib
+from typing import Any
 
 #: bytes of row text an INSERT statement aims at (one bigger row makes a bigger statement)
 STATEMENT_BYTES = 1 << 18
@@ -114,67 +105,20 @@ def exact_real_expression(x: float) -> str:
     return "(" + op.join(parts) + ")"
 
 
-def connect(path: str, *, frozen: bool = False) -> sqlite3.Connection:
-    """A read-only connection that renders: returns bytes (SQLite's text as stored, even if it
-    is not UTF-8) and knows the functions the row literals call. ``frozen``: nobody writes the
-    file while it is open, so SQLite may skip its locks."""
-    uri = f"file:{urlquote(path)}?mode=ro" + ("&immutable=1" if frozen else "")
-    con = sqlite3.connect(uri, uri=True, isolation_level=None)
-    con.text_factory = bytes
-    prepare(con)
-    return con
-
-
 def prepare(con: sqlite3.Connection) -> None:
     """Give ``con`` the functions the row literals call."""
     con.create_function("fbm_real", 1, real_literal, deterministic=True)
     con.create_function("fbm_exact", 1, exact_real_expression, deterministic=True)
 
 
-def die_with_parent(parent: int) -> None:
-    """Ask Linux to kill this helper when the process that started it dies (a worker killed
-    with SIGKILL leaves no helper rendering on); elsewhere nothing is asked."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # it died before we asked
-        os._exit(1)
-
-
-def one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:1000] or type(e).__name__
-
-
-def main() -> int:
-    job = json.load(sys.stdin)
-    die_with_parent(job["parent"])
-    try:
-        con = connect(job["db"], frozen=True)
-        # O_TRUNC without O_CREAT: if the exporting process gave up and removed the file,
-        # there is nothing to write to
-        with open(job["output"], "r+b") as f:
-            f.truncate()
-            z = zlib.compressobj(job["level"], zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-            n = render_range(
-                con,
-                job["sql"],
-                job["safe"],
-                job["head"].encode(),
-                job["lo"],
-                job["hi"],
-                lambda data: f.write(z.compress(data)),
-            )
-            f.write(z.flush())
-        con.close()
-    except Exception as e:
-        print(one_line(e), file=sys.stderr)
-        return 1
-    print(json.dumps({"rows": n}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def render_part(
+    con: sqlite3.Connection, job: dict[str, Any], write: Callable[[bytes], object]
+) -> dict[str, int]:
+    """A helper's work (see :mod:`.child`): the rows ``lo..hi`` of ``job`` rendered by its
+    queries, as bytes (SQLite's text as stored, even if it is not UTF-8)."""
+    con.text_factory = bytes
+    prepare(con)
+    n = render_range(
+        con, job["sql"], job["safe"], job["head"].encode(), job["lo"], job["hi"], write
+    )
+    return {"rows": n}

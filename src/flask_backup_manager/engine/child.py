@@ -1,0 +1,91 @@
+"""What a helper process runs (:mod:`.parallel` starts them), and the one way the engine opens an
+SQLite file read-only, which the exporting process uses too.
+
+Standard library only (and zlib-ng, which compresses): a helper runs this file by its path,
+
+    python -I child.py MODULE:FUNCTION [PATH...] < {"db": ..., "output": ..., "level": ...,
+                                                    "parent": ..., what FUNCTION needs}
+
+so that it starts in milliseconds without importing the package (``PATH``, prepended to
+``sys.path``, says where ``MODULE`` is found). The helper asks to die with its parent, opens
+``db`` read-only (a file nobody writes), opens ``output`` (a private temp file the exporting
+process made) without O_CREAT, and calls ``FUNCTION(con, job, write)``, where ``write`` takes
+bytes of the one gzip member it writes to ``output``. It prints FUNCTION's result (a dict) as
+JSON and exits 0; or prints one line to stderr and exits 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sqlite3
+import sys
+from pathlib import Path
+from urllib.parse import quote as urlquote
+
+from zlib_ng import zlib_ng as zlib
+
+#: seconds to wait for a writer's lock (rollback-journal databases)
+BUSY_TIMEOUT = 30.0
+#: characters of an error message a helper prints (a refused value may be long)
+MESSAGE = 1000
+
+
+def open_read_only(
+    path: str | os.PathLike[str], *, frozen: bool = False, timeout: float = BUSY_TIMEOUT
+) -> sqlite3.Connection:
+    """A read-only connection to the SQLite file ``path``, in autocommit mode (transactions are
+    begun by hand). ``frozen``: nobody writes the file while it is open, so SQLite may skip its
+    locks and change counters (``immutable``)."""
+    uri = f"file:{urlquote(str(path))}?mode=ro" + ("&immutable=1" if frozen else "")
+    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout)
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this helper when the process that started it dies (a worker killed
+    with SIGKILL leaves no helper rendering on); elsewhere nothing is asked."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:MESSAGE] or type(e).__name__
+
+
+def main(argv: list[str]) -> int:
+    job = json.load(sys.stdin)
+    die_with_parent(job["parent"])
+    try:
+        sys.path[:0] = argv[2:]
+        module, _, function = argv[1].partition(":")
+        work = getattr(importlib.import_module(module), function)
+        con = open_read_only(job["db"], frozen=True)
+        try:
+            # O_TRUNC without O_CREAT: if the exporting process gave up and removed the file,
+            # there is nothing to write to
+            with open(job["output"], "r+b") as f:
+                f.truncate()
+                z = zlib.compressobj(job["level"], zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+                result = work(con, job, lambda data: f.write(z.compress(data)))
+                f.write(z.flush())
+        finally:
+            con.close()
+    except Exception as e:
+        print(one_line(e), file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+#: this file, which a helper runs
+PROGRAM = Path(__file__)
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
