@@ -290,7 +290,7 @@ def test_rows_read_in_binary_are_the_rows_read_as_text(pg_url, tmp_path, monkeyp
             INSERT INTO dated VALUES (1, '2020-01-01 12:00+02');
         """)
     source = postgres.PostgresSource(parse_url(pg_url))
-    assert {s.key: s.extra["binary"] for s in source.tables()} == {"safe": True, "dated": False}
+    assert {s.key: s.binary for s in source.tables()} == {"safe": True, "dated": False}
     source.close()
     export(pg_url, "sqlite3_db", tmp_path / "binary.db")
     monkeypatch.setattr(postgres, "BINARY_SAFE", set())

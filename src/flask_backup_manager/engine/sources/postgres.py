@@ -2,10 +2,10 @@
 
 Everything (catalog and data) is read inside that one transaction, so the tables, the rows and
 the schema all come from the same snapshot. The SQLAlchemy ``Table`` objects that describe the
-tables are built from the catalog rows read here, by :mod:`.sources.postgres_catalog`, when a
-writer first
-asks for one: the ``postgres`` format never does, and never imports SQLAlchemy. Columns whose
-type psycopg cannot load by itself (enums, composite and unknown types, ...) are read as text.
+tables are built from the catalog facts read here (:mod:`.sources.postgres_model`), by
+:mod:`.sources.postgres_catalog`, when a writer first asks for one: the ``postgres`` format never
+does, and never imports SQLAlchemy. Columns whose type psycopg cannot load by itself (enums,
+composite and unknown types, ...) are read as text.
 """
 
 from __future__ import annotations
@@ -17,9 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import pq, sql
+from psycopg.rows import RowFactory, class_row
 
 from ..base import parents_first, select_keys, watch
-from ..model import ExportCancelled, ExportError, TableSpec
+from ..model import ExportCancelled, ExportError
+from .postgres_model import (
+    PgColumn,
+    PgConstraint,
+    PgIndex,
+    PgRelation,
+    PgType,
+    PostgresTable,
+    base_type,
+    table_key,
+)
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -48,10 +59,10 @@ BINARY_SAFE = set("int2 int4 int8 oid float8 bool text varchar bpchar bytea uuid
 
 _TYPES = """
 SELECT t.oid, t.typname, n.nspname, t.typtype, t.typelem, t.typbasetype, t.typtypmod,
-       t.typcategory, pg_catalog.format_type(t.oid, NULL),
+       t.typcategory, pg_catalog.format_type(t.oid, NULL) AS formatted,
        CASE WHEN t.typtype = 'e' THEN ARRAY(
            SELECT e.enumlabel FROM pg_catalog.pg_enum e
-           WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END
+           WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END AS labels
 FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
 """
 
@@ -61,6 +72,7 @@ SELECT c.oid, n.nspname, c.relname, c.relkind,
                     ELSE sum(p.reltuples)::bigint END
         FROM pg_catalog.pg_class p WHERE p.relkind = 'r' AND (p.oid = c.oid
              OR p.oid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree(c.oid) t)))
+       AS reltuples
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
@@ -80,11 +92,11 @@ _CONSTRAINTS = """
 SELECT con.conrelid, con.conname, con.contype,
        ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
              JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n
-             ORDER BY k.i),
+             ORDER BY k.i) AS keys,
        con.confrelid,
        ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
              JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n
-             ORDER BY k.i),
+             ORDER BY k.i) AS fkeys,
        con.confupdtype, con.confdeltype, con.condeferrable, con.condeferred
 FROM pg_catalog.pg_constraint con
 WHERE con.conrelid = ANY(%s) AND con.contype IN ('p', 'u', 'f')
@@ -95,7 +107,7 @@ _INDEXES = """
 SELECT i.indrelid, c.relname, i.indisunique,
        ARRAY(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o)
              JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n
-             WHERE o <= i.indnkeyatts ORDER BY o)
+             WHERE o <= i.indnkeyatts ORDER BY o) AS keys
 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
 WHERE i.indrelid = ANY(%s) AND i.indexprs IS NULL AND i.indpred IS NULL
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con WHERE con.conindid = i.indexrelid
@@ -119,18 +131,6 @@ def conninfo(url: URL | sa.URL) -> dict[str, Any]:
     kw.setdefault("connect_timeout", 10)
     kw.setdefault("application_name", "flask-backup-manager")
     return {k: v for k, v in kw.items() if v is not None}
-
-
-def table_key(schema: str, name: str) -> str:
-    return name if schema == "public" else f"{schema}.{name}"
-
-
-def base_type(types: dict[int, tuple], oid: int, typmod: int) -> tuple[int, int]:
-    """The type and typmod a column of type ``oid`` holds: a domain's base type, else ``oid``
-    (``types``: rows of ``_TYPES`` by oid)."""
-    while types[oid][3] == "d":
-        oid, typmod = types[oid][5], types[oid][6]
-    return oid, typmod
 
 
 class _Lenient:
@@ -203,10 +203,11 @@ class PostgresSource:
             )
             self.sequence_values: dict[int, tuple[int, bool]] = {}
             for oid, name in self.sequences:
-                row = self.fetch(f"SELECT last_value, is_called FROM {name}")[0]
-                self.sequence_values[oid] = (row[0], row[1])
-            self._types: dict[int, tuple] | None = None
+                value, called = self.fetch(f"SELECT last_value, is_called FROM {name}")[0]
+                self.sequence_values[oid] = (value, called)
+            self._types: dict[int, PgType] | None = None
             self._tables: dict[str, sa.Table] | None = None
+            self._in_catalog_order: list[PostgresTable] = []
             self._specs = self._read_tables()
             wanted = set(select_keys([s.key for s in self._specs], include, exclude))
             self._selected = [s for s in self._specs if s.key in wanted]
@@ -220,9 +221,16 @@ class PostgresSource:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def fetch(self, query: str | sql.Composable, params: Sequence[Any] | None = None) -> list:
-        """Rows of a query run inside the snapshot."""
-        with self.conn.cursor() as cur:
+    def fetch(
+        self,
+        query: str | sql.Composable,
+        params: Sequence[Any] | None = None,
+        *,
+        row_factory: RowFactory[Any] | None = None,
+    ) -> list:
+        """Rows of a query run inside the snapshot: tuples, or what ``row_factory`` (one of
+        :mod:`psycopg.rows`) makes of them."""
+        with self.conn.cursor(row_factory=row_factory) as cur:  # type: ignore[call-overload]
             cur.execute(query, params)
             return cur.fetchall()
 
@@ -232,7 +240,7 @@ class PostgresSource:
         for spec in self._selected:
             try:
                 self.conn.execute(
-                    sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(spec.extra["qualified"])
+                    sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(spec.qualified)
                 )
             except psycopg.errors.LockNotAvailable:
                 raise ExportError(
@@ -264,88 +272,87 @@ class PostgresSource:
 
     # -- tables ---------------------------------------------------------------------------
 
-    def tables(self) -> list[TableSpec]:
+    def tables(self) -> list[PostgresTable]:
         return list(self._selected)
 
-    def _read_tables(self) -> list[TableSpec]:
-        rels = self.fetch(_TABLES)
-        oids = [r[0] for r in rels]
-        cols: dict[int, list] = {o: [] for o in oids}
-        for row in self.fetch(_COLUMNS, [oids]):
-            cols[row[0]].append(row)
-        cons: dict[int, list] = {o: [] for o in oids}
-        for row in self.fetch(_CONSTRAINTS, [oids]):
-            cons[row[0]].append(row)
-        idx: dict[int, list] = {o: [] for o in oids}
-        for row in self.fetch(_INDEXES, [oids]):
-            idx[row[0]].append(row)
-        self._catalog = (rels, cols, cons, idx)  # for the Tables, should a writer want them
-        key_of = {r[0]: table_key(r[1], r[2]) for r in rels}
+    def _read_tables(self) -> list[PostgresTable]:
+        rels = self.fetch(_TABLES, row_factory=class_row(PgRelation))
+        oids = [r.oid for r in rels]
+        cols: dict[int, list[PgColumn]] = {o: [] for o in oids}
+        for col in self.fetch(_COLUMNS, [oids], row_factory=class_row(PgColumn)):
+            cols[col.attrelid].append(col)
+        cons: dict[int, list[PgConstraint]] = {o: [] for o in oids}
+        for con in self.fetch(_CONSTRAINTS, [oids], row_factory=class_row(PgConstraint)):
+            cons[con.conrelid].append(con)
+        idx: dict[int, list[PgIndex]] = {o: [] for o in oids}
+        for index in self.fetch(_INDEXES, [oids], row_factory=class_row(PgIndex)):
+            idx[index.indrelid].append(index)
+        key_of = {r.oid: table_key(r.nspname, r.relname) for r in rels}
         specs = []
         parents: dict[str, list[str]] = {}
-        for oid, schema, name, relkind, reltuples in rels:
-            selects, copy_cols, binary = [], [], True
-            for _, attname, _, typid, typmod, _, generated in cols[oid]:
-                expr = self._select_expr(typid, typmod)
-                binary = binary and self._loaded_as(typid, expr) in BINARY_SAFE
-                ident = sql.Identifier(attname)
-                selects.append(sql.SQL(expr).format(ident) if expr else ident)
-                if not generated:
-                    copy_cols.append(ident)
-            key = table_key(schema, name)
+        for rel in rels:
+            casts = [self._select_expr(c.atttypid, c.atttypmod) for c in cols[rel.oid]]
+            key = table_key(rel.nspname, rel.relname)
             parents[key] = [
-                key_of[fref]
-                for _, _, kind, _, fref, *_ in cons[oid]
-                if kind == "f" and fref in key_of
+                key_of[c.confrelid]
+                for c in cons[rel.oid]
+                if c.contype == "f" and c.confrelid in key_of
             ]
-            if reltuples is None:
-                reltuples = -1  # never analysed: estimated once locked (see _estimate)
+            # never analysed (None): estimated once locked (see _estimate)
+            reltuples = -1 if rel.reltuples is None else rel.reltuples
             specs.append(
-                TableSpec(
+                PostgresTable(
                     key=key,
-                    name=name,
-                    schema=schema,
+                    name=rel.relname,
+                    schema=rel.nspname,
                     load_tables=self._load_tables,
                     estimated_rows=int(reltuples),
-                    extra={
-                        "oid": oid,
-                        "relkind": relkind,
-                        "qualified": sql.SQL(".").join(
-                            [sql.Identifier(schema), sql.Identifier(name)]
-                        ),
-                        "select": selects,
-                        # rows read in binary: less for psycopg to parse
-                        "binary": binary,
-                        "copy_columns": copy_cols,
-                    },
+                    oid=rel.oid,
+                    relkind=rel.relkind,
+                    qualified=sql.SQL(".").join(
+                        [sql.Identifier(rel.nspname), sql.Identifier(rel.relname)]
+                    ),
+                    columns=cols[rel.oid],
+                    constraints=cons[rel.oid],
+                    indexes=idx[rel.oid],
+                    casts=casts,
+                    binary=all(
+                        self._loaded_as(c.atttypid, cast) in BINARY_SAFE
+                        for c, cast in zip(cols[rel.oid], casts, strict=True)
+                    ),
                 )
             )
+        self._in_catalog_order = specs  # for the Tables, should a writer want them
         return parents_first(specs, parents)
 
     def _load_tables(self) -> dict[str, sa.Table]:
-        """The ``Table`` of every table, by key, built on first use from the catalog rows read
-        when the source opened."""
+        """The ``Table`` of every table, by key, built on first use from the catalog facts
+        read when the source opened."""
         if self._tables is None:
+            # imported here, not at the top: it imports SQLAlchemy, which the exports that
+            # never ask for a Table (the ``postgres`` format) must not load (0.2 s)
             from .postgres_catalog import build_tables
 
-            self._tables = build_tables(*self._catalog, self._type_rows(), self.host_metadata)
+            self._tables = build_tables(
+                self._in_catalog_order, self._type_rows(), self.host_metadata
+            )
         return self._tables
 
-    def _estimate(self, spec: TableSpec) -> int:
+    def _estimate(self, spec: PostgresTable) -> int:
         """Rows of a never-analysed table: counted when small, else guessed from its size.
         Both take the table's lock, so they run after :meth:`_lock_tables`."""
         size = self.fetch(
             """SELECT coalesce(sum(pg_catalog.pg_relation_size(t.relid)), 0)::bigint
                FROM pg_catalog.pg_partition_tree(%s) t""",
-            [spec.extra["oid"]],
+            [spec.oid],
         )[0][0]
         if size > COUNT_LIMIT:
             return int(size / 8192 * 50)
         return self.fetch(sql.SQL("SELECT count(*) FROM {}").format(self._from(spec)))[0][0]
 
-    def _type_rows(self) -> dict[int, tuple]:
+    def _type_rows(self) -> dict[int, PgType]:
         if self._types is None:
-            self._types = {r[0]: r for r in self.fetch(_TYPES)}
+            self._types = {t.oid: t for t in self.fetch(_TYPES, row_factory=class_row(PgType))}
         return self._types
 
     def _select_expr(self, typid: int, typmod: int) -> str:
@@ -354,54 +361,77 @@ class PostgresSource:
         not know to text)."""
         types = self._type_rows()
         oid, _ = base_type(types, typid, typmod)
-        row = types[oid]
-        if row[7] == "A" and row[4]:  # arrays
-            eoid, _ = base_type(types, row[4], typmod)
-            erow = types[eoid]
-            loadable = erow[2] == "pg_catalog" and erow[1] in _LOADABLE
-            if loadable and oid == typid and eoid == row[4]:
+        typ = types[oid]
+        if typ.is_array:
+            eoid, _ = base_type(types, typ.typelem, typmod)
+            elem = types[eoid]
+            loadable = elem.nspname == "pg_catalog" and elem.typname in _LOADABLE
+            if loadable and oid == typid and eoid == typ.typelem:
                 return ""
-            return "{}::" + (erow[8] if loadable else "text") + "[]"
-        if row[3] == "e" or row[2] != "pg_catalog" or row[1] not in _LOADABLE:
+            return "{}::" + (elem.formatted if loadable else "text") + "[]"
+        if typ.typtype == "e" or typ.nspname != "pg_catalog" or typ.typname not in _LOADABLE:
             return "{}::text"
-        return "" if oid == typid else "{}::" + row[8]
+        return "" if oid == typid else "{}::" + typ.formatted
 
     def _loaded_as(self, typid: int, expr: str) -> str | None:
         """The ``pg_catalog`` type psycopg loads for a column of type ``typid`` selected by
         ``expr`` (:meth:`_select_expr`): its own, or text; None for other casts."""
         if not expr:
-            return self._type_rows()[typid][1]
+            return self._type_rows()[typid].typname
         return "text" if expr == "{}::text" else None
 
     # -- data -----------------------------------------------------------------------------
 
-    def _from(self, spec: TableSpec) -> sql.Composable:
-        only = sql.SQL("" if spec.extra["relkind"] == "p" else "ONLY ")
-        return only + spec.extra["qualified"]
+    def select_list(self, spec: PostgresTable, *, copy: bool = False) -> list[sql.Composable]:
+        """The SQL expression each column of ``spec`` is read by, in column order: the one
+        place where the rows a writer asks for (:meth:`rows`, :meth:`row_batches`,
+        :meth:`copy_out`) are chosen.
 
-    def rows(self, spec: TableSpec) -> Iterator[Sequence[Any]]:
+        ``copy``: for ``COPY ... TO STDOUT`` (the server writes each value's text itself):
+        the columns a restore loads (generated ones left out), as they are. Else every
+        column, cast where psycopg cannot load its type (:attr:`PostgresTable.casts`).
+
+        A per-column transform (e.g. redaction: a column replaced by an SQL expression)
+        belongs here: it then runs in the server, inside the source's own query, and
+        :meth:`copy_query` must read through ``COPY (SELECT ...) TO STDOUT`` once an entry is
+        not a bare column.
+        """
+        if copy:
+            return list(spec.copy_columns)
+        return [
+            sql.SQL(cast).format(sql.Identifier(c.attname)) if cast else sql.Identifier(c.attname)
+            for c, cast in zip(spec.columns, spec.casts, strict=True)
+        ]
+
+    def _from(self, spec: PostgresTable) -> sql.Composable:
+        only = sql.SQL("" if spec.relkind == "p" else "ONLY ")
+        return only + spec.qualified
+
+    def rows(self, spec: PostgresTable) -> Iterator[Sequence[Any]]:
         """The rows, streamed (see :meth:`row_batches`), values as psycopg loads them."""
         for batch in self.row_batches(spec):
             yield from batch
 
-    def row_batches(self, spec: TableSpec, size: int = ITERSIZE) -> Iterator[list[Sequence[Any]]]:
+    def row_batches(
+        self, spec: PostgresTable, size: int = ITERSIZE
+    ) -> Iterator[list[Sequence[Any]]]:
         """The rows in lists of ``size``. The server sends them without waiting to be asked,
         in chunks (libpq 17 and later): half the time of a server-side cursor's FETCH per
         batch, which waits for the server and leaves it idle meanwhile. Closing this
         before the end cancels the query, which ends the snapshot's transaction in error:
         only a failed export stops early."""
         query = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(spec.extra["select"]), self._from(spec)
+            sql.SQL(", ").join(self.select_list(spec)), self._from(spec)
         )
         if pq.version() < 170000:  # no chunked rows: a server-side cursor, FETCH by FETCH
-            with self.conn.cursor(name=f"fbm_rows_{spec.extra['oid']}") as cur:
+            with self.conn.cursor(name=f"fbm_rows_{spec.oid}") as cur:
                 cur.execute(query)
                 while batch := cur.fetchmany(size):
                     self._go_on()
                     yield batch
             return
         with self.conn.cursor() as cur:
-            rows = cur.stream(query, size=size, binary=spec.extra["binary"])
+            rows = cur.stream(query, size=size, binary=spec.binary)
             try:
                 while batch := list(islice(rows, size)):
                     self._go_on()
@@ -409,15 +439,17 @@ class PostgresSource:
             finally:
                 rows.close()
 
-    def copy_query(self, spec: TableSpec) -> sql.Composable:
-        cols = sql.SQL(", ").join(spec.extra["copy_columns"])
-        if spec.extra["relkind"] == "p":
+    def copy_query(self, spec: PostgresTable) -> sql.Composable:
+        """``COPY ... TO STDOUT`` of the columns :meth:`select_list` gives for COPY."""
+        columns = self.select_list(spec, copy=True)
+        cols = sql.SQL(", ").join(columns)
+        if spec.relkind == "p":
             return sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, self._from(spec))
-        if not spec.extra["copy_columns"]:  # no columns, or only generated ones
-            return sql.SQL("COPY {} TO STDOUT").format(spec.extra["qualified"])
-        return sql.SQL("COPY {} ({}) TO STDOUT").format(spec.extra["qualified"], cols)
+        if not columns:  # no columns, or only generated ones
+            return sql.SQL("COPY {} TO STDOUT").format(spec.qualified)
+        return sql.SQL("COPY {} ({}) TO STDOUT").format(spec.qualified, cols)
 
-    def copy_out(self, spec: TableSpec) -> Iterator[bytes | bytearray]:
+    def copy_out(self, spec: PostgresTable) -> Iterator[bytes | bytearray]:
         """The table's rows as ``COPY ... TO STDOUT`` text, in chunks of about :data:`CHUNK`
         bytes, each ending at a row boundary.
 

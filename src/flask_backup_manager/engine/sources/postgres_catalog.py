@@ -1,6 +1,7 @@
-"""The SQLAlchemy ``Table`` objects of a PostgreSQL source, built from the ``pg_catalog`` rows the
-source read in its snapshot (SQLAlchemy's own reflection would open transactions of its own).
-Only the writers that need them load this module, and SQLAlchemy with it.
+"""The SQLAlchemy ``Table`` objects of a PostgreSQL source, built from the ``pg_catalog`` facts
+the source read in its snapshot (:mod:`.sources.postgres_model`; SQLAlchemy's own reflection
+would open transactions of its own). Only the writers that need them load this module, and
+SQLAlchemy with it.
 
 PostgreSQL types are mapped as in :data:`BASE_TYPES`, domains become their base type, enums
 ``ENUM`` (read as ``str``), composite and unknown types ``TEXT`` (read as their text form). Where
@@ -14,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from .postgres import base_type, table_key
+from .postgres_model import PgType, PostgresTable, base_type
 
 #: ``pg_catalog`` type name -> SQLAlchemy type (called with the column's typmod)
 BASE_TYPES: dict[str, Any] = {
@@ -63,54 +64,52 @@ _FK_ACTIONS = {"a": None, "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d":
 
 
 def build_tables(
-    rels: list[tuple],
-    cols: dict[int, list],
-    cons: dict[int, list],
-    idx: dict[int, list],
-    types: dict[int, tuple],
-    metadata: sa.MetaData | None,
+    specs: list[PostgresTable], types: dict[int, PgType], metadata: sa.MetaData | None
 ) -> dict[str, sa.Table]:
-    """A ``Table`` per row of ``rels``, by table key. ``cols``, ``cons`` and ``idx`` hold the
-    rows of the source's column, constraint and index queries by table oid, ``types`` its
-    ``pg_type`` rows by oid."""
+    """A ``Table`` per table of ``specs`` (from its columns, constraints and indexes), by table
+    key; ``types``: the source's ``pg_type`` rows by oid."""
     md = sa.MetaData()
-    by_oid: dict[int, tuple[str | None, str]] = {
-        r[0]: (None if r[1] == "public" else r[1], r[2]) for r in rels
-    }
+    by_oid = {s.oid: s for s in specs}
     tables = {}
-    for oid, schema, name, _, _ in rels:
-        host = _host_table(metadata, schema, name)
+    for spec in specs:
+        host = _host_table(metadata, spec.schema, spec.name)
         columns = []
-        for _, attname, notnull, typid, typmod, ndims, _ in cols[oid]:
-            if host is not None and attname in host.c:
-                t = host.c[attname].type.copy()
+        for col in spec.columns:
+            if host is not None and col.attname in host.c:
+                t = host.c[col.attname].type.copy()
             else:
-                t = _column_type(types, typid, typmod, ndims)
-            columns.append(sa.Column(attname, t, nullable=not notnull))
+                t = _column_type(types, col.atttypid, col.atttypmod, col.attndims)
+            columns.append(sa.Column(col.attname, t, nullable=not col.attnotnull))
         constraints: list[sa.schema.SchemaItem] = []
-        for _, conname, contype, keys, fref, fkeys, upd, dele, defer, initdef in cons[oid]:
-            if contype == "p":
-                constraints.append(sa.PrimaryKeyConstraint(*keys, name=conname))
-            elif contype == "u":
-                constraints.append(sa.UniqueConstraint(*keys, name=conname))
-            elif fref in by_oid:
-                rschema, rname = by_oid[fref]
-                prefix = f"{rschema}.{rname}" if rschema else rname
+        for con in spec.constraints:
+            if con.contype == "p":
+                constraints.append(sa.PrimaryKeyConstraint(*con.keys, name=con.conname))
+            elif con.contype == "u":
+                constraints.append(sa.UniqueConstraint(*con.keys, name=con.conname))
+            elif con.confrelid in by_oid:
+                ref = by_oid[con.confrelid]
+                prefix = ref.name if ref.schema == "public" else f"{ref.schema}.{ref.name}"
                 constraints.append(
                     sa.ForeignKeyConstraint(
-                        keys,
-                        [f"{prefix}.{c}" for c in fkeys],
-                        name=conname,
-                        onupdate=_FK_ACTIONS.get(upd),
-                        ondelete=_FK_ACTIONS.get(dele),
-                        deferrable=defer or None,
-                        initially=("DEFERRED" if initdef else None) if defer else None,
+                        con.keys,
+                        [f"{prefix}.{c}" for c in con.fkeys],
+                        name=con.conname,
+                        onupdate=_FK_ACTIONS.get(con.confupdtype),
+                        ondelete=_FK_ACTIONS.get(con.confdeltype),
+                        deferrable=con.condeferrable or None,
+                        initially=(
+                            ("DEFERRED" if con.condeferred else None) if con.condeferrable else None
+                        ),
                     )
                 )
-        for _, iname, unique, keys in idx[oid]:
-            constraints.append(sa.Index(iname, *keys, unique=unique))
-        tables[table_key(schema, name)] = sa.Table(
-            name, md, *columns, *constraints, schema=None if schema == "public" else schema
+        for index in spec.indexes:
+            constraints.append(sa.Index(index.relname, *index.keys, unique=index.indisunique))
+        tables[spec.key] = sa.Table(
+            spec.name,
+            md,
+            *columns,
+            *constraints,
+            schema=None if spec.schema == "public" else spec.schema,
         )
     return tables
 
@@ -126,27 +125,26 @@ def _host_table(metadata: sa.MetaData | None, schema: str, name: str) -> sa.Tabl
 
 
 def _column_type(
-    types: dict[int, tuple], typid: int, typmod: int, ndims: int
+    types: dict[int, PgType], typid: int, typmod: int, ndims: int
 ) -> sa.types.TypeEngine:
     oid, mod = base_type(types, typid, typmod)
-    row = types[oid]
-    if row[7] == "A" and row[4]:  # arrays
-        eoid, emod = base_type(types, row[4], mod)
+    typ = types[oid]
+    if typ.is_array:
+        eoid, emod = base_type(types, typ.typelem, mod)
         return pg.ARRAY(_scalar_type(types[eoid], emod), dimensions=ndims or None)
-    return _scalar_type(row, mod)
+    return _scalar_type(typ, mod)
 
 
-def _scalar_type(row: tuple, mod: int) -> sa.types.TypeEngine:
-    _, typname, nspname, typtype, *_ = row
-    if typtype == "e":
+def _scalar_type(typ: PgType, mod: int) -> sa.types.TypeEngine:
+    if typ.typtype == "e":
         return pg.ENUM(
-            *row[9],
-            name=typname,
+            *(typ.labels or ()),
+            name=typ.typname,
             create_type=False,
-            schema=None if nspname == "public" else nspname,
+            schema=None if typ.nspname == "public" else typ.nspname,
         )
-    if nspname == "pg_catalog" and typname in BASE_TYPES:
-        return BASE_TYPES[typname](mod)
+    if typ.nspname == "pg_catalog" and typ.typname in BASE_TYPES:
+        return BASE_TYPES[typ.typname](mod)
     return pg.TEXT()
 
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from psycopg.rows import namedtuple_row
+
 from ...base import Tracker, shown
 from ...model import ExportError
 from .sql import (
@@ -88,12 +90,12 @@ def write_postgres(source: PostgresSource, path: Path, tracker: Tracker) -> None
 
 def write_native(src: PostgresSource, out: GzipOut, tracker: Tracker) -> None:
     specs = src.tables()
-    cat = Catalog(src, [s.extra["oid"] for s in specs], tracker)
+    cat = Catalog(src, [s.oid for s in specs], tracker)
     out.write(statements(cat.pre_data()))
     for spec in specs:
         tracker.start(spec)
-        cols = ", ".join(c.as_string(src.conn) for c in spec.extra["copy_columns"])
-        name = spec.extra["qualified"].as_string(src.conn)
+        cols = ", ".join(c.as_string(src.conn) for c in spec.copy_columns)
+        name = spec.qualified.as_string(src.conn)
         out.write(copy_from_stdin(f"{name} ({cols})" if cols else name))
         chunks = src.copy_out(spec)
         try:
@@ -109,23 +111,28 @@ def write_native(src: PostgresSource, out: GzipOut, tracker: Tracker) -> None:
 
 
 class Catalog:
-    """The definitions of the objects to dump, read from ``pg_catalog``."""
+    """The definitions of the objects to dump, read from ``pg_catalog``.
+
+    A query whose rows are kept, or read away from it, is read with named fields
+    (:meth:`named`); the others are unpacked right beside their column list."""
 
     def __init__(self, src: PostgresSource, selected: list[int], tracker: Tracker) -> None:
         self.src = src
         self.tracker = tracker
         self.fetch = src.fetch
         # Relations to dump: the selected tables and all their partitions.
-        self.tables = self.fetch(
+        self.tables = self.named(
             f"""
-            SELECT c.oid, c.oid::pg_catalog.regclass::text, c.relkind, c.relpersistence,
-                   c.relispartition,
-                   CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END,
+            SELECT c.oid, c.oid::pg_catalog.regclass::text AS name, c.relkind,
+                   c.relpersistence, c.relispartition,
+                   CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END
+                     AS partkey,
                    CASE WHEN c.relispartition
-                        THEN pg_catalog.pg_get_expr(c.relpartbound, c.oid) END,
+                        THEN pg_catalog.pg_get_expr(c.relpartbound, c.oid) END AS bound,
                    ARRAY(SELECT i.inhparent FROM pg_catalog.pg_inherits i
-                         WHERE i.inhrelid = c.oid ORDER BY i.inhseqno),
-                   {options("c.reloptions")}, pg_catalog.obj_description(c.oid, 'pg_class')
+                         WHERE i.inhrelid = c.oid ORDER BY i.inhseqno) AS parents,
+                   {options("c.reloptions")} AS options,
+                   pg_catalog.obj_description(c.oid, 'pg_class') AS comment
             FROM pg_catalog.pg_class c
             WHERE c.oid = ANY(%s)
                OR c.oid IN (SELECT t.relid FROM unnest(%s::pg_catalog.oid[]) s(oid),
@@ -133,14 +140,18 @@ class Catalog:
             ORDER BY c.oid""",
             [selected, selected],
         )
-        self.table_oids = [t[0] for t in self.tables]
-        self.names = {t[0]: t[1] for t in self.tables}
+        self.table_oids = [t.oid for t in self.tables]
+        self.names = {t.oid: t.name for t in self.tables}
         self.views = self._views()
-        self.rel_oids = self.table_oids + [v[0] for v in self.views]
+        self.rel_oids = self.table_oids + [v.oid for v in self.views]
         self._seqs: list | None = None
         self._cols: dict[int, list] | None = None
         self.late_checks: list[str] = []
         self.domain_later: list[str] = []
+
+    def named(self, query: str, params: list | None = None) -> list[Any]:
+        """The rows of ``query`` as named tuples, a field per column (by its name or alias)."""
+        return self.src.fetch(query, params, row_factory=namedtuple_row)
 
     # -- pre-data --------------------------------------------------------------------------
 
@@ -387,61 +398,47 @@ class Catalog:
             yield comment("OPERATOR", f"{name} ({left or 'NONE'}, {right or 'NONE'})", text)
 
     def _aggregate(self, oid: int, sig: str) -> str:
-        row = self.fetch(
-            f"""SELECT a.aggkind, a.aggtransfn::pg_catalog.regproc::text,
-                      pg_catalog.format_type(a.aggtranstype, NULL),
-                      NULLIF(a.aggfinalfn, 0)::pg_catalog.regproc::text, a.aggfinalextra,
-                      NULLIF(a.aggcombinefn, 0)::pg_catalog.regproc::text,
-                      NULLIF(a.aggserialfn, 0)::pg_catalog.regproc::text,
-                      NULLIF(a.aggdeserialfn, 0)::pg_catalog.regproc::text,
+        agg = self.named(
+            f"""SELECT a.aggkind, a.aggtransfn::pg_catalog.regproc::text AS sfunc,
+                      pg_catalog.format_type(a.aggtranstype, NULL) AS stype,
+                      NULLIF(a.aggfinalfn, 0)::pg_catalog.regproc::text AS ffunc,
+                      a.aggfinalextra,
+                      NULLIF(a.aggcombinefn, 0)::pg_catalog.regproc::text AS cfunc,
+                      NULLIF(a.aggserialfn, 0)::pg_catalog.regproc::text AS serfunc,
+                      NULLIF(a.aggdeserialfn, 0)::pg_catalog.regproc::text AS deserfunc,
                       a.agginitval,
-                      {_operator("a.aggsortop")}, (SELECT o.oprname
-                       FROM pg_catalog.pg_operator o WHERE o.oid = a.aggsortop),
+                      {_operator("a.aggsortop")} AS sortop, (SELECT o.oprname
+                       FROM pg_catalog.pg_operator o WHERE o.oid = a.aggsortop) AS sortop_name,
                       a.aggtransspace, p.proparallel, a.aggfinalmodify
                FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid
                WHERE a.aggfnoid = %s""",
             [oid],
         )[0]
-        (
-            kind,
-            sfunc,
-            stype,
-            ffunc,
-            fextra,
-            cfunc,
-            serfunc,
-            deserfunc,
-            init,
-            sortop,
-            sortop_name,
-            space,
-            parallel,
-            fmodify,
-        ) = row
-        if kind != "n":
+        if agg.aggkind != "n":
             return ""  # ordered-set and hypothetical-set aggregates: not supported
-        opts = [f"SFUNC = {sfunc}", f"STYPE = {stype}"]
-        if space:
-            opts.append(f"SSPACE = {space}")
-        if ffunc:
-            opts.append(f"FINALFUNC = {ffunc}")
-            if fextra:
+        opts = [f"SFUNC = {agg.sfunc}", f"STYPE = {agg.stype}"]
+        if agg.aggtransspace:
+            opts.append(f"SSPACE = {agg.aggtransspace}")
+        if agg.ffunc:
+            opts.append(f"FINALFUNC = {agg.ffunc}")
+            if agg.aggfinalextra:
                 opts.append("FINALFUNC_EXTRA")
-            if fmodify != "r":
-                opts.append("FINALFUNC_MODIFY = " + {"s": "SHAREABLE", "w": "READ_WRITE"}[fmodify])
-        if cfunc:
-            opts.append(f"COMBINEFUNC = {cfunc}")
-        if serfunc:
-            opts.append(f"SERIALFUNC = {serfunc}")
-        if deserfunc:
-            opts.append(f"DESERIALFUNC = {deserfunc}")
-        if init is not None:
-            opts.append(f"INITCOND = {literal(init)}")
-        if sortop:
-            _check_operator_name(sortop_name)
-            opts.append(f"SORTOP = {sortop}")
-        if parallel != "u":
-            opts.append("PARALLEL = " + {"s": "SAFE", "r": "RESTRICTED"}[parallel])
+            if agg.aggfinalmodify != "r":
+                modify = {"s": "SHAREABLE", "w": "READ_WRITE"}[agg.aggfinalmodify]
+                opts.append(f"FINALFUNC_MODIFY = {modify}")
+        if agg.cfunc:
+            opts.append(f"COMBINEFUNC = {agg.cfunc}")
+        if agg.serfunc:
+            opts.append(f"SERIALFUNC = {agg.serfunc}")
+        if agg.deserfunc:
+            opts.append(f"DESERIALFUNC = {agg.deserfunc}")
+        if agg.agginitval is not None:
+            opts.append(f"INITCOND = {literal(agg.agginitval)}")
+        if agg.sortop:
+            _check_operator_name(agg.sortop_name)
+            opts.append(f"SORTOP = {agg.sortop}")
+        if agg.proparallel != "u":
+            opts.append("PARALLEL = " + {"s": "SAFE", "r": "RESTRICTED"}[agg.proparallel])
         return f"CREATE AGGREGATE {sig} (\n    " + ",\n    ".join(opts) + "\n)"
 
     def _sequence_rows(self) -> list:
@@ -450,13 +447,13 @@ class Catalog:
         return self._seqs
 
     def _read_sequences(self) -> list:
-        return self.fetch(
+        return self.named(
             f"""
-            SELECT s.seqrelid, s.seqrelid::pg_catalog.regclass::text,
-                   pg_catalog.format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement,
-                   s.seqmin, s.seqmax, s.seqcache, s.seqcycle, d.deptype, d.refobjid,
-                   pg_catalog.quote_ident(a.attname), a.attidentity,
-                   pg_catalog.obj_description(s.seqrelid, 'pg_class')
+            SELECT s.seqrelid, s.seqrelid::pg_catalog.regclass::text AS name,
+                   pg_catalog.format_type(s.seqtypid, NULL) AS type, s.seqstart, s.seqincrement,
+                   s.seqmin, s.seqmax, s.seqcache, s.seqcycle, d.deptype,
+                   d.refobjid AS owner, pg_catalog.quote_ident(a.attname) AS col,
+                   a.attidentity, pg_catalog.obj_description(s.seqrelid, 'pg_class') AS comment
             FROM pg_catalog.pg_sequence s
             JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -474,72 +471,43 @@ class Catalog:
         return deptype is None or owner in self.names
 
     @staticmethod
-    def _seq_options(start, inc, smin, smax, cache, cycle) -> str:
+    def _seq_options(seq: Any) -> str:
         return (
-            f"START WITH {start} INCREMENT BY {inc} MINVALUE {smin} MAXVALUE {smax}"
-            f" CACHE {cache}{' CYCLE' if cycle else ' NO CYCLE'}"
+            f"START WITH {seq.seqstart} INCREMENT BY {seq.seqincrement}"
+            f" MINVALUE {seq.seqmin} MAXVALUE {seq.seqmax}"
+            f" CACHE {seq.seqcache}{' CYCLE' if seq.seqcycle else ' NO CYCLE'}"
         )
 
     def sequences(self) -> Iterable[str]:
-        for (
-            _,
-            name,
-            typ,
-            start,
-            inc,
-            smin,
-            smax,
-            cache,
-            cycle,
-            deptype,
-            owner,
-            _,
-            _,
-            text,
-        ) in self._sequence_rows():
-            if deptype == "i" or not self._wanted_sequence(deptype, owner):
+        for seq in self._sequence_rows():
+            if seq.deptype == "i" or not self._wanted_sequence(seq.deptype, seq.owner):
                 continue
-            yield (
-                f"CREATE SEQUENCE {name} AS {typ} "
-                + self._seq_options(start, inc, smin, smax, cache, cycle)
-            )
-            yield comment("SEQUENCE", name, text)
+            yield f"CREATE SEQUENCE {seq.name} AS {seq.type} " + self._seq_options(seq)
+            yield comment("SEQUENCE", seq.name, seq.comment)
 
     def owned_sequences(self) -> Iterable[str]:
-        for (
-            _,
-            name,
-            _,
-            start,
-            inc,
-            smin,
-            smax,
-            cache,
-            cycle,
-            deptype,
-            owner,
-            col,
-            ident,
-            text,
-        ) in self._sequence_rows():
-            if deptype == "a" and owner in self.names:
-                yield f"ALTER SEQUENCE {name} OWNED BY {self.names[owner]}.{col}"
-            elif deptype == "i" and owner in self.names:
-                how = "ALWAYS" if ident == "a" else "BY DEFAULT"
+        for seq in self._sequence_rows():
+            if seq.owner not in self.names:
+                continue
+            owner = self.names[seq.owner]
+            if seq.deptype == "a":
+                yield f"ALTER SEQUENCE {seq.name} OWNED BY {owner}.{seq.col}"
+            elif seq.deptype == "i":
+                how = "ALWAYS" if seq.attidentity == "a" else "BY DEFAULT"
                 yield (
-                    f"ALTER TABLE {self.names[owner]} ALTER COLUMN {col} ADD GENERATED {how}"
-                    f" AS IDENTITY (SEQUENCE NAME {name} "
-                    + self._seq_options(start, inc, smin, smax, cache, cycle)
-                    + ")"
+                    f"ALTER TABLE {owner} ALTER COLUMN {seq.col} ADD GENERATED {how}"
+                    f" AS IDENTITY (SEQUENCE NAME {seq.name} " + self._seq_options(seq) + ")"
                 )
-                yield comment("SEQUENCE", name, text)
+                yield comment("SEQUENCE", seq.name, seq.comment)
 
     def sequence_values(self) -> Iterable[str]:
-        for seq_oid, name, *_, deptype, owner, _, _, _ in self._sequence_rows():
-            if seq_oid in self.src.sequence_values and self._wanted_sequence(deptype, owner):
-                value, called = self.src.sequence_values[seq_oid]
+        for seq in self._sequence_rows():
+            if seq.seqrelid in self.src.sequence_values and self._wanted_sequence(
+                seq.deptype, seq.owner
+            ):
+                value, called = self.src.sequence_values[seq.seqrelid]
                 yield (
-                    f"SELECT pg_catalog.setval({literal(name)}, {value}, "
+                    f"SELECT pg_catalog.setval({literal(seq.name)}, {value}, "
                     f"{'true' if called else 'false'})"
                 )
 
@@ -550,14 +518,15 @@ class Catalog:
 
     def _read_columns(self) -> dict[int, list]:
         cols: dict[int, list] = {o: [] for o in self.rel_oids}
-        for row in self.fetch(
-            """SELECT a.attrelid, pg_catalog.quote_ident(a.attname),
-                      pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                      a.attislocal, pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attgenerated,
+        for col in self.named(
+            """SELECT a.attrelid, pg_catalog.quote_ident(a.attname) AS name,
+                      pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
+                      a.attislocal, pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default,
+                      a.attgenerated,
                       CASE WHEN a.attcollation <> t.typcollation
                            THEN ' COLLATE ' || a.attcollation::pg_catalog.regcollation
-                           ELSE '' END,
-                      pg_catalog.col_description(a.attrelid, a.attnum), a.attnum
+                           ELSE '' END AS collate,
+                      pg_catalog.col_description(a.attrelid, a.attnum) AS comment, a.attnum
                FROM pg_catalog.pg_attribute a
                JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
                LEFT JOIN pg_catalog.pg_attrdef d
@@ -566,7 +535,7 @@ class Catalog:
                ORDER BY a.attrelid, a.attnum""",
             [self.rel_oids],
         ):
-            cols[row[0]].append(row[1:])
+            cols[col.attrelid].append(col)
         return cols
 
     def create_tables(self) -> Iterable[str]:
@@ -623,25 +592,16 @@ class Catalog:
             )
         }
         parent_defaults: dict[int, dict[str, Any]] = {
-            o: {c[0]: (c[4], c[2], nn_names.get((o, c[8]))) for c in cols[o]}
+            o: {c.name: (c.default, c.attnotnull, nn_names.get((o, c.attnum))) for c in cols[o]}
             for o in self.table_oids
         }
-        for (
-            oid,
-            name,
-            _kind,
-            persistence,
-            ispart,
-            partkey,
-            bound,
-            parents,
-            relopts,
-            text,
-        ) in self._parents_before_children():
-            head = "CREATE UNLOGGED TABLE" if persistence == "u" else "CREATE TABLE"
+        for rel in self._parents_before_children():
+            oid, name, ispart, parents = rel.oid, rel.name, rel.relispartition, rel.parents
+            head = "CREATE UNLOGGED TABLE" if rel.relpersistence == "u" else "CREATE TABLE"
             items, after = [], []
-            for col, typ, notnull, local, default, generated, coll, _, attnum in cols[oid]:
-                nn = nn_names.get((oid, attnum))
+            for c in cols[oid]:
+                col, default, generated, notnull = c.name, c.default, c.attgenerated, c.attnotnull
+                nn = nn_names.get((oid, c.attnum))
                 if ispart:
                     pdefault, pnotnull, pnn = parent_defaults[parents[0]].get(
                         col, (None, False, None)
@@ -656,9 +616,9 @@ class Catalog:
                     elif notnull and not pnotnull:
                         after.append(f"ALTER TABLE ONLY {name} ALTER COLUMN {col} SET NOT NULL")
                     continue
-                if not local:
+                if not c.attislocal:
                     continue  # inherited (INHERITS below)
-                item = f"    {col} {typ}{coll}"
+                item = f"    {col} {c.type}{c.collate}"
                 if generated:
                     item += f" GENERATED ALWAYS AS ({default}) STORED"
                 elif default is not None:
@@ -671,25 +631,25 @@ class Catalog:
                     items.append(f"    CONSTRAINT {cname} {cdef}")
             body = " (\n" + ",\n".join(items) + "\n)" if items or not ispart else ""
             if ispart:
-                stmt = f"{head} {name} PARTITION OF {self.names[parents[0]]}{body}\n{bound}"
+                stmt = f"{head} {name} PARTITION OF {self.names[parents[0]]}{body}\n{rel.bound}"
             else:
                 stmt = f"{head} {name}{body}"
                 if parents:
                     stmt += "\nINHERITS (" + ", ".join(self.names[p] for p in parents) + ")"
-            if partkey:
-                stmt += f"\nPARTITION BY {partkey}"
-            if relopts:
-                stmt += "\nWITH (" + ", ".join(relopts) + ")"
+            if rel.partkey:
+                stmt += f"\nPARTITION BY {rel.partkey}"
+            if rel.options:
+                stmt += "\nWITH (" + ", ".join(rel.options) + ")"
             yield stmt
             yield from after
             yield from settings.get(oid, ())
-            yield comment("TABLE", name, text)
-            for col, *_, ctext, _ in cols[oid]:
-                yield comment("COLUMN", f"{name}.{col}", ctext)
+            yield comment("TABLE", name, rel.comment)
+            for c in cols[oid]:
+                yield comment("COLUMN", f"{name}.{c.name}", c.comment)
             yield from check_comments[oid]
 
     def _parents_before_children(self) -> list:
-        by_oid = {t[0]: t for t in self.tables}
+        by_oid = {t.oid: t for t in self.tables}
         done: set[int] = set()
         out = []
 
@@ -697,29 +657,29 @@ class Catalog:
             if oid in done:
                 return
             done.add(oid)
-            for p in by_oid[oid][7]:
+            for p in by_oid[oid].parents:
                 if p in by_oid:
                     visit(p)
             out.append(by_oid[oid])
 
         for t in self.tables:
-            visit(t[0])
+            visit(t.oid)
         return out
 
     # -- post-data -------------------------------------------------------------------------
 
     def _views(self) -> list:
-        views = self.fetch(
-            f"""SELECT c.oid, c.oid::pg_catalog.regclass::text, c.relkind,
-                       pg_catalog.pg_get_viewdef(c.oid), {options("c.reloptions")},
-                       c.relispopulated,
-                       pg_catalog.obj_description(c.oid, 'pg_class')
+        views = self.named(
+            f"""SELECT c.oid, c.oid::pg_catalog.regclass::text AS name, c.relkind,
+                       pg_catalog.pg_get_viewdef(c.oid) AS definition,
+                       {options("c.reloptions")} AS options, c.relispopulated,
+                       pg_catalog.obj_description(c.oid, 'pg_class') AS comment
                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
                   ON n.oid = c.relnamespace
                 WHERE c.relkind IN ('v', 'm') AND {USER_NS} AND {not_ext("c", "pg_class")}
                 ORDER BY c.oid"""
         )
-        oids = [v[0] for v in views]
+        oids = [v.oid for v in views]
         deps: dict[int, set[int]] = {o: set() for o in oids}
         for view, ref in self.fetch(
             """SELECT DISTINCT r.ev_class, d.refobjid FROM pg_catalog.pg_rewrite r
@@ -732,13 +692,13 @@ class Catalog:
             deps[view].add(ref)
         # Leave out views reading a relation that is not dumped (an excluded table).
         relations = {
-            r[0]
-            for r in self.fetch(
+            oid
+            for (oid,) in self.fetch(
                 f"""SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
                     ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'f') AND {USER_NS}"""
             )
         }
-        by_oid = {v[0]: v for v in views}
+        by_oid = {v.oid: v for v in views}
         out, state = [], {}
 
         def visit(oid: int) -> bool:
@@ -755,28 +715,31 @@ class Catalog:
             return ok
 
         for v in views:
-            visit(v[0])
+            visit(v.oid)
         return out
 
     def post_data(self) -> Iterable[str]:
         yield from self.late_checks
         rels = self.rel_oids
-        cons = self.fetch(
-            """SELECT con.oid, con.conrelid, pg_catalog.quote_ident(con.conname), con.contype,
-                      pg_catalog.pg_get_constraintdef(con.oid), c.relkind, con.conparentid,
-                      pg_catalog.obj_description(con.oid, 'pg_constraint'), con.confrelid
+        cons = self.named(
+            """SELECT con.conrelid, pg_catalog.quote_ident(con.conname) AS name, con.contype,
+                      pg_catalog.pg_get_constraintdef(con.oid) AS definition, c.relkind,
+                      con.conparentid,
+                      pg_catalog.obj_description(con.oid, 'pg_constraint') AS comment,
+                      con.confrelid
                FROM pg_catalog.pg_constraint con
                JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
                WHERE con.conrelid = ANY(%s) AND con.contype IN ('p', 'u', 'x', 'f')
                ORDER BY con.conrelid::pg_catalog.regclass::text, con.conname""",
             [rels],
         )
-        names = {**self.names, **{v[0]: v[1] for v in self.views}}
+        names = {**self.names, **{v.oid: v.name for v in self.views}}
         comments = []
-        for _, rel, name, kind, cdef, _, _, text, _ in cons:
-            if kind != "f":
-                yield f"ALTER TABLE ONLY {names[rel]}\n    ADD CONSTRAINT {name} {cdef}"
-                comments.append(comment("CONSTRAINT", f"{name} ON {names[rel]}", text))
+        for con in cons:
+            if con.contype != "f":
+                on = names[con.conrelid]
+                yield f"ALTER TABLE ONLY {on}\n    ADD CONSTRAINT {con.name} {con.definition}"
+                comments.append(comment("CONSTRAINT", f"{con.name} ON {on}", con.comment))
         indexes = self.fetch(
             """SELECT i.indexrelid, i.indrelid, pg_catalog.pg_get_indexdef(i.indexrelid),
                       i.indexrelid::pg_catalog.regclass::text,
@@ -791,7 +754,7 @@ class Catalog:
                ORDER BY i.indexrelid::pg_catalog.regclass::text""",
             [rels],
         )
-        view_oids = {v[0] for v in self.views}
+        view_oids = {v.oid for v in self.views}
         matview_later = []
         for _, rel, idef, iname, clustered, text, backs in indexes:
             if not backs:
@@ -807,7 +770,7 @@ class Catalog:
                FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
                WHERE c.relkind IN ('i', 'I') AND i.inhrelid = ANY(%s)
                ORDER BY 2""",
-            [[i[0] for i in indexes]],
+            [[oid for oid, *_ in indexes]],
         ):
             yield f"ALTER INDEX {parent} ATTACH PARTITION {child}"
         for rel, ident, idx in self.fetch(
@@ -821,11 +784,13 @@ class Catalog:
             how = {"n": "NOTHING", "f": "FULL", "i": f"USING INDEX {idx}"}[ident]
             comments.append(f"ALTER TABLE ONLY {names[rel]} REPLICA IDENTITY {how}")
         yield from self._create_views(matview_later)
-        for _, rel, name, kind, cdef, relkind, parentid, text, ref in cons:
-            if kind == "f" and not parentid and ref in names:
-                only = "" if relkind == "p" else "ONLY "
-                yield f"ALTER TABLE {only}{names[rel]}\n    ADD CONSTRAINT {name} {cdef}"
-                comments.append(comment("CONSTRAINT", f"{name} ON {names[rel]}", text))
+        for con in cons:
+            if con.contype == "f" and not con.conparentid and con.confrelid in names:
+                on = ("" if con.relkind == "p" else "ONLY ") + names[con.conrelid]
+                yield f"ALTER TABLE {on}\n    ADD CONSTRAINT {con.name} {con.definition}"
+                comments.append(
+                    comment("CONSTRAINT", f"{con.name} ON {names[con.conrelid]}", con.comment)
+                )
         for tdef, tname, rel, enabled, text in self.fetch(
             """SELECT pg_catalog.pg_get_triggerdef(t.oid), pg_catalog.quote_ident(t.tgname),
                       t.tgrelid, t.tgenabled, pg_catalog.obj_description(t.oid, 'pg_trigger')
@@ -869,22 +834,23 @@ class Catalog:
     def _create_views(self, matview_indexes: list[str]) -> Iterable[str]:
         cols = self._columns()
         refresh = []
-        for oid, name, kind, definition, relopts, populated, text in self.views:
-            with_ = " WITH (" + ", ".join(relopts) + ")" if relopts else ""
-            body = definition.rstrip().rstrip(";")
+        for view in self.views:
+            name, kind = view.name, view.relkind
+            with_ = " WITH (" + ", ".join(view.options) + ")" if view.options else ""
+            body = view.definition.rstrip().rstrip(";")
             if kind == "v":
                 yield f"CREATE VIEW {name}{with_} AS\n{body}"
                 what = "VIEW"
             else:
                 yield f"CREATE MATERIALIZED VIEW {name}{with_} AS\n{body}\n  WITH NO DATA"
                 what = "MATERIALIZED VIEW"
-                if populated:
+                if view.relispopulated:
                     refresh.append(f"REFRESH MATERIALIZED VIEW {name}")
-            yield comment(what, name, text)
-            for col, _, _, _, default, *_, ctext, _ in cols[oid]:
-                if default is not None and kind == "v":
-                    yield f"ALTER VIEW {name} ALTER COLUMN {col} SET DEFAULT {default}"
-                yield comment("COLUMN", f"{name}.{col}", ctext)
+            yield comment(what, name, view.comment)
+            for c in cols[view.oid]:
+                if c.default is not None and kind == "v":
+                    yield f"ALTER VIEW {name} ALTER COLUMN {c.name} SET DEFAULT {c.default}"
+                yield comment("COLUMN", f"{name}.{c.name}", c.comment)
         yield from matview_indexes
         yield from refresh
 

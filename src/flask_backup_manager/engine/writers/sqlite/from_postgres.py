@@ -72,7 +72,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from ...base import Tracker, ident, prefetch
-from ...model import ExportError, Source, TableSpec
+from ...model import ExportError, TableSpec
 from ...sources.postgres import PostgresSource
 from ...sources.sqlite import remove_sidecars
 
@@ -368,17 +368,12 @@ def _host_table(host: sa.MetaData | None, spec: TableSpec) -> sa.Table | None:
 
 
 def write_db(source: PostgresSource, path: Path, tracker: Tracker) -> None:
-    """Write a ready-to-use SQLite database file to ``path`` (an empty private temp file)."""
-    write_generic_db(source, path, tracker)
-    remove_sidecars(path)
-
-
-def write_generic_db(source: Source, path: Path, tracker: Tracker) -> None:
-    """Create the SQLite tables from the specs and fill them (one transaction, no journal:
-    the file is private until export() renames it). Indexes are made after the rows."""
+    """Write a ready-to-use SQLite database file to ``path`` (an empty private temp file):
+    create the SQLite tables from the specs and fill them (one transaction, no journal: the
+    file is private until export() renames it). Indexes are made after the rows."""
     specs = source.tables()
     names = {s.table.fullname: s.key for s in specs}
-    host = getattr(source, "host_metadata", None)
+    host = source.host_metadata
     plans = [table_plan(s, names, host) for s in specs]
     con = sqlite3.connect(path, isolation_level=None)
     try:
@@ -401,6 +396,7 @@ def write_generic_db(source: Source, path: Path, tracker: Tracker) -> None:
         con.execute("PRAGMA journal_mode=DELETE")
     finally:
         con.close()
+    remove_sidecars(path)
 
 
-__all__ = ["RULES", "Rule", "TablePlan", "column_plan", "table_plan", "write_generic_db"]
+__all__ = ["RULES", "Rule", "TablePlan", "column_plan", "table_plan", "write_db"]
