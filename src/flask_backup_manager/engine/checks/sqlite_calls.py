@@ -17,11 +17,11 @@ skipped; a quoted name before ``(`` is a call too: ``"edit"('x')`` runs edit).
 from __future__ import annotations
 
 import functools
-import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from ..base import shown
+from .sqlite_tokens import tokens
 
 #: built-ins that load or reach outside the database: reported although SQLite defines them
 LOADS_CODE = frozenset({"load_extension", "fts3_tokenizer"})
@@ -49,21 +49,6 @@ OPERATORS = frozenset({"REGEXP", "MATCH", "LIKE", "GLOB"})
 #: after these (and an optional ``schema.``) a name before ``(`` names a table or view
 _NAMES_A_TABLE = frozenset({"INTO", "TABLE", "VIEW", "EXISTS"})
 
-#: SQLite's tokens: whitespace (its isspace), comments (an open one runs to the end),
-#: strings and blobs, quoted identifiers ("", ``, []), numbers, words (any non-ASCII
-#: character is a word character), parameters, and single characters
-_TOKEN = re.compile(
-    r"""(?P<space>[\t\n\v\f\r ]+)
-    |(?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
-    |(?P<string>[xX]?'(?:[^']|'')*(?:'|\Z))
-    |(?P<quoted>"(?:[^"]|"")*(?:"|\Z)|`(?:[^`]|``)*(?:`|\Z)|\[[^\]]*(?:\]|\Z))
-    |(?P<number>(?:[0-9]|\.[0-9])[0-9A-Za-z_.$]*)
-    |(?P<word>[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*)
-    |(?P<param>[?:@$#][A-Za-z0-9_$\x80-\U0010ffff]*)
-    |(?P<other>.)""",
-    re.DOTALL | re.VERBOSE,
-)
-
 
 @functools.cache
 def defined() -> frozenset[str]:
@@ -75,13 +60,6 @@ def defined() -> frozenset[str]:
     finally:
         con.close()
     return frozenset(n.lower() for n in names) - LOADS_CODE
-
-
-def tokens(sql: str) -> Iterator[tuple[str, str]]:
-    """``(kind, text)`` of every token but whitespace and comments."""
-    for m in _TOKEN.finditer(sql):
-        if m.lastgroup not in ("space", "comment"):
-            yield m.lastgroup or "other", m.group()
 
 
 def _name(kind: str, text: str) -> str:

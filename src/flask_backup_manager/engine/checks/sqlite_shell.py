@@ -23,27 +23,36 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..base import shown
 from ..model import ExportError
+from .sqlite_tokens import all_tokens
 
 # -- tokens -------------------------------------------------------------------------------
 
-#: SQLite's tokens, as far as where literals, quoted names and comments begin and end goes.
-#: An unterminated literal, quoted name or block comment runs to the end of the text.
-_TOKEN = re.compile(
-    r"""
-    (?P<quoted>'(?:[^']++|'')*+(?:'|\Z)
-             |"(?:[^"]++|"")*+(?:"|\Z)
-             |`(?:[^`]++|``)*+(?:`|\Z)
-             |\[[^\]]*+(?:\]|\Z))
-    |(?P<comment>--[^\n]*+|/\*.*?(?:\*/|\Z))
-    |(?P<space>[ \t\n\f\r]++)
-    |(?P<other>[^'"`\[ \t\n\f\r/-]++|[/-])
-    """,
-    re.VERBOSE | re.DOTALL,
-)
+
+def _runs(text: str) -> Iterator[str]:
+    """The runs of characters outside literals, quoted names, comments and whitespace (a
+    ``/`` or a ``-`` a run of its own; a blob's ``X`` ends the run it is in): the words and
+    the rest, as a statement's first keywords are found."""
+    run: list[str] = []
+    for kind, token in all_tokens(text):
+        if kind == "string" and token[0] in "xX":
+            run.append(token[0])
+        elif kind == "other" and token in "/-":
+            if run:
+                yield "".join(run)
+            run = [token]
+        elif kind not in ("space", "comment", "string", "quoted"):
+            run.append(token)
+            continue
+        if run:
+            yield "".join(run)
+        run = []
+    if run:
+        yield "".join(run)
 
 
 def normalise(sql: str) -> str:
@@ -54,14 +63,14 @@ def normalise(sql: str) -> str:
     refuses the text then, and :func:`problem` says so."""
     out: list[str] = []
     space = False
-    for m in _TOKEN.finditer(sql):
-        if m.lastgroup in ("comment", "space"):
+    for kind, token in all_tokens(sql):
+        if kind in ("comment", "space"):
             space = True
             continue
         if space and out:
             out.append(" ")
         space = False
-        out.append(m.group())
+        out.append(token)
     return "".join(out)
 
 
@@ -79,13 +88,13 @@ def problem(sql: str, kind: str) -> str | None:
     statement of the ``kind`` its ``type`` column says, as the shell reads it from the dump
     (one line ending in ``;``), or None when it is."""
     text = normalise(sql)
-    words = [m.group().upper() for m in _TOKEN.finditer(text, 0, 200) if m.lastgroup == "other"]
+    words = [run.upper() for run in _runs(text[:200])]
     starts = _KINDS.get(kind)
     if starts is None:
         return f"unknown object type {shown(kind)}"
     if not any(tuple(words[: len(s)]) == s for s in starts):
         return f"it does not start with {' or '.join(' '.join(s) for s in starts)}"
-    if any(m.lastgroup == "other" and _PARAMETER.search(m.group()) for m in _TOKEN.finditer(text)):
+    if any(_PARAMETER.search(run) for run in _runs(text)):
         # SQLite reads $name(...) (and @, :, #) as one token whatever it holds, quotes
         # included, where the shell sees a string begin: they would disagree on where it ends
         return "it holds a parameter ($, @, :, # or ?), which SQLite and the shell read apart"
