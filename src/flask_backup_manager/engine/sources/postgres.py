@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import pq, sql
 from psycopg.rows import RowFactory, class_row
+from psycopg.types import datetime as pdt
 
 from ..base import parents_first, select_keys, watch
 from ..model import ExportCancelled, ExportError
@@ -145,8 +146,6 @@ class _Lenient:
 
 
 def _lenient_loaders(conn: psycopg.Connection) -> None:
-    from psycopg.types import datetime as pdt
-
     for name, base in (
         ("date", pdt.DateLoader),
         ("timestamp", pdt.TimestampLoader),

@@ -313,22 +313,25 @@ class Catalog:
         return f"CREATE TYPE {name} AS RANGE (\n    " + ",\n    ".join(opts) + "\n)"
 
     def functions(self, late: list[str]) -> Iterable[str]:
-        rows = self.fetch(
+        rows = self.named(
             f"""
             SELECT p.oid, p.prokind,
                    CASE WHEN p.prokind = 'a' AND p.pronargs = 0
                         THEN pg_catalog.quote_ident(n.nspname) || '.'
                              || pg_catalog.quote_ident(p.proname) || '(*)'
-                        ELSE p.oid::pg_catalog.regprocedure::text END,
-                   CASE WHEN p.prokind <> 'a' THEN pg_catalog.pg_get_functiondef(p.oid) END,
-                   pg_catalog.obj_description(p.oid, 'pg_proc'),
+                        ELSE p.oid::pg_catalog.regprocedure::text END AS signature,
+                   CASE WHEN p.prokind <> 'a' THEN pg_catalog.pg_get_functiondef(p.oid) END
+                     AS definition,
+                   pg_catalog.obj_description(p.oid, 'pg_proc') AS comment,
                    EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                            JOIN pg_catalog.pg_type t ON t.oid = d.refobjid
                            JOIN pg_catalog.pg_class c ON c.oid = t.typrelid
                            WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                              AND d.objid = p.oid AND c.relkind <> 'c'
-                             AND d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass),
-                   p.prokind = 'a' OR l.lanpltrusted, pg_catalog.quote_ident(l.lanname)
+                             AND d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass)
+                     AS uses_rowtype,  -- of a table: created after the tables
+                   p.prokind = 'a' OR l.lanpltrusted AS trusted,
+                   pg_catalog.quote_ident(l.lanname) AS language
             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
             JOIN pg_catalog.pg_language l ON l.oid = p.prolang
             WHERE {USER_NS} AND {not_ext("p", "pg_proc")}
@@ -338,12 +341,13 @@ class Catalog:
             ORDER BY p.prokind = 'a', p.oid"""
         )
         operators_done = False
-        for oid, kind, sig, definition, text, rowtype, trusted, language in rows:
+        for fn in rows:
+            kind, sig, language = fn.prokind, fn.signature, fn.language
             if kind == "a" and not operators_done:  # after their functions, before SORTOP
                 operators_done = True
                 yield from self.operators()
             what = {"a": "AGGREGATE", "p": "PROCEDURE"}.get(kind, "FUNCTION")
-            if not trusted:
+            if not fn.trusted:
                 # C, internal, plpython3u...: only a superuser may create it, and it can do
                 # anything on the server that loads it
                 self.tracker.warn(
@@ -355,11 +359,11 @@ class Catalog:
                 )
                 yield comment_line(f"left out (untrusted language {language}): {what} {sig}")
                 continue
-            stmt = self._aggregate(oid, sig) if kind == "a" else definition
+            stmt = self._aggregate(fn.oid, sig) if kind == "a" else fn.definition
             if not stmt:
                 continue
-            target = late if rowtype else None
-            for s in (stmt, comment(what, sig, text)):
+            target = late if fn.uses_rowtype else None
+            for s in (stmt, comment(what, sig, fn.comment)):
                 if target is not None:
                     target.append(s)
                 else:
@@ -368,34 +372,40 @@ class Catalog:
             yield from self.operators()
 
     def operators(self) -> Iterable[str]:
-        rows = self.fetch(
+        rows = self.named(
             f"""
-            SELECT o.oprname, pg_catalog.quote_ident(n.nspname) || '.' || o.oprname,
-                   o.oprcode::pg_catalog.regproc::text,
-                   CASE WHEN o.oprleft <> 0 THEN pg_catalog.format_type(o.oprleft, NULL) END,
-                   CASE WHEN o.oprright <> 0 THEN pg_catalog.format_type(o.oprright, NULL) END,
-                   {_operator("o.oprcom")}, {_operator("o.oprnegate")},
-                   NULLIF(o.oprrest, 0)::pg_catalog.regproc::text,
-                   NULLIF(o.oprjoin, 0)::pg_catalog.regproc::text, o.oprcanhash, o.oprcanmerge,
-                   pg_catalog.obj_description(o.oid, 'pg_operator')
+            SELECT o.oprname, pg_catalog.quote_ident(n.nspname) || '.' || o.oprname AS name,
+                   o.oprcode::pg_catalog.regproc::text AS code,
+                   CASE WHEN o.oprleft <> 0 THEN pg_catalog.format_type(o.oprleft, NULL) END
+                     AS left_type,
+                   CASE WHEN o.oprright <> 0 THEN pg_catalog.format_type(o.oprright, NULL) END
+                     AS right_type,
+                   {_operator("o.oprcom")} AS commutator, {_operator("o.oprnegate")} AS negator,
+                   NULLIF(o.oprrest, 0)::pg_catalog.regproc::text AS restrict_fn,
+                   NULLIF(o.oprjoin, 0)::pg_catalog.regproc::text AS join_fn,
+                   o.oprcanhash, o.oprcanmerge,
+                   pg_catalog.obj_description(o.oid, 'pg_operator') AS comment
             FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n
               ON n.oid = o.oprnamespace
             WHERE {USER_NS} AND {not_ext("o", "pg_operator")} AND o.oprcode <> 0
             ORDER BY o.oid"""
         )
-        for raw, name, code, left, right, com, neg, rest, join, hashes, merges, text in rows:
-            _check_operator_name(raw)
-            opts = [f"FUNCTION = {code}"]
+        for op in rows:
+            _check_operator_name(op.oprname)
+            left, right = op.left_type, op.right_type
+            opts = [f"FUNCTION = {op.code}"]
             opts += [f"LEFTARG = {left}"] if left else []
             opts += [f"RIGHTARG = {right}"] if right else []
-            opts += [f"COMMUTATOR = {com}"] if com else []
-            opts += [f"NEGATOR = {neg}"] if neg else []
-            opts += [f"RESTRICT = {rest}"] if rest else []
-            opts += [f"JOIN = {join}"] if join else []
-            opts += ["HASHES"] if hashes else []
-            opts += ["MERGES"] if merges else []
-            yield f"CREATE OPERATOR {name} (\n    " + ",\n    ".join(opts) + "\n)"
-            yield comment("OPERATOR", f"{name} ({left or 'NONE'}, {right or 'NONE'})", text)
+            opts += [f"COMMUTATOR = {op.commutator}"] if op.commutator else []
+            opts += [f"NEGATOR = {op.negator}"] if op.negator else []
+            opts += [f"RESTRICT = {op.restrict_fn}"] if op.restrict_fn else []
+            opts += [f"JOIN = {op.join_fn}"] if op.join_fn else []
+            opts += ["HASHES"] if op.oprcanhash else []
+            opts += ["MERGES"] if op.oprcanmerge else []
+            yield f"CREATE OPERATOR {op.name} (\n    " + ",\n    ".join(opts) + "\n)"
+            yield comment(
+                "OPERATOR", f"{op.name} ({left or 'NONE'}, {right or 'NONE'})", op.comment
+            )
 
     def _aggregate(self, oid: int, sig: str) -> str:
         agg = self.named(
