@@ -8,7 +8,6 @@ import decimal
 import json
 import os
 import sqlite3
-import time
 import uuid
 from contextlib import closing
 
@@ -229,6 +228,7 @@ def test_a_cancel_stops_the_rows_streaming_from_postgresql(pg_url, tmp_path, mon
     import threading
 
     from flask_backup_manager.engine import ExportCancelled
+    from flask_backup_manager.engine.sources.postgres import PostgresSource
     from flask_backup_manager.engine.writers.sqlite import from_postgres
 
     with psycopg.connect(pg_url, autocommit=True) as con:  # 100 MB: more than the socket holds
@@ -236,17 +236,23 @@ def test_a_cancel_stops_the_rows_streaming_from_postgresql(pg_url, tmp_path, mon
             "CREATE TABLE big AS SELECT i AS id, repeat(md5(i::text), 32) AS t "
             "FROM generate_series(1, 100000) i"
         )
-    cancel = threading.Event()
+    cancel, interrupted = threading.Event(), threading.Event()
     batches = []
     insert_rows = from_postgres.TablePlan.insert_rows
+    interrupt = PostgresSource.interrupt
+
+    def interrupting(source):  # the watch's call: the cancel has gone to the server
+        interrupt(source)
+        interrupted.set()
 
     def counting(plan, con, rows):
         batches.append(len(rows))
-        if not cancel.is_set():  # at the first of 20 batches; then time for the cancel to
-            cancel.set()  # reach the server (the watch looks every 0.1 s)
-            time.sleep(0.5)
+        if not cancel.is_set():  # at the first of 20 batches; then wait until the watch (it
+            cancel.set()  # looks every 0.1 s) has sent the cancel: an event, not a pause
+            assert interrupted.wait(60), "the cancel watch never interrupted the export"
         insert_rows(plan, con, rows)
 
+    monkeypatch.setattr(PostgresSource, "interrupt", interrupting)
     monkeypatch.setattr(from_postgres.TablePlan, "insert_rows", counting)
     with pytest.raises(ExportCancelled):
         export(pg_url, fmt, tmp_path / "out", cancel=cancel)
