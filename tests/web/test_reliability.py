@@ -368,13 +368,17 @@ def test_a_cancelled_export_raises_and_leaves_no_file_whenever_the_cancel_comes(
 @pytest.mark.parametrize(
     "kind, fmt", [("sqlite", "sqlite3"), ("postgresql", "sqlite3_db"), ("postgresql", "postgres")]
 )
-def test_a_cancel_that_comes_between_two_tables_stops_the_next_one(tmp_path, make_pg_db, kind, fmt):
+def test_a_cancel_that_comes_between_two_tables_stops_the_next_one(
+    tmp_path, make_pg_db, monkeypatch, kind, fmt
+):
     """The cancel comes while no query runs (between tables): the export must not go on
     through the other tables, as it did when only the query under way was interrupted."""
     import sqlite3
     import threading
 
     from flask_backup_manager.engine import ExportCancelled, export
+    from flask_backup_manager.engine.sources.postgres import PostgresSource
+    from flask_backup_manager.engine.sources.sqlite import SQLiteSource
 
     tables = [f"t{i:02}" for i in range(30)]
     if kind == "sqlite":
@@ -395,15 +399,24 @@ def test_a_cancel_that_comes_between_two_tables_stops_the_next_one(tmp_path, mak
                     f"CREATE TABLE {t} AS SELECT i, md5(i::text) AS h "
                     "FROM generate_series(1, 20000) i"
                 )
-    cancel = threading.Event()
+    cancel, interrupted = threading.Event(), threading.Event()
     finished = []
+    for cls in (SQLiteSource, PostgresSource):  # the watch's call, seen by the test
+
+        def interrupting(source, interrupt=cls.interrupt):
+            interrupt(source)
+            interrupted.set()
+
+        monkeypatch.setattr(cls, "interrupt", interrupting)
 
     def progress(p):
         if p.finished:
             finished.append(p.finished[0])
             if not cancel.is_set():
                 cancel.set()
-                time.sleep(0.3)  # the watch interrupts now, while no query runs
+                # the watch interrupts now, while no query runs: wait for it (an event, not a
+                # pause a loaded machine may not give the watch's thread)
+                assert interrupted.wait(60), "the cancel watch never interrupted the export"
 
     out = tmp_path / "out"
     with pytest.raises(ExportCancelled):
