@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from .base import Tracker, temp_beside
+from .child import open_read_only
 from .gzipout import gunzip
 from .model import FORMATS, ExportCancelled, ExportError, ProgressCallback, Source
 from .url import URL, parse_url
@@ -288,7 +289,7 @@ def check(path: Path, *, gzipped: bool, format: str | None = None) -> tuple[int,
 
 
 def _integrity_check(path: Path) -> str:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    con = open_read_only(path)
     try:
         return con.execute("PRAGMA integrity_check").fetchone()[0]
     finally:

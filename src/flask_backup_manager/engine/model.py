@@ -79,7 +79,6 @@ class TableSpec:
     schema: str | None
     load_tables: Callable[[], Mapping[str, sa.Table]] = field(repr=False)
     estimated_rows: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def table(self) -> sa.Table:
@@ -87,9 +86,9 @@ class TableSpec:
 
 
 class Source(Protocol):
-    """A database opened on one consistent snapshot for the life of the object."""
-
-    dialect: str  # "sqlite" or "postgresql"
+    """A database opened on one consistent snapshot for the life of the object. Each kind
+    (``sources/``) says more of its tables in a subclass of :class:`TableSpec` of its own, which
+    the writers written for that kind read (:data:`.export.PATHS`)."""
 
     def tables(self) -> list[TableSpec]:
         """The tables to copy (include/exclude applied), parents before children where possible."""

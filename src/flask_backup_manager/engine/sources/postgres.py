@@ -157,8 +157,6 @@ def _lenient_loaders(conn: psycopg.Connection) -> None:
 class PostgresSource:
     """A PostgreSQL database opened on one consistent snapshot until :meth:`close`."""
 
-    dialect = "postgresql"
-
     def __init__(
         self,
         url: URL | sa.URL,

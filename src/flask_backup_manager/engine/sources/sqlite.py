@@ -122,8 +122,6 @@ class SQLiteSource:
     output. :meth:`close` removes the copy.
     """
 
-    dialect = "sqlite"
-
     def __init__(
         self,
         url: URL | sa.URL,

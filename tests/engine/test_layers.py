@@ -1,0 +1,110 @@
+"""The engine's imports run one way: each module imports only modules of a lower layer (or of
+its own layer, without a circle), counting the imports made inside functions, since an import
+moved into a function to dodge a circle is still a circle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import flask_backup_manager.engine as engine
+
+ROOT = Path(engine.__file__).parent
+PACKAGE = "flask_backup_manager.engine"
+
+#: the layers, lowest first; a module's layer is that of its longest listed prefix
+LAYERS = [
+    ("model", "url", "child"),
+    ("base",),
+    ("gzipout", "checks"),
+    ("parallel",),
+    ("sources",),
+    ("writers",),
+    ("export",),
+    ("restore",),
+    ("__init__",),
+]
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer(name: str) -> int:
+    best, rank = -1, None
+    for i, names in enumerate(LAYERS):
+        for prefix in names:
+            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
+                best, rank = len(prefix), i
+    assert rank is not None, f"engine module {name} belongs to no layer: add it to LAYERS"
+    return rank
+
+
+def imports_of(path: Path, root: Path = ROOT) -> set[str]:
+    """The engine modules ``path`` imports, anywhere in it (at the top or inside a function,
+    relative or absolute), by their names under the engine (``__init__`` for the package)."""
+    name = module_name(path, root)
+    here = [] if name == "__init__" else name.split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - node.level + 1]
+            target = ".".join([*base, *filter(None, (node.module or "").split("."))])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+            target = node.module.removeprefix(PACKAGE).strip(".")
+        elif isinstance(node, ast.Import):
+            found |= {
+                a.name.removeprefix(PACKAGE + ".")
+                for a in node.names
+                if a.name.startswith(PACKAGE + ".")
+            }
+            continue
+        else:
+            continue
+        for alias in node.names:  # `from .. import parallel` imports a module
+            sub = Path(root, *f"{target}.{alias.name}".strip(".").split("."))
+            module = sub.with_suffix(".py").exists() or sub.is_dir()
+            found.add(f"{target}.{alias.name}".strip(".") if module else target or "__init__")
+    found.discard(name)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): imports_of(p) for p in ROOT.rglob("*.py")}
+
+
+def test_every_engine_import_goes_to_a_lower_layer_or_sideways():
+    upward = [
+        f"{a} imports {b}" for a, targets in graph().items() for b in targets if layer(b) > layer(a)
+    ]
+    assert not upward, upward
+
+
+def test_the_engine_has_no_import_circle():
+    edges = graph()
+    circles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            circles.append(" -> ".join(path[path.index(node) :] + [node]))
+            return
+        for nxt in sorted(edges.get(node, ())):
+            visit(nxt, path + [node])
+
+    for start in sorted(edges):
+        visit(start, [])
+    assert not circles, sorted(set(circles))[:5]
+
+
+def test_the_checker_sees_an_upward_import_made_inside_a_function(tmp_path):
+    """The rules above are not vacuous: a model.py that imports the export module inside a
+    function is caught as importing an upper layer."""
+    (tmp_path / "export.py").write_text("")
+    module = tmp_path / "model.py"
+    module.write_text("def f():\n    from .export import export\n    from . import export\n")
+    assert imports_of(module, tmp_path) == {"export"}
+    assert layer("export") > layer("model")
