@@ -863,6 +863,21 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def holds_a_file_in(pid: int, folder: Path) -> bool:
+    """Whether process ``pid`` has a file inside ``folder`` open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(f"{folder}/"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 @pytest.fixture
 def one_big_table(tmp_path, in_parts) -> Path:
     """A database of one table of 2 million rows, cut into ranges for helper processes; the
@@ -946,14 +961,23 @@ def test_helpers_die_with_a_worker_killed_mid_export(one_big_table, tmp_path):
         "parallel.PARALLEL_ROWS = 1; parallel.PARTS = 3; "
         "export('sqlite:///' + sys.argv[1], 'sqlite3', sys.argv[2])"
     )
+    out_dir = tmp_path / "out"
     worker = subprocess.Popen(
-        [sys.executable, "-c", script, str(one_big_table), str(tmp_path / "out" / "x")]
+        [sys.executable, "-c", script, str(one_big_table), str(out_dir / "x")]
     )
+
+    def rendering(pids: list[int]) -> bool:
+        """Both helpers hold their part file open: each has asked to die with its parent (a
+        helper killed sooner, still starting up, ends on its own once it sees its parent gone,
+        after a start-up that a loaded machine makes longer than the pause below)."""
+        return len(pids) == 2 and all(holds_a_file_in(p, out_dir) for p in pids)
+
     try:
         deadline = time.monotonic() + 30
-        while not (pids := helper_pids(worker.pid)) and time.monotonic() < deadline:
+        while not rendering(pids := helper_pids(worker.pid)) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert pids, "no helper started"
+        assert rendering(pids), f"the helpers {pids} did not start rendering their parts"
     finally:
         worker.kill()
         worker.wait()
