@@ -10,7 +10,8 @@ from pathlib import Path
 import flask_backup_manager.engine as engine
 
 ROOT = Path(engine.__file__).parent
-PACKAGE = "flask_backup_manager.engine"
+TOP = "flask_backup_manager"
+PACKAGE = f"{TOP}.engine"
 
 #: the layers, lowest first; a module's layer is that of its longest listed prefix
 LAYERS = [
@@ -45,32 +46,44 @@ def layer(name: str) -> int:
 
 def imports_of(path: Path, root: Path = ROOT) -> set[str]:
     """The engine modules ``path`` imports, anywhere in it (at the top or inside a function,
-    relative or absolute), by their names under the engine (``__init__`` for the package)."""
+    relative or absolute, ``import a.b`` or ``from a import b``), by their names under the
+    engine (``__init__`` for the package); a module of the package around the engine (the web
+    layer) as ``../name``."""
     name = module_name(path, root)
     here = [] if name == "__init__" else name.split(".")
-    package = here if path.name == "__init__.py" else here[:-1]
+    package = [*PACKAGE.split("."), *(here if path.name == "__init__.py" else here[:-1])]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = package[: len(package) - node.level + 1]
-            target = ".".join([*base, *filter(None, (node.module or "").split("."))])
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
-            target = node.module.removeprefix(PACKAGE).strip(".")
-        elif isinstance(node, ast.Import):
-            found |= {
-                a.name.removeprefix(PACKAGE + ".")
-                for a in node.names
-                if a.name.startswith(PACKAGE + ".")
-            }
-            continue
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *filter(None, (node.module or "").split("."))])
+            modules = [imported(module, a.name, root) for a in node.names]
         else:
             continue
-        for alias in node.names:  # `from .. import parallel` imports a module
-            sub = Path(root, *f"{target}.{alias.name}".strip(".").split("."))
-            module = sub.with_suffix(".py").exists() or sub.is_dir()
-            found.add(f"{target}.{alias.name}".strip(".") if module else target or "__init__")
+        found |= {local(m) for m in modules if m.split(".")[0] == TOP}
     found.discard(name)
     return found
+
+
+def imported(module: str, name: str, root: Path) -> str:
+    """What ``from module import name`` imports: ``module.name`` if that is a module (outside
+    the engine, if ``module`` is the top package: ``from flask_backup_manager import models``),
+    else ``module``."""
+    full = f"{module}.{name}"
+    if full != PACKAGE and not full.startswith(PACKAGE + "."):
+        return full if module == TOP else module
+    sub = Path(root, *full.removeprefix(PACKAGE).strip(".").split("."))
+    return full if sub.with_suffix(".py").exists() or sub.is_dir() else module
+
+
+def local(module: str) -> str:
+    if module == PACKAGE:
+        return "__init__"
+    if module.startswith(PACKAGE + "."):
+        return module.removeprefix(PACKAGE + ".")
+    return "../" + (module.removeprefix(TOP).strip(".") or "__init__")
 
 
 def graph() -> dict[str, set[str]]:
@@ -79,7 +92,10 @@ def graph() -> dict[str, set[str]]:
 
 def test_every_engine_import_goes_to_a_lower_layer_or_sideways():
     upward = [
-        f"{a} imports {b}" for a, targets in graph().items() for b in targets if layer(b) > layer(a)
+        f"{a} imports {b}"
+        for a, targets in graph().items()
+        for b in targets
+        if b.startswith("../") or layer(b) > layer(a)
     ]
     assert not upward, upward
 
@@ -108,3 +124,25 @@ def test_the_checker_sees_an_upward_import_made_inside_a_function(tmp_path):
     module.write_text("def f():\n    from .export import export\n    from . import export\n")
     assert imports_of(module, tmp_path) == {"export"}
     assert layer("export") > layer("model")
+
+
+def test_the_checker_sees_absolute_imports_and_the_web_layer(tmp_path):
+    """``import flask_backup_manager.engine.x``, ``from flask_backup_manager import engine`` and
+    imports of the web layer around the engine (relative or absolute) are seen too."""
+    (tmp_path / "export.py").write_text("")
+    module = tmp_path / "model.py"
+    module.write_text(
+        "import flask_backup_manager.engine.export\n"
+        "from flask_backup_manager import engine\n"
+        "def f():\n"
+        "    from flask_backup_manager import models\n"
+        "    from ..service import x\n"
+        "    import flask_backup_manager\n"
+    )
+    assert imports_of(module, tmp_path) == {
+        "export",
+        "__init__",
+        "../models",
+        "../service",
+        "../__init__",
+    }
