@@ -39,13 +39,17 @@ LAZY = {
 }
 
 
+#: the tests that guard imports made for type hints only (``not TYPE_CHECKING`` is no such test)
+TYPE_CHECKING = {"TYPE_CHECKING", "typing.TYPE_CHECKING"}
+
+
 def imports(path: Path) -> list[tuple[str, bool]]:
     """``(module, inside_a_function)`` for each import of ``path`` that runs (those under
     ``if TYPE_CHECKING:`` do not); relative names made absolute."""
     found: list[tuple[str, bool]] = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in TYPE_CHECKING:
             for child in node.orelse:
                 visit(child, in_function)
             return
@@ -54,7 +58,7 @@ def imports(path: Path) -> list[tuple[str, bool]]:
         elif isinstance(node, ast.ImportFrom):
             base = NAME if node.level else ""
             module = ".".join(p for p in (base, node.module or "") if p)
-            if node.level and node.module is None:  # from . import api, pages
+            if module == NAME:  # from . import api, pages; from flask_backup_manager import x
                 found.extend((f"{NAME}.{alias.name}", in_function) for alias in node.names)
             else:
                 found.append((module, in_function))
@@ -80,7 +84,7 @@ def problems(package: Path) -> list[str]:
             continue
         graph[module] = set()
         for target, in_function in imports(path):
-            ours = target.split(".")[1:] if target.split(".")[0] == NAME else None
+            ours = target.split(".")[1:] or ["__init__"] if target.split(".")[0] == NAME else None
             if in_function and (module, target) not in LAZY:
                 found.append(f"{module}: imports {target} inside a function")
             if not ours:
@@ -133,3 +137,16 @@ def test_the_check_sees_a_view_importing_another_view_and_an_engine_submodule(tm
         "cli: imports pages, which is not below it",
         f"cli: imports {NAME}.engine.base; use the engine's package",
     ]
+
+
+def test_the_check_sees_absolute_imports_and_imports_that_run_despite_type_checking(tmp_path):
+    (tmp_path / "state.py").write_text(
+        "from flask_backup_manager import service\nimport flask_backup_manager\n"
+        "if not TYPE_CHECKING:\n    from .models import Models\n"
+    )
+    (tmp_path / "models.py").write_text("from .state import x\n")
+    found = problems(tmp_path)
+    assert "state: imports service, which is not below it" in found
+    assert "state: imports __init__, which is not below it" in found
+    assert "models: imports state, which is not below it" in found  # the circle is seen
+    assert "circle: models -> state -> models" in found
