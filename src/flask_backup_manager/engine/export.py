@@ -109,6 +109,8 @@ def open_source(
     source puts its private copy of the snapshot, if it makes one (beside that path, named
     after it; see :class:`.SQLiteSource`)."""
     kw = dict(metadata=metadata, include=include, exclude=exclude)
+    # each source imported on first use, as the writers are (PATHS): an SQLite export never
+    # loads psycopg, a PostgreSQL one to ``postgres`` never the SQLite source (nor its check)
     if url.get_backend_name() == "sqlite":
         from .sources.sqlite import SQLiteSource
 
@@ -200,7 +202,7 @@ def run_steps(steps: list[Writer], source: Source, path: Path, tracker: Tracker)
     if len(steps) == 1:
         steps[0](source, path, tracker)
         return
-    from .sources.sqlite import SQLiteSource, remove_sidecars
+    from .sources.sqlite import SQLiteSource, remove_sidecars  # on first use, as above
 
     build, write = steps
     built = temp_beside(path, "build")
