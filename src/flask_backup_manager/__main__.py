@@ -85,7 +85,7 @@ def _run(job: Callable[[], T]) -> T | None:
 
 
 def _restore(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .engine.restore import restore
+    from .engine.restore import restore  # here, not at the top: an export never loads it
 
     target = args.target or os.environ.get(args.target_env)
     if not target:

@@ -1,6 +1,7 @@
 """The export engine: usable without Flask. Two sources (PostgreSQL, SQLite) times three writers.
 
-What the web layer uses of it is named here; nothing outside the engine imports its modules."""
+What the web layer uses of it is named here; nothing of the web layer imports its modules
+(the command line's ``restore``, in ``__main__``, imports :mod:`.restore`)."""
 
 from __future__ import annotations
 
