@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import parallel
 from ..base import ident, parents_first, select_keys, shown, watch
@@ -39,6 +39,18 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from ..url import URL
+
+
+class ColumnInfo(NamedTuple):
+    """A row of ``PRAGMA table_xinfo``, by SQLite's names for its columns."""
+
+    cid: int
+    name: str
+    type: str
+    notnull: int
+    dflt_value: str | None
+    pk: int  # the column's place in the primary key (1, 2...), 0 if not in it
+    hidden: int  # 0 stored, 1 hidden (of a virtual table), 2 or 3 generated
 
 
 @dataclass(kw_only=True)
@@ -282,7 +294,9 @@ class SQLiteSource:
 
     def _describe(self, name: str) -> SQLiteTable:
         kind, without_rowid, strict = self._kinds.get(name, ("table", False, False))
-        xinfo = list(self.con.execute(f"PRAGMA main.table_xinfo({ident(name)})"))
+        xinfo = [
+            ColumnInfo(*r) for r in self.con.execute(f"PRAGMA main.table_xinfo({ident(name)})")
+        ]
         rowids = kind in ("table", "shadow") and not without_rowid
         return SQLiteTable(
             key=name,
@@ -294,9 +308,9 @@ class SQLiteSource:
             sql=self._sql_of[name],
             strict=strict,
             without_rowid=without_rowid,
-            columns=[r[1] for r in xinfo if r[6] == 0],
-            declared_types={r[1]: r[2] for r in xinfo},
-            primary_key=[r[1] for r in sorted(xinfo, key=lambda r: r[5]) if r[5]],
+            columns=[c.name for c in xinfo if c.hidden == 0],
+            declared_types={c.name: c.type for c in xinfo},
+            primary_key=[c.name for c in sorted(xinfo, key=lambda c: c.pk) if c.pk],
             hidden_rowid=rowid_name(self.con, name, xinfo) if rowids else None,
             rowid_alias=rowid_alias(xinfo) if rowids else None,
         )
@@ -472,11 +486,15 @@ def rollback_header(path: Path) -> None:
         os.close(fd)
 
 
-def rowid_name(con: sqlite3.Connection, table: str, xinfo: list[tuple]) -> str | None:
+def rowid_name(con: sqlite3.Connection, table: str, xinfo: list[ColumnInfo]) -> str | None:
     """The name to read and write a rowid table's rowid by, or None when the rowid is already a
     column (``INTEGER PRIMARY KEY``) or every alias is shadowed by a real column."""
-    pk = [r for r in xinfo if r[5]]
-    if len(pk) == 1 and (pk[0][2] or "").upper() == "INTEGER" and _is_rowid(con, table, pk[0][1]):
+    pk = [c for c in xinfo if c.pk]
+    if (
+        len(pk) == 1
+        and (pk[0].type or "").upper() == "INTEGER"
+        and _is_rowid(con, table, pk[0].name)
+    ):
         return None
     return rowid_alias(xinfo)
 
@@ -489,9 +507,9 @@ def _is_rowid(con: sqlite3.Connection, table: str, column: str) -> bool:
     return any(step[1] == "Rowid" for step in plan)
 
 
-def rowid_alias(xinfo: list[tuple]) -> str | None:
+def rowid_alias(xinfo: list[ColumnInfo]) -> str | None:
     """The first of ``rowid``, ``_rowid_``, ``oid`` that no column of a rowid table shadows."""
-    names = {r[1].lower() for r in xinfo}
+    names = {c.name.lower() for c in xinfo}
     return next((n for n in ("rowid", "_rowid_", "oid") if n not in names), None)
 
 
