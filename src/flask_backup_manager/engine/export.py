@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from .base import Tracker, temp_beside
 from .child import open_read_only
@@ -42,6 +42,12 @@ PATHS: dict[tuple[str, str], tuple[str, ...]] = {
         "writers.sqlite.from_postgres:write_db",
         "writers.sqlite.from_sqlite:write_sql",
     ),
+}
+
+#: Each kind of source database (the URL's backend name) -> its source class.
+SOURCES: dict[str, str] = {
+    "sqlite": "sources.sqlite:SQLiteSource",
+    "postgresql": "sources.postgres:PostgresSource",
 }
 
 #: The formats each kind of source database can be exported to.
@@ -108,31 +114,33 @@ def open_source(
     """The source ``url`` names, opened on one snapshot. ``copy_beside``: where an SQLite
     source puts its private copy of the snapshot, if it makes one (beside that path, named
     after it; see :class:`.SQLiteSource`)."""
-    kw = dict(metadata=metadata, include=include, exclude=exclude)
-    # each source imported on first use, as the writers are (PATHS): an SQLite export never
-    # loads psycopg, a PostgreSQL one to ``postgres`` never the SQLite source (nor its check)
-    if url.get_backend_name() == "sqlite":
-        from .sources.sqlite import SQLiteSource
+    kind = url.get_backend_name()
+    if kind not in SOURCES:
+        raise ExportError(f"unsupported database {kind!r}: use postgresql or sqlite")
+    return load(SOURCES[kind])(
+        url,
+        metadata=metadata,
+        include=include,
+        exclude=exclude,
+        copy_beside=copy_beside,
+        lock_timeout=lock_timeout,
+        cancel=cancel,
+    )
 
-        return SQLiteSource(
-            url, copy_beside=copy_beside, lock_timeout=lock_timeout, cancel=cancel, **kw
-        )
-    if url.get_backend_name() == "postgresql":
-        from .sources.postgres import PostgresSource
 
-        return PostgresSource(url, lock_timeout=lock_timeout, cancel=cancel, **kw)
-    raise ExportError(f"unsupported database {url.get_backend_name()!r}: use postgresql or sqlite")
+def load(target: str) -> Any:
+    """The object a ``"module:name"`` of :data:`SOURCES` or :data:`PATHS` names, its module
+    (under this package) imported now: each on first use, so that an SQLite export never loads
+    psycopg, and one from PostgreSQL to ``postgres`` never SQLAlchemy nor the SQLite source."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(f".{module}", __package__), name)
 
 
 def writer_for(source_kind: str, format: str) -> list[Writer]:
     """The steps of the path from ``source_kind`` to ``format`` (:data:`PATHS`), imported now."""
     if (source_kind, format) not in PATHS:
         raise ExportError(f"unsupported database {source_kind!r}: use postgresql or sqlite")
-    steps = []
-    for target in PATHS[(source_kind, format)]:
-        module, _, function = target.partition(":")
-        steps.append(getattr(importlib.import_module(f".{module}", __package__), function))
-    return steps
+    return [load(target) for target in PATHS[(source_kind, format)]]
 
 
 def export(

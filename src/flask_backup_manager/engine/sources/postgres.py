@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -166,6 +167,7 @@ class PostgresSource:
         exclude: Iterable[str] | None = None,
         lock_timeout: float | None = None,
         cancel: threading.Event | None = None,
+        copy_beside: Path | None = None,  # unused: the snapshot is a transaction, no copy
     ) -> None:
         self.url = url
         self.host_metadata = metadata
