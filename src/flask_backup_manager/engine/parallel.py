@@ -20,7 +20,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +60,13 @@ def in_parts(
     children: set[subprocess.Popen],
     parts: list[tuple[int, int]],
     cmd: list[str],
-    job: dict[str, Any],
+    job: Mapping[str, Any],
     out: GzipOut,
     first: Callable[[int, int], object],
 ) -> list[dict[str, Any]]:
     """Render ``parts[0]`` here with ``first(lo, hi)`` (into ``out``), the other parts in helper
-    processes running ``cmd`` (:func:`command`) on the file ``db``; append their members to
+    processes running ``cmd`` (:func:`command`) on the file ``db``, each on ``job`` (its work's
+    typed job, e.g. :class:`.copy_part.CopyJob`) with its ``lo`` and ``hi``; append their members to
     ``out`` in order. The helpers' results, in order. A part whose helper cannot be started
     (no usable Python) is rendered here too, in its turn. Each running helper is in
     ``children`` (the caller's cancel kills them). Any failure stops them all and removes
@@ -114,7 +115,7 @@ class _Helper:
         self.path = temp_beside(beside, str(lo))
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
-    def start(self, cmd: list[str], job: dict) -> bool:
+    def start(self, cmd: list[str], job: Mapping[str, Any]) -> bool:
         """Start the helper on ``job``; False when no process can be started."""
         job = {
             **job,

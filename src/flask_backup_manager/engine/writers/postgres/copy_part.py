@@ -1,24 +1,46 @@
 """A helper process's work for the ``postgres`` format from SQLite: one rowid range of a big table
 as COPY lines, encoded exactly as the exporting process encodes the rest (see :mod:`.child`).
 
-The job holds ``table`` (SQLite's SQL for it), ``select`` (the source's column list,
-:meth:`.SQLiteSource.select_list`), ``key``, ``label``, ``columns``, ``kinds``, ``bulk``,
-``identity``, ``pk``, ``lo`` and ``hi``; the result is ``{"rows": N, "top": largest identity
-key or null}``.
+The writer gives every part a :class:`CopyJob`; a helper's job is a :class:`CopyPart` (that and
+its range); the result is a :class:`CopyDone`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 from .copy_text import BATCH, Refusal, RowEncoder
 
 
-def copy_part(
-    con: sqlite3.Connection, job: dict[str, Any], write: Callable[[bytes], object]
-) -> dict[str, Any]:
+class CopyJob(TypedDict):
+    """What every part of a table is encoded by (the same in the exporting process)."""
+
+    table: str  # SQLite's SQL for the table
+    select: str  # the source's column list (:meth:`.SQLiteSource.select_list`)
+    key: str  # the rowid's name
+    label: str  # the table as an error names it
+    columns: list[str]
+    kinds: list[str]
+    bulk: bool
+    identity: int | None
+    pk: list[int]
+
+
+class CopyPart(CopyJob):
+    """A helper's job: the rowids ``lo..hi`` (:mod:`.child` reads the rest of its keys)."""
+
+    lo: int
+    hi: int
+
+
+class CopyDone(TypedDict):
+    rows: int
+    top: int | None  # the largest identity key, if any
+
+
+def copy_part(con: sqlite3.Connection, job: CopyPart, write: Callable[[bytes], object]) -> CopyDone:
     table, key, lo, hi = job["table"], job["key"], job["lo"], job["hi"]
 
     def batches() -> Iterator[list[Any]]:
@@ -45,4 +67,4 @@ def copy_part(
         lambda _: None,
         lambda encoders, rows, done: where.raise_for(encoders, rows, done, rowid_of),
     )
-    return {"rows": n, "top": enc.top}
+    return CopyDone(rows=n, top=enc.top)

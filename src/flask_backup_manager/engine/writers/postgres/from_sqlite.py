@@ -217,17 +217,17 @@ def copy_rows(
             source.children,
             parts,
             parallel.command(f"{copy_part.__name__}:copy_part", parallel.package_path()),
-            {
-                "table": table,
-                "select": source.select_list(spec, where.names),
-                "label": spec.key,
-                "columns": where.names,
-                "kinds": kinds,
-                "key": key,
-                "bulk": enc.bulk,
-                "identity": enc.identity,
-                "pk": where.pk,
-            },
+            copy_part.CopyJob(
+                table=table,
+                select=source.select_list(spec, where.names),
+                label=spec.key,
+                columns=where.names,
+                kinds=kinds,
+                key=key,
+                bulk=enc.bulk,
+                identity=enc.identity,
+                pk=where.pk,
+            ),
             out,
             lambda lo, hi: enc.copy(
                 source.row_batches(spec, BATCH, between=(lo, hi)), out.write, tracker.rows, naming

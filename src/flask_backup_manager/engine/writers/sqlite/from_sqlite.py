@@ -308,7 +308,7 @@ def _insert_rows(
             source.children,
             parts,
             parallel.command("render:render_part", [str(Path(render.__file__).parent)]),
-            {"sql": sql, "safe": safe, "head": head.decode()},
+            render.RenderJob(sql=sql, safe=safe, head=head.decode()),
             out,
             lambda lo, hi: render_range(con, sql, safe, head, lo, hi, out.write, rows),
         )

@@ -3,8 +3,8 @@
 Used in the exporting process, and by the helper processes that render the other parts of a big
 table from a file nobody writes (:func:`.writers.sqlite.from_sqlite._dump`): they import this
 file as a top-level module (``render:render_part``, see :mod:`.child`), so it imports nothing but
-the standard library and a helper starts in milliseconds. A helper's job holds ``sql``,
-``safe``, ``head``, ``lo`` and ``hi``; it prints ``{"rows": N}``.
+the standard library and a helper starts in milliseconds. A helper's job is a
+:class:`RenderPart`; it prints a :class:`RenderDone`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Callable
-from typing import Any
+from typing import TypedDict
 
 #: bytes of row text an INSERT statement aims at (one bigger row makes a bigger statement)
 STATEMENT_BYTES = 1 << 18
@@ -111,9 +111,28 @@ def prepare(con: sqlite3.Connection) -> None:
     con.create_function("fbm_exact", 1, exact_real_expression, deterministic=True)
 
 
+class RenderJob(TypedDict):
+    """What every part of a table is rendered by (:func:`render_range`'s arguments)."""
+
+    sql: str
+    safe: str
+    head: str  # the statements' head, as text (JSON has no bytes)
+
+
+class RenderPart(RenderJob):
+    """A helper's job: the rowids ``lo..hi`` (:mod:`.child` reads the rest of its keys)."""
+
+    lo: int
+    hi: int
+
+
+class RenderDone(TypedDict):
+    rows: int
+
+
 def render_part(
-    con: sqlite3.Connection, job: dict[str, Any], write: Callable[[bytes], object]
-) -> dict[str, int]:
+    con: sqlite3.Connection, job: RenderPart, write: Callable[[bytes], object]
+) -> RenderDone:
     """A helper's work (see :mod:`.child`): the rows ``lo..hi`` of ``job`` rendered by its
     queries, as bytes (SQLite's text as stored, even if it is not UTF-8)."""
     con.text_factory = bytes
@@ -121,4 +140,4 @@ def render_part(
     n = render_range(
         con, job["sql"], job["safe"], job["head"].encode(), job["lo"], job["hi"], write
     )
-    return {"rows": n}
+    return RenderDone(rows=n)
