@@ -410,6 +410,38 @@ class SQLiteSource:
         ).fetchone()
         return None if found is None else found[0]
 
+    def rowid_ranges(self, spec: SQLiteTable) -> list[tuple[int, int]]:
+        """``spec``'s rowids as ranges to read side by side (:func:`.parallel.ranges`: one per
+        part when the table is big and :attr:`frozen` names a file helpers may read, else
+        one; none for an empty table)."""
+        return parallel.ranges(
+            self.con,
+            f"main.{ident(spec.name)}",
+            spec.rowid_alias,
+            spec.estimated_rows,
+            frozen=self.frozen is not None,
+        )
+
+    def has_orphans(
+        self,
+        spec: SQLiteTable,
+        parent: SQLiteTable,
+        columns: Sequence[str],
+        refs: Sequence[str],
+    ) -> bool:
+        """Whether a row of ``spec`` whose ``columns`` are all non-null finds no row of
+        ``parent`` whose ``refs`` equal them (a foreign key the snapshot breaks)."""
+        child, parent_name = ident(spec.name), ident(parent.name)
+        cond = " AND ".join(
+            f"p.{ident(r)} = c.{ident(c)}" for c, r in zip(columns, refs, strict=True)
+        )
+        notnull = " AND ".join(f"c.{ident(c)} IS NOT NULL" for c in columns)
+        found = self.con.execute(
+            f"SELECT 1 FROM main.{child} c WHERE {notnull} AND NOT EXISTS "
+            f"(SELECT 1 FROM main.{parent_name} p WHERE {cond}) LIMIT 1"
+        ).fetchone()
+        return found is not None
+
     def close(self) -> None:
         if self._unwatch is not None:
             self._unwatch()

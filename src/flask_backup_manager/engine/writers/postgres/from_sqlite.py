@@ -210,12 +210,10 @@ def copy_rows(
         enc.copy(source.row_batches(spec, BATCH), out.write, tracker.rows, naming)
     else:
         table = f"main.{ident(spec.name)}"  # SQLite's SQL: SQLite's quoting
-        frozen = source.frozen is not None
-        parts = parallel.ranges(source.con, table, key, spec.estimated_rows, frozen=frozen)
         done = parallel.in_parts(
             source.frozen,
             source.children,
-            parts,
+            source.rowid_ranges(spec),
             parallel.command(f"{copy_part.__name__}:copy_part", parallel.package_path()),
             copy_part.CopyJob(
                 table=table,
@@ -313,7 +311,7 @@ def foreign_keys(source: SQLiteSource, spec: SQLiteTable, keyed: dict) -> list[s
                 )
             )
             continue
-        valid = _no_orphans(source, spec, target, cols, refs)
+        valid = not source.has_orphans(spec, target, cols, refs)
         text = (
             f"ALTER TABLE ONLY {_name(spec)} ADD CONSTRAINT "
             f"{quoted_ident(fk.name[:63]) if fk.name else _pg_name(spec.name, *cols, 'fkey')}"
@@ -357,19 +355,6 @@ def _resolvable(fk: sa.ForeignKeyConstraint) -> bool:
         return fk.referred_table is not None and all(e.column is not None for e in fk.elements)
     except (sa.exc.NoReferencedTableError, sa.exc.NoReferencedColumnError):
         return False
-
-
-def _no_orphans(source: SQLiteSource, spec: SQLiteTable, target: SQLiteTable, cols, refs) -> bool:
-    """Whether every child row finds its parent (asked of the source, in its snapshot)."""
-    con = source.con
-    child, parent = ident(spec.name), ident(target.name)  # SQLite's SQL: SQLite's quoting
-    cond = " AND ".join(f"p.{ident(r)} = c.{ident(c)}" for c, r in zip(cols, refs, strict=True))
-    notnull = " AND ".join(f"c.{ident(c)} IS NOT NULL" for c in cols)
-    found = con.execute(
-        f"SELECT 1 FROM main.{child} c WHERE {notnull} AND NOT EXISTS "
-        f"(SELECT 1 FROM main.{parent} p WHERE {cond}) LIMIT 1"
-    ).fetchone()
-    return found is None
 
 
 __all__ = ["bulk_encoder", "encoder", "pg_type", "write_postgres"]

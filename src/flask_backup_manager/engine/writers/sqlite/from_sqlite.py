@@ -298,8 +298,7 @@ def _insert_rows(
     sql = statement_sql(table, key, _row_sql(source, spec, cols, fast=True))
     safe = statement_sql(table, key, safe)
     head = f"INSERT INTO {target} VALUES\n".encode()
-    frozen = source.frozen is not None
-    parts = parallel.ranges(con, table, key, spec.estimated_rows, frozen=frozen)
+    parts = source.rowid_ranges(spec)
     # bytes, not str: SQLite's text goes out as it is stored (even if it is not valid UTF-8)
     text_factory, con.text_factory = con.text_factory, bytes
     try:
