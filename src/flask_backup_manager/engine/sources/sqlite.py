@@ -53,6 +53,27 @@ class ColumnInfo(NamedTuple):
     hidden: int  # 0 stored, 1 hidden (of a virtual table), 2 or 3 generated
 
 
+class ForeignKeyInfo(NamedTuple):
+    """A row of ``PRAGMA foreign_key_list``, by SQLite's names for its columns."""
+
+    id: int
+    seq: int
+    table: str  # the referenced table, as the foreign key spells it
+    from_: str  # SQLite's ``from``
+    to: str | None
+    on_update: str
+    on_delete: str
+    match: str
+
+
+class TableKind(NamedTuple):
+    """What ``PRAGMA table_list`` says of a table; a table it does not list is a plain one."""
+
+    kind: str = "table"  # table, view, shadow or virtual
+    without_rowid: bool = False
+    strict: bool = False
+
+
 @dataclass(kw_only=True)
 class SQLiteTable(TableSpec):
     """A table of an SQLite source with what the SQLite writers need to know of it, read from
@@ -183,7 +204,7 @@ class SQLiteSource:
             check_schema(self.objects)
             self._sql_of = {o.name: o.sql for o in self.objects if o.type == "table"}
             self._kinds = {
-                name: (kind, bool(wr), bool(strict))
+                name: TableKind(kind, bool(wr), bool(strict))
                 for _, name, kind, _, wr, strict in self.con.execute("PRAGMA main.table_list")
             }
             self.all_specs = self._read_tables()
@@ -258,19 +279,22 @@ class SQLiteSource:
 
     def is_internal(self, name: str) -> bool:
         """SQLite's own tables and the shadow tables of virtual tables."""
-        return name.lower().startswith("sqlite_") or self._kinds.get(name, ("",))[0] == "shadow"
+        return name.lower().startswith("sqlite_") or self._kind(name).kind == "shadow"
 
     def shadow_tables(self, vtable: str) -> list[str]:
         """The shadow tables that hold the data of virtual table ``vtable`` (FTS5: ``_data``,
         ``_idx``, ``_content``, ``_docsize``, ``_config``), in ``sqlite_master`` order."""
-        vtables = [n for n, (k, _, _) in self._kinds.items() if k == "virtual"]
+        vtables = [n for n, k in self._kinds.items() if k.kind == "virtual"]
         out = []
         for o in self.objects:
-            if o.type == "table" and self._kinds.get(o.name, ("",))[0] == "shadow":
+            if o.type == "table" and self._kind(o.name).kind == "shadow":
                 owners = [v for v in vtables if o.name.startswith(v + "_")]
                 if owners and max(owners, key=len) == vtable:
                     out.append(o.name)
         return out
+
+    def _kind(self, name: str) -> TableKind:
+        return self._kinds.get(name, TableKind())
 
     def _table_names(self) -> list[str]:
         """The tables to list, in ``sqlite_master`` order."""
@@ -282,9 +306,12 @@ class SQLiteSource:
         specs = []
         parents: dict[str, list[str]] = {}
         for name in names:
-            fks = self.con.execute(f"PRAGMA main.foreign_key_list({ident(name)})")
+            fks = [
+                ForeignKeyInfo(*r)
+                for r in self.con.execute(f"PRAGMA main.foreign_key_list({ident(name)})")
+            ]
             # SQLite finds a referenced table whatever the case of its name
-            parents[name] = [by_name[r[2].lower()] for r in fks if r[2].lower() in by_name]
+            parents[name] = [by_name[k.table.lower()] for k in fks if k.table.lower() in by_name]
             specs.append(self._describe(name))
         return parents_first(specs, parents)
 
@@ -293,21 +320,21 @@ class SQLiteSource:
         return self._describe(name)
 
     def _describe(self, name: str) -> SQLiteTable:
-        kind, without_rowid, strict = self._kinds.get(name, ("table", False, False))
+        listed = self._kind(name)
         xinfo = [
             ColumnInfo(*r) for r in self.con.execute(f"PRAGMA main.table_xinfo({ident(name)})")
         ]
-        rowids = kind in ("table", "shadow") and not without_rowid
+        rowids = listed.kind in ("table", "shadow") and not listed.without_rowid
         return SQLiteTable(
             key=name,
             name=name,
             schema=None,
             load_tables=self._load_tables,
             estimated_rows=self._count(name),
-            kind=kind,
+            kind=listed.kind,
             sql=self._sql_of[name],
-            strict=strict,
-            without_rowid=without_rowid,
+            strict=listed.strict,
+            without_rowid=listed.without_rowid,
             columns=[c.name for c in xinfo if c.hidden == 0],
             declared_types={c.name: c.type for c in xinfo},
             primary_key=[c.name for c in sorted(xinfo, key=lambda c: c.pk) if c.pk],

@@ -552,23 +552,25 @@ class Catalog:
         cols = self._columns()
         checks: dict[int, list] = {o: [] for o in self.table_oids}
         check_comments: dict[int, list[str]] = {o: [] for o in self.table_oids}
-        for rel, name, cdef, valid, local, inh, ctext in self.fetch(
-            """SELECT conrelid, pg_catalog.quote_ident(conname),
-                      pg_catalog.pg_get_constraintdef(oid), convalidated, conislocal,
-                      coninhcount, pg_catalog.obj_description(oid, 'pg_constraint')
+        for check in self.named(
+            """SELECT conrelid, pg_catalog.quote_ident(conname) AS name,
+                      pg_catalog.pg_get_constraintdef(oid) AS definition, convalidated,
+                      conislocal, coninhcount,
+                      pg_catalog.obj_description(oid, 'pg_constraint') AS comment
                FROM pg_catalog.pg_constraint WHERE contype = 'c' AND conrelid = ANY(%s)
                ORDER BY conrelid, conname""",
             [self.table_oids],
         ):
-            remark = comment("CONSTRAINT", f"{name} ON {self.names[rel]}", ctext)
-            if not valid:
+            rel, name, cdef = check.conrelid, check.name, check.definition
+            remark = comment("CONSTRAINT", f"{name} ON {self.names[rel]}", check.comment)
+            if not check.convalidated:
                 self.late_checks.append(
                     f"ALTER TABLE {self.names[rel]} ADD CONSTRAINT {name} {cdef}"
                 )
                 self.late_checks.append(remark)
                 continue
-            if local:
-                checks[rel].append((name, cdef, inh))
+            if check.conislocal:
+                checks[rel].append((name, cdef, check.coninhcount))
             check_comments[rel].append(remark)
         settings: dict[int, list[str]] = {}
         storage = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
@@ -750,14 +752,16 @@ class Catalog:
                 on = names[con.conrelid]
                 yield f"ALTER TABLE ONLY {on}\n    ADD CONSTRAINT {con.name} {con.definition}"
                 comments.append(comment("CONSTRAINT", f"{con.name} ON {on}", con.comment))
-        indexes = self.fetch(
-            """SELECT i.indexrelid, i.indrelid, pg_catalog.pg_get_indexdef(i.indexrelid),
-                      i.indexrelid::pg_catalog.regclass::text,
-                      CASE WHEN i.indisclustered THEN pg_catalog.quote_ident(ic.relname) END,
-                      pg_catalog.obj_description(i.indexrelid, 'pg_class'),
+        indexes = self.named(
+            """SELECT i.indexrelid, i.indrelid,
+                      pg_catalog.pg_get_indexdef(i.indexrelid) AS definition,
+                      i.indexrelid::pg_catalog.regclass::text AS name,
+                      CASE WHEN i.indisclustered THEN pg_catalog.quote_ident(ic.relname) END
+                        AS clustered,
+                      pg_catalog.obj_description(i.indexrelid, 'pg_class') AS comment,
                       EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con
                               WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid
-                                AND con.contype IN ('p', 'u', 'x'))
+                                AND con.contype IN ('p', 'u', 'x')) AS backs_constraint
                FROM pg_catalog.pg_index i
                JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
                WHERE i.indrelid = ANY(%s)
@@ -766,21 +770,23 @@ class Catalog:
         )
         view_oids = {v.oid for v in self.views}
         matview_later = []
-        for _, rel, idef, iname, clustered, text, backs in indexes:
-            if not backs:
-                if rel in view_oids:
-                    matview_later.append(idef)
+        for index in indexes:
+            if not index.backs_constraint:
+                if index.indrelid in view_oids:
+                    matview_later.append(index.definition)
                 else:
-                    yield idef
-                comments.append(comment("INDEX", iname, text))
-            if clustered:  # CLUSTER ON takes the index's bare name: the table's schema is its own
-                comments.append(f"ALTER TABLE {names[rel]} CLUSTER ON {clustered}")
+                    yield index.definition
+                comments.append(comment("INDEX", index.name, index.comment))
+            if (
+                index.clustered
+            ):  # CLUSTER ON takes the index's bare name: the table's schema is its own
+                comments.append(f"ALTER TABLE {names[index.indrelid]} CLUSTER ON {index.clustered}")
         for parent, child in self.fetch(
             """SELECT i.inhparent::pg_catalog.regclass::text, i.inhrelid::pg_catalog.regclass::text
                FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
                WHERE c.relkind IN ('i', 'I') AND i.inhrelid = ANY(%s)
                ORDER BY 2""",
-            [[oid for oid, *_ in indexes]],
+            [[index.indexrelid for index in indexes]],
         ):
             yield f"ALTER INDEX {parent} ATTACH PARTITION {child}"
         for rel, ident, idx in self.fetch(
