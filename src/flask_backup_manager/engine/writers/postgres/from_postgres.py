@@ -777,9 +777,8 @@ class Catalog:
                 else:
                     yield index.definition
                 comments.append(comment("INDEX", index.name, index.comment))
-            if (
-                index.clustered
-            ):  # CLUSTER ON takes the index's bare name: the table's schema is its own
+            # CLUSTER ON takes the index's bare name: the table's schema is its own
+            if index.clustered:
                 comments.append(f"ALTER TABLE {names[index.indrelid]} CLUSTER ON {index.clustered}")
         for parent, child in self.fetch(
             """SELECT i.inhparent::pg_catalog.regclass::text, i.inhrelid::pg_catalog.regclass::text
