@@ -5,6 +5,7 @@ moved into a function to dodge a circle is still a circle."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import flask_backup_manager.engine as engine
@@ -146,3 +147,80 @@ def test_the_checker_sees_absolute_imports_and_the_web_layer(tmp_path):
         "../service",
         "../__init__",
     }
+
+
+#: modules a helper process runs by their path, without the package (see engine/child.py):
+#: child.py itself, and each work it imports as a top-level module (``command("render:...")``)
+RUN_BY_PATH = ["child.py", "writers/sqlite/render.py"]
+#: what those may import besides the standard library
+THIRD_PARTY_BY_PATH = {"zlib_ng"}
+
+
+def outside_the_stdlib(path: Path) -> list[str]:
+    """The imports of ``path`` (anywhere in it) a helper started by path could not make in
+    milliseconds: relative ones, the package's, and any but the standard library's and
+    :data:`THIRD_PARTY_BY_PATH`."""
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            bad.append("." * node.level + (node.module or ""))
+            continue
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            modules = [node.module or ""]
+        else:
+            continue
+        for m in modules:
+            top = m.split(".")[0]
+            if top not in sys.stdlib_module_names and top not in THIRD_PARTY_BY_PATH:
+                bad.append(m)
+    return bad
+
+
+def test_the_modules_a_helper_runs_by_path_import_only_the_standard_library():
+    bad = {name: outside_the_stdlib(ROOT / name) for name in RUN_BY_PATH}
+    assert not any(bad.values()), bad
+
+
+def test_every_work_run_as_a_top_level_module_is_checked():
+    """A ``parallel.command("module:function", ...)`` whose module has no dot runs that module
+    by path: it must be in :data:`RUN_BY_PATH`."""
+    stems = {Path(n).stem for n in RUN_BY_PATH}
+    found = set()
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", getattr(node.func, "id", None)) == "command"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                module = node.args[0].value.partition(":")[0]
+                if "." not in module:
+                    found.add(module)
+    assert "render" in found  # the scan sees today's one
+    assert found <= stems, found - stems
+
+
+def test_the_checker_sees_a_non_stdlib_import_in_a_module_run_by_path(tmp_path):
+    """The check above is not vacuous: a relative import, the package's, a third-party library,
+    even inside a function, are each caught; the standard library and zlib-ng are not."""
+    module = tmp_path / "render.py"
+    module.write_text(
+        "from __future__ import annotations\n"
+        "import os.path, sqlite3\n"
+        "from zlib_ng import zlib_ng\n"
+        "from .base import ident\n"
+        "def f():\n"
+        "    import flask_backup_manager.engine\n"
+        "    from sqlalchemy import types\n"
+        "    from .. import model\n"
+    )
+    assert outside_the_stdlib(module) == [
+        ".base",
+        "flask_backup_manager.engine",
+        "sqlalchemy",
+        "..",
+    ]
