@@ -51,10 +51,9 @@ SOURCES: dict[str, str] = {
 }
 
 #: The formats each kind of source database can be exported to.
-SUPPORTED: dict[str, tuple[str, ...]] = {}
-for _kind, _format in PATHS:
-    SUPPORTED.setdefault(_kind, ())
-    SUPPORTED[_kind] += (_format,)
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    kind: tuple(f for k, f in PATHS if k == kind) for kind, _ in PATHS
+}
 
 #: The module that reads each SQL format as its client does (``ScriptCheck``): every file is
 #: read through it before it counts as done, and a line the client would take as a command the
