@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from decimal import ROUND_HALF_UP, Decimal
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import pq, sql
+from psycopg.adapt import Transformer
 from psycopg.rows import RowFactory, class_row
 from psycopg.types import datetime as pdt
 
@@ -84,8 +86,10 @@ ORDER BY n.nspname, c.relname
 """
 
 _COLUMNS = """
-SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod, a.attndims, a.attgenerated
+SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod, a.attndims, a.attgenerated,
+       a.attidentity, pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default_expr
 FROM pg_catalog.pg_attribute a
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
 """
@@ -378,6 +382,46 @@ class PostgresSource:
         if not expr:
             return self._type_rows()[typid].typname
         return "text" if expr == "{}::text" else None
+
+    # -- one value of a column, from its text ----------------------------------------------
+
+    def type_names(self, spec: PostgresTable, index: int) -> list[str]:
+        """The type of column ``index`` of ``spec`` as PostgreSQL writes it in a cast
+        (``format_type``: ``integer``, ``character varying``, ``public.mood``), then, for a
+        domain, each type under it down to the base type."""
+        types = self._type_rows()
+        oid = spec.columns[index].atttypid
+        names = [types[oid].formatted]
+        while types[oid].typtype == "d":
+            oid = types[oid].typbasetype
+            names.append(types[oid].formatted)
+        return names
+
+    def load_text(self, spec: PostgresTable, index: int, text: str) -> Any:
+        """The value :meth:`row_batches` yields for column ``index`` of ``spec`` when it holds
+        the value whose PostgreSQL text form (its type's output) is ``text``: parsed by the
+        loader the column's rows are read with (an enum's label stays text), padded or rounded
+        as the column's length or scale makes PostgreSQL store it. Runs no SQL. Raises
+        ValueError when the loader refuses ``text``."""
+        types = self._type_rows()
+        col = spec.columns[index]
+        cast = spec.casts[index]
+        if not cast:
+            oid = col.atttypid
+        else:
+            oid = next(t.oid for t in types.values() if t.formatted == cast[len("{}::") :])
+        try:
+            value = Transformer(self.conn).get_loader(oid, pq.Format.TEXT).load(text.encode())
+            base, typmod = base_type(types, col.atttypid, col.atttypmod)
+            name = types[base].typname
+            if name == "bpchar" and typmod >= 4 and isinstance(value, str):
+                value = value.ljust(typmod - 4)
+            if name == "numeric" and typmod >= 4 and isinstance(value, Decimal):
+                exponent = Decimal(1).scaleb(-((typmod - 4) & 0xFFFF))
+                value = value.quantize(exponent, ROUND_HALF_UP) if value.is_finite() else value
+        except (psycopg.Error, ValueError, ArithmeticError) as e:
+            raise ValueError(str(e)) from e
+        return value
 
     # -- data -----------------------------------------------------------------------------
 

@@ -44,6 +44,10 @@ class PgColumn:
     atttypmod: int
     attndims: int
     attgenerated: str  # "" or "s" (stored)
+    attidentity: str  # "" or "a" (ALWAYS) / "d" (BY DEFAULT)
+    #: the default expression as PostgreSQL prints it (``pg_get_expr``; search_path empty,
+    #: so names outside pg_catalog are schema-qualified), None without one (customer text)
+    default_expr: str | None
 
 
 @dataclass(frozen=True)

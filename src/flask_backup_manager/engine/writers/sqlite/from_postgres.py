@@ -49,7 +49,9 @@ PostgreSQL, CHAR(32) elsewhere) gets its full processor, which is what converts 
 
 Tables keep their key as name (``other_schema.t`` is a table named "other_schema.t"); primary
 keys, NOT NULL, unique constraints, foreign keys (composite too) and plain column indexes are
-kept; server defaults, checks and generated-column expressions are not (generated columns keep
+kept, and the server defaults SQLite has an equivalent of (:mod:`.writers.sqlite.defaults`:
+constants stored as the column's values are, the clock, random UUIDs; the others are listed
+in the backup's log); checks and generated-column expressions are not (generated columns keep
 their values as plain columns).
 """
 
@@ -62,7 +64,7 @@ import math
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -72,9 +74,11 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from ...base import Tracker, ident, prefetch
-from ...model import ExportError, TableSpec
+from ...model import ExportError
 from ...sources.postgres import PostgresSource
+from ...sources.postgres_model import PostgresTable
 from ...sources.sqlite import remove_sidecars
+from .defaults import NotCarried, host_default, postgres_default
 
 Converter = Callable[[Any], Any]
 
@@ -263,6 +267,8 @@ class TablePlan:
     create: str
     indexes: list[str]
     converters: list[Converter | None]
+    #: the defaults not carried, one line each for the backup's log
+    lost: list[str] = field(default_factory=list)
 
     def insert_sql(self, rows: int) -> str:
         """``INSERT INTO t VALUES (?, ?), (?, ?)``: ``rows`` rows of parameters."""
@@ -299,25 +305,33 @@ class TablePlan:
         return convert
 
 
-def table_plan(spec: TableSpec, names: dict[str, str], host: sa.MetaData | None) -> TablePlan:
+def table_plan(source: PostgresSource, spec: PostgresTable, names: dict[str, str]) -> TablePlan:
     """``names`` maps every exported table's SQLAlchemy ``fullname`` to its SQLite name."""
     table = spec.table
     if not table.columns:
         raise ExportError(
             f"table {spec.key} has no columns, which SQLite cannot hold: leave it out (exclude)"
         )
-    host_table = _host_table(host, spec)
+    host_table = _host_table(source.host_metadata, spec)
     pk = list(table.primary_key.columns)
     rowid_pk = len(pk) == 1 and isinstance(pk[0].type, sa.Integer)
-    lines, converters = [], []
-    for col in table.columns:
+    lines, converters, lost = [], [], []
+    for i, col in enumerate(table.columns):
         from_host = host_table is not None and col.name in host_table.c
         declared, conv = column_plan(col.type, from_host=from_host)
         converters.append(conv)
-        if rowid_pk and col is pk[0]:
-            lines.append(f"{ident(col.name)} INTEGER PRIMARY KEY")
-            continue
-        lines.append(f"{ident(col.name)} {declared}" + ("" if col.nullable else " NOT NULL"))
+        rowid = rowid_pk and col is pk[0]
+        try:
+            default = host_default(host_table.c[col.name]) if from_host else None
+            if default is None:
+                default = postgres_default(source, spec, i, conv, rowid=rowid)
+        except NotCarried as e:
+            default = None
+            lost.append(str(e))
+        line = f"{ident(col.name)} {'INTEGER PRIMARY KEY' if rowid else declared}"
+        if default is not None:
+            line += f" DEFAULT {default}"
+        lines.append(line + ("" if col.nullable or rowid else " NOT NULL"))
     if pk and not rowid_pk:
         lines.append(f"PRIMARY KEY ({', '.join(ident(c.name) for c in pk)})")
     for uc in sorted(
@@ -355,10 +369,11 @@ def table_plan(spec: TableSpec, names: dict[str, str], host: sa.MetaData | None)
         create=f"CREATE TABLE {ident(name)} (\n  " + ",\n  ".join(lines) + "\n)",
         indexes=indexes,
         converters=converters,
+        lost=lost,
     )
 
 
-def _host_table(host: sa.MetaData | None, spec: TableSpec) -> sa.Table | None:
+def _host_table(host: sa.MetaData | None, spec: PostgresTable) -> sa.Table | None:
     if host is None:
         return None
     if spec.schema in (None, "public"):
@@ -373,8 +388,10 @@ def write_db(source: PostgresSource, path: Path, tracker: Tracker) -> None:
     file is private until export() renames it). Indexes are made after the rows."""
     specs = source.tables()
     names = {s.table.fullname: s.key for s in specs}
-    host = source.host_metadata
-    plans = [table_plan(s, names, host) for s in specs]
+    plans = [table_plan(source, s, names) for s in specs]
+    for plan in plans:
+        for message in plan.lost:
+            tracker.warn(message)
     con = sqlite3.connect(path, isolation_level=None)
     try:
         con.execute("PRAGMA journal_mode=OFF")
