@@ -34,16 +34,32 @@ def gunzip(chunks: Iterable[bytes], most: int = 1 << 22) -> Iterator[bytes]:
         raise ExportError("the gzip file is truncated")
 
 
+class Mark:
+    """A place in a :class:`GzipOut` to go back to (:meth:`GzipOut.rewind`): a member ends
+    there; ``offset`` is where in the file, once the compressing thread has got that far."""
+
+    offset: int | None = None
+
+
+class _Rewind:
+    def __init__(self, mark: Mark) -> None:
+        self.mark = mark
+
+
 class GzipOut:
     """A gzip file written by a second thread (zlib releases the GIL), fed by a bounded queue
     of big chunks, so reading the database and compressing run on two cores. Gzip members
     compressed elsewhere can be appended in between (:meth:`append`): a gzip file may be a
-    series of members, which every reader reads as one stream."""
+    series of members, which every reader reads as one stream. A writer may mark a place
+    (:meth:`mark`, which ends a member there) and later take back all it wrote after it
+    (:meth:`rewind`: the file is cut there and a new member begins)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.f = open(path, "wb")  # closed in close()
-        self.q: queue.Queue[bytes | bytearray | BinaryIO | None] = queue.Queue(maxsize=8)
+        self.q: queue.Queue[bytes | bytearray | BinaryIO | Mark | _Rewind | None] = queue.Queue(
+            maxsize=8
+        )
         self.error: BaseException | None = None
         self.parts: list[bytes] = []
         self.size = 0
@@ -53,22 +69,34 @@ class GzipOut:
     def _run(self) -> None:
         try:
             z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            begun = False  # whether the member under way holds anything
             while (chunk := self.q.get()) is not None:
                 if isinstance(chunk, (bytes, bytearray)):
                     self.f.write(z.compress(chunk))
+                    begun = True
                     continue
-                with chunk:  # a member: end ours, copy it, start a new one
-                    self.f.write(z.flush())
-                    shutil.copyfileobj(chunk, self.f, 1 << 20)
+                if isinstance(chunk, Mark):
+                    if begun:
+                        self.f.write(z.flush())
+                    chunk.offset = self.f.tell()
+                elif isinstance(chunk, _Rewind):
+                    self.f.truncate(chunk.mark.offset)
+                    self.f.seek(chunk.mark.offset)
+                else:
+                    with chunk:  # a member: end ours, copy it, start a new one
+                        if begun:
+                            self.f.write(z.flush())
+                        shutil.copyfileobj(chunk, self.f, 1 << 20)
                 z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+                begun = False
             self.f.write(z.flush())
         except BaseException as e:  # reported by put()/close() in the main thread
             self.error = e
             while (item := self.q.get()) is not None:  # drain: the producer never blocks
-                if not isinstance(item, (bytes, bytearray)):
+                if not isinstance(item, (bytes, bytearray, Mark, _Rewind)):
                     item.close()
 
-    def _put(self, item: bytes | bytearray | BinaryIO | None) -> None:
+    def _put(self, item: bytes | bytearray | BinaryIO | Mark | _Rewind | None) -> None:
         while True:
             if self.error is not None:
                 raise self.error
@@ -102,6 +130,19 @@ class GzipOut:
         except BaseException:
             member.close()
             raise
+
+    def mark(self) -> Mark:
+        """End the member under way here: a place to :meth:`rewind` to."""
+        self.flush()
+        mark = Mark()
+        self._put(mark)
+        return mark
+
+    def rewind(self, mark: Mark) -> None:
+        """Take back everything written since ``mark`` (appended members too): the file is
+        cut there, and what is written next begins a new member."""
+        self.parts, self.size = [], 0
+        self._put(_Rewind(mark))
 
     def flush(self) -> None:
         if self.parts:
