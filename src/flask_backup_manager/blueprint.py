@@ -4,6 +4,8 @@ carries."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from flask import Blueprint, Response, current_app, request
 
 from . import api, pages
@@ -45,10 +47,15 @@ for method, rule, view in ROUTES:
 
 @blueprint.context_processor
 def _template_globals() -> dict:
-    return {"csrf_token": csrf_token, "backup_manager": get_state()}
+    """The one name our pages add beside their values (``bm``), so none of the host's context
+    processors or globals is shadowed on them: ``backup_manager.base_template``,
+    ``backup_manager.may("delete")``, ``backup_manager.csrf_token()``."""
+    helpers = SimpleNamespace(
+        base_template=get_state().base_template, may=pages.may, csrf_token=csrf_token
+    )
+    return {"backup_manager": helpers}
 
 
-blueprint.context_processor(pages.permissions)
 blueprint.add_app_template_filter(human_size, "backup_manager_size")
 blueprint.add_app_template_filter(pages.code_filter, "backup_manager_code")
 

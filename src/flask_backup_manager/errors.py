@@ -5,7 +5,7 @@ large, a Range the file does not have)."""
 
 from __future__ import annotations
 
-from flask import Response, json, render_template, request
+from flask import Response, current_app, json, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .service import ServiceError, whole_number
@@ -24,12 +24,23 @@ class BackupManagerError(HTTPException):
             body = json.dumps({"error": {"code": self.error_code, "message": self.description}})
             mimetype = "application/json"
         else:
-            body = render_template("backup_manager/error.html", error=self)
-            mimetype = "text/html"
+            body, mimetype = self.page(), "text/html"
         response = super().get_response(environ, scope)
         response.set_data(body)
         response.mimetype = mimetype
         return security_headers(response)
+
+    def page(self) -> str:
+        """The error page, inside the host's layout as every page; when that layout itself
+        fails (say it needs what only the host's views give it), the standalone page, so the
+        visitor still learns what went wrong and the failure is in the app's log."""
+        try:
+            return render_template("backup_manager/error.html", bm={"error": self})
+        except Exception:
+            current_app.logger.exception("the layout failed on a Backup Manager error page")
+            return render_template(
+                "backup_manager/error.html", bm={"error": self, "standalone": True}
+            )
 
 
 def http_error(e: ServiceError) -> BackupManagerError:

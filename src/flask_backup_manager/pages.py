@@ -16,15 +16,11 @@ from .models import FINISHED
 from .state import get_state
 
 
-def permissions() -> dict[str, Any]:
-    """Context processor, ``backup_manager_may("delete")``: show only the buttons the host's
-    check would allow."""
-
-    def may(permission: str) -> bool:
-        check = get_state().ext._access
-        return bool(check and check(permission))
-
-    return {"backup_manager_may": may}
+def may(permission: str) -> bool:
+    """``backup_manager.may("delete")`` in a template: show only the buttons the host's check
+    would allow."""
+    check = get_state().ext._access
+    return bool(check and check(permission))
 
 
 def code_filter(text: str) -> Markup:
@@ -33,13 +29,20 @@ def code_filter(text: str) -> Markup:
     return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
 
 
+def render(template: str, **values: Any) -> str:
+    """Render one of our pages with the app's whole context (its context processors and
+    globals) and this page's ``values`` under the one name ``bm``: a name of the host's layout
+    (``page``, ``error``, ...) is never shadowed by ours."""
+    return render_template(f"backup_manager/{template}", bm=values)
+
+
 @requires("view")
 def index() -> Any:
     page = int_arg("page", 1)
     items, total = service.list_backups(page)
     per_page = get_state().per_page
-    return render_template(
-        "backup_manager/list.html",
+    return render(
+        "list.html",
         backups=[presenters.to_dict(b) for b in items],
         page=page,
         pages=max(1, -(-total // per_page)),
@@ -49,7 +52,7 @@ def index() -> Any:
 
 @requires("create")
 def new() -> Any:
-    return render_template("backup_manager/new.html", formats=service.formats())
+    return render("new.html", formats=service.formats(), error=None)
 
 
 @requires("create")
@@ -60,18 +63,15 @@ def create() -> Any:
         if e.status not in (400, 429):
             raise
         # a refused choice is shown on the form it came from, with the choices again
-        page = render_template(
-            "backup_manager/new.html", formats=service.formats(), error=e.message
-        )
-        return page, e.status
+        return render("new.html", formats=service.formats(), error=e.message), e.status
     return redirect(url_for(".index"), code=303)
 
 
 @requires("view")
 def detail(backup_id: str) -> Any:
     backup = service.get_backup(backup_id)
-    return render_template(
-        "backup_manager/detail.html",
+    return render(
+        "detail.html",
         backup=presenters.to_dict(backup),
         logs=service.backup_logs(backup),
         audit=service.audit_trail(backup.id),
