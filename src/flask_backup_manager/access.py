@@ -10,11 +10,16 @@ import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import current_app, request, session
+from flask import Response, abort, current_app, request, session
 
-from .errors import BackupManagerError, http_error
+from .errors import BackupManagerError, http_error, wants_json
 from .service import ServiceError
 from .state import PERMISSIONS, get_state
+
+try:  # the host's to install; its login manager sends logged-out visitors to the login page
+    from flask_login import current_user
+except ImportError:
+    current_user = None
 
 F = TypeVar("F", bound=Callable[..., Any])
 SESSION_KEY = "_backup_manager_csrf"
@@ -51,8 +56,28 @@ def check_access(permission: str) -> None:
             "The Backup Manager denies all access until the app registers an access check: "
             "BackupManager(app, db=db, access=check) or @backups.access_check.",
         )
-    if not check(permission):
-        raise BackupManagerError(403, "forbidden", f"You are not allowed to {permission} backups.")
+    if check(permission):
+        return
+    if not wants_json():
+        answer = denied_answer(permission)
+        if answer is not None:
+            abort(answer)
+    raise BackupManagerError(403, "forbidden", f"You are not allowed to {permission} backups.")
+
+
+def denied_answer(permission: str) -> Response | None:
+    """What a browser the check turned away gets instead of the 403 page: the host's
+    ``on_denied`` hook's response; without a hook, when nobody is logged in to an app with
+    Flask-Login, its ``login_manager.unauthorized()`` (a redirect to ``login_view`` with
+    ``next``, or 401). ``None``: the 403 page (a logged-in user without the permission)."""
+    hook = get_state().ext._on_denied
+    if hook is not None:
+        answer = hook(permission)
+        return None if answer is None else current_app.make_response(answer)
+    manager = getattr(current_app, "login_manager", None)
+    if manager is None or current_user is None or current_user.is_authenticated:
+        return None
+    return current_app.make_response(manager.unauthorized())
 
 
 def current_user_name() -> str | None:

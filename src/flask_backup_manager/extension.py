@@ -10,7 +10,7 @@ from flask_sqlalchemy import SQLAlchemy
 from .blueprint import blueprint, exempt_from_flask_wtf
 from .cli import backups_cli
 from .models import make_models
-from .state import AccessCheck, Identity, read_config
+from .state import AccessCheck, Identity, OnDenied, read_config
 
 
 class BackupManager:
@@ -20,7 +20,13 @@ class BackupManager:
     ``backups.init_app(app)``. Access is denied until the host supplies a check, either
     ``BackupManager(..., access=check)`` or the ``@backups.access_check`` decorator; the check
     is called with ``"view"``, ``"create"``, ``"download"`` or ``"delete"``.
+
+    ``backups.cli`` is the ``backups`` command group, for a host's own console script:
+    ``cli.add_command(backups.cli)``.
     """
+
+    #: the ``flask backups ...`` group, also for a host's own click group or FlaskGroup
+    cli = backups_cli
 
     def __init__(
         self,
@@ -29,10 +35,12 @@ class BackupManager:
         db: SQLAlchemy | None = None,
         access: AccessCheck | None = None,
         identity: Identity | None = None,
+        on_denied: OnDenied | None = None,
     ) -> None:
         self.db = db
         self._access = access
         self._identity = identity
+        self._on_denied = on_denied
         if db is not None:
             self.models = make_models(db)
         if app is not None:
@@ -62,4 +70,12 @@ class BackupManager:
     def identity(self, func: Identity) -> Identity:
         """Decorator: register the function naming the current user (kept with each backup)."""
         self._identity = func
+        return func
+
+    def on_denied(self, func: OnDenied) -> OnDenied:
+        """Decorator: register what a browser the access check turned away gets (called with
+        the permission): a response, e.g. a redirect to the login page, or ``None`` for the 403
+        page. Without it, an app with Flask-Login sends a visitor who is not logged in to
+        ``login_manager.unauthorized()``. The JSON API always answers 403 in JSON."""
+        self._on_denied = func
         return func

@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
 AccessCheck = Callable[[str], bool]
 #: Names the user of the current request (kept with each backup and audit entry).
 Identity = Callable[[], str | None]
+#: Answers a browser the access check turned away (gets the permission): a response, such as
+#: a redirect to the login page, or ``None`` for the 403 page.
+OnDenied = Callable[[str], Any]
 PERMISSIONS = ("view", "create", "download", "delete")
 
 
@@ -49,6 +52,7 @@ class Hooks(Protocol):
 
     _access: AccessCheck | None
     _identity: Identity | None
+    _on_denied: OnDenied | None
 
 
 @dataclass
