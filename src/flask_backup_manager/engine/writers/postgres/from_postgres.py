@@ -2,13 +2,16 @@
 
 Every query runs in the source's snapshot with ``search_path = ''``, so ``regclass``/``regtype``
 text and the ``pg_get_*def`` functions give schema-qualified, quoted names as ``pg_dump`` does.
-Objects that belong to an extension are left to ``CREATE EXTENSION``. Not copied: owners,
+Objects that belong to an extension are left to ``CREATE EXTENSION``. Collations come first;
+types, functions and operators follow the dependencies ``pg_depend`` records between them and
+on tables and views (:meth:`Catalog.types_and_functions`). Not copied: owners,
 privileges, row-level security policies, publications, foreign tables, large objects (a database
 owner can't recreate some of them, and a support copy doesn't need them).
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -82,6 +85,50 @@ def _check_operator_name(name: str | None) -> None:
         raise ExportError(f"operator {shown(name)!r} has a name PostgreSQL cannot read")
 
 
+#: objects made after ``initdb`` have oids from here on (``FirstNormalObjectId``)
+FIRST_USER_OID = 16384
+
+#: the provider of a collation as ``CREATE COLLATION`` names it
+_COLLATION_PROVIDERS = {"c": "libc", "i": "icu", "b": "builtin"}
+
+#: the group of :meth:`Catalog.types_and_functions` an object needing a relation goes to
+_GROUP = {"table": 1, "view": 2}
+
+
+def _in_dependency_order(
+    objects: Iterable[tuple[str, int]], deps: dict[tuple[str, int], set[tuple[str, int]]]
+) -> list[tuple[str, int]]:
+    """``objects`` (catalog, oid) each after those of them it depends on, else by oid (the
+    order they were made in); a dependency loop is broken at its oldest object."""
+    keys = set(objects)
+    waiting = {k: {d for d in deps[k] if d in keys} for k in keys}
+    users: dict[tuple[str, int], list[tuple[str, int]]] = {k: [] for k in keys}
+    for k, ds in waiting.items():
+        for d in ds:
+            users[d].append(k)
+
+    def rank(k: tuple[str, int]) -> tuple[int, bool, tuple[str, int]]:
+        return (k[1], k[0] == "checks", k)  # a domain's checks right after it
+
+    ready = [rank(k) for k, ds in waiting.items() if not ds]
+    heapq.heapify(ready)
+    out: list[tuple[str, int]] = []
+    done: set[tuple[str, int]] = set()
+    while len(out) < len(keys):
+        if not ready:  # a loop: take its oldest object
+            heapq.heappush(ready, min(rank(k) for k in keys - done))
+        k = heapq.heappop(ready)[2]
+        if k in done:
+            continue
+        done.add(k)
+        out.append(k)
+        for u in users[k]:
+            waiting[u].discard(k)
+            if not waiting[u] and u not in done:
+                heapq.heappush(ready, rank(u))
+    return out
+
+
 def write_postgres(source: PostgresSource, path: Path, tracker: Tracker) -> None:
     """Write the ``postgres`` format (gzipped SQL for psql) to ``path``."""
     with dump_file(path) as out:
@@ -147,7 +194,8 @@ class Catalog:
         self._seqs: list | None = None
         self._cols: dict[int, list] | None = None
         self.late_checks: list[str] = []
-        self.domain_later: list[str] = []
+        self.after_views: list[str] = []
+        self._domain_inline: dict[int, list[str]] = {}
 
     def named(self, query: str, params: list | None = None) -> list[Any]:
         """The rows of ``query`` as named tuples, a field per column (by its name or alias)."""
@@ -158,13 +206,12 @@ class Catalog:
     def pre_data(self) -> Iterable[str]:
         yield from self.schemas()
         yield from self.extensions()
-        yield from self.types()
-        late: list[str] = []
-        yield from self.functions(late)
-        yield from self.domain_later
+        yield from self.collations()
+        before_tables, after_tables, self.after_views = self.types_and_functions()
+        yield from before_tables
         yield from self.sequences()
         yield from self.create_tables()
-        yield from late  # functions using a table's row type
+        yield from after_tables
         yield from self.owned_sequences()
 
     def schemas(self) -> Iterable[str]:
@@ -206,7 +253,129 @@ class Catalog:
             )
             yield comment_line(f"not created (untrusted extension, needs a superuser): {create}")
 
-    def types(self) -> Iterable[str]:
+    def collations(self) -> Iterable[str]:
+        """``CREATE COLLATION`` for the source's own collations, as ``pg_dump`` writes them:
+        provider, locale (or ``lc_collate`` and ``lc_ctype`` when they differ), determinism
+        and ICU rules, each string a literal. The row is read whole as JSON, so that the
+        columns each version has (``colliculocale`` in 15 and 16, ``colllocale`` from 17,
+        ``collicurules`` from 16) are found by name. Before the types and tables, which
+        only use them."""
+        for name, row, text in self.fetch(
+            f"""SELECT pg_catalog.quote_ident(n.nspname) || '.'
+                         || pg_catalog.quote_ident(c.collname),
+                       pg_catalog.to_jsonb(c), pg_catalog.obj_description(c.oid, 'pg_collation')
+                FROM pg_catalog.pg_collation c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.collnamespace
+                WHERE {USER_NS} AND {not_ext("c", "pg_collation")}
+                ORDER BY c.oid"""
+        ):
+            provider = _COLLATION_PROVIDERS.get(row["collprovider"])
+            if provider is None:
+                raise ExportError(
+                    f"collation {shown(name)} has a provider PostgreSQL cannot create"
+                )
+            opts = [f"provider = {provider}"]
+            if not row["collisdeterministic"]:
+                opts.append("deterministic = false")
+            collate, ctype = row["collcollate"], row["collctype"]
+            locale = row.get("colllocale") or row.get("colliculocale")
+            if locale is None and (provider == "icu" or collate == ctype):
+                locale = collate  # before 15 an ICU collation's locale was its collcollate
+            if locale is not None:
+                opts.append(f"locale = {literal(locale)}")
+            else:
+                opts += [f"lc_collate = {literal(collate)}", f"lc_ctype = {literal(ctype)}"]
+            if row.get("collicurules") is not None:
+                opts.append(f"rules = {literal(row['collicurules'])}")
+            yield f"CREATE COLLATION {name} (" + ", ".join(opts) + ")"
+            yield comment("COLLATION", name, text)
+
+    def types_and_functions(self) -> tuple[list[str], list[str], list[str]]:
+        """The types, functions, operators and aggregates, each after the objects it depends
+        on by ``pg_depend`` (so a domain whose CHECK calls a function follows the function,
+        and a function taking the domain follows the domain), else in the order they were
+        made; in three groups: before the tables, after them (what uses a table's row type,
+        or reads a table or sequence in a SQL-standard body), after the views (what reads a
+        view). A domain's default and CHECK constraints are part of its ``CREATE DOMAIN``
+        when what they call is there by then, else ``ALTER DOMAIN`` statements once it is
+        (a function taking the domain, called by its CHECK)."""
+        objects = {**self.types(), **self.functions(), **self.operators()}
+        deps = self._dependencies(objects)
+        order = _in_dependency_order(objects, deps)
+        group: dict[tuple[str, int], int] = {}
+        for key in order:
+            group[key] = max((_GROUP.get(d[0]) or group.get(d, 0) for d in deps[key]), default=0)
+        out: tuple[list[str], list[str], list[str]] = ([], [], [])
+        done: set[tuple[str, int]] = set()
+        for key in order:
+            if key in done:
+                continue  # a domain's checks, made with it
+            done.add(key)
+            statements = objects[key]
+            checks = ("checks", key[1])
+            if (
+                key[0] == "pg_type"
+                and checks in objects
+                and all(d in done and group[d] <= group[key] for d in deps[checks] - {key})
+            ):
+                done.add(checks)
+                statements = self._domain_inline[key[1]] + statements[1:]
+            out[group[key]].extend(statements)
+        return out
+
+    def _dependencies(
+        self, objects: dict[tuple[str, int], list[str]]
+    ) -> dict[tuple[str, int], set[tuple[str, int]]]:
+        """For each of ``objects`` (keyed by catalog and oid), what it needs made first: others
+        of them, or ``("table", oid)`` / ``("view", oid)``. A reference to an array or
+        multirange type stands for its element or range type, one to a composite type's
+        relation for the type, to a table's row type for the table; what a domain's default
+        and CHECK constraints use is needed by its ``("checks", oid)``."""
+        alias: dict[tuple[str, int], tuple[str, int]] = {}
+        for cls, oid, to_cls, to_oid in self.fetch(
+            f"""SELECT 'pg_type', t.typarray, 'pg_type', t.oid FROM pg_catalog.pg_type t
+                WHERE t.typarray <> 0 AND t.oid >= {FIRST_USER_OID}
+                UNION ALL SELECT 'pg_type', r.rngmultitypid, 'pg_type', r.rngtypid
+                FROM pg_catalog.pg_range r WHERE r.rngtypid >= {FIRST_USER_OID}
+                UNION ALL SELECT x.cls, x.oid,
+                       CASE WHEN c.relkind = 'c' THEN 'pg_type'
+                            WHEN c.relkind IN ('v', 'm') THEN 'view' ELSE 'table' END,
+                       CASE WHEN c.relkind = 'c' THEN c.reltype ELSE c.oid END
+                FROM pg_catalog.pg_class c,
+                     LATERAL (VALUES ('pg_class', c.oid), ('pg_type', c.reltype)) x (cls, oid)
+                WHERE c.oid >= {FIRST_USER_OID}
+                  AND NOT (x.cls = 'pg_type' AND (c.relkind = 'c' OR c.reltype = 0))
+                UNION ALL SELECT 'pg_constraint', con.oid, 'checks', con.contypid
+                FROM pg_catalog.pg_constraint con WHERE con.contypid <> 0"""
+        ):
+            alias[(cls, oid)] = (to_cls, to_oid)
+
+        def resolve(key: tuple[str, int]) -> tuple[str, int]:
+            while key in alias:
+                key = alias[key]
+            return key
+
+        deps: dict[tuple[str, int], set[tuple[str, int]]] = {key: set() for key in objects}
+        for cls, oid, ref_cls, ref_oid in self.fetch(
+            f"""SELECT c.relname::text, d.objid, r.relname::text, d.refobjid
+                FROM pg_catalog.pg_depend d
+                JOIN pg_catalog.pg_class c ON c.oid = d.classid
+                JOIN pg_catalog.pg_class r ON r.oid = d.refclassid
+                WHERE d.deptype IN ('n', 'a') AND d.objid >= {FIRST_USER_OID}
+                  AND d.refobjid >= {FIRST_USER_OID}"""
+        ):
+            key, ref = resolve((cls, oid)), resolve((ref_cls, ref_oid))
+            if key[0] == "pg_type" and ("checks", key[1]) in objects and ref[0] != "pg_type":
+                key = ("checks", key[1])  # the domain's default uses it
+            if key in deps and ref != key and (ref in objects or ref[0] in _GROUP):
+                deps[key].add(ref)
+        return deps
+
+    def types(self) -> dict[tuple[str, int], list[str]]:
+        """The statements that make each type, by ``("pg_type", oid)``, and a domain's
+        default and CHECK constraints as ``ALTER DOMAIN`` statements by ``("checks", oid)``
+        (and the statements making a domain with them in :attr:`_domain_inline`)."""
+        out: dict[tuple[str, int], list[str]] = {}
         rows = self.fetch(
             f"""
             SELECT t.oid, t.oid::pg_catalog.regtype::text, t.typtype,
@@ -216,7 +385,7 @@ class Catalog:
             WHERE {USER_NS} AND {not_ext("t", "pg_type")}
               AND (t.typtype IN ('e', 'd', 'r') OR t.typtype = 'c' AND
                    (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c')
-            ORDER BY t.typtype <> 'e', t.oid"""
+            ORDER BY t.oid"""
         )
         for oid, name, typtype, text, kind in rows:
             if typtype == "e":
@@ -225,11 +394,13 @@ class Catalog:
                     " ORDER BY enumsortorder",
                     [oid],
                 )
-                yield (
+                stmt = (
                     f"CREATE TYPE {name} AS ENUM (" + ", ".join(literal(r[0]) for r in labels) + ")"
                 )
             elif typtype == "d":
-                yield self._domain(oid, name)
+                stmt, self._domain_inline[oid], checks = self._domain(oid, name)
+                if checks:
+                    out[("checks", oid)] = checks
             elif typtype == "c":
                 attrs = self.fetch(
                     """SELECT pg_catalog.quote_ident(a.attname),
@@ -244,16 +415,21 @@ class Catalog:
                        ORDER BY a.attnum""",
                     [oid],
                 )
-                yield (
+                stmt = (
                     f"CREATE TYPE {name} AS (\n"
                     + ",\n".join(f"    {a} {t}{c}" for a, t, c in attrs)
                     + "\n)"
                 )
             else:
-                yield self._range(oid, name)
-            yield comment(kind, name, text)
+                stmt = self._range(oid, name)
+            out[("pg_type", oid)] = [stmt, comment(kind, name, text)]
+        return out
 
-    def _domain(self, oid: int, name: str) -> str:
+    def _domain(self, oid: int, name: str) -> tuple[str, list[str], list[str]]:
+        """A domain as ``CREATE DOMAIN`` without its default and CHECK constraints; the
+        statements making it with them (and their comments); and them as ``ALTER DOMAIN``
+        statements (and the comments). A CHECK that is NOT VALID is added after the data,
+        as ``pg_dump`` does: the source may hold rows against it."""
         base, coll, default, notnull = self.fetch(
             """SELECT pg_catalog.format_type(t.typbasetype, t.typtypmod),
                       CASE WHEN t.typcollation <> b.typcollation
@@ -265,26 +441,34 @@ class Catalog:
                WHERE t.oid = %s""",
             [oid],
         )[0]
-        text = f"CREATE DOMAIN {name} AS {base}{coll}"
-        # its default and checks may call functions, created after the types: they follow
-        # those (see pre_data)
-        if default is not None:
-            self.domain_later.append(f"ALTER DOMAIN {name} SET DEFAULT {default}")
-        constraints = self.fetch(
-            """SELECT pg_catalog.quote_ident(conname), pg_catalog.pg_get_constraintdef(oid),
-                      contype
+        constraints = self.named(
+            """SELECT pg_catalog.quote_ident(conname) AS name,
+                      pg_catalog.pg_get_constraintdef(oid) AS definition, contype,
+                      convalidated, pg_catalog.obj_description(oid, 'pg_constraint') AS comment
                FROM pg_catalog.pg_constraint WHERE contypid = %s ORDER BY conname""",
             [oid],
         )
+        bare = f"CREATE DOMAIN {name} AS {base}{coll}"
+        inline = bare + (f" DEFAULT {default}" if default is not None else "")
+        alter = [f"ALTER DOMAIN {name} SET DEFAULT {default}"] if default is not None else []
         # PostgreSQL 17 and later list NOT NULL with its name among the constraints
-        if notnull and not any(kind == "n" for _, _, kind in constraints):
-            text += " NOT NULL"
-        for cname, cdef, kind in constraints:
-            if kind == "c":
-                self.domain_later.append(f"ALTER DOMAIN {name} ADD CONSTRAINT {cname} {cdef}")
+        not_null = " NOT NULL" if notnull and all(c.contype != "n" for c in constraints) else ""
+        bare, inline = bare + not_null, inline + not_null
+        remarks = []
+        for con in constraints:
+            remark = comment("CONSTRAINT", f"{con.name} ON DOMAIN {name}", con.comment)
+            add = f"ALTER DOMAIN {name} ADD CONSTRAINT {con.name} {con.definition}"
+            if con.contype != "c":
+                bare += f"\n\tCONSTRAINT {con.name} {con.definition}"
+                inline += f"\n\tCONSTRAINT {con.name} {con.definition}"
+                remarks.append(remark)
+            elif not con.convalidated:
+                self.late_checks += [add, remark]
             else:
-                text += f"\n\tCONSTRAINT {cname} {cdef}"
-        return text
+                inline += f"\n\tCONSTRAINT {con.name} {con.definition}"
+                alter.append(add)
+                remarks.append(remark)
+        return bare, [inline, *remarks], alter + remarks
 
     def _range(self, oid: int, name: str) -> str:
         sub, multi, opc, coll, diff = self.fetch(
@@ -312,7 +496,10 @@ class Catalog:
             opts.append(f"subtype_diff = {diff}")
         return f"CREATE TYPE {name} AS RANGE (\n    " + ",\n    ".join(opts) + "\n)"
 
-    def functions(self, late: list[str]) -> Iterable[str]:
+    def functions(self) -> dict[tuple[str, int], list[str]]:
+        """The statements that make each function, procedure and aggregate, by
+        ``("pg_proc", oid)``; one in an untrusted language is a comment line."""
+        out: dict[tuple[str, int], list[str]] = {}
         rows = self.named(
             f"""
             SELECT p.oid, p.prokind,
@@ -323,13 +510,6 @@ class Catalog:
                    CASE WHEN p.prokind <> 'a' THEN pg_catalog.pg_get_functiondef(p.oid) END
                      AS definition,
                    pg_catalog.obj_description(p.oid, 'pg_proc') AS comment,
-                   EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                           JOIN pg_catalog.pg_type t ON t.oid = d.refobjid
-                           JOIN pg_catalog.pg_class c ON c.oid = t.typrelid
-                           WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-                             AND d.objid = p.oid AND c.relkind <> 'c'
-                             AND d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass)
-                     AS uses_rowtype,  -- of a table: created after the tables
                    p.prokind = 'a' OR l.lanpltrusted AS trusted,
                    pg_catalog.quote_ident(l.lanname) AS language
             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -338,14 +518,10 @@ class Catalog:
               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend i  -- range constructors
                               WHERE i.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                                 AND i.objid = p.oid AND i.deptype = 'i')
-            ORDER BY p.prokind = 'a', p.oid"""
+            ORDER BY p.oid"""
         )
-        operators_done = False
         for fn in rows:
             kind, sig, language = fn.prokind, fn.signature, fn.language
-            if kind == "a" and not operators_done:  # after their functions, before SORTOP
-                operators_done = True
-                yield from self.operators()
             what = {"a": "AGGREGATE", "p": "PROCEDURE"}.get(kind, "FUNCTION")
             if not fn.trusted:
                 # C, internal, plpython3u...: only a superuser may create it, and it can do
@@ -357,24 +533,21 @@ class Catalog:
                         "to restore"
                     )
                 )
-                yield comment_line(f"left out (untrusted language {language}): {what} {sig}")
+                out[("pg_proc", fn.oid)] = [
+                    comment_line(f"left out (untrusted language {language}): {what} {sig}")
+                ]
                 continue
             stmt = self._aggregate(fn.oid, sig) if kind == "a" else fn.definition
-            if not stmt:
-                continue
-            target = late if fn.uses_rowtype else None
-            for s in (stmt, comment(what, sig, fn.comment)):
-                if target is not None:
-                    target.append(s)
-                else:
-                    yield s
-        if not operators_done:
-            yield from self.operators()
+            if stmt:
+                out[("pg_proc", fn.oid)] = [stmt, comment(what, sig, fn.comment)]
+        return out
 
-    def operators(self) -> Iterable[str]:
+    def operators(self) -> dict[tuple[str, int], list[str]]:
+        """The statements that make each operator, by ``("pg_operator", oid)``."""
+        out: dict[tuple[str, int], list[str]] = {}
         rows = self.named(
             f"""
-            SELECT o.oprname, pg_catalog.quote_ident(n.nspname) || '.' || o.oprname AS name,
+            SELECT o.oid, o.oprname, pg_catalog.quote_ident(n.nspname) || '.' || o.oprname AS name,
                    o.oprcode::pg_catalog.regproc::text AS code,
                    CASE WHEN o.oprleft <> 0 THEN pg_catalog.format_type(o.oprleft, NULL) END
                      AS left_type,
@@ -402,10 +575,11 @@ class Catalog:
             opts += [f"JOIN = {op.join_fn}"] if op.join_fn else []
             opts += ["HASHES"] if op.oprcanhash else []
             opts += ["MERGES"] if op.oprcanmerge else []
-            yield f"CREATE OPERATOR {op.name} (\n    " + ",\n    ".join(opts) + "\n)"
-            yield comment(
-                "OPERATOR", f"{op.name} ({left or 'NONE'}, {right or 'NONE'})", op.comment
-            )
+            out[("pg_operator", op.oid)] = [
+                f"CREATE OPERATOR {op.name} (\n    " + ",\n    ".join(opts) + "\n)",
+                comment("OPERATOR", f"{op.name} ({left or 'NONE'}, {right or 'NONE'})", op.comment),
+            ]
+        return out
 
     def _aggregate(self, oid: int, sig: str) -> str:
         agg = self.named(
@@ -866,6 +1040,7 @@ class Catalog:
                 if c.default is not None and kind == "v":
                     yield f"ALTER VIEW {name} ALTER COLUMN {c.name} SET DEFAULT {c.default}"
                 yield comment("COLUMN", f"{name}.{c.name}", c.comment)
+        yield from self.after_views  # functions reading a view
         yield from matview_indexes
         yield from refresh
 
