@@ -48,6 +48,11 @@ class Tracker:
         self.p.rows_total = max(self.p.rows_total, self.p.rows_done)
         self._emit()
 
+    def restart(self, spec: TableSpec) -> None:
+        """:meth:`start` ``spec`` again: it is copied anew, its rows so far no longer count."""
+        self.p.rows_done -= self._table_rows
+        self.start(spec)
+
     def finish(self, spec: TableSpec) -> None:
         self.p.tables_done += 1
         self.p.finished = (spec.key, self._table_rows)

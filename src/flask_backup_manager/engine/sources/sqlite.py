@@ -368,13 +368,17 @@ class SQLiteSource:
             finally:
                 engine.dispose()
         for name in names:
-            host = self.host_metadata.tables.get(name) if self.host_metadata is not None else None
-            if host is not None:
-                for col in md.tables[name].columns:
-                    if col.name in host.c:
-                        col.type = host.c[col.name].type.copy()
+            for col in md.tables[name].columns:
+                if (model := self.host_column(name, col.name)) is not None:
+                    col.type = model.type.copy()
         self._tables = {name: md.tables[name] for name in names}
         return self._tables
+
+    def host_column(self, table: str, column: str) -> sa.Column | None:
+        """The host's model of ``column`` of ``table``, if its ``metadata`` has one: the
+        column's type (and server default) are then the model's."""
+        host = self.host_metadata.tables.get(table) if self.host_metadata is not None else None
+        return host.c.get(column) if host is not None else None
 
     def _count(self, name: str) -> int:
         try:

@@ -2,7 +2,8 @@
 as COPY lines, encoded exactly as the exporting process encodes the rest (see :mod:`.child`).
 
 The writer gives every part a :class:`CopyJob`; a helper's job is a :class:`CopyPart` (that and
-its range); the result is a :class:`CopyDone`.
+its range); the result is a :class:`CopyDone`, which says which columns refused a value, if one
+did (:class:`.Refused`): the writer may then write the table again with other types.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any, TypedDict
 
-from .copy_text import BATCH, Refusal, RowEncoder
+from .copy_text import BATCH, Refusal, Refused, RowEncoder, any_bytes
 
 
 class CopyJob(TypedDict):
@@ -23,6 +24,7 @@ class CopyJob(TypedDict):
     label: str  # the table as an error names it
     columns: list[str]
     kinds: list[str]
+    as_bytes: list[int]  # the columns encoded by :func:`.any_bytes` instead of their type's
     bulk: bool
     identity: int | None
     pk: list[int]
@@ -38,6 +40,8 @@ class CopyPart(CopyJob):
 class CopyDone(TypedDict):
     rows: int
     top: int | None  # the largest identity key, if any
+    refused: list[tuple[int, str]]  # :attr:`.Refused.reasons`, if a value was refused
+    message: str  # then its message
 
 
 def copy_part(con: sqlite3.Connection, job: CopyPart, write: Callable[[bytes], object]) -> CopyDone:
@@ -59,12 +63,17 @@ def copy_part(con: sqlite3.Connection, job: CopyPart, write: Callable[[bytes], o
         ).fetchone()
         return None if found is None else found[0]
 
-    enc = RowEncoder(job["kinds"], bulk=job["bulk"], identity=job["identity"])
-    where = Refusal(job["label"], job["columns"], job["kinds"], job["pk"])
-    n = enc.copy(
-        batches(),
-        lambda text: write(text.encode()),
-        lambda _: None,
-        lambda encoders, rows, done: where.raise_for(encoders, rows, done, rowid_of),
-    )
-    return CopyDone(rows=n, top=enc.top)
+    kinds = job["kinds"]
+    encoders = [any_bytes if i in job["as_bytes"] else None for i in range(len(kinds))]
+    enc = RowEncoder(kinds, bulk=job["bulk"], identity=job["identity"], encoders=encoders)
+    where = Refusal(job["label"], job["columns"], kinds, job["pk"])
+    try:
+        n = enc.copy(
+            batches(),
+            lambda text: write(text.encode()),
+            lambda _: None,
+            lambda encoders, rows, done: where.raise_for(encoders, rows, done, rowid_of),
+        )
+    except Refused as e:
+        return CopyDone(rows=0, top=None, refused=list(e.reasons.items()), message=str(e))
+    return CopyDone(rows=n, top=enc.top, refused=[], message="")

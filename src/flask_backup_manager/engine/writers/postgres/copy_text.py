@@ -1,6 +1,8 @@
 """Rows encoded for PostgreSQL's ``COPY ... FROM stdin``, by the PostgreSQL type of each column,
-and checked on the way: a value the column would refuse stops the export with an error naming
-its table, column and row. Used by the exporting process and by its helper processes
+and checked on the way: a value the column would refuse raises :class:`Refused`, naming its
+table, column and row. The encoders take SQLite's values (int, float, str, bytes) and the
+Python values a model's type reads them as (datetime, date, time, timedelta, UUID, Decimal,
+dict and list for JSON). Used by the exporting process and by its helper processes
 (:mod:`.writers.postgres.copy_part`), which import nothing more (no SQLAlchemy: they start in
 milliseconds).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
@@ -55,7 +58,7 @@ def _int(limit: int) -> Encoder:
 
 
 def _float(v: Any) -> str:
-    if isinstance(v, bool) or not isinstance(v, int | float):
+    if isinstance(v, bool) or not isinstance(v, int | float | Decimal):
         raise ValueError(f"{_show(v)} is not a number")
     v = float(v)
     if math.isnan(v):
@@ -67,10 +70,13 @@ def _float(v: Any) -> str:
 
 def _numeric(precision: int | None, scale: int | None) -> Encoder:
     def enc(v: Any) -> str:
-        if isinstance(v, bool) or not isinstance(v, int | float | str):
+        if isinstance(v, bool) or not isinstance(v, int | float | str | Decimal):
             raise ValueError(f"{_show(v)} is not a number")
         try:
-            d = Decimal(repr(v) if isinstance(v, float) else str(v).strip())
+            if isinstance(v, Decimal):
+                d = v
+            else:
+                d = Decimal(repr(v) if isinstance(v, float) else str(v).strip())
         except InvalidOperation as e:
             raise ValueError(f"{_show(v)} is not a number") from e
         if precision is not None and d.is_finite() and d != 0:
@@ -94,32 +100,54 @@ def _bool(v: Any) -> str:
     raise ValueError(f"{_show(v)} is not a boolean")
 
 
-def _datetime(v: Any) -> str:
-    if not isinstance(v, str):
-        raise ValueError(f"{_show(v)} is not a date and time")
-    s = v.strip()
-    try:
-        return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).isoformat(sep=" ")
-    except ValueError:
-        raise ValueError(f"{_show(v)} is not a date and time") from None
+def _datetime(v: Any) -> dt.datetime:
+    if isinstance(v, str):
+        try:
+            return dt.datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    elif isinstance(v, dt.datetime):
+        return v
+    raise ValueError(f"{_show(v)} is not a date and time")
+
+
+def _timestamp(v: Any) -> str:
+    return _datetime(v).isoformat(sep=" ")
+
+
+def _timestamptz(v: Any) -> str:
+    """A date and time without an offset is UTC's (SQLite's own CURRENT_TIMESTAMP is UTC, and
+    SQLAlchemy's SQLite DateTime stores no offset), not the restoring session's time zone."""
+    d = _datetime(v)
+    return (d if d.tzinfo is not None else d.replace(tzinfo=dt.timezone.utc)).isoformat(sep=" ")
 
 
 def _date(v: Any) -> str:
-    if not isinstance(v, str):
-        raise ValueError(f"{_show(v)} is not a date")
-    try:
-        return dt.datetime.fromisoformat(v.strip()).date().isoformat()
-    except ValueError:
-        raise ValueError(f"{_show(v)} is not a date") from None
+    if isinstance(v, str):
+        try:
+            return dt.datetime.fromisoformat(v.strip()).date().isoformat()
+        except ValueError:
+            pass
+    elif isinstance(v, dt.date):
+        return (v.date() if isinstance(v, dt.datetime) else v).isoformat()
+    raise ValueError(f"{_show(v)} is not a date")
 
 
 def _time(v: Any) -> str:
-    if not isinstance(v, str):
-        raise ValueError(f"{_show(v)} is not a time")
-    try:
-        return dt.time.fromisoformat(v.strip()).isoformat()
-    except ValueError:
-        raise ValueError(f"{_show(v)} is not a time") from None
+    if isinstance(v, str):
+        try:
+            return dt.time.fromisoformat(v.strip()).isoformat()
+        except ValueError:
+            pass
+    elif isinstance(v, dt.time):
+        return v.isoformat()
+    raise ValueError(f"{_show(v)} is not a time")
+
+
+def _interval(v: Any) -> str:
+    if not isinstance(v, dt.timedelta):
+        raise ValueError(f"{_show(v)} is not a time interval")
+    return f"{v.days} days {v.seconds} seconds {v.microseconds} microseconds"
 
 
 def _bytea(v: Any) -> str:
@@ -130,19 +158,30 @@ def _bytea(v: Any) -> str:
     return "\\\\x" + bytes(v).hex()
 
 
+def any_bytes(v: Any) -> str:
+    """bytea holding any SQLite value: bytes as they are, text as UTF-8, a number as the bytes of
+    its text (as SQLite's ``CAST(x AS BLOB)``); where a column without a model's type falls back
+    to when nothing narrower holds its values."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        v = repr(v)
+    return _bytea(v)
+
+
 def _json(v: Any) -> str:
     if isinstance(v, bytes):
         v = v.decode("utf-8", "replace")
-    if not isinstance(v, str):
-        v = json.dumps(v)
     try:
+        if not isinstance(v, str):
+            v = json.dumps(v)
         json.loads(v)
-    except ValueError:
+    except (TypeError, ValueError):
         raise ValueError(f"{_show(v)} is not JSON") from None
     return _text(v)
 
 
 def _uuid(v: Any) -> str:
+    if isinstance(v, uuid.UUID):
+        return str(v)
     try:
         return str(uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v)))
     except ValueError:
@@ -170,15 +209,19 @@ def encoder_for(kind: str) -> Encoder:
         return _float
     if kind.startswith("numeric"):
         return _numeric(*_modifiers(kind, None, None))
+    if kind == "timestamp with time zone":
+        return _timestamptz
     if kind.startswith("timestamp"):
-        return _datetime
+        return _timestamp
     if kind.startswith("char"):
         return _sized(_modifiers(kind, 0)[0])
     return {
         "date": _date,
         "time without time zone": _time,
+        "interval": _interval,
         "bytea": _bytea,
         "json": _json,
+        "jsonb": _json,
         "uuid": _uuid,
     }.get(kind, _text)
 
@@ -193,6 +236,15 @@ def _modifiers(kind: str, *default: int | None) -> list[int | None]:
 BATCH = 1000
 #: COPY's NULL
 NULL = "\\N"
+
+_UNESCAPES = {"\\\\": "\\", "\\t": "\t", "\\n": "\n", "\\r": "\r"}
+
+
+def copy_unescaped(field: str) -> str:
+    """The value a COPY text field (an encoder's output, not NULL) stands for: the text that the
+    type's input function reads, e.g. for a string literal."""
+    return re.sub(r"\\[\\tnr]", lambda m: _UNESCAPES[m.group()], field)
+
 
 #: Turns all of a batch's values of one column into text for ``%s`` at C speed, or returns
 #: None when some value needs the column's :func:`encoder` (which then accepts or refuses it).
@@ -276,10 +328,20 @@ def max_key(a: int | None, b: int | None) -> int | None:
 class RowEncoder:
     """A table's rows, batch by batch, as COPY lines; keeps the largest identity key."""
 
-    def __init__(self, kinds: list[str], *, bulk: bool, identity: int | None) -> None:
-        self.encoders = [encoder_for(k) for k in kinds]
+    def __init__(
+        self,
+        kinds: list[str],
+        *,
+        bulk: bool,
+        identity: int | None,
+        encoders: Sequence[Encoder | None] = (),
+    ) -> None:
+        """``encoders``: where one is given (not None), the column's encoder instead of its
+        type's, which then has no bulk encoder."""
+        given = list(zip(list(encoders) or [None] * len(kinds), kinds, strict=True))
+        self.encoders = [e or encoder_for(k) for e, k in given]
         self.bulk = bulk
-        self.bulks = [bulk_for(k) if bulk else None for k in kinds]
+        self.bulks = [bulk_for(k) if bulk and e is None else None for e, k in given]
         self.identity = identity
         self.line = "\t".join(["%s"] * len(kinds)) + "\n"
         self.top: int | None = None
@@ -292,7 +354,7 @@ class RowEncoder:
         refuse: Callable[[list[Encoder], list[Sequence[Any]], int], None],
     ) -> int:
         """Write the COPY lines of ``batches``; the number of rows. A value the column's
-        encoder refuses makes ``refuse(encoders, rows, rows_before)`` raise."""
+        encoder refuses makes ``refuse(encoders, rows, rows_before)`` raise (:class:`Refused`)."""
         n = 0
         # closed here, not by the garbage collector after the source has closed its
         # connection (which the source's cursor cleanup would raise about) on a refusal
@@ -315,6 +377,21 @@ class RowEncoder:
                 n += len(rows)
                 progress(len(rows))
         return n
+
+
+class Refused(ExportError):
+    """A value its column's encoder refuses. The message names the first of its batch (table,
+    column, row); ``reasons`` says, for each column of the batch that refused a value, by its
+    index, which row and why (its first)."""
+
+    def __init__(self, message: str, reasons: dict[int, str]) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+    @property
+    def column(self) -> int:
+        """The column of the value the message names."""
+        return next(iter(self.reasons))
 
 
 @dataclass
@@ -341,11 +418,13 @@ class Refusal:
         done: int,
         rowid_of: Callable[[int], int | None] | None,
     ) -> None:
-        """Raise the ExportError for ``rows``, which follow ``done`` rows; ``rowid_of(n)``
+        """Raise :class:`Refused` for ``rows``, which follow ``done`` rows; ``rowid_of(n)``
         gives the rowid of the n-th row."""
+        reasons: dict[int, str] = {}
+        first = ""
         for n, row in enumerate(rows, done + 1):
             for i, value in enumerate(row):
-                if value is None:
+                if value is None or i in reasons:
                     continue
                 try:
                     encoders[i](value)
@@ -356,10 +435,13 @@ class Refusal:
                         where = f"rowid {rowid}"
                     else:
                         where = f"row {n}"
-                    raise ExportError(
+                    reasons[i] = f"{where}: {e}"
+                    first = first or (
                         f"cannot copy {self.key}.{self.names[i]} ({where}) to PostgreSQL"
                         f" {self.kinds[i]}: {e}"
-                    ) from None
+                    )
+        if reasons:
+            raise Refused(first, reasons)
 
 
 def _column(bulk: Bulk | None, enc: Encoder, col: tuple) -> Sequence:

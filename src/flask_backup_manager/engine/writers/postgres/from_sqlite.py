@@ -1,8 +1,10 @@
 """SQLite -> ``postgres`` format: PostgreSQL tables built from each spec's
 SQLAlchemy ``Table``, rows encoded for ``COPY ... FROM stdin`` and checked on the way.
 
-Column types, by the SQLAlchemy type of the column (the host model's where it describes the
-table, else the one SQLAlchemy reflects from SQLite's declared type):
+Column types, by the SQLAlchemy type of the column: the host model's where it describes the
+column (of a TypeDecorator, the type it loads for PostgreSQL); else by SQLite's declared type
+name where :data:`_DECLARED` names it (BINARY(n), VARBINARY, BYTEA, LONGBLOB, RAW... are
+bytea; UUID is uuid), else the type SQLAlchemy reflects from it:
 
 ================================  ==============================================================
 SQLAlchemy type                   PostgreSQL column
@@ -14,37 +16,65 @@ Integer, BigInteger (INTEGER)     bigint: SQLite integers are 64-bit. A single-c
                                   its sequence set to the largest key, so inserts go on working
 Float, REAL, DOUBLE               double precision
 Numeric(p, s), DECIMAL            numeric(p, s) (numeric when SQLite declared no precision)
-DateTime / TIMESTAMP              timestamp (timestamptz when ``timezone=True``), text parsed
-                                  as ISO 8601
+DateTime / TIMESTAMP              timestamp (timestamptz when ``timezone=True``; a time without
+                                  an offset is UTC's), text parsed as ISO 8601
 Date, Time                        date, time
+Interval                          interval
 String(n), VARCHAR(n), CHAR(n)    varchar(n), char(n)
 Text, CLOB, String, Enum          text
-LargeBinary, BLOB                 bytea
-JSON                              json (the text is kept as SQLite holds it)
+LargeBinary, BINARY, BLOB         bytea
+JSON                              json (the text is kept as SQLite holds it); JSONB jsonb
 Uuid                              uuid
 no declared type, anything else   text
 ================================  ==============================================================
 
-SQLite stores any value in any column. A value PostgreSQL would refuse (text in an integer
-column, a string longer than varchar(n), a NUL character, a date that does not parse) stops the
-export with an :class:`ExportError` naming the table, the column and the row: a dump that fails
-half-way through a restore helps no one. Foreign keys whose rows don't all match (SQLite only
-enforces them when asked) are added ``NOT VALID``; foreign keys to columns that are not a
-primary key or unique are left out (PostgreSQL requires one).
+A model's TypeDecorator whose values SQLite stores in another form than PostgreSQL does (a
+UUID type storing 16 bytes, an aware datetime type storing naive UTC text) has each value
+converted as the app itself would (:func:`converter`); one that stores the same form on both
+(PickleType's bytes) has it copied as stored: nothing is ever unpickled.
+
+SQLite stores any value in any column. Where no model gives a column's type, a column whose
+values do not all fit it (text in an integer column, a string longer than varchar(n), a NUL
+character, a date that does not parse) falls back to text, else to bytea holding any value
+(:class:`TablePlan`), and the backup's log says so; the table is written again for it
+(:meth:`.GzipOut.rewind`), which costs nothing while every value fits. Where the model gives
+the type, or in the identity column, such a value stops the export with an
+:class:`ExportError` naming the table, the column and the row: a dump that fails half-way
+through a restore helps no one. Column defaults follow the model's ``server_default``, else
+SQLite's where PostgreSQL has an equivalent (:mod:`.sqlite_defaults`); the log lists the
+others. Foreign keys whose rows don't all match (SQLite only enforces them when asked) are
+added ``NOT VALID``; foreign keys to columns that are not a primary key or unique, or between
+columns of different types after a fallback, are left out (PostgreSQL requires them to be).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import psycopg2
+from sqlalchemy.dialects.sqlite import pysqlite
 
 from ... import parallel
 from ...base import Tracker, ident, shown
 from ...model import ExportError
 from ...sources.sqlite import SQLiteSource, SQLiteTable
 from . import copy_part
-from .copy_text import BATCH, Bulk, Encoder, Refusal, RowEncoder, bulk_for, encoder_for, max_key
+from .copy_text import (
+    BATCH,
+    NULL,
+    Bulk,
+    Encoder,
+    Refusal,
+    Refused,
+    RowEncoder,
+    any_bytes,
+    bulk_for,
+    encoder_for,
+    max_key,
+)
 from .sql import (
     GzipOut,
     comment_line,
@@ -54,10 +84,26 @@ from .sql import (
     quoted_ident,
     statements,
 )
+from .sqlite_defaults import NotCarried, postgres_default
+
+#: the dialects a model's type reads a value from SQLite by (the app's own, pysqlite) and
+#: writes it to PostgreSQL by: psycopg2's, whose bind processors give plain Python values
+#: (psycopg 3's wrap JSON in its own adapter objects); PostgreSQL gets the same value either
+#: way. Neither needs its driver installed.
+SQLITE = pysqlite.dialect()
+PG = psycopg2.dialect()
+
+#: SQLAlchemy's binary types, whose values are bytes on every dialect
+_BINARY = (sa.LargeBinary, sa.BINARY, sa.VARBINARY)
+#: the kinds of stored value that are the same Python value on SQLite and on PostgreSQL
+_SAME_STORAGE = (_BINARY, sa.String, sa.Integer, sa.Float)
 
 
 def pg_type(t: sa.types.TypeEngine) -> str:
-    """The PostgreSQL type of a column of SQLAlchemy type ``t`` (see the module's table)."""
+    """The PostgreSQL type of a column of SQLAlchemy type ``t`` (see the module's table); of a
+    TypeDecorator, the type it loads for PostgreSQL (``load_dialect_impl``)."""
+    if isinstance(t, sa.TypeDecorator):
+        t = _stored(t, PG)
     if isinstance(t, sa.Boolean):
         return "boolean"
     if isinstance(t, sa.SmallInteger):
@@ -76,8 +122,12 @@ def pg_type(t: sa.types.TypeEngine) -> str:
         return "date"
     if isinstance(t, sa.Time):
         return "time without time zone"
-    if isinstance(t, sa.LargeBinary):
+    if isinstance(t, sa.Interval | postgresql.INTERVAL):
+        return "interval"
+    if isinstance(t, _BINARY):
         return "bytea"
+    if isinstance(t, postgresql.JSONB):
+        return "jsonb"
     if isinstance(t, sa.JSON):
         return "json"
     if isinstance(t, sa.Uuid):
@@ -91,15 +141,65 @@ def pg_type(t: sa.types.TypeEngine) -> str:
     return "text"
 
 
+def _stored(t: sa.types.TypeEngine, dialect: sa.Dialect) -> sa.types.TypeEngine:
+    """The type ``t`` stores its values as on ``dialect``: a TypeDecorator's dialect
+    implementation, unwrapped."""
+    impl = t.dialect_impl(dialect)
+    while isinstance(impl, sa.TypeDecorator):
+        impl = impl.impl_instance
+    return impl
+
+
+def _pickles(t: sa.types.TypeEngine) -> bool:
+    """Whether ``t`` is, or decorates, a PickleType: its values are never read (unpickled)."""
+    while isinstance(t, sa.TypeDecorator):
+        if isinstance(t, sa.PickleType):
+            return True
+        t = t.impl_instance
+    return isinstance(t, sa.PickleType)
+
+
+def converter(t: sa.types.TypeEngine) -> Encoder | None:
+    """The encoder of a column of the model's type ``t`` whose values are stored in another
+    form on SQLite than on PostgreSQL (a UUID type storing 16 bytes on SQLite and a uuid on
+    PostgreSQL, a datetime type storing naive UTC text on SQLite and a timestamptz on
+    PostgreSQL): each value read as the app reads it on SQLite (the type's result processor
+    there), then written as the app writes it to PostgreSQL (its bind processor there), then
+    encoded for the column's PostgreSQL type. None where the stored form is the same on both
+    (bytes, text, integers, floats) or ``t`` is no TypeDecorator: the value is copied as it is
+    stored. Never for a PickleType, whatever it stores: reading it would unpickle it."""
+    if not isinstance(t, sa.TypeDecorator) or _pickles(t):
+        return None
+    here, there = _stored(t, SQLITE), _stored(t, PG)
+    if any(isinstance(here, kind) and isinstance(there, kind) for kind in _SAME_STORAGE):
+        return None
+    read = t.dialect_impl(SQLITE).result_processor(SQLITE, None)
+    bind = t.dialect_impl(PG).bind_processor(PG)
+    encode = encoder_for(pg_type(t))
+    name = type(t).__name__
+
+    def convert(value: object) -> str:
+        try:
+            v = read(value) if read is not None else value
+            v = bind(v) if bind is not None else v
+        except Exception as e:  # the model's own code: anything
+            raise ValueError(
+                f"the model's {name} cannot read {shown(repr(value))} ({type(e).__name__})"
+            ) from None
+        return NULL if v is None else encode(v)
+
+    return convert
+
+
 def encoder(t: sa.types.TypeEngine) -> Encoder:
     """The function turning a Python value into COPY text for a column of type ``t``."""
-    return encoder_for(pg_type(t))
+    return converter(t) or encoder_for(pg_type(t))
 
 
 def bulk_encoder(t: sa.types.TypeEngine) -> Bulk | None:
     """The bulk encoder of a column of type ``t`` whose values come from SQLite, if it has one:
     it gives the same text as :func:`encoder` for every value it takes."""
-    return bulk_for(pg_type(t))
+    return None if converter(t) is not None else bulk_for(pg_type(t))
 
 
 def _name(spec: SQLiteTable, quote=quoted_ident) -> str:
@@ -108,31 +208,96 @@ def _name(spec: SQLiteTable, quote=quoted_ident) -> str:
     return f"{quote(spec.schema or 'public')}.{quote(spec.name)}"
 
 
-def _identity_column(spec: SQLiteTable) -> sa.Column | None:
-    pk = list(spec.table.primary_key.columns)
-    if len(pk) == 1 and pg_type(pk[0].type) == "bigint":
-        return pk[0]
-    return None
-
-
 #: declared SQLite types that SQLAlchemy reflects as NUMERIC by their name
 _NUMERIC_NAMES = ("NUMERIC", "DECIMAL")
 
+#: declared type names (before any parenthesis, spaces as one) whose PostgreSQL type is
+#: decided by the name, before SQLAlchemy's reflection and SQLite's affinity rules: the binary
+#: types of common DDL (SQLite gives BINARY, VARBINARY, BYTEA and RAW numeric affinity, and
+#: LONGBLOB and the like none), and UUIDs
+_DECLARED = {
+    **dict.fromkeys(
+        (
+            "BINARY",
+            "VARBINARY",
+            "BINARY VARYING",
+            "BINARY LARGE OBJECT",
+            "BYTEA",
+            "BLOB",
+            "TINYBLOB",
+            "MEDIUMBLOB",
+            "LONGBLOB",
+            "LONGVARBINARY",
+            "IMAGE",
+            "RAW",
+            "LONG RAW",
+        ),
+        "bytea",
+    ),
+    **dict.fromkeys(("UUID", "GUID", "UNIQUEIDENTIFIER"), "uuid"),
+    "JSONB": "jsonb",
+}
 
-def _text_for_affinity_names(spec: SQLiteTable) -> None:
-    """A column declared with a name SQLite knows only by its affinity rule (``STRING``,
-    ``ANY`` of a STRICT table, ``MONEY``...) is reflected by SQLAlchemy as NUMERIC, yet holds
-    any text (``ANY`` anything): it becomes ``text``, the README's "anything else" row, instead
-    of a numeric column that refuses its values."""
-    declared = spec.declared_types
-    for col in spec.table.columns:
-        name = (declared.get(col.name) or "").split("(")[0].strip().upper()
-        if (
-            type(col.type) is sa.NUMERIC
-            and col.type.precision is None
-            and name not in _NUMERIC_NAMES
-        ):
-            col.type = sa.Text()
+
+def declared_kind(declared: str, t: sa.types.TypeEngine) -> str:
+    """The PostgreSQL type of a column that no model describes, declared ``declared`` in
+    SQLite and reflected by SQLAlchemy as ``t``: by the declared name first (:data:`_DECLARED`);
+    a name SQLite knows only by its affinity rule (``STRING``, ``ANY`` of a STRICT table,
+    ``MONEY``...), which SQLAlchemy reflects as NUMERIC, yet holds any text (``ANY`` anything),
+    is ``text``, the README's "anything else" row; else by SQLAlchemy's type."""
+    name = " ".join(declared.split("(")[0].upper().split())
+    if name in _DECLARED:
+        return _DECLARED[name]
+    if type(t) is sa.NUMERIC and t.precision is None and name not in _NUMERIC_NAMES:
+        return "text"
+    return pg_type(t)
+
+
+@dataclass
+class TablePlan:
+    """How a table's columns are written: their PostgreSQL types and encoders, and which of
+    them may fall back to a type that holds what they hold."""
+
+    kinds: list[str]
+    #: a model type's converting encoder (:func:`converter`), :func:`.any_bytes`, or None for
+    #: the type's own
+    encoders: list[Encoder | None]
+    #: the columns whose type no model gives, but for the identity column
+    loose: set[int]
+    identity: int | None
+    #: the columns that fell back: each type they were refused by, and why
+    fallen: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def fall_back(self, refused: Refused) -> bool:
+        """Give the columns ``refused`` names the next type that may hold their values:
+        text, then bytea holding any value (a bytea column goes to the latter at once).
+        False when the value the refusal is about is in a column that may not fall back."""
+        if refused.column not in self.loose or self.encoders[refused.column] is any_bytes:
+            return False
+        for i, why in refused.reasons.items():
+            if i not in self.loose or self.encoders[i] is any_bytes:
+                continue
+            self.fallen.setdefault(i, []).append((self.kinds[i], why))
+            if self.kinds[i] in ("text", "bytea"):
+                self.kinds[i], self.encoders[i] = "bytea", any_bytes
+            else:
+                self.kinds[i] = "text"
+        return True
+
+
+def plan_table(source: SQLiteSource, spec: SQLiteTable) -> TablePlan:
+    columns = list(spec.table.columns)
+    modelled = [source.host_column(spec.name, c.name) is not None for c in columns]
+    kinds = [
+        pg_type(c.type) if m else declared_kind(spec.declared_types.get(c.name) or "", c.type)
+        for c, m in zip(columns, modelled, strict=True)
+    ]
+    encoders = [converter(c.type) if m else None for c, m in zip(columns, modelled, strict=True)]
+    pk = [columns.index(c) for c in spec.table.primary_key.columns]
+    # a one-column integer key the values of which are copied as stored
+    identity = pk[0] if len(pk) == 1 and kinds[pk[0]] == "bigint" and not encoders[pk[0]] else None
+    loose = {i for i, m in enumerate(modelled) if not m and i != identity}
+    return TablePlan(kinds, encoders, loose, identity)
 
 
 def write_postgres(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
@@ -143,20 +308,18 @@ def write_postgres(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
 
 def write_tables(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
     specs = source.tables()
-    for spec in specs:
-        _text_for_affinity_names(spec)
+    plans = {spec.key: plan_table(source, spec) for spec in specs}
     keyed = {(s.table.schema, s.table.name): s for s in specs}
     for schema in sorted({s.schema for s in specs if s.schema and s.schema != "public"}):
         out.write(statements([f"CREATE SCHEMA IF NOT EXISTS {quoted_ident(schema)}"]))
-    for spec in specs:
-        out.write(statements([create_table(spec)]))
     maxima: dict[str, int | None] = {}
     for spec in specs:
-        maxima[spec.key] = copy_rows(source, spec, out, tracker)
+        maxima[spec.key] = write_table(source, spec, plans[spec.key], out, tracker)
     post = []
     for spec in specs:
-        col = _identity_column(spec)
-        if col is not None:
+        plan = plans[spec.key]
+        if plan.identity is not None:
+            col = list(spec.table.columns)[plan.identity]
             top = maxima[spec.key]
             post.append(
                 f"SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence("
@@ -166,17 +329,100 @@ def write_tables(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
     for spec in specs:
         post.extend(keys_and_indexes(spec))
     for spec in specs:
-        post.extend(foreign_keys(source, spec, keyed))
+        post.extend(foreign_keys(source, spec, keyed, plans, tracker))
     out.write(statements(post))
 
 
-def create_table(spec: SQLiteTable) -> str:
-    identity = _identity_column(spec)
+def write_table(
+    source: SQLiteSource, spec: SQLiteTable, plan: TablePlan, out: GzipOut, tracker: Tracker
+) -> int | None:
+    """The table's CREATE TABLE and its COPY block; the largest identity key (None if no rows).
+
+    A value a column refuses, in a column that may fall back (:class:`TablePlan`), takes back
+    all of the table written so far (:meth:`.GzipOut.rewind`) and writes it again with the
+    column's next type, which the backup's log names; a refusal in any other column stops the
+    export. Tables whose values all fit are written once, at no cost.
+    """
+    mark = out.mark()
+    tracker.start(spec)
+    while True:
+        defaults, notes = column_defaults(source, spec, plan)
+        try:
+            out.write(statements([create_table(spec, plan, defaults)]))
+            top = copy_rows(source, spec, plan, out, tracker)
+            break
+        except Refused as e:
+            if not plan.fall_back(e):
+                raise
+            out.rewind(mark)
+            tracker.restart(spec)
+    tracker.finish(spec)
+    columns = list(spec.table.columns)
+    for i, steps in plan.fallen.items():
+        refused = "; ".join(f"not {kind}: {why}" for kind, why in steps)
+        tracker.warn(
+            f"table {shown(spec.key)}, column {shown(columns[i].name)}: copied as PostgreSQL "
+            f"{plan.kinds[i]}{' (numbers as their text)' if plan.encoders[i] is any_bytes else ''}"
+            f", as its values do not all fit its type ({refused})"
+        )
+    for note in notes:
+        tracker.warn(note)
+    return top
+
+
+def column_defaults(
+    source: SQLiteSource, spec: SQLiteTable, plan: TablePlan
+) -> tuple[dict[int, str], list[str]]:
+    """The DEFAULT expression of each column that has one PostgreSQL can carry, by index: the
+    model's ``server_default`` where it declares one, compiled for PostgreSQL, else SQLite's
+    (:mod:`.sqlite_defaults`); and a line for the backup's log for each default not carried."""
+    out: dict[int, str] = {}
+    notes = []
+    for i, col in enumerate(spec.table.columns):
+        model = source.host_column(spec.name, col.name)
+        ours = model.server_default if model is not None else None
+        theirs = col.server_default
+        if not isinstance(ours, sa.DefaultClause):
+            ours = None
+        if ours is None and not (
+            isinstance(theirs, sa.DefaultClause) and isinstance(theirs.arg, sa.TextClause)
+        ):
+            continue
+        text = _model_sql(ours) if ours is not None else theirs.arg.text
+        try:
+            if i == plan.identity:
+                raise NotCarried("the column is an identity column")
+            if ours is not None:
+                out[i] = text
+            else:
+                encode = plan.encoders[i] or encoder_for(plan.kinds[i])
+                found = postgres_default(text, plan.kinds[i], encode)
+                if found is not None:
+                    out[i] = found
+        except NotCarried as e:
+            notes.append(
+                f"table {shown(spec.key)}, column {shown(col.name)}: default {shown(text)} "
+                f"not carried to PostgreSQL ({e})"
+            )
+    return out, notes
+
+
+def _model_sql(default: sa.DefaultClause) -> str:
+    """The model's own server default as PostgreSQL SQL, as SQLAlchemy's DDL writes it: a
+    string is a literal, an expression compiled (a ``text()`` is the host's own SQL)."""
+    if isinstance(default.arg, str):
+        return literal(default.arg)
+    return str(default.arg.compile(dialect=PG, compile_kwargs={"literal_binds": True}))
+
+
+def create_table(spec: SQLiteTable, plan: TablePlan, defaults: dict[int, str]) -> str:
     cols = []
-    for c in spec.table.columns:
-        item = f"    {quoted_ident(c.name)} {pg_type(c.type)}"
-        if c is identity:
+    for i, c in enumerate(spec.table.columns):
+        item = f"    {quoted_ident(c.name)} {plan.kinds[i]}"
+        if i == plan.identity:
             item += " GENERATED BY DEFAULT AS IDENTITY"
+        elif i in defaults:
+            item += f" DEFAULT {defaults[i]}"
         if not c.nullable or c.primary_key:
             item += " NOT NULL"
         cols.append(item)
@@ -184,29 +430,27 @@ def create_table(spec: SQLiteTable) -> str:
 
 
 def copy_rows(
-    source: SQLiteSource, spec: SQLiteTable, out: GzipOut, tracker: Tracker
+    source: SQLiteSource, spec: SQLiteTable, plan: TablePlan, out: GzipOut, tracker: Tracker
 ) -> int | None:
     """Write the table's COPY block; return the largest identity key (None if no rows).
 
     A big table of an SQLite file nobody writes is cut into rowid ranges encoded side by side
     by helper processes (:mod:`.writers.postgres.copy_part`), each into a gzip member (see
-    :mod:`.parallel`).
+    :mod:`.parallel`); not one whose values a model's type converts (:func:`converter`),
+    which only this process can run.
     """
     columns = list(spec.table.columns)
-    kinds = [pg_type(c.type) for c in columns]
-    identity = _identity_column(spec)
-    # bulk encoders rely on SQLite's value types (int, float, str, bytes, None)
-    enc = RowEncoder(
-        kinds, bulk=True, identity=columns.index(identity) if identity is not None else None
-    )
+    kinds = plan.kinds
+    # bulk encoders rely on SQLite's value types (int, float, str, bytes)
+    enc = RowEncoder(kinds, bulk=True, identity=plan.identity, encoders=plan.encoders)
     where = Refusal(spec.key, [c.name for c in columns], kinds, _pk(spec, columns))
     naming = where.naming(lambda n: source.rowid_of(spec, n))
-    tracker.start(spec)
     names = ", ".join(quoted_ident(c.name) for c in columns)
     out.write(copy_from_stdin(f"{_name(spec)} ({names})"))
     # the rowid itself (an INTEGER PRIMARY KEY DESC column is no alias: it may hold anything)
     key = spec.rowid_alias
-    if key is None:
+    converted = any(e is not None and e is not any_bytes for e in plan.encoders)
+    if key is None or converted:
         enc.copy(source.row_batches(spec, BATCH), out.write, tracker.rows, naming)
     else:
         table = f"main.{ident(spec.name)}"  # SQLite's SQL: SQLite's quoting
@@ -221,6 +465,7 @@ def copy_rows(
                 label=spec.key,
                 columns=where.names,
                 kinds=kinds,
+                as_bytes=[i for i, e in enumerate(plan.encoders) if e is any_bytes],
                 key=key,
                 bulk=enc.bulk,
                 identity=enc.identity,
@@ -232,10 +477,11 @@ def copy_rows(
             ),
         )
         for d in done:
+            if d["refused"]:
+                raise Refused(d["message"], {i: why for i, why in d["refused"]})
             tracker.rows(d["rows"])
             enc.top = max_key(enc.top, d["top"])
     out.write("\\.\n\n")
-    tracker.finish(spec)
     return enc.top
 
 
@@ -291,7 +537,13 @@ def _unique_sets(t: sa.Table) -> list[set[str]]:
     return [s for s in sets if s]
 
 
-def foreign_keys(source: SQLiteSource, spec: SQLiteTable, keyed: dict) -> list[str]:
+def foreign_keys(
+    source: SQLiteSource,
+    spec: SQLiteTable,
+    keyed: dict,
+    plans: dict[str, TablePlan],
+    tracker: Tracker,
+) -> list[str]:
     out = []
     for fk in sorted(spec.table.foreign_key_constraints, key=lambda f: f.column_keys):
         target = (
@@ -309,6 +561,12 @@ def foreign_keys(source: SQLiteSource, spec: SQLiteTable, keyed: dict) -> list[s
                     f"{_name(spec)} ({', '.join(map(ident, cols))}) -> {_name(target)}: "
                     "no foreign key, the referenced columns are not unique"
                 )
+            )
+            continue
+        if _fell_apart(spec, cols, plans[spec.key], target, refs, plans[target.key]):
+            tracker.warn(
+                f"table {shown(spec.key)}: no foreign key ({shown(', '.join(cols))}) to "
+                f"{shown(target.key)}, as a column fell back to another type than the other"
             )
             continue
         valid = not source.has_orphans(spec, target, cols, refs)
@@ -331,6 +589,27 @@ def foreign_keys(source: SQLiteSource, spec: SQLiteTable, keyed: dict) -> list[s
                 text += f" INITIALLY {_keywords(spec, fk.initially, _INITIALLY)}"
         out.append(text if valid else text + " NOT VALID")
     return out
+
+
+def _fell_apart(
+    spec: SQLiteTable,
+    cols: list[str],
+    plan: TablePlan,
+    target: SQLiteTable,
+    refs: list[str],
+    target_plan: TablePlan,
+) -> bool:
+    """Whether a column of a foreign key, or one it references, fell back (to text or bytea)
+    and its type now differs from the other's: PostgreSQL would refuse the key."""
+    here = [c.name for c in spec.table.columns]
+    there = [c.name for c in target.table.columns]
+    for c, r in zip(cols, refs, strict=True):
+        i, j = here.index(c), there.index(r)
+        if (i in plan.fallen or j in target_plan.fallen) and (
+            plan.kinds[i] != target_plan.kinds[j]
+        ):
+            return True
+    return False
 
 
 #: what a foreign key's ON UPDATE / ON DELETE and INITIALLY may say, in PostgreSQL's words
