@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from psycopg import sql
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from flask_backup_manager.engine import export
 
@@ -52,28 +56,63 @@ def export_and_restore(source: str, target: str, psql: Path, tmp_path: Path) -> 
     return out
 
 
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    """The app's model of ``app.items``: ``code`` is filled by the domain's default."""
+
+    __tablename__ = "items"
+    __table_args__ = {"schema": "app"}
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(sa.Text, server_default=sa.FetchedValue())
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = {"schema": "app"}
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.Text)
+    nick: Mapped[str | None] = mapped_column(sa.Text)
+    surname: Mapped[str | None] = mapped_column(sa.Text)
+
+
+@contextmanager
+def app_session(url: str) -> Iterator[Session]:
+    """A session of the app's models on the database at ``url``."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with Session(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
 def test_a_domain_whose_check_calls_a_function_restores_and_is_enforced(
     pg_url, owner_db, psql, tmp_path
 ):
     run_psql(psql, pg_url, stdin=DOMAIN_CALLING_A_FUNCTION.encode())
     export_and_restore(pg_url, owner_db, psql, tmp_path)
     assert_same_database(psql, pg_url, owner_db)
+    with app_session(owner_db) as session:
+        items = session.scalars(sa.select(Item).order_by(Item.id))
+        assert [(i.id, i.code) for i in items] == [(1, "ABC"), (2, "XYZ"), (3, "AAA")]
+        session.add(Item(id=4))  # the domain's default, which calls a function
+        session.commit()
+        assert session.get(Item, 4).code == "AAA"
+        for bad in ("abc", "ABCD"):  # each CHECK calls a function
+            session.add(Item(id=5, code=bad))
+            with pytest.raises(sa.exc.IntegrityError) as refused:
+                session.commit()
+            assert isinstance(refused.value.orig, psycopg.errors.CheckViolation)
+            session.rollback()
     with psycopg.connect(owner_db, autocommit=True) as con:
-        rows = con.execute("SELECT id, code FROM app.items ORDER BY id").fetchall()
-        assert rows == [(1, "ABC"), (2, "XYZ"), (3, "AAA")]
         assert con.execute(
             "SELECT app.describe('ABC'), array(SELECT c::text FROM app.codes() c)"
-        ).fetchone() == (
-            "code ABC",
-            ["ABC", "XYZ", "AAA"],
-        )
-        for bad in ("abc", "ABCD"):
-            with pytest.raises(psycopg.errors.CheckViolation):
-                con.execute("INSERT INTO app.items VALUES (4, %s)", [bad])
+        ).fetchone() == ("code ABC", ["ABC", "XYZ", "AAA", "AAA"])
         with pytest.raises(psycopg.errors.CheckViolation, match="word_is_word"):
             con.execute("INSERT INTO app.words VALUES ('ZZZ')")
-        con.execute("INSERT INTO app.items (id) VALUES (4)")  # the domain's default
-        assert con.execute("SELECT code FROM app.items WHERE id = 4").fetchone() == ("AAA",)
 
 
 def test_a_not_valid_domain_check_comes_after_the_rows_it_was_never_checked_against(
@@ -200,8 +239,15 @@ def test_custom_collations_are_made_before_what_uses_them_with_the_same_properti
             True,
             False,
         )
-        with pytest.raises(psycopg.errors.UniqueViolation):  # the index is case-insensitive
-            b.execute("INSERT INTO app.users (id, email) VALUES (4, 'BOB@example.ORG')")
+    with app_session(owner_db) as session:
+        found = session.scalars(sa.select(User).where(User.email == "ANN@EXAMPLE.ORG")).all()
+        assert [(u.id, u.nick, u.surname) for u in found] == [(1, "Annie", "Müller")]
+        session.add(User(id=4, email="dora@example.org"))
+        session.commit()
+        session.add(User(id=5, email="BOB@example.ORG"))  # the index is case-insensitive
+        with pytest.raises(sa.exc.IntegrityError) as refused:
+            session.commit()
+        assert isinstance(refused.value.orig, psycopg.errors.UniqueViolation)
 
 
 @pytest.fixture
