@@ -304,3 +304,25 @@ def test_rows_read_in_binary_are_the_rows_read_as_text(pg_url, tmp_path, monkeyp
     assert snapshot(tmp_path / "binary.db") == snapshot(tmp_path / "text.db")
     with closing(sqlite3.connect(tmp_path / "binary.db")) as con:
         assert con.execute("SELECT count(*) FROM safe").fetchone() == (6,)
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+def test_infinity_and_years_python_cannot_hold_stay_postgresql_text(pg_url, tmp_path, fmt):
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute("""CREATE TABLE spans (id int PRIMARY KEY, d date, ts timestamp,
+                                          tz timestamptz)""")
+        con.execute("""INSERT INTO spans VALUES
+            (1, 'infinity', '-infinity', 'infinity'),
+            (2, '2024-02-29', '1999-12-31 23:59:59', '2000-01-01 00:00+02')""")
+    out = tmp_path / f"spans.{fmt}"
+    export(pg_url, fmt, out)
+    db = tmp_path / "spans.db"
+    if fmt == "sqlite3":
+        restore_with_cli(out, db)
+    else:
+        db = out
+    with closing(sqlite3.connect(db)) as lite:
+        assert lite.execute("SELECT * FROM spans ORDER BY id").fetchall() == [
+            (1, "infinity", "-infinity", "infinity"),
+            (2, "2024-02-29", "1999-12-31 23:59:59.000000", "1999-12-31 22:00:00.000000"),
+        ]

@@ -168,6 +168,14 @@ def _processor(t: sa.types.TypeEngine) -> Converter | None:
     return t.dialect_impl(_SQLITE).bind_processor(_SQLITE)
 
 
+def _keeping_text(convert: Converter | None) -> Converter | None:
+    """``convert`` for a date or timestamp column, except that a ``str`` (the source gives
+    PostgreSQL's text for ``infinity`` and years Python cannot hold) is stored as that text."""
+    if convert is None:
+        return None
+    return lambda v: v if type(v) is str else convert(v)
+
+
 def _then(first: Converter, second: Converter | None) -> Converter:
     if second is None:
         return first
@@ -319,7 +327,8 @@ def table_plan(source: PostgresSource, spec: PostgresTable, names: dict[str, str
     for i, col in enumerate(table.columns):
         from_host = host_table is not None and col.name in host_table.c
         declared, conv = column_plan(col.type, from_host=from_host)
-        converters.append(conv)
+        dated = issubclass(_storage(col.type, _PG), sa.Date | sa.DateTime)
+        converters.append(_keeping_text(conv) if dated else conv)  # a default is not kept so
         rowid = rowid_pk and col is pk[0]
         try:
             default = host_default(host_table.c[col.name]) if from_host else None
