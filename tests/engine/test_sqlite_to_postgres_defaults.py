@@ -208,7 +208,8 @@ def test_the_models_server_defaults_win_over_sqlites(tmp_path, owner_db, psql):
         CREATE TABLE item (id INTEGER PRIMARY KEY, kind TEXT NOT NULL DEFAULT 'sqlite',
                            n INTEGER NOT NULL DEFAULT 1, at DATETIME NOT NULL DEFAULT '2000-01-01',
                            ref CHAR(32) NOT NULL DEFAULT '0123456789abcdef0123456789abcdef',
-                           extra TEXT DEFAULT 'kept');
+                           extra TEXT DEFAULT 'kept', flag BOOLEAN NOT NULL DEFAULT 0,
+                           seen DATETIME NOT NULL DEFAULT (datetime('now')));
         INSERT INTO item (id) VALUES (1);
     """,
     )
@@ -222,6 +223,9 @@ def test_the_models_server_defaults_win_over_sqlites(tmp_path, owner_db, psql):
         sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("ref", sa.Uuid, nullable=False, server_default=sa.text("gen_random_uuid()")),
         sa.Column("extra", sa.Text),  # no server_default: SQLite's is kept
+        # text() in SQLite's words, as an app written on SQLite has them
+        sa.Column("flag", sa.Boolean, nullable=False, server_default=sa.text("0")),
+        sa.Column("seen", sa.DateTime, nullable=False, server_default=sa.text("(datetime('now'))")),
     )
     out = tmp_path / "m.postgres.sql.gz"
     assert export(url, "postgres", out, metadata=md).warnings == ()
@@ -238,3 +242,6 @@ def test_the_models_server_defaults_win_over_sqlites(tmp_path, owner_db, psql):
     assert (new["kind"], new["n"], new["extra"]) == ("it's the model's", 42, "kept")
     assert before - dt.timedelta(seconds=5) <= new["at"] <= after + dt.timedelta(seconds=5)
     assert isinstance(new["ref"], uuid.UUID) and new["ref"].version == 4
+    assert new["flag"] is False
+    naive_utc = (before.replace(tzinfo=None), after.replace(tzinfo=None))
+    assert naive_utc[0] - dt.timedelta(seconds=5) <= new["seen"] <= naive_utc[1]

@@ -84,7 +84,7 @@ from .sql import (
     quoted_ident,
     statements,
 )
-from .sqlite_defaults import NotCarried, postgres_default
+from .sqlite_defaults import NotCarried, postgres_default, sqlite_constant
 
 #: the dialects a model's type reads a value from SQLite by (the app's own, pysqlite) and
 #: writes it to PostgreSQL by: psycopg2's, whose bind processors give plain Python values
@@ -374,7 +374,7 @@ def column_defaults(
     source: SQLiteSource, spec: SQLiteTable, plan: TablePlan
 ) -> tuple[dict[int, str], list[str]]:
     """The DEFAULT expression of each column that has one PostgreSQL can carry, by index: the
-    model's ``server_default`` where it declares one, compiled for PostgreSQL, else SQLite's
+    model's ``server_default`` where it declares one (:func:`_model_default`), else SQLite's
     (:mod:`.sqlite_defaults`); and a line for the backup's log for each default not carried."""
     out: dict[int, str] = {}
     notes = []
@@ -382,37 +382,51 @@ def column_defaults(
         model = source.host_column(spec.name, col.name)
         ours = model.server_default if model is not None else None
         theirs = col.server_default
-        if not isinstance(ours, sa.DefaultClause):
-            ours = None
-        if ours is None and not (
-            isinstance(theirs, sa.DefaultClause) and isinstance(theirs.arg, sa.TextClause)
-        ):
+        if isinstance(ours, sa.DefaultClause):
+            text = ours.arg if isinstance(ours.arg, str) else str(ours.arg)
+        elif isinstance(theirs, sa.DefaultClause) and isinstance(theirs.arg, sa.TextClause):
+            ours, text = None, theirs.arg.text
+        else:
             continue
-        text = _model_sql(ours) if ours is not None else theirs.arg.text
+        encode = plan.encoders[i] or encoder_for(plan.kinds[i])
         try:
             if i == plan.identity:
                 raise NotCarried("the column is an identity column")
-            if ours is not None:
-                out[i] = text
-            else:
-                encode = plan.encoders[i] or encoder_for(plan.kinds[i])
-                found = postgres_default(text, plan.kinds[i], encode)
-                if found is not None:
-                    out[i] = found
+            found = (
+                _model_default(ours, plan.kinds[i], encode)
+                if ours is not None
+                else postgres_default(text, plan.kinds[i], encode)
+            )
         except NotCarried as e:
             notes.append(
                 f"table {shown(spec.key)}, column {shown(col.name)}: default {shown(text)} "
                 f"not carried to PostgreSQL ({e})"
             )
+            continue
+        if found is not None:
+            out[i] = found
     return out, notes
 
 
-def _model_sql(default: sa.DefaultClause) -> str:
+def _model_default(default: sa.DefaultClause, kind: str, encode: Encoder) -> str | None:
     """The model's own server default as PostgreSQL SQL, as SQLAlchemy's DDL writes it: a
-    string is a literal, an expression compiled (a ``text()`` is the host's own SQL)."""
-    if isinstance(default.arg, str):
-        return literal(default.arg)
-    return str(default.arg.compile(dialect=PG, compile_kwargs={"literal_binds": True}))
+    string is a literal, an expression compiled for PostgreSQL, a ``text()`` the host's own SQL
+    as written; but a ``text()`` in SQLite's words that :mod:`.sqlite_defaults` reads (an app
+    written on SQLite says ``text("0")`` for a Boolean, or ``text("(datetime('now'))")``) as
+    the same default on PostgreSQL."""
+    arg = default.arg
+    if isinstance(arg, str):
+        return literal(arg)
+    if isinstance(arg, sa.TextClause):
+        try:
+            sqlite_constant(arg.text)
+        except NotCarried:
+            return arg.text  # not in SQLite's words we read: the host's own SQL
+        return postgres_default(arg.text, kind, encode)
+    try:
+        return str(arg.compile(dialect=PG, compile_kwargs={"literal_binds": True}))
+    except sa.exc.SQLAlchemyError as e:
+        raise NotCarried(f"SQLAlchemy cannot write it for PostgreSQL: {type(e).__name__}") from None
 
 
 def create_table(spec: SQLiteTable, plan: TablePlan, defaults: dict[int, str]) -> str:
