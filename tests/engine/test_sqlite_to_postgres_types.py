@@ -98,6 +98,23 @@ class JSONType(sa.types.TypeDecorator):
         return json.loads(value)
 
 
+class JSONText(sa.types.TypeDecorator):
+    """JSON kept as text on every database: stored the same on both."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        import json
+
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def process_result_value(self, value, dialect):
+        import json
+
+        return None if value is None else json.loads(value)
+
+
 class Cents(sa.types.TypeDecorator):
     """Money as an integer number of cents on every database: stored the same on both."""
 
@@ -121,6 +138,7 @@ def app_models() -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("at", AwareDateTime, nullable=False, server_default=sa.func.now()),
         sa.Column("token", BinaryUUID, nullable=False),
         sa.Column("doc", JSONType),
+        sa.Column("meta", JSONText),
         sa.Column("took", sa.Interval),
         sa.Column("price", Cents),
         sa.Column("name", sa.String(20), nullable=False, server_default="anon"),
@@ -179,6 +197,7 @@ def test_the_models_typedecorators_and_server_defaults_work_on_the_restored_copy
             ),
             "token": uuid.UUID(int=i * 2**100 + 255),  # bytes that are no UTF-8
             "doc": {"k": [i, None, "é"]},
+            "meta": {"b": i, "a": "\\\t\n"},
             "took": dt.timedelta(days=i, seconds=5, microseconds=7),
             "price": Decimal("12.34") * i,
             "name": f"n{i}",
@@ -211,6 +230,7 @@ def test_the_models_typedecorators_and_server_defaults_work_on_the_restored_copy
             "at": "timestamp with time zone",
             "token": "uuid",
             "doc": "json",
+            "meta": "text",
             "took": "interval",
             "price": "bigint",
             "name": "character varying(20)",
@@ -218,6 +238,10 @@ def test_the_models_typedecorators_and_server_defaults_work_on_the_restored_copy
             "done": "boolean",
             "stamped": "timestamp without time zone",
         }
+        # the text as SQLite holds it
+        assert pg.execute("SELECT meta FROM thing WHERE id = 1").fetchone() == (
+            '{"a": "\\\\\\t\\n", "b": 1}',
+        )
         # the pickle's bytes, unchanged, never loaded
         assert pg.execute("SELECT value FROM store WHERE id = 2").fetchone() == (bomb,)
 
