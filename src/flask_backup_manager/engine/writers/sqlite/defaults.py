@@ -111,12 +111,18 @@ KEYWORDS = {
 EXTENSION_CALLS = {"uuid_generate_v4": "uuid"}
 
 
+#: how deep a default's expressions may nest (pg_get_expr writes a parenthesis a cast): the
+#: forms carried need a few; a hostile default nested by the thousand must not exhaust
+#: Python's stack and fail the backup
+MAX_DEPTH = 16
+
+
 class _Parser:
     """Recursive descent over :func:`tokens`; every method raises ValueError on a form that is
     not carried."""
 
     def __init__(self, toks: list[tuple[str, str]]) -> None:
-        self.toks, self.i = toks, 0
+        self.toks, self.i, self.depth = toks, 0, 0
 
     def peek(self, ahead: int = 0) -> tuple[str, str]:
         i = self.i + ahead
@@ -141,11 +147,15 @@ class _Parser:
         return parsed
 
     def expression(self) -> Parsed:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ValueError("nested too deep")
         parsed = self.atom()
         casts = []
         while self.at("::"):
             self.take("::")
             casts.append(self.type_name())
+        self.depth -= 1
         if not casts:
             return parsed
         return Parsed(parsed.kind, parsed.text, parsed.types + tuple(casts), parsed.precision)
@@ -172,7 +182,7 @@ class _Parser:
         if kind in ("word", "quoted") and self.peek(1)[1] == ".":
             self.take()  # the schema an extension's function is in
             self.take(".")
-            if self.peek()[1] not in EXTENSION_CALLS:
+            if self.peek()[1] not in EXTENSION_CALLS or self.peek(1)[1] != "(":
                 raise ValueError("not a function that is carried")
             return self.atom()
         if kind != "word":
