@@ -35,10 +35,12 @@ def gunzip(chunks: Iterable[bytes], most: int = 1 << 22) -> Iterator[bytes]:
 
 
 class Mark:
-    """A place in a :class:`GzipOut` to go back to (:meth:`GzipOut.rewind`): a member ends
-    there; ``offset`` is where in the file, once the compressing thread has got that far."""
+    """A place in a :class:`GzipOut` to go back to (:meth:`GzipOut.rewind`), set by the
+    compressing thread once it has got that far: where in the file (``offset``), and a copy of
+    the compressor there (``state``), which goes on from there as if nothing had followed."""
 
-    offset: int | None = None
+    offset: int = 0
+    state: object = None
 
 
 class _Rewind:
@@ -51,8 +53,8 @@ class GzipOut:
     of big chunks, so reading the database and compressing run on two cores. Gzip members
     compressed elsewhere can be appended in between (:meth:`append`): a gzip file may be a
     series of members, which every reader reads as one stream. A writer may mark a place
-    (:meth:`mark`, which ends a member there) and later take back all it wrote after it
-    (:meth:`rewind`: the file is cut there and a new member begins)."""
+    (:meth:`mark`) and later take back all it wrote after it (:meth:`rewind`: the file is cut
+    there and the compression goes on from there)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -69,26 +71,22 @@ class GzipOut:
     def _run(self) -> None:
         try:
             z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-            begun = False  # whether the member under way holds anything
             while (chunk := self.q.get()) is not None:
                 if isinstance(chunk, (bytes, bytearray)):
                     self.f.write(z.compress(chunk))
-                    begun = True
-                    continue
-                if isinstance(chunk, Mark):
-                    if begun:
-                        self.f.write(z.flush())
-                    chunk.offset = self.f.tell()
+                elif isinstance(chunk, Mark):
+                    # all of it so far in the file, on a byte boundary; the window is kept
+                    self.f.write(z.flush(zlib.Z_SYNC_FLUSH))
+                    chunk.offset, chunk.state = self.f.tell(), z.copy()
                 elif isinstance(chunk, _Rewind):
                     self.f.truncate(chunk.mark.offset)
                     self.f.seek(chunk.mark.offset)
+                    z = chunk.mark.state.copy()  # the mark's own stays as it was: rewind again
                 else:
                     with chunk:  # a member: end ours, copy it, start a new one
-                        if begun:
-                            self.f.write(z.flush())
+                        self.f.write(z.flush())
                         shutil.copyfileobj(chunk, self.f, 1 << 20)
-                z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-                begun = False
+                    z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             self.f.write(z.flush())
         except BaseException as e:  # reported by put()/close() in the main thread
             self.error = e
@@ -132,7 +130,7 @@ class GzipOut:
             raise
 
     def mark(self) -> Mark:
-        """End the member under way here: a place to :meth:`rewind` to."""
+        """A place to :meth:`rewind` to: here (a few bytes of the file: a sync flush)."""
         self.flush()
         mark = Mark()
         self._put(mark)
