@@ -5,7 +5,7 @@ owner) and used through the app's models. Each test pins a hole that was found a
 
 from __future__ import annotations
 
-import math
+import datetime
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -77,3 +77,63 @@ def test_a_default_nested_past_pythons_stack_is_listed_not_a_failed_backup(pg_ur
                 (1, "kept", "x", "x"),
                 (2, "new", None, "x"),  # the default nested as real ones are is carried
             ]
+
+
+# -- a domain's default ------------------------------------------------------------------
+
+DOMAIN_DEFAULTS = r"""
+CREATE DOMAIN code AS text DEFAULT 'dom' CHECK (VALUE <> '');
+CREATE DOMAIN code2 AS code;  -- takes code's default
+CREATE DOMAIN stamp AS timestamptz DEFAULT now();
+CREATE DOMAIN shouted AS text DEFAULT upper('x');
+CREATE TABLE orders (
+    id serial PRIMARY KEY,
+    note text,
+    code code NOT NULL,
+    code2 code2 NOT NULL,
+    own code NOT NULL DEFAULT 'own',
+    none code DEFAULT NULL,
+    at stamp NOT NULL,
+    loud shouted
+);
+INSERT INTO orders (note) VALUES ('from postgres');
+"""
+
+
+class Order(Base):
+    """The app's model of ``orders``: the database fills every column but ``note``."""
+
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    note: Mapped[str | None] = mapped_column(sa.Text)
+    code: Mapped[str] = mapped_column(sa.Text, server_default=sa.FetchedValue())
+    code2: Mapped[str] = mapped_column(sa.Text, server_default=sa.FetchedValue())
+    own: Mapped[str] = mapped_column(sa.Text, server_default=sa.FetchedValue())
+    none: Mapped[str | None] = mapped_column(sa.Text, server_default=sa.FetchedValue())
+    at: Mapped[datetime.datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.FetchedValue()
+    )
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+def test_a_columns_domain_default_is_carried_as_postgresql_applies_it(pg_url, tmp_path, fmt):
+    build(pg_url, DOMAIN_DEFAULTS)
+    dbs, warnings = copies(pg_url, tmp_path, fmt)
+    assert warnings == (
+        "column orders.loud: its default upper('x'::text) has no SQLite equivalent and is not "
+        "carried (a new row must give the value)",
+    )
+    for db in dbs:
+        engine = sa.create_engine(f"sqlite:///{db}")
+        try:
+            with Session(engine) as session:
+                session.add(Order(note="new"))
+                session.commit()
+                old, new = session.scalars(sa.select(Order).order_by(Order.id)).all()
+        finally:
+            engine.dispose()
+        for row in (old, new):  # PostgreSQL's defaulting, then the copy's
+            assert (row.code, row.code2, row.own, row.none) == ("dom", "dom", "own", None)
+        assert abs(new.at - datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)) < (
+            datetime.timedelta(minutes=2)
+        )

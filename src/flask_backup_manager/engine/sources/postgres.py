@@ -85,10 +85,16 @@ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
 ORDER BY n.nspname, c.relname
 """
 
+#: a column's default is its own, else its domain's (``typdefaultbin``: a domain over a domain
+#: holds the default it took from that one), as PostgreSQL applies them to a new row
 _COLUMNS = """
 SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod, a.attndims, a.attgenerated,
-       a.attidentity, pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default_expr
+       a.attidentity,
+       CASE WHEN d.adbin IS NOT NULL THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid)
+            WHEN a.attgenerated = '' AND a.attidentity = ''
+            THEN pg_catalog.pg_get_expr(t.typdefaultbin, 0) END AS default_expr
 FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
