@@ -359,11 +359,12 @@ def write_table(
     tracker.finish(spec)
     columns = list(spec.table.columns)
     for i, steps in plan.fallen.items():
-        refused = "; ".join(f"not {kind}: {why}" for kind, why in steps)
+        # the reasons name a row by its key: customer text, shown as such
+        refused = "; ".join(f"not {kind}: {shown(why, 200)}" for kind, why in steps)
+        numbers = " (numbers as their text)" if plan.encoders[i] is any_bytes else ""
         tracker.warn(
             f"table {shown(spec.key)}, column {shown(columns[i].name)}: copied as PostgreSQL "
-            f"{plan.kinds[i]}{' (numbers as their text)' if plan.encoders[i] is any_bytes else ''}"
-            f", as its values do not all fit its type ({refused})"
+            f"{plan.kinds[i]}{numbers}, as its values do not all fit its type ({refused})"
         )
     for note in notes:
         tracker.warn(note)
