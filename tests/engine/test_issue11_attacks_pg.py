@@ -137,3 +137,63 @@ def test_a_columns_domain_default_is_carried_as_postgresql_applies_it(pg_url, tm
         assert abs(new.at - datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)) < (
             datetime.timedelta(minutes=2)
         )
+
+
+# -- NaN, which SQLite cannot store ----------------------------------------------------------
+
+NAN = r"""
+CREATE TABLE readings (
+    id serial PRIMARY KEY,
+    label text NOT NULL,
+    value double precision NOT NULL DEFAULT 'NaN',
+    exact numeric(10, 2) NOT NULL,
+    ok real NOT NULL
+);
+INSERT INTO readings (label, exact, ok) SELECT 'row ' || n, n, n FROM generate_series(1, 12000) n;
+UPDATE readings SET value = n * 0.5 FROM generate_series(1, 12000) n WHERE id = n AND n <> 11000;
+UPDATE readings SET exact = 'NaN' WHERE id = 11500;
+CREATE TABLE probes (id int PRIMARY KEY, reading int NOT NULL REFERENCES readings);
+INSERT INTO probes VALUES (1, 11000);
+CREATE INDEX readings_value ON readings (value);
+"""
+
+
+class Reading(Base):
+    __tablename__ = "readings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str] = mapped_column(sa.Text)
+    value: Mapped[float | None] = mapped_column(sa.Float)
+    exact: Mapped[float | None] = mapped_column(sa.Numeric(10, 2))
+    ok: Mapped[float] = mapped_column(sa.Float)
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+def test_nan_in_a_not_null_column_is_null_in_the_copy_not_a_failed_backup(pg_url, tmp_path, fmt):
+    build(pg_url, NAN)
+    dbs, warnings = copies(pg_url, tmp_path, fmt)
+    assert warnings == (
+        "column readings.value: its default 'NaN'::double precision has no SQLite equivalent "
+        "and is not carried (a new row must give the value)",
+        "column readings.value holds NaN, which SQLite cannot store: it is NULL there, and the "
+        "column may be NULL in the copy",
+        "column readings.exact holds NaN, which SQLite cannot store: it is NULL there, and the "
+        "column may be NULL in the copy",
+    )
+    for db in dbs:
+        with closing(sqlite3.connect(db)) as con:
+            notnull = dict(
+                con.execute("SELECT name, \"notnull\" FROM pragma_table_info('readings')")
+            )
+            indexes = [r[0] for r in con.execute("SELECT name FROM pragma_index_list('readings')")]
+            assert con.execute("SELECT count(*) FROM pragma_foreign_key_check").fetchone() == (0,)
+        assert notnull == {"id": 0, "label": 1, "value": 0, "exact": 0, "ok": 1}
+        assert indexes == ["readings_value"]
+        engine = sa.create_engine(f"sqlite:///{db}")
+        try:
+            with Session(engine) as session:
+                rows = session.scalars(sa.select(Reading).order_by(Reading.id)).all()
+        finally:
+            engine.dispose()
+        assert len(rows) == 12000
+        assert (rows[0].value, rows[10999].value, rows[11499].exact) == (0.5, None, None)
+        assert rows[11998].value == 5999.5 and rows[11998].exact == 11999

@@ -387,7 +387,10 @@ def postgres_default(
             return "NULL"
         if parsed.kind == "constant":
             value = source.load_text(spec, index, parsed.text or "")
-            return value_sql(value if convert is None else convert(value))
+            stored = value if convert is None else convert(value)
+            if stored is None:  # a NaN, which SQLite stores as NULL: not the same default
+                raise ValueError("a constant SQLite cannot store")
+            return value_sql(stored)
         target = CLOCK_TARGETS.get((parsed.kind, names[-1]))
         if target is None:
             raise ValueError("not a value of this column's type")

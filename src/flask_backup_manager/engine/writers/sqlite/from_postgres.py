@@ -73,7 +73,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from ...base import Tracker, ident, prefetch
+from ...base import Tracker, ident, prefetch, shown
 from ...model import ExportError
 from ...sources.postgres import PostgresSource
 from ...sources.postgres_model import PostgresTable
@@ -272,11 +272,35 @@ class TablePlan:
     """How one source table is created and filled in SQLite."""
 
     name: str
-    create: str
+    #: the definitions of the ``CREATE TABLE``: each column's, then the constraints
+    lines: list[str]
     indexes: list[str]
     converters: list[Converter | None]
     #: the defaults not carried, one line each for the backup's log
     lost: list[str] = field(default_factory=list)
+    #: the NOT NULL float and numeric columns, by index: a NaN in one is NULL in SQLite
+    nan_columns: list[int] = field(default_factory=list)
+
+    def create(self, name: str | None = None) -> str:
+        """The ``CREATE TABLE`` of the table (named ``name``, else its own)."""
+        return f"CREATE TABLE {ident(name or self.name)} (\n  " + ",\n  ".join(self.lines) + "\n)"
+
+    def allow_nulls(self, con: sqlite3.Connection, rows: list[Sequence[Any]]) -> list[int]:
+        """Let the :attr:`nan_columns` that ``rows`` (converted) hold a NULL in (from a NaN)
+        be NULL: the table is made anew without their NOT NULL, with the rows inserted so
+        far (SQLite cannot drop a NOT NULL in place). Returns their indexes."""
+        found = [i for i in self.nan_columns if any(r[i] is None for r in rows)]
+        if not found:
+            return []
+        for i in found:
+            self.nan_columns.remove(i)
+            self.lines[i] = self.lines[i].removesuffix(" NOT NULL")
+        moved = f"{self.name}.moved"
+        con.execute(self.create(moved))
+        con.execute(f"INSERT INTO {ident(moved)} SELECT * FROM {ident(self.name)}")
+        con.execute(f"DROP TABLE {ident(self.name)}")
+        con.execute(f"ALTER TABLE {ident(moved)} RENAME TO {ident(self.name)}")
+        return found
 
     def insert_sql(self, rows: int) -> str:
         """``INSERT INTO t VALUES (?, ?), (?, ?)``: ``rows`` rows of parameters."""
@@ -323,7 +347,7 @@ def table_plan(source: PostgresSource, spec: PostgresTable, names: dict[str, str
     host_table = _host_table(source.host_metadata, spec)
     pk = list(table.primary_key.columns)
     rowid_pk = len(pk) == 1 and isinstance(pk[0].type, sa.Integer)
-    lines, converters, lost = [], [], []
+    lines, converters, lost, nan_columns = [], [], [], []
     for i, col in enumerate(table.columns):
         from_host = host_table is not None and col.name in host_table.c
         declared, conv = column_plan(col.type, from_host=from_host)
@@ -341,6 +365,8 @@ def table_plan(source: PostgresSource, spec: PostgresTable, names: dict[str, str
         if default is not None:
             line += f" DEFAULT {default}"
         lines.append(line + ("" if col.nullable or rowid else " NOT NULL"))
+        if conv is _float and not (col.nullable or rowid):
+            nan_columns.append(i)
     if pk and not rowid_pk:
         lines.append(f"PRIMARY KEY ({', '.join(ident(c.name) for c in pk)})")
     for uc in sorted(
@@ -375,10 +401,11 @@ def table_plan(source: PostgresSource, spec: PostgresTable, names: dict[str, str
         )
     return TablePlan(
         name=name,
-        create=f"CREATE TABLE {ident(name)} (\n  " + ",\n  ".join(lines) + "\n)",
+        lines=lines,
         indexes=indexes,
         converters=converters,
         lost=lost,
+        nan_columns=nan_columns,
     )
 
 
@@ -407,12 +434,19 @@ def write_db(source: PostgresSource, path: Path, tracker: Tracker) -> None:
         con.execute("PRAGMA synchronous=OFF")
         con.execute("BEGIN")
         for plan in plans:
-            con.execute(plan.create)
+            con.execute(plan.create())
         for spec, plan in zip(specs, plans, strict=True):
             tracker.start(spec)
             convert = plan.row_converter()
             for batch in prefetch(source.row_batches(spec, BATCH_ROWS)):
-                plan.insert_rows(con, batch if convert is None else list(map(convert, batch)))
+                rows = batch if convert is None else list(map(convert, batch))
+                for i in plan.allow_nulls(con, rows) if plan.nan_columns else ():
+                    tracker.warn(
+                        f"column {shown(spec.key, 60)}.{shown(spec.columns[i].attname)} holds "
+                        "NaN, which SQLite cannot store: it is NULL there, and the column may "
+                        "be NULL in the copy"
+                    )
+                plan.insert_rows(con, rows)
                 tracker.rows(len(batch))
             tracker.finish(spec)
         for plan in plans:
