@@ -197,3 +197,47 @@ def test_nan_in_a_not_null_column_is_null_in_the_copy_not_a_failed_backup(pg_url
         assert len(rows) == 12000
         assert (rows[0].value, rows[10999].value, rows[11499].exact) == (0.5, None, None)
         assert rows[11998].value == 5999.5 and rows[11998].exact == 11999
+
+
+# -- JSON's null in a NOT NULL column -------------------------------------------------------
+
+
+class Doc(Base):
+    __tablename__ = "docs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    body: Mapped[dict | None] = mapped_column(sa.JSON)
+    raw: Mapped[dict | None] = mapped_column(sa.JSON)
+    maybe: Mapped[dict | None] = mapped_column(sa.JSON)
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+def test_json_null_in_a_not_null_column_is_json_null_in_the_copy(pg_url, tmp_path, fmt):
+    build(
+        pg_url,
+        "CREATE TABLE docs (id int PRIMARY KEY, body jsonb NOT NULL, raw json NOT NULL,"
+        " maybe jsonb);"
+        """INSERT INTO docs VALUES (1, 'null', 'null', NULL), (2, '{"a": [null]}', '"x"', 'null');""",
+    )
+    dbs, warnings = copies(pg_url, tmp_path, fmt)
+    assert warnings == ()
+    for db in dbs:
+        engine = sa.create_engine(f"sqlite:///{db}")
+        try:
+            with Session(engine) as session:
+                rows = session.scalars(sa.select(Doc).order_by(Doc.id)).all()
+                read = [(r.body, r.raw, r.maybe) for r in rows]
+                session.add(Doc(id=3, body={"b": 1}, raw=[]))
+                session.commit()
+        finally:
+            engine.dispose()
+        assert read == [
+            (None, None, None),
+            ({"a": [None]}, "x", None),  # a nullable column's JSON null: NULL (README)
+        ]
+        with closing(sqlite3.connect(db)) as con:
+            assert con.execute("SELECT body, raw FROM docs WHERE id = 1").fetchone() == (
+                "null",
+                "null",
+            )
+            with pytest.raises(sqlite3.IntegrityError):  # the copy's NOT NULL is kept
+                con.execute("INSERT INTO docs (id, raw) VALUES (4, '1')")

@@ -280,6 +280,10 @@ class TablePlan:
     lost: list[str] = field(default_factory=list)
     #: the NOT NULL float and numeric columns, by index: a NaN in one is NULL in SQLite
     nan_columns: list[int] = field(default_factory=list)
+    #: the NOT NULL json and jsonb columns, by index: psycopg loads JSON's ``null`` as None,
+    #: which in them can only be that, stored as the text ``null`` (as SQLAlchemy's JSON
+    #: stores None), not as NULL
+    json_nulls: list[int] = field(default_factory=list)
 
     def create(self, name: str | None = None) -> str:
         """The ``CREATE TABLE`` of the table (named ``name``, else its own)."""
@@ -323,14 +327,18 @@ class TablePlan:
     def row_converter(self) -> Callable[[Sequence[Any]], Sequence[Any]] | None:
         """A function converting one row, or None when every value goes as it comes (the
         common case: integers and text): the rows then go to SQLite untouched."""
-        active = [(i, f) for i, f in enumerate(self.converters) if f is not None]
+        nulls = set(self.json_nulls)
+        active = [(i, f) for i, f in enumerate(self.converters) if f is not None or i in nulls]
         if not active:
             return None
 
         def convert(row: Sequence[Any]) -> list[Any]:
             out = list(row)
             for i, f in active:
-                if out[i] is not None:
+                if out[i] is None:
+                    if i in nulls:
+                        out[i] = "null"
+                elif f is not None:
                     out[i] = f(out[i])
             return out
 
@@ -347,7 +355,7 @@ def table_plan(source: PostgresSource, spec: PostgresTable, names: dict[str, str
     host_table = _host_table(source.host_metadata, spec)
     pk = list(table.primary_key.columns)
     rowid_pk = len(pk) == 1 and isinstance(pk[0].type, sa.Integer)
-    lines, converters, lost, nan_columns = [], [], [], []
+    lines, converters, lost, nan_columns, json_nulls = [], [], [], [], []
     for i, col in enumerate(table.columns):
         from_host = host_table is not None and col.name in host_table.c
         declared, conv = column_plan(col.type, from_host=from_host)
@@ -367,6 +375,8 @@ def table_plan(source: PostgresSource, spec: PostgresTable, names: dict[str, str
         lines.append(line + ("" if col.nullable or rowid else " NOT NULL"))
         if conv is _float and not (col.nullable or rowid):
             nan_columns.append(i)
+        if source.type_names(spec, i)[-1] in ("json", "jsonb") and not col.nullable:
+            json_nulls.append(i)
     if pk and not rowid_pk:
         lines.append(f"PRIMARY KEY ({', '.join(ident(c.name) for c in pk)})")
     for uc in sorted(
@@ -406,6 +416,7 @@ def table_plan(source: PostgresSource, spec: PostgresTable, names: dict[str, str
         converters=converters,
         lost=lost,
         nan_columns=nan_columns,
+        json_nulls=json_nulls,
     )
 
 
