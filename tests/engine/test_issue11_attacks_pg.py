@@ -18,9 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from flask_backup_manager.engine import export
 
-from ..conftest import run_psql
-from .test_dump_safety_sqlite import files, restore_all
-from .test_postgres_to_postgres import restore
+from .test_dump_safety_sqlite import restore_all
 
 
 def copies(source: str, where: Path, fmt: str) -> tuple[list[Path], tuple[str, ...]]:
@@ -216,7 +214,8 @@ def test_json_null_in_a_not_null_column_is_json_null_in_the_copy(pg_url, tmp_pat
         pg_url,
         "CREATE TABLE docs (id int PRIMARY KEY, body jsonb NOT NULL, raw json NOT NULL,"
         " maybe jsonb);"
-        """INSERT INTO docs VALUES (1, 'null', 'null', NULL), (2, '{"a": [null]}', '"x"', 'null');""",
+        "INSERT INTO docs VALUES (1, 'null', 'null', NULL),"
+        """ (2, '{"a": [null]}', '"x"', 'null');""",
     )
     dbs, warnings = copies(pg_url, tmp_path, fmt)
     assert warnings == ()
@@ -241,3 +240,45 @@ def test_json_null_in_a_not_null_column_is_json_null_in_the_copy(pg_url, tmp_pat
             )
             with pytest.raises(sqlite3.IntegrityError):  # the copy's NOT NULL is kept
                 con.execute("INSERT INTO docs (id, raw) VALUES (4, '1')")
+
+
+# -- whole numbers in numeric columns past a float's 53 bits -----------------------------------
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.Text)
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+def test_numeric_ids_past_a_floats_precision_stay_exact_and_distinct(pg_url, tmp_path, fmt):
+    ids = [1234567890123456789, 1234567890123456790, -(2**63), 2**63 - 1]
+    build(
+        pg_url,
+        "CREATE TABLE accounts (id numeric(20, 0) PRIMARY KEY, name text NOT NULL,"
+        " balance numeric(12, 2) NOT NULL DEFAULT 0, huge numeric);"
+        "CREATE TABLE payments (id int PRIMARY KEY, account numeric(20, 0) REFERENCES accounts);"
+        + "".join(
+            f"INSERT INTO accounts VALUES ({n}, 'a{i}', {i}.25, {n}00);" for i, n in enumerate(ids)
+        )
+        + f"INSERT INTO payments VALUES (1, {ids[1]});",
+    )
+    dbs, warnings = copies(pg_url, tmp_path, fmt)
+    assert warnings == ()
+    for db in dbs:
+        with closing(sqlite3.connect(db)) as con:
+            stored = con.execute(
+                "SELECT id, typeof(id), balance, huge FROM accounts ORDER BY id"
+            ).fetchall()
+            assert con.execute("SELECT account FROM payments").fetchall() == [(ids[1],)]
+        assert stored == [
+            (n, "integer", i + 0.25, float(n * 100))
+            for i, n in sorted(enumerate(ids), key=lambda x: x[1])
+        ]
+        engine = sa.create_engine(f"sqlite:///{db}")
+        try:
+            with Session(engine) as session:
+                assert session.get(Account, ids[1]).name == "a1"
+        finally:
+            engine.dispose()

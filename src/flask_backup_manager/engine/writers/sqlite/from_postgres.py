@@ -14,11 +14,15 @@ Integer family, OID         INTEGER/BIGINT/...    int (a one-column integer prim
                                                   ``INTEGER PRIMARY KEY``, the rowid, so new
                                                   rows get ids as on PostgreSQL)
 Float, REAL, DOUBLE         FLOAT/REAL/DOUBLE     float; NaN (SQLite cannot store it) -> NULL
+                                                  (a NOT NULL column then loses its NOT NULL)
 Numeric(p, s)               NUMERIC(p, s)         float, as SQLAlchemy's SQLite Numeric binds
                                                   it (REAL; it reads it back as
                                                   ``Decimal('%.{s}f' % value)``; TEXT would
                                                   break that reader, and SQLite's NUMERIC
-                                                  affinity turns numeric text into REAL anyway)
+                                                  affinity turns numeric text into REAL anyway);
+                                                  a whole number that fits 64 bits as that
+                                                  int (exact, as NUMERIC affinity stores an
+                                                  integral REAL; ids past 2**53 stay distinct)
 DateTime / TIMESTAMP[TZ]    DATETIME              'YYYY-MM-DD HH:MM:SS.ffffff'; aware values
                                                   converted to UTC first
 Date                        DATE                  'YYYY-MM-DD'
@@ -101,6 +105,17 @@ def _utc_naive(v: datetime.datetime) -> datetime.datetime:
 def _float(v: Any) -> Any:
     v = float(v)
     return None if math.isnan(v) else v
+
+
+def _number(v: Any) -> Any:
+    """A numeric value as SQLite's NUMERIC affinity keeps it: a whole number that fits 64
+    bits as that integer (exact: a float would make two ids past 2**53 one, and a unique
+    key fail), else a float."""
+    if type(v) is decimal.Decimal and v.is_finite() and v == v.to_integral_value():
+        n = int(v)
+        if -(2**63) <= n < 2**63:
+            return n
+    return _float(v)
 
 
 def _range_text(r: Any) -> str:
@@ -203,7 +218,7 @@ RULES: list[Rule] = [
     Rule((sa.Integer,), lambda t: _compiled(t, "INTEGER"), lambda t: None),
     Rule((pg.OID,), lambda t: "INTEGER", lambda t: None),
     Rule((sa.Float,), lambda t: _compiled(t, "REAL"), lambda t: _float),
-    Rule((sa.Numeric,), lambda t: _compiled(t, "NUMERIC"), lambda t: _float),
+    Rule((sa.Numeric,), lambda t: _compiled(t, "NUMERIC"), lambda t: _number),
     Rule(
         (sa.DateTime,),
         lambda t: "DATETIME",
@@ -373,7 +388,7 @@ def table_plan(source: PostgresSource, spec: PostgresTable, names: dict[str, str
         if default is not None:
             line += f" DEFAULT {default}"
         lines.append(line + ("" if col.nullable or rowid else " NOT NULL"))
-        if conv is _float and not (col.nullable or rowid):
+        if conv in (_float, _number) and not (col.nullable or rowid):
             nan_columns.append(i)
         if source.type_names(spec, i)[-1] in ("json", "jsonb") and not col.nullable:
             json_nulls.append(i)
