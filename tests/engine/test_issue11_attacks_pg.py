@@ -19,6 +19,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from flask_backup_manager.engine import export
 
 from .test_dump_safety_sqlite import restore_all
+from .test_postgres_to_postgres import restore, schema_dump
 
 
 def copies(source: str, where: Path, fmt: str) -> tuple[list[Path], tuple[str, ...]]:
@@ -282,3 +283,73 @@ def test_numeric_ids_past_a_floats_precision_stay_exact_and_distinct(pg_url, tmp
                 assert session.get(Account, ids[1]).name == "a1"
         finally:
             engine.dispose()
+
+
+# -- postgres: a table's default or CHECK calling a function that reads another table --------
+
+LATE_FUNCTIONS = r"""
+CREATE TABLE counters (name text PRIMARY KEY, n integer NOT NULL);
+INSERT INTO counters VALUES ('invoice', 41);
+CREATE TABLE kinds (kind text PRIMARY KEY);
+INSERT INTO kinds VALUES ('paper'), ('online');
+CREATE FUNCTION next_invoice() RETURNS integer LANGUAGE sql VOLATILE
+    BEGIN ATOMIC SELECT n + 1 FROM public.counters WHERE name = 'invoice'; END;
+CREATE FUNCTION known_kind(k text) RETURNS boolean LANGUAGE sql STABLE
+    BEGIN ATOMIC SELECT EXISTS (SELECT 1 FROM public.kinds WHERE kind = k); END;
+CREATE TABLE invoices (
+    id serial PRIMARY KEY,
+    no integer NOT NULL DEFAULT public.next_invoice(),
+    kind text NOT NULL DEFAULT 'paper' CONSTRAINT kind_known CHECK (public.known_kind(kind))
+) PARTITION BY RANGE (id);
+CREATE TABLE invoices_low PARTITION OF invoices FOR VALUES FROM (MINVALUE) TO (1000);
+CREATE TABLE invoices_high PARTITION OF invoices FOR VALUES FROM (1000) TO (MAXVALUE);
+INSERT INTO invoices DEFAULT VALUES;
+-- a default calling a function that reads a view; a CHECK not valid for the rows there
+CREATE VIEW kind_list AS SELECT kind FROM kinds;
+CREATE FUNCTION first_kind() RETURNS text LANGUAGE sql STABLE
+    BEGIN ATOMIC SELECT min(kind) FROM public.kind_list; END;
+CREATE TABLE notes (id int PRIMARY KEY, kind text NOT NULL DEFAULT public.first_kind());
+INSERT INTO notes VALUES (1, 'telex');
+ALTER TABLE notes ADD CONSTRAINT note_kind CHECK (public.known_kind(kind)) NOT VALID;
+COMMENT ON CONSTRAINT kind_known ON invoices IS 'a kind of the kinds table';
+"""
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    no: Mapped[int] = mapped_column(server_default=sa.FetchedValue())
+    kind: Mapped[str] = mapped_column(sa.Text, server_default=sa.FetchedValue())
+
+
+def test_a_tables_default_and_check_calling_a_function_that_reads_a_table_restore(
+    pg_url, owner_db, psql, tmp_path
+):
+    build(pg_url, LATE_FUNCTIONS)
+    dump = tmp_path / "late.postgres.sql.gz"
+    export(pg_url, "postgres", dump)
+    restore(psql, owner_db, dump)
+    assert schema_dump(psql, owner_db) == schema_dump(psql, pg_url)
+    engine = sa.create_engine(owner_db.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with Session(engine) as session:
+            session.add_all([Invoice(), Invoice(id=1500, kind="online")])
+            session.commit()
+            rows = [
+                (i.id, i.no, i.kind)
+                for i in session.scalars(sa.select(Invoice).order_by(Invoice.id))
+            ]
+            session.add(Invoice(kind="fax"))
+            with pytest.raises(sa.exc.IntegrityError, match="kind_known"):
+                session.commit()
+    finally:
+        engine.dispose()
+    assert rows == [(1, 42, "paper"), (2, 42, "paper"), (1500, 42, "online")]
+    with psycopg.connect(owner_db, autocommit=True) as con:
+        con.execute("INSERT INTO notes (id) VALUES (2)")
+        assert con.execute("SELECT * FROM notes ORDER BY id").fetchall() == [
+            (1, "telex"),
+            (2, "online"),
+        ]
+        with pytest.raises(psycopg.errors.CheckViolation):
+            con.execute("INSERT INTO notes VALUES (3, 'fax')")

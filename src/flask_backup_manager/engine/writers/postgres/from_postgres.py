@@ -196,6 +196,10 @@ class Catalog:
         self.late_checks: list[str] = []
         self.after_views: list[str] = []
         self._domain_inline: dict[int, list[str]] = {}
+        #: the functions made after the tables (1) or the views (2), by oid
+        self.late_functions: dict[int, int] = {}
+        #: a table's defaults and CHECKs calling those: statements run after the tables
+        self.late_table_parts: list[str] = []
 
     def named(self, query: str, params: list | None = None) -> list[Any]:
         """The rows of ``query`` as named tuples, a field per column (by its name or alias)."""
@@ -212,6 +216,7 @@ class Catalog:
         yield from self.sequences()
         yield from self.create_tables()
         yield from after_tables
+        yield from self.late_table_parts
         yield from self.owned_sequences()
 
     def schemas(self) -> Iterable[str]:
@@ -305,6 +310,7 @@ class Catalog:
         group: dict[tuple[str, int], int] = {}
         for key in order:
             group[key] = max((_GROUP.get(d[0]) or group.get(d, 0) for d in deps[key]), default=0)
+        self.late_functions = {k[1]: g for k, g in group.items() if k[0] == "pg_proc" and g}
         out: tuple[list[str], list[str], list[str]] = ([], [], [])
         done: set[tuple[str, int]] = set()
         for key in order:
@@ -722,12 +728,49 @@ class Catalog:
             cols[col.attrelid].append(col)
         return cols
 
+    def _calling_late_functions(self) -> tuple[dict[tuple[int, int], int], dict[int, int]]:
+        """The tables' column defaults (by table and column number) and CHECK constraints (by
+        oid) that call a function made after the tables (:attr:`late_functions`: one reading
+        a table or view in a SQL-standard body), each with that function's group: they are
+        set once it exists, by ``ALTER TABLE``, as ``pg_dump`` breaks such a loop; a CHECK
+        after the data too, as what its function reads may be loaded after its table."""
+        defaults: dict[tuple[int, int], int] = {}
+        checks: dict[int, int] = {}
+        for kind, rel, key, fn in self.fetch(
+            """SELECT 'default', ad.adrelid, ad.adnum::pg_catalog.oid, d.refobjid
+               FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_depend d
+                 ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
+               WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                 AND ad.adrelid = ANY(%s)
+               UNION ALL
+               SELECT 'check', con.conrelid, con.oid, d.refobjid
+               FROM pg_catalog.pg_constraint con JOIN pg_catalog.pg_depend d
+                 ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+                AND d.objid = con.oid
+               WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                 AND con.contype = 'c' AND con.conrelid = ANY(%s)""",
+            [self.table_oids, self.table_oids],
+        ):
+            group = self.late_functions.get(fn)
+            if group is None:
+                continue
+            if kind == "default":
+                defaults[(rel, key)] = max(defaults.get((rel, key), 0), group)
+            else:
+                checks[key] = max(checks.get(key, 0), group)
+        return defaults, checks
+
     def create_tables(self) -> Iterable[str]:
         cols = self._columns()
+        late_defaults, late_checks = self._calling_late_functions()
+        #: where the statements of each group go: after the tables' or the views' functions
+        later = {1: self.late_table_parts, 2: self.after_views}
+        checks_later = {1: self.late_checks, 2: self.after_views}  # after the data
+        late_remarks: dict[int, list[str]] = {1: [], 2: []}
         checks: dict[int, list] = {o: [] for o in self.table_oids}
         check_comments: dict[int, list[str]] = {o: [] for o in self.table_oids}
         for check in self.named(
-            """SELECT conrelid, pg_catalog.quote_ident(conname) AS name,
+            """SELECT oid, conrelid, pg_catalog.quote_ident(conname) AS name,
                       pg_catalog.pg_get_constraintdef(oid) AS definition, convalidated,
                       conislocal, coninhcount,
                       pg_catalog.obj_description(oid, 'pg_constraint') AS comment
@@ -737,6 +780,14 @@ class Catalog:
         ):
             rel, name, cdef = check.conrelid, check.name, check.definition
             remark = comment("CONSTRAINT", f"{name} ON {self.names[rel]}", check.comment)
+            group = late_checks.get(check.oid)
+            if group is not None:
+                if check.conislocal and not check.coninhcount:  # else its parent's makes it
+                    checks_later[group].append(
+                        f"ALTER TABLE {self.names[rel]} ADD CONSTRAINT {name} {cdef}"
+                    )
+                late_remarks[group].append(remark)
+                continue
             if not check.convalidated:
                 self.late_checks.append(
                     f"ALTER TABLE {self.names[rel]} ADD CONSTRAINT {name} {cdef}"
@@ -777,8 +828,24 @@ class Catalog:
                 [self.table_oids],
             )
         }
+        for (rel, attnum), group in late_defaults.items():
+            c = next(c for c in cols[rel] if c.attnum == attnum)
+            if not c.attgenerated:  # a generated column's expression cannot be set later
+                later[group].append(
+                    f"ALTER TABLE ONLY {self.names[rel]} ALTER COLUMN {c.name}"
+                    f" SET DEFAULT {c.default}"
+                )
+
+        def default_of(rel: int, c: Any) -> str | None:
+            """A column's default as ``CREATE TABLE`` gives it (a late one is set after)."""
+            late = (rel, c.attnum) in late_defaults and not c.attgenerated
+            return None if late else c.default
+
         parent_defaults: dict[int, dict[str, Any]] = {
-            o: {c.name: (c.default, c.attnotnull, nn_names.get((o, c.attnum))) for c in cols[o]}
+            o: {
+                c.name: (default_of(o, c), c.attnotnull, nn_names.get((o, c.attnum)))
+                for c in cols[o]
+            }
             for o in self.table_oids
         }
         for rel in self._parents_before_children():
@@ -786,7 +853,8 @@ class Catalog:
             head = "CREATE UNLOGGED TABLE" if rel.relpersistence == "u" else "CREATE TABLE"
             items, after = [], []
             for c in cols[oid]:
-                col, default, generated, notnull = c.name, c.default, c.attgenerated, c.attnotnull
+                col, generated, notnull = c.name, c.attgenerated, c.attnotnull
+                default = default_of(oid, c)
                 nn = nn_names.get((oid, c.attnum))
                 if ispart:
                     pdefault, pnotnull, pnn = parent_defaults[parents[0]].get(
@@ -833,6 +901,8 @@ class Catalog:
             for c in cols[oid]:
                 yield comment("COLUMN", f"{name}.{c.name}", c.comment)
             yield from check_comments[oid]
+        for group, remarks in late_remarks.items():
+            checks_later[group].extend(remarks)
 
     def _parents_before_children(self) -> list:
         by_oid = {t.oid: t for t in self.tables}
