@@ -153,6 +153,9 @@ UPDATE readings SET value = n * 0.5 FROM generate_series(1, 12000) n WHERE id = 
 UPDATE readings SET exact = 'NaN' WHERE id = 11500;
 CREATE TABLE probes (id int PRIMARY KEY, reading int NOT NULL REFERENCES readings);
 INSERT INTO probes VALUES (1, 11000);
+CREATE SCHEMA readings;  -- its tables are "readings.moved0"... in SQLite
+CREATE TABLE readings.moved0 (id int PRIMARY KEY);
+CREATE TABLE readings."MOVED1" (id int PRIMARY KEY);
 CREATE INDEX readings_value ON readings (value);
 """
 
@@ -185,6 +188,10 @@ def test_nan_in_a_not_null_column_is_null_in_the_copy_not_a_failed_backup(pg_url
             )
             indexes = [r[0] for r in con.execute("SELECT name FROM pragma_index_list('readings')")]
             assert con.execute("SELECT count(*) FROM pragma_foreign_key_check").fetchone() == (0,)
+            tables = {
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        assert tables == {"readings", "probes", "readings.moved0", "readings.MOVED1"}
         assert notnull == {"id": 0, "label": 1, "value": 0, "exact": 0, "ok": 1}
         assert indexes == ["readings_value"]
         engine = sa.create_engine(f"sqlite:///{db}")

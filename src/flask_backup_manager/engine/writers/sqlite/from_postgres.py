@@ -69,7 +69,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, count
 from pathlib import Path
 from typing import Any
 
@@ -314,7 +314,13 @@ class TablePlan:
         for i in found:
             self.nan_columns.remove(i)
             self.lines[i] = self.lines[i].removesuffix(" NOT NULL")
-        moved = f"{self.name}.moved"
+        moved = next(  # a name no table has (SQLite's names ignore ASCII case)
+            name
+            for name in (f"{self.name}.moved{n}" for n in count())
+            if not con.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = ? COLLATE NOCASE", (name,)
+            ).fetchone()
+        )
         con.execute(self.create(moved))
         con.execute(f"INSERT INTO {ident(moved)} SELECT * FROM {ident(self.name)}")
         con.execute(f"DROP TABLE {ident(self.name)}")
