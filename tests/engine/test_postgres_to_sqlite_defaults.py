@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from flask_backup_manager.engine import export
+from flask_backup_manager.engine import ExportError, export
 from flask_backup_manager.engine.base import CONTROL
 from flask_backup_manager.engine.writers.sqlite.defaults import Parsed, parse, value_sql
 
@@ -444,3 +444,30 @@ def test_stored_values_are_written_as_sqlite_literals():
         with pytest.raises(ValueError):
             value_sql(bad)
     assert json.loads(value_sql('{"a": 1}')[1:-1]) == {"a": 1}
+
+
+@pytest.mark.parametrize("include", [None, ["kept"]])
+def test_a_table_locked_by_another_session_is_named_not_a_timeout_of_reading_defaults(
+    pg_url, tmp_path, include
+):
+    """pg_get_expr (a default's text) waits for the table's lock like any reader: the tables
+    are locked first, so the error names the table; a table left out is neither locked nor
+    read, so it stops nothing."""
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute("CREATE TABLE busy (id int PRIMARY KEY, n int NOT NULL DEFAULT 7)")
+        con.execute("CREATE TABLE kept (id int PRIMARY KEY, n int NOT NULL DEFAULT 8)")
+    with psycopg.connect(pg_url) as other:
+        other.execute("LOCK TABLE busy IN ACCESS EXCLUSIVE MODE")
+        out = tmp_path / "locked.db"
+        if include is None:
+            with pytest.raises(ExportError) as e:
+                export(pg_url, "sqlite3_db", out, lock_timeout=1)
+            assert str(e.value) == (
+                "table busy is locked by another session: gave up waiting after 1 s"
+            )
+        else:
+            export(pg_url, "sqlite3_db", out, include=include, lock_timeout=1)
+            with closing(sqlite3.connect(out)) as lite:
+                lite.execute("INSERT INTO kept (id) VALUES (1)")
+                assert lite.execute("SELECT n FROM kept").fetchall() == [(8,)]
+        other.rollback()

@@ -86,11 +86,13 @@ ORDER BY n.nspname, c.relname
 """
 
 #: a column's default is its own, else its domain's (``typdefaultbin``: a domain over a domain
-#: holds the default it took from that one), as PostgreSQL applies them to a new row
+#: holds the default it took from that one), as PostgreSQL applies them to a new row; read only
+#: for the tables locked (the second parameter): pg_get_expr waits for a table's lock
 _COLUMNS = """
 SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod, a.attndims, a.attgenerated,
        a.attidentity,
-       CASE WHEN d.adbin IS NOT NULL THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid)
+       CASE WHEN NOT a.attrelid = ANY(%s) THEN NULL
+            WHEN d.adbin IS NOT NULL THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid)
             WHEN a.attgenerated = '' AND a.attidentity = ''
             THEN pg_catalog.pg_get_expr(t.typdefaultbin, 0) END AS default_expr
 FROM pg_catalog.pg_attribute a
@@ -217,10 +219,17 @@ class PostgresSource:
             self._types: dict[int, PgType] | None = None
             self._tables: dict[str, sa.Table] | None = None
             self._in_catalog_order: list[PostgresTable] = []
-            self._specs = self._read_tables()
-            wanted = set(select_keys([s.key for s in self._specs], include, exclude))
+            # the tables' names, then their locks, then the rest of their catalog: reading a
+            # default (pg_get_expr) waits for a lock like any reader of the table
+            rels = self.fetch(_TABLES, row_factory=class_row(PgRelation))
+            wanted = set(
+                select_keys([table_key(r.nspname, r.relname) for r in rels], include, exclude)
+            )
+            self._lock_tables(
+                [r for r in rels if table_key(r.nspname, r.relname) in wanted], lock_timeout
+            )
+            self._specs = self._read_tables(rels, wanted)
             self._selected = [s for s in self._specs if s.key in wanted]
-            self._lock_tables(lock_timeout)
             for spec in self._specs:
                 if spec.estimated_rows < 0:
                     spec.estimated_rows = self._estimate(spec) if spec.key in wanted else 0
@@ -243,17 +252,20 @@ class PostgresSource:
             cur.execute(query, params)
             return cur.fetchall()
 
-    def _lock_tables(self, timeout: float | None) -> None:
+    def _lock_tables(self, rels: list[PgRelation], timeout: float | None) -> None:
         """Take ACCESS SHARE on every table to copy, as pg_dump does, so nobody can drop or
         alter one before its rows are read; wait at most ``timeout`` seconds for each."""
-        for spec in self._selected:
+        for rel in rels:
             try:
                 self.conn.execute(
-                    sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(spec.qualified)
+                    sql.SQL("LOCK TABLE {}.{} IN ACCESS SHARE MODE").format(
+                        sql.Identifier(rel.nspname), sql.Identifier(rel.relname)
+                    )
                 )
             except psycopg.errors.LockNotAvailable:
                 raise ExportError(
-                    f"table {spec.key} is locked by another session: gave up waiting after "
+                    f"table {table_key(rel.nspname, rel.relname)} is locked by another session: "
+                    "gave up waiting after "
                     f"{timeout:g} s"
                 ) from None
 
@@ -284,11 +296,11 @@ class PostgresSource:
     def tables(self) -> list[PostgresTable]:
         return list(self._selected)
 
-    def _read_tables(self) -> list[PostgresTable]:
-        rels = self.fetch(_TABLES, row_factory=class_row(PgRelation))
+    def _read_tables(self, rels: list[PgRelation], wanted: set[str]) -> list[PostgresTable]:
         oids = [r.oid for r in rels]
+        locked = [r.oid for r in rels if table_key(r.nspname, r.relname) in wanted]
         cols: dict[int, list[PgColumn]] = {o: [] for o in oids}
-        for col in self.fetch(_COLUMNS, [oids], row_factory=class_row(PgColumn)):
+        for col in self.fetch(_COLUMNS, [locked, oids], row_factory=class_row(PgColumn)):
             cols[col.attrelid].append(col)
         cons: dict[int, list[PgConstraint]] = {o: [] for o in oids}
         for con in self.fetch(_CONSTRAINTS, [oids], row_factory=class_row(PgConstraint)):
