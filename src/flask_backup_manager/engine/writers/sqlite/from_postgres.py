@@ -82,6 +82,7 @@ from ...model import ExportError
 from ...sources.postgres import PostgresSource
 from ...sources.postgres_model import PostgresTable
 from ...sources.sqlite import remove_sidecars
+from ..host_types import pickles, stored, stored_alike
 from .defaults import NotCarried, host_default, postgres_default
 
 Converter = Callable[[Any], Any]
@@ -249,14 +250,6 @@ RULES: list[Rule] = [
 ]
 
 
-def _storage(t: sa.types.TypeEngine, dialect: sa.Dialect) -> type:
-    """The class of the type that really stores ``t`` on ``dialect``."""
-    impl = t.dialect_impl(dialect)
-    if isinstance(impl, sa.types.TypeDecorator):
-        impl = impl.load_dialect_impl(dialect)
-    return type(impl)
-
-
 def rule_for(t: sa.types.TypeEngine) -> Rule | None:
     return next((r for r in RULES if isinstance(t, r.types)), None)
 
@@ -265,9 +258,9 @@ def column_plan(t: sa.types.TypeEngine, *, from_host: bool) -> tuple[str, Conver
     """The declared SQLite type and the converter (None: store as it comes) of a column."""
     if from_host and isinstance(t, sa.types.TypeDecorator):
         declared = _compiled(t, "TEXT")
-        sqlite_impl = t.load_dialect_impl(_SQLITE)
-        if _storage(t, _SQLITE) is _storage(t, _PG):  # same storage: the value goes as it is
-            return declared, column_plan(sqlite_impl, from_host=True)[1]
+        if pickles(t, _SQLITE, _PG) or stored_alike(t, _SQLITE, _PG):
+            # the same storage on both (bytes, text, numbers): the value goes as it is stored
+            return declared, column_plan(stored(t, _SQLITE), from_host=True)[1]
         return declared, _processor(t)
     rule = rule_for(t)
     if rule is None:  # INET, MONEY, TSVECTOR, BIT, composites, unknown: their text
@@ -380,7 +373,7 @@ def table_plan(source: PostgresSource, spec: PostgresTable, names: dict[str, str
     for i, col in enumerate(table.columns):
         from_host = host_table is not None and col.name in host_table.c
         declared, conv = column_plan(col.type, from_host=from_host)
-        dated = issubclass(_storage(col.type, _PG), sa.Date | sa.DateTime)
+        dated = isinstance(stored(col.type, _PG), sa.Date | sa.DateTime)
         converters.append(_keeping_text(conv) if dated else conv)  # a default is not kept so
         rowid = rowid_pk and col is pk[0]
         try:
