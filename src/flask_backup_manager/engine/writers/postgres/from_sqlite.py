@@ -61,6 +61,7 @@ from ... import parallel
 from ...base import Tracker, ident, shown
 from ...model import ExportError
 from ...sources.sqlite import SQLiteSource, SQLiteTable
+from ..host_types import BINARY, pickles, stored, stored_alike
 from . import copy_part
 from .copy_text import (
     BATCH,
@@ -93,17 +94,12 @@ from .sqlite_defaults import NotCarried, postgres_default, sqlite_constant
 SQLITE = pysqlite.dialect()
 PG = psycopg2.dialect()
 
-#: SQLAlchemy's binary types, whose values are bytes on every dialect
-_BINARY = (sa.LargeBinary, sa.BINARY, sa.VARBINARY)
-#: the kinds of stored value that are the same Python value on SQLite and on PostgreSQL
-_SAME_STORAGE = (_BINARY, sa.String, sa.Integer, sa.Float)
-
 
 def pg_type(t: sa.types.TypeEngine) -> str:
     """The PostgreSQL type of a column of SQLAlchemy type ``t`` (see the module's table); of a
     TypeDecorator, the type it loads for PostgreSQL (``load_dialect_impl``)."""
     if isinstance(t, sa.TypeDecorator):
-        t = _stored(t, PG)
+        t = stored(t, PG)
     if isinstance(t, sa.Boolean):
         return "boolean"
     if isinstance(t, sa.SmallInteger):
@@ -124,7 +120,7 @@ def pg_type(t: sa.types.TypeEngine) -> str:
         return "time without time zone"
     if isinstance(t, sa.Interval | postgresql.INTERVAL):
         return "interval"
-    if isinstance(t, _BINARY):
+    if isinstance(t, BINARY):
         return "bytea"
     if isinstance(t, postgresql.JSONB):
         return "jsonb"
@@ -141,24 +137,6 @@ def pg_type(t: sa.types.TypeEngine) -> str:
     return "text"
 
 
-def _stored(t: sa.types.TypeEngine, dialect: sa.Dialect) -> sa.types.TypeEngine:
-    """The type ``t`` stores its values as on ``dialect``: a TypeDecorator's dialect
-    implementation, unwrapped."""
-    impl = t.dialect_impl(dialect)
-    while isinstance(impl, sa.TypeDecorator):
-        impl = impl.impl_instance
-    return impl
-
-
-def _pickles(t: sa.types.TypeEngine) -> bool:
-    """Whether ``t`` is, or decorates, a PickleType: its values are never read (unpickled)."""
-    while isinstance(t, sa.TypeDecorator):
-        if isinstance(t, sa.PickleType):
-            return True
-        t = t.impl_instance
-    return isinstance(t, sa.PickleType)
-
-
 def converter(t: sa.types.TypeEngine) -> Encoder | None:
     """The encoder of a column of the model's type ``t`` whose values are stored in another
     form on SQLite than on PostgreSQL (a UUID type storing 16 bytes on SQLite and a uuid on
@@ -168,10 +146,9 @@ def converter(t: sa.types.TypeEngine) -> Encoder | None:
     encoded for the column's PostgreSQL type. None where the stored form is the same on both
     (bytes, text, integers, floats) or ``t`` is no TypeDecorator: the value is copied as it is
     stored. Never for a PickleType, whatever it stores: reading it would unpickle it."""
-    if not isinstance(t, sa.TypeDecorator) or _pickles(t):
-        return None
-    here, there = _stored(t, SQLITE), _stored(t, PG)
-    if any(isinstance(here, kind) and isinstance(there, kind) for kind in _SAME_STORAGE):
+    if not isinstance(t, sa.TypeDecorator) or pickles(t, SQLITE, PG):
+        return None  # a PickleType, as declared, or as it loads on SQLite or PostgreSQL
+    if stored_alike(t, SQLITE, PG):
         return None
     read = t.dialect_impl(SQLITE).result_processor(SQLITE, None)
     bind = t.dialect_impl(PG).bind_processor(PG)

@@ -1,0 +1,106 @@
+"""Review of issue 11's SQLite -> ``postgres`` work by a hostile customer database (and a host
+app's models): each source is built for real, exported, restored with the documented command
+(the real ``psql``, ``--single-transaction``, as an ordinary database owner) and read back.
+Each test pins a hole that was found and fixed: a value the customer stored that ran code on
+the vendor's machine, made the file fail to restore, or came back changed without a word."""
+
+from __future__ import annotations
+
+import builtins
+import pickle
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from flask_backup_manager.engine import ExportError, export
+
+from .test_sqlite_to_postgres import processes  # noqa: F401 (the fixture, used by name)
+
+
+def _sqlite(path: Path, script: str, rows: dict[str, list[tuple]] | None = None) -> str:
+    with closing(sqlite3.connect(path)) as con:
+        con.executescript(script)
+        for table, values in (rows or {}).items():
+            marks = ", ".join("?" * len(values[0]))
+            con.executemany(f"INSERT INTO {table} VALUES ({marks})", values)
+        con.commit()
+    return f"sqlite:///{path}"
+
+
+def _types(pg: psycopg.Connection, table: str) -> dict[str, str]:
+    return dict(
+        pg.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            [f"public.{table}"],
+        ).fetchall()
+    )
+
+
+# -- a model's type that unpickles on SQLite by its dialect implementation -------------------
+
+
+class Bomb:
+    """Unpickling it opens ``path`` for writing: creates the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (builtins.open, (str(self.path), "w"))
+
+
+class Settings(sa.types.TypeDecorator):
+    """jsonb on PostgreSQL, pickled on SQLite: PickleType only as its SQLite implementation."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.PickleType())
+        return dialect.type_descriptor(postgresql.JSONB())
+
+
+class Token(sa.types.TypeDecorator):
+    """A UUID stored as 16 bytes on SQLite, uuid on PostgreSQL (as sqlalchemy_utils' UUIDType)."""
+
+    impl = sa.BINARY(16)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.UUID())
+        return dialect.type_descriptor(sa.BINARY(16))
+
+
+@pytest.mark.parametrize(
+    "column_type",
+    [Settings(), Token().with_variant(sa.PickleType(), "sqlite")],
+    ids=["load_dialect_impl", "with_variant"],
+)
+def test_a_type_that_is_a_pickletype_on_sqlite_never_unpickles_the_customers_bytes(
+    tmp_path, column_type
+):
+    """Converting the value would mean reading it as the app does on SQLite, which unpickles
+    it: the export refuses the column, naming it, and runs nothing."""
+    marker = tmp_path / "unpickled"
+    url = _sqlite(
+        tmp_path / "p.db",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+        {"t": [(1, pickle.dumps(Bomb(marker)))]},
+    )
+    md = sa.MetaData()
+    sa.Table("t", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("v", column_type))
+    out = tmp_path / "p.postgres.sql.gz"
+    with pytest.raises(ExportError, match=r"^cannot copy t\.v \(id=1\) to PostgreSQL "):
+        export(url, "postgres", out, metadata=md)
+    assert not marker.exists()
+    assert not out.exists()
+    pickle.loads(pickle.dumps(Bomb(marker))).close()  # the bomb is real
+    assert marker.exists()
