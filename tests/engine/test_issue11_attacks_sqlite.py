@@ -10,6 +10,7 @@ import builtins
 import pickle
 import sqlite3
 from contextlib import closing
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -19,6 +20,7 @@ from sqlalchemy.dialects import postgresql
 
 from flask_backup_manager.engine import ExportError, export
 
+from .test_postgres_to_postgres import restore
 from .test_sqlite_to_postgres import processes  # noqa: F401 (the fixture, used by name)
 
 
@@ -104,3 +106,52 @@ def test_a_type_that_is_a_pickletype_on_sqlite_never_unpickles_the_customers_byt
     assert not out.exists()
     pickle.loads(pickle.dumps(Bomb(marker))).close()  # the bomb is real
     assert marker.exists()
+
+
+# -- declared sizes PostgreSQL refuses -------------------------------------------------------
+
+
+def test_declared_sizes_beyond_postgresqls_limits_get_the_unconstrained_type(
+    tmp_path, owner_db, psql
+):
+    url = _sqlite(
+        tmp_path / "s.db",
+        """CREATE TABLE t (id INTEGER PRIMARY KEY, a NUMERIC(1001), b NUMERIC(0), c DECIMAL(2, 5),
+                           d VARCHAR(20000000), e CHAR(10485761), f VARCHAR(10485760));
+           CREATE TABLE m (id INTEGER PRIMARY KEY, a NUMERIC, d TEXT);""",
+        {
+            "t": [(1, 12345.5, 7, 0.00001, "long", "x", "y")],
+            "m": [(1, 2.5, "model's")],
+        },
+    )
+    md = sa.MetaData()
+    sa.Table(
+        "m",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("a", sa.Numeric(2000, 2)),
+        sa.Column("d", sa.String(50_000_000)),
+    )
+    out = tmp_path / "s.postgres.sql.gz"
+    assert export(url, "postgres", out, metadata=md).warnings == ()
+    restore(psql, owner_db, out)
+    with psycopg.connect(owner_db) as pg:
+        assert _types(pg, "t") == {
+            "id": "bigint",
+            "a": "numeric",
+            "b": "numeric",
+            "c": "numeric",
+            "d": "text",
+            "e": "text",
+            "f": "character varying(10485760)",
+        }
+        assert _types(pg, "m") == {"id": "bigint", "a": "numeric", "d": "text"}
+        assert pg.execute("SELECT a, b, c, d, e, f FROM t").fetchone() == (
+            Decimal("12345.5"),
+            Decimal(7),
+            Decimal("0.00001"),
+            "long",
+            "x",
+            "y",
+        )
+        assert pg.execute("SELECT a, d FROM m").fetchone() == (Decimal("2.5"), "model's")
