@@ -155,3 +155,65 @@ def test_declared_sizes_beyond_postgresqls_limits_get_the_unconstrained_type(
             "y",
         )
         assert pg.execute("SELECT a, d FROM m").fetchone() == (Decimal("2.5"), "model's")
+
+
+# -- keys and indexes PostgreSQL cannot build -------------------------------------------------
+
+
+def test_a_key_unique_constraint_or_index_on_a_json_column_is_left_out_and_logged(
+    tmp_path, owner_db, psql
+):
+    """SQLite indexes JSON as text; PostgreSQL's json has no btree operator class."""
+    url = _sqlite(
+        tmp_path / "j.db",
+        """CREATE TABLE doc (body JSON PRIMARY KEY, tag JSON UNIQUE, n INTEGER);
+           CREATE INDEX doc_tag_n ON doc (tag, n);
+           CREATE INDEX doc_n ON doc (n);
+           CREATE TABLE ref (id INTEGER PRIMARY KEY, body JSON REFERENCES doc (body));""",
+        {"doc": [('{"a": 1}', '["x"]', 1)], "ref": [(1, '{"a": 1}')]},
+    )
+    out = tmp_path / "j.postgres.sql.gz"
+    warnings = export(url, "postgres", out).warnings
+    assert sorted(warnings) == [
+        "table doc: no index (tag, n): PostgreSQL cannot index a json column",
+        "table doc: no primary key (body): PostgreSQL cannot index a json column",
+        "table doc: no unique constraint (tag): PostgreSQL cannot index a json column",
+        "table ref: no foreign key (body) to doc, as PostgreSQL cannot compare json and json",
+    ]
+    restore(psql, owner_db, out)
+    with psycopg.connect(owner_db) as pg:
+        assert pg.execute("SELECT body, tag, n FROM doc").fetchall() == [({"a": 1}, ["x"], 1)]
+        assert pg.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'doc'"
+        ).fetchall() == [("doc_n",)]
+
+
+def test_a_foreign_key_between_types_postgresql_cannot_compare_is_left_out_and_logged(
+    tmp_path, owner_db, psql
+):
+    """SQLite takes a foreign key between columns of any declared types; PostgreSQL refuses
+    one between bigint and text (the whole restore with it), and takes one between varchar and
+    text, or an integer and a numeric."""
+    url = _sqlite(
+        tmp_path / "fk.db",
+        """CREATE TABLE p (code TEXT PRIMARY KEY, num NUMERIC UNIQUE);
+           CREATE TABLE c (id INTEGER PRIMARY KEY, code INTEGER REFERENCES p (code),
+                           name VARCHAR(10) REFERENCES p (code),
+                           num INTEGER REFERENCES p (num));""",
+        {"p": [("1", 2)], "c": [(1, 1, "1", 2)]},
+    )
+    out = tmp_path / "fk.postgres.sql.gz"
+    assert export(url, "postgres", out).warnings == (
+        "table c: no foreign key (code) to p, as PostgreSQL cannot compare bigint and text",
+    )
+    restore(psql, owner_db, out)
+    with psycopg.connect(owner_db) as pg:
+        keys = pg.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'public.c'::regclass AND contype = 'f' ORDER BY 1"
+        ).fetchall()
+        assert keys == [
+            ("FOREIGN KEY (name) REFERENCES p(code)",),
+            ("FOREIGN KEY (num) REFERENCES p(num)",),
+        ]
+        assert pg.execute("SELECT code, name, num FROM c").fetchone() == (1, "1", 2)

@@ -45,7 +45,8 @@ through a restore helps no one. Column defaults follow the model's ``server_defa
 SQLite's where PostgreSQL has an equivalent (:mod:`.sqlite_defaults`); the log lists the
 others. Foreign keys whose rows don't all match (SQLite only enforces them when asked) are
 added ``NOT VALID``; foreign keys to columns that are not a primary key or unique, or between
-columns of different types after a fallback, are left out (PostgreSQL requires them to be).
+types PostgreSQL cannot compare (declared so, or after a fallback), and keys and indexes on a
+json column, are left out (PostgreSQL would refuse them), and logged.
 """
 
 from __future__ import annotations
@@ -310,7 +311,7 @@ def write_tables(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
                 + (f"{top}, true)" if top is not None else "1, false)")
             )
     for spec in specs:
-        post.extend(keys_and_indexes(spec))
+        post.extend(keys_and_indexes(spec, plans[spec.key], tracker))
     for spec in specs:
         post.extend(foreign_keys(source, spec, keyed, plans, tracker))
     out.write(statements(post))
@@ -491,10 +492,28 @@ def _pg_name(*parts: str) -> str:
     return quoted_ident("_".join(parts)[:63])
 
 
-def keys_and_indexes(spec: SQLiteTable) -> list[str]:
+#: PostgreSQL types without a btree operator class: no key, unique constraint or index on them
+_UNINDEXABLE = frozenset({"json"})
+
+
+def keys_and_indexes(spec: SQLiteTable, plan: TablePlan, tracker: Tracker) -> list[str]:
+    """The table's primary key, unique constraints and plain indexes; those on a column of a
+    type PostgreSQL cannot index (json, which SQLite indexes as text) are left out, and
+    logged."""
     t, name, out = spec.table, _name(spec), []
+    kinds = {c.name: plan.kinds[i] for i, c in enumerate(t.columns)}
+
+    def indexable(what: str, cols: list[str]) -> bool:
+        if not any(kinds[c] in _UNINDEXABLE for c in cols):
+            return True
+        tracker.warn(
+            f"table {shown(spec.key)}: no {what} ({shown(', '.join(cols))}): PostgreSQL "
+            "cannot index a json column"
+        )
+        return False
+
     pk = t.primary_key
-    if pk.columns:
+    if pk.columns and indexable("primary key", [c.name for c in pk.columns]):
         cname = quoted_ident(pk.name[:63]) if pk.name else _pg_name(spec.name, "pkey")
         out.append(
             f"ALTER TABLE ONLY {name} ADD CONSTRAINT {cname} PRIMARY KEY ("
@@ -506,6 +525,8 @@ def keys_and_indexes(spec: SQLiteTable) -> list[str]:
         key=lambda c: [col.name for col in c.columns],
     ):
         cols = [c.name for c in u.columns]
+        if not indexable("unique constraint", cols):
+            continue
         cname = quoted_ident(u.name[:63]) if u.name else _pg_name(spec.name, *cols, "key")
         out.append(
             f"ALTER TABLE ONLY {name} ADD CONSTRAINT {cname} UNIQUE ("
@@ -516,6 +537,8 @@ def keys_and_indexes(spec: SQLiteTable) -> list[str]:
         cols = [c for c in ix.expressions if isinstance(c, sa.Column)]
         if not cols or len(cols) != len(ix.expressions):
             continue  # expression indexes don't translate between dialects
+        if not indexable("index", [c.name for c in cols]):
+            continue
         iname = ix.name or "_".join([spec.name, *[c.name for c in cols], "idx"])
         iname = quoted_ident(iname[:63])
         out.append(
@@ -561,10 +584,10 @@ def foreign_keys(
                 )
             )
             continue
-        if _fell_apart(spec, cols, plans[spec.key], target, refs, plans[target.key]):
+        if why := _incomparable(spec, cols, plans[spec.key], target, refs, plans[target.key]):
             tracker.warn(
                 f"table {shown(spec.key)}: no foreign key ({shown(', '.join(cols))}) to "
-                f"{shown(target.key)}, as a column fell back to another type than the other"
+                f"{shown(target.key)}, as PostgreSQL cannot compare {why}"
             )
             continue
         valid = not source.has_orphans(spec, target, cols, refs)
@@ -589,25 +612,45 @@ def foreign_keys(
     return out
 
 
-def _fell_apart(
+def _incomparable(
     spec: SQLiteTable,
     cols: list[str],
     plan: TablePlan,
     target: SQLiteTable,
     refs: list[str],
     target_plan: TablePlan,
-) -> bool:
-    """Whether a column of a foreign key, or one it references, fell back (to text or bytea)
-    and its type now differs from the other's: PostgreSQL would refuse the key."""
+) -> str | None:
+    """Which two PostgreSQL types of a foreign key's columns and the columns it references
+    PostgreSQL cannot compare (``bigint and text``), if any: it would refuse the key. SQLite
+    takes a key between columns of any types, and a column may have fallen back to text or
+    bytea."""
     here = [c.name for c in spec.table.columns]
     there = [c.name for c in target.table.columns]
     for c, r in zip(cols, refs, strict=True):
-        i, j = here.index(c), there.index(r)
-        if (i in plan.fallen or j in target_plan.fallen) and (
-            plan.kinds[i] != target_plan.kinds[j]
-        ):
-            return True
-    return False
+        a, b = plan.kinds[here.index(c)], target_plan.kinds[there.index(r)]
+        families = (_family(a), _family(b))
+        if a in _UNINDEXABLE or (families[0] != families[1] and families not in _CROSS):
+            return f"{a} and {b}"
+    return None
+
+
+def _family(kind: str) -> str:
+    """The types PostgreSQL compares ``kind`` with in a foreign key (checked on PostgreSQL
+    15): the text types with each other, the integers, the dates and timestamps; a numeric of
+    any precision with another."""
+    base = kind.split("(")[0]
+    return next((f for f, kinds in _FAMILIES.items() if base in kinds), base)
+
+
+_FAMILIES = {
+    "text": ("text", "character varying", "character"),
+    "integer": ("smallint", "integer", "bigint"),
+    "datetime": ("date", "timestamp without time zone", "timestamp with time zone"),
+}
+#: the (referencing, referenced) families of other types PostgreSQL takes a foreign key between
+_CROSS = frozenset(
+    {("integer", "numeric"), ("integer", "double precision"), ("numeric", "double precision")}
+)
 
 
 #: what a foreign key's ON UPDATE / ON DELETE and INITIALLY may say, in PostgreSQL's words
