@@ -217,3 +217,93 @@ def test_a_foreign_key_between_types_postgresql_cannot_compare_is_left_out_and_l
             ("FOREIGN KEY (num) REFERENCES p(num)",),
         ]
         assert pg.execute("SELECT code, name, num FROM c").fetchone() == (1, "1", 2)
+
+
+# -- values PostgreSQL would read otherwise, or not at all ------------------------------------
+
+
+#: (declared type, a value SQLite holds, the PostgreSQL type it falls back to, why): each a
+#: value PostgreSQL would change without a word, or refuse in the middle of the restore
+CHANGED = [
+    ("NUMERIC(10, 2)", 1.234, "text", "1.234 has more decimals than numeric(10, 2)"),
+    ("NUMERIC(3, 2)", 9.999, "text", "9.999 does not fit numeric(3, 2) rounded"),
+    ("NUMERIC", "١٢", "text", "'١٢' is not a number"),
+    ("NUMERIC", "1_000", "text", "'1_000' is not a number"),
+    ("NUMERIC", "inf", "text", "'inf' is not a number"),
+    ("DATE", "2020-01-02 23:59:59", "text", "is a date and time, not a date"),
+    ("DATETIME", "2020-01-02 10:00:00+05:00", "text", "has a UTC offset"),
+    ("TIME", "10:00:00-03:00", "text", "has a UTC offset"),
+    ("JSON", "NaN", "text", "'NaN' is not JSON PostgreSQL reads"),
+    ("JSON", "[1, Infinity]", "text", "is not JSON PostgreSQL reads"),
+    ("JSON", "[" * 5000 + "]" * 5000, "text", "is not JSON PostgreSQL reads"),
+    ("JSON", b'"\xff"', "bytea", "is not JSON PostgreSQL reads"),
+    ("JSONB", '{"a": "\\u0000"}', "text", "which jsonb cannot hold"),
+    ("JSONB", '{"a": "\\ud800"}', "text", "which jsonb cannot hold"),
+    ("JSONB", "[1e999999]", "text", "does not fit PostgreSQL's numeric"),
+]
+
+
+@pytest.mark.parametrize(("declared", "value", "kind", "why"), CHANGED)
+@pytest.mark.usefixtures("processes")
+def test_a_value_postgresql_would_change_or_refuse_falls_back_to_a_type_that_keeps_it(
+    tmp_path, owner_db, psql, declared, value, kind, why
+):
+    """Where no model gives the column's type: the value comes last, in the rows a helper
+    process encodes when the table is cut into parts."""
+    fitting = {"NUMERIC(10, 2)": 1.5, "NUMERIC(3, 2)": 1.5, "DATE": "2020-01-02"}
+    fitting |= {"DATETIME": "2020-01-02 03:04:05", "TIME": "03:04:05"}
+    first = fitting.get(declared, "[1]" if "JSON" in declared else 7)
+    url = _sqlite(
+        tmp_path / "v.db",
+        f"CREATE TABLE t (v {declared}, n INTEGER);",
+        {"t": [(first, i) for i in range(300)] + [(value, 300)]},
+    )
+    with closing(sqlite3.connect(tmp_path / "v.db")) as con:
+        stored = con.execute("SELECT v FROM t WHERE n = 300").fetchone()[0]
+    out = tmp_path / "v.postgres.sql.gz"
+    result = export(url, "postgres", out)
+    (warning,) = result.warnings
+    assert warning.startswith(f"table t, column v: copied as PostgreSQL {kind}")
+    assert "rowid 301: " in warning and why in warning
+    restore(psql, owner_db, out)
+    with psycopg.connect(owner_db) as pg:
+        assert _types(pg, "t") == {"v": kind, "n": "bigint"}
+        got = pg.execute("SELECT v FROM t WHERE n = 300").fetchone()[0]
+    assert got == (repr(stored) if isinstance(stored, float) else stored)
+
+
+def test_a_models_numeric_is_rounded_as_the_app_reads_it_or_refused_where_it_cannot_fit(
+    tmp_path, owner_db, psql
+):
+    """Where the model gives the type, the copy holds what the app reads on SQLite (SQLAlchemy
+    rounds a Numeric to its scale); a value that no longer fits once rounded stops the export,
+    instead of a file that stops in the middle of the restore."""
+    md = sa.MetaData()
+    t = sa.Table(
+        "t", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("v", sa.Numeric(3, 2))
+    )
+    url = _sqlite(tmp_path / "m.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, v NUMERIC(3, 2));")
+    with closing(sqlite3.connect(tmp_path / "m.db")) as con:
+        con.executemany("INSERT INTO t VALUES (?, ?)", [(1, 1.234), (2, -1.005)])
+        con.commit()
+    lite = sa.create_engine(url)
+    with lite.connect() as con:
+        app_reads = [r.v for r in con.execute(t.select().order_by(t.c.id))]
+    lite.dispose()
+    out = tmp_path / "m.postgres.sql.gz"
+    assert export(url, "postgres", out, metadata=md).warnings == ()
+    restore(psql, owner_db, out)
+    with psycopg.connect(owner_db) as pg:
+        got = [r[0] for r in pg.execute("SELECT v FROM t ORDER BY id")]
+    assert got == [Decimal("1.23"), Decimal("-1.01")]
+    assert got[0] == app_reads[0]
+
+    with closing(sqlite3.connect(tmp_path / "m.db")) as con:
+        con.execute("INSERT INTO t VALUES (3, 9.999)")
+        con.commit()
+    with pytest.raises(ExportError) as e:
+        export(url, "postgres", tmp_path / "m2.postgres.sql.gz", metadata=md)
+    assert str(e.value) == (
+        "cannot copy t.v (id=3) to PostgreSQL numeric(3, 2): "
+        "9.999 does not fit numeric(3, 2) rounded"
+    )

@@ -25,6 +25,7 @@ class CopyJob(TypedDict):
     columns: list[str]
     kinds: list[str]
     as_bytes: list[int]  # the columns encoded by :func:`.any_bytes` instead of their type's
+    exact: list[int]  # the columns refusing a value their type would change (no model's)
     bulk: bool
     identity: int | None
     pk: list[int]
@@ -65,7 +66,9 @@ def copy_part(con: sqlite3.Connection, job: CopyPart, write: Callable[[bytes], o
 
     kinds = job["kinds"]
     encoders = [any_bytes if i in job["as_bytes"] else None for i in range(len(kinds))]
-    enc = RowEncoder(kinds, bulk=job["bulk"], identity=job["identity"], encoders=encoders)
+    enc = RowEncoder(
+        kinds, bulk=job["bulk"], identity=job["identity"], encoders=encoders, exact=job["exact"]
+    )
     where = Refusal(job["label"], job["columns"], kinds, job["pk"])
     try:
         n = enc.copy(

@@ -14,10 +14,10 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
 from ...model import ExportError
@@ -68,26 +68,51 @@ def _float(v: Any) -> str:
     return repr(v)
 
 
-def _numeric(precision: int | None, scale: int | None) -> Encoder:
+#: PostgreSQL's numeric: digits before the decimal point, and after it, at most
+_NUMERIC_DIGITS, _NUMERIC_DECIMALS = 131072, 16383
+#: a number as SQLite's text holds one: ASCII digits, a sign, a point, an exponent (Python's
+#: Decimal also reads other scripts' digits, ``1_000``, ``inf`` and ``nan``: text, to SQLite)
+_DECIMAL_TEXT = re.compile(
+    r"[ \t\n\f\r]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t\n\f\r]*"
+)
+#: a decimal context wide enough to round any numeric(p, s) value exactly (p <= 1000)
+_WIDE = Context(prec=2100, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
+def _decimal(v: Any) -> Decimal:
+    if isinstance(v, bool) or not isinstance(v, int | float | str | Decimal):
+        raise ValueError(f"{_show(v)} is not a number")
+    if isinstance(v, Decimal):
+        return v
+    if isinstance(v, str) and not _DECIMAL_TEXT.fullmatch(v):
+        raise ValueError(f"{_show(v)} is not a number")
+    return Decimal(repr(v) if isinstance(v, float) else str(v).strip())
+
+
+def _numeric(precision: int | None, scale: int | None, exact: bool = False) -> Encoder:
+    """numeric(precision, scale), which PostgreSQL rounds to its scale, half away from zero
+    (``exact``: a value it would round is refused instead)."""
+    places = Decimal(1).scaleb(-(scale or 0))
+
     def enc(v: Any) -> str:
-        if isinstance(v, bool) or not isinstance(v, int | float | str | Decimal):
-            raise ValueError(f"{_show(v)} is not a number")
-        try:
-            if isinstance(v, Decimal):
-                d = v
-            else:
-                d = Decimal(repr(v) if isinstance(v, float) else str(v).strip())
-        except InvalidOperation as e:
-            raise ValueError(f"{_show(v)} is not a number") from e
-        if precision is not None and d.is_finite() and d != 0:
-            digits = d.adjusted() + 1  # digits before the decimal point
-            if digits > precision - (scale or 0):
-                raise ValueError(f"{v} does not fit numeric({precision}, {scale or 0})")
+        d = _decimal(v)
         if d.is_nan():
             return "NaN"
-        if precision is not None and not d.is_finite():
-            raise ValueError(f"{v} does not fit numeric({precision}, {scale or 0})")
-        return str(d) if d.is_finite() else ("Infinity" if d > 0 else "-Infinity")
+        if not d.is_finite():
+            if precision is not None:
+                raise ValueError(f"{v} does not fit numeric({precision}, {scale or 0})")
+            return "Infinity" if d > 0 else "-Infinity"
+        if d and (d.adjusted() >= _NUMERIC_DIGITS or -d.as_tuple().exponent > _NUMERIC_DECIMALS):
+            raise ValueError(f"{_show(v)} does not fit PostgreSQL's numeric")
+        if precision is not None and d:
+            if d.adjusted() + 1 > precision - (scale or 0):
+                raise ValueError(f"{v} does not fit numeric({precision}, {scale or 0})")
+            rounded = d.quantize(places, rounding=ROUND_HALF_UP, context=_WIDE)
+            if rounded and rounded.adjusted() + 1 > precision - (scale or 0):
+                raise ValueError(f"{v} does not fit numeric({precision}, {scale or 0}) rounded")
+            if exact and rounded != d:
+                raise ValueError(f"{v} has more decimals than numeric({precision}, {scale or 0})")
+        return str(d)
 
     return enc
 
@@ -111,8 +136,20 @@ def _datetime(v: Any) -> dt.datetime:
     raise ValueError(f"{_show(v)} is not a date and time")
 
 
-def _timestamp(v: Any) -> str:
-    return _datetime(v).isoformat(sep=" ")
+def _no_offset(v: Any, d: dt.datetime | dt.time) -> None:
+    """Refuse a text with a UTC offset other than 0, which a type without time zone drops."""
+    if isinstance(v, str) and d.utcoffset():
+        raise ValueError(f"{_show(v)} has a UTC offset, which a type without time zone drops")
+
+
+def _timestamp(exact: bool) -> Encoder:
+    def enc(v: Any) -> str:
+        d = _datetime(v)
+        if exact:
+            _no_offset(v, d)
+        return d.isoformat(sep=" ")
+
+    return enc
 
 
 def _timestamptz(v: Any) -> str:
@@ -122,26 +159,43 @@ def _timestamptz(v: Any) -> str:
     return (d if d.tzinfo is not None else d.replace(tzinfo=dt.timezone.utc)).isoformat(sep=" ")
 
 
-def _date(v: Any) -> str:
-    if isinstance(v, str):
-        try:
-            return dt.datetime.fromisoformat(v.strip()).date().isoformat()
-        except ValueError:
-            pass
-    elif isinstance(v, dt.date):
-        return (v.date() if isinstance(v, dt.datetime) else v).isoformat()
-    raise ValueError(f"{_show(v)} is not a date")
+def _date(exact: bool) -> Encoder:
+    """``exact``: a text with a time of day other than midnight, or an offset, is refused
+    instead of cut to its date."""
+
+    def enc(v: Any) -> str:
+        if isinstance(v, str):
+            try:
+                d = dt.datetime.fromisoformat(v.strip())
+            except ValueError:
+                pass
+            else:
+                if exact and (d.time() != dt.time() or d.tzinfo is not None):
+                    raise ValueError(f"{_show(v)} is a date and time, not a date")
+                return d.date().isoformat()
+        elif isinstance(v, dt.date):
+            return (v.date() if isinstance(v, dt.datetime) else v).isoformat()
+        raise ValueError(f"{_show(v)} is not a date")
+
+    return enc
 
 
-def _time(v: Any) -> str:
-    if isinstance(v, str):
-        try:
-            return dt.time.fromisoformat(v.strip()).isoformat()
-        except ValueError:
-            pass
-    elif isinstance(v, dt.time):
-        return v.isoformat()
-    raise ValueError(f"{_show(v)} is not a time")
+def _time(exact: bool) -> Encoder:
+    def enc(v: Any) -> str:
+        if isinstance(v, str):
+            try:
+                t = dt.time.fromisoformat(v.strip())
+            except ValueError:
+                pass
+            else:
+                if exact:
+                    _no_offset(v, t)
+                return t.isoformat()
+        elif isinstance(v, dt.time):
+            return v.isoformat()
+        raise ValueError(f"{_show(v)} is not a time")
+
+    return enc
 
 
 def _interval(v: Any) -> str:
@@ -167,16 +221,58 @@ def any_bytes(v: Any) -> str:
     return _bytea(v)
 
 
-def _json(v: Any) -> str:
-    if isinstance(v, bytes):
-        v = v.decode("utf-8", "replace")
-    try:
-        if not isinstance(v, str):
-            v = json.dumps(v)
-        json.loads(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{_show(v)} is not JSON") from None
-    return _text(v)
+class _Number(str):
+    """A JSON number's text, as :func:`_json` reads it."""
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name}, which PostgreSQL's JSON does not have")
+
+
+def _jsonb_refusal(value: Any) -> str | None:
+    """Why jsonb cannot hold the JSON ``value`` (read by :func:`_json`), if it cannot: a
+    ``\\u0000`` or a lone surrogate in a string, a number beyond PostgreSQL's numeric."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, _Number):
+            try:
+                _numeric(None, None)(v)
+            except ValueError as e:
+                return str(e)
+        elif isinstance(v, str) and ("\x00" in v or _SURROGATE.search(v)):
+            return "a \\u0000 or a lone surrogate, which jsonb cannot hold"
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json(binary: bool) -> Encoder:
+    """JSON text PostgreSQL reads as json (``binary``: as jsonb); Python's JSON reads more
+    (NaN, Infinity), and reads less deep a nesting than PostgreSQL."""
+
+    def enc(v: Any) -> str:
+        try:
+            if isinstance(v, bytes):
+                v = v.decode("utf-8")
+            if not isinstance(v, str):
+                v = json.dumps(v, allow_nan=False)
+            value = json.loads(
+                v, parse_constant=_no_constant, parse_int=_Number, parse_float=_Number
+            )
+        except (TypeError, ValueError, RecursionError):
+            raise ValueError(f"{_show(v)} is not JSON PostgreSQL reads") from None
+        if binary and (why := _jsonb_refusal(value)) is not None:
+            raise ValueError(f"{_show(v)}: {why}")
+        return _text(v)
+
+    return enc
 
 
 def _uuid(v: Any) -> str:
@@ -199,8 +295,11 @@ def _sized(length: int) -> Encoder:
     return enc
 
 
-def encoder_for(kind: str) -> Encoder:
-    """The encoder of a column of PostgreSQL type ``kind`` (what :func:`pg_type` gives)."""
+def encoder_for(kind: str, exact: bool = False) -> Encoder:
+    """The encoder of a column of PostgreSQL type ``kind`` (what :func:`pg_type` gives).
+    ``exact``: a value the type would change (a numeric rounded to its scale, a date's time of
+    day cut off, a UTC offset dropped) is refused, for a column no model describes, which then
+    falls back to text."""
     if kind == "boolean":
         return _bool
     if kind in _INT_RANGE:
@@ -208,20 +307,22 @@ def encoder_for(kind: str) -> Encoder:
     if kind == "double precision":
         return _float
     if kind.startswith("numeric"):
-        return _numeric(*_modifiers(kind, None, None))
+        return _numeric(*_modifiers(kind, None, None), exact)
     if kind == "timestamp with time zone":
         return _timestamptz
     if kind.startswith("timestamp"):
-        return _timestamp
+        return _timestamp(exact)
     if kind.startswith("char"):
         return _sized(_modifiers(kind, 0)[0])
+    if kind == "date":
+        return _date(exact)
+    if kind == "time without time zone":
+        return _time(exact)
     return {
-        "date": _date,
-        "time without time zone": _time,
         "interval": _interval,
         "bytea": _bytea,
-        "json": _json,
-        "jsonb": _json,
+        "json": _json(False),
+        "jsonb": _json(True),
         "uuid": _uuid,
     }.get(kind, _text)
 
@@ -335,11 +436,13 @@ class RowEncoder:
         bulk: bool,
         identity: int | None,
         encoders: Sequence[Encoder | None] = (),
+        exact: Collection[int] = (),
     ) -> None:
         """``encoders``: where one is given (not None), the column's encoder instead of its
-        type's, which then has no bulk encoder."""
+        type's, which then has no bulk encoder. ``exact``: the columns whose type's encoder
+        refuses a value it would change (:func:`encoder_for`)."""
         given = list(zip(list(encoders) or [None] * len(kinds), kinds, strict=True))
-        self.encoders = [e or encoder_for(k) for e, k in given]
+        self.encoders = [e or encoder_for(k, i in exact) for i, (e, k) in enumerate(given)]
         self.bulk = bulk
         self.bulks = [bulk_for(k) if bulk and e is None else None for e, k in given]
         self.identity = identity

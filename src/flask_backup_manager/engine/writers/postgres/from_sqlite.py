@@ -36,7 +36,9 @@ converted as the app itself would (:func:`converter`); one that stores the same 
 
 SQLite stores any value in any column. Where no model gives a column's type, a column whose
 values do not all fit it (text in an integer column, a string longer than varchar(n), a NUL
-character, a date that does not parse) falls back to text, else to bytea holding any value
+character, a date that does not parse, JSON PostgreSQL does not read) or would be changed by
+it (a numeric rounded to its scale, a date's time of day cut off, a UTC offset dropped: see
+:func:`.encoder_for`) falls back to text, else to bytea holding any value
 (:class:`TablePlan`), and the backup's log says so; the table is written again for it
 (:meth:`.GzipOut.rewind`), which costs nothing while every value fits. Where the model gives
 the type, or in the identity column, such a value stops the export with an
@@ -441,7 +443,9 @@ def copy_rows(
     columns = list(spec.table.columns)
     kinds = plan.kinds
     # bulk encoders rely on SQLite's value types (int, float, str, bytes)
-    enc = RowEncoder(kinds, bulk=True, identity=plan.identity, encoders=plan.encoders)
+    enc = RowEncoder(
+        kinds, bulk=True, identity=plan.identity, encoders=plan.encoders, exact=plan.loose
+    )
     where = Refusal(spec.key, [c.name for c in columns], kinds, _pk(spec, columns))
     naming = where.naming(lambda n: source.rowid_of(spec, n))
     names = ", ".join(quoted_ident(c.name) for c in columns)
@@ -465,6 +469,7 @@ def copy_rows(
                 columns=where.names,
                 kinds=kinds,
                 as_bytes=[i for i, e in enumerate(plan.encoders) if e is any_bytes],
+                exact=sorted(plan.loose),
                 key=key,
                 bulk=enc.bulk,
                 identity=enc.identity,
