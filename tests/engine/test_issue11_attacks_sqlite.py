@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import pickle
+import re
 import sqlite3
 from contextlib import closing
 from decimal import Decimal
@@ -307,3 +308,128 @@ def test_a_models_numeric_is_rounded_as_the_app_reads_it_or_refused_where_it_can
         "cannot copy t.v (id=3) to PostgreSQL numeric(3, 2): "
         "9.999 does not fit numeric(3, 2) rounded"
     )
+
+
+# -- hostile DEFAULT clauses -------------------------------------------------------------------
+
+#: DEFAULT clauses with the tokens SQLite accepts there (MARK: the marker file's path)
+HOSTILE_DEFAULTS = [
+    "((((((1))))))",
+    "- - 1",
+    "-(-(1))",
+    "+'1'",
+    "'a' || 'b'",
+    "CAST(1 AS TEXT)",
+    "X'41'",
+    "x'00ff5c'",
+    "'1e5'",
+    "' 12 '",
+    "'١٢'",
+    "'1_000'",
+    "1 -- c\n",
+    "/* c */ 2",
+    "'é\\'",
+    "'E''\\x41'''",
+    "'$$'",
+    "'$fbm_guard$'",
+    "'\n\\! touch MARK\n'",
+    "'\r\\! touch MARK'",
+    "'\\\\! touch MARK'",
+    "'--'",
+    "'/*'",
+    '"dq"',
+    "'NaN'",
+    "'Infinity'",
+    "'inf'",
+    "1e999",
+    "'1e999999'",
+    "'1e-20000'",
+    "9223372036854775807",
+    "9223372036854775808",
+    "0xFFFFFFFFFFFFFFFF",
+    "'true'",
+    "TRUE",
+    "'2020-01-02'",
+    "'2020-01-02 23:59:59'",
+    "'2020-01-02 10:00:00+05:00'",
+    "'10:00:00+05:00'",
+    "'{\"a\": 1}'",
+    "'[1, 2'",
+    '\'{"a": "\\u0000"}\'',
+    "'00000000-0000-0000-0000-000000000001'",
+    "x'00000000000000000000000000000001'",
+    "'a\u2028b'",
+    "'\U0001f600'",
+    "'-0'",
+    "1.5e-3",
+]
+HOSTILE_TYPES = [
+    "",
+    "TEXT",
+    "INTEGER",
+    "REAL",
+    "NUMERIC",
+    "NUMERIC(5, 2)",
+    "BLOB",
+    "BOOLEAN",
+    "DATE",
+    "DATETIME",
+    "TIME",
+    "VARCHAR(5)",
+    "JSON",
+    "JSONB",
+    "UUID",
+    "BINARY(16)",
+    "NOTBINARY",
+    '"x\n\\! touch MARK"',
+]
+
+
+def test_hostile_defaults_restore_running_nothing_and_a_new_row_gets_what_sqlite_gives(
+    tmp_path, owner_db, psql
+):
+    """Every DEFAULT clause SQLite takes, in columns of every declared type: the file restores
+    with the real psql, runs nothing, and a row the app inserts on the copy relying on the
+    defaults holds what the copy of a row SQLite filled from the same defaults holds (where
+    the default is carried, and the column kept its type)."""
+    marker = tmp_path / "ran"
+    path = tmp_path / "h.db"
+    tables: dict[str, list[str]] = {}
+    with closing(sqlite3.connect(path)) as con:
+        for n, declared in enumerate(HOSTILE_TYPES):
+            declared = declared.replace("MARK", str(marker))
+            cols = []
+            for d in HOSTILE_DEFAULTS:
+                d = d.replace("MARK", str(marker))
+                try:  # the defaults SQLite takes in such a column
+                    con.execute(f"CREATE TABLE probe (v {declared} DEFAULT {d})")
+                    con.execute("INSERT INTO probe DEFAULT VALUES")
+                except sqlite3.Error:
+                    continue
+                finally:
+                    con.execute("DROP TABLE IF EXISTS probe")
+                cols.append(f"c{len(cols)} {declared} DEFAULT {d}")
+            tables[f"t{n}"] = cols
+            con.execute(f"CREATE TABLE t{n} (id INTEGER PRIMARY KEY, {', '.join(cols)})")
+            con.execute(f"INSERT INTO t{n} (id) VALUES (1)")
+        con.commit()
+    assert sum(map(len, tables.values())) > 600
+    out = tmp_path / "h.postgres.sql.gz"
+    result = export(f"sqlite:///{path}", "postgres", out)
+    restore(psql, owner_db, out)
+    assert not marker.exists()
+    # not carried, or the column fell back: (table, column)
+    skipped = {re.match(r"table (\w+), column (\w+):", w).groups() for w in result.warnings}
+    compared = 0
+    with psycopg.connect(owner_db) as pg:
+        for table, cols in tables.items():
+            copied = pg.execute(f"SELECT * FROM {table}").fetchone()
+            new = pg.execute(f"INSERT INTO {table} (id) VALUES (2) RETURNING *").fetchone()
+            for i, decl in enumerate(cols, 1):
+                name = decl.split()[0]
+                if (table, name) in skipped:
+                    continue
+                assert new[i] == copied[i], (table, decl, copied[i], new[i])
+                compared += 1
+    assert compared > 300
+    assert not marker.exists()

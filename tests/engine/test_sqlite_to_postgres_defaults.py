@@ -6,6 +6,7 @@ customer's, and reaches the file only rebuilt."""
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import sqlite3
 import uuid
 from contextlib import closing
@@ -209,7 +210,9 @@ def test_the_models_server_defaults_win_over_sqlites(tmp_path, owner_db, psql):
                            n INTEGER NOT NULL DEFAULT 1, at DATETIME NOT NULL DEFAULT '2000-01-01',
                            ref CHAR(32) NOT NULL DEFAULT '0123456789abcdef0123456789abcdef',
                            extra TEXT DEFAULT 'kept', flag BOOLEAN NOT NULL DEFAULT 0,
-                           seen DATETIME NOT NULL DEFAULT (datetime('now')));
+                           seen DATETIME NOT NULL DEFAULT (datetime('now')),
+                           epoch INTEGER NOT NULL DEFAULT 0,
+                           stamp DATETIME NOT NULL DEFAULT '2000-01-01');
         INSERT INTO item (id) VALUES (1);
     """,
     )
@@ -219,29 +222,48 @@ def test_the_models_server_defaults_win_over_sqlites(tmp_path, owner_db, psql):
         md,
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("kind", sa.Text, nullable=False, server_default="it's the model's"),
-        sa.Column("n", sa.Integer, nullable=False, server_default=sa.text("40 + 2")),
+        sa.Column("n", sa.Integer, nullable=False, server_default=sa.text("42")),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        # a text() in PostgreSQL's words is not in SQLite's either: not carried
         sa.Column("ref", sa.Uuid, nullable=False, server_default=sa.text("gen_random_uuid()")),
         sa.Column("extra", sa.Text),  # no server_default: SQLite's is kept
         # text() in SQLite's words, as an app written on SQLite has them
         sa.Column("flag", sa.Boolean, nullable=False, server_default=sa.text("0")),
         sa.Column("seen", sa.DateTime, nullable=False, server_default=sa.text("(datetime('now'))")),
+        # SQLite's SQL that PostgreSQL does not read, and a string the column refuses (SQLite
+        # stores the word itself): not carried, else the whole restore would fail
+        sa.Column(
+            "epoch", sa.Integer, nullable=False, server_default=sa.text("(strftime('%s','now'))")
+        ),
+        sa.Column("stamp", sa.DateTime, nullable=False, server_default="CURRENT_TIMESTAMP"),
     )
     out = tmp_path / "m.postgres.sql.gz"
-    assert export(url, "postgres", out, metadata=md).warnings == ()
+    warnings = export(url, "postgres", out, metadata=md).warnings
+    assert warnings == (
+        "table item, column ref: default gen_random_uuid() not carried to PostgreSQL "
+        "(not a constant)",
+        "table item, column epoch: default (strftime('%s','now')) not carried to PostgreSQL "
+        "(not a constant)",
+        "table item, column stamp: default CURRENT_TIMESTAMP not carried to PostgreSQL "
+        "(a PostgreSQL timestamp without time zone column refuses it: "
+        "'CURRENT_TIMESTAMP' is not a date and time)",
+    )
+    dump = gzip.decompress(out.read_bytes()).decode()
+    assert "strftime" not in dump and "gen_random_uuid" not in dump
     restore(psql, owner_db, out)
     engine = sa.create_engine(owner_db.replace("postgresql://", "postgresql+psycopg://", 1))
+    given = {"ref": uuid.UUID(int=5), "epoch": 7, "stamp": dt.datetime(2001, 2, 3)}
     try:
         with engine.begin() as con:
             before = dt.datetime.now(UTC)
-            new = con.execute(item.insert().returning(*item.c)).one()._mapping
+            new = con.execute(item.insert().values(**given).returning(*item.c)).one()._mapping
             after = dt.datetime.now(UTC)
     finally:
         engine.dispose()
     assert new["id"] == 2
     assert (new["kind"], new["n"], new["extra"]) == ("it's the model's", 42, "kept")
     assert before - dt.timedelta(seconds=5) <= new["at"] <= after + dt.timedelta(seconds=5)
-    assert isinstance(new["ref"], uuid.UUID) and new["ref"].version == 4
     assert new["flag"] is False
     naive_utc = (before.replace(tzinfo=None), after.replace(tzinfo=None))
     assert naive_utc[0] - dt.timedelta(seconds=5) <= new["seen"] <= naive_utc[1]
+    assert {k: new[k] for k in given} == given

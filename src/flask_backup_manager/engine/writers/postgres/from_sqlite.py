@@ -89,7 +89,13 @@ from .sql import (
     quoted_ident,
     statements,
 )
-from .sqlite_defaults import NotCarried, postgres_default, sqlite_constant
+from .sqlite_defaults import (
+    NotCarried,
+    affinity,
+    constant_default,
+    postgres_default,
+    stored_as,
+)
 
 #: the dialects a model's type reads a value from SQLite by (the app's own, pysqlite) and
 #: writes it to PostgreSQL by: psycopg2's, whose bind processors give plain Python values
@@ -375,14 +381,15 @@ def column_defaults(
             ours, text = None, theirs.arg.text
         else:
             continue
-        encode = plan.encoders[i] or encoder_for(plan.kinds[i])
+        encode = plan.encoders[i] or encoder_for(plan.kinds[i], i in plan.loose)
+        column_affinity = affinity(spec.declared_types.get(col.name) or "", spec.strict)
         try:
             if i == plan.identity:
                 raise NotCarried("the column is an identity column")
             found = (
-                _model_default(ours, plan.kinds[i], encode)
+                _model_default(ours, plan.kinds[i], encode, column_affinity)
                 if ours is not None
-                else postgres_default(text, plan.kinds[i], encode)
+                else postgres_default(text, plan.kinds[i], encode, column_affinity)
             )
         except NotCarried as e:
             notes.append(
@@ -395,21 +402,23 @@ def column_defaults(
     return out, notes
 
 
-def _model_default(default: sa.DefaultClause, kind: str, encode: Encoder) -> str | None:
-    """The model's own server default as PostgreSQL SQL, as SQLAlchemy's DDL writes it: a
-    string is a literal, an expression compiled for PostgreSQL, a ``text()`` the host's own SQL
-    as written; but a ``text()`` in SQLite's words that :mod:`.sqlite_defaults` reads (an app
-    written on SQLite says ``text("0")`` for a Boolean, or ``text("(datetime('now'))")``) as
-    the same default on PostgreSQL."""
+def _model_default(
+    default: sa.DefaultClause, kind: str, encode: Encoder, column_affinity: str
+) -> str | None:
+    """The model's own server default as PostgreSQL SQL: a string is a constant, as SQLite
+    stores it in the column (its ``column_affinity``), written as the column's values are
+    (:func:`.constant_default`: one the column refuses, such as
+    ``"CURRENT_TIMESTAMP"`` for a DateTime, is not carried); an expression is compiled for
+    PostgreSQL; a ``text()`` is read as SQLite's words are (:mod:`.sqlite_defaults`: an app
+    written on SQLite says ``text("0")`` for a Boolean, or ``text("(datetime('now'))")``)
+    and carried as the same default on PostgreSQL, and any other ``text()`` is not carried:
+    it is SQL for the database the app runs on, SQLite (``strftime('%s', 'now')``), which
+    PostgreSQL would refuse, and the whole restore with it."""
     arg = default.arg
     if isinstance(arg, str):
-        return literal(arg)
+        return constant_default(stored_as(arg, column_affinity), kind, encode)
     if isinstance(arg, sa.TextClause):
-        try:
-            sqlite_constant(arg.text)
-        except NotCarried:
-            return arg.text  # not in SQLite's words we read: the host's own SQL
-        return postgres_default(arg.text, kind, encode)
+        return postgres_default(arg.text, kind, encode, column_affinity)
     try:
         return str(arg.compile(dialect=PG, compile_kwargs={"literal_binds": True}))
     except sa.exc.SQLAlchemyError as e:

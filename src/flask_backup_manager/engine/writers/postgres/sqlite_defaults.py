@@ -2,9 +2,10 @@
 
 The default's text comes from the customer's schema: it is read with SQLite's tokens and only a
 whitelist is carried, rebuilt here, never pasted: a constant (a number, signed or in
-parentheses, a 'string', an X'..' blob, TRUE, FALSE), written as :func:`.sql.literal` of the
-text the column's own encoder makes of it (so a default the column would refuse is not
-carried), and SQLite's clock (``CURRENT_TIMESTAMP``, ``CURRENT_DATE``, ``CURRENT_TIME`` and
+parentheses, a 'string', an X'..' blob, TRUE, FALSE), taken as SQLite stores it in the
+column (by its affinity: :func:`stored_as`) and written as :func:`.sql.literal` of the text the
+column's own encoder makes of it (so a default the column would refuse is not carried), and
+SQLite's clock (``CURRENT_TIMESTAMP``, ``CURRENT_DATE``, ``CURRENT_TIME`` and
 ``datetime('now')``, ``date('now')``, ``time('now')``), which SQLite gives as UTC text: in a
 timestamp column ``timezone('UTC', now())``, in a timestamptz one ``now()``, in a text column
 the same text through ``to_char``. Anything else raises :class:`NotCarried`, saying why.
@@ -13,6 +14,8 @@ the same text through ``to_char``. Anything else raises :class:`NotCarried`, say
 from __future__ import annotations
 
 import re
+import sqlite3
+from contextlib import closing
 from typing import Any
 
 from ...checks.sqlite_tokens import tokens
@@ -40,14 +43,51 @@ _NOW_CALLS = {"datetime": "CURRENT_TIMESTAMP", "date": "CURRENT_DATE", "time": "
 _UTC_NOW = "pg_catalog.timezone('UTC'::text, pg_catalog.now())"
 
 
-def postgres_default(text: str, kind: str, encode: Encoder) -> str | None:
-    """The DEFAULT expression for SQLite's default ``text`` of a column of PostgreSQL type
-    ``kind`` whose values ``encode`` writes as COPY text; None for a NULL default."""
+def postgres_default(text: str, kind: str, encode: Encoder, affinity: str) -> str | None:
+    """The DEFAULT expression for SQLite's default ``text`` of a column of SQLite's
+    ``affinity`` (:func:`affinity`) and PostgreSQL type ``kind`` whose values ``encode`` writes
+    as COPY text; None for a NULL default. A constant is taken as SQLite stores it in that
+    column (``'12'`` an integer in an INTEGER column, ``1e999`` the text ``Inf`` in a TEXT one),
+    so a new row gets what the copy of a row SQLite filled by the same default holds."""
     form, value = sqlite_constant(text)
     if form == "null":
         return None
     if form == "clock":
         return _clock(value, kind, encode)
+    return constant_default(stored_as(value, affinity), kind, encode)
+
+
+def affinity(declared: str, strict: bool = False) -> str:
+    """SQLite's affinity of a column declared ``declared`` (by the rules of "Datatypes In
+    SQLite", 3.1, which know ASCII letters only); a STRICT table's ``ANY`` has none: BLOB."""
+    name = declared.encode("ascii", "replace").decode().upper()
+    if "INT" in name:
+        return "INTEGER"
+    if "CHAR" in name or "CLOB" in name or "TEXT" in name:
+        return "TEXT"
+    if "BLOB" in name or not name or (strict and name == "ANY"):
+        return "BLOB"
+    if "REAL" in name or "FLOA" in name or "DOUB" in name:
+        return "REAL"
+    return "NUMERIC"
+
+
+def stored_as(value: Any, affinity: str) -> Any:
+    """The constant ``value`` as SQLite stores it in a column of ``affinity`` (one of
+    :func:`affinity`'s words): SQLite itself says, in a scratch database."""
+    try:
+        with closing(sqlite3.connect(":memory:")) as con:
+            con.execute(f"CREATE TABLE a (v {affinity})")
+            con.execute("INSERT INTO a VALUES (?)", (value,))
+            return con.execute("SELECT v FROM a").fetchone()[0]
+    except (sqlite3.Error, ValueError, OverflowError) as e:  # e.g. a lone surrogate
+        raise NotCarried(f"SQLite cannot store it: {type(e).__name__}") from None
+
+
+def constant_default(value: Any, kind: str, encode: Encoder) -> str | None:
+    """The DEFAULT expression giving the constant ``value`` (int, float, str, bytes) in a
+    column of PostgreSQL type ``kind``, written as ``encode`` writes the column's values: a
+    literal of that text; None for NULL. NotCarried if the column refuses it."""
     field = _encoded(value, encode, kind)
     return None if field == NULL else literal(copy_unescaped(field))
 
@@ -163,4 +203,11 @@ def _clock(name: str, kind: str, encode: Encoder) -> str:
     raise NotCarried(f"no PostgreSQL {kind} default gives SQLite's {name}")
 
 
-__all__ = ["NotCarried", "postgres_default", "sqlite_constant"]
+__all__ = [
+    "NotCarried",
+    "affinity",
+    "constant_default",
+    "postgres_default",
+    "sqlite_constant",
+    "stored_as",
+]
