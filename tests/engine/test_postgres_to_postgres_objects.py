@@ -5,7 +5,6 @@ the real psql as an ordinary database owner, and used as the app would use it.""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from flask_backup_manager.engine import export
 
 from ..conftest import run_psql
+from ..services import REQUIRE
 from .test_dump_safety_postgres import OVERRIDE, restored, sql_outside_copy, without_restrict
 from .test_postgres_to_postgres import assert_same_database, restore, schema_dump
 
@@ -228,9 +228,7 @@ def icu(pg_url) -> bool:
         found = con.execute(
             "SELECT EXISTS (SELECT FROM pg_collation WHERE collprovider = 'i')"
         ).fetchone()[0]
-    assert found or os.environ.get("BACKUP_MANAGER_TEST_REQUIRE_SERVICES") != "1", (
-        "the PostgreSQL of CI must have ICU"
-    )
+    assert found or not REQUIRE, "the PostgreSQL of CI must have ICU"
     return found
 
 
