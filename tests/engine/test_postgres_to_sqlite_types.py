@@ -9,43 +9,20 @@ import pickle
 import sqlite3
 import uuid
 from contextlib import closing
-from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
 from flask_backup_manager.engine import export
 
-from .test_sqlite_to_postgres_types import UTC, Bomb, app_models
+from .test_sqlite_to_postgres_types import UTC, Bomb, _pg_engine, app_models, app_rows
 from .test_sqlite_to_sqlite import restore_with_cli
-
-
-def _pg_engine(url: str) -> sa.Engine:
-    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
 
 
 @pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
 def test_the_models_typedecorators_read_and_write_on_the_sqlite_copy(pg_url, tmp_path, fmt):
     md, thing, store = app_models()
-    rows = [
-        {
-            "id": i,
-            "settings": {"title": f"Project {i}", "tags": ["a", i]},
-            "at": dt.datetime(
-                2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone(dt.timedelta(hours=i))
-            ),
-            "token": uuid.UUID(int=i * 2**100 + 255),
-            "doc": {"k": [i, None, "é"]},
-            "meta": {"b": i, "a": "\\\t\n"},
-            "took": dt.timedelta(days=i, seconds=5, microseconds=7),
-            "price": Decimal("12.34") * i,
-            "name": f"n{i}",
-            "tries": i,
-            "done": i % 2 == 0,
-            "stamped": dt.datetime(2020, 1, 2, 3, 4, i),
-        }
-        for i in range(1, 6)
-    ]
+    rows = app_rows()
     marker = tmp_path / "unpickled"
     bomb = pickle.dumps(Bomb(marker))
     engine = _pg_engine(pg_url)

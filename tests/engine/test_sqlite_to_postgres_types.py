@@ -157,6 +157,30 @@ def app_models() -> tuple[sa.MetaData, sa.Table, sa.Table]:
     return md, thing, store
 
 
+def app_rows() -> list[dict]:
+    """Rows of ``thing`` as the app writes them: aware datetimes in several offsets, UUIDs
+    whose bytes are no UTF-8, JSON, intervals, money."""
+    return [
+        {
+            "id": i,
+            "settings": {"title": f"Project {i}", "tags": ["a", i]},
+            "at": dt.datetime(
+                2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone(dt.timedelta(hours=i))
+            ),
+            "token": uuid.UUID(int=i * 2**100 + 255),  # bytes that are no UTF-8
+            "doc": {"k": [i, None, "é"]},
+            "meta": {"b": i, "a": "\\\t\n"},
+            "took": dt.timedelta(days=i, seconds=5, microseconds=7),
+            "price": Decimal("12.34") * i,
+            "name": f"n{i}",
+            "tries": i,
+            "done": i % 2 == 0,
+            "stamped": dt.datetime(2020, 1, 2, 3, 4, i),
+        }
+        for i in range(1, 6)
+    ]
+
+
 def _pg_engine(url: str) -> sa.Engine:
     return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
 
@@ -188,25 +212,7 @@ def test_the_models_typedecorators_and_server_defaults_work_on_the_restored_copy
     md, thing, store = app_models()
     lite = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
     md.create_all(lite)
-    rows = [
-        {
-            "id": i,
-            "settings": {"title": f"Project {i}", "tags": ["a", i]},
-            "at": dt.datetime(
-                2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone(dt.timedelta(hours=i))
-            ),
-            "token": uuid.UUID(int=i * 2**100 + 255),  # bytes that are no UTF-8
-            "doc": {"k": [i, None, "é"]},
-            "meta": {"b": i, "a": "\\\t\n"},
-            "took": dt.timedelta(days=i, seconds=5, microseconds=7),
-            "price": Decimal("12.34") * i,
-            "name": f"n{i}",
-            "tries": i,
-            "done": i % 2 == 0,
-            "stamped": dt.datetime(2020, 1, 2, 3, 4, i),
-        }
-        for i in range(1, 6)
-    ]
+    rows = app_rows()
     marker = tmp_path / "unpickled"
     bomb = pickle.dumps(Bomb(marker))
     with lite.begin() as con:

@@ -242,7 +242,7 @@ def _jsonb_refusal(value: Any) -> str | None:
             stack.extend(v)
         elif isinstance(v, _Number):
             try:
-                _numeric(None, None)(v)
+                _any_numeric(v)
             except ValueError as e:
                 return str(e)
         elif isinstance(v, str) and ("\x00" in v or _SURROGATE.search(v)):
@@ -251,6 +251,8 @@ def _jsonb_refusal(value: Any) -> str | None:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: PostgreSQL's numeric without a precision: what a jsonb number must fit
+_any_numeric = _numeric(None, None)
 
 
 def _json(binary: bool) -> Encoder:

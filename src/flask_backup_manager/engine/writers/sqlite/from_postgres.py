@@ -70,6 +70,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, count
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -301,7 +302,7 @@ class TablePlan:
         """Let the :attr:`nan_columns` that ``rows`` (converted) hold a NULL in (from a NaN)
         be NULL: the table is made anew without their NOT NULL, with the rows inserted so
         far (SQLite cannot drop a NOT NULL in place). Returns their indexes."""
-        found = [i for i in self.nan_columns if any(r[i] is None for r in rows)]
+        found = [i for i in self.nan_columns if None in map(itemgetter(i), rows)]
         if not found:
             return []
         for i in found:
