@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 
@@ -416,3 +417,32 @@ def test_a_long_refused_value_in_a_helper_is_named_without_hanging(tmp_path, mon
     with pytest.raises(ExportError, match=r"cannot copy t\.n \(k='9x+\.\.\.\) to PostgreSQL") as e:
         export(url, "postgres", tmp_path / "long.sql.gz", metadata=_models(url))
     assert len(str(e.value)) < 300
+
+
+def test_tables_named_past_postgresqls_63_bytes_restore_with_their_keys(owner_db, psql, tmp_path):
+    """PostgreSQL cuts a name to 63 bytes; a key named after its table must not become the
+    table's own name (a key is a relation too), in ASCII or in two-byte letters."""
+    parent, child = "p" * 70, "é" * 40  # 70 and 80 bytes
+    db = tmp_path / "long.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.executescript(f"""
+            CREATE TABLE "{parent}" (id INTEGER PRIMARY KEY, code TEXT UNIQUE NOT NULL);
+            CREATE TABLE "{child}" (id INTEGER PRIMARY KEY,
+                                    parent_id INTEGER REFERENCES "{parent}" (id));
+            INSERT INTO "{parent}" VALUES (1, 'a'), (2, 'b');
+            INSERT INTO "{child}" VALUES (1, 2);
+        """)
+        con.commit()
+    out = tmp_path / "long.postgres.sql.gz"
+    export(f"sqlite:///{db}", "postgres", out)
+    restore(psql, owner_db, out)
+    with psycopg.connect(owner_db) as pg:
+        names = pg.execute("""SELECT relname, relkind FROM pg_class
+                              WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'
+                              ORDER BY 1""").fetchall()
+        assert names == [(parent[:63], "r"), ("é" * 31, "r")]
+        kinds = pg.execute("""SELECT contype, count(*) FROM pg_constraint
+                              WHERE connamespace = 'public'::regnamespace
+                              GROUP BY 1 ORDER BY 1""").fetchall()
+        assert kinds == [("f", 1), ("p", 2), ("u", 1)]
+        assert pg.execute(f'SELECT parent_id FROM public."{child}"').fetchall() == [(2,)]

@@ -503,7 +503,13 @@ def _pk(spec: SQLiteTable, columns: list[sa.Column]) -> list[int]:
 
 
 def _pg_name(*parts: str) -> str:
-    return quoted_ident("_".join(parts)[:63])
+    """A constraint's name as PostgreSQL makes one: the parts joined by ``_``, the first ones
+    cut so that the last (``pkey``, ``key``, ``fkey``) fits PostgreSQL's 63 bytes. Cut after it
+    instead, a table's name of 63 bytes or more gave its key the table's own name, and the
+    restore stopped: "relation already exists"."""
+    *names, kind = parts
+    head = "_".join(names).encode()[: 62 - len(kind.encode())].decode("utf-8", "ignore")
+    return quoted_ident(f"{head}_{kind}")
 
 
 #: PostgreSQL types without a btree operator class: no key, unique constraint or index on them
