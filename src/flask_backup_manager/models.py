@@ -78,6 +78,8 @@ def make_models(db: SQLAlchemy) -> Models:
         tables_total = db.Column(db.Integer, nullable=False, default=0)
         rows_done = db.Column(db.BigInteger, nullable=False, default=0)
         rows_total = db.Column(db.BigInteger, nullable=False, default=0)
+        # what the job is doing now, in words for people ("copying table orders")
+        phase = db.Column(db.String(255))
         error = db.Column(db.Text)
         job_id = db.Column(db.String(64))
         created_by = db.Column(db.String(255))

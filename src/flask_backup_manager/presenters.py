@@ -62,6 +62,8 @@ def to_dict(backup: Any) -> dict[str, Any]:
             "rows_done": backup.rows_done,
             "rows_total": backup.rows_total,
             "percent": percent,
+            "phase": backup.phase,
+            "eta": None,  # seconds left, a rough estimate; None when unknown
         },
         "error": backup.error,
         "created_by": backup.created_by,

@@ -64,6 +64,14 @@ def job_exists(job_id: str, conn: Redis) -> bool:
     return Job.exists(job_id, conn)
 
 
+def listening_workers(state: State | None = None) -> int:
+    """How many RQ workers are registered on the backup queue now. A worker registers when it
+    starts and leaves when it stops; one killed outright stays listed until its key expires
+    (RQ's worker TTL, 420 s by default)."""
+    queue = get_queue(state)
+    return len(Worker.all(connection=queue.connection, queue=queue))
+
+
 def make_worker(name: str | None = None) -> Worker:
     queue = get_queue()
     return Worker([queue], connection=queue.connection, serializer=JSONSerializer, name=name)

@@ -15,11 +15,11 @@ from typing import Any, BinaryIO, NamedTuple, TypeVar
 import sqlalchemy as sa
 from redis.exceptions import RedisError
 
-from .engine import FORMATS, SUPPORTED
+from .engine import FORMATS, SUPPORTED, one_line
 from .lifecycle import add_log, audit, finish, update
 from .models import ACTIVE, FINISHED, Status, db_now, utcnow
 from .presenters import as_utc, audit_entry, log_entry
-from .queue import enqueue, job_exists, redis_connection
+from .queue import enqueue, job_exists, listening_workers, redis_connection
 from .state import State, get_state
 
 R = TypeVar("R")
@@ -77,6 +77,23 @@ def formats(state: State | None = None) -> list[dict[str, str]]:
         {"name": n, "description": FORMATS[n].description, "extension": FORMATS[n].extension}
         for n in names
     ]
+
+
+def worker_warning(state: State | None = None) -> str | None:
+    """Why a queued backup would not start now, for the pages and the API: no worker listens
+    on the queue, or the queue cannot be reached. ``None`` when a worker is listening."""
+    state = state or get_state()
+    try:
+        if listening_workers(state):
+            return None
+    except (RedisError, OSError, RuntimeError) as e:  # RuntimeError: no Redis configured
+        return (
+            f"The job queue is unavailable ({one_line(e)}): no backup can start until it is back."
+        )
+    return (
+        f"No worker is listening on queue {state.queue_name}: start one with "
+        "`flask backups worker`."
+    )
 
 
 #: the PostgreSQL advisory lock that makes backup creations take turns (any fixed number)

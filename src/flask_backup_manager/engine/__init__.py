@@ -7,10 +7,21 @@ from __future__ import annotations
 
 from .base import escape_controls
 from .export import SUPPORTED, ExportResult, export, one_line, read_through, scrub
-from .model import FORMATS, ExportCancelled, ExportError, Format, Progress, TableSpec
+from .model import (
+    FORMATS,
+    PSQL_RESTORE,
+    SQLITE_RESTORE,
+    ExportCancelled,
+    ExportError,
+    Format,
+    Progress,
+    TableSpec,
+)
 
 __all__ = [
     "FORMATS",
+    "PSQL_RESTORE",
+    "SQLITE_RESTORE",
     "SUPPORTED",
     "ExportCancelled",
     "ExportError",

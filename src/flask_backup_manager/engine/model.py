@@ -11,6 +11,13 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
 
+#: The one psql command a ``postgres`` file is made and checked for: the README, the format's
+#: description, the file's header and its superuser guard's hint all say it from here.
+PSQL_RESTORE = "psql -X -v ON_ERROR_STOP=1 --single-transaction"
+#: The sqlite3 shell's, for the ``sqlite3`` format.
+SQLITE_RESTORE = "sqlite3 -safe"
+
+
 @dataclass(frozen=True)
 class Format:
     name: str
@@ -30,7 +37,7 @@ FORMATS: dict[str, Format] = {
             "sqlite3",
             "SQL text for SQLite, gzipped: restore with "
             "`python -m flask_backup_manager restore FILE --target sqlite:///new.db` "
-            "or `gunzip -c FILE | sqlite3 -safe new.db`.",
+            f"or `gunzip -c FILE | {SQLITE_RESTORE} new.db`.",
             ".sqlite3.sql.gz",
             True,
         ),
@@ -38,14 +45,14 @@ FORMATS: dict[str, Format] = {
             "postgres",
             "SQL text for PostgreSQL, gzipped: restore as an ordinary role with "
             "`python -m flask_backup_manager restore FILE --target postgresql:///newdb` "
-            "or `gunzip -c FILE | psql -X -v ON_ERROR_STOP=1 --single-transaction -d newdb`.",
+            f"or `gunzip -c FILE | {PSQL_RESTORE} -d newdb`.",
             ".postgres.sql.gz",
             True,
         ),
         Format(
             "sqlite3_db",
             "A ready-to-use SQLite database file: start the app on it, "
-            "or open it with `sqlite3 -safe FILE`.",
+            f"or open it with `{SQLITE_RESTORE} FILE`.",
             ".sqlite3",
             False,
         ),

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from ...base import CONTROL, escape_controls, ident
 from ...gzipout import GzipOut
-from ...model import ExportError
+from ...model import PSQL_RESTORE, ExportError
 
 #: the setting that lets a superuser load the file anyway, knowingly
 OVERRIDE = "flask_backup_manager.restore_as_superuser"
@@ -239,8 +239,8 @@ _WHY = (
 )
 _HOW = (
     "Restore as a new role that owns only an empty database and belongs to no role:"
-    " createuser restorer; createdb -O restorer newdb; gunzip -c FILE | psql -X -v"
-    " ON_ERROR_STOP=1 --single-transaction -U restorer -d newdb (then, if you like,"
+    f" createuser restorer; createdb -O restorer newdb; gunzip -c FILE | {PSQL_RESTORE}"
+    " -U restorer -d newdb (then, if you like,"
     " ALTER DATABASE newdb OWNER TO you; DROP ROLE restorer). To restore as this role anyway,"
     f" knowingly: PGOPTIONS='-c {OVERRIDE}=on' psql ..., or the restore tool's --as-superuser."
 )
@@ -274,11 +274,11 @@ $fbm_guard$;
 
 """
 
-HEADER = """--
+HEADER = f"""--
 -- PostgreSQL database dump made by flask-backup-manager
 --
 -- Restore into an empty database owned by an ordinary role (not a superuser):
---   gunzip -c FILE | psql -X -v ON_ERROR_STOP=1 --single-transaction -d NEWDB
+--   gunzip -c FILE | {PSQL_RESTORE} -d NEWDB
 -- or: python -m flask_backup_manager restore FILE --target postgresql:///NEWDB
 -- Loading a schema runs its functions (CHECK constraints, defaults, index expressions,
 -- materialized views, triggers) as the restoring role: this file refuses a superuser.
