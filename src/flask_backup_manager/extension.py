@@ -54,6 +54,12 @@ class BackupManager:
             raise RuntimeError("BackupManager needs the app's Flask-SQLAlchemy object: db=db.")
         if "sqlalchemy" not in app.extensions:
             raise RuntimeError("Initialise Flask-SQLAlchemy (db.init_app) before BackupManager.")
+        if not app.config.get("SECRET_KEY"):
+            raise RuntimeError(
+                "BackupManager needs the app's SECRET_KEY (its pages keep a CSRF token and "
+                "flash messages in the session): set app.config['SECRET_KEY'] to a long random "
+                "string, the same in every web process, before init_app."
+            )
         self.db = db
         self.models = make_models(db)
         app.extensions["backup_manager"] = read_config(app, ext=self, db=db, models=self.models)

@@ -12,7 +12,10 @@ from flask_backup_manager.state import DEFAULTS
 
 def make_flask(tmp_path: Path, **config) -> tuple[Flask, SQLAlchemy]:
     app = Flask("hostapp", instance_path=str(tmp_path / "instance"))
-    app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'db.sqlite'}", **config)
+    app.config.update(
+        SECRET_KEY="test-secret", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'db.sqlite'}"
+    )
+    app.config.update(config)
     db = SQLAlchemy(app)
     return app, db
 
@@ -87,6 +90,7 @@ def test_app_factory_pattern_serves_two_apps_with_one_extension(tmp_path):
     for name in ("one", "two"):
         app = Flask(name, instance_path=str(tmp_path / name))
         app.config.update(
+            SECRET_KEY="test-secret",
             SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / name}.db",
             BACKUP_MANAGER_URL_PREFIX=f"/{name}/backups",
         )
@@ -135,4 +139,14 @@ def test_a_heartbeat_as_long_as_the_lost_delay_is_refused_at_start(tmp_path):
     app, db = make_flask(tmp_path, BACKUP_MANAGER_HEARTBEAT=60)
     with pytest.raises(ValueError, match="BACKUP_MANAGER_WORKER_LOST_AFTER"):
         BackupManager(app, db=db)
+    dispose(app, db)
+
+
+@pytest.mark.parametrize("key", [None, ""])
+def test_an_app_without_a_secret_key_fails_at_start_naming_it(tmp_path, key):
+    app, db = make_flask(tmp_path, SECRET_KEY=key)
+    with pytest.raises(RuntimeError, match="SECRET_KEY") as raised:
+        BackupManager(app, db=db)
+    assert "session" in str(raised.value)
+    assert "backup_manager" not in app.extensions and "backup_manager" not in app.blueprints
     dispose(app, db)
