@@ -4,12 +4,15 @@ actor, return rows and values, and raise :class:`ServiceError`. No HTTP here: ``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, BinaryIO, NamedTuple, TypeVar
 
 import sqlalchemy as sa
@@ -27,11 +30,17 @@ R = TypeVar("R")
 
 class ServiceError(Exception):
     """An operation refused: ``status`` is the HTTP status the views answer with, ``code``
-    the machine-readable error code, ``message`` the sentence meant for a person."""
+    the machine-readable error code, ``message`` the sentence meant for a person, ``extra``
+    machine-readable facts the API adds to its error object (``{"active": [7]}`` for a
+    refusal of too many backups: the ids of those queued or running; ``{"detail": ...}``:
+    the technical cause behind the sentence)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, extra: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.extra = extra or {}
 
 
 def bad_request(code: str, message: str) -> ServiceError:
@@ -304,13 +313,7 @@ def download(
     path = downloadable(backup)
     f = open(path, "rb")
     try:
-        h, size = hashlib.sha256(), 0
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-            if copy is not None:
-                copy(chunk)
-        if h.hexdigest() != backup.sha256 or size != backup.size:
+        if not matches_row(f, backup, copy):
             raise ServiceError(
                 500,
                 "checksum_mismatch",
@@ -319,7 +322,7 @@ def download(
             )
         f.seek(0)
         stored = StoredFile(
-            backup, f, size, os.fstat(f.fileno()).st_mtime, FORMATS[backup.format].mimetype
+            backup, f, backup.size, os.fstat(f.fileno()).st_mtime, FORMATS[backup.format].mimetype
         )
         answer, delivered = deliver(stored)
     except BaseException:
@@ -384,3 +387,54 @@ def prune(state: State | None = None, *, actor: str | None) -> list[int]:
     for backup in doomed:
         delete_backup(backup, actor=actor, reason="retention")
     return [b.id for b in doomed]
+
+
+def matches_row(f: BinaryIO, backup: Any, copy: Callable[[bytes], object] | None = None) -> bool:
+    """Read the open file ``f`` through in 1 MiB chunks (each also handed to ``copy``): whether
+    its size and sha256 are the row's. The one full check of a stored file (downloads and the
+    detail page)."""
+    h, size = hashlib.sha256(), 0
+    while chunk := f.read(1 << 20):
+        h.update(chunk)
+        size += len(chunk)
+        if copy is not None:
+            copy(chunk)
+    return h.hexdigest() == backup.sha256 and size == backup.size
+
+
+FILE_MISSING = "The file is missing from storage."
+FILE_DAMAGED = "The file no longer matches its checksum."
+
+
+def file_problem(backup: Any, *, full: bool = False) -> str | None:
+    """What is wrong with a succeeded backup's file, in a sentence for the pages; ``None`` when
+    nothing is (or the backup has no file yet). A stat finds a file gone or of another size (the
+    list's check); ``full`` also reads it against its sha256 (the detail page's), once per
+    version of the file: the verdict is kept by its inode, size, mtime and ctime, so a page
+    seen again costs a stat, and a file changed in storage is read again."""
+    if backup.status != Status.SUCCEEDED:
+        return None
+    path = file_path(backup)
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return FILE_MISSING
+    if st.st_size != backup.size:
+        return FILE_DAMAGED
+    if full and not _file_matches(
+        str(path), backup.sha256, backup.size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns
+    ):
+        return FILE_DAMAGED
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _file_matches(path: str, sha256: str, size: int, *version: int) -> bool:
+    """:func:`matches_row` of the file at ``path``, cached by its version (stat fields)."""
+    try:
+        with open(path, "rb") as f:
+            return matches_row(f, SimpleNamespace(sha256=sha256, size=size))
+    except OSError:
+        return False
