@@ -106,6 +106,7 @@ def open_source(
     metadata: sa.MetaData | None = None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
+    no_rows: Iterable[str] = (),
     copy_beside: Path | None = None,
     lock_timeout: float | None = None,
     cancel: threading.Event | None = None,
@@ -121,6 +122,7 @@ def open_source(
         metadata=metadata,
         include=include,
         exclude=exclude,
+        no_rows=no_rows,
         copy_beside=copy_beside,
         lock_timeout=lock_timeout,
         cancel=cancel,
@@ -150,6 +152,7 @@ def export(
     metadata: sa.MetaData | None = None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
+    no_rows: Iterable[str] = (),
     progress: ProgressCallback | None = None,
     lock_timeout: float | None = None,
     cancel: threading.Event | None = None,
@@ -158,7 +161,10 @@ def export(
 
     ``metadata`` (the host app's ``db.metadata``) decides column types where it describes a table.
     ``include``/``exclude`` take table keys (``name``, or ``schema.name`` outside the default
-    schema). ``progress`` receives a :class:`Progress` per table and a few times a second.
+    schema). ``no_rows`` takes table keys (or patterns) of tables copied with their schema and
+    no rows: their AUTOINCREMENT counter or sequences start afresh, and no freed page of a
+    ``sqlite3_db`` file holds their rows (the Backup Manager's own history stays behind).
+    ``progress`` receives a :class:`Progress` per table and a few times a second.
     ``lock_timeout`` bounds the wait, in seconds, for a table someone else holds locked.
     Setting ``cancel`` (from another thread) interrupts the export even inside a query; it then
     raises :class:`ExportCancelled`. Any other failure raises :class:`ExportError` with a
@@ -176,6 +182,7 @@ def export(
                 metadata=metadata,
                 include=include,
                 exclude=exclude,
+                no_rows=no_rows,
                 copy_beside=output,
                 lock_timeout=lock_timeout,
                 cancel=cancel,

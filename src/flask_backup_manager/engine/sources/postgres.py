@@ -25,6 +25,7 @@ from psycopg.types import datetime as pdt
 
 from ..base import parents_first, select_keys, watch
 from ..model import ExportCancelled, ExportError
+from . import keys_without_rows
 from .postgres_model import (
     PgColumn,
     PgConstraint,
@@ -168,7 +169,11 @@ def _lenient_loaders(conn: psycopg.Connection) -> None:
 
 
 class PostgresSource:
-    """A PostgreSQL database opened on one consistent snapshot until :meth:`close`."""
+    """A PostgreSQL database opened on one consistent snapshot until :meth:`close`.
+
+    The tables ``no_rows`` names (:attr:`no_rows`) are listed with no rows: :meth:`row_batches`
+    and :meth:`copy_out` give none, and the values of the sequences they own are not read, so
+    the copy's sequences start afresh."""
 
     def __init__(
         self,
@@ -177,6 +182,7 @@ class PostgresSource:
         metadata: sa.MetaData | None = None,
         include: Iterable[str] | None = None,
         exclude: Iterable[str] | None = None,
+        no_rows: Iterable[str] = (),
         lock_timeout: float | None = None,
         cancel: threading.Event | None = None,
         copy_beside: Path | None = None,  # unused: the snapshot is a transaction, no copy
@@ -222,8 +228,12 @@ class PostgresSource:
             # the tables' names, then their locks, then the rest of their catalog: reading a
             # default (pg_get_expr) waits for a lock like any reader of the table
             rels = self.fetch(_TABLES, row_factory=class_row(PgRelation))
-            wanted = set(
-                select_keys([table_key(r.nspname, r.relname) for r in rels], include, exclude)
+            keys = [table_key(r.nspname, r.relname) for r in rels]
+            wanted = set(select_keys(keys, include, exclude))
+            #: the keys of the tables copied with their schema and no rows
+            self.no_rows = keys_without_rows(keys, no_rows)
+            self._forget_sequences_of(
+                [r.oid for r in rels if table_key(r.nspname, r.relname) in self.no_rows]
             )
             self._lock_tables(
                 [r for r in rels if table_key(r.nspname, r.relname) in wanted], lock_timeout
@@ -251,6 +261,18 @@ class PostgresSource:
         with self.conn.cursor(row_factory=row_factory) as cur:  # type: ignore[call-overload]
             cur.execute(query, params)
             return cur.fetchall()
+
+    def _forget_sequences_of(self, oids: list[int]) -> None:
+        """Leave the values of the sequences the tables ``oids`` own (serial, identity) out of
+        :attr:`sequence_values`: the copy's start afresh."""
+        for (seq,) in self.fetch(
+            """SELECT d.objid FROM pg_catalog.pg_depend d
+               WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                 AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                 AND d.deptype IN ('a', 'i') AND d.refobjid = ANY(%s)""",
+            [oids],
+        ):
+            self.sequence_values.pop(seq, None)
 
     def _lock_tables(self, rels: list[PgRelation], timeout: float | None) -> None:
         """Take ACCESS SHARE on every table to copy, as pg_dump does, so nobody can drop or
@@ -321,6 +343,8 @@ class PostgresSource:
             ]
             # never analysed (None): estimated once locked (see _estimate)
             reltuples = -1 if rel.reltuples is None else rel.reltuples
+            if key in self.no_rows:
+                reltuples = 0
             specs.append(
                 PostgresTable(
                     key=key,
@@ -480,7 +504,9 @@ class PostgresSource:
         in chunks (libpq 17 and later): half the time of a server-side cursor's FETCH per
         batch, which waits for the server and leaves it idle meanwhile. Closing this
         before the end cancels the query, which ends the snapshot's transaction in error:
-        only a failed export stops early."""
+        only a failed export stops early. Nothing for a table of :attr:`no_rows`."""
+        if spec.key in self.no_rows:
+            return
         query = sql.SQL("SELECT {} FROM {}").format(
             sql.SQL(", ").join(self.select_list(spec)), self._from(spec)
         )
@@ -518,7 +544,10 @@ class PostgresSource:
         psycopg's ``Copy``, whose per-row cost dominates on narrow tables. The query runs in
         the snapshot's transaction like any other; a COPY left unfinished (the consumer gave
         up: close the generator) closes the connection, as the export has failed anyway.
+        Nothing for a table of :attr:`no_rows`.
         """
+        if spec.key in self.no_rows:
+            return
         query = self.copy_query(spec).as_bytes(self.conn)
         pgconn = self.conn.pgconn
         done = False

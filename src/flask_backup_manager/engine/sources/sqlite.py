@@ -34,6 +34,7 @@ from ..base import ident, parents_first, select_keys, shown, watch
 from ..checks.sqlite_shell import Scratch
 from ..child import BUSY_TIMEOUT, open_read_only
 from ..model import ExportError, TableSpec
+from . import keys_without_rows
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -146,8 +147,11 @@ class SQLiteSource:
     ``tables()`` lists the ordinary and virtual (e.g. FTS5) tables; SQLite's internal tables
     (``sqlite_sequence``, ``sqlite_stat*``) and the shadow tables of virtual tables are not
     listed, but the SQLite writers carry them. ``include``/``exclude`` take table names or shell
-    patterns (``audit_*``); an include that matches no table is an error. ``private`` says that
-    nothing else writes the file (one the engine built itself): it is read in place.
+    patterns (``audit_*``); an include that matches no table is an error. The tables
+    ``no_rows`` names (:attr:`no_rows`) are listed with no rows: :meth:`row_batches` and
+    :meth:`rowid_ranges` give none, and the writers leave out their ``sqlite_sequence`` and
+    ``sqlite_stat*`` rows. ``private`` says that nothing else writes the file (one the engine
+    built itself): it is read in place.
 
     ``copy_beside`` is where this source's private temp files go: a copy of the snapshot is a
     hidden file beside that path, named after it (``.<name>.snapshot-*.part``: the cleaner
@@ -162,6 +166,7 @@ class SQLiteSource:
         metadata: sa.MetaData | None = None,
         include: Iterable[str] | None = None,
         exclude: Iterable[str] | None = None,
+        no_rows: Iterable[str] = (),
         copy_beside: Path | None = None,
         private: bool = False,
         lock_timeout: float | None = None,
@@ -207,6 +212,8 @@ class SQLiteSource:
                 name: TableKind(kind, bool(wr), bool(strict))
                 for _, name, kind, _, wr, strict in self.con.execute("PRAGMA main.table_list")
             }
+            #: the keys of the tables copied with their schema and no rows
+            self.no_rows = keys_without_rows(self._table_names(), no_rows)
             self.all_specs = self._read_tables()
             wanted = set(select_keys([s.key for s in self.all_specs], include, exclude))
             self._specs = [s for s in self.all_specs if s.key in wanted]
@@ -330,7 +337,7 @@ class SQLiteSource:
             name=name,
             schema=None,
             load_tables=self._load_tables,
-            estimated_rows=self._count(name),
+            estimated_rows=0 if name in self.no_rows else self._count(name),
             kind=listed.kind,
             sql=self._sql_of[name],
             strict=listed.strict,
@@ -411,7 +418,10 @@ class SQLiteSource:
     ) -> Iterator[list[Sequence[Any]]]:
         """The rows in rowid order where the table has a rowid (so that "the n-th row" has a
         rowid: :meth:`rowid_of`), else in the table's own order; only those whose rowid is
-        ``between`` two values if given. The columns are those of the SQLAlchemy ``Table``."""
+        ``between`` two values if given. The columns are those of the SQLAlchemy ``Table``.
+        Nothing for a table of :attr:`no_rows`."""
+        if spec.key in self.no_rows:
+            return
         cols = self.select_list(spec, [c.name for c in spec.table.columns])
         rowid = spec.rowid_expr()
         where = f" WHERE {rowid} BETWEEN ? AND ?" if between is not None else ""
@@ -444,7 +454,9 @@ class SQLiteSource:
     def rowid_ranges(self, spec: SQLiteTable) -> list[tuple[int, int]]:
         """``spec``'s rowids as ranges to read side by side (:func:`.parallel.ranges`: one per
         part when the table is big and :attr:`frozen` names a file helpers may read, else
-        one; none for an empty table)."""
+        one; none for an empty table or one of :attr:`no_rows`)."""
+        if spec.key in self.no_rows:
+            return []
         return parallel.ranges(
             self.con,
             f"main.{ident(spec.name)}",
@@ -461,15 +473,22 @@ class SQLiteSource:
         refs: Sequence[str],
     ) -> bool:
         """Whether a row of ``spec`` whose ``columns`` are all non-null finds no row of
-        ``parent`` whose ``refs`` equal them (a foreign key the snapshot breaks)."""
+        ``parent`` whose ``refs`` equal them (a foreign key the snapshot breaks, or the copy:
+        every such row of a table whose parent is copied without rows)."""
+        if spec.key in self.no_rows:
+            return False
         child, parent_name = ident(spec.name), ident(parent.name)
         cond = " AND ".join(
             f"p.{ident(r)} = c.{ident(c)}" for c, r in zip(columns, refs, strict=True)
         )
         notnull = " AND ".join(f"c.{ident(c)} IS NOT NULL" for c in columns)
+        missing = (
+            ""
+            if parent.key in self.no_rows
+            else f" AND NOT EXISTS (SELECT 1 FROM main.{parent_name} p WHERE {cond})"
+        )
         found = self.con.execute(
-            f"SELECT 1 FROM main.{child} c WHERE {notnull} AND NOT EXISTS "
-            f"(SELECT 1 FROM main.{parent_name} p WHERE {cond}) LIMIT 1"
+            f"SELECT 1 FROM main.{child} c WHERE {notnull}{missing} LIMIT 1"
         ).fetchone()
         return found is not None
 

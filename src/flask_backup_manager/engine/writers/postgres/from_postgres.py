@@ -1043,10 +1043,15 @@ class Catalog:
             how = {"n": "NOTHING", "f": "FULL", "i": f"USING INDEX {idx}"}[ident]
             comments.append(f"ALTER TABLE ONLY {names[rel]} REPLICA IDENTITY {how}")
         yield from self._create_views(matview_later)
+        # a table's key to one copied without rows, which its rows may name: not checked
+        empty = {s.oid for s in self.src.tables() if s.key in self.src.no_rows}
         for con in cons:
             if con.contype == "f" and not con.conparentid and con.confrelid in names:
                 on = ("" if con.relkind == "p" else "ONLY ") + names[con.conrelid]
-                yield f"ALTER TABLE {on}\n    ADD CONSTRAINT {con.name} {con.definition}"
+                unchecked = con.confrelid in empty and con.conrelid not in empty
+                yield f"ALTER TABLE {on}\n    ADD CONSTRAINT {con.name} {con.definition}" + (
+                    " NOT VALID" if unchecked and con.relkind != "p" else ""
+                )
                 comments.append(
                     comment("CONSTRAINT", f"{con.name} ON {names[con.conrelid]}", con.comment)
                 )

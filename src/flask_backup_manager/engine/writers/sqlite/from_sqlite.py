@@ -73,17 +73,22 @@ def _vacuum_copy(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     nobody else writes, made now if the source read its file in place), through the source's
     connection (a cancel interrupts it), reopened read-write
     (:meth:`.SQLiteSource.writable_snapshot_copy`): the copy holds the same snapshot for every
-    transaction. Tables left out are first dropped from that copy (secure_delete on), so none
-    of their rows are copied."""
+    transaction. Tables left out are first dropped from that copy, and the rows of those
+    copied without rows deleted (:func:`_empty`; secure_delete on), so none of their rows are
+    copied: VACUUM INTO writes no freed page."""
     specs = source.tables()
     kept = {s.key for s in specs}
     dropped = [s.name for s in source.all_specs if s.key not in kept]
+    emptied = [s.name for s in specs if s.key in source.no_rows]
     con = source.writable_snapshot_copy()
-    if dropped:
+    if dropped or emptied:
         con.execute("PRAGMA secure_delete=ON")
+        con.execute("PRAGMA foreign_keys=OFF")  # no ON DELETE action reaches another table
         con.execute("BEGIN")
         for name in dropped:
             con.execute(f"DROP TABLE main.{ident(name)}")
+        for name in emptied:
+            _empty(source, con, name)
         con.execute("COMMIT")
     pages = _PageProgress(specs, tracker)
     used = con.execute(
@@ -112,6 +117,34 @@ def _vacuum_copy(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     finally:
         con.set_progress_handler(None, 0)
     pages.finish()
+
+
+def _empty(source: SQLiteSource, con: sqlite3.Connection, name: str) -> None:
+    """Delete every row of table ``name`` in the writable snapshot copy ``con``, with its
+    ``sqlite_sequence`` row (AUTOINCREMENT starts afresh) and its statistics (which hold row
+    counts and, in ``sqlite_stat4``, sample keys). Its triggers are dropped for the DELETE,
+    which would run them, and made again after it."""
+    triggers = [
+        o for o in source.objects if o.type == "trigger" and o.tbl_name.lower() == name.lower()
+    ]
+    for trigger in triggers:
+        con.execute(f"DROP TRIGGER main.{ident(trigger.name)}")
+    con.execute(f"DELETE FROM main.{ident(name)}")
+    for trigger in triggers:
+        con.execute(trigger.sql)
+    internal = {o.name for o in source.objects if o.type == "table"}
+    for table, column in _STATS:
+        if table in internal:
+            con.execute(f"DELETE FROM main.{table} WHERE {column} = ?", (name,))
+
+
+#: SQLite's tables that hold facts of another table, by the column naming it
+_STATS = (
+    ("sqlite_sequence", "name"),
+    ("sqlite_stat1", "tbl"),
+    ("sqlite_stat3", "tbl"),
+    ("sqlite_stat4", "tbl"),
+)
 
 
 #: virtual machine steps between two progress calls of ``VACUUM INTO``
@@ -251,7 +284,9 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
             out.line(schema_line(o.type, o.name, o.sql))
     for spec in specs:
         tracker.start(spec)
-        if spec.kind == "virtual":
+        if spec.key in source.no_rows:
+            pass  # its schema only
+        elif spec.kind == "virtual":
             for name in source.shadow_tables(spec.name):
                 out.line(f"DELETE FROM {ident(name)};")
                 _insert_rows(source, source.shadow_table(name), out, None)
@@ -427,13 +462,13 @@ def _literal_sql(c: str) -> str:
 
 def _internal_tables(source: SQLiteSource, kept: set[str], out: GzipOut) -> None:
     """``sqlite_sequence`` and ``sqlite_stat1`` rows (with their rowids) of the tables kept
-    and of their shadow tables."""
+    and of their shadow tables, but those copied without rows."""
     con = source.con
     internal = {o.name for o in source.objects if o.type == "table"}
     tables = {o.name: o for o in source.objects if o.type == "table"}
-    owners = set(kept)
+    owners = set(kept) - source.no_rows
     for spec in source.tables():
-        if spec.kind == "virtual":
+        if spec.kind == "virtual" and spec.key not in source.no_rows:
             owners.update(source.shadow_tables(spec.name))
     autoinc = any(_AUTOINCREMENT.search(tables[n].sql or "") for n in kept)
     for table, cols, wanted in (
