@@ -56,6 +56,11 @@ def run_backup(backup_id: int) -> str:
                 fmt,
                 path,
                 metadata=state.db.metadata,
+                # the Backup Manager's own tables: their schema, not the customer's history
+                no_rows=[
+                    t.name if t.schema in (None, "public") else t.fullname
+                    for t in (m.__table__ for m in state.models)
+                ],
                 progress=progress,
                 lock_timeout=state.lock_timeout,
                 cancel=heart.lost,
