@@ -40,6 +40,7 @@ ROUTES = [
     ("GET", "/<backup_id>", pages.detail),
     ("POST", "/<backup_id>/delete", pages.delete),
     ("POST", "/<backup_id>/cancel", pages.cancel),
+    ("POST", "/<backup_id>/retry", pages.retry),
 ]
 for method, rule, view in ROUTES:
     blueprint.add_url_rule(rule, view_func=view, methods=[method])

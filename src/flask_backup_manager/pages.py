@@ -1,19 +1,24 @@
-"""The HTML pages: list, create, detail, delete, cancel. Each is one service call and a template
-(their URLs: blueprint.py)."""
+"""The HTML pages: list, create, detail, delete, cancel, try again. Each is one service call and
+a template (their URLs: blueprint.py). A form posts, flashes what happened and redirects (303),
+so a reload never posts again."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from flask import redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
 from . import presenters, service
 from .access import current_user_name, requires
 from .errors import int_arg
-from .models import FINISHED
+from .models import FINISHED, Status, utcnow
 from .state import get_state
+
+#: Our flash messages' categories start with this, so our pages show ours and never the
+#: host's (a host layout that shows every flash shows ours too).
+FLASH = "backup_manager-"
 
 
 def may(permission: str) -> bool:
@@ -36,6 +41,43 @@ def render(template: str, **values: Any) -> str:
     return render_template(f"backup_manager/{template}", bm=values)
 
 
+def done(message: str | Markup, endpoint: str, **values: Any) -> Any:
+    """Flash what was done and redirect (303) to ``endpoint``."""
+    return _flash_redirect(message, "success", endpoint, **values)
+
+
+def refused(e: service.ServiceError, endpoint: str, **values: Any) -> Any:
+    """A refused operation: its reason flashed, then the page to try from (a 404 or a
+    server error stays an error page)."""
+    if e.status not in (400, 409, 429, 503):
+        raise e
+    return _flash_redirect(refusal(e), "error", endpoint, **values)
+
+
+def _flash_redirect(message: str | Markup, category: str, endpoint: str, **values: Any) -> Any:
+    flash(message, FLASH + category)
+    return redirect(url_for(endpoint, **values), code=303)
+
+
+def refusal(e: service.ServiceError) -> str | Markup:
+    """What a person reads of a refusal: for too many active backups, a link to the one
+    that is queued or running."""
+    active = (getattr(e, "extra", None) or {}).get("active") or []
+    if e.status != 429 or not active:
+        return e.message
+    links = Markup(", ").join(
+        Markup('<a href="{}">backup {}</a>').format(url_for(".detail", backup_id=i), i)
+        for i in active
+    )
+    if len(active) == 1:
+        return Markup(
+            "Another backup is already queued or running: {}. Try again when it has finished."
+        ).format(links)
+    return Markup(
+        "Other backups are already queued or running: {}. Try again when one of them has finished."
+    ).format(links)
+
+
 @requires("view")
 def index() -> Any:
     page = int_arg("page", 1)
@@ -44,6 +86,8 @@ def index() -> Any:
     return render(
         "list.html",
         backups=[presenters.to_dict(b) for b in items],
+        problems={b.id: service.file_problem(b) for b in items},
+        warning=service.worker_warning(),
         page=page,
         pages=max(1, -(-total // per_page)),
         total=total,
@@ -52,19 +96,16 @@ def index() -> Any:
 
 @requires("create")
 def new() -> Any:
-    return render("new.html", formats=service.formats(), error=None)
+    return render("new.html", formats=service.formats(), warning=service.worker_warning())
 
 
 @requires("create")
 def create() -> Any:
     try:
-        service.create_backup(request.form.get("format"), created_by=current_user_name())
+        backup = service.create_backup(request.form.get("format"), created_by=current_user_name())
     except service.ServiceError as e:
-        if e.status not in (400, 429):
-            raise
-        # a refused choice is shown on the form it came from, with the choices again
-        return render("new.html", formats=service.formats(), error=e.message), e.status
-    return redirect(url_for(".index"), code=303)
+        return refused(e, ".new")
+    return done(f"Backup {backup.id} queued.", ".detail", backup_id=backup.id)
 
 
 @requires("view")
@@ -76,16 +117,56 @@ def detail(backup_id: str) -> Any:
         logs=service.backup_logs(backup),
         audit=service.audit_trail(backup.id),
         finished=backup.status in FINISHED,
+        problem=service.file_problem(backup, full=True),
+        warning=service.worker_warning() if backup.status == Status.QUEUED else None,
+        elapsed=elapsed(backup),
     )
+
+
+def elapsed(backup: Any) -> float | None:
+    """Seconds since a running backup started (None for any other)."""
+    started = presenters.as_utc(backup.started_at)
+    if backup.status != Status.RUNNING or started is None:
+        return None
+    return max(0.0, (utcnow() - started).total_seconds())
 
 
 @requires("delete")
 def delete(backup_id: str) -> Any:
-    service.delete_backup(service.get_backup(backup_id), actor=current_user_name())
-    return redirect(url_for(".index"), code=303)
+    backup = service.get_backup(backup_id)
+    try:
+        service.delete_backup(backup, actor=current_user_name())
+    except service.ServiceError as e:
+        return refused(e, ".detail", backup_id=backup.id)
+    return done(f"Backup {backup.id} deleted.", ".index")
 
 
 @requires("create")
 def cancel(backup_id: str) -> Any:
-    backup = service.cancel_backup(service.get_backup(backup_id), actor=current_user_name())
-    return redirect(url_for(".detail", backup_id=backup.id), code=303)
+    backup = service.get_backup(backup_id)
+    try:
+        service.cancel_backup(backup, actor=current_user_name())
+    except service.ServiceError as e:
+        return refused(e, ".detail", backup_id=backup.id)
+    return done(f"Backup {backup.id} cancelled.", ".detail", backup_id=backup.id)
+
+
+@requires("create")
+def retry(backup_id: str) -> Any:
+    """Try a failed or cancelled backup again: a new backup of the same format."""
+    backup = service.get_backup(backup_id)
+    if backup.status not in (Status.FAILED, Status.CANCELLED):
+        return _flash_redirect(
+            f"Only a failed or cancelled backup can be tried again (backup {backup.id}: "
+            f"{backup.status}).",
+            "error",
+            ".detail",
+            backup_id=backup.id,
+        )
+    try:
+        again = service.create_backup(backup.format, created_by=current_user_name())
+    except service.ServiceError as e:
+        return refused(e, ".detail", backup_id=backup.id)
+    return done(
+        f"Backup {again.id} queued (backup {backup.id} tried again).", ".detail", backup_id=again.id
+    )

@@ -53,13 +53,19 @@ def test_admin_creates_watches_downloads_and_deletes_a_backup(
     try:
         page.get_by_test_id(f"format-{format_}").check()
         page.get_by_test_id("create-backup").click()
+        expect(page).to_have_url(re.compile(r"/backups/\d+$"))  # the new backup's page
+        backup_id = page.url.rsplit("/", 1)[1]
+        expect(page.locator(".bm").get_by_test_id("flash")).to_have_text(
+            f"Backup {backup_id} queued."
+        )
+        page.get_by_role("link", name="Backups", exact=True).click()
         expect(page).to_have_url(re.compile(r"/backups/$"))
         top = page.get_by_test_id("backup-row").first
+        assert top.get_attribute("data-backup-id") == backup_id
         expect(top.get_by_test_id("status")).to_have_text("queued")
         expect(top).to_contain_text(format_)
-        backup_id = top.get_attribute("data-backup-id")
 
-        top.get_by_role("link", name=f"Details of backup {backup_id}").click()
+        top.get_by_role("link", name=f"Backup {backup_id}", exact=True).click()
         expect(page).to_have_url(re.compile(rf"/backups/{backup_id}$"))
         detail = page.get_by_test_id("backup-detail")
         expect(detail.get_by_test_id("status")).to_have_text("queued")
@@ -114,9 +120,8 @@ def test_list_shows_newest_first_with_status_badges_and_sizes(admin: Page, demo:
         page.goto("/backups/new")
         page.get_by_test_id(f"format-{format_}").check()
         page.get_by_test_id("create-backup").click()
-        expect(page).to_have_url(re.compile(r"/backups/$"))
-        made.append(page.get_by_test_id("backup-row").first.get_attribute("data-backup-id"))
-        page.goto(f"/backups/{made[-1]}")
+        expect(page).to_have_url(re.compile(r"/backups/\d+$"))
+        made.append(page.url.rsplit("/", 1)[1])
         expect(page.get_by_test_id("backup-detail")).to_have_attribute(
             "data-status", "succeeded", timeout=60_000
         )
@@ -136,12 +141,10 @@ def test_admin_cancels_a_queued_backup_from_its_page(admin: Page, demo: Demo):
         page.goto("/backups/new")
         page.get_by_test_id("format-sqlite3").check()
         page.get_by_test_id("create-backup").click()
-        expect(page).to_have_url(re.compile(r"/backups/$"))
-        page.get_by_test_id("backup-row").first.get_by_role(
-            "link", name=re.compile("^Details")
-        ).click()
+        expect(page).to_have_url(re.compile(r"/backups/\d+$"))
         detail = page.get_by_test_id("backup-detail")
         expect(detail).to_have_attribute("data-status", "queued")
+        page.once("dialog", lambda dialog: dialog.accept())  # "Cancel backup N?"
         page.get_by_test_id("cancel").click()
         expect(detail).to_have_attribute("data-status", "cancelled")
     finally:

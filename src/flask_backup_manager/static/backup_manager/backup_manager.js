@@ -1,6 +1,7 @@
-/* Backup Manager pages: local times, delete confirmation, and live updates while a backup is
-   queued or running (polls the JSON API once a second). Plain JS, no dependencies. Every page
-   works without it; it only makes them nicer. */
+/* Backup Manager pages: local times, delete and cancel confirmation, and live updates while a
+   backup is queued or running (polls the JSON API once a second): status, phase, elapsed time,
+   time left, the worker warning. Plain JS, no dependencies. Every page works without it; it
+   only makes them nicer. The texts are the templates' (_macros.html): keep the two in step. */
 (function () {
   "use strict";
 
@@ -98,6 +99,78 @@
     return (n || 0).toLocaleString("en-US");
   }
 
+  function count(n, noun) {
+    return fmt(n) + " " + noun + (n === 1 ? "" : "s");
+  }
+
+  function pad(n) {
+    return (n < 10 ? "0" : "") + n;
+  }
+
+  /* 12.3 s, 4 min 05 s, 2 h 10 min (the duration macro) */
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "\u2014";
+    if (seconds < 60) return seconds.toFixed(1) + " s";
+    var s = Math.floor(seconds);
+    if (s < 3600) return Math.floor(s / 60) + " min " + pad(s % 60) + " s";
+    return Math.floor(s / 3600) + " h " + pad(Math.floor((s % 3600) / 60)) + " min";
+  }
+
+  /* about 40 s left, about 3 min left (the eta macro) */
+  function eta(seconds) {
+    if (seconds < 60) return "about " + Math.max(5, Math.round(seconds / 5) * 5) + " s left";
+    return "about " + Math.round(seconds / 60) + " min left";
+  }
+
+  function progressText(p) {
+    var text = p.percent + "%";
+    if (p.tables_total) {
+      text += " \u00b7 " + p.tables_done + " of " + count(p.tables_total, "table") + ", " +
+        fmt(p.rows_done) + " of " + count(p.rows_total, "row");
+    }
+    return text;
+  }
+
+  /* what the job does now: its phase, the time since it started, a rough time left */
+  function renderPhase(root, b) {
+    var p = b.progress;
+    var phase = field(root, "phase");
+    if (phase) {
+      phase.textContent = p.phase || (b.status === "queued" ? "waiting for a worker" : "");
+    }
+    var elapsed = field(root, "elapsed");
+    if (elapsed) {
+      var started = b.started_at ? Date.parse(b.started_at) : NaN;
+      elapsed.hidden = b.status !== "running" || isNaN(started);
+      if (!elapsed.hidden) {
+        elapsed.textContent = "\u00b7 " + duration(Math.max(0, (Date.now() - started) / 1000)) +
+          " elapsed";
+      }
+    }
+    var left = field(root, "eta");
+    if (left) {
+      left.hidden = p.eta === null || p.eta === undefined || b.status !== "running";
+      if (!left.hidden) left.textContent = "\u00b7 " + eta(p.eta);
+    }
+  }
+
+  /* the worker warning of the API's answer (absent: leave the page's as it is) */
+  function renderWarning(root, b) {
+    var box = root.querySelector('[data-testid="worker-warning"]');
+    if (!box || !("warning" in b)) return;
+    var text = b.status === "queued" ? b.warning : null;
+    box.hidden = !text;
+    var span = field(box, "warning");
+    if (span && text) {
+      span.textContent = "";
+      text.split("`").forEach(function (part, i) {
+        var node = i % 2 ? document.createElement("code") : document.createTextNode(part);
+        if (i % 2) node.textContent = part;
+        span.appendChild(node);
+      });
+    }
+  }
+
   function renderBackup(root, b) {
     var active = ACTIVE.indexOf(b.status) >= 0;
     root.setAttribute("data-status", b.status);
@@ -109,16 +182,14 @@
       bar.textContent = p.percent + "%";
     }
     var text = field(root, "progress-text");
-    if (text) {
-      text.textContent = p.percent + "% \u00b7 " + p.tables_done + " of " + p.tables_total +
-        " tables, " + fmt(p.rows_done) + " of " + fmt(p.rows_total) + " rows";
-    }
+    if (text) text.textContent = progressText(p);
+    renderPhase(root, b);
+    renderWarning(root, b);
+    toggle(root, "phase-line", !active);
     setTime(root, "started_at", b.started_at);
     setTime(root, "finished_at", b.finished_at);
-    var duration = field(root, "duration");
-    if (duration) {
-      duration.textContent = b.duration === null ? "\u2014" : b.duration.toFixed(1) + " s";
-    }
+    var took = field(root, "duration");
+    if (took) took.textContent = duration(b.duration);
     var size = field(root, "size");
     if (size) size.textContent = humanSize(b.size);
     var sha = field(root, "sha256");
@@ -130,6 +201,7 @@
     toggle(root, "error", b.status !== "failed" || !b.error);
     toggle(root, "download", b.status !== "succeeded");
     toggle(root, "cancel-form", !active);
+    toggle(root, "retry-form", b.status !== "failed" && b.status !== "cancelled");
     toggle(root, "delete-form", active);
   }
 
@@ -206,11 +278,28 @@
     var url = row.getAttribute("data-poll-url");
     function tick() {
       getJSON(url).then(function (b) {
+        var active = ACTIVE.indexOf(b.status) >= 0;
         row.setAttribute("data-status", b.status);
-        setBadge(field(row, "status"), b.status);
+        var badge = field(row, "status");
+        setBadge(badge, b.status);
+        if (badge && b.status === "failed" && b.error) badge.title = b.error;
+        var phase = field(row, "phase");
+        if (phase) {
+          phase.textContent = b.progress.phase || "";
+          phase.hidden = b.status !== "running" || !b.progress.phase;
+        }
+        var error = field(row, "error");
+        if (error) {
+          error.textContent = b.error || "";
+          error.hidden = b.status !== "failed" || !b.error;
+        }
         var size = field(row, "size");
         if (size) size.textContent = humanSize(b.size);
-        if (ACTIVE.indexOf(b.status) >= 0) setTimeout(tick, 2000);
+        var took = field(row, "duration");
+        if (took) took.textContent = duration(b.duration);
+        toggle(row, "download", b.status !== "succeeded");
+        toggle(row, "delete-form", active);
+        if (active) setTimeout(tick, 2000);
       }).catch(function (e) {
         if (e.status !== 404) setTimeout(tick, 5000);
       });
