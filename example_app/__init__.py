@@ -25,7 +25,7 @@ from typing import Any
 
 import click
 import sqlalchemy as sa
-from flask import Flask, abort, redirect, request, url_for
+from flask import Flask, redirect, request, url_for
 from flask_login import LoginManager, current_user
 
 from flask_backup_manager import BackupManager
@@ -73,17 +73,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def load_user(user_id: str) -> User | None:
         return db.session.get(User, int(user_id))
 
+    @login.unauthorized_handler
+    def to_login() -> Any:  # as Flask-Login's own, with a readable, relative ``next``
+        return redirect(url_for("shop.login", next=request.full_path.rstrip("?")))
+
     backups = BackupManager(app, db=db)
 
     @backups.access_check
     def may(permission: str) -> bool:
-        if _bearer_ok(app):
-            return True
-        if current_user.is_authenticated:
-            return bool(current_user.is_admin)
-        if "/api/" not in request.path:
-            abort(redirect(url_for("shop.login", next=request.full_path.rstrip("?"))))
-        return False
+        # A page turned away: the Backup Manager sends a visitor who is not signed in to
+        # login.unauthorized() (the login page), a signed-in one without the right to its 403.
+        return _bearer_ok(app) or bool(current_user.is_authenticated and current_user.is_admin)
 
     @backups.identity
     def who() -> str | None:

