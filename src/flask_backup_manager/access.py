@@ -62,7 +62,12 @@ def check_access(permission: str) -> None:
         answer = denied_answer(permission)
         if answer is not None:
             abort(answer)
-    raise BackupManagerError(403, "forbidden", f"You are not allowed to {permission} backups.")
+    raise BackupManagerError(
+        403,
+        "forbidden",
+        f"You are not allowed to {permission} backups.",
+        extra={"permission": permission},
+    )
 
 
 def denied_answer(permission: str) -> Response | None:

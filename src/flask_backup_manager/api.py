@@ -12,6 +12,7 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from . import presenters, service
 from .access import current_user_name, requires
 from .errors import BackupManagerError, int_arg
+from .models import Status
 from .state import get_state
 
 #: The most a request body may hold: ``{"format": "sqlite3_db"}`` needs a few dozen bytes,
@@ -55,16 +56,29 @@ def api_formats() -> Any:
     return {"formats": service.formats()}
 
 
+def backup_object(backup: Any, warning: str | None = None) -> dict[str, Any]:
+    """The backup as the API answers it: :func:`presenters.to_dict` and ``warning``, why it
+    would not start now (:func:`service.worker_warning`) while it is queued, else null."""
+    queued = backup.status == Status.QUEUED
+    return {**presenters.to_dict(backup), "warning": warning if queued else None}
+
+
+def page_args() -> tuple[int, int]:
+    """``page`` and ``per_page`` (capped at 100) of a paginated answer; 400 unless whole."""
+    return int_arg("page", 1), min(int_arg("per_page", get_state().per_page), 100)
+
+
 @requires("view")
 def api_list() -> Any:
-    page = int_arg("page", 1)
-    per_page = min(int_arg("per_page", get_state().per_page), 100)
+    page, per_page = page_args()
     items, total = service.list_backups(page, per_page)
+    warning = service.worker_warning()
     return {
-        "backups": [presenters.to_dict(b) for b in items],
+        "backups": [backup_object(b, warning) for b in items],
         "page": page,
         "per_page": per_page,
         "total": total,
+        "warning": warning,
     }
 
 
@@ -74,12 +88,14 @@ def api_create() -> Any:
     if "format" not in body:
         raise _not_an_object()
     backup = service.create_backup(body["format"], created_by=current_user_name())
-    return jsonify(presenters.to_dict(backup)), 202
+    return jsonify(backup_object(backup, service.worker_warning())), 202
 
 
 @requires("view")
 def api_get(backup_id: str) -> Any:
-    return presenters.to_dict(service.get_backup(backup_id))
+    backup = service.get_backup(backup_id)
+    queued = backup.status == Status.QUEUED
+    return backup_object(backup, service.worker_warning() if queued else None)
 
 
 @requires("view")
@@ -89,7 +105,14 @@ def api_logs(backup_id: str) -> Any:
 
 @requires("view")
 def api_audit(backup_id: str) -> Any:
-    return {"audit": service.audit_trail(service.get_backup(backup_id).id)}
+    return {"audit": service.audit_trail(backup_id)}
+
+
+@requires("view")
+def api_audit_log() -> Any:
+    page, per_page = page_args()
+    entries, total = service.audit_log(page, per_page)
+    return {"audit": entries, "page": page, "per_page": per_page, "total": total}
 
 
 @requires("download")
@@ -131,6 +154,9 @@ def _send(stored: service.StoredFile) -> tuple[Response, bool]:
         raise BackupManagerError(
             416, "range_not_satisfiable", f"The file of backup {backup.id} has no such range."
         ) from None
+    # make_conditional dates the answer, and the web server (werkzeug's, gunicorn...) adds
+    # its own Date to every answer: the server's is the one sent
+    del response.headers["Date"]
     if response.status_code in (200, 206):
         return response, request.method != "HEAD"
     # werkzeug leaves the file as the body of its 304 and 412 answers: only 200/206 carry it
@@ -156,6 +182,6 @@ def api_delete(backup_id: str) -> Any:
 
 @requires("create")
 def api_cancel(backup_id: str) -> Any:
-    return presenters.to_dict(
+    return backup_object(
         service.cancel_backup(service.get_backup(backup_id), actor=current_user_name())
     )

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, request
 
 from . import api, pages
 from .access import csrf_token
-from .errors import security_headers
+from .errors import security_headers, unknown_api_path
 from .presenters import human_size
 from .state import get_state
 
@@ -31,11 +31,13 @@ ROUTES = [
     ("GET", "/api/backups/<backup_id>", api.api_get),
     ("GET", "/api/backups/<backup_id>/logs", api.api_logs),
     ("GET", "/api/backups/<backup_id>/audit", api.api_audit),
+    ("GET", "/api/audit", api.api_audit_log),
     ("GET", "/api/backups/<backup_id>/download", api.api_download),
     ("DELETE", "/api/backups/<backup_id>", api.api_delete),
     ("POST", "/api/backups/<backup_id>/cancel", api.api_cancel),
     ("GET", "/", pages.index),
     ("GET", "/new", pages.new),
+    ("GET", "/activity", pages.activity),
     ("POST", "/", pages.create),
     ("GET", "/<backup_id>", pages.detail),
     ("POST", "/<backup_id>/delete", pages.delete),
@@ -57,6 +59,7 @@ def _template_globals() -> dict:
     return {"backup_manager": helpers}
 
 
+blueprint.before_app_request(unknown_api_path)
 blueprint.add_app_template_filter(human_size, "backup_manager_size")
 blueprint.add_app_template_filter(pages.code_filter, "backup_manager_code")
 

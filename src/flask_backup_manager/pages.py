@@ -94,6 +94,21 @@ def index() -> Any:
     )
 
 
+@requires("view")
+def activity() -> Any:
+    """The audit trail of all backups, deleted ones too, newest first."""
+    page = int_arg("page", 1)
+    entries, total = service.audit_log(page)
+    return render(
+        "activity.html",
+        entries=entries,
+        existing=service.existing_backups(e["backup_id"] for e in entries),
+        page=page,
+        pages=max(1, -(-total // get_state().per_page)),
+        total=total,
+    )
+
+
 @requires("create")
 def new() -> Any:
     return render("new.html", formats=service.formats(), warning=service.worker_warning())

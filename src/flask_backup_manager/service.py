@@ -119,13 +119,7 @@ def create_backup(format: Any, *, created_by: str | None) -> Any:
             "unknown_format", f"Unknown format {clip(format)}: choose one of {', '.join(names)}."
         )
     db, Backup = state.db, state.models.Backup
-    active = sa.select(sa.func.count()).where(Backup.status.in_(ACTIVE))
-    too_many = ServiceError(
-        429,
-        "too_many_active",
-        f"backups are already queued or running (BACKUP_MANAGER_MAX_ACTIVE is "
-        f"{state.max_active}): try again when they have finished.",
-    )
+    active = sa.select(Backup.id).where(Backup.status.in_(ACTIVE)).order_by(Backup.id)
     if db.session.get_bind(mapper=Backup).dialect.name == "postgresql":
         # one creation at a time (until its commit): with ids from a sequence, a creation with
         # a lower id may commit after another one has counted, and both would find room
@@ -134,9 +128,10 @@ def create_backup(format: Any, *, created_by: str | None) -> Any:
             {"key": CREATE_LOCK},
             bind_arguments={"mapper": Backup},
         )
-    if db.session.scalar(active) >= state.max_active:
+    ahead = list(db.session.scalars(active))
+    if len(ahead) >= state.max_active:
         db.session.rollback()  # and with it the lock
-        raise too_many
+        raise too_many(ahead)
     now = db_now(db.session.connection())
     backup = Backup(format=format, status=Status.QUEUED, created_at=now, created_by=created_by)
     db.session.add(backup)
@@ -148,19 +143,43 @@ def create_backup(format: Any, *, created_by: str | None) -> Any:
     db.session.commit()
     # SQLite: two creations at once both saw room (its writes, ids and commits come one at a
     # time, in the same order): the one with the higher id steps back
-    if db.session.scalar(active.where(Backup.id <= backup.id)) > state.max_active:
+    ahead = list(db.session.scalars(active.where(Backup.id < backup.id)))
+    if len(ahead) >= state.max_active:
         finish(backup.id, (Status.QUEUED,), Status.CANCELLED, error="too many backups at once")
         add_log(backup.id, "warning", "cancelled: too many backups at once")
-        raise too_many
+        raise too_many(ahead)
     try:
         job_id = enqueue(backup.id)
     except (RedisError, OSError, RuntimeError) as e:  # RuntimeError: no Redis configured
         message = f"queue unavailable: {e}"
         finish(backup.id, (Status.QUEUED,), Status.FAILED, error=message)
         add_log(backup.id, "error", message)
-        raise ServiceError(503, "queue_unavailable", f"The job queue is unavailable: {e}") from None
+        raise ServiceError(
+            503,
+            "queue_unavailable",
+            f"The job queue (Redis) cannot be reached, so backup {backup.id} was not started: "
+            "check that Redis is running and that BACKUP_MANAGER_REDIS_URL points at it.",
+            extra={"detail": one_line(e)},
+        ) from None
     update(backup.id, job_id=job_id)
     return db.session.get(Backup, backup.id)
+
+
+def too_many(active: list[int]) -> ServiceError:
+    """The refusal of a backup beyond ``BACKUP_MANAGER_MAX_ACTIVE``, naming the ones queued or
+    running (``extra["active"]``, for a link to them); no config key: its reader may be a user
+    who cannot change it."""
+    if len(active) == 1:
+        message = (
+            f"Another backup is already queued or running (backup {active[0]}): "
+            "try again when it has finished."
+        )
+    else:
+        message = (
+            f"{len(active)} backups are already queued or running (backups "
+            f"{', '.join(map(str, active))}): try again when one of them has finished."
+        )
+    return ServiceError(429, "too_many_active", message, extra={"active": active})
 
 
 def reap(state: State | None = None) -> list[int]:
@@ -211,21 +230,25 @@ def _reap_lost_jobs(state: State, cutoff: datetime) -> list[int]:
 
 
 def list_backups(page: int = 1, per_page: int | None = None) -> tuple[list[Any], int]:
+    """One page of the backups, newest first, and how many there are."""
     state = get_state()
     reap(state)
     Backup = state.models.Backup
+    return _page(state, sa.select(Backup).order_by(Backup.id.desc()), page, per_page)
+
+
+def _page(state: State, query: Any, page: int, per_page: int | None) -> tuple[list[Any], int]:
+    """The rows of one page of ``query`` (an ordered select of one model), and the count of
+    all its rows; 400 unless page and per_page are positive, per_page capped at 100."""
     per_page = state.per_page if per_page is None else per_page
     if page < 1 or per_page < 1:
         raise bad_request("bad_page", "page and per_page must be positive whole numbers.")
     per_page = min(per_page, 100)
-    total = state.db.session.scalar(sa.select(sa.func.count()).select_from(Backup)) or 0
+    total = state.db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery()))
     offset = (page - 1) * per_page
     if offset >= total:  # past the end: no query, so no OFFSET beyond what the database takes
         return [], total
-    items = state.db.session.scalars(
-        sa.select(Backup).order_by(Backup.id.desc()).offset(offset).limit(per_page)
-    ).all()
-    return list(items), total
+    return list(state.db.session.scalars(query.offset(offset).limit(per_page))), total
 
 
 #: The largest id the ``Integer`` id column holds everywhere (int4 on PostgreSQL): a bigger
@@ -233,15 +256,21 @@ def list_backups(page: int = 1, per_page: int | None = None) -> tuple[list[Any],
 MAX_ID = 2**31 - 1
 
 
-def get_backup(backup_id: Any) -> Any:
-    """The backup of a client's id (a path segment, a command argument): 404 unless the id is
-    a whole number by :data:`WHOLE_NUMBER` that the id column can hold."""
-    state = get_state()
-    backup_id = whole_number(backup_id)
-    if backup_id is None or backup_id > MAX_ID:
+def parse_id(value: Any) -> int:
+    """A client's id (a path segment, a command argument) as an int: 404 unless it is a whole
+    number by :data:`WHOLE_NUMBER` that the id column can hold."""
+    number = whole_number(value)
+    if number is None or number > MAX_ID:
         raise not_found()
+    return number
+
+
+def get_backup(value: Any) -> Any:
+    """The backup of a client's id (:func:`parse_id`): 404 when there is none."""
+    state = get_state()
+    number = parse_id(value)
     reap(state)
-    backup = state.db.session.get(state.models.Backup, backup_id)
+    backup = state.db.session.get(state.models.Backup, number)
     if backup is None:
         raise not_found()
     return backup
@@ -251,10 +280,38 @@ def backup_logs(backup: Any) -> list[dict[str, Any]]:
     return [log_entry(line) for line in backup.logs]
 
 
-def audit_trail(backup_id: int) -> list[dict[str, Any]]:
-    BackupAudit = get_state().models.BackupAudit
-    rows = BackupAudit.query.filter_by(backup_id=backup_id).order_by(BackupAudit.id)
+def audit_trail(value: Any) -> list[dict[str, Any]]:
+    """Who created, downloaded, cancelled and deleted one backup, oldest first; kept after the
+    backup is deleted, so 404 only when there never was such a backup (no row, no entry)."""
+    state = get_state()
+    number = parse_id(value)
+    BackupAudit = state.models.BackupAudit
+    rows = state.db.session.scalars(
+        sa.select(BackupAudit).where(BackupAudit.backup_id == number).order_by(BackupAudit.id)
+    ).all()
+    if not rows and state.db.session.get(state.models.Backup, number) is None:
+        raise not_found()
     return [audit_entry(r) for r in rows]
+
+
+def audit_log(page: int = 1, per_page: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """One page of the audit entries of all backups, deleted ones too, newest first (each
+    with its ``backup_id``), and how many there are."""
+    state = get_state()
+    BackupAudit = state.models.BackupAudit
+    rows, total = _page(
+        state, sa.select(BackupAudit).order_by(BackupAudit.id.desc()), page, per_page
+    )
+    return [{**audit_entry(r), "backup_id": r.backup_id} for r in rows], total
+
+
+def existing_backups(ids: Any) -> set[int]:
+    """Those of ``ids`` whose backup still exists (the Activity page links to them)."""
+    Backup = get_state().models.Backup
+    ids = set(ids)
+    if not ids:
+        return set()
+    return set(get_state().db.session.scalars(sa.select(Backup.id).where(Backup.id.in_(ids))))
 
 
 def file_path(backup: Any, state: State | None = None) -> Path:
@@ -273,13 +330,27 @@ def downloadable(backup: Any) -> Path:
     """The path of a backup's file, once there is one to hand out: 409 until the backup has
     succeeded, 410 when its file is gone from storage."""
     if backup.status != Status.SUCCEEDED:
-        raise conflict(
-            "not_finished", f"Backup {backup.id} is {backup.status}: nothing to download."
-        )
+        raise conflict("not_finished", f"{stands(backup)}: it has no file to download.")
     path = file_path(backup)
     if not path.is_file():
-        raise ServiceError(410, "file_missing", f"The file of backup {backup.id} is gone.")
+        raise ServiceError(
+            410, "file_missing", f"The file of backup {backup.id} is missing from storage."
+        )
     return path
+
+
+#: where a backup stands, as the refusals say it: "Backup 4 is still running: ..."
+STANDS = {
+    Status.QUEUED: "is still queued",
+    Status.RUNNING: "is still running",
+    Status.SUCCEEDED: "has succeeded",
+    Status.FAILED: "has failed",
+    Status.CANCELLED: "was cancelled",
+}
+
+
+def stands(backup: Any) -> str:
+    return f"Backup {backup.id} {STANDS[Status(backup.status)]}"
 
 
 class StoredFile(NamedTuple):
@@ -336,9 +407,7 @@ def download(
 def delete_backup(backup: Any, *, actor: str | None, reason: str | None = None) -> None:
     """Remove the row, its log and its file. 409 while a job may still write the file."""
     if backup.status not in FINISHED:
-        raise conflict(
-            "not_finished", f"Backup {backup.id} is {backup.status}: cancel it before deleting it."
-        )
+        raise conflict("not_finished", f"{stands(backup)}: cancel it before deleting it.")
     state = get_state()
     path = file_path(backup, state)
     audit("delete", backup.id, reason, actor=actor, commit=False)
@@ -354,7 +423,8 @@ def delete_backup(backup: Any, *, actor: str | None, reason: str | None = None) 
 def cancel_backup(backup: Any, *, actor: str | None) -> Any:
     """Ask a queued or running backup to stop; the worker removes its partial file."""
     if backup.status in FINISHED:
-        raise conflict("already_finished", f"Backup {backup.id} is already {backup.status}.")
+        done = "been cancelled" if backup.status == Status.CANCELLED else backup.status
+        raise conflict("already_finished", f"Backup {backup.id} has already {done}.")
     if finish(backup.id, ACTIVE, Status.CANCELLED, error="cancelled"):
         add_log(backup.id, "warning", "cancelled", commit=False)
         audit("cancel", backup.id, actor=actor)

@@ -197,13 +197,29 @@ def test_redis_connection_is_reused_in_one_process(app):
         assert redis_connection() is redis_connection()
 
 
-def test_more_active_backups_than_allowed_get_429(make_app):
+def test_more_active_backups_than_allowed_get_429_naming_the_one_running(make_app):
     client = make_app(BACKUP_MANAGER_MAX_ACTIVE=1).test_client()
-    assert create(client).status_code == 202
+    first = create(client).json["id"]
     refused = create(client)
     assert refused.status_code == 429
-    assert "BACKUP_MANAGER_MAX_ACTIVE" in refused.json["error"]["message"]
+    assert refused.json["error"] == {
+        "code": "too_many_active",
+        "message": f"Another backup is already queued or running (backup {first}): "
+        "try again when it has finished.",
+        "active": [first],
+    }
+    assert refused.headers["Retry-After"] == "10"  # the heartbeat: the row changes no sooner
     assert client.get(f"{API}/backups").json["total"] == 1
+
+
+def test_the_429_names_every_backup_ahead_when_more_may_run(make_app):
+    client = make_app(BACKUP_MANAGER_MAX_ACTIVE=2).test_client()
+    ids = [create(client).json["id"] for _ in range(2)]
+    error = create(client).json["error"]
+    assert error["active"] == ids
+    assert error["message"].startswith(
+        f"2 backups are already queued or running (backups {ids[0]}, {ids[1]})"
+    )
 
 
 def test_audit_trail_records_create_download_cancel_and_delete(client, run_worker):
@@ -335,3 +351,30 @@ def test_times_are_utc_whatever_the_postgres_session_zone(pg_url, host_env, monk
     assert created.endswith("Z")
     at = datetime.fromisoformat(created.replace("Z", "+00:00"))
     assert abs((at - before).total_seconds()) < 60
+
+
+def test_a_download_through_a_real_server_carries_one_date_header(app, client, run_worker):
+    """The web server dates every answer itself; werkzeug's conditional answer added a second
+    ``Date`` of its own (issue 12)."""
+    import http.client
+    import threading
+
+    from werkzeug.serving import make_server
+
+    backup_id = create(client).json["id"]
+    run_worker()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for path in ("download", ""):  # the file, and a JSON answer beside it
+            con = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=30)
+            con.request("GET", f"{API}/backups/{backup_id}/{path}".rstrip("/"))
+            answer = con.getresponse()
+            answer.read()
+            con.close()
+            assert answer.status == 200
+            assert len(answer.msg.get_all("Date")) == 1, answer.msg.items()
+    finally:
+        server.shutdown()
+        thread.join(timeout=30)
