@@ -27,37 +27,86 @@ def temp_beside(path: Path, tag: str) -> Path:
 
 
 class Tracker:
-    """Counts tables and rows for a writer and calls the progress callback, throttled."""
+    """Counts tables and rows for a writer and calls the progress callback, throttled; says
+    the phase under way (:attr:`.Progress.phase`) and a percent that never goes back.
+
+    The rows copied count for the first ``rows_until`` percent of the run; each later phase
+    (:meth:`phase`, e.g. "verifying the file" up to 99) for the share up to its ``until``,
+    filled by :meth:`step`. A tracker made before the tables are known (a source waiting for a
+    lock reports that through :meth:`phase`) learns them from :meth:`plan`."""
 
     interval = 0.25
 
-    def __init__(self, specs: list[TableSpec], callback: ProgressCallback | None) -> None:
+    def __init__(
+        self,
+        specs: list[TableSpec],
+        callback: ProgressCallback | None,
+        *,
+        rows_until: int = 99,
+    ) -> None:
         self.callback = callback
         self.warnings: list[str] = []
-        self.p = Progress(0, len(specs), 0, sum(s.estimated_rows for s in specs))
+        self.p = Progress(0, 0, 0, 0)
+        self.rows_until = rows_until
         self._table_rows = 0
         self._last = 0.0
+        self._from = self._until = 0  # the percent the phase under way runs from and to
+        self.plan(specs)
+
+    def plan(self, specs: list[TableSpec]) -> None:
+        """The tables to copy, once known."""
+        self.p.tables_total = len(specs)
+        self.p.rows_total = sum(s.estimated_rows for s in specs)
+
+    def phase(self, text: str, until: int | None = None) -> None:
+        """A phase other than copying a table begins (:attr:`.Progress.table` is then None):
+        ``text`` says it to people; it ends at ``until`` percent of the run (None: it does not
+        move the percent)."""
+        self.p.phase, self.p.table = text, None
+        self._from = self.p.percent
+        self._until = self.p.percent if until is None else until
+        self._emit(force=True)
+
+    def step(self, done: int, total: int) -> None:
+        """``done`` of ``total`` of the phase under way are done (bytes, rows...)."""
+        if total > 0:
+            self._reach(self._from + (self._until - self._from) * min(done, total) / total)
+            self._emit()
 
     def start(self, spec: TableSpec) -> None:
         self.p.table, self.p.finished, self._table_rows = spec.key, None, 0
+        self.p.phase = f"copying table {shown(spec.key, 100)}"
         self._emit(force=True)
 
     def rows(self, n: int) -> None:
         self._table_rows += n
         self.p.rows_done += n
         self.p.rows_total = max(self.p.rows_total, self.p.rows_done)
+        self._copied()
         self._emit()
 
     def restart(self, spec: TableSpec) -> None:
-        """:meth:`start` ``spec`` again: it is copied anew, its rows so far no longer count."""
+        """:meth:`start` ``spec`` again: it is copied anew, its rows so far no longer count
+        (the percent stays where it was)."""
         self.p.rows_done -= self._table_rows
         self.start(spec)
 
     def finish(self, spec: TableSpec) -> None:
         self.p.tables_done += 1
         self.p.finished = (spec.key, self._table_rows)
+        self._copied()
         self._emit(force=True)
         self.p.finished = None
+
+    def _copied(self) -> None:
+        p = self.p
+        if p.rows_total:
+            self._reach(self.rows_until * p.rows_done / p.rows_total)
+        elif p.tables_total:
+            self._reach(self.rows_until * p.tables_done / p.tables_total)
+
+    def _reach(self, percent: float) -> None:
+        self.p.percent = max(self.p.percent, min(99, int(percent)))
 
     def warn(self, message: str) -> None:
         """Something a person should know about the copy (it goes to the backup's log)."""

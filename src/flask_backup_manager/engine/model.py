@@ -115,6 +115,10 @@ class Progress:
 
     ``finished`` is set (to the table's key and its exact row count) exactly once per table,
     when the table is done; the other calls come at most ``Tracker.interval`` seconds apart.
+    ``phase`` says what the export is doing, in words for people ("waiting for a lock on
+    orders (held by pid 1234, 'idle in transaction' for 12 s)", "copying table orders",
+    "verifying the file"); a call comes at once when it changes. ``percent`` (0-99, never
+    going back) weighs each phase by its measured share of a run (:data:`.export.WEIGHTS`).
     """
 
     tables_done: int
@@ -123,6 +127,8 @@ class Progress:
     rows_total: int
     table: str | None = None
     finished: tuple[str, int] | None = None
+    phase: str | None = None
+    percent: int = 0
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -11,7 +11,7 @@ composite and unknown types, ...) are read as text.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import islice
 from pathlib import Path
@@ -23,7 +23,7 @@ from psycopg.adapt import Transformer
 from psycopg.rows import RowFactory, class_row
 from psycopg.types import datetime as pdt
 
-from ..base import parents_first, select_keys, watch
+from ..base import parents_first, select_keys, shown, watch
 from ..model import ExportCancelled, ExportError
 from . import keys_without_rows
 from .postgres_model import (
@@ -186,11 +186,13 @@ class PostgresSource:
         lock_timeout: float | None = None,
         cancel: threading.Event | None = None,
         copy_beside: Path | None = None,  # unused: the snapshot is a transaction, no copy
+        phase: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.host_metadata = metadata
         self.include, self.exclude = include, exclude
         self.conn = psycopg.connect(**conninfo(url))
+        self.phase = phase
         self.cancelled = False
         self._unwatch = watch(cancel, self.interrupt) if cancel is not None else None
         try:
@@ -276,20 +278,54 @@ class PostgresSource:
 
     def _lock_tables(self, rels: list[PgRelation], timeout: float | None) -> None:
         """Take ACCESS SHARE on every table to copy, as pg_dump does, so nobody can drop or
-        alter one before its rows are read; wait at most ``timeout`` seconds for each."""
+        alter one before its rows are read; wait at most ``timeout`` seconds for each. A
+        table someone holds is first tried without waiting (in a savepoint: the failure must
+        not end the snapshot's transaction), so :attr:`phase` hears who holds it before the
+        wait begins."""
         for rel in rels:
+            lock = sql.SQL("LOCK TABLE {}.{} IN ACCESS SHARE MODE").format(
+                sql.Identifier(rel.nspname), sql.Identifier(rel.relname)
+            )
             try:
-                self.conn.execute(
-                    sql.SQL("LOCK TABLE {}.{} IN ACCESS SHARE MODE").format(
-                        sql.Identifier(rel.nspname), sql.Identifier(rel.relname)
-                    )
-                )
+                if self.phase is not None:
+                    self.conn.execute("SAVEPOINT fbm_lock")
+                    try:
+                        self.conn.execute(lock + sql.SQL(" NOWAIT"))
+                    except psycopg.errors.LockNotAvailable:
+                        self.conn.execute("ROLLBACK TO SAVEPOINT fbm_lock")
+                        self.phase(self._waiting_for(rel))
+                        self.conn.execute(lock)
+                    self.conn.execute("RELEASE SAVEPOINT fbm_lock")
+                else:
+                    self.conn.execute(lock)
             except psycopg.errors.LockNotAvailable:
                 raise ExportError(
                     f"table {table_key(rel.nspname, rel.relname)} is locked by another session: "
                     "gave up waiting after "
                     f"{timeout:g} s"
                 ) from None
+
+    def _waiting_for(self, rel: PgRelation) -> str:
+        """What the wait for ``rel``'s lock is, in words: "waiting for a lock on orders (held by
+        pid 1234, 'idle in transaction' for 12 s)", naming the session that holds (or first
+        asked for) the lock that stops ours. Its state is NULL where the role may not see
+        other sessions' (without pg_read_all_stats): then the pid only."""
+        self.conn.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")  # now, not at BEGIN
+        holder = self.fetch(
+            """SELECT a.pid, a.state,
+                      extract(epoch FROM clock_timestamp() - a.state_change)::int
+               FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+               WHERE l.locktype = 'relation' AND l.relation = %s AND l.mode = 'AccessExclusiveLock'
+                 AND l.pid <> pg_catalog.pg_backend_pid()
+               ORDER BY l.granted DESC, a.state_change LIMIT 1""",
+            [rel.oid],
+        )
+        text = f"waiting for a lock on {shown(table_key(rel.nspname, rel.relname), 100)}"
+        if holder:
+            pid, state, seconds = holder[0]
+            what = f", {shown(state)!r} for {seconds} s" if state and seconds is not None else ""
+            text += f" (held by pid {pid}{what})"
+        return text
 
     def interrupt(self) -> None:
         """Stop the query under way (from another thread: a cancel), and the reading of rows

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -171,6 +171,7 @@ class SQLiteSource:
         private: bool = False,
         lock_timeout: float | None = None,
         cancel: threading.Event | None = None,
+        phase: Callable[[str], None] | None = None,  # unused: SQLite waits in its busy handler
     ) -> None:
         db = url.database
         if not db or db == ":memory:" or db.startswith("file:"):

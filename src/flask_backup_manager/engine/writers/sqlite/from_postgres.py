@@ -475,6 +475,7 @@ def write_db(source: PostgresSource, path: Path, tracker: Tracker) -> None:
                 plan.insert_rows(con, rows)
                 tracker.rows(len(batch))
             tracker.finish(spec)
+        tracker.phase("creating indexes")
         for plan in plans:
             for sql in plan.indexes:
                 con.execute(sql)
