@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+import time
+from typing import Any
 
 import sqlalchemy as sa
+from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from .engine import ExportCancelled, ExportError, Progress, export, one_line, scrub
-from .lifecycle import add_log, finish, process_actor, transition, update
-from .models import Status, db_now
+from .lifecycle import add_log, finish, process_actor, remove_parts, transition, update
+from .models import ACTIVE, Status, db_now
+from .presenters import as_utc, plural
+from .queue import JOB_FUNCTION
 from .service import file_path, prune, reap, storage_dir
 from .state import State, get_state
 
@@ -24,24 +31,41 @@ def run_backup(backup_id: int) -> str:
     reap(state)
     now = db_now(state.db.session.connection())
     if not transition(
-        backup_id, (Status.QUEUED,), Status.RUNNING, started_at=now, heartbeat_at=now
+        backup_id,
+        (Status.QUEUED,),
+        Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        phase="opening the database",
     ):
         return "skipped"
     backup = state.db.session.get(state.models.Backup, backup_id)
     fmt, path = backup.format, file_path(backup, state)
     add_log(backup_id, "info", f"started: format {fmt}")  # commits: no transaction stays open
     heart = Heartbeat(state, backup_id)
+    last_phase: str | None = None
+    copying_since: float | None = None  # when the first table began, by the monotonic clock
 
     def progress(p: Progress) -> None:
+        nonlocal last_phase, copying_since
         if p.finished:
             name, rows = p.finished
-            plural = "" if rows == 1 else "s"
-            add_log(backup_id, "info", f"table {name}: {rows} row{plural}", commit=False)
+            add_log(backup_id, "info", f"table {name}: {plural(rows, 'row')}", commit=False)
+        if p.phase and p.phase != last_phase and p.table is None:
+            # one line per phase but the tables' (each has its line when done): written as
+            # the phase begins, so a wait is in the log while it lasts
+            add_log(backup_id, "info", p.phase, commit=False)
+        last_phase = p.phase
+        if p.table is not None and copying_since is None:
+            copying_since = time.monotonic()
         values = dict(
             tables_done=p.tables_done,
             tables_total=p.tables_total,
             rows_done=p.rows_done,
             rows_total=p.rows_total,
+            phase=p.phase,
+            percent=p.percent,
+            eta=None if copying_since is None else eta(time.monotonic() - copying_since, p.percent),
         )
         if heart.lost.is_set() or not transition(
             backup_id, (Status.RUNNING,), Status.RUNNING, **values
@@ -80,7 +104,8 @@ def run_backup(backup_id: int) -> str:
         return Status.FAILED
     except Exception as e:  # a bug or the host database gone: never leave the row running
         state.db.session.rollback()
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the storage itself may be what failed
+            path.unlink(missing_ok=True)
         message = scrub(f"internal error: {type(e).__name__}: {one_line(e)}", state.engine.url)
         if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
             add_log(backup_id, "error", f"failed: {message}")
@@ -102,11 +127,53 @@ def run_backup(backup_id: int) -> str:
     add_log(
         backup_id,
         "info",
-        f"finished: {result.tables} tables, {result.rows} rows, {result.size} bytes, "
-        f"sha256 {result.sha256}",
+        f"finished: {plural(result.tables, 'table')}, {plural(result.rows, 'row')}, "
+        f"{plural(result.size, 'byte')}, sha256 {result.sha256}",
     )
     prune(state, actor=process_actor())  # as a `flask backups prune` would
     return Status.SUCCEEDED
+
+
+def eta(elapsed: float, percent: int) -> int | None:
+    """Seconds left, roughly, when ``percent`` of the run took ``elapsed`` seconds (the
+    percent weighs the phases by their share of a run: see the engine's ``WEIGHTS``); None
+    until there is something to go on."""
+    if percent < 1 or elapsed < 1:
+        return None
+    return round(elapsed * (100 - percent) / percent)
+
+
+def work_horse_killed(job: Job, pid: int | None, status: int | None, rusage: Any) -> None:
+    """RQ's ``work_horse_killed_handler`` (:func:`.queue.make_worker`): the worker process
+    calls it, in its app context, as soon as the work horse running ``job`` has died without
+    finishing it (SIGKILL, the OOM killer, a crash in C). The backup fails at once, with why,
+    and its partial file goes; the worker lives on for the next job. (RQ 2's ``on_failure``
+    callback runs in the horse only, so it cannot tell of the horse's own death; the
+    heartbeat's reaper still fails a backup whose whole machine is gone.)"""
+    if job.func_name != JOB_FUNCTION or not job.args:
+        return
+    backup_id = job.args[0]
+    state = get_state()
+    try:
+        backup = state.db.session.get(state.models.Backup, backup_id)
+        if backup is None or backup.status not in ACTIVE:
+            return
+        if status is not None and os.WIFSIGNALED(status):
+            how = f"died (signal {os.WTERMSIG(status)})"
+        elif status is not None:
+            how = f"exited with code {os.waitstatus_to_exitcode(status)}"
+        else:
+            how = "ended"
+        message = f"the worker's process {how} while making the backup"
+        started = as_utc(backup.started_at)
+        now = db_now(state.db.session.connection())
+        if started and (now - started).total_seconds() >= state.job_timeout:
+            message = f"timed out after {state.job_timeout} s"  # RQ killed it past the timeout
+        if finish(backup_id, ACTIVE, Status.FAILED, error=message):
+            remove_parts(backup.filename, state)
+            add_log(backup_id, "error", f"failed: {message}")
+    finally:
+        state.db.session.remove()
 
 
 class Heartbeat:

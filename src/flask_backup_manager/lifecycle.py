@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .models import Status, utcnow
-from .state import get_state
+from .state import State, get_state
 
 
 def transition(backup_id: int, from_: tuple[Status, ...], to: Status, **values: Any) -> bool:
@@ -29,8 +29,18 @@ def transition(backup_id: int, from_: tuple[Status, ...], to: Status, **values: 
 
 
 def finish(backup_id: int, from_: tuple[Status, ...], to: Status, **values: Any) -> bool:
-    """:func:`transition` into a final status, stamping ``finished_at``."""
-    return transition(backup_id, from_, to, finished_at=utcnow(), **values)
+    """:func:`transition` into a final status, stamping ``finished_at``; a finished backup
+    has no phase and no time left."""
+    return transition(backup_id, from_, to, finished_at=utcnow(), phase=None, eta=None, **values)
+
+
+def remove_parts(filename: str | None, state: State | None = None) -> None:
+    """Remove the partial files of a backup whose job died (``.<file name>.*.part``, and the
+    SQLite sidecars of those: VACUUM INTO journals its output)."""
+    state = state or get_state()
+    if filename:
+        for part in state.storage_dir.glob(f".{filename}.*.part*"):
+            part.unlink(missing_ok=True)
 
 
 def update(backup_id: int, **values: Any) -> None:

@@ -78,8 +78,12 @@ def make_models(db: SQLAlchemy) -> Models:
         tables_total = db.Column(db.Integer, nullable=False, default=0)
         rows_done = db.Column(db.BigInteger, nullable=False, default=0)
         rows_total = db.Column(db.BigInteger, nullable=False, default=0)
-        # what the job is doing now, in words for people ("copying table orders")
+        # what the job is doing now, in words for people ("copying table orders"); NULL once
+        # finished; how far it is (0-99, never going back) and a rough guess of the seconds
+        # left (NULL: unknown)
         phase = db.Column(db.String(255))
+        percent = db.Column(db.Integer, nullable=False, default=0)
+        eta = db.Column(db.Integer)
         error = db.Column(db.Text)
         job_id = db.Column(db.String(64))
         created_by = db.Column(db.String(255))

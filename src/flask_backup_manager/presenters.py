@@ -24,6 +24,11 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
+def plural(n: int, word: str) -> str:
+    """``1 table``, ``2 tables``, ``0 rows``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def human_size(n: int | None) -> str:
     """``1536`` -> ``1.5 KiB``; ``None`` (not made yet) -> an em dash."""
     if n is None:
@@ -31,20 +36,15 @@ def human_size(n: int | None) -> str:
     size = float(n)
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if size < 1024 or unit == "TiB":
-            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+            return plural(n, "byte") if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
-    return f"{n} bytes"  # unreachable
+    return plural(n, "byte")  # unreachable
 
 
 def to_dict(backup: Any) -> dict[str, Any]:
     """The backup object of the API (DESIGN.md), also what the pages and ``show`` print."""
     started, finished = as_utc(backup.started_at), as_utc(backup.finished_at)
-    total = backup.rows_total or 0
-    percent = (
-        100
-        if backup.status == Status.SUCCEEDED
-        else (min(99, int(100 * backup.rows_done / total)) if total else 0)
-    )
+    queued = backup.status == Status.QUEUED
     return {
         "id": backup.id,
         "format": backup.format,
@@ -61,9 +61,11 @@ def to_dict(backup: Any) -> dict[str, Any]:
             "tables_total": backup.tables_total,
             "rows_done": backup.rows_done,
             "rows_total": backup.rows_total,
-            "percent": percent,
-            "phase": backup.phase,
-            "eta": None,  # seconds left, a rough estimate; None when unknown
+            # weighed by the phases' shares of a run, never going back (see jobs.py)
+            "percent": 100 if backup.status == Status.SUCCEEDED else backup.percent or 0,
+            "phase": "waiting for a worker" if queued and not backup.phase else backup.phase,
+            # seconds left, a rough estimate; None when unknown
+            "eta": backup.eta if backup.status == Status.RUNNING else None,
         },
         "error": backup.error,
         "created_by": backup.created_by,

@@ -9,10 +9,14 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.utils import import_attribute
 
 from .state import State, get_state
 
 JOB_FUNCTION = "flask_backup_manager.jobs.run_backup"
+#: What the worker process runs as soon as a work horse dies in the middle of a job (SIGKILL,
+#: the OOM killer): named like the job, and imported when a worker starts.
+HORSE_KILLED = "flask_backup_manager.jobs.work_horse_killed"
 
 
 def redis_connection(state: State | None = None) -> Redis:
@@ -73,5 +77,13 @@ def listening_workers(state: State | None = None) -> int:
 
 
 def make_worker(name: str | None = None) -> Worker:
+    """A worker on the backup queue; run it inside the app context (``flask backups
+    worker``): when its work horse dies, it fails the backup at once (:data:`HORSE_KILLED`)."""
     queue = get_queue()
-    return Worker([queue], connection=queue.connection, serializer=JSONSerializer, name=name)
+    return Worker(
+        [queue],
+        connection=queue.connection,
+        serializer=JSONSerializer,
+        name=name,
+        work_horse_killed_handler=import_attribute(HORSE_KILLED),
+    )
