@@ -82,7 +82,7 @@ def make_models(db: SQLAlchemy) -> Models:
         # finished; how far it is (0-99, never going back) and a rough guess of the seconds
         # left (NULL: unknown)
         phase = db.Column(db.String(255))
-        percent = db.Column(db.Integer, nullable=False, default=0)
+        percent = db.Column(db.Integer, nullable=False, default=0, server_default="0")
         eta = db.Column(db.Integer)
         error = db.Column(db.Text)
         job_id = db.Column(db.String(64))
