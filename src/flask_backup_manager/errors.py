@@ -153,7 +153,17 @@ def unknown_api_path() -> None:
 
 
 def wants_json() -> bool:
+    """JSON for the API and for clients that take no HTML; a page for a browser, also when
+    it follows a Download link (the file's URL is the API's): a file gone from storage is
+    then explained on a page, not shown as raw JSON."""
+    if request.endpoint == "backup_manager.api_download" and prefers_html():
+        return False
     return is_api() or not request.accept_mimetypes.accept_html
+
+
+def prefers_html() -> bool:
+    """The client asks for HTML before JSON (a browser's navigation; not ``*/*``)."""
+    return request.accept_mimetypes.best_match(("application/json", "text/html")) == "text/html"
 
 
 def int_arg(name: str, default: int) -> int:

@@ -97,7 +97,8 @@ def worker_warning(state: State | None = None) -> str | None:
             return None
     except (RedisError, OSError, RuntimeError) as e:  # RuntimeError: no Redis configured
         return (
-            f"The job queue is unavailable ({one_line(e)}): no backup can start until it is back."
+            "The job queue is unavailable, so no backup can start: check that Redis is "
+            f"running and that BACKUP_MANAGER_REDIS_URL points at it ({one_line(e)})."
         )
     return (
         f"No worker is listening on queue {state.queue_name}: start one with "

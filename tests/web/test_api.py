@@ -378,3 +378,29 @@ def test_a_download_through_a_real_server_carries_one_date_header(app, client, r
     finally:
         server.shutdown()
         thread.join(timeout=30)
+
+
+def test_without_a_worker_the_api_says_so_beside_a_queued_backup(client):
+    backup = create(client).json
+    queue = client.application.config["BACKUP_MANAGER_QUEUE"]
+    sentence = f"No worker is listening on queue {queue}: start one with `flask backups worker`."
+    assert backup["warning"] == sentence
+    assert client.get(f"{API}/backups/{backup['id']}").json["warning"] == sentence
+    listing = client.get(f"{API}/backups").json
+    assert listing["warning"] == sentence and listing["backups"][0]["warning"] == sentence
+    cancelled = client.post(f"{API}/backups/{backup['id']}/cancel").json
+    assert cancelled["warning"] is None  # nothing waits for a worker any more
+    assert client.get(f"{API}/backups").json["backups"][0]["warning"] is None
+
+
+def test_with_a_worker_listening_the_warning_is_null(client, worker):
+    import time
+
+    worker()
+    deadline = time.monotonic() + 60
+    while client.get(f"{API}/backups").json["warning"] is not None:
+        assert time.monotonic() < deadline, "the worker never registered on its queue"
+        time.sleep(0.2)
+    backup = create(client).json
+    assert backup["warning"] is None
+    assert client.get(f"{API}/backups/{backup['id']}").json["warning"] is None
