@@ -197,6 +197,26 @@ def test_sizes_are_human_readable(size, shown):
     assert human_size(size) == shown
 
 
+def test_refused_creation_is_explained_on_the_form_with_a_link_to_the_active_backup(make_app):
+    client = make_app(BACKUP_MANAGER_MAX_ACTIVE=1).test_client()
+    form = {"format": "sqlite3_db", "csrf_token": token(client)}
+    first = client.post("/backups/", data=form)
+    assert first.status_code == 303
+    second = client.post("/backups/", data=form)
+    assert second.status_code == 303 and second.headers["Location"] == "/backups/new"
+    page = client.get("/backups/new", headers=HTML).text
+    flash = re.search(r'data-testid="flash" data-kind="error"[^>]*>(.*?)</p>', page, re.S)
+    assert flash, page
+    assert flash.group(1) == (
+        f'Another backup is already queued or running: <a href="{first.headers["Location"]}">'
+        f"backup {first.headers['Location'].rsplit('/', 1)[1]}</a>. Try again when it has "
+        "finished."
+    )
+    assert "BACKUP_MANAGER" not in page
+    assert 'data-testid="format-sqlite3_db"' in page  # the choices are offered again
+    assert client.get(f"{API}/backups").json["total"] == 1
+
+
 def test_detail_page_shows_who_created_and_downloaded_it(client, run_worker):
     backup_id = client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"]
     run_worker()

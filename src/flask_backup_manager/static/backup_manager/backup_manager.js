@@ -157,7 +157,7 @@
   /* the worker warning of the API's answer (absent: leave the page's as it is) */
   function renderWarning(root, b) {
     var box = root.querySelector('[data-testid="worker-warning"]');
-    if (!box || !("warning" in b)) return;
+    if (!box || (b.status === "queued" && !("warning" in b))) return;
     var text = b.status === "queued" ? b.warning : null;
     box.hidden = !text;
     var span = field(box, "warning");
