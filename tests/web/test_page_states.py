@@ -16,13 +16,7 @@ from flask_backup_manager.lifecycle import finish, update
 from flask_backup_manager.models import Status, utcnow
 from flask_backup_manager.service import FILE_DAMAGED, FILE_MISSING
 
-HTML = {"Accept": "text/html"}
-API = "/backups/api"
-
-
-def token(client) -> str:
-    page = client.get("/backups/", headers=HTML)
-    return re.search(r'data-csrf-token="([^"]+)"', page.text).group(1)
+from .test_pages import API, HTML, token
 
 
 def flashes(page: str) -> list[tuple[str, str]]:
@@ -245,7 +239,7 @@ def test_a_file_gone_or_changed_in_storage_is_shown_without_download(client, app
         assert 'data-testid="download"' in detail
 
 
-def test_a_running_backup_shows_its_phase_and_elapsed_time(client, app):
+def test_a_running_backup_shows_its_phase_elapsed_time_and_time_left(client, app):
     backup_id = made(client)
     with app.app_context():
         update(
@@ -258,6 +252,14 @@ def test_a_running_backup_shows_its_phase_and_elapsed_time(client, app):
     assert re.search(r'data-field="phase">copying table orders<', detail)
     assert re.search(r'data-field="elapsed"\s*>&middot; 1 min 1\d s elapsed<', detail)
     assert re.search(r'data-field="eta" hidden', detail)  # no estimate yet
+    with app.app_context():
+        update(backup_id, eta=130)
+    detail = client.get(f"/backups/{backup_id}", headers=HTML).text
+    assert re.search(r'data-field="eta"\s*>&middot; about 2 min left<', detail)
+    with app.app_context():
+        update(backup_id, eta=22)
+    detail = client.get(f"/backups/{backup_id}", headers=HTML).text
+    assert re.search(r'data-field="eta"\s*>&middot; about 20 s left<', detail)
     assert "hidden" in opening(detail, "worker-warning")  # running: no warning
     listed = row(client.get("/backups/", headers=HTML).text, backup_id)
     assert re.search(r'data-field="phase"\s*>copying table orders<', listed)
