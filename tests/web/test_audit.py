@@ -107,3 +107,27 @@ def test_the_activity_page_links_each_entry_to_its_backup_while_it_exists(make_a
 
     assert "No activity on page 9" in client.get("/backups/activity?page=9", headers=HTML).text
     assert client.get("/backups/activity?page=x", headers=HTML).status_code == 400
+
+
+def test_the_activity_page_is_one_click_from_the_list_and_fits_a_phone(browser, demo):
+    from playwright.sync_api import expect
+
+    from .conftest import sign_in
+
+    page = sign_in(browser, demo, width=360, height=740)
+    try:
+        page.goto("/backups/new")
+        page.get_by_test_id("create-backup").click()
+        expect(page.get_by_test_id("backup-detail")).to_be_visible()
+        backup_id = page.get_by_test_id("backup-detail").get_attribute("data-backup-id")
+        page.goto("/backups/")
+        page.get_by_test_id("activity-link").click()
+        expect(page.get_by_role("heading", name="Activity")).to_be_visible()
+        entry = page.get_by_test_id("activity-entry").first  # the newest: this create
+        expect(entry).to_contain_text("admin")
+        expect(entry).to_contain_text("create")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        entry.get_by_role("link", name=backup_id, exact=True).click()
+        expect(page.get_by_test_id("backup-detail")).to_have_attribute("data-backup-id", backup_id)
+    finally:
+        page.context.close()
