@@ -211,6 +211,11 @@ def test_phone_width_fits_without_horizontal_scrolling(browser: Browser, demo: D
     try:
         backup_id = _succeeded(page)
         assert page.evaluate(NO_HORIZONTAL_SCROLL), "the detail page scrolls sideways"
+        # nor do its tables (the log, the audit trail) scroll inside their boxes
+        assert page.evaluate(
+            """[...document.querySelectorAll(".bm-scroll")]
+                .every(box => box.scrollWidth <= box.clientWidth)"""
+        )
         page.screenshot(path=str(SCREENSHOTS / "ui-detail-360.png"), full_page=True)
         page.goto("/backups/")
         row = page.locator(f'[data-testid="backup-row"][data-backup-id="{backup_id}"]')
