@@ -135,9 +135,7 @@
   function renderPhase(root, b) {
     var p = b.progress;
     var phase = field(root, "phase");
-    if (phase) {
-      phase.textContent = p.phase || (b.status === "queued" ? "waiting for a worker" : "");
-    }
+    if (phase) phase.textContent = p.phase || "";
     var elapsed = field(root, "elapsed");
     if (elapsed) {
       var started = b.started_at ? Date.parse(b.started_at) : NaN;
