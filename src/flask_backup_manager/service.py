@@ -308,11 +308,9 @@ def audit_log(page: int = 1, per_page: int | None = None) -> tuple[list[dict[str
 
 def existing_backups(ids: Any) -> set[int]:
     """Those of ``ids`` whose backup still exists (the Activity page links to them)."""
-    Backup = get_state().models.Backup
-    ids = set(ids)
-    if not ids:
-        return set()
-    return set(get_state().db.session.scalars(sa.select(Backup.id).where(Backup.id.in_(ids))))
+    state, ids = get_state(), set(ids)
+    Backup = state.models.Backup
+    return set(state.db.session.scalars(sa.select(Backup.id).where(Backup.id.in_(ids))))
 
 
 def file_path(backup: Any, state: State | None = None) -> Path:
