@@ -131,3 +131,18 @@ def test_the_activity_page_is_one_click_from_the_list_and_fits_a_phone(browser, 
         expect(page.get_by_test_id("backup-detail")).to_have_attribute("data-backup-id", backup_id)
     finally:
         page.context.close()
+
+
+def test_the_audit_pages_on_postgresql(pg_app):
+    client = pg_app.test_client()
+    first = create(client)
+    cancel_and_delete(client, first)
+    assert [a["action"] for a in client.get(f"{API}/backups/{first}/audit").json["audit"]] == [
+        "create",
+        "cancel",
+        "delete",
+    ]
+    page = client.get(f"{API}/audit?page=2&per_page=2").json
+    assert page["total"] == 3 and [a["action"] for a in page["audit"]] == ["create"]
+    assert client.get(f"{API}/audit?page=99").json["audit"] == []
+    assert "(deleted)" in client.get("/backups/activity", headers=HTML).text
