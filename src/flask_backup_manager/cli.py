@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 import sys
@@ -81,7 +80,8 @@ def list_(page: str) -> None:
     for b in items:
         created, size = presenters.iso(b.created_at), presenters.human_size(b.size)
         _echo(f"{b.id:>5}  {b.format:<10}  {b.status:<9}  {size:>10}  {created}")
-    _echo(f"page {number}, {len(items)} of {total}")
+    pages = max(1, -(-total // get_state().per_page))
+    _echo(f"{presenters.plural(total, 'backup')}, page {number} of {pages}")
 
 
 @backups_cli.command("show")
@@ -95,8 +95,8 @@ def show(backup_id: str) -> None:
     for key, value in presenters.to_dict(b).items():
         if key == "progress":
             value = (
-                f"{value['tables_done']}/{value['tables_total']} tables, "
-                f"{value['rows_done']}/{value['rows_total']} rows"
+                f"{value['tables_done']} of {presenters.plural(value['tables_total'], 'table')}, "
+                f"{value['rows_done']} of {presenters.plural(value['rows_total'], 'row')}"
             )
         _echo(f"{key}: {'-' if value is None else value}")
     _echo("log:")
@@ -109,37 +109,45 @@ def show(backup_id: str) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=True, path_type=Path),
-    help="File or directory to write (default: the backup's name, here).",
+    type=click.Path(),
+    help="File to write, or a directory to write the backup's file name in (an existing one, "
+    "or a path ending in '/'). Default: the backup's file name, here.",
 )
-def download(backup_id: str, output: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Overwrite the file if it exists.")
+def download(backup_id: str, output: str | None, force: bool) -> None:
     """Copy a finished backup's file out of storage, checked and audited as the API's download."""
     try:
         b = service.get_backup(backup_id)
     except ServiceError as e:
         _fail(e)
-    target = output or Path(b.filename)
-    if target.is_dir():
+    target = Path(output or b.filename)
+    if output and (output.endswith(("/", os.sep)) or target.is_dir()):
+        if not target.is_dir():
+            raise _error(f"cannot copy backup {b.id} to {output}: no such directory")
         target = target / b.filename
     try:
         service.downloadable(b)  # before a part file is made
-        _copy_out(b, target)
+        if target.exists() and not force:
+            raise _error(f"{target} already exists: add --force to overwrite it")
+        _copy_out(b, target, force)
     except ServiceError as e:  # said as this command always said it
         said = {
             "not_finished": f"backup {b.id} is {b.status}: nothing to download",
-            "file_missing": f"cannot copy backup {b.id} to {target}: {os.strerror(errno.ENOENT)}",
             "checksum_mismatch": f"the file of backup {b.id} no longer matches its sha256: "
             "not copied",
         }
         raise _error(said.get(e.code, e.message)) from None
+    except FileExistsError:  # made between the check and the copy
+        raise _error(f"{target} already exists: add --force to overwrite it") from None
     except OSError as e:  # a target that cannot be written
         raise _error(f"cannot copy backup {b.id} to {target}: {e.strerror or e}") from e
     _echo(f"{target} ({b.size} bytes, sha256 {b.sha256})")
 
 
-def _copy_out(backup: Any, target: Path) -> None:
+def _copy_out(backup: Any, target: Path, force: bool) -> None:
     """Stream the file through :func:`service.download` into a part file beside ``target``,
-    renamed to it once the whole file has matched its sha256: a refused file leaves nothing."""
+    moved to it once the whole file has matched its sha256: a refused file leaves nothing.
+    Without ``force`` the move is a hard link, which fails on a file that exists."""
     part = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
     try:
         with open(part, "xb") as out:
@@ -147,7 +155,10 @@ def _copy_out(backup: Any, target: Path) -> None:
             def deliver(stored: service.StoredFile) -> tuple[None, bool]:
                 stored.file.close()
                 out.flush()
-                os.replace(part, target)
+                if force:
+                    os.replace(part, target)
+                else:
+                    os.link(part, target)
                 return None, True
 
             service.download(backup, deliver, actor=process_actor(), detail="cli", copy=out.write)

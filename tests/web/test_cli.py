@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 
@@ -15,10 +16,12 @@ def test_create_list_show_download_delete(app, runner, run_worker, tmp_path):
     assert listing.exit_code == 0
     row = listing.output.splitlines()[1].split()
     assert row[:3] == ["1", "sqlite3_db", "succeeded"]
+    assert listing.output.splitlines()[-1] == "1 backup, page 1 of 1"
 
     shown = runner.invoke(args=["backups", "show", "1"])
     assert "status: succeeded" in shown.output
     assert "table customers: 50 rows" in shown.output
+    assert re.search(r"^progress: (\d+) of \1 tables, 200 of 200 rows$", shown.output, re.M)
 
     target = tmp_path / "copy.sqlite3"
     downloaded = runner.invoke(args=["backups", "download", "1", "-o", str(target)])
@@ -68,7 +71,7 @@ def test_cancel_from_the_command_line(runner):
     result = runner.invoke(args=["backups", "cancel", "1"])
     assert result.exit_code == 0 and result.output.strip() == "backup 1 cancelled"
     again = runner.invoke(args=["backups", "cancel", "1"])
-    assert again.exit_code == 1 and "already cancelled" in again.output
+    assert again.exit_code == 1 and re.search(r"already (been )?cancelled", again.output)
 
 
 def test_the_standalone_command_never_prints_a_control_character_of_the_database(tmp_path):
@@ -132,7 +135,7 @@ def test_the_cli_refuses_a_tampered_file_and_leaves_no_output(app, runner, run_w
     into_dir = runner.invoke(args=["backups", "download", "1", "-o", str(out)])
     kept = out / "kept.db"
     kept.write_bytes(b"the user's own file")
-    onto_file = runner.invoke(args=["backups", "download", "1", "-o", str(kept)])
+    onto_file = runner.invoke(args=["backups", "download", "1", "-o", str(kept), "--force"])
     for result in (into_dir, onto_file):
         assert result.exit_code == 1
         assert result.output.strip().splitlines() == [
@@ -142,3 +145,79 @@ def test_the_cli_refuses_a_tampered_file_and_leaves_no_output(app, runner, run_w
     assert kept.read_bytes() == b"the user's own file"
     with app.app_context():
         assert [a["action"] for a in service.audit_trail(1)] == ["create"]
+
+
+def test_list_says_how_many_backups_and_pages(make_app):
+    app = make_app(BACKUP_MANAGER_PER_PAGE=2)
+    runner = app.test_cli_runner()
+    for _ in range(3):
+        assert runner.invoke(args=["backups", "create", "--format", "sqlite3"]).exit_code == 0
+    first = runner.invoke(args=["backups", "list"]).output.splitlines()
+    assert [line.split()[0] for line in first[1:-1]] == ["3", "2"]
+    assert first[-1] == "3 backups, page 1 of 2"
+    assert runner.invoke(args=["backups", "list", "--page", "2"]).output.splitlines()[-1] == (
+        "3 backups, page 2 of 2"
+    )
+
+
+def test_download_into_a_directory_and_never_over_a_file_without_force(
+    app, runner, run_worker, tmp_path, monkeypatch
+):
+    from flask_backup_manager import service
+
+    assert runner.invoke(args=["backups", "create", "--format", "sqlite3"]).exit_code == 0
+    run_worker()
+    with app.app_context():
+        backup = service.get_backup(1)
+        name, stored = backup.filename, service.file_path(backup).read_bytes()
+
+    def download(*args: str):
+        return runner.invoke(args=["backups", "download", "1", *args])
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for given in (f"{out}/", str(out)):  # a directory, with or without its slash
+        result = download("-o", given, "--force")
+        assert result.exit_code == 0, result.output
+        assert (out / name).read_bytes() == stored
+    assert [p.name for p in out.iterdir()] == [name]
+
+    missing = download("-o", f"{tmp_path / 'nowhere'}/")
+    assert missing.exit_code == 1
+    assert (
+        missing.output.strip()
+        == f"Error: cannot copy backup 1 to {tmp_path}/nowhere/: no such directory"
+    )
+    assert not (tmp_path / "nowhere").exists()
+
+    mine = tmp_path / "mine.gz"
+    mine.write_bytes(b"the user's own file")
+    refused = download("-o", str(mine))
+    assert refused.exit_code == 1
+    assert refused.output.strip().splitlines() == [
+        f"Error: {mine} already exists: add --force to overwrite it"
+    ]
+    assert mine.read_bytes() == b"the user's own file"
+    assert download("-o", str(mine), "--force").exit_code == 0
+    assert mine.read_bytes() == stored
+
+    monkeypatch.chdir(out)  # the default target, here, follows the same rule
+    again = download()
+    assert again.exit_code == 1 and "already exists: add --force" in again.output
+    assert download("--force").exit_code == 0 and (out / name).read_bytes() == stored
+    assert [p.name for p in out.iterdir()] == [name]  # no part file left
+
+
+def test_download_of_a_file_gone_from_storage_says_so(app, runner, run_worker, tmp_path):
+    from flask_backup_manager import service
+
+    assert runner.invoke(args=["backups", "create", "--format", "sqlite3"]).exit_code == 0
+    run_worker()
+    with app.app_context():
+        service.file_path(service.get_backup(1)).unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    result = runner.invoke(args=["backups", "download", "1", "-o", str(out)])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: The file of backup 1 is missing from storage."
+    assert list(out.iterdir()) == []
