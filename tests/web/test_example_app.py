@@ -19,6 +19,8 @@ from example_app import create_app, database_url, db
 from example_app.models import Category
 from example_app.seed import counts, seed
 
+from .conftest import _stop
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -78,13 +80,7 @@ def launch_demo(tmp_path, loopback):
 
     yield launch
     for proc in launched:  # also when it never started or the test failed half-way
-        if proc.poll() is None:  # let the launcher stop its children
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)  # Ctrl-C: the launcher stops its children
         proc.stdout.close()
 
 

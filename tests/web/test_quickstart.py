@@ -34,6 +34,8 @@ from packaging.utils import canonicalize_name
 
 from flask_backup_manager.engine import PSQL_RESTORE, export
 
+from .conftest import _stop
+
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 NOTES = 37  # rows of the user's own table that the backup must carry
@@ -189,13 +191,7 @@ def quickstart_app(tmp_path, loopback):
 
     yield folder, start, run_worker
     for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)  # Ctrl-C, as a user stops it
     pid = _embedded_redis_pid(folder / "instance")
     if pid is not None:  # never left behind, whatever the test found
         os.kill(pid, signal.SIGKILL)
