@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from pathlib import Path
 
 
 def test_create_list_show_download_delete(app, runner, run_worker, tmp_path):
@@ -221,3 +222,40 @@ def test_download_of_a_file_gone_from_storage_says_so(app, runner, run_worker, t
     assert result.exit_code == 1
     assert result.output.strip() == "Error: The file of backup 1 is missing from storage."
     assert list(out.iterdir()) == []
+
+
+def test_export_include_drops_foreign_keys_to_tables_left_out_as_the_readme_says(tmp_path):
+    """``--include child`` without its parent: the postgres file has no foreign key (the
+    column and values stay); SQLite to sqlite3_db keeps the table's SQL, REFERENCES and all."""
+    import gzip
+    import subprocess
+    import sys
+
+    db = tmp_path / "src.db"
+    con = sqlite3.connect(db)
+    con.executescript(
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id));"
+        "INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1, 1), (2, 1);"
+    )
+    con.close()
+
+    def export(fmt: str) -> Path:
+        out = tmp_path / f"out.{fmt}"
+        cmd = [sys.executable, "-m", "flask_backup_manager", "export", "--source"]
+        args = [f"sqlite:///{db}", "--format", fmt, "--output", str(out), "--include", "child"]
+        done = subprocess.run([*cmd, *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return out
+
+    sql = gzip.open(export("postgres"), "rt").read()
+    assert '"parent_id"' in sql and "1\t1\n2\t1\n" in sql
+    assert "REFERENCES" not in sql.upper() and "FOREIGN KEY" not in sql.upper()
+    copy = sqlite3.connect(export("sqlite3_db"))
+    try:
+        (schema,) = copy.execute("SELECT sql FROM sqlite_master WHERE name = 'child'").fetchone()
+        assert "REFERENCES parent(id)" in schema
+        assert copy.execute("SELECT count(*) FROM child").fetchone() == (2,)
+        assert copy.execute("SELECT name FROM sqlite_master WHERE name = 'parent'").fetchall() == []
+    finally:
+        copy.close()
