@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, request
 
 from . import api, pages
 from .access import csrf_token
-from .errors import security_headers, unknown_api_path
+from .errors import BackupManagerError, security_headers, unknown_api_path
 from .presenters import human_size
 from .state import get_state
 
@@ -60,6 +60,16 @@ def _template_globals() -> dict:
 
 
 blueprint.before_app_request(unknown_api_path)
+
+
+@blueprint.app_errorhandler(BackupManagerError)
+def _our_errors(e: BackupManagerError) -> Response:
+    """Our errors answer as themselves (JSON for the API, our page for the UI), also in a host
+    whose own handler takes every HTTPException (Flask's "generic exception handler"): Flask
+    picks the handler of the closest class, and this one is closer."""
+    return e.get_response()
+
+
 blueprint.add_app_template_filter(human_size, "backup_manager_size")
 blueprint.add_app_template_filter(pages.code_filter, "backup_manager_code")
 
