@@ -33,6 +33,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from flask_backup_manager.engine import PSQL_RESTORE, export
+from flask_backup_manager.queue import get_queue
 
 from .conftest import _stop
 
@@ -273,14 +274,10 @@ def test_the_quickstart_runs_as_written_on_postgresql(quickstart_app, tmp_path, 
     assert _embedded_redis_pid(folder / "instance") is None
 
 
-def test_the_flask_login_variant_sends_visitors_to_the_login_view(tmp_path, redis_url, monkeypatch):
-    """Block 1 with the functions the README says to replace swapped for block 2, on an app
-    with Flask-Login set up as the README asks (a LoginManager with user_loader and
-    login_view): a visitor goes to the login page, an admin gets in, another user gets the
-    403 page (never a 500)."""
-    from flask import redirect, request
-    from flask_login import LoginManager, UserMixin, login_user
-
+@pytest.fixture
+def login_variant(tmp_path, redis_url, monkeypatch):
+    """Block 1 with the functions the README says to replace swapped for block 2, imported
+    as a module of its own; its ``create_app()``'s app, cleaned up after."""
     first, second = blocks("python")
     said = quickstart().split("**With Flask-Login instead**", 1)[1].split("```python", 1)[0]
     assert "pip install flask-login" in said
@@ -298,44 +295,55 @@ def test_the_flask_login_variant_sends_visitors_to_the_login_view(tmp_path, redi
     try:
         qs = importlib.import_module(name)
         app = qs.create_app()
-
-        class User(UserMixin):
-            def __init__(self, id: str, is_admin: bool) -> None:
-                self.id, self.is_admin = id, is_admin
-
-        users = {"ada": User("ada", True), "bob": User("bob", False)}
-        login_manager = LoginManager(app)
-        login_manager.login_view = "login"
-        login_manager.user_loader(users.get)
-
-        @app.get("/login")
-        def login():
-            if "as" in request.args:
-                login_user(users[request.args["as"]])
-            return redirect(request.args.get("next") or "/")
-
-        client = app.test_client()
-        client.environ_base["HTTP_ACCEPT"] = "text/html"  # a browser
-        visitor = client.get("/backups/")
-        assert visitor.status_code == 302
-        assert visitor.headers["Location"].startswith("/login?next=")
-        client.get("/login?as=bob")
-        page = client.get("/backups/")
-        assert page.status_code == 403 and b"not allowed" in page.data
-        client.get("/login?as=ada")
-        assert client.get("/backups/").status_code == 200
-        made = client.post(
-            "/backups/api/backups",
-            json={"format": "sqlite3"},
-            headers={"X-CSRFToken": _csrf_of(client.get("/backups/new").data)},
-        )
-        assert made.status_code == 202 and made.json["created_by"] == "ada"
+        yield app
+        with app.app_context():
+            get_queue().delete(delete_jobs=True)
+            for engine in qs.db.engines.values():
+                engine.dispose()
     finally:
         sys.modules.pop(name, None)
-        if "app" in dir():
-            with app.app_context():
-                for engine in qs.db.engines.values():
-                    engine.dispose()
+
+
+def test_the_flask_login_variant_sends_visitors_to_the_login_view(login_variant):
+    """On an app with Flask-Login set up as the README asks (a LoginManager with its
+    user_loader and login_view): a visitor goes to the login page, an admin gets in, another
+    user gets the 403 page (never a 500)."""
+    from flask import redirect, request
+    from flask_login import LoginManager, UserMixin, login_user
+
+    app = login_variant
+
+    class User(UserMixin):
+        def __init__(self, id: str, is_admin: bool) -> None:
+            self.id, self.is_admin = id, is_admin
+
+    users = {"ada": User("ada", True), "bob": User("bob", False)}
+    login_manager = LoginManager(app)
+    login_manager.login_view = "login"
+    login_manager.user_loader(users.get)
+
+    @app.get("/login")
+    def login():
+        if "as" in request.args:
+            login_user(users[request.args["as"]])
+        return redirect(request.args.get("next") or "/")
+
+    client = app.test_client()
+    client.environ_base["HTTP_ACCEPT"] = "text/html"  # a browser
+    visitor = client.get("/backups/")
+    assert visitor.status_code == 302
+    assert visitor.headers["Location"].startswith("/login?next=")
+    client.get("/login?as=bob")
+    page = client.get("/backups/")
+    assert page.status_code == 403 and b"not allowed" in page.data
+    client.get("/login?as=ada")
+    assert client.get("/backups/").status_code == 200
+    made = client.post(
+        "/backups/api/backups",
+        json={"format": "sqlite3"},
+        headers={"X-CSRFToken": _csrf_of(client.get("/backups/new").data)},
+    )
+    assert made.status_code == 202 and made.json["created_by"] == "ada"
 
 
 def _csrf_of(html: bytes) -> str:
