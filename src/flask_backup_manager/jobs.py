@@ -63,7 +63,9 @@ def run_backup(backup_id: int) -> str:
             tables_total=p.tables_total,
             rows_done=p.rows_done,
             rows_total=p.rows_total,
-            phase=p.phase,
+            # the column holds 255 characters; a name of control characters (each shown as
+            # four, \x01) makes a longer phase, which must not fail the backup
+            phase=p.phase if p.phase is None or len(p.phase) <= 255 else p.phase[:252] + "...",
             percent=p.percent,
             eta=None if copying_since is None else eta(time.monotonic() - copying_since, p.percent),
         )

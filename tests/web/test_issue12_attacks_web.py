@@ -31,3 +31,25 @@ def test_a_host_handler_of_every_http_error_leaves_the_apis_answers_json(make_ap
     assert page.status_code == 404 and 'data-testid="error-page"' in page.text
     # the host's own errors stay the host's
     assert client.get("/nope", headers=HTML).text == "the host's page for 404"
+
+
+def test_a_table_name_of_control_characters_does_not_fail_a_postgres_backup(
+    pg_app, pg_url, run_worker
+):
+    """A PostgreSQL name holds up to 63 bytes of anything but NUL; each control character is
+    shown as four (\\x01), so "copying table ..." outgrew the 255 characters of the phase
+    column and the backup failed with the database's 'value too long'."""
+    import psycopg
+    from psycopg import sql
+
+    name = "\x01" * 63
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(sql.SQL("CREATE TABLE {} (id integer)").format(sql.Identifier(name)))
+        con.execute(sql.SQL("INSERT INTO {} VALUES (1)").format(sql.Identifier(name)))
+    client = pg_app.test_client()
+    backup_id = client.post(f"{API}/backups", json={"format": "postgres"}).json["id"]
+    run_worker()
+    backup = client.get(f"{API}/backups/{backup_id}").json
+    assert backup["status"] == "succeeded", backup["error"]
+    logs = [line["message"] for line in client.get(f"{API}/backups/{backup_id}/logs").json["logs"]]
+    assert f"table {name}: 1 row" in logs, logs
