@@ -1,0 +1,89 @@
+"""Reviewer attacks on the pages of issue 12 in a real browser: a hostile customer's table names
+reach the phase, the log, the failure reason and its hover text, and a forged format the flash
+message; none of it may run as script or load anything. The example shop on PostgreSQL, its
+web server and worker as separate processes.
+
+Needs Debian's Chromium (``make chromium``); Playwright cannot download browsers here.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+from playwright.sync_api import Browser, Page, expect
+from psycopg import sql
+
+from .conftest import sign_in
+
+#: a table name (at most 63 bytes) that runs script and loads /pwned if shown as HTML
+PAYLOAD = '<img src="/pwned" onerror="window.pwned=1">'
+
+
+def no_payload_ran(page: Page, requests: list[str]) -> None:
+    assert page.evaluate("window.pwned") is None, "the payload ran as script"
+    assert not [u for u in requests if "pwned" in u], requests
+
+
+def test_a_table_named_as_html_is_shown_as_text_in_phase_log_reason_and_flash(
+    browser: Browser, make_demo, pg_url: str
+):
+    demo = make_demo(DATABASE_URL=pg_url, BACKUP_MANAGER_LOCK_TIMEOUT="20")
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(sql.SQL("CREATE TABLE {} (id integer)").format(sql.Identifier(PAYLOAD)))
+    page = sign_in(browser, demo)
+    requests: list[str] = []
+    page.context.on("request", lambda r: requests.append(r.url))
+    try:
+        with psycopg.connect(pg_url) as holder:  # the job waits for this lock, then gives up
+            holder.execute(
+                sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(PAYLOAD))
+            )
+            page.goto("/backups/new")
+            page.get_by_test_id("format-postgres").check()
+            page.get_by_test_id("create-backup").click()
+            expect(page).to_have_url(re.compile(r"/backups/\d+$"))
+            detail = page.get_by_test_id("backup-detail")
+            # written by the page's script from the API while the job waits
+            phase = detail.locator('[data-field="phase"]')
+            expect(phase).to_contain_text(f"waiting for a lock on {PAYLOAD}", timeout=30_000)
+            expect(page.get_by_test_id("log")).to_contain_text(f"waiting for a lock on {PAYLOAD}")
+            expect(detail).to_have_attribute("data-status", "failed", timeout=60_000)
+            expect(detail.locator('[data-field="error"]')).to_contain_text(PAYLOAD)
+            no_payload_ran(page, requests)
+            holder.rollback()
+
+        # the list: the reason on the second line and as the badge's hover text
+        page.goto("/backups/")
+        row = page.get_by_test_id("backup-row").first
+        expect(row.locator('[data-field="error"]')).to_contain_text(PAYLOAD)
+        assert PAYLOAD in (row.get_by_test_id("status").get_attribute("title") or "")
+        no_payload_ran(page, requests)
+
+        # the server-rendered detail page and its log, then Try again: the table's log line
+        row.get_by_test_id("backup-link").click()
+        expect(page.get_by_test_id("log")).to_contain_text(f"waiting for a lock on {PAYLOAD}")
+        no_payload_ran(page, requests)
+        page.get_by_test_id("retry").click()
+        detail = page.get_by_test_id("backup-detail")
+        expect(detail).to_have_attribute("data-status", "succeeded", timeout=60_000)
+        expect(page.get_by_test_id("log")).to_contain_text(f"table {PAYLOAD}: 0 rows")
+        no_payload_ran(page, requests)
+        page.reload()
+        expect(page.get_by_test_id("log")).to_contain_text(f"table {PAYLOAD}: 0 rows")
+        no_payload_ran(page, requests)
+
+        # a forged format comes back in the refusal's flash message, as text
+        page.goto("/backups/new")
+        page.evaluate(
+            "v => { const r = document.querySelector('[data-testid=format-postgres]');"
+            " r.value = v; r.checked = true; }",
+            PAYLOAD,
+        )
+        page.get_by_test_id("create-backup").click()
+        flash = page.locator('.bm [data-testid="flash"]')
+        expect(flash).to_contain_text("Unknown format")
+        expect(flash).to_contain_text("<img src=")
+        no_payload_ran(page, requests)
+    finally:
+        page.context.close()
