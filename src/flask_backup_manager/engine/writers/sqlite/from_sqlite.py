@@ -129,7 +129,12 @@ def _empty(source: SQLiteSource, con: sqlite3.Connection, name: str) -> None:
     ]
     for trigger in triggers:
         con.execute(f"DROP TRIGGER main.{ident(trigger.name)}")
-    con.execute(f"DELETE FROM main.{ident(name)}")
+    spec = next(s for s in source.tables() if s.name == name)
+    if spec.kind == "virtual":  # made anew: FTS keeps a deleted row's words in its index
+        con.execute(f"DROP TABLE main.{ident(name)}")  # and a contentless one refuses DELETE
+        con.execute(spec.sql)
+    else:
+        con.execute(f"DELETE FROM main.{ident(name)}")
     for trigger in triggers:
         con.execute(trigger.sql)
     internal = {o.name for o in source.objects if o.type == "table"}

@@ -1,0 +1,291 @@
+"""Issue 12's engine changes attacked as a hostile customer would: tables copied with their schema
+and no rows (``export(no_rows=...)``) next to customer tables that point at them, share their
+sequences or their names, and a lock wait whose holder says hostile things. Each database is built
+for real, exported, and restored with the documented commands (``psql -X -v ON_ERROR_STOP=1
+--single-transaction`` as an ordinary role, the ``sqlite3`` shell in safe mode)."""
+
+from __future__ import annotations
+
+import gzip
+import sqlite3
+import subprocess
+from contextlib import closing
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from flask_backup_manager.engine import ExportError, Progress, export
+
+from .test_postgres_to_postgres import restore
+from .test_sqlite_to_sqlite import SQLITE3
+
+#: text written into the rows left behind: no file may hold it
+MARKER = "historymarker5b1e"
+
+
+def file_bytes(path: Path, fmt: str) -> bytes:
+    data = path.read_bytes()
+    return data if fmt == "sqlite3_db" else gzip.decompress(data)
+
+
+def restore_safe(dump: Path, db: Path) -> None:
+    """``gunzip -c F | sqlite3 -safe new.db``; any message from sqlite3 fails the test."""
+    out = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f'gunzip -c "{dump}" | {SQLITE3} -safe "{db}"'],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (out.returncode, out.stderr, out.stdout) == (0, "", "")
+
+
+def sqlite_copy(tmp_path: Path, source: str, fmt: str, no_rows: list[str]) -> Path:
+    """The export of ``source`` in ``fmt`` as an SQLite database (restored if need be)."""
+    out = tmp_path / f"copy.{fmt}"
+    export(source, fmt, out, no_rows=no_rows)
+    assert MARKER.encode() not in file_bytes(out, fmt)
+    if fmt == "sqlite3_db":
+        return out
+    db = tmp_path / "restored.db"
+    restore_safe(out, db)
+    return db
+
+
+def pg(url: str, script: str) -> None:
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(script)
+
+
+def rows(url: str, query: str) -> list[tuple]:
+    with psycopg.connect(url, autocommit=True) as con:
+        return con.execute(query).fetchall()
+
+
+# -- SQLite: the rows of the emptied tables deleted in the snapshot copy --------------------
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+def test_an_emptied_full_text_table_leaves_no_word_of_its_rows_in_the_copy(tmp_path, fmt):
+    # FTS keeps a deleted row's words in its index segments until they are merged, and a
+    # contentless FTS5 table refuses DELETE altogether
+    db = tmp_path / "host.db"
+    with closing(sqlite3.connect(db, isolation_level=None)) as con:
+        con.executescript(
+            f"""
+            CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);
+            INSERT INTO customers (name) VALUES ('alice');
+            CREATE VIRTUAL TABLE bm_search USING fts5(body);
+            CREATE VIRTUAL TABLE bm_words USING fts5(body, content='');
+            CREATE VIRTUAL TABLE customer_search USING fts5(body);
+            INSERT INTO bm_search VALUES ('{MARKER} backup 1 of the shop');
+            INSERT INTO bm_words VALUES ('{MARKER} words');
+            INSERT INTO customer_search VALUES ('customer text');
+            ANALYZE;
+            """
+        )
+    copy = sqlite_copy(tmp_path, f"sqlite:///{db}", fmt, ["bm_search", "bm_words"])
+    with closing(sqlite3.connect(copy)) as con:
+        assert con.execute("SELECT count(*) FROM bm_search").fetchone() == (0,)
+        assert con.execute("SELECT rowid FROM bm_search('backup')").fetchall() == []
+        assert con.execute("SELECT rowid FROM bm_words('words')").fetchall() == []
+        assert con.execute("SELECT body FROM customer_search('customer')").fetchall() == [
+            ("customer text",)
+        ]
+        assert con.execute("SELECT name FROM customers").fetchall() == [("alice",)]
+        # the table works as before: the app can write to it
+        con.execute("INSERT INTO bm_search VALUES ('backup 2')")
+        assert con.execute("SELECT body FROM bm_search('backup')").fetchall() == [("backup 2",)]
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        stats = {r[0] for r in con.execute("SELECT tbl FROM sqlite_stat1")}
+        assert not {t for t in stats if t.startswith(("bm_search", "bm_words"))}
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+def test_a_cascading_key_to_an_emptied_table_keeps_the_customers_rows(tmp_path, fmt):
+    db = tmp_path / "host.db"
+    with closing(sqlite3.connect(db, isolation_level=None)) as con:
+        con.executescript(
+            f"""
+            PRAGMA foreign_keys = ON;
+            CREATE TABLE bm_backups (id INTEGER PRIMARY KEY AUTOINCREMENT, status TEXT);
+            CREATE TABLE orders (id INTEGER PRIMARY KEY, note TEXT,
+                backup_id INTEGER REFERENCES bm_backups (id) ON DELETE CASCADE);
+            CREATE TABLE notes (id INTEGER PRIMARY KEY,
+                backup_id INTEGER REFERENCES bm_backups (id) ON DELETE SET NULL);
+            CREATE TABLE seen (what TEXT);
+            -- a customer trigger that writes into the emptied table: never run by the copy
+            CREATE TRIGGER orders_log AFTER UPDATE ON orders
+            BEGIN INSERT INTO bm_backups (status) VALUES ('updated ' || new.note); END;
+            CREATE TRIGGER bm_gone BEFORE DELETE ON bm_backups
+            BEGIN INSERT INTO seen VALUES (old.status); END;
+            INSERT INTO bm_backups (status) VALUES ('{MARKER} 1'), ('{MARKER} 2');
+            INSERT INTO orders VALUES (1, 'keep me', 1), (2, 'and me', 2);
+            INSERT INTO notes VALUES (1, 1);
+            """
+        )
+    copy = sqlite_copy(tmp_path, f"sqlite:///{db}", fmt, ["bm_backups"])
+    with closing(sqlite3.connect(copy)) as con:
+        assert con.execute("SELECT * FROM orders ORDER BY id").fetchall() == [
+            (1, "keep me", 1),
+            (2, "and me", 2),
+        ]
+        assert con.execute("SELECT * FROM notes").fetchall() == [(1, 1)]
+        assert con.execute("SELECT count(*) FROM bm_backups").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM seen").fetchone() == (0,)
+        triggers = {
+            r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        }
+        assert triggers == {"orders_log", "bm_gone"}
+
+
+# -- PostgreSQL: keys, sequences and names around the emptied tables -------------------------
+
+
+def test_a_partitioned_customer_table_keyed_to_an_emptied_table_restores(
+    pg_url, owner_db, psql, tmp_path
+):
+    # PostgreSQL (before 18) cannot add a key NOT VALID to a partitioned table
+    pg(
+        pg_url,
+        f"""
+        CREATE TABLE bm_backups (id serial PRIMARY KEY, status text);
+        CREATE TABLE events (id int, at date NOT NULL,
+                             backup_id int REFERENCES bm_backups (id)) PARTITION BY RANGE (at);
+        CREATE TABLE events_2026 PARTITION OF events
+            FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+        INSERT INTO bm_backups (status) VALUES ('{MARKER}');
+        INSERT INTO events VALUES (1, '2026-05-01', 1);
+        """,
+    )
+    out = tmp_path / "copy.sql.gz"
+    result = export(pg_url, "postgres", out, no_rows=["bm_backups"])
+    assert MARKER.encode() not in file_bytes(out, "postgres")
+    restore(psql, owner_db, out)
+    assert rows(owner_db, "SELECT id, backup_id FROM events") == [(1, 1)]
+    assert rows(owner_db, "SELECT count(*) FROM bm_backups") == [(0,)]
+    assert any("events" in w and "bm_backups" in w for w in result.warnings)
+
+
+def test_a_sequence_of_an_emptied_table_a_customer_table_draws_from_keeps_its_value(
+    pg_url, owner_db, psql, tmp_path
+):
+    pg(
+        pg_url,
+        f"""
+        CREATE TABLE bm_audit (id serial PRIMARY KEY, detail text);
+        CREATE TABLE invoices (id int PRIMARY KEY DEFAULT nextval('bm_audit_id_seq'), total int);
+        INSERT INTO invoices (total) VALUES (10), (20), (30);
+        INSERT INTO bm_audit (detail) VALUES ('{MARKER}');
+        """,
+    )
+    out = tmp_path / "copy.sql.gz"
+    export(pg_url, "postgres", out, no_rows=["bm_audit"])
+    restore(psql, owner_db, out)
+    # the customer's next invoice does not collide with one copied
+    assert rows(owner_db, "INSERT INTO invoices (total) VALUES (40) RETURNING id") == [(5,)]
+
+
+def test_a_customer_table_of_the_same_name_in_another_schema_is_copied_whole(
+    pg_url, owner_db, psql, tmp_path
+):
+    pg(
+        pg_url,
+        f"""
+        CREATE TABLE bm_backups (id serial PRIMARY KEY, status text);
+        CREATE SCHEMA shop;
+        CREATE TABLE shop.bm_backups (id int PRIMARY KEY, status text);
+        CREATE TABLE "BM_BACKUPS" (id int PRIMARY KEY, status text);
+        INSERT INTO bm_backups (status) VALUES ('{MARKER}');
+        INSERT INTO shop.bm_backups VALUES (7, 'the shop''s own');
+        INSERT INTO "BM_BACKUPS" VALUES (8, 'the shop''s too');
+        """,
+    )
+    out = tmp_path / "copy.sql.gz"
+    export(pg_url, "postgres", out, no_rows=["bm_backups"])
+    restore(psql, owner_db, out)
+    assert rows(owner_db, "SELECT count(*) FROM public.bm_backups") == [(0,)]
+    assert rows(owner_db, "SELECT * FROM shop.bm_backups") == [(7, "the shop's own")]
+    assert rows(owner_db, 'SELECT * FROM "BM_BACKUPS"') == [(8, "the shop's too")]
+
+
+# -- PostgreSQL: the lock wait ---------------------------------------------------------------
+
+#: a table name a customer may give: quotes, a line break, an escape sequence
+HOSTILE = "or'd\"\n\x1b[31mers"
+SECRET = "pw-3c1d-never-shown"
+
+
+def test_a_lock_wait_reports_one_bounded_line_without_the_holders_words_and_keeps_the_snapshot(
+    pg_url, tmp_path
+):
+    table = sql.Identifier(HOSTILE)
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, note text)").format(table))
+        con.execute(sql.SQL("INSERT INTO {} VALUES (1, 'before')").format(table))
+        con.execute("CREATE TABLE later (id int PRIMARY KEY)")
+    holder = psycopg.connect(pg_url)
+    other = psycopg.connect(pg_url, autocommit=True)
+    try:
+        holder.execute(f"SET application_name = 'evil\n{SECRET}'")
+        holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table))
+        # what the holder last ran, held in its transaction: a password
+        holder.execute(f"SELECT 'ALTER ROLE x PASSWORD ''{SECRET}'' ' || repeat('x', 10000)")
+        waits: list[str] = []
+
+        def progress(p: Progress) -> None:
+            if p.phase and p.phase.startswith("waiting") and not waits:
+                waits.append(p.phase)
+                # committed after the export's snapshot: not in the copy
+                other.execute("INSERT INTO later VALUES (1)")
+                holder.execute(sql.SQL("INSERT INTO {} VALUES (2, 'after')").format(table))
+                holder.commit()
+
+        out = tmp_path / "copy.db"
+        export(pg_url, "sqlite3_db", out, progress=progress)
+    finally:
+        holder.close()
+        other.close()
+    [wait] = waits
+    assert wait.startswith("waiting for a lock on ")
+    assert "held by pid " in wait
+    assert SECRET not in wait and "evil" not in wait and "ALTER" not in wait
+    assert wait.isprintable() and len(wait) < 300
+    with closing(sqlite3.connect(out)) as con:
+        quoted = HOSTILE.replace('"', '""')
+        assert con.execute(f'SELECT * FROM "{quoted}"').fetchall() == [(1, "before")]
+        assert con.execute("SELECT count(*) FROM later").fetchone() == (0,)
+
+
+def test_a_table_dropped_while_the_export_waits_for_it_fails_in_one_line(pg_url, tmp_path):
+    pg(pg_url, "CREATE TABLE orders (id int); CREATE TABLE keep (id int)")
+    holder = psycopg.connect(pg_url)
+    try:
+        holder.execute("DROP TABLE orders")
+
+        def progress(p: Progress) -> None:
+            if p.phase and p.phase.startswith("waiting") and holder.info.transaction_status:
+                holder.commit()
+
+        out = tmp_path / "copy.sql.gz"
+        with pytest.raises(ExportError) as e:
+            export(pg_url, "postgres", out, progress=progress)
+    finally:
+        holder.close()
+    assert "orders" in str(e.value) and "\n" not in str(e.value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("timeout", [0, 0.0001])
+def test_a_lock_timeout_of_zero_gives_up_at_once_not_never(pg_url, tmp_path, timeout):
+    pg(pg_url, "CREATE TABLE orders (id int)")
+    holder = psycopg.connect(pg_url)
+    try:
+        holder.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        out = tmp_path / "copy.sql.gz"
+        with pytest.raises(ExportError, match="table orders is locked by another session"):
+            export(pg_url, "postgres", out, lock_timeout=timeout)
+    finally:
+        holder.close()
+    assert not out.exists()
