@@ -271,8 +271,14 @@ class PostgresSource:
             """SELECT d.objid FROM pg_catalog.pg_depend d
                WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
                  AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                 AND d.deptype IN ('a', 'i') AND d.refobjid = ANY(%s)""",
-            [oids],
+                 AND d.deptype IN ('a', 'i') AND d.refobjid = ANY(%s)
+                 -- but one a default of another table draws from: its rows keep their numbers
+                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend u
+                     JOIN pg_catalog.pg_attrdef ad ON ad.oid = u.objid
+                     WHERE u.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+                       AND u.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                       AND u.refobjid = d.objid AND ad.adrelid <> ALL(%s))""",
+            [oids, oids],
         ):
             self.sequence_values.pop(seq, None)
 
