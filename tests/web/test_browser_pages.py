@@ -48,7 +48,7 @@ def idle_admin(browser: Browser, idle: Demo) -> Iterator[Page]:
 
 
 def ours(page: Page):
-    """Our flash messages (the shop's layout shows every flash too, in its own style)."""
+    """Our flash messages (the shop's layout shows its own, in its own style)."""
     return page.locator('.bm [data-testid="flash"]')
 
 
@@ -96,6 +96,7 @@ def test_reloading_after_create_posts_nothing_again(idle_admin: Page):
     before = total(page)
     backup_id = create(page)
     expect(ours(page)).to_have_text(f"Backup {backup_id} queued.")
+    expect(page.get_by_text(f"Backup {backup_id} queued.")).to_have_count(1)  # not the shop's too
     page.reload()
     expect(page.get_by_test_id("backup-detail")).to_have_attribute("data-backup-id", backup_id)
     expect(ours(page)).to_have_count(0)  # shown once
