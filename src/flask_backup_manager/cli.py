@@ -130,13 +130,11 @@ def download(backup_id: str, output: str | None, force: bool) -> None:
         if target.exists() and not force:
             raise _error(f"{target} already exists: add --force to overwrite it")
         _copy_out(b, target, force)
-    except ServiceError as e:  # said as this command always said it
-        said = {
-            "not_finished": f"backup {b.id} is {b.status}: nothing to download",
-            "checksum_mismatch": f"the file of backup {b.id} no longer matches its sha256: "
-            "not copied",
-        }
-        raise _error(said.get(e.code, e.message)) from None
+    except ServiceError as e:
+        message = e.message
+        if e.code == "checksum_mismatch":  # the copy is removed: say so
+            message = f"The file of backup {b.id} no longer matches its sha256: not copied."
+        raise _error(message) from None
     except FileExistsError:  # made between the check and the copy
         raise _error(f"{target} already exists: add --force to overwrite it") from None
     except OSError as e:  # a target that cannot be written

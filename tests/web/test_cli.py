@@ -54,7 +54,7 @@ def test_download_of_unfinished_backup_is_refused(runner):
     runner.invoke(args=["backups", "create", "--format", "sqlite3"])
     result = runner.invoke(args=["backups", "download", "1"])
     assert result.exit_code == 1
-    assert "is queued" in result.output
+    assert "Backup 1 is still queued: it has no file to download." in result.output
 
 
 def test_create_wait_follows_the_backup_until_a_worker_finishes_it(runner, worker):
@@ -140,7 +140,7 @@ def test_the_cli_refuses_a_tampered_file_and_leaves_no_output(app, runner, run_w
     for result in (into_dir, onto_file):
         assert result.exit_code == 1
         assert result.output.strip().splitlines() == [
-            "Error: the file of backup 1 no longer matches its sha256: not copied"
+            "Error: The file of backup 1 no longer matches its sha256: not copied."
         ]
     assert [p.name for p in out.iterdir()] == ["kept.db"]  # no copy, no part file
     assert kept.read_bytes() == b"the user's own file"
