@@ -87,3 +87,47 @@ def test_a_table_named_as_html_is_shown_as_text_in_phase_log_reason_and_flash(
         no_payload_ran(page, requests)
     finally:
         page.context.close()
+
+
+def test_a_download_click_on_a_file_damaged_or_gone_since_says_why_on_a_page(admin: Page, demo):
+    """The list checks a file by a stat only, and any page may be older than the file's fate:
+    its Download stays. A click must then explain, not fail in the download bar (a link with
+    the `download` attribute is fetched as a download, never shown as a page)."""
+    from pathlib import Path
+
+    page = admin
+    page.goto("/backups/new")
+    page.get_by_test_id("format-sqlite3").check()
+    page.get_by_test_id("create-backup").click()
+    detail = page.get_by_test_id("backup-detail")
+    expect(detail).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    backup_id = detail.get_attribute("data-backup-id")
+    name = page.locator('[data-field="filename"]').inner_text()
+    path = Path(demo.env["EXAMPLE_APP_INSTANCE"], "backups", name)
+
+    # a good file still downloads from the list, and the page stays
+    page.goto("/backups/")
+    row = page.locator(f'[data-testid="backup-row"][data-backup-id="{backup_id}"]')
+    with page.expect_download() as got:
+        row.get_by_test_id("download").click()
+    assert got.value.failure() is None and got.value.suggested_filename == name
+    expect(page).to_have_url(re.compile(r"/backups/$"))
+
+    # one byte flipped, the size unchanged: the list's stat sees nothing wrong
+    good = path.read_bytes()
+    data = bytearray(good)
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    page.reload()
+    row.get_by_test_id("download").click()
+    expect(page.get_by_test_id("error-page")).to_contain_text(
+        "no longer matches its sha256", timeout=15_000
+    )
+    expect(page.get_by_test_id("error-advice")).to_contain_text("delete this backup")
+
+    # the detail page, loaded before the file went
+    path.write_bytes(good)
+    page.goto(f"/backups/{backup_id}")
+    path.unlink()  # reloaded, the page would say so; this one does not know
+    page.get_by_test_id("download").click()
+    expect(page.get_by_test_id("error-page")).to_contain_text("missing from storage")
