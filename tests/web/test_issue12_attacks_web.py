@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from werkzeug.exceptions import HTTPException
 
-from .test_pages import API, HTML
+from .test_pages import API, HTML, token
 
 
 def test_a_host_handler_of_every_http_error_leaves_the_apis_answers_json(make_app):
@@ -53,3 +53,60 @@ def test_a_table_name_of_control_characters_does_not_fail_a_postgres_backup(
     assert backup["status"] == "succeeded", backup["error"]
     logs = [line["message"] for line in client.get(f"{API}/backups/{backup_id}/logs").json["logs"]]
     assert f"table {name}: 1 row" in logs, logs
+
+
+def _killed(app, backup_id: int, func: str | None = None, status: int = 9) -> None:
+    """RQ's work-horse-killed handler, as the worker calls it, for a job of ``func`` (the
+    backup job by default) on ``backup_id`` whose horse ended with wait ``status`` (9:
+    SIGKILL)."""
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    from flask_backup_manager.jobs import work_horse_killed
+    from flask_backup_manager.queue import JOB_FUNCTION, redis_connection
+
+    with app.app_context():
+        job = Job.create(
+            func or JOB_FUNCTION,
+            args=(backup_id,),
+            connection=redis_connection(),
+            serializer=JSONSerializer,
+        )
+        work_horse_killed(job, 12345, status, None)
+
+
+def test_a_dead_horse_changes_no_finished_backup_and_no_other_jobs_backup(app, run_worker):
+    from flask_backup_manager.lifecycle import transition
+    from flask_backup_manager.models import Status
+
+    from .test_page_states import made, storage_file
+
+    client = app.test_client()
+    done = made(client, "sqlite3")
+    run_worker()
+    cancelled = made(client)
+    client.post(f"{API}/backups/{cancelled}/cancel", headers={"X-CSRFToken": token(client)})
+    running = made(client)
+    with app.app_context():
+        transition(running, (Status.QUEUED,), Status.RUNNING)
+
+    def seen(backup_id):
+        backup = client.get(f"{API}/backups/{backup_id}").json
+        logs = client.get(f"{API}/backups/{backup_id}/logs").json["logs"]
+        return backup["status"], backup["error"], len(logs)
+
+    before = {i: seen(i) for i in (done, cancelled, running)}
+    for backup_id in (done, cancelled):  # a horse whose backup finished before it died
+        _killed(app, backup_id)
+    _killed(app, running, func="os.getpid")  # another job's horse on the same queue
+    assert {i: seen(i) for i in (done, cancelled, running)} == before
+    assert storage_file(app, done).is_file()
+
+    _killed(app, running, status=3 << 8)  # exited with code 3
+    _killed(app, running)  # a second report changes nothing more
+    status, error, lines = seen(running)
+    assert (status, error) == (
+        "failed",
+        "the worker's process exited with code 3 while making the backup",
+    )
+    assert lines == before[running][2] + 1
