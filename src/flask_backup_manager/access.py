@@ -89,7 +89,10 @@ def current_user_name() -> str | None:
     """The host's name for who is asking (its identity callable), kept as the actor of what
     the request does; the ``flask backups`` commands act as :func:`~.lifecycle.process_actor`."""
     identity = get_state().ext._identity
-    return identity() if identity else None
+    name = identity() if identity else None
+    # kept in 255-character columns (created_by, the audit's actor): a longer name is cut,
+    # never a database error
+    return None if name is None else str(name)[:255]
 
 
 def csrf_token() -> str:

@@ -110,3 +110,23 @@ def test_a_dead_horse_changes_no_finished_backup_and_no_other_jobs_backup(app, r
         "the worker's process exited with code 3 while making the backup",
     )
     assert lines == before[running][2] + 1
+
+
+def test_a_user_name_longer_than_its_column_does_not_break_creating_and_deleting(pg_app):
+    """The host names its users (identity); a name is kept as ``created_by`` and as the
+    audit's actor, 255 characters each: a longer one was a 500 on PostgreSQL."""
+    name = "\u00e9" * 300
+    pg_app.extensions["backup_manager"].ext.identity(lambda: name)
+    client = pg_app.test_client()
+    csrf = token(client)
+    created = client.post("/backups/", data={"format": "postgres", "csrf_token": csrf})
+    assert created.status_code == 303
+    backup = client.get(created.headers["Location"].replace("/backups/", f"{API}/backups/")).json
+    assert backup["created_by"] == name[:255]
+    cancelled = client.post(f"/backups/{backup['id']}/cancel", data={"csrf_token": csrf})
+    assert cancelled.status_code == 303
+    audit = client.get(f"{API}/audit").json["audit"]
+    assert [(e["action"], e["actor"]) for e in audit] == [
+        ("cancel", name[:255]),
+        ("create", name[:255]),
+    ]
