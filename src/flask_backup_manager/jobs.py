@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
@@ -154,28 +155,41 @@ def work_horse_killed(job: Job, pid: int | None, status: int | None, rusage: Any
     heartbeat's reaper still fails a backup whose whole machine is gone.)"""
     if job.func_name != JOB_FUNCTION or not job.args:
         return
-    backup_id = job.args[0]
-    state = get_state()
-    try:
-        backup = state.db.session.get(state.models.Backup, backup_id)
-        if backup is None or backup.status not in ACTIVE:
+    backup_id, state = job.args[0], get_state()
+    for attempt in (1, 2):  # a database that restarted fails the first: its pool's links died
+        try:
+            _fail_killed(state, backup_id, status)
             return
-        if status is not None and os.WIFSIGNALED(status):
-            how = f"died (signal {os.WTERMSIG(status)})"
-        elif status is not None:
-            how = f"exited with code {os.waitstatus_to_exitcode(status)}"
-        else:
-            how = "ended"
-        message = f"the worker's process {how} while making the backup"
-        started = as_utc(backup.started_at)
-        now = db_now(state.db.session.connection())
-        if started and (now - started).total_seconds() >= state.job_timeout:
-            message = f"timed out after {state.job_timeout} s"  # RQ killed it past the timeout
-        if finish(backup_id, ACTIVE, Status.FAILED, error=message):
-            remove_parts(backup.filename, state)
-            add_log(backup_id, "error", f"failed: {message}")
-    finally:
-        state.db.session.remove()
+        except Exception:  # RQ's worker quits on it, skipping its own failure handling too
+            if attempt == 2:
+                current_app.logger.exception(
+                    "backup %s: its work horse died and the backup could not be marked failed "
+                    "(the heartbeat's reaper will)",
+                    backup_id,
+                )
+        finally:
+            state.db.session.remove()
+
+
+def _fail_killed(state: State, backup_id: int, status: int | None) -> None:
+    """Fail the backup whose work horse ended with wait ``status``, unless it has finished."""
+    backup = state.db.session.get(state.models.Backup, backup_id)
+    if backup is None or backup.status not in ACTIVE:
+        return
+    if status is not None and os.WIFSIGNALED(status):
+        how = f"died (signal {os.WTERMSIG(status)})"
+    elif status is not None:
+        how = f"exited with code {os.waitstatus_to_exitcode(status)}"
+    else:
+        how = "ended"
+    message = f"the worker's process {how} while making the backup"
+    started = as_utc(backup.started_at)
+    now = db_now(state.db.session.connection())
+    if started and (now - started).total_seconds() >= state.job_timeout:
+        message = f"timed out after {state.job_timeout} s"  # RQ killed it past the timeout
+    if finish(backup_id, ACTIVE, Status.FAILED, error=message):
+        remove_parts(backup.filename, state)
+        add_log(backup_id, "error", f"failed: {message}")
 
 
 class Heartbeat:

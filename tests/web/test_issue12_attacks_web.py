@@ -130,3 +130,63 @@ def test_a_user_name_longer_than_its_column_does_not_break_creating_and_deleting
         ("cancel", name[:255]),
         ("create", name[:255]),
     ]
+
+
+def test_a_page_past_any_offset_postgresql_takes_is_an_empty_page(pg_app):
+    """18 digits times 100 per page is an OFFSET beyond bigint: no query is made for it."""
+    client = pg_app.test_client()
+    client.post(f"{API}/backups", json={"format": "postgres"})
+    huge = "999999999999999999"
+    for path in (f"{API}/audit", f"{API}/backups"):
+        answer = client.get(f"{path}?page={huge}&per_page=100")
+        assert answer.status_code == 200, answer.text
+        assert answer.json["total"] == 1 and answer.json["page"] == int(huge)
+    page = client.get(f"/backups/activity?page={huge}", headers=HTML)
+    assert page.status_code == 200 and f"No activity on page {huge}" in page.text
+    page = client.get(f"/backups/?page={huge}", headers=HTML)
+    assert page.status_code == 200 and f"No backups on page {huge}" in page.text
+
+
+def test_a_dead_horse_while_the_database_restarts_leaves_the_worker_running(
+    pg_app, pg_url, pg_admin_url
+):
+    """RQ's worker quits on any exception of its work-horse-killed handler ("found an
+    unhandled exception, quitting"), skipping its own failure handling too: a database that
+    restarted when the horse died (the OOM killer's day) must not also stop the worker."""
+    import psycopg
+
+    from .test_page_states import made
+
+    client = pg_app.test_client()
+    backup_id = made(client)
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:  # the pool's are now dead
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            [psycopg.conninfo.conninfo_to_dict(pg_url)["dbname"]],
+        )
+    _killed(pg_app, backup_id)  # raises nothing: the worker lives on
+    backup = client.get(f"{API}/backups/{backup_id}").json  # and it failed the backup at once
+    assert (backup["status"], backup["error"]) == (
+        "failed",
+        "the worker's process died (signal 9) while making the backup",
+    )
+
+
+def test_a_dead_horse_while_the_database_is_gone_is_logged_not_raised(app, host_env, caplog):
+    from pathlib import Path
+
+    from .test_page_states import made
+
+    backup_id = made(app.test_client())
+    db_file = Path(host_env["HOSTAPP_DATABASE_URL"].removeprefix("sqlite:///"))
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()
+    db_file.rename(db_file.with_suffix(".away"))  # opened now, an empty file: no tables
+    try:
+        _killed(app, backup_id)  # raises nothing: the worker lives on
+    finally:
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()
+        db_file.with_suffix(".away").replace(db_file)
+    assert f"backup {backup_id}: its work horse died" in caplog.text
+    assert app.test_client().get(f"{API}/backups/{backup_id}").json["status"] == "queued"
