@@ -190,3 +190,50 @@ def test_a_dead_horse_while_the_database_is_gone_is_logged_not_raised(app, host_
         db_file.with_suffix(".away").replace(db_file)
     assert f"backup {backup_id}: its work horse died" in caplog.text
     assert app.test_client().get(f"{API}/backups/{backup_id}").json["status"] == "queued"
+
+
+def test_try_again_is_a_checked_state_change_that_never_doubles_past_the_limit(make_app):
+    """The Try again form: CSRF, the "create" permission, an unknown or deleted backup, a
+    double submit under the default one active backup."""
+    from .test_page_states import flashes, made
+
+    app = make_app(BACKUP_MANAGER_MAX_ACTIVE=1)
+    client = app.test_client()
+    csrf = token(client)
+    failed = made(client)
+    client.post(f"{API}/backups/{failed}/cancel", headers={"X-CSRFToken": csrf})
+
+    assert client.post(f"/backups/{failed}/retry").status_code == 400  # no token
+    forbidden = client.post(
+        f"/backups/{failed}/retry",
+        data={"csrf_token": csrf},
+        headers={"X-Test-Permissions": "view"},
+    )
+    assert forbidden.status_code == 403
+    assert client.get(f"{API}/backups").json["total"] == 1
+
+    first = client.post(f"/backups/{failed}/retry", data={"csrf_token": csrf})
+    new_id = int(first.headers["Location"].rsplit("/", 1)[1])
+    client.get(first.headers["Location"], headers=HTML)  # its own flash, seen there
+    again = client.post(f"/backups/{failed}/retry", data={"csrf_token": csrf})  # submitted twice
+    assert again.status_code == 303 and again.headers["Location"] == f"/backups/{failed}"
+    page = client.get(again.headers["Location"], headers=HTML).text
+    assert flashes(page) == [
+        (
+            "error",
+            f"Another backup is already queued or running: backup {new_id}. Try again when "
+            "it has finished.",
+        )
+    ]
+    assert f'href="/backups/{new_id}"' in page
+    assert client.get(f"{API}/backups").json["total"] == 2
+
+    # the one tried again is running: no second try of it
+    running = client.post(f"/backups/{new_id}/retry", data={"csrf_token": csrf})
+    page = client.get(running.headers["Location"], headers=HTML).text
+    assert flashes(page)[0][0] == "error" and "Only a failed or cancelled" in flashes(page)[0][1]
+
+    client.post(f"/backups/{failed}/delete", data={"csrf_token": csrf})
+    gone = client.post(f"/backups/{failed}/retry", data={"csrf_token": csrf}, headers=HTML)
+    assert gone.status_code == 404 and 'data-testid="error-page"' in gone.text
+    assert client.get(f"{API}/backups").json["total"] == 1
