@@ -416,7 +416,10 @@ def delete_backup(backup: Any, *, actor: str | None, reason: str | None = None) 
     )
     state.db.session.delete(backup)
     state.db.session.commit()
-    path.unlink(missing_ok=True)
+    try:
+        path.unlink(missing_ok=True)
+    except IsADirectoryError:  # not a file of ours: the pages call the file missing
+        pass
 
 
 def cancel_backup(backup: Any, *, actor: str | None) -> Any:

@@ -237,3 +237,25 @@ def test_try_again_is_a_checked_state_change_that_never_doubles_past_the_limit(m
     gone = client.post(f"/backups/{failed}/retry", data={"csrf_token": csrf}, headers=HTML)
     assert gone.status_code == 404 and 'data-testid="error-page"' in gone.text
     assert client.get(f"{API}/backups").json["total"] == 1
+
+
+def test_a_directory_where_the_file_was_is_missing_and_its_record_can_be_deleted(app, run_worker):
+    """The pages call a backup whose file is replaced by a directory "missing from storage"
+    and offer Delete: deleting was a 500 (unlink of a directory), after the row was gone."""
+    from .test_page_states import flashes, made, section, storage_file
+
+    client = app.test_client()
+    csrf = token(client)
+    backup_id = made(client, "sqlite3")
+    run_worker()
+    path = storage_file(app, backup_id)
+    path.unlink()
+    path.mkdir()
+    detail = client.get(f"/backups/{backup_id}", headers=HTML).text
+    assert "The file is missing from storage." in section(detail, "file-problem")
+    deleted = client.post(f"/backups/{backup_id}/delete", data={"csrf_token": csrf})
+    assert deleted.status_code == 303 and deleted.headers["Location"] == "/backups/"
+    page = client.get("/backups/", headers=HTML).text
+    assert flashes(page) == [("success", f"Backup {backup_id} deleted.")]
+    assert client.get(f"{API}/backups/{backup_id}").status_code == 404
+    assert path.is_dir()  # not ours to remove
