@@ -141,6 +141,8 @@ def unknown_api_path() -> None:
     if not isinstance(e, (NotFound, MethodNotAllowed)) or not is_api():
         return
     if isinstance(e, MethodNotAllowed):
+        if not our_route(e):
+            return  # a host's own route under our prefix: its 405 is the host's
         allowed = sorted(e.valid_methods or ())
         uses = ", ".join(m for m in allowed if m not in ("HEAD", "OPTIONS"))
         raise BackupManagerError(
@@ -150,6 +152,19 @@ def unknown_api_path() -> None:
             headers={"Allow": ", ".join(allowed)},
         )
     raise BackupManagerError(404, "not_found", f"The API has no path {clip(request.path, 80)}.")
+
+
+def our_route(e: MethodNotAllowed) -> bool:
+    """Whether the path a method was refused on is one of our routes: the rule it matches
+    with a method that is allowed there."""
+    adapter = current_app.create_url_adapter(request)
+    for method in e.valid_methods or ():
+        try:
+            rule, _ = adapter.match(method=method, return_rule=True)
+        except HTTPException:
+            continue
+        return rule.endpoint.startswith("backup_manager.")
+    return False
 
 
 def wants_json() -> bool:

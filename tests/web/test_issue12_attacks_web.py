@@ -4,6 +4,7 @@ API, each pinned by what the admin or a script would see."""
 
 from __future__ import annotations
 
+import pytest
 from werkzeug.exceptions import HTTPException
 
 from .test_pages import API, HTML, token
@@ -259,3 +260,21 @@ def test_a_directory_where_the_file_was_is_missing_and_its_record_can_be_deleted
     assert flashes(page) == [("success", f"Backup {backup_id} deleted.")]
     assert client.get(f"{API}/backups/{backup_id}").status_code == 404
     assert path.is_dir()  # not ours to remove
+
+
+@pytest.mark.parametrize(
+    ("prefix", "hook"), [("/backups", "/backups/api/hook"), ("/", "/api/hook")]
+)
+def test_a_hosts_own_route_under_the_api_path_keeps_its_own_405(make_app, prefix, hook):
+    """A host's route under our prefix (a webhook at /backups/api/hook, or anything under
+    /api/ when the prefix is "/") answers a wrong method with the host's 405, not ours;
+    our routes' 405s stay JSON."""
+    app = make_app(BACKUP_MANAGER_URL_PREFIX=prefix)
+    app.add_url_rule(hook, "hook", lambda: "hooked", methods=["POST"])
+    app.register_error_handler(405, lambda e: ("the host's 405", 405))
+    client = app.test_client()
+    assert client.post(hook).text == "hooked"
+    answer = client.get(hook)
+    assert (answer.status_code, answer.text) == (405, "the host's 405")
+    ours = client.put(f"{prefix.rstrip('/')}/api/backups")
+    assert ours.status_code == 405 and ours.json["error"]["code"] == "method_not_allowed"
