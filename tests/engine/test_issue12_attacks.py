@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from flask_backup_manager.engine import ExportError, Progress, export
+from flask_backup_manager.engine import ExportError, Progress, export, parallel
 
 from .test_postgres_to_postgres import restore
 from .test_sqlite_to_sqlite import SQLITE3
@@ -277,6 +277,42 @@ def test_a_table_dropped_while_the_export_waits_for_it_fails_in_one_line(pg_url,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("held", ["orders", "orders_2026", "archive"])
+def test_a_partitioned_table_held_locked_is_reported_as_waited_for(pg_url, tmp_path, held):
+    # the tables' row estimates were read with pg_partition_tree(), which waits for the
+    # partitions' locks: the export waited there, unreported, even for a table left out
+    pg(
+        pg_url,
+        """CREATE TABLE orders (id int, at date NOT NULL) PARTITION BY RANGE (at);
+           CREATE TABLE orders_2026 PARTITION OF orders
+               FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+           CREATE TABLE archive (id int) PARTITION BY LIST (id);
+           CREATE TABLE archive_1 PARTITION OF archive FOR VALUES IN (1);
+           INSERT INTO orders VALUES (1, '2026-02-01'), (2, '2026-03-01');""",
+    )
+    holder = psycopg.connect(pg_url)
+    waits: list[str] = []
+    try:
+        holder.execute(f"LOCK TABLE {held} IN ACCESS EXCLUSIVE MODE")
+
+        def progress(p: Progress) -> None:
+            if p.phase and p.phase.startswith("waiting") and holder.info.transaction_status:
+                waits.append(p.phase)
+                holder.commit()
+
+        out = tmp_path / "copy.db"
+        export(pg_url, "sqlite3_db", out, progress=progress, lock_timeout=60, exclude=["archive"])
+    finally:
+        holder.close()
+    if held == "archive":  # left out: not waited for
+        assert waits == []
+    else:
+        [wait] = waits
+        assert wait.startswith("waiting for a lock on orders")
+    with closing(sqlite3.connect(out)) as con:
+        assert con.execute("SELECT count(*) FROM orders").fetchone() == (2,)
+
+
 @pytest.mark.parametrize("timeout", [0, 0.0001])
 def test_a_lock_timeout_of_zero_gives_up_at_once_not_never(pg_url, tmp_path, timeout):
     pg(pg_url, "CREATE TABLE orders (id int)")
@@ -289,3 +325,157 @@ def test_a_lock_timeout_of_zero_gives_up_at_once_not_never(pg_url, tmp_path, tim
     finally:
         holder.close()
     assert not out.exists()
+
+
+# -- progress -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3", "postgres"])
+@pytest.mark.parametrize("host", ["sqlite", "postgresql"])
+def test_the_percent_stays_in_bounds_and_only_grows_with_parts_and_tables_without_rows(
+    host, fmt, tmp_path, request, monkeypatch
+):
+    # the SQLite paths cut each table into three rowid ranges read by helper processes; the
+    # statistics lie (the estimates are of another size than the tables)
+    monkeypatch.setattr(parallel, "PARALLEL_ROWS", 1)
+    monkeypatch.setattr(parallel, "PARTS", 3)
+    schema = f"""
+        CREATE TABLE big (id INTEGER PRIMARY KEY, body TEXT);
+        CREATE TABLE bm_logs (id INTEGER PRIMARY KEY, message TEXT);
+        INSERT INTO bm_logs (message) SELECT '{MARKER}' FROM big_source;
+        """
+    if host == "sqlite":
+        db = tmp_path / "host.db"
+        with closing(sqlite3.connect(db, isolation_level=None)) as con:
+            con.execute("CREATE TABLE big_source (n INTEGER)")
+            con.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)"
+                " INSERT INTO big_source SELECT i FROM n"
+            )
+            con.executescript(schema)
+            con.execute("ANALYZE")
+            con.execute("INSERT INTO big (body) SELECT hex(randomblob(50)) FROM big_source")
+            con.execute("DROP TABLE big_source")
+        source = f"sqlite:///{db}"
+    else:
+        source = request.getfixturevalue("pg_url")
+        pg(
+            source,
+            """CREATE TABLE big_source AS SELECT generate_series(1, 3000) AS n;"""
+            + schema.replace("INTEGER PRIMARY KEY", "serial PRIMARY KEY")
+            + "ANALYZE; INSERT INTO big (body) SELECT md5(n::text) FROM big_source;"
+            " DROP TABLE big_source;",
+        )
+    seen: list[Progress] = []
+    out = tmp_path / f"copy.{fmt}"
+    export(source, fmt, out, no_rows=["bm_logs"], progress=seen.append)
+    assert MARKER.encode() not in file_bytes(out, fmt)
+    percents = [p.percent for p in seen]
+    assert percents == sorted(percents) and 0 <= percents[0] and percents[-1] <= 99
+    for p in seen:
+        assert p.tables_done <= p.tables_total == 2
+        assert p.rows_done <= p.rows_total
+        assert p.phase and p.phase.isprintable()
+    finished = dict(p.finished for p in seen if p.finished)
+    assert finished == {"big": 3000, "bm_logs": 0}
+
+
+#: customer keys of every kind to the emptied table, and its own keys
+KEYS_SQLITE = f"""
+CREATE TABLE bm_backups (id INTEGER PRIMARY KEY, code TEXT UNIQUE, parent INTEGER
+                         REFERENCES bm_backups (id), customer INTEGER REFERENCES customers (id));
+CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);
+CREATE TABLE tickets (id INTEGER PRIMARY KEY,
+    backup_id INTEGER REFERENCES bm_backups (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    code TEXT REFERENCES bm_backups (code) ON UPDATE CASCADE);
+CREATE UNIQUE INDEX bm_pair ON bm_backups (id, code);
+CREATE TABLE pairs (a INTEGER, b TEXT, FOREIGN KEY (a, b) REFERENCES bm_backups (id, code));
+INSERT INTO customers VALUES (1, 'alice');
+INSERT INTO bm_backups VALUES (1, 'a', NULL, 1), (2, 'b', 1, 1);
+INSERT INTO bm_backups VALUES (3, '{MARKER}', 2, 1);
+INSERT INTO tickets VALUES (1, 1, 'a'), (2, 2, NULL);
+INSERT INTO pairs VALUES (2, 'b');
+"""
+KEYS_PG = (
+    KEYS_SQLITE.replace("INTEGER PRIMARY KEY", "int PRIMARY KEY").replace(
+        "CREATE TABLE customers (id int PRIMARY KEY, name TEXT);", ""
+    )
+    + """
+ALTER TABLE pairs ADD COLUMN c int;
+CREATE TABLE notes (id int, backup_id int);
+INSERT INTO notes VALUES (1, 99);
+ALTER TABLE notes ADD CONSTRAINT notes_backup FOREIGN KEY (backup_id) REFERENCES bm_backups (id)
+    NOT VALID;
+"""
+)
+
+
+@pytest.mark.parametrize("host", ["sqlite", "postgresql"])
+def test_every_kind_of_key_to_an_emptied_table_restores_with_psql(
+    host, tmp_path, request, owner_db, psql
+):
+    if host == "sqlite":
+        db = tmp_path / "host.db"
+        with closing(sqlite3.connect(db, isolation_level=None)) as con:
+            con.executescript(KEYS_SQLITE)
+        source = f"sqlite:///{db}"
+    else:
+        source = request.getfixturevalue("pg_url")
+        pg(source, "CREATE TABLE customers (id int PRIMARY KEY, name text);" + KEYS_PG)
+    out = tmp_path / "copy.sql.gz"
+    export(source, "postgres", out, no_rows=["bm_backups"])
+    assert MARKER.encode() not in file_bytes(out, "postgres")
+    restore(psql, owner_db, out)
+    assert rows(owner_db, "SELECT count(*) FROM bm_backups") == [(0,)]
+    assert rows(owner_db, "SELECT id, backup_id FROM tickets ORDER BY id") == [(1, 1), (2, 2)]
+    assert rows(owner_db, "SELECT a FROM pairs") == [(2,)]
+    # the keys are there, and hold for new rows
+    with psycopg.connect(owner_db, autocommit=True) as con:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            con.execute("INSERT INTO tickets VALUES (3, 5, NULL)")
+        con.execute("INSERT INTO bm_backups (id, code) VALUES (5, 'x')")
+        con.execute("INSERT INTO tickets VALUES (3, 5, 'x')")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "ALTER TABLE orders ALTER COLUMN id TYPE bigint",  # rewrites the table
+        "TRUNCATE orders",
+        "TRUNCATE orders_2026",  # a partition of the table waited for
+        "ALTER TABLE orders ALTER COLUMN id TYPE bigint; ALTER TABLE later ALTER note TYPE text",
+    ],
+)
+def test_a_table_rewritten_while_the_export_waits_for_its_lock_is_not_copied_empty(
+    pg_url, tmp_path, change
+):
+    # PostgreSQL: after a rewrite or TRUNCATE a table looks empty to an older snapshot
+    pg(
+        pg_url,
+        """CREATE TABLE orders (id int, at date NOT NULL) PARTITION BY RANGE (at);
+           CREATE TABLE orders_2026 PARTITION OF orders
+               FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+           INSERT INTO orders VALUES (1, '2026-02-01'), (2, '2026-03-01');
+           CREATE TABLE later (note varchar(10));
+           INSERT INTO later VALUES ('kept');""",
+    )
+    holder = psycopg.connect(pg_url)
+    try:
+        holder.execute(change)
+
+        def progress(p: Progress) -> None:
+            if p.phase and p.phase.startswith("waiting") and holder.info.transaction_status:
+                holder.commit()
+
+        out = tmp_path / "copy.db"
+        try:
+            export(pg_url, "sqlite3_db", out, progress=progress, lock_timeout=60)
+        except ExportError as e:
+            assert "while the backup waited for its lock" in str(e)
+            assert not out.exists()
+            return
+    finally:
+        holder.close()
+    with closing(sqlite3.connect(out)) as con:
+        assert con.execute("SELECT count(*) FROM orders").fetchone() == (2,)
+        assert con.execute("SELECT * FROM later").fetchall() == [("kept",)]

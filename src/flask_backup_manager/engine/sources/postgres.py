@@ -76,7 +76,12 @@ SELECT c.oid, n.nspname, c.relname, c.relkind,
        (SELECT CASE WHEN bool_or(p.reltuples < 0) THEN -1
                     ELSE sum(p.reltuples)::bigint END
         FROM pg_catalog.pg_class p WHERE p.relkind = 'r' AND (p.oid = c.oid
-             OR p.oid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree(c.oid) t)))
+             -- its partitions, from pg_inherits: pg_partition_tree() waits for their locks
+             OR p.oid IN (WITH RECURSIVE t (relid) AS (
+                 SELECT i.inhrelid FROM pg_catalog.pg_inherits i
+                 WHERE i.inhparent = c.oid AND c.relkind = 'p'
+                 UNION ALL SELECT i.inhrelid FROM pg_catalog.pg_inherits i
+                 JOIN t ON i.inhparent = t.relid) SELECT t.relid FROM t)))
        AS reltuples
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
