@@ -91,6 +91,19 @@ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
 ORDER BY n.nspname, c.relname
 """
 
+#: the tables (%s: their oids), their partitions and children given a new file since the
+#: snapshot (pg_relation_filenode() reads the catalog as it is now): by a rewrite or a
+#: TRUNCATE, after which their rows look gone to the snapshot
+_REWRITTEN = """
+WITH RECURSIVE t (relid) AS (
+    SELECT pg_catalog.unnest(%s::pg_catalog.oid[])
+    UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN t ON i.inhparent = t.relid)
+SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END
+FROM t JOIN pg_catalog.pg_class c ON c.oid = t.relid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relfilenode <> pg_catalog.pg_relation_filenode(c.oid)
+"""
+
 #: a column's default is its own, else its domain's (``typdefaultbin``: a domain over a domain
 #: holds the default it took from that one), as PostgreSQL applies them to a new row; read only
 #: for the tables locked (the second parameter): pg_get_expr waits for a table's lock
@@ -292,7 +305,17 @@ class PostgresSource:
         alter one before its rows are read; wait at most ``timeout`` seconds for each. A
         table someone holds is first tried without waiting (in a savepoint: the failure must
         not end the snapshot's transaction), so :attr:`phase` hears who holds it before the
-        wait begins."""
+        wait begins. A table rewritten or emptied meanwhile (by whoever held it) looks empty
+        to the snapshot: refused."""
+        self._lock_each(rels, timeout)
+        for (key,) in self.fetch(_REWRITTEN, [[r.oid for r in rels]]):
+            raise ExportError(
+                f"table {shown(key, 100)} was rewritten (ALTER TABLE, CLUSTER, VACUUM FULL) "
+                "or emptied (TRUNCATE) by another session after the backup began, so its rows "
+                "are not in the backup's snapshot: make the backup again"
+            )
+
+    def _lock_each(self, rels: list[PgRelation], timeout: float | None) -> None:
         for rel in rels:
             lock = sql.SQL("LOCK TABLE {}.{} IN ACCESS SHARE MODE").format(
                 sql.Identifier(rel.nspname), sql.Identifier(rel.relname)
