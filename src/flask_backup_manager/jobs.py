@@ -84,10 +84,7 @@ def run_backup(backup_id: int) -> str:
                 path,
                 metadata=state.db.metadata,
                 # the Backup Manager's own tables: their schema, not the customer's history
-                no_rows=[
-                    t.name if t.schema in (None, "public") else t.fullname
-                    for t in (m.__table__ for m in state.models)
-                ],
+                no_rows=own_tables(state),
                 progress=progress,
                 lock_timeout=state.lock_timeout,
                 cancel=heart.lost,
@@ -135,6 +132,22 @@ def run_backup(backup_id: int) -> str:
     )
     prune(state, actor=process_actor())  # as a `flask backups prune` would
     return Status.SUCCEEDED
+
+
+def own_tables(state: State) -> list[str]:
+    """The export's keys of the Backup Manager's own tables in the database backed up: none
+    when they live in another one (``BACKUP_MANAGER_BIND``); a table of no schema is in the
+    schema the host's connection creates it in (PostgreSQL's ``current_schema()``, the first
+    of its search_path: not always public)."""
+    inspector = sa.inspect(state.engine)
+    postgres = state.engine.dialect.name == "postgresql"
+    keys = []
+    for table in (m.__table__ for m in state.models):
+        if not inspector.has_table(table.name, schema=table.schema):
+            continue
+        schema = (table.schema or inspector.default_schema_name) if postgres else None
+        keys.append(table.name if schema in (None, "public") else f"{schema}.{table.name}")
+    return keys
 
 
 def eta(elapsed: float, percent: int) -> int | None:

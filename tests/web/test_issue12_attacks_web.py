@@ -278,3 +278,65 @@ def test_a_hosts_own_route_under_the_api_path_keeps_its_own_405(make_app, prefix
     assert (answer.status_code, answer.text) == (405, "the host's 405")
     ours = client.put(f"{prefix.rstrip('/')}/api/backups")
     assert ours.status_code == 405 and ours.json["error"]["code"] == "method_not_allowed"
+
+
+def test_a_postgres_host_whose_tables_live_in_another_schema_backs_up_without_its_history(
+    make_pg_db, host_env, monkeypatch, run_worker
+):
+    """The app's tables (ours among them) live in the first schema of the search_path, not
+    always public: ours must still be found, and copied without their rows."""
+    import gzip
+
+    import psycopg
+
+    from ..conftest import _close_app, _make_app
+
+    url = make_pg_db()
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("CREATE SCHEMA shop")
+        con.execute(
+            f"ALTER DATABASE {psycopg.conninfo.conninfo_to_dict(url)['dbname']} "
+            "SET search_path = shop"
+        )
+    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    monkeypatch.setenv("HOSTAPP_DATABASE_URL", url)
+    host_env["HOSTAPP_DATABASE_URL"] = url
+    app = _make_app()
+    try:
+        client = app.test_client()
+        first = client.post(f"{API}/backups", json={"format": "postgres"}).json["id"]
+        run_worker()
+        backup = client.get(f"{API}/backups/{first}").json
+        assert backup["status"] == "succeeded", backup["error"]
+        logs = [x["message"] for x in client.get(f"{API}/backups/{first}/logs").json["logs"]]
+        assert "table shop.backup_manager_backups: 0 rows" in logs, logs
+        assert "table shop.customers: 50 rows" in logs, logs
+        storage = app.extensions["backup_manager"].storage_dir
+        text = gzip.decompress((storage / backup["filename"]).read_bytes()).decode()
+        assert "queued: format postgres" not in text  # our log's rows stayed behind
+    finally:
+        _close_app(app)
+
+
+def test_a_bind_backed_up_without_the_backup_managers_tables_still_backs_up(
+    make_app, tmp_path, run_worker
+):
+    """BACKUP_MANAGER_BIND backs up another database than the one holding our tables: none
+    of ours is there to copy without rows, and that is no reason to fail."""
+    import sqlite3
+    from contextlib import closing
+
+    reports = tmp_path / "reports.db"
+    with closing(sqlite3.connect(reports)) as con, con:
+        con.execute("CREATE TABLE totals (day text PRIMARY KEY, amount integer)")
+        con.execute("INSERT INTO totals VALUES ('2026-12-01', 42)")
+    app = make_app(
+        SQLALCHEMY_BINDS={"reports": f"sqlite:///{reports}"}, BACKUP_MANAGER_BIND="reports"
+    )
+    client = app.test_client()
+    backup_id = client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"]
+    run_worker()
+    backup = client.get(f"{API}/backups/{backup_id}").json
+    assert backup["status"] == "succeeded", backup["error"]
+    logs = [x["message"] for x in client.get(f"{API}/backups/{backup_id}/logs").json["logs"]]
+    assert "table totals: 1 row" in logs, logs
