@@ -481,3 +481,17 @@ def test_a_table_rewritten_while_the_export_waits_for_its_lock_fails_rather_than
         left = 0 if change.startswith("TRUNCATE") else 2
         assert con.execute("SELECT count(*) FROM orders").fetchone() == (left,)
         assert con.execute("SELECT * FROM later").fetchall() == [("kept",)]
+
+
+def test_a_lock_given_up_on_a_hostile_table_name_is_one_printable_line(pg_url, tmp_path):
+    table = sql.Identifier(HOSTILE)
+    pg(pg_url, sql.SQL("CREATE TABLE {} (id int)").format(table).as_string())
+    holder = psycopg.connect(pg_url)
+    try:
+        holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table))
+        with pytest.raises(ExportError) as e:
+            export(pg_url, "postgres", tmp_path / "copy.sql.gz", lock_timeout=0)
+    finally:
+        holder.close()
+    assert "is locked by another session" in str(e.value)
+    assert str(e.value).isprintable()

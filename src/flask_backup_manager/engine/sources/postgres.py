@@ -334,9 +334,8 @@ class PostgresSource:
                     self.conn.execute(lock)
             except psycopg.errors.LockNotAvailable:
                 raise ExportError(
-                    f"table {table_key(rel.nspname, rel.relname)} is locked by another session: "
-                    "gave up waiting after "
-                    f"{timeout:g} s"
+                    f"table {shown(table_key(rel.nspname, rel.relname), 100)} is locked by "
+                    f"another session: gave up waiting after {timeout:g} s"
                 ) from None
 
     def _waiting_for(self, rel: PgRelation) -> str:
