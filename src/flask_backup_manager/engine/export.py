@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from .base import Tracker, temp_beside
+from .base import Tracker, escape_controls, temp_beside
 from .child import open_read_only
 from .gzipout import gunzip
 from .model import FORMATS, ExportCancelled, ExportError, ProgressCallback, Source
@@ -266,7 +266,8 @@ def run_steps(
 
 
 def one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
+    # a database's message quotes names, which may hold any character (an ESC)
+    text = escape_controls(" ".join(str(e).split())) or type(e).__name__
     if isinstance(e, OSError) and e.strerror:
         text = e.strerror if not e.filename else f"{e.strerror}: {e.filename}"
     if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:  # SQLite's word for ENOSPC
