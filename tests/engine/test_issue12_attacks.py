@@ -310,7 +310,7 @@ def test_a_partitioned_table_held_locked_is_reported_as_waited_for(pg_url, tmp_p
         assert waits == []
     else:
         [wait] = waits
-        assert wait.startswith("waiting for a lock on orders")
+        assert wait.startswith("waiting for a lock on orders (held by pid ")
     with closing(sqlite3.connect(out)) as con:
         assert con.execute("SELECT count(*) FROM orders").fetchone() == (2,)
 

@@ -91,18 +91,24 @@ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
 ORDER BY n.nspname, c.relname
 """
 
-#: the tables (%s: their oids), their partitions and children given a new file since the
-#: snapshot (pg_relation_filenode() reads the catalog as it is now): by a rewrite or a
-#: TRUNCATE, after which their rows look gone to the snapshot
-_REWRITTEN = """
+#: t: the tables (%s: their oids), their partitions and children, whose locks LOCK TABLE takes
+_TREE = """
 WITH RECURSIVE t (relid) AS (
     SELECT pg_catalog.unnest(%s::pg_catalog.oid[])
     UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN t ON i.inhparent = t.relid)
-SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END
+"""
+
+#: those of :data:`_TREE` given a new file since the snapshot (pg_relation_filenode() reads
+#: the catalog as it is now): by a rewrite or a TRUNCATE, after which their rows look gone
+#: to the snapshot
+_REWRITTEN = (
+    _TREE
+    + """SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END
 FROM t JOIN pg_catalog.pg_class c ON c.oid = t.relid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relfilenode <> pg_catalog.pg_relation_filenode(c.oid)
 """
+)
 
 #: a column's default is its own, else its domain's (``typdefaultbin``: a domain over a domain
 #: holds the default it took from that one), as PostgreSQL applies them to a new row; read only
@@ -345,13 +351,15 @@ class PostgresSource:
         other sessions' (without pg_read_all_stats): then the pid only."""
         self.conn.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")  # now, not at BEGIN
         holder = self.fetch(
-            """SELECT a.pid, a.state,
+            _TREE
+            + """SELECT a.pid, a.state,
                       extract(epoch FROM clock_timestamp() - a.state_change)::int
                FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-               WHERE l.locktype = 'relation' AND l.relation = %s AND l.mode = 'AccessExclusiveLock'
+               WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+                 AND l.relation IN (SELECT t.relid FROM t)
                  AND l.pid <> pg_catalog.pg_backend_pid()
                ORDER BY l.granted DESC, a.state_change LIMIT 1""",
-            [rel.oid],
+            [[rel.oid]],
         )
         text = f"waiting for a lock on {shown(table_key(rel.nspname, rel.relname), 100)}"
         if holder:
