@@ -168,6 +168,39 @@ def test_a_partitioned_customer_table_keyed_to_an_emptied_table_restores(
     assert any("events" in w and "bm_backups" in w for w in result.warnings)
 
 
+def test_a_materialized_view_of_an_emptied_table_does_not_stop_the_restore(
+    pg_url, owner_db, psql, tmp_path
+):
+    # the shop's dashboard: its query divides by the number of backups, none in the copy
+    pg(
+        pg_url,
+        f"""
+        CREATE TABLE bm_backups (id serial PRIMARY KEY, status text);
+        CREATE TABLE orders (id int PRIMARY KEY, total int);
+        INSERT INTO bm_backups (status) VALUES ('failed'), ('{MARKER}');
+        INSERT INTO orders VALUES (1, 10), (2, 30);
+        CREATE VIEW backups_seen AS SELECT status FROM bm_backups;
+        CREATE MATERIALIZED VIEW failure_rate AS SELECT
+            count(*) FILTER (WHERE status = 'failed') * 100 / count(*) AS pct FROM backups_seen;
+        CREATE MATERIALIZED VIEW revenue AS SELECT sum(total) AS total FROM orders;
+        """,
+    )
+    out = tmp_path / "copy.sql.gz"
+    result = export(pg_url, "postgres", out, no_rows=["bm_backups"])
+    assert MARKER.encode() not in file_bytes(out, "postgres")
+    restore(psql, owner_db, out)
+    assert rows(owner_db, "SELECT * FROM revenue") == [(40,)]
+    assert rows(
+        owner_db, "SELECT relname, relispopulated FROM pg_class WHERE relkind = 'm' ORDER BY 1"
+    ) == [("failure_rate", False), ("revenue", True)]
+    assert any("failure_rate" in w and "REFRESH" in w for w in result.warnings)
+    pg(
+        owner_db,
+        "INSERT INTO bm_backups (status) VALUES ('ok'); REFRESH MATERIALIZED VIEW failure_rate",
+    )
+    assert rows(owner_db, "SELECT pct FROM failure_rate") == [(0,)]
+
+
 def test_a_sequence_of_an_emptied_table_a_customer_table_draws_from_keeps_its_value(
     pg_url, owner_db, psql, tmp_path
 ):

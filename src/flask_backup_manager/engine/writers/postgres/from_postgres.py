@@ -1108,6 +1108,21 @@ class Catalog:
     def _create_views(self, matview_indexes: list[str]) -> Iterable[str]:
         cols = self._columns()
         refresh = []
+        # a view reading (through views too) a table copied without rows: its rows came from
+        # that table's, and a query fine on them may fail on none (count(*) as a divisor)
+        emptied = [s.oid for s in self.src.tables() if s.key in self.src.no_rows]
+        readers = {
+            oid
+            for (oid,) in self.fetch(
+                """WITH RECURSIVE r (oid) AS (SELECT pg_catalog.unnest(%s::pg_catalog.oid[])
+                   UNION SELECT w.ev_class FROM pg_catalog.pg_depend d
+                   JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid JOIN r ON d.refobjid = r.oid
+                   WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+                     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass)
+                   SELECT oid FROM r""",
+                [emptied],
+            )
+        }
         for view in self.views:
             name, kind = view.name, view.relkind
             with_ = " WITH (" + ", ".join(view.options) + ")" if view.options else ""
@@ -1118,7 +1133,14 @@ class Catalog:
             else:
                 yield f"CREATE MATERIALIZED VIEW {name}{with_} AS\n{body}\n  WITH NO DATA"
                 what = "MATERIALIZED VIEW"
-                if view.relispopulated:
+                if view.relispopulated and view.oid in readers:
+                    self.tracker.warn(
+                        spaces_for_controls(
+                            f"materialized view {name} reads a table copied without rows: it "
+                            f"is left unfilled (REFRESH MATERIALIZED VIEW {name} fills it)"
+                        )
+                    )
+                elif view.relispopulated:
                     refresh.append(f"REFRESH MATERIALIZED VIEW {name}")
             yield comment(what, name, view.comment)
             for c in cols[view.oid]:
