@@ -145,7 +145,9 @@ def check_csrf() -> None:
         except ValidationError as e:
             raise BackupManagerError(400, "csrf_failed", f"CSRF check failed: {e}") from None
     expected = session.get(SESSION_KEY)
-    if not expected or not hmac.compare_digest(str(expected), token):
+    # as bytes: compare_digest refuses a str with a character past ASCII (a forged token)
+    sent = token.encode("utf-8", "replace")
+    if not expected or not hmac.compare_digest(str(expected).encode(), sent):
         raise BackupManagerError(
             400,
             "csrf_failed",

@@ -330,13 +330,40 @@ def test_a_bind_backed_up_without_the_backup_managers_tables_still_backs_up(
     with closing(sqlite3.connect(reports)) as con, con:
         con.execute("CREATE TABLE totals (day text PRIMARY KEY, amount integer)")
         con.execute("INSERT INTO totals VALUES ('2026-12-01', 42)")
-    app = make_app(
-        SQLALCHEMY_BINDS={"reports": f"sqlite:///{reports}"}, BACKUP_MANAGER_BIND="reports"
+    from ..hostapp import db
+
+    try:
+        app = make_app(
+            SQLALCHEMY_BINDS={"reports": f"sqlite:///{reports}"}, BACKUP_MANAGER_BIND="reports"
+        )
+        client = app.test_client()
+        backup_id = client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"]
+        run_worker()
+        backup = client.get(f"{API}/backups/{backup_id}").json
+        assert backup["status"] == "succeeded", backup["error"]
+        logs = [x["message"] for x in client.get(f"{API}/backups/{backup_id}/logs").json["logs"]]
+        assert "table totals: 1 row" in logs, logs
+    finally:  # the test app's db is shared: the next app has no such bind
+        db.metadatas.pop("reports", None)
+
+
+def test_a_csrf_token_that_is_not_ascii_is_refused_not_a_500(client):
+    """hmac.compare_digest takes no str with a character past ASCII: a forged token of one
+    (a form field, an X-CSRFToken header) was a 500."""
+    token(client)  # the session cookie exists
+    form = client.post(
+        "/backups/", data={"format": "sqlite3", "csrf_token": "\u00e9"}, headers=HTML
     )
-    client = app.test_client()
-    backup_id = client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"]
-    run_worker()
-    backup = client.get(f"{API}/backups/{backup_id}").json
-    assert backup["status"] == "succeeded", backup["error"]
-    logs = [x["message"] for x in client.get(f"{API}/backups/{backup_id}/logs").json["logs"]]
-    assert "table totals: 1 row" in logs, logs
+    assert form.status_code == 400 and 'data-testid="error-page"' in form.text
+    header = client.post(f"{API}/backups", json={"format": "sqlite3"}, headers={"X-CSRFToken": "é"})
+    assert header.status_code == 400 and header.json["error"]["code"] == "csrf_failed"
+    assert client.get(f"{API}/backups").json["total"] == 0
+
+
+def test_a_csrf_token_that_is_not_ascii_is_refused_with_flask_wtf_too(app, client):
+    from flask_wtf.csrf import CSRFProtect
+
+    CSRFProtect(app)
+    client.get("/backups/", headers=HTML)
+    answer = client.post(f"{API}/backups", json={"format": "sqlite3"}, headers={"X-CSRFToken": "é"})
+    assert answer.status_code == 400 and answer.json["error"]["code"] == "csrf_failed"
