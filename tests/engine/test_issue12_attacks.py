@@ -53,6 +53,13 @@ def sqlite_copy(tmp_path: Path, source: str, fmt: str, no_rows: list[str]) -> Pa
     return db
 
 
+def sqlite_db(path: Path, script: str) -> str:
+    """An SQLite database file at ``path`` made by ``script``; its URL."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as con:
+        con.executescript(script)
+    return f"sqlite:///{path}"
+
+
 def pg(url: str, script: str | sql.Composable) -> None:
     with psycopg.connect(url, autocommit=True) as con:
         con.execute(script)
@@ -70,10 +77,9 @@ def rows(url: str, query: str) -> list[tuple]:
 def test_an_emptied_full_text_table_leaves_no_word_of_its_rows_in_the_copy(tmp_path, fmt):
     # FTS keeps a deleted row's words in its index segments until they are merged, and a
     # contentless FTS5 table refuses DELETE altogether
-    db = tmp_path / "host.db"
-    with closing(sqlite3.connect(db, isolation_level=None)) as con:
-        con.executescript(
-            f"""
+    source = sqlite_db(
+        tmp_path / "host.db",
+        f"""
             CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);
             INSERT INTO customers (name) VALUES ('alice');
             CREATE VIRTUAL TABLE bm_search USING fts5(body);
@@ -83,9 +89,9 @@ def test_an_emptied_full_text_table_leaves_no_word_of_its_rows_in_the_copy(tmp_p
             INSERT INTO bm_words VALUES ('{MARKER} words');
             INSERT INTO customer_search VALUES ('customer text');
             ANALYZE;
-            """
-        )
-    copy = sqlite_copy(tmp_path, f"sqlite:///{db}", fmt, ["bm_search", "bm_words"])
+            """,
+    )
+    copy = sqlite_copy(tmp_path, source, fmt, ["bm_search", "bm_words"])
     with closing(sqlite3.connect(copy)) as con:
         assert con.execute("SELECT count(*) FROM bm_search").fetchone() == (0,)
         assert con.execute("SELECT rowid FROM bm_search('backup')").fetchall() == []
@@ -104,10 +110,9 @@ def test_an_emptied_full_text_table_leaves_no_word_of_its_rows_in_the_copy(tmp_p
 
 @pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
 def test_a_cascading_key_to_an_emptied_table_keeps_the_customers_rows(tmp_path, fmt):
-    db = tmp_path / "host.db"
-    with closing(sqlite3.connect(db, isolation_level=None)) as con:
-        con.executescript(
-            f"""
+    source = sqlite_db(
+        tmp_path / "host.db",
+        f"""
             PRAGMA foreign_keys = ON;
             CREATE TABLE bm_backups (id INTEGER PRIMARY KEY AUTOINCREMENT, status TEXT);
             CREATE TABLE orders (id INTEGER PRIMARY KEY, note TEXT,
@@ -123,9 +128,9 @@ def test_a_cascading_key_to_an_emptied_table_keeps_the_customers_rows(tmp_path, 
             INSERT INTO bm_backups (status) VALUES ('{MARKER} 1'), ('{MARKER} 2');
             INSERT INTO orders VALUES (1, 'keep me', 1), (2, 'and me', 2);
             INSERT INTO notes VALUES (1, 1);
-            """
-        )
-    copy = sqlite_copy(tmp_path, f"sqlite:///{db}", fmt, ["bm_backups"])
+            """,
+    )
+    copy = sqlite_copy(tmp_path, source, fmt, ["bm_backups"])
     with closing(sqlite3.connect(copy)) as con:
         assert con.execute("SELECT * FROM orders ORDER BY id").fetchall() == [
             (1, "keep me", 1),
@@ -450,10 +455,7 @@ def test_every_kind_of_key_to_an_emptied_table_restores_with_psql(
     host, tmp_path, request, owner_db, psql
 ):
     if host == "sqlite":
-        db = tmp_path / "host.db"
-        with closing(sqlite3.connect(db, isolation_level=None)) as con:
-            con.executescript(KEYS_SQLITE)
-        source = f"sqlite:///{db}"
+        source = sqlite_db(tmp_path / "host.db", KEYS_SQLITE)
     else:
         source = request.getfixturevalue("pg_url")
         pg(source, "CREATE TABLE customers (id int PRIMARY KEY, name text);" + KEYS_PG)
