@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from redis.exceptions import RedisError
 
 from .engine import FORMATS, SUPPORTED, one_line
-from .lifecycle import add_log, audit, finish, update
+from .lifecycle import add_log, audit, finish, remove_parts, update
 from .models import ACTIVE, FINISHED, Status, db_now, utcnow
 from .presenters import as_utc, audit_entry, log_entry
 from .queue import enqueue, job_exists, listening_workers, redis_connection
@@ -199,9 +199,7 @@ def reap(state: State | None = None) -> list[int]:
         message = f"worker lost: no heartbeat for {state.worker_lost_after} s"
         if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
             add_log(backup_id, "error", f"failed: {message}")
-            # the part files and their SQLite sidecars (VACUUM INTO journals its output)
-            for part in state.storage_dir.glob(f".{filename}.*.part*"):
-                part.unlink(missing_ok=True)
+            remove_parts(filename, state)
             reaped.append(backup_id)
     return reaped
 
