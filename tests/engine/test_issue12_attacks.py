@@ -317,6 +317,32 @@ def test_a_table_dropped_while_the_export_waits_for_it_fails_in_one_line(pg_url,
     assert not out.exists()
 
 
+def test_a_table_copied_without_rows_emptied_while_the_export_waits_does_not_fail_it(
+    pg_url, tmp_path
+):
+    pg(
+        pg_url,
+        f"""CREATE TABLE bm_logs (id int, message text);
+            INSERT INTO bm_logs VALUES (1, '{MARKER}');
+            CREATE TABLE orders (id int); INSERT INTO orders VALUES (1);""",
+    )
+    holder = psycopg.connect(pg_url)
+    try:
+        holder.execute("TRUNCATE bm_logs")  # the history pruned
+
+        def progress(p: Progress) -> None:
+            if p.phase and p.phase.startswith("waiting") and holder.info.transaction_status:
+                holder.commit()
+
+        out = tmp_path / "copy.db"
+        export(pg_url, "sqlite3_db", out, no_rows=["bm_logs"], progress=progress, lock_timeout=60)
+    finally:
+        holder.close()
+    with closing(sqlite3.connect(out)) as con:
+        assert con.execute("SELECT count(*) FROM orders").fetchone() == (1,)
+        assert con.execute("SELECT count(*) FROM bm_logs").fetchone() == (0,)
+
+
 @pytest.mark.parametrize("held", ["orders", "orders_2026", "archive"])
 def test_a_partitioned_table_held_locked_is_reported_as_waited_for(pg_url, tmp_path, held):
     # the tables' row estimates were read with pg_partition_tree(), which waits for the
@@ -532,3 +558,46 @@ def test_a_lock_given_up_on_a_hostile_table_name_is_one_printable_line(pg_url, t
         holder.close()
     assert "is locked by another session" in str(e.value)
     assert str(e.value).isprintable()
+
+
+TRIGGERED = """
+CREATE TABLE bm_backups (id INTEGER PRIMARY KEY, status TEXT);
+CREATE TABLE orders (id INTEGER PRIMARY KEY, note TEXT);
+INSERT INTO orders VALUES (1, 'an order');
+"""
+TRIGGER_SQLITE = """
+CREATE TRIGGER orders_seen AFTER INSERT ON orders
+BEGIN INSERT INTO bm_backups (status) VALUES ('from a trigger'); END;
+"""
+TRIGGER_PG = """
+CREATE FUNCTION orders_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.bm_backups (status) VALUES ('from a trigger'); RETURN NEW; END $$;
+CREATE TRIGGER orders_seen AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION orders_seen();
+"""
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3", "postgres"])
+@pytest.mark.parametrize("host", ["sqlite", "postgresql"])
+def test_a_customer_trigger_writing_into_an_emptied_table_does_not_fill_it_in_the_copy(
+    host, fmt, tmp_path, request, psql
+):
+    if host == "sqlite":
+        source = sqlite_db(tmp_path / "host.db", TRIGGERED + TRIGGER_SQLITE)
+    else:
+        source = request.getfixturevalue("pg_url")
+        pg(source, TRIGGERED.replace("INTEGER PRIMARY KEY", "serial PRIMARY KEY") + TRIGGER_PG)
+    out = tmp_path / f"copy.{fmt}"
+    export(source, fmt, out, no_rows=["bm_backups"])
+    if fmt == "postgres":
+        target = request.getfixturevalue("owner_db")
+        restore(psql, target, out)
+        assert rows(target, "SELECT count(*) FROM bm_backups") == [(0,)]
+        assert rows(target, "SELECT note FROM orders") == [("an order",)]
+        return
+    db = out
+    if fmt == "sqlite3":
+        db = tmp_path / "restored.db"
+        restore_safe(out, db)
+    with closing(sqlite3.connect(db)) as con:
+        assert con.execute("SELECT count(*) FROM bm_backups").fetchone() == (0,)
+        assert con.execute("SELECT note FROM orders").fetchall() == [("an order",)]

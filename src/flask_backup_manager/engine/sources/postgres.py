@@ -312,9 +312,10 @@ class PostgresSource:
         table someone holds is first tried without waiting (in a savepoint: the failure must
         not end the snapshot's transaction), so :attr:`phase` hears who holds it before the
         wait begins. A table rewritten or emptied meanwhile (by whoever held it) looks empty
-        to the snapshot: refused."""
+        to the snapshot: refused (but one copied without rows)."""
         self._lock_each(rels, timeout)
-        for (key,) in self.fetch(_REWRITTEN, [[r.oid for r in rels]]):
+        copied = [r.oid for r in rels if table_key(r.nspname, r.relname) not in self.no_rows]
+        for (key,) in self.fetch(_REWRITTEN, [copied]):
             raise ExportError(
                 f"table {shown(key, 100)} was rewritten (ALTER TABLE, CLUSTER, VACUUM FULL) "
                 "or emptied (TRUNCATE) by another session after the backup began, so its rows "
