@@ -131,3 +131,34 @@ def test_a_download_click_on_a_file_damaged_or_gone_since_says_why_on_a_page(adm
     path.unlink()  # reloaded, the page would say so; this one does not know
     page.get_by_test_id("download").click()
     expect(page.get_by_test_id("error-page")).to_contain_text("missing from storage")
+
+
+def test_a_running_backups_elapsed_time_is_the_servers_whatever_the_browsers_clock(
+    browser: Browser, make_demo, pg_url: str
+):
+    """A browser whose clock is an hour off (a VM, a dual-boot machine keeping local time in
+    its hardware clock) showed "1 h 00 min elapsed" for a backup four seconds in."""
+    from datetime import datetime, timedelta, timezone
+
+    demo = make_demo(DATABASE_URL=pg_url, BACKUP_MANAGER_LOCK_TIMEOUT="600")
+    page = sign_in(browser, demo)
+    page.clock.set_system_time(datetime.now(timezone.utc) + timedelta(hours=1))
+    try:
+        with psycopg.connect(pg_url) as holder:  # the job waits here: running, for a while
+            holder.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+            page.goto("/backups/new")
+            page.get_by_test_id("format-postgres").check()
+            page.get_by_test_id("create-backup").click()
+            detail = page.get_by_test_id("backup-detail")
+            expect(detail.locator('[data-field="phase"]')).to_contain_text(
+                "waiting for a lock on orders", timeout=30_000
+            )
+            elapsed = detail.locator('[data-field="elapsed"]')
+            for _ in range(3):  # the page's script rewrites it each second
+                shown = elapsed.inner_text()
+                assert re.fullmatch(r"· [1-5]?[0-9]\.[0-9] s elapsed", shown.strip()), shown
+                expect(elapsed).not_to_have_text(shown)
+            holder.rollback()
+        expect(detail).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    finally:
+        page.context.close()

@@ -27,12 +27,19 @@
     });
   }
 
+  /* The server's clock minus this browser's, from the Date of the API's answers: a running
+     backup's elapsed time is the server's even when this machine's clock is off. Kept at 0
+     within 2 s (a Date has whole seconds only). */
+  var skew = 0;
+
   function getJSON(url) {
     return fetch(url, {
       credentials: "same-origin",
       cache: "no-store",
       headers: { Accept: "application/json" },
     }).then(function (r) {
+      var date = Date.parse(r.headers.get("Date") || "");
+      if (!isNaN(date) && Math.abs(date - Date.now() - skew) > 2000) skew = date - Date.now();
       if (!r.ok) {
         var e = new Error("HTTP " + r.status);
         e.status = r.status;
@@ -141,8 +148,8 @@
       var started = b.started_at ? Date.parse(b.started_at) : NaN;
       elapsed.hidden = b.status !== "running" || isNaN(started);
       if (!elapsed.hidden) {
-        elapsed.textContent = "\u00b7 " + duration(Math.max(0, (Date.now() - started) / 1000)) +
-          " elapsed";
+        var seconds = Math.max(0, (Date.now() + skew - started) / 1000);
+        elapsed.textContent = "\u00b7 " + duration(seconds) + " elapsed";
       }
     }
     var left = field(root, "eta");
