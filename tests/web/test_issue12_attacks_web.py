@@ -10,6 +10,18 @@ from werkzeug.exceptions import HTTPException
 from .test_pages import API, HTML, token
 
 
+def backed_up(client, run_worker, format_: str) -> tuple[dict, list[str]]:
+    """A backup made through the API by a real worker: its object, which must have
+    succeeded, and its log's messages."""
+    backup_id = client.post(f"{API}/backups", json={"format": format_}).json["id"]
+    run_worker()
+    backup = client.get(f"{API}/backups/{backup_id}").json
+    assert backup["status"] == "succeeded", backup["error"]
+    return backup, [
+        x["message"] for x in client.get(f"{API}/backups/{backup_id}/logs").json["logs"]
+    ]
+
+
 def test_a_host_handler_of_every_http_error_leaves_the_apis_answers_json(make_app):
     """Flask's documented "generic exception handler" (errorhandler(HTTPException)) in the
     host must not turn the API's JSON errors, or our error pages, into the host's page."""
@@ -47,12 +59,7 @@ def test_a_table_name_of_control_characters_does_not_fail_a_postgres_backup(
     with psycopg.connect(pg_url, autocommit=True) as con:
         con.execute(sql.SQL("CREATE TABLE {} (id integer)").format(sql.Identifier(name)))
         con.execute(sql.SQL("INSERT INTO {} VALUES (1)").format(sql.Identifier(name)))
-    client = pg_app.test_client()
-    backup_id = client.post(f"{API}/backups", json={"format": "postgres"}).json["id"]
-    run_worker()
-    backup = client.get(f"{API}/backups/{backup_id}").json
-    assert backup["status"] == "succeeded", backup["error"]
-    logs = [line["message"] for line in client.get(f"{API}/backups/{backup_id}/logs").json["logs"]]
+    _, logs = backed_up(pg_app.test_client(), run_worker, "postgres")
     assert f"table {name}: 1 row" in logs, logs
 
 
@@ -303,12 +310,7 @@ def test_a_postgres_host_whose_tables_live_in_another_schema_backs_up_without_it
     host_env["HOSTAPP_DATABASE_URL"] = url
     app = _make_app()
     try:
-        client = app.test_client()
-        first = client.post(f"{API}/backups", json={"format": "postgres"}).json["id"]
-        run_worker()
-        backup = client.get(f"{API}/backups/{first}").json
-        assert backup["status"] == "succeeded", backup["error"]
-        logs = [x["message"] for x in client.get(f"{API}/backups/{first}/logs").json["logs"]]
+        backup, logs = backed_up(app.test_client(), run_worker, "postgres")
         assert "table shop.backup_manager_backups: 0 rows" in logs, logs
         assert "table shop.customers: 50 rows" in logs, logs
         storage = app.extensions["backup_manager"].storage_dir
@@ -336,12 +338,7 @@ def test_a_bind_backed_up_without_the_backup_managers_tables_still_backs_up(
         app = make_app(
             SQLALCHEMY_BINDS={"reports": f"sqlite:///{reports}"}, BACKUP_MANAGER_BIND="reports"
         )
-        client = app.test_client()
-        backup_id = client.post(f"{API}/backups", json={"format": "sqlite3"}).json["id"]
-        run_worker()
-        backup = client.get(f"{API}/backups/{backup_id}").json
-        assert backup["status"] == "succeeded", backup["error"]
-        logs = [x["message"] for x in client.get(f"{API}/backups/{backup_id}/logs").json["logs"]]
+        _, logs = backed_up(app.test_client(), run_worker, "sqlite3")
         assert "table totals: 1 row" in logs, logs
     finally:  # the test app's db is shared: the next app has no such bind
         db.metadatas.pop("reports", None)
