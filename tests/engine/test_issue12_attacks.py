@@ -601,3 +601,29 @@ def test_a_customer_trigger_writing_into_an_emptied_table_does_not_fill_it_in_th
     with closing(sqlite3.connect(db)) as con:
         assert con.execute("SELECT count(*) FROM bm_backups").fetchone() == (0,)
         assert con.execute("SELECT note FROM orders").fetchall() == [("an order",)]
+
+
+def test_an_sqlite_database_another_connection_holds_locked_is_reported_as_waited_for(tmp_path):
+    # a writer holding the file (BEGIN EXCLUSIVE, or a big transaction whose cache spilled)
+    # blocks readers of a database without WAL
+    url = sqlite_db(
+        tmp_path / "host.db", "CREATE TABLE orders (id INTEGER); INSERT INTO orders VALUES (1);"
+    )
+    holder = sqlite3.connect(tmp_path / "host.db", isolation_level=None)
+    waits: list[str] = []
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("INSERT INTO orders VALUES (2)")
+
+        def progress(p: Progress) -> None:
+            if p.phase and p.phase.startswith("waiting") and holder.in_transaction:
+                waits.append(p.phase)
+                holder.execute("COMMIT")
+
+        out = tmp_path / "copy.db"
+        export(url, "sqlite3_db", out, progress=progress, lock_timeout=60)
+    finally:
+        holder.close()
+    assert waits == ["waiting for a lock on the database file (another connection writes)"]
+    with closing(sqlite3.connect(out)) as con:
+        assert con.execute("SELECT count(*) FROM orders").fetchone() == (2,)

@@ -171,7 +171,7 @@ class SQLiteSource:
         private: bool = False,
         lock_timeout: float | None = None,
         cancel: threading.Event | None = None,
-        phase: Callable[[str], None] | None = None,  # unused: SQLite waits in its busy handler
+        phase: Callable[[str], None] | None = None,
     ) -> None:
         db = url.database
         if not db or db == ":memory:" or db.startswith("file:"):
@@ -193,6 +193,15 @@ class SQLiteSource:
         self._unwatch = watch(cancel, self.interrupt) if cancel is not None else None
         try:
             self.con = open_read_only(self.path, timeout=timeout)
+            if phase is not None:  # said before the busy handler waits, as it would silently
+                self.con.execute("PRAGMA busy_timeout = 0")
+                try:
+                    self.con.execute("PRAGMA main.schema_version").fetchone()
+                except sqlite3.OperationalError as e:
+                    if getattr(e, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                        raise
+                    phase("waiting for a lock on the database file (another connection writes)")
+                self.con.execute(f"PRAGMA busy_timeout = {round(timeout * 1000)}")
             wal = self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
             if not wal and not private:
                 self._read_a_copy()
