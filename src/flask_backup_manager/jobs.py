@@ -147,17 +147,24 @@ def run_backup(backup_id: int) -> str:
 
 def own_tables(state: State) -> list[str]:
     """The export's keys of the Backup Manager's own tables in the database backed up: none
-    when they live in another one (``BACKUP_MANAGER_BIND``); a table of no schema is in the
-    schema the host's connection creates it in (PostgreSQL's ``current_schema()``, the first
-    of its search_path: not always public)."""
-    inspector = sa.inspect(state.engine)
-    postgres = state.engine.dialect.name == "postgresql"
+    when they live in another one (``BACKUP_MANAGER_BIND``). On PostgreSQL a table of no
+    schema is where the app's own queries find it, by its search_path: not always public."""
     keys = []
-    for table in (m.__table__ for m in state.models):
-        if not inspector.has_table(table.name, schema=table.schema):
-            continue
-        schema = (table.schema or inspector.default_schema_name) if postgres else None
-        keys.append(table.name if schema in (None, "public") else f"{schema}.{table.name}")
+    with state.engine.connect() as conn:
+        for table in (m.__table__ for m in state.models):
+            if conn.dialect.name != "postgresql":
+                if sa.inspect(conn).has_table(table.name, schema=table.schema):
+                    keys.append(table.name)
+                continue
+            schema = conn.scalar(
+                sa.text(
+                    "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+                    " ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass(:table)"
+                ),
+                {"table": conn.dialect.identifier_preparer.format_table(table)},
+            )
+            if schema is not None:
+                keys.append(table.name if schema == "public" else f"{schema}.{table.name}")
     return keys
 
 

@@ -288,11 +288,17 @@ def test_a_hosts_own_route_under_the_api_path_keeps_its_own_405(make_app, prefix
     assert ours.status_code == 405 and ours.json["error"]["code"] == "method_not_allowed"
 
 
-def test_a_postgres_host_whose_tables_live_in_another_schema_backs_up_without_its_history(
-    make_pg_db, host_env, monkeypatch, run_worker
+@pytest.mark.parametrize(
+    ("created_in", "search_path"),
+    [("shop", "shop"), ("public", "shop, public")],
+    ids=["tables-in-shop", "tables-in-public-behind-an-empty-shop"],
+)
+def test_a_postgres_host_whose_search_path_is_not_public_backs_up_without_its_history(
+    make_pg_db, host_env, monkeypatch, run_worker, created_in, search_path
 ):
-    """The app's tables (ours among them) live in the first schema of the search_path, not
-    always public: ours must still be found, and copied without their rows."""
+    """The app's tables (ours among them) are where its search_path finds them, not always in
+    public, nor always in the first schema of that path: ours must be found there, and copied
+    without their rows."""
     import gzip
 
     import psycopg
@@ -300,20 +306,28 @@ def test_a_postgres_host_whose_tables_live_in_another_schema_backs_up_without_it
     from ..conftest import _close_app, _make_app
 
     url = make_pg_db()
-    with psycopg.connect(url, autocommit=True) as con:
-        con.execute("CREATE SCHEMA shop")
-        con.execute(
-            f"ALTER DATABASE {psycopg.conninfo.conninfo_to_dict(url)['dbname']} "
-            "SET search_path = shop"
-        )
-    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-    monkeypatch.setenv("HOSTAPP_DATABASE_URL", url)
-    host_env["HOSTAPP_DATABASE_URL"] = url
+
+    def set_search_path() -> None:
+        with psycopg.connect(url, autocommit=True) as con:
+            con.execute("CREATE SCHEMA shop")
+            name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+            con.execute(f"ALTER DATABASE {name} SET search_path = {search_path}")
+
+    if created_in == "shop":
+        set_search_path()  # before the app creates its tables: they go there
+    sa_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    monkeypatch.setenv("HOSTAPP_DATABASE_URL", sa_url)
+    host_env["HOSTAPP_DATABASE_URL"] = sa_url
     app = _make_app()
     try:
+        if created_in == "public":
+            set_search_path()  # after: the tables stay in public, found through the path
+            with app.app_context():
+                app.extensions["sqlalchemy"].engine.dispose()
         backup, logs = backed_up(app.test_client(), run_worker, "postgres")
-        assert "table shop.backup_manager_backups: 0 rows" in logs, logs
-        assert "table shop.customers: 50 rows" in logs, logs
+        key = "" if created_in == "public" else "shop."
+        assert f"table {key}backup_manager_backups: 0 rows" in logs, logs
+        assert f"table {key}customers: 50 rows" in logs, logs
         storage = app.extensions["backup_manager"].storage_dir
         text = gzip.decompress((storage / backup["filename"]).read_bytes()).decode()
         assert "queued: format postgres" not in text  # our log's rows stayed behind
