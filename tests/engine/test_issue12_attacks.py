@@ -2,13 +2,12 @@
 and no rows (``export(no_rows=...)``) next to customer tables that point at them, share their
 sequences or their names, and a lock wait whose holder says hostile things. Each database is built
 for real, exported, and restored with the documented commands (``psql -X -v ON_ERROR_STOP=1
---single-transaction`` as an ordinary role, the ``sqlite3`` shell in safe mode)."""
+--single-transaction`` as an ordinary role, the ``sqlite3`` shell, ``-safe`` too)."""
 
 from __future__ import annotations
 
 import gzip
 import sqlite3
-import subprocess
 from contextlib import closing
 from pathlib import Path
 
@@ -18,8 +17,8 @@ from psycopg import sql
 
 from flask_backup_manager.engine import ExportError, Progress, export, parallel
 
+from .test_dump_safety_sqlite import restore_all
 from .test_postgres_to_postgres import restore
-from .test_sqlite_to_sqlite import SQLITE3
 
 #: text written into the rows left behind: no file may hold it
 MARKER = "historymarker5b1e"
@@ -30,17 +29,6 @@ def file_bytes(path: Path, fmt: str) -> bytes:
     return data if fmt == "sqlite3_db" else gzip.decompress(data)
 
 
-def restore_safe(dump: Path, db: Path) -> None:
-    """``gunzip -c F | sqlite3 -safe new.db``; any message from sqlite3 fails the test."""
-    out = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", f'gunzip -c "{dump}" | {SQLITE3} -safe "{db}"'],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert (out.returncode, out.stderr, out.stdout) == (0, "", "")
-
-
 def sqlite_copy(tmp_path: Path, source: str, fmt: str, no_rows: list[str]) -> Path:
     """The export of ``source`` in ``fmt`` as an SQLite database (restored if need be)."""
     out = tmp_path / f"copy.{fmt}"
@@ -48,9 +36,8 @@ def sqlite_copy(tmp_path: Path, source: str, fmt: str, no_rows: list[str]) -> Pa
     assert MARKER.encode() not in file_bytes(out, fmt)
     if fmt == "sqlite3_db":
         return out
-    db = tmp_path / "restored.db"
-    restore_safe(out, db)
-    return db
+    # restored by the sqlite3 shell, with and without -safe, and by Python: the -safe one
+    return restore_all(out, tmp_path)[1]
 
 
 def sqlite_db(path: Path, script: str) -> str:
@@ -594,10 +581,7 @@ def test_a_customer_trigger_writing_into_an_emptied_table_does_not_fill_it_in_th
         assert rows(target, "SELECT count(*) FROM bm_backups") == [(0,)]
         assert rows(target, "SELECT note FROM orders") == [("an order",)]
         return
-    db = out
-    if fmt == "sqlite3":
-        db = tmp_path / "restored.db"
-        restore_safe(out, db)
+    db = out if fmt == "sqlite3_db" else restore_all(out, tmp_path)[1]
     with closing(sqlite3.connect(db)) as con:
         assert con.execute("SELECT count(*) FROM bm_backups").fetchone() == (0,)
         assert con.execute("SELECT note FROM orders").fetchall() == [("an order",)]
