@@ -379,3 +379,32 @@ def test_a_csrf_token_that_is_not_ascii_is_refused_with_flask_wtf_too(app, clien
     client.get("/backups/", headers=HTML)
     answer = client.post(f"{API}/backups", json={"format": "sqlite3"}, headers={"X-CSRFToken": "é"})
     assert answer.status_code == 400 and answer.json["error"]["code"] == "csrf_failed"
+
+
+def test_a_failure_naming_a_customers_table_escapes_its_control_characters(
+    make_app, pg_url, host_env, monkeypatch, run_worker
+):
+    """The reason a backup failed, on its page and the list, names the table as the phase and
+    the log do: a bidi override in the name cannot turn the sentence around."""
+    import psycopg
+    from psycopg import sql
+
+    name = "spoof\u202etxt.exe"
+    url = pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    monkeypatch.setenv("HOSTAPP_DATABASE_URL", url)
+    host_env["HOSTAPP_DATABASE_URL"] = url
+    client = make_app(BACKUP_MANAGER_LOCK_TIMEOUT=1).test_client()
+    with psycopg.connect(pg_url) as holder:
+        holder.execute(sql.SQL("CREATE TABLE {} (id integer)").format(sql.Identifier(name)))
+        holder.commit()
+        holder.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(name))
+        )
+        backup_id = client.post(f"{API}/backups", json={"format": "postgres"}).json["id"]
+        run_worker()
+        holder.rollback()
+    backup = client.get(f"{API}/backups/{backup_id}").json
+    reason = "table spoof\\u202etxt.exe is locked by another session: gave up waiting after 1 s"
+    assert (backup["status"], backup["error"]) == ("failed", reason)
+    logs = [x["message"] for x in client.get(f"{API}/backups/{backup_id}/logs").json["logs"]]
+    assert f"failed: {reason}" in logs
