@@ -162,3 +162,36 @@ def test_a_running_backups_elapsed_time_is_the_servers_whatever_the_browsers_clo
         expect(detail).to_have_attribute("data-status", "succeeded", timeout=60_000)
     finally:
         page.context.close()
+
+
+def test_a_long_table_name_in_the_phase_or_the_reason_fits_a_phone(
+    browser: Browser, make_demo, pg_url: str
+):
+    """A name of 63 letters without a space, in "waiting for a lock on ..." and in the failure
+    reason, made the detail page 600 px wide at 360 px: it wraps instead."""
+    name = "x" * 63
+    fits = "document.documentElement.scrollWidth <= window.innerWidth"
+    demo = make_demo(DATABASE_URL=pg_url, BACKUP_MANAGER_LOCK_TIMEOUT="20")
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(sql.SQL("CREATE TABLE {} (id integer)").format(sql.Identifier(name)))
+    page = sign_in(browser, demo, width=360, height=740)
+    try:
+        with psycopg.connect(pg_url) as holder:
+            holder.execute(
+                sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(name))
+            )
+            page.goto("/backups/new")
+            page.get_by_test_id("format-postgres").check()
+            page.get_by_test_id("create-backup").click()
+            detail = page.get_by_test_id("backup-detail")
+            phase = detail.locator('[data-field="phase"]')
+            expect(phase).to_contain_text(f"waiting for a lock on {name}", timeout=30_000)
+            assert page.evaluate(fits), page.evaluate("document.documentElement.scrollWidth")
+            expect(detail).to_have_attribute("data-status", "failed", timeout=60_000)
+            expect(detail.locator('[data-field="error"]')).to_contain_text(name)
+            assert page.evaluate(fits), page.evaluate("document.documentElement.scrollWidth")
+            holder.rollback()
+        page.reload()  # as the server renders it
+        assert page.evaluate(fits), page.evaluate("document.documentElement.scrollWidth")
+    finally:
+        page.context.close()
