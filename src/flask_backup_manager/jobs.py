@@ -13,7 +13,15 @@ from flask import current_app
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from .engine import ExportCancelled, ExportError, Progress, export, one_line, scrub
+from .engine import (
+    ExportCancelled,
+    ExportError,
+    Progress,
+    escape_controls,
+    export,
+    one_line,
+    scrub,
+)
 from .lifecycle import add_log, finish, process_actor, remove_parts, transition, update
 from .models import ACTIVE, Status, db_now
 from .presenters import as_utc, plural
@@ -51,7 +59,10 @@ def run_backup(backup_id: int) -> str:
         nonlocal last_phase, copying_since
         if p.finished:
             name, rows = p.finished
-            add_log(backup_id, "info", f"table {name}: {plural(rows, 'row')}", commit=False)
+            # the name escaped as in the phase: a control character (a bidi override) in a
+            # customer's table name must not rearrange the line on the page
+            line = f"table {escape_controls(name)}: {plural(rows, 'row')}"
+            add_log(backup_id, "info", line, commit=False)
         if p.phase and p.phase != last_phase and p.table is None:
             # one line per phase but the tables' (each has its line when done): written as
             # the phase begins, so a wait is in the log while it lasts

@@ -288,12 +288,14 @@ def test_the_cli_never_prints_a_control_character_from_the_customers_database(
     con.close()
     assert runner.invoke(args=["backups", "create", "--format", "sqlite3_db"]).exit_code == 0
     run_worker()
-    with app.app_context():  # whatever the engine did with the names, they are in the log
-        from flask_backup_manager import service
+    with app.app_context():
+        from flask_backup_manager import lifecycle, service
 
         logs = "\n".join(line["message"] for line in service.backup_logs(service.get_backup(1)))
-        error = service.get_backup(1).error or ""
-    assert any(name in logs + error for name in EVIL_TABLES)
+        assert "\\x1b]0;pwned\\x07" in logs  # the job's own lines escape the names already
+        # the CLI does not rely on that: a line holding the raw names (a host's, a future
+        # message's) is escaped by the CLI too
+        lifecycle.add_log(1, "warning", " | ".join(EVIL_TABLES))
     outputs = [
         runner.invoke(args=["backups", "show", "1"]),
         runner.invoke(args=["backups", "list"]),
@@ -307,8 +309,7 @@ def test_the_cli_never_prints_a_control_character_from_the_customers_database(
             assert c not in text
     shown = outputs[0].output
     assert "\\x1b]0;pwned\\x07" in shown or "\\x1b" in shown  # escaped, still readable
-    if "café ü" in logs:
-        assert "café ü" in shown  # ordinary Unicode is kept
+    assert "café ü" in shown  # ordinary Unicode is kept
 
 
 def page_headers_ok(response) -> None:
