@@ -406,7 +406,17 @@ def delete_backup(backup: Any, *, actor: str | None, reason: str | None = None) 
     if backup.status not in FINISHED:
         raise conflict("not_finished", f"{stands(backup)}: cancel it before deleting it.")
     state = get_state()
-    path = file_path(backup, state)
+    try:  # the file first: one that cannot go (read-only storage) keeps its backup
+        file_path(backup, state).unlink(missing_ok=True)
+    except IsADirectoryError:  # not a file of ours: the pages call the file missing
+        pass
+    except OSError as e:
+        raise ServiceError(
+            500,
+            "storage_error",
+            f"The file of backup {backup.id} cannot be removed from storage "
+            f"({e.strerror or type(e).__name__}): the backup is kept.",
+        ) from None
     audit("delete", backup.id, reason, actor=actor, commit=False)
     # explicit: SQLite ignores ON DELETE CASCADE unless the host turned foreign keys on
     state.db.session.execute(
@@ -414,10 +424,6 @@ def delete_backup(backup: Any, *, actor: str | None, reason: str | None = None) 
     )
     state.db.session.delete(backup)
     state.db.session.commit()
-    try:
-        path.unlink(missing_ok=True)
-    except IsADirectoryError:  # not a file of ours: the pages call the file missing
-        pass
 
 
 def cancel_backup(backup: Any, *, actor: str | None) -> Any:

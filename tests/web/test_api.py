@@ -255,6 +255,36 @@ def test_a_file_changed_in_storage_is_refused_not_sent(app, client, run_worker):
     assert response.json["error"]["code"] == "checksum_mismatch"
 
 
+def test_a_file_storage_cannot_remove_keeps_its_backup(app, client, run_worker, monkeypatch):
+    """Read-only storage (EROFS, EACCES): faked, as root removes any file of a writable
+    disk. The delete is refused with the reason and nothing is lost: row, log, file."""
+    backup_id = create(client).json["id"]
+    run_worker()
+    done = client.get(f"{API}/backups/{backup_id}").json
+    path = app.extensions["backup_manager"].storage_dir / done["filename"]
+    real_unlink = type(path).unlink
+
+    def unlink(self, missing_ok=False):
+        if self == path:
+            raise OSError(30, "Read-only file system", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(type(path), "unlink", unlink)
+    response = client.delete(f"{API}/backups/{backup_id}")
+    assert response.status_code == 500
+    assert response.json["error"] == {
+        "code": "storage_error",
+        "message": f"The file of backup {backup_id} cannot be removed from storage "
+        "(Read-only file system): the backup is kept.",
+    }
+    assert client.get(f"{API}/backups/{backup_id}").json["status"] == "succeeded"
+    assert client.get(f"{API}/backups/{backup_id}/logs").json["logs"]
+    assert path.is_file()
+    monkeypatch.undo()
+    assert client.delete(f"{API}/backups/{backup_id}").status_code == 204
+    assert not path.exists()
+
+
 def test_every_route_of_the_blueprint_is_behind_the_access_check(make_app):
     app = make_app(HOSTAPP_ACCESS="none")
     client = app.test_client()
