@@ -46,20 +46,38 @@ def create(format_: str, wait: bool) -> None:
         backup = service.create_backup(format_, created_by=process_actor())
     except ServiceError as e:
         _fail(e)
-    _echo(f"backup {backup.id} queued ({backup.format})")
-    if not wait:
-        return
-    status = backup.status
-    while status not in FINISHED:
-        time.sleep(0.5)
-        get_state().db.session.expire_all()
-        backup = service.get_backup(backup.id)
-        if backup.status != status:
-            status = backup.status
-            _echo(f"backup {backup.id} {status}")
-    if status != Status.SUCCEEDED:
-        raise _error(f"backup {backup.id} {status}: {backup.error}")
-    _echo(f"{backup.filename} {backup.size} bytes sha256 {backup.sha256}")
+    try:  # from the first line on, Ctrl-C says what became of the backup
+        _echo(f"Backup {backup.id} queued ({backup.format}).")
+        _warn_without_worker()
+        if not wait:
+            return
+        said = (backup.status, None)
+        while backup.status not in FINISHED:
+            time.sleep(0.5)
+            get_state().db.session.expire_all()
+            backup = service.get_backup(backup.id)
+            now = (backup.status, backup.phase)
+            if now != said:  # "running: waiting for a lock on orders (held by pid ...)"
+                said = now
+                _echo(f"Backup {backup.id} {backup.status}" + (f": {now[1]}" if now[1] else "."))
+    except KeyboardInterrupt:
+        if backup.status not in FINISHED:
+            _echo(
+                f"Stopped waiting: backup {backup.id} is still {backup.status} "
+                f"(`flask backups cancel {backup.id}` stops it).",
+                err=True,
+            )
+        raise
+    if backup.status != Status.SUCCEEDED:
+        raise _error(f"Backup {backup.id} {backup.status}: {backup.error}")
+    _echo(f"{backup.filename} {presenters.plural(backup.size, 'byte')} sha256 {backup.sha256}")
+
+
+def _warn_without_worker() -> None:
+    """Say so when a backup queued now would not start: no worker listens (or no queue)."""
+    warning = service.worker_warning()
+    if warning:
+        _echo(f"Warning: {warning}", err=True)
 
 
 @backups_cli.command("list")
@@ -67,21 +85,26 @@ def create(format_: str, wait: bool) -> None:
 def list_(page: str) -> None:
     """List backups, newest first."""
     number = whole_number(page)
-    if number is None:
-        raise _error("--page must be a whole number of at most 18 digits")
-    try:
-        items, total = service.list_backups(number)
-    except ServiceError as e:
-        _fail(e)
+    if number is None or number < 1:
+        raise _error("--page must be a whole number from 1, of at most 18 digits.")
+    items, total = service.list_backups(number)
+    pages = max(1, -(-total // get_state().per_page))
     if not items:
-        _echo("no backups")
+        _echo(
+            f"No backups on page {number} of {pages} ({total} in all)." if total else "No backups."
+        )
         return
     _echo(f"{'ID':>5}  {'FORMAT':<10}  {'STATUS':<9}  {'SIZE':>10}  CREATED")
     for b in items:
         created, size = presenters.iso(b.created_at), presenters.human_size(b.size)
-        _echo(f"{b.id:>5}  {b.format:<10}  {b.status:<9}  {size:>10}  {created}")
-    pages = max(1, -(-total // get_state().per_page))
+        problem = service.file_problem(b)  # a stat: gone, or not its size
+        status = f"{b.status}{'!' if problem else ''}"
+        _echo(f"{b.id:>5}  {b.format:<10}  {status:<9}  {size:>10}  {created}")
+        if problem:
+            _echo(f"       ! {problem}")
     _echo(f"{presenters.plural(total, 'backup')}, page {number} of {pages}")
+    if any(b.status == Status.QUEUED for b in items):
+        _warn_without_worker()
 
 
 @backups_cli.command("show")
@@ -97,8 +120,16 @@ def show(backup_id: str) -> None:
             value = (
                 f"{value['tables_done']} of {presenters.plural(value['tables_total'], 'table')}, "
                 f"{value['rows_done']} of {presenters.plural(value['rows_total'], 'row')}"
+                + (f"; {value['phase']}" if value["phase"] else "")
             )
+        elif key == "duration" and value is not None:
+            value = f"{value:.1f} s"
         _echo(f"{key}: {'-' if value is None else value}")
+    problem = service.file_problem(b, full=True)  # read against its sha256, as the page does
+    if problem:
+        _echo(f"file: {problem}")
+    if b.status == Status.QUEUED:
+        _warn_without_worker()
     _echo("log:")
     for line in service.backup_logs(b):
         _echo(f"  {line['at']} {line['level']:<7} {line['message']}")
@@ -172,7 +203,7 @@ def delete(backup_id: str) -> None:
         service.delete_backup(service.get_backup(backup_id), actor=process_actor())
     except ServiceError as e:
         _fail(e)
-    _echo(f"backup {backup_id} deleted")
+    _echo(f"Backup {backup_id} deleted.")
 
 
 @backups_cli.command("cancel")
@@ -183,7 +214,7 @@ def cancel(backup_id: str) -> None:
         b = service.cancel_backup(service.get_backup(backup_id), actor=process_actor())
     except ServiceError as e:
         _fail(e)
-    _echo(f"backup {b.id} {b.status}")
+    _echo(f"Backup {b.id} {b.status}.")
 
 
 @backups_cli.command("prune")
@@ -192,10 +223,12 @@ def prune() -> None:
     state = get_state()
     if state.keep_last is None and state.keep_days is None:
         raise _error(
-            "no retention configured: set BACKUP_MANAGER_KEEP_LAST and/or BACKUP_MANAGER_KEEP_DAYS"
+            "No retention is configured: set BACKUP_MANAGER_KEEP_LAST and/or "
+            "BACKUP_MANAGER_KEEP_DAYS."
         )
     deleted = service.prune(state, actor=process_actor())
-    _echo(f"deleted {len(deleted)} backup(s)" + (f": {deleted}" if deleted else ""))
+    ids = ", ".join(map(str, deleted))
+    _echo(f"Deleted {presenters.plural(len(deleted), 'backup')}" + (f": {ids}." if ids else "."))
 
 
 @backups_cli.command("worker")

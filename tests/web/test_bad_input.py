@@ -185,7 +185,8 @@ def test_ids_and_pages_beyond_what_postgresql_holds_are_not_a_500(pg_app):
     shown = runner.invoke(args=["backups", "show", "99999999999999999"])
     assert shown.exit_code == 1 and shown.output.strip() == "Error: No such backup."
     listed = runner.invoke(args=["backups", "list", "--page", "99999999999999999"])
-    assert listed.exit_code == 0 and listed.output.strip() == "no backups"
+    assert listed.exit_code == 0
+    assert listed.output.strip() == "No backups on page 99999999999999999 of 1 (1 in all)."
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ from pathlib import Path
 def test_create_list_show_download_delete(app, runner, run_worker, tmp_path):
     result = runner.invoke(args=["backups", "create", "--format", "sqlite3_db"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "backup 1 queued (sqlite3_db)"
+    assert result.stdout.strip() == "Backup 1 queued (sqlite3_db)."
+    assert "Warning: No worker is listening on queue" in result.stderr  # none runs yet
     run_worker()
 
     listing = runner.invoke(args=["backups", "list"])
@@ -35,7 +36,7 @@ def test_create_list_show_download_delete(app, runner, run_worker, tmp_path):
 
     deleted = runner.invoke(args=["backups", "delete", "1"])
     assert deleted.exit_code == 0
-    assert runner.invoke(args=["backups", "list"]).output.strip() == "no backups"
+    assert runner.invoke(args=["backups", "list"]).output.strip() == "No backups."
 
 
 def test_create_with_unknown_format_is_a_one_line_error(runner):
@@ -57,20 +58,30 @@ def test_download_of_unfinished_backup_is_refused(runner):
     assert "Backup 1 is still queued: it has no file to download." in result.output
 
 
-def test_create_wait_follows_the_backup_until_a_worker_finishes_it(runner, worker):
+def test_create_wait_follows_the_backup_until_a_worker_finishes_it(app, runner, worker):
+    import time
+
+    from flask_backup_manager import service
+
     worker()
+    deadline = time.monotonic() + 60
+    with app.app_context():
+        while service.worker_warning():  # until the worker has registered
+            assert time.monotonic() < deadline, service.worker_warning()
+            time.sleep(0.2)
     result = runner.invoke(args=["backups", "create", "--format", "sqlite3", "--wait"])
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert lines[0] == "backup 1 queued (sqlite3)"
-    assert lines[-2] == "backup 1 succeeded"
+    assert "Warning" not in result.stderr  # a worker listens
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Backup 1 queued (sqlite3)."
+    assert lines[-2] == "Backup 1 succeeded."
     assert lines[-1].startswith("hostapp-") and " sha256 " in lines[-1]
 
 
 def test_cancel_from_the_command_line(runner):
     runner.invoke(args=["backups", "create", "--format", "sqlite3"])
     result = runner.invoke(args=["backups", "cancel", "1"])
-    assert result.exit_code == 0 and result.output.strip() == "backup 1 cancelled"
+    assert result.exit_code == 0 and result.output.strip() == "Backup 1 cancelled."
     again = runner.invoke(args=["backups", "cancel", "1"])
     assert again.exit_code == 1 and re.search(r"already (been )?cancelled", again.output)
 
@@ -153,12 +164,68 @@ def test_list_says_how_many_backups_and_pages(make_app):
     runner = app.test_cli_runner()
     for _ in range(3):
         assert runner.invoke(args=["backups", "create", "--format", "sqlite3"]).exit_code == 0
-    first = runner.invoke(args=["backups", "list"]).output.splitlines()
+    listed = runner.invoke(args=["backups", "list"])
+    first = listed.stdout.splitlines()
     assert [line.split()[0] for line in first[1:-1]] == ["3", "2"]
     assert first[-1] == "3 backups, page 1 of 2"
-    assert runner.invoke(args=["backups", "list", "--page", "2"]).output.splitlines()[-1] == (
+    assert listed.stderr.startswith("Warning: No worker is listening on queue ")  # all queued
+    assert runner.invoke(args=["backups", "list", "--page", "2"]).stdout.splitlines()[-1] == (
         "3 backups, page 2 of 2"
     )
+    past = runner.invoke(args=["backups", "list", "--page", "5"])
+    assert past.exit_code == 0 and past.stdout == "No backups on page 5 of 2 (3 in all).\n"
+    zero = runner.invoke(args=["backups", "list", "--page", "0"])
+    assert zero.exit_code == 1
+    assert zero.output == "Error: --page must be a whole number from 1, of at most 18 digits.\n"
+
+
+def test_waiting_for_a_backup_no_worker_makes_says_so_and_how_to_stop_it(host_env, app):
+    """No worker runs: ``create --wait`` warns at once; Ctrl-C says the backup is still
+    queued and how to cancel it."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import ROOT, WORKER
+
+    command = [*WORKER[:-1], "create", "--format", "sqlite3", "--wait"]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **host_env}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "Backup 1 queued (sqlite3).\n"
+        assert proc.stderr.readline().startswith("Warning: No worker is listening on queue ")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0
+    assert "Stopped waiting: backup 1 is still queued (`flask backups cancel 1` stops it)." in err
+
+
+def test_show_and_list_say_when_a_file_is_gone_or_damaged(app, runner, run_worker):
+    from flask_backup_manager import service
+
+    for _ in range(2):
+        assert runner.invoke(args=["backups", "create", "--format", "sqlite3"]).exit_code == 0
+        run_worker()
+    with app.app_context():
+        service.file_path(service.get_backup(1)).unlink()
+        path = service.file_path(service.get_backup(2))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # the same size: only a full read finds it
+    path.write_bytes(bytes(data))
+    gone = runner.invoke(args=["backups", "show", "1"]).output
+    assert "file: The file is missing from storage." in gone.splitlines()
+    damaged = runner.invoke(args=["backups", "show", "2"]).output
+    assert "file: The file no longer matches its checksum." in damaged.splitlines()
+    listing = runner.invoke(args=["backups", "list"]).output.splitlines()
+    assert listing[1].split()[:3] == ["2", "sqlite3", "succeeded"]  # a stat finds nothing
+    assert listing[2].split()[:3] == ["1", "sqlite3", "succeeded!"]
+    assert listing[3].strip() == "! The file is missing from storage."
 
 
 def test_download_into_a_directory_and_never_over_a_file_without_force(

@@ -317,8 +317,8 @@ def test_the_hosts_console_script_lists_backups_and_runs_the_worker(app, host_en
         assert out.returncode == 0, out.stderr[-3000:]
         return out.stdout
 
-    assert run("list").strip() == "no backups"
-    assert run("create", "--format", "sqlite3_db").strip() == "backup 1 queued (sqlite3_db)"
+    assert run("list").strip() == "No backups."
+    assert run("create", "--format", "sqlite3_db").strip() == "Backup 1 queued (sqlite3_db)."
     run("worker", "--burst")
     listing = run("list").splitlines()
     assert listing[1].split()[:3] == ["1", "sqlite3_db", "succeeded"]

@@ -329,7 +329,7 @@ def test_retention_by_age_runs_from_the_cli(make_app, run_worker):
         Backup.query.filter_by(id=old).update({"created_at": utcnow() - timedelta(days=8)})
         app.extensions["backup_manager"].db.session.commit()
     result = app.test_cli_runner().invoke(args=["backups", "prune"])
-    assert result.exit_code == 0 and result.output.strip() == f"deleted 1 backup(s): [{old}]"
+    assert result.exit_code == 0 and result.output.strip() == f"Deleted 1 backup: {old}."
     assert [b["id"] for b in client.get(f"{API}/backups").json["backups"]] == [new]
 
 
@@ -492,7 +492,7 @@ def test_retention_never_lets_a_newer_failure_push_out_the_last_good_backup(make
     run_worker()
     assert backup(client, bad["id"])["status"] == "failed"
     result = app.test_cli_runner().invoke(args=["backups", "prune"])
-    assert result.output.strip() == "deleted 0 backup(s)"
+    assert result.output.strip() == "Deleted 0 backups."
     assert backup(client, good)["status"] == "succeeded"
 
 
