@@ -88,6 +88,10 @@ def formats(state: State | None = None) -> list[dict[str, str]]:
     ]
 
 
+#: what to check when the job queue cannot be reached
+REDIS_ADVICE = "check that Redis is running and that BACKUP_MANAGER_REDIS_URL points at it"
+
+
 def worker_warning(state: State | None = None) -> str | None:
     """Why a queued backup would not start now, for the pages and the API: no worker listens
     on the queue, or the queue cannot be reached. ``None`` when a worker is listening."""
@@ -97,8 +101,7 @@ def worker_warning(state: State | None = None) -> str | None:
             return None
     except (RedisError, OSError, RuntimeError) as e:  # RuntimeError: no Redis configured
         return (
-            "The job queue is unavailable, so no backup can start: check that Redis is "
-            f"running and that BACKUP_MANAGER_REDIS_URL points at it ({one_line(e)})."
+            f"The job queue is unavailable, so no backup can start: {REDIS_ADVICE} ({one_line(e)})."
         )
     return (
         f"No worker is listening on queue {state.queue_name}: start one with "
@@ -159,7 +162,7 @@ def create_backup(format: Any, *, created_by: str | None) -> Any:
             503,
             "queue_unavailable",
             f"The job queue (Redis) cannot be reached, so backup {backup.id} was not started: "
-            "check that Redis is running and that BACKUP_MANAGER_REDIS_URL points at it.",
+            f"{REDIS_ADVICE}.",
             extra={"detail": one_line(e)},
         ) from None
     update(backup.id, job_id=job_id)

@@ -103,7 +103,7 @@ WITH RECURSIVE t (relid) AS (
 #: to the snapshot
 _REWRITTEN = (
     _TREE
-    + """SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END
+    + """SELECT n.nspname, c.relname
 FROM t JOIN pg_catalog.pg_class c ON c.oid = t.relid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relfilenode <> pg_catalog.pg_relation_filenode(c.oid)
@@ -315,10 +315,11 @@ class PostgresSource:
         to the snapshot: refused (but one copied without rows)."""
         self._lock_each(rels, timeout)
         copied = [r.oid for r in rels if table_key(r.nspname, r.relname) not in self.no_rows]
-        for (key,) in self.fetch(_REWRITTEN, [copied]):
+        for schema, name in self.fetch(_REWRITTEN, [copied]):
             raise ExportError(
-                f"table {shown(key, 100)} was rewritten (ALTER TABLE, CLUSTER, VACUUM FULL) "
-                "or emptied (TRUNCATE) by another session after the backup began, so its rows "
+                f"table {shown(table_key(schema, name), 100)} was rewritten (ALTER TABLE, "
+                "CLUSTER, VACUUM FULL) or emptied (TRUNCATE) by another session after the "
+                "backup began, so its rows "
                 "are not in the backup's snapshot: make the backup again"
             )
 
