@@ -46,6 +46,11 @@ class Tracker:
     ) -> None:
         self.callback = callback
         self.warnings: list[str] = []
+        #: each table's exact rows, by key, once it is finished
+        self.counts: dict[str, int] = {}
+        #: comment lines an SQL writer puts after its own header (the manifest's head; each
+        #: line starts with ``--`` and holds no line break: :func:`.manifest.comment_lines`)
+        self.header: tuple[str, ...] = ()
         self.p = Progress(0, 0, 0, 0)
         self.rows_until = rows_until
         self._table_rows = 0
@@ -94,6 +99,7 @@ class Tracker:
     def finish(self, spec: TableSpec) -> None:
         self.p.tables_done += 1
         self.p.finished = (spec.key, self._table_rows)
+        self.counts[spec.key] = self._table_rows
         self._copied()
         self._emit(force=True)
         self.p.finished = None

@@ -9,17 +9,27 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from .base import Tracker, escape_controls, temp_beside
 from .child import open_read_only
 from .gzipout import gunzip
-from .model import FORMATS, ExportCancelled, ExportError, ProgressCallback, Source
+from .manifest import comment_lines
+from .model import (
+    FORMATS,
+    ExportCancelled,
+    ExportError,
+    ProgressCallback,
+    Source,
+    SourceInfo,
+    Verification,
+)
+from .redaction import Profile, Redaction, as_redaction
 from .url import URL, parse_url
 
 if TYPE_CHECKING:
@@ -92,6 +102,12 @@ class ExportResult:
     rows: int
     #: what the export noticed and a person should know (e.g. a view calling an unknown function)
     warnings: tuple[str, ...] = ()
+    #: each table's rows in the file, by key
+    table_rows: Mapping[str, int] = field(default_factory=dict)
+    #: the database copied (dialect, server version, name, schema revision)
+    source: SourceInfo | None = None
+    #: what loading the file the way the vendor will showed
+    verification: Verification | None = None
 
 
 def source_url(source: str | sa.URL | sa.Engine) -> URL | sa.URL:
@@ -125,20 +141,28 @@ def open_source(
     lock_timeout: float | None = None,
     cancel: threading.Event | None = None,
     phase: Callable[[str], None] | None = None,
+    redaction: Redaction | None = None,
 ) -> Source:
     """The source ``url`` names, opened on one snapshot. ``copy_beside``: where an SQLite
     source puts its private copy of the snapshot, if it makes one (beside that path, named
     after it; see :class:`.SQLiteSource`). ``phase`` hears what the source waits for
-    before it waits (a lock another session holds)."""
+    before it waits (a lock another session holds). ``redaction``'s table rules join
+    ``exclude`` (``skip``) and ``no_rows``; the source applies its column rules itself, in
+    the query that reads each table, and refuses (ExportError naming the key) a rule that
+    cannot apply to the database's own tables."""
     kind = url.get_backend_name()
     if kind not in SOURCES:
         raise ExportError(f"unsupported database {kind!r}: use postgresql or sqlite")
+    if redaction is not None:
+        exclude = [*(exclude or ()), *redaction.keys_with("skip")]
+        no_rows = [*no_rows, *redaction.keys_with("no_rows")]
     return load(SOURCES[kind])(
         url,
         metadata=metadata,
         include=include,
         exclude=exclude,
         no_rows=no_rows,
+        redaction=redaction,
         copy_beside=copy_beside,
         lock_timeout=lock_timeout,
         cancel=cancel,
@@ -173,6 +197,10 @@ def export(
     progress: ProgressCallback | None = None,
     lock_timeout: float | None = None,
     cancel: threading.Event | None = None,
+    redaction: Redaction | Profile | None = None,
+    manifest: Mapping[str, Any] | None = None,
+    verify: bool = True,
+    verify_postgres_url: str | None = None,
 ) -> ExportResult:
     """Copy the database at ``source`` (an SQLAlchemy URL or Engine) into ``output`` in ``format``.
 
@@ -186,7 +214,17 @@ def export(
     Setting ``cancel`` (from another thread) interrupts the export even inside a query; it then
     raises :class:`ExportCancelled`. Any other failure raises :class:`ExportError` with a
     one-line message. Either way nothing is left at ``output``.
+
+    ``redaction`` (a :class:`.redaction.Profile`, or a :class:`.redaction.Redaction` with its
+    key) replaces the values and rows its rules name, on every path. ``manifest`` holds what
+    the caller knows of the copy (app, version, created, by whom): written, with the format,
+    the source and the redaction's rules, at the head of an SQL file (:mod:`.manifest`).
+    ``verify``: load the file the way the vendor will, into a scratch target, and compare
+    every table's rows with the snapshot's before it counts as done (:mod:`.verify`); a
+    ``postgres`` file is restored into a scratch database of the server
+    ``verify_postgres_url`` names, where this role may create and drop one.
     """
+    redaction = as_redaction(redaction)
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     url = source_url(source)
@@ -208,8 +246,11 @@ def export(
                 lock_timeout=lock_timeout,
                 cancel=cancel,
                 phase=tracker.phase,
+                redaction=redaction,
             )
             try:
+                info = src.info()
+                tracker.header = comment_lines(head(manifest, format, info, redaction))
                 tracker.plan(src.tables())
                 run_steps(steps, src, done.tmp, tracker, weights)
             finally:
@@ -230,7 +271,33 @@ def export(
         tracker.p.tables_done,
         tracker.p.rows_done,
         tuple(tracker.warnings),
+        dict(tracker.counts),
+        info,
+        done.verification,
     )
+
+
+def head(
+    manifest: Mapping[str, Any] | None,
+    format: str,
+    info: SourceInfo,
+    redaction: Redaction | None,
+) -> dict[str, Any]:
+    """What the head of an SQL file says (:func:`.manifest.comment_lines`): the caller's
+    ``manifest``, then the format, the source and the redaction's profile and rules."""
+    return {
+        **(manifest or {}),
+        "format": format,
+        "source": {
+            "dialect": info.dialect,
+            "server_version": info.server_version,
+            "database": info.database,
+        },
+        "schema_revision": info.schema_revision,
+        "redaction": None
+        if redaction is None
+        else {"profile": redaction.profile.name, "rules": redaction.profile.rules()},
+    }
 
 
 def run_steps(
@@ -257,6 +324,7 @@ def run_steps(
         try:
             tracker.phase("writing the SQL text", weights[1])
             rows = Tracker(copy.tables(), lambda p: tracker.step(p.rows_done, p.rows_total))
+            rows.header = tracker.header
             write(copy, path, rows)
         finally:
             copy.close()
@@ -285,6 +353,7 @@ class _Done:
     tmp: Path
     size: int = 0
     sha256: str = ""
+    verification: Verification | None = None
 
 
 @contextmanager

@@ -92,6 +92,46 @@ class TableSpec:
         return self.load_tables()[self.key]
 
 
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the manifest says of the database a copy was made from (never its host, user or
+    password)."""
+
+    dialect: str  #: ``postgresql`` or ``sqlite``
+    server_version: str  #: PostgreSQL's ``server_version`` (``16.4``), or SQLite's library's
+    database: str  #: the database's name (PostgreSQL), or the file's name without its folder
+    #: Alembic's ``alembic_version.version_num`` (joined by ``,`` when several), if it has one
+    schema_revision: str | None = None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What loading the file the way the vendor will showed (:mod:`.verify`)."""
+
+    #: the file was loaded into a scratch target (False: only read through, see ``how``)
+    loaded: bool
+    #: how, in words: "opened", "loaded into a temporary SQLite database", "restored into a
+    #: scratch PostgreSQL database", or "not loaded: <why>"
+    how: str
+    tables: int
+    rows: int
+    #: the tables whose rows differ: "orders: 12 in the file, 13 in the snapshot"
+    mismatches: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def summary(self) -> str:
+        """The log's line: "verified: 15 tables, 46,221 rows match" (or why not)."""
+        s = "s" * (self.tables != 1)
+        if not self.ok:
+            return f"verification failed: {'; '.join(self.mismatches)}"
+        if not self.loaded:
+            return f"checked, {self.how}: {self.tables} table{s}, {self.rows:,} rows written"
+        return f"verified: {self.tables} table{s}, {self.rows:,} rows match"
+
+
 class Source(Protocol):
     """A database opened on one consistent snapshot for the life of the object. Each kind
     (``sources/``) says more of its tables in a subclass of :class:`TableSpec` of its own, which
@@ -105,6 +145,9 @@ class Source(Protocol):
 
     def row_batches(self, spec: TableSpec, size: int = 5000) -> Iterator[list[Sequence[Any]]]:
         """The same rows in lists of at most ``size``: no Python call per row."""
+
+    def info(self) -> SourceInfo:
+        """The database's dialect, server version, name and schema revision."""
 
     def close(self) -> None: ...
 

@@ -24,7 +24,8 @@ from psycopg.rows import RowFactory, class_row
 from psycopg.types import datetime as pdt
 
 from ..base import parents_first, select_keys, shown, watch
-from ..model import ExportCancelled, ExportError
+from ..model import ExportCancelled, ExportError, SourceInfo
+from ..redaction import Redaction
 from . import keys_without_rows
 from .postgres_model import (
     PgColumn,
@@ -211,9 +212,12 @@ class PostgresSource:
         cancel: threading.Event | None = None,
         copy_beside: Path | None = None,  # unused: the snapshot is a transaction, no copy
         phase: Callable[[str], None] | None = None,
+        redaction: Redaction | None = None,
     ) -> None:
         self.url = url
         self.host_metadata = metadata
+        #: the column rules applied to the values read (:meth:`select_list`); None: none
+        self.redaction = redaction
         self.include, self.exclude = include, exclude
         self.conn = psycopg.connect(**conninfo(url))
         self.phase = phase
@@ -369,6 +373,18 @@ class PostgresSource:
             what = f", {shown(state)!r} for {seconds} s" if state and seconds is not None else ""
             text += f" (held by pid {pid}{what})"
         return text
+
+    def info(self) -> SourceInfo:
+        version = self.fetch("SELECT pg_catalog.current_setting('server_version')")[0][0]
+        revision = None
+        if self.fetch(  # Alembic's table, with its column: a failed query would end the snapshot
+            """SELECT count(*) FROM pg_catalog.pg_attribute
+               WHERE attrelid = pg_catalog.to_regclass('public.alembic_version')
+               AND attname = 'version_num' AND NOT attisdropped"""
+        )[0][0]:
+            found = self.fetch("SELECT version_num::text FROM public.alembic_version ORDER BY 1")
+            revision = ",".join(v for (v,) in found) or None
+        return SourceInfo("postgresql", version, self.conn.info.dbname, revision)
 
     def interrupt(self) -> None:
         """Stop the query under way (from another thread: a cancel), and the reading of rows

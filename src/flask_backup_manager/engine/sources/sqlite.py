@@ -33,7 +33,8 @@ from .. import parallel
 from ..base import ident, parents_first, select_keys, shown, watch
 from ..checks.sqlite_shell import Scratch
 from ..child import BUSY_TIMEOUT, open_read_only
-from ..model import ExportError, TableSpec
+from ..model import ExportError, SourceInfo, TableSpec
+from ..redaction import Redaction
 from . import keys_without_rows
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ class SQLiteSource:
         lock_timeout: float | None = None,
         cancel: threading.Event | None = None,
         phase: Callable[[str], None] | None = None,
+        redaction: Redaction | None = None,
     ) -> None:
         db = url.database
         if not db or db == ":memory:" or db.startswith("file:"):
@@ -182,6 +184,8 @@ class SQLiteSource:
         self.con = None
         self.copy = None
         self.host_metadata = metadata
+        #: the column rules applied to the values read (:meth:`column_sql`); None: none
+        self.redaction = redaction
         self._tables: dict[str, sa.Table] | None = None
         #: a file of the snapshot nobody writes while we read it, which helper processes
         #: (:mod:`.parallel`) may read too: the copy, or a private file; else None
@@ -502,6 +506,11 @@ class SQLiteSource:
         ).fetchone()
         return found is not None
 
+    def info(self) -> SourceInfo:
+        return SourceInfo(
+            "sqlite", sqlite3.sqlite_version, self.path.name, schema_revision(self.con)
+        )
+
     def close(self) -> None:
         if self._unwatch is not None:
             self._unwatch()
@@ -517,6 +526,15 @@ class SQLiteSource:
         finally:
             if self.copy is not None:
                 self.copy.unlink(missing_ok=True)
+
+
+def schema_revision(con: sqlite3.Connection) -> str | None:
+    """Alembic's revision(s) in ``alembic_version``, joined by ``,``; None without the table."""
+    try:
+        found = con.execute("SELECT version_num FROM main.alembic_version ORDER BY 1").fetchall()
+    except sqlite3.Error:
+        return None
+    return ",".join(str(v) for (v,) in found) or None
 
 
 def check_schema(objects: list[SchemaObject]) -> None:

@@ -131,7 +131,7 @@ def _in_dependency_order(
 
 def write_postgres(source: PostgresSource, path: Path, tracker: Tracker) -> None:
     """Write the ``postgres`` format (gzipped SQL for psql) to ``path``."""
-    with dump_file(path) as out:
+    with dump_file(path, tracker) as out:
         write_native(source, out, tracker)
 
 

@@ -294,7 +294,7 @@ def plan_table(source: SQLiteSource, spec: SQLiteTable) -> TablePlan:
 
 def write_postgres(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     """Write the ``postgres`` format (gzipped SQL for psql) to ``path``."""
-    with dump_file(path) as out:
+    with dump_file(path, tracker) as out:
         write_tables(source, out, tracker)
 
 

@@ -43,8 +43,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ...base import CONTROL, escape_controls, ident
+from ...base import CONTROL, Tracker, escape_controls, ident
 from ...gzipout import GzipOut
+from ...manifest import TAIL_TITLE, comment_lines
 from ...model import PSQL_RESTORE, ExportError
 
 #: the setting that lets a superuser load the file anyway, knowingly
@@ -309,18 +310,22 @@ def restrict_key() -> str:
 
 
 @contextmanager
-def dump_file(path: Path) -> Iterator[GzipOut]:
+def dump_file(path: Path, tracker: Tracker) -> Iterator[GzipOut]:
     """The frame of every ``postgres`` file around what a writer writes into it: psql's
-    ``\\restrict`` with a fresh key, the header, the role guard and the settings first; the
-    closing comment and ``\\unrestrict`` last (a file cut short has no end, and the check
-    refuses it)."""
+    ``\\restrict`` with a fresh key, the header and the manifest's head
+    (:attr:`.Tracker.header`), the role guard and the settings first; the rows written of
+    each table, the closing comment and ``\\unrestrict`` last (a file cut short has no end,
+    and the check refuses it)."""
     key = restrict_key()
     with GzipOut(path) as out:
         out.write(f"\\restrict {key}\n\n")
         out.write(HEADER)
+        if tracker.header:
+            out.write("\n".join(tracker.header) + "\n\n")
         out.write(GUARD)
         out.write(SETTINGS)
         yield out
+        out.write("\n".join(comment_lines(tracker.counts, TAIL_TITLE)) + "\n")
         out.write(f"--\n-- dump complete\n--\n\n\\unrestrict {key}\n")
 
 

@@ -23,6 +23,7 @@ from ...base import Tracker, ident, literal, shown
 from ...checks import sqlite_calls
 from ...checks.sqlite_shell import schema_line
 from ...gzipout import GzipOut
+from ...manifest import TAIL_TITLE, comment_lines
 from ...model import ExportError
 from ...sources.sqlite import SQLiteSource, SQLiteTable, remove_sidecars
 from . import render
@@ -269,7 +270,7 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
     specs = source.tables()
     kept = {s.name for s in specs}
     render.prepare(con)
-    for line in HEADER:
+    for line in HEADER + tracker.header:
         out.line(line)
     encoding = con.execute("PRAGMA main.encoding").fetchone()[0]
     if encoding != "UTF-8":  # said before any table exists, or it is too late
@@ -310,6 +311,8 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
             out.line(schema_line(o.type, o.name, o.sql))
     out.line("COMMIT;")
     out.line("PRAGMA ignore_check_constraints=OFF;")
+    for line in comment_lines(tracker.counts, TAIL_TITLE):
+        out.line(line)
 
 
 def _insert_rows(
