@@ -19,9 +19,10 @@ TAIL_TITLE = "rows written, by table:"
 
 
 def comment_lines(data: Mapping[str, Any], title: str = HEAD_TITLE) -> tuple[str, ...]:
-    """``data`` under ``title`` as SQL comment lines (``-- `` and JSON), safe for both clients: the JSON is
-    ASCII with every control character escaped (``\\n``, ``\\u2028``...), so no name or text
-    in it can end a comment line, and each line starts with ``--``."""
+    """``data`` under ``title`` as SQL comment lines (``-- `` and JSON), safe for both
+    clients: the JSON is ASCII with every control character escaped (``\\n``,
+    ``\\u2028``...), so no name or text in it can end a comment line, and each line starts
+    with ``--``."""
     text = json.dumps(data, indent=2, ensure_ascii=True, default=str)
     lines = [f"-- {title}"]
     lines += [f"--   {line}" for line in text.splitlines()]

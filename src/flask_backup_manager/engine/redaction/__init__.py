@@ -226,7 +226,7 @@ def problems(profile: Profile, facts: Mapping[str, list[ColumnFacts]]) -> list[s
     the database, so that a foreign key from a table the profile does not name is seen."""
     out: list[str] = []
     by_key = {(f.table, f.name): f for cols in facts.values() for f in cols}
-    for table, rule in profile.tables.items():
+    for table in profile.tables:
         if table not in facts:
             out.append(f"redaction {table!r}: no such table")
     for (table, column), rule in profile.columns.items():
@@ -257,8 +257,10 @@ def rule_problem(rule: Rule, col: ColumnFacts) -> str | None:
     if rule.name == "null":
         return None if col.nullable else "null into a NOT NULL column: use blank or fixed:<value>"
     if rule.name == "blank":
-        return None if blank_value(col.kind) is not None else (
-            f"a {col.kind} column has no empty value: use null or fixed:<value>"
+        return (
+            None
+            if blank_value(col.kind) is not None
+            else (f"a {col.kind} column has no empty value: use null or fixed:<value>")
         )
     if rule.name == "fixed":
         return fixed_problem(rule.value or "", col)
@@ -412,9 +414,8 @@ def looks_personal(column: str) -> bool:
     token, secret, API key, salt, IBAN, SSN, address, street, zip, IP, birth date...)."""
     ws = words(column)
     joined = "".join(ws)
-    return (
-        any(w in PERSONAL_WORDS or w.startswith(PERSONAL_STARTS) for w in ws)
-        or any(run in joined for run in PERSONAL_RUNS)
+    return any(w in PERSONAL_WORDS or w.startswith(PERSONAL_STARTS) for w in ws) or any(
+        run in joined for run in PERSONAL_RUNS
     )
 
 
