@@ -15,7 +15,19 @@ from .model import (
     ExportError,
     Format,
     Progress,
+    SourceInfo,
     TableSpec,
+    Verification,
+)
+from .redaction import (
+    ColumnFacts,
+    Profile,
+    Redaction,
+    RedactionError,
+    facts_of,
+    problems,
+    profile_from_mapping,
+    unredacted,
 )
 
 __all__ = [
@@ -27,11 +39,21 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "Format",
+    "ColumnFacts",
+    "Profile",
     "Progress",
+    "Redaction",
+    "RedactionError",
+    "SourceInfo",
     "TableSpec",
+    "Verification",
     "escape_controls",
     "export",
+    "facts_of",
     "one_line",
+    "problems",
+    "profile_from_mapping",
     "read_through",
     "scrub",
+    "unredacted",
 ]
