@@ -16,8 +16,9 @@ PACKAGE = f"{TOP}.engine"
 
 #: the layers, lowest first; a module's layer is that of its longest listed prefix
 LAYERS = [
-    ("model", "url", "child"),
+    ("model", "url", "child", "manifest"),
     ("base",),
+    ("redaction",),
     ("gzipout", "checks"),
     ("parallel",),
     ("sources",),
