@@ -52,6 +52,9 @@ class Customer(db.Model):
     id = db.Column(db.Integer, primary_key=True)
     email = db.Column(db.String(255), nullable=False, unique=True)
     name = db.Column(db.String(120), nullable=False)
+    address = db.Column(db.String(200), nullable=False)
+    #: left out of the ``vendor`` profile on purpose: the create page lists it as not redacted
+    phone = db.Column(db.String(40))
     newsletter = db.Column(db.Boolean, nullable=False, default=False)
     joined_at = db.Column(db.DateTime, nullable=False)
 
