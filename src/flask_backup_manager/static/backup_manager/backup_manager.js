@@ -248,6 +248,60 @@
     });
   }
 
+  function setText(root, name, text) {
+    var el = field(root, name);
+    if (el) el.textContent = text;
+  }
+
+  /* The manifest's summary (the manifest_facts macro): filled in once a followed backup has
+     succeeded, from GET .../manifest. */
+  function renderManifest(section, m) {
+    var app = m.app || {};
+    var source = m.source || {};
+    var red = m.redaction;
+    var ver = m.verification;
+    setText(section, "app_name", app.name || "\u2014");
+    setText(section, "app_version", app.version || "(no version)");
+    setText(section, "schema_revision", m.schema_revision || "none");
+    setText(section, "source", (source.dialect || "\u2014") + " " + (source.server_version || ""));
+    var tables = Object.keys(m.tables || {}).length;
+    setText(section, "tables", count(tables, "table") + ", " + count(m.rows || 0, "row"));
+    setText(section, "redaction", red ? red.profile : "none: a full copy");
+    var rules = field(section, "rules");
+    var keys = red && red.rules ? Object.keys(red.rules).sort() : [];
+    if (keys.length && !rules) {
+      rules = document.createElement("span");
+      rules.className = "bm-muted bm-rules";
+      rules.setAttribute("data-field", "rules");
+      field(section, "redaction").parentNode.appendChild(rules);
+    }
+    if (rules) {
+      rules.textContent = "(" + keys.map(function (k) { return k + ": " + red.rules[k]; })
+        .join("; ") + ")";
+      rules.hidden = !keys.length;
+    }
+    var v = field(section, "verification");
+    if (v) {
+      v.textContent = ver ? ver.summary : "\u2014";
+      if (ver && ver.loaded) {
+        var how = document.createElement("span");
+        how.className = "bm-muted";
+        how.textContent = "(" + ver.how + ")";
+        v.appendChild(document.createTextNode(" "));
+        v.appendChild(how);
+      }
+    }
+    section.hidden = false;
+  }
+
+  function loadManifest() {
+    var section = document.querySelector('.bm [data-testid="manifest"][data-manifest-url]');
+    if (!section || !section.hidden) return;
+    getJSON(section.getAttribute("data-manifest-url")).then(function (m) {
+      renderManifest(section, m);
+    }, function () {});
+  }
+
   /* The detail page: poll the backup and its log until it has finished. */
   function watchDetail(root) {
     var url = root.getAttribute("data-poll-url");
@@ -264,6 +318,7 @@
         if (ACTIVE.indexOf(res[0].status) >= 0) {
           setTimeout(tick, 1000);
         } else {
+          if (res[0].status === "succeeded") loadManifest();
           // The job writes its last log line just after the status: fetch the log once more.
           setTimeout(function () {
             getJSON(logsUrl).then(function (r) { renderLogs(tbody, r.logs); }, function () {});
