@@ -260,3 +260,15 @@ def test_login_never_redirects_off_site(shop, next_):
     )
     assert answer.status_code == 303
     assert answer.headers["Location"] == "/"
+
+
+def test_vendor_profile_applies_to_the_shop_and_leaves_only_the_phone_to_the_guard(shop):
+    """The shop's ``vendor`` profile passes every check against its own models (the app
+    starts with it), and the guard's list for it is the one column left out on purpose."""
+    from flask_backup_manager.engine import facts_of, problems, profile_from_mapping, unredacted
+
+    vendor = profile_from_mapping("vendor", shop.config["BACKUP_MANAGER_REDACTION"]["vendor"])
+    shop_tables = [t for t in db.metadata.sorted_tables if not t.name.startswith("backup_manager")]
+    facts = facts_of(shop_tables)
+    assert problems(vendor, facts) == []
+    assert unredacted(vendor, facts) == ["customers.phone"]
