@@ -6,6 +6,11 @@ tables are built from the catalog facts read here (:mod:`.sources.postgres_model
 :mod:`.sources.postgres_catalog`, when a writer first asks for one: the ``postgres`` format never
 does, and never imports SQLAlchemy. Columns whose type psycopg cannot load by itself (enums,
 composite and unknown types, ...) are read as text.
+
+A redaction's rules are checked against the catalog when the source opens (ExportError naming
+the key); its column rules are applied in the queries that read the rows, by the server
+(:meth:`PostgresSource.select_list`), with a key made in the server for the snapshot's
+transaction only (:mod:`..redaction.postgres`). ``pg_statistic`` is never read.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from psycopg.types import datetime as pdt
 
 from ..base import parents_first, select_keys, shown, watch
 from ..model import ExportCancelled, ExportError, SourceInfo
-from ..redaction import Redaction
+from ..redaction import ColumnFacts, Redaction, RedactionError, Rule, check
+from ..redaction.postgres import key_query, rule_expr
 from . import keys_without_rows
 from .postgres_model import (
     PgColumn,
@@ -35,6 +41,7 @@ from .postgres_model import (
     PgType,
     PostgresTable,
     base_type,
+    column_facts,
     table_key,
 )
 
@@ -58,6 +65,19 @@ _LOADABLE = set(
     " time timetz interval bytea json jsonb uuid tsvector inet cidr macaddr macaddr8 int4range"
     " int8range numrange daterange tsrange tstzrange".split()
 )
+
+#: the stored generated columns (by table oid, its name) and each column they are computed
+#: from: a generated column whose input is redacted cannot keep its value
+_GENERATED_FROM = """
+SELECT ad.adrelid, g.attname, a.attname
+FROM pg_catalog.pg_attrdef ad
+JOIN pg_catalog.pg_attribute g ON g.attrelid = ad.adrelid AND g.attnum = ad.adnum
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+     AND d.objid = ad.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+     AND d.refobjid = ad.adrelid AND d.refobjsubid > 0 AND d.refobjsubid <> ad.adnum
+JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = d.refobjsubid
+WHERE ad.adrelid = ANY(%s) AND g.attgenerated <> ''
+"""
 
 #: types whose binary form psycopg loads into the very value it loads from their text (dates
 #: and times are not among them: their text loaders are ours, see :func:`_lenient_loaders`)
@@ -116,7 +136,7 @@ WHERE c.relfilenode <> pg_catalog.pg_relation_filenode(c.oid)
 #: for the tables locked (the second parameter): pg_get_expr waits for a table's lock
 _COLUMNS = """
 SELECT a.attrelid, a.attname, a.attnotnull, a.atttypid, a.atttypmod, a.attndims, a.attgenerated,
-       a.attidentity,
+       a.attidentity, pg_catalog.format_type(a.atttypid, a.atttypmod) AS formatted,
        CASE WHEN NOT a.attrelid = ANY(%s) THEN NULL
             WHEN d.adbin IS NOT NULL THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid)
             WHEN a.attgenerated = '' AND a.attidentity = ''
@@ -270,12 +290,82 @@ class PostgresSource:
             )
             self._specs = self._read_tables(rels, wanted)
             self._selected = [s for s in self._specs if s.key in wanted]
+            #: per table key, the expressions (by column index) its column rules select
+            self._redacted: dict[str, dict[int, sql.Composable]] = {}
+            #: what the redaction changed that a person should know (a writer logs it)
+            self.redaction_warnings: list[str] = []
+            #: per table key, its generated columns read as NULL: computed from a redacted
+            #: column, their values would carry the original
+            self.nulled: dict[str, set[str]] = {}
+            if redaction is not None:
+                self._redact(redaction)
             for spec in self._specs:
                 if spec.estimated_rows < 0:
                     spec.estimated_rows = self._estimate(spec) if spec.key in wanted else 0
         except BaseException:
             self.close()
             raise
+
+    # -- redaction ------------------------------------------------------------------------
+
+    def facts(self) -> dict[str, list[ColumnFacts]]:
+        """What each column of every table (not only those copied) is, for the redaction's
+        checks, by table key."""
+        types = self._type_rows()
+        key_of = {s.oid: s.key for s in self._specs}
+        return {s.key: column_facts(s, types, key_of) for s in self._specs}
+
+    @property
+    def redacted(self) -> frozenset[str]:
+        """The keys of the tables whose values a column rule replaces (their rows are read
+        through a ``SELECT`` of the rules' expressions)."""
+        return frozenset(self._redacted)
+
+    def _redact(self, redaction: Redaction) -> None:
+        """Check ``redaction``'s rules against the catalog (ExportError naming the key), then
+        choose each redacted column's expression (:mod:`..redaction.postgres`) and make the
+        transaction's key in the server, where it stays."""
+        facts = self.facts()
+        try:
+            check(redaction.profile, facts)
+        except RedactionError as e:
+            raise ExportError(str(e)) from None
+        for spec in self._selected:
+            if spec.key in self.no_rows:
+                continue
+            exprs = {}
+            for i, (col, fact) in enumerate(zip(spec.columns, facts[spec.key], strict=True)):
+                rule = redaction.column_rule(spec.key, col.attname)
+                if rule is not None:
+                    exprs[i] = rule_expr(rule, sql.Identifier(col.attname), fact, col.formatted)
+            if exprs:
+                self._redacted[spec.key] = exprs
+        if not self._redacted:
+            return
+        by_oid = {s.oid: s for s in self._selected if s.key in self._redacted}
+        redacted = {
+            s.key: {s.columns[i].attname for i in self._redacted[s.key]} for s in by_oid.values()
+        }
+        for rel, generated, input_ in self.fetch(_GENERATED_FROM, [list(by_oid)]):
+            spec = by_oid[rel]
+            nulled = self.nulled.setdefault(spec.key, set())
+            if input_ not in redacted[spec.key] or generated in nulled:
+                continue
+            i = next(n for n, c in enumerate(spec.columns) if c.attname == generated)
+            self._redacted[spec.key][i] = rule_expr(
+                Rule("null"),
+                sql.Identifier(generated),
+                facts[spec.key][i],
+                spec.columns[i].formatted,
+            )
+            nulled.add(generated)
+            self.redaction_warnings.append(
+                f"generated column {shown(spec.key, 60)}.{shown(generated)} is computed from "
+                f"the redacted column {shown(input_)}: the SQLite copy holds NULL in it, as it "
+                "does not compute generated columns (a PostgreSQL restore does)"
+            )
+        self.nulled = {k: v for k, v in self.nulled.items() if v}
+        self.conn.execute(key_query())
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -571,17 +661,27 @@ class PostgresSource:
         the columns a restore loads (generated ones left out), as they are. Else every
         column, cast where psycopg cannot load its type (:attr:`PostgresTable.casts`).
 
-        A per-column transform (e.g. redaction: a column replaced by an SQL expression)
-        belongs here: it then runs in the server, inside the source's own query, and
-        :meth:`copy_query` must read through ``COPY (SELECT ...) TO STDOUT`` once an entry is
-        not a bare column.
+        The redaction's column rules are applied here (:mod:`..redaction.postgres`): a
+        redacted column is read by its rule's expression, so the replacing runs in the
+        server, inside the source's own query, and no original value reaches this process;
+        :meth:`copy_query` then reads through ``COPY (SELECT ...) TO STDOUT``. A generated
+        column computed from a redacted one (:attr:`nulled`) is read as NULL: the SQLite
+        copies keep a generated column's values as they are.
         """
+        exprs = self._redacted.get(spec.key, {})
         if copy:
-            return list(spec.copy_columns)
-        return [
-            sql.SQL(cast).format(sql.Identifier(c.attname)) if cast else sql.Identifier(c.attname)
-            for c, cast in zip(spec.columns, spec.casts, strict=True)
-        ]
+            if not exprs:
+                return list(spec.copy_columns)
+            return [
+                exprs.get(i, sql.Identifier(c.attname))
+                for i, c in enumerate(spec.columns)
+                if not c.attgenerated
+            ]
+        out: list[sql.Composable] = []
+        for i, (c, cast) in enumerate(zip(spec.columns, spec.casts, strict=True)):
+            expr = exprs.get(i, sql.Identifier(c.attname))
+            out.append(sql.SQL(cast).format(expr) if cast else expr)
+        return out
 
     def _from(self, spec: PostgresTable) -> sql.Composable:
         only = sql.SQL("" if spec.relkind == "p" else "ONLY ")
@@ -622,10 +722,12 @@ class PostgresSource:
                 rows.close()
 
     def copy_query(self, spec: PostgresTable) -> sql.Composable:
-        """``COPY ... TO STDOUT`` of the columns :meth:`select_list` gives for COPY."""
+        """``COPY ... TO STDOUT`` of the columns :meth:`select_list` gives for COPY: of the
+        table's own columns where it can (the fastest), of a ``SELECT`` for a partitioned
+        table (its partitions' rows) and for a table with a column rule (its expressions)."""
         columns = self.select_list(spec, copy=True)
         cols = sql.SQL(", ").join(columns)
-        if spec.relkind == "p":
+        if spec.relkind == "p" or spec.key in self._redacted:
             return sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, self._from(spec))
         if not columns:  # no columns, or only generated ones
             return sql.SQL("COPY {} TO STDOUT").format(spec.qualified)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from ..model import TableSpec
+from ..redaction import ColumnFacts
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class PgColumn:
     attndims: int
     attgenerated: str  # "" or "s" (stored)
     attidentity: str  # "" or "a" (ALWAYS) / "d" (BY DEFAULT)
+    #: the type as PostgreSQL writes it in a cast, typmod included (``format_type``:
+    #: ``character(84)``, ``public.mood``): what a redacted value is cast to
+    formatted: str
     #: the default expression as PostgreSQL prints it (``pg_get_expr``; search_path empty,
     #: so names outside pg_catalog are schema-qualified), None without one (customer text)
     default_expr: str | None
@@ -111,6 +115,72 @@ class PostgresTable(TableSpec):
         return [sql.Identifier(c.attname) for c in self.columns if not c.attgenerated]
 
 
+#: the redaction kind of a ``pg_catalog`` base type (:data:`..redaction.KINDS`), and the
+#: bytes of an integer one
+KINDS: dict[str, tuple[str, int | None]] = {
+    "text": ("text", None),
+    "varchar": ("text", None),
+    "bpchar": ("text", None),
+    "int2": ("integer", 2),
+    "int4": ("integer", 4),
+    "int8": ("integer", 8),
+    "float4": ("float", None),
+    "float8": ("float", None),
+    "numeric": ("numeric", None),
+    "bool": ("boolean", None),
+    "bytea": ("bytes", None),
+    "uuid": ("uuid", None),
+    "date": ("date", None),
+    "timestamp": ("datetime", None),
+    "timestamptz": ("datetime", None),
+    "time": ("time", None),
+    "timetz": ("time", None),
+    "json": ("json", None),
+    "jsonb": ("json", None),
+}
+
+
+def column_facts(
+    spec: PostgresTable, types: dict[int, PgType], key_of: dict[int, str]
+) -> list[ColumnFacts]:
+    """What a redaction rule is checked against, for each column of ``spec``: the kind of its
+    base type (a domain's), its length (``varchar(n)``, ``char(n)``) or bytes (``int2/4/8``),
+    NOT NULL, the column its single-column foreign key references (``key_of``: table keys by
+    oid), whether it alone is a primary key or unique (a constraint or a plain unique index),
+    and whether it is generated."""
+    unique = {c.keys[0] for c in spec.constraints if c.contype in "pu" and len(c.keys) == 1}
+    unique |= {i.keys[0] for i in spec.indexes if i.indisunique and len(i.keys) == 1}
+    refs = {
+        c.keys[0]: (key_of[c.confrelid], c.fkeys[0])
+        for c in spec.constraints
+        if c.contype == "f" and len(c.keys) == 1 and c.confrelid in key_of
+    }
+    out = []
+    for col in spec.columns:
+        oid, typmod = base_type(types, col.atttypid, col.atttypmod)
+        typ = types[oid]
+        kind, size = ("other", None)
+        if typ.nspname == "pg_catalog" and not typ.is_array and col.attndims == 0:
+            kind, size = KINDS.get(typ.typname, ("other", None))
+            if typ.typname in ("varchar", "bpchar") and typmod >= 4:
+                size = typmod - 4
+            if typ.typname == "bpchar" and typmod < 4:  # a bare bpchar: no length
+                size = None
+        out.append(
+            ColumnFacts(
+                spec.key,
+                col.attname,
+                kind,
+                size,
+                nullable=not col.attnotnull,
+                references=refs.get(col.attname),
+                unique=col.attname in unique,
+                generated=bool(col.attgenerated),
+            )
+        )
+    return out
+
+
 def table_key(schema: str, name: str) -> str:
     return name if schema == "public" else f"{schema}.{name}"
 
@@ -130,5 +200,6 @@ __all__ = [
     "PgType",
     "PostgresTable",
     "base_type",
+    "column_facts",
     "table_key",
 ]

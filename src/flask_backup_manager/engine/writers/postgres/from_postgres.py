@@ -1105,24 +1105,40 @@ class Catalog:
             comments.append(comment("STATISTICS", sname, text))
         yield from comments
 
-    def _create_views(self, matview_indexes: list[str]) -> Iterable[str]:
-        cols = self._columns()
-        refresh = []
-        # a view reading (through views too) a table copied without rows: its rows came from
-        # that table's, and a query fine on them may fail on none (count(*) as a divisor)
-        emptied = [s.oid for s in self.src.tables() if s.key in self.src.no_rows]
-        readers = {
+    def _readers(self, oids: list[int], *, partitions: bool = False) -> set[int]:
+        """``oids`` and the views and materialized views reading them, through views too;
+        ``partitions``: reading their partitions too."""
+        start = "SELECT pg_catalog.unnest(%s::pg_catalog.oid[])"
+        if partitions:  # a plain table has no tree: pg_partition_tree() gives no row
+            start += (
+                " UNION SELECT t.relid FROM pg_catalog.unnest(%s::pg_catalog.oid[]) s(oid),"
+                " pg_catalog.pg_partition_tree(s.oid) t"
+            )
+        return {
             oid
             for (oid,) in self.fetch(
-                """WITH RECURSIVE r (oid) AS (SELECT pg_catalog.unnest(%s::pg_catalog.oid[])
+                f"""WITH RECURSIVE r (oid) AS ({start}
                    UNION SELECT w.ev_class FROM pg_catalog.pg_depend d
                    JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid JOIN r ON d.refobjid = r.oid
                    WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
                      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass)
                    SELECT oid FROM r""",
-                [emptied],
+                [oids, oids] if partitions else [oids],
             )
         }
+
+    def _create_views(self, matview_indexes: list[str]) -> Iterable[str]:
+        cols = self._columns()
+        refresh = []
+        # a view reading (through views too) a table copied without rows: its rows came from
+        # that table's, and a query fine on them may fail on none (count(*) as a divisor);
+        # one reading a redacted table (or a partition of one) is left unfilled too, as
+        # the profile's rules did not foresee what it computes from the redacted values
+        emptied = [s.oid for s in self.src.tables() if s.key in self.src.no_rows]
+        readers = self._readers(emptied)
+        redacted = self._readers(
+            [s.oid for s in self.src.tables() if s.key in self.src.redacted], partitions=True
+        )
         for view in self.views:
             name, kind = view.name, view.relkind
             with_ = " WITH (" + ", ".join(view.options) + ")" if view.options else ""
@@ -1133,10 +1149,13 @@ class Catalog:
             else:
                 yield f"CREATE MATERIALIZED VIEW {name}{with_} AS\n{body}\n  WITH NO DATA"
                 what = "MATERIALIZED VIEW"
-                if view.relispopulated and view.oid in readers:
+                if view.relispopulated and view.oid in readers | redacted:
+                    what = (
+                        "a table copied without rows" if view.oid in readers else "a redacted table"
+                    )
                     self.tracker.warn(
                         spaces_for_controls(
-                            f"materialized view {name} reads a table copied without rows: it "
+                            f"materialized view {name} reads {what}: it "
                             f"is left unfilled (REFRESH MATERIALIZED VIEW {name} fills it)"
                         )
                     )

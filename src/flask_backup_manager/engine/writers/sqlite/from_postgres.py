@@ -56,7 +56,8 @@ keys, NOT NULL, unique constraints, foreign keys (composite too) and plain colum
 kept, and the server defaults SQLite has an equivalent of (:mod:`.writers.sqlite.defaults`:
 constants stored as the column's values are, the clock, random UUIDs; the others are listed
 in the backup's log); checks and generated-column expressions are not (generated columns keep
-their values as plain columns).
+their values as plain columns; one computed from a redacted column is NULL, and may be, as
+its value would carry the original's).
 """
 
 from __future__ import annotations
@@ -387,7 +388,9 @@ def table_plan(source: PostgresSource, spec: PostgresTable, names: dict[str, str
         line = f"{ident(col.name)} {'INTEGER PRIMARY KEY' if rowid else declared}"
         if default is not None:
             line += f" DEFAULT {default}"
-        lines.append(line + ("" if col.nullable or rowid else " NOT NULL"))
+        # a generated column the redaction reads as NULL (computed from a redacted one)
+        nullable = col.nullable or col.name in source.nulled.get(spec.key, ())
+        lines.append(line + ("" if nullable or rowid else " NOT NULL"))
         if conv in (_float, _number) and not (col.nullable or rowid):
             nan_columns.append(i)
         if source.type_names(spec, i)[-1] in ("json", "jsonb") and not col.nullable:
@@ -454,6 +457,8 @@ def write_db(source: PostgresSource, path: Path, tracker: Tracker) -> None:
     for plan in plans:
         for message in plan.lost:
             tracker.warn(message)
+    for message in source.redaction_warnings:
+        tracker.warn(message)
     con = sqlite3.connect(path, isolation_level=None)
     try:
         con.execute("PRAGMA journal_mode=OFF")

@@ -1,0 +1,150 @@
+"""The column rules as PostgreSQL expressions: what the PostgreSQL source selects instead of a
+column whose values a profile replaces, so that the replacing runs in the server, inside the
+source's own query (``COPY (SELECT ...) TO STDOUT`` or the ``SELECT`` the SQLite writers read),
+and no original value ever reaches this process. Built only from ``sql.Identifier`` (the
+column), ``sql.Literal`` (the values) and the type's name as ``format_type()`` printed it.
+
+The key of ``hash``, ``email`` and ``name`` never leaves the server. A query's text reaches
+``pg_stat_activity`` and, with ``log_statement = all``, the server's log, and so do its bind
+parameters; so the key is neither. :func:`key_query` makes it inside the server session, at
+the start of the snapshot's transaction, from two ``gen_random_uuid()`` (built in since
+PostgreSQL 13, no pgcrypto), and keeps only HMAC's two padded keys, ``K xor ipad`` and
+``K xor opad``, as transaction-local settings (``set_config(..., true)``, allowed in a READ
+ONLY transaction, gone at its end). The expressions read them back through uncorrelated scalar
+subqueries, which the planner runs once per query (an InitPlan), not once per row; then
+HMAC-SHA256 is ``sha256((K xor opad) || sha256((K xor ipad) || msg))`` with PostgreSQL's own
+``sha256()`` (RFC 2104, a 32-byte key padded with zeros to SHA-256's 64-byte block). Nothing
+here is cryptography of our own: the test checks the result against Python's ``hmac``.
+
+What each rule computes follows :mod:`..redaction` (its docstring): ``msg`` is the value's
+text (``value::text``) in UTF-8, and the digest becomes hex cut to the column's length, an
+integer in the type's positive range, the bytes, or a UUID. Every result is cast to the
+column's own type (its domain included), so a fixed value of the wrong kind, or a domain's
+CHECK the result does not pass, fails the export instead of the restore.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from . import EMAIL_DIGITS, EMAIL_SUFFIX, FIRST_NAMES, LAST_NAMES, ColumnFacts, Rule
+
+#: the transaction-local settings holding HMAC's padded keys, as hex
+IPAD_SETTING = "fbm.hmac_ipad"
+OPAD_SETTING = "fbm.hmac_opad"
+
+#: a random 32-byte key, made in the server: never in a query's text or parameters
+RANDOM_KEY = sql.SQL(
+    "pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.gen_random_uuid()::text"
+    " || pg_catalog.gen_random_uuid()::text, 'UTF8'))"
+)
+
+#: each rule's text of the empty value, by kind (:func:`..redaction.blank_value`)
+_BLANK = {
+    "text": "",
+    "integer": "0",
+    "float": "0",
+    "numeric": "0",
+    "boolean": "false",
+    "bytes": "",
+    "uuid": "00000000-0000-0000-0000-000000000000",
+    "json": "{}",
+}
+
+
+def key_query(key: sql.Composable = RANDOM_KEY) -> sql.Composed:
+    """The statement that sets this transaction's HMAC keys from ``key`` (an SQL expression
+    of 32 bytes or fewer; by default a random one made in the server)."""
+    pad = sql.SQL(
+        "pg_catalog.string_agg(pg_catalog.lpad(pg_catalog.to_hex("
+        "pg_catalog.get_byte(k.k, i) # {}), 2, '0'), '' ORDER BY i)"
+    )
+    return sql.SQL(
+        "SELECT pg_catalog.set_config({ipad_name}, {ipad}, true),"
+        " pg_catalog.set_config({opad_name}, {opad}, true)"
+        " FROM (SELECT pg_catalog.substr({key} || pg_catalog.decode(pg_catalog.repeat('00', 64),"
+        " 'hex'), 1, 64) AS k) AS k, pg_catalog.generate_series(0, 63) AS i"
+    ).format(
+        ipad_name=sql.Literal(IPAD_SETTING),
+        opad_name=sql.Literal(OPAD_SETTING),
+        ipad=pad.format(sql.Literal(0x36)),
+        opad=pad.format(sql.Literal(0x5C)),
+        key=key,
+    )
+
+
+def _setting(name: str) -> sql.Composed:
+    # a scalar subquery without a reference to the row: an InitPlan, run once per query
+    return sql.SQL("(SELECT pg_catalog.decode(pg_catalog.current_setting({}), 'hex'))").format(
+        sql.Literal(name)
+    )
+
+
+def digest(column: sql.Composable) -> sql.Composed:
+    """HMAC-SHA256 of the column's text under this transaction's key (:func:`key_query`):
+    32 bytes, NULL for NULL."""
+    return sql.SQL(
+        "pg_catalog.sha256({} || pg_catalog.sha256({} || pg_catalog.convert_to(({})::text,"
+        " 'UTF8')))"
+    ).format(_setting(OPAD_SETTING), _setting(IPAD_SETTING), column)
+
+
+def hashed(column: sql.Composable, col: ColumnFacts) -> sql.Composable:
+    """``hash``: the digest in the form the column's kind holds."""
+    d = digest(column)
+    if col.kind == "text":
+        return sql.SQL("pg_catalog.left(pg_catalog.encode({}, 'hex'), {})").format(
+            d, sql.Literal(min(64, col.size or 64))
+        )
+    if col.kind == "integer":
+        size = col.size or 8
+        value = sql.SQL(
+            "(('x' || pg_catalog.encode(pg_catalog.substr({}, 1, 8), 'hex'))::bit(64)::int8"
+            " & 9223372036854775807)"
+        ).format(d)
+        if size >= 8:
+            return value
+        return sql.SQL("({} % {})").format(value, sql.Literal(1 << (8 * size - 1)))
+    if col.kind == "bytes":
+        return d
+    if col.kind == "uuid":
+        return sql.SQL("pg_catalog.encode(pg_catalog.substr({}, 1, 16), 'hex')::uuid").format(d)
+    raise ValueError(f"hash cannot make a {col.kind} value")
+
+
+def _names(names: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, names)))
+
+
+def rule_expr(
+    rule: Rule, column: sql.Composable, col: ColumnFacts, type_name: str
+) -> sql.Composable:
+    """The expression replacing ``column`` (described by ``col``, of the type PostgreSQL
+    writes ``type_name``, from ``format_type(atttypid, atttypmod)``) under ``rule``,
+    parenthesised and cast to that type."""
+    if rule.name == "null":
+        value: sql.Composable = sql.NULL
+    elif rule.name == "blank":
+        value = sql.Literal(_BLANK[col.kind])
+    elif rule.name == "fixed":
+        value = sql.Literal(rule.value or "")
+    elif rule.name == "hash":
+        value = hashed(column, col)
+    elif rule.name == "email":
+        digits = EMAIL_DIGITS if col.size is None else min(EMAIL_DIGITS, col.size - 18)
+        value = sql.SQL("('u-' || pg_catalog.left(pg_catalog.encode({}, 'hex'), {}) || {})").format(
+            digest(column), sql.Literal(digits), sql.Literal(EMAIL_SUFFIX)
+        )
+    elif rule.name == "name":
+        value = sql.SQL(
+            "(({})[pg_catalog.get_byte({}, 0) % 64 + 1] || ' ' ||"
+            " ({})[pg_catalog.get_byte({}, 1) % 64 + 1])"
+        ).format(_names(FIRST_NAMES), digest(column), _names(LAST_NAMES), digest(column))
+        if col.size is not None:
+            value = sql.SQL("pg_catalog.left({}, {})").format(value, sql.Literal(col.size))
+    else:
+        raise ValueError(f"{rule} is not a column rule")
+    return sql.SQL("(({})::{})").format(value, sql.SQL(type_name))
+
+
+__all__ = ["IPAD_SETTING", "OPAD_SETTING", "digest", "hashed", "key_query", "rule_expr"]
