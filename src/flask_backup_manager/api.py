@@ -53,7 +53,12 @@ def _too_large() -> BackupManagerError:
 
 @requires("view")
 def api_formats() -> Any:
-    return {"formats": service.formats()}
+    """The formats, and the ways to make a copy (``redactions``: the full copy unless a
+    profile is required, then each profile, with what the guard finds it leaves)."""
+    return {
+        "formats": service.formats(),
+        "redactions": [c.as_dict() for c in service.redaction_choices()],
+    }
 
 
 def backup_object(backup: Any, warning: str | None = None) -> dict[str, Any]:
@@ -87,7 +92,9 @@ def api_create() -> Any:
     body = json_object()
     if "format" not in body:
         raise _not_an_object()
-    backup = service.create_backup(body["format"], created_by=current_user_name())
+    backup = service.create_backup(
+        body["format"], created_by=current_user_name(), redaction=body.get("redaction")
+    )
     return jsonify(backup_object(backup, service.worker_warning())), 202
 
 
@@ -101,6 +108,12 @@ def api_get(backup_id: str) -> Any:
 @requires("view")
 def api_logs(backup_id: str) -> Any:
     return {"logs": service.backup_logs(service.get_backup(backup_id))}
+
+
+@requires("view")
+def api_manifest(backup_id: str) -> Any:
+    """The manifest of a backup's file, as the engine made it (404 ``no_manifest`` before)."""
+    return service.manifest(service.get_backup(backup_id))
 
 
 @requires("view")

@@ -30,6 +30,7 @@ ROUTES = [
     ("POST", "/api/backups", api.api_create),
     ("GET", "/api/backups/<backup_id>", api.api_get),
     ("GET", "/api/backups/<backup_id>/logs", api.api_logs),
+    ("GET", "/api/backups/<backup_id>/manifest", api.api_manifest),
     ("GET", "/api/backups/<backup_id>/audit", api.api_audit),
     ("GET", "/api/audit", api.api_audit_log),
     ("GET", "/api/backups/<backup_id>/download", api.api_download),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -39,15 +40,22 @@ def _fail(e: ServiceError) -> None:
 
 @backups_cli.command("create")
 @click.option("--format", "format_", required=True, help="sqlite3, postgres or sqlite3_db")
+@click.option(
+    "--redaction",
+    metavar="PROFILE",
+    help="A redaction profile of the app's (see `flask backups redaction check`); "
+    "none: a full copy.",
+)
 @click.option("--wait", is_flag=True, help="Wait until a worker has finished the backup.")
-def create(format_: str, wait: bool) -> None:
+def create(format_: str, redaction: str | None, wait: bool) -> None:
     """Queue a new backup (a worker makes it)."""
     try:
-        backup = service.create_backup(format_, created_by=process_actor())
+        backup = service.create_backup(format_, created_by=process_actor(), redaction=redaction)
     except ServiceError as e:
         _fail(e)
     try:  # from the first line on, Ctrl-C says what became of the backup
-        _echo(f"Backup {backup.id} queued ({backup.format}).")
+        copy = f", redaction {backup.redaction}" if backup.redaction else ""
+        _echo(f"Backup {backup.id} queued ({backup.format}{copy}).")
         _warn_without_worker()
         if not wait:
             return
@@ -109,10 +117,15 @@ def list_(page: str) -> None:
 
 @backups_cli.command("show")
 @click.argument("backup_id")
-def show(backup_id: str) -> None:
-    """Show one backup and its log."""
+@click.option("--manifest", is_flag=True, help="Print the manifest of its file, as JSON.")
+def show(backup_id: str, manifest: bool) -> None:
+    """Show one backup and its log (or its manifest)."""
     try:
         b = service.get_backup(backup_id)
+        if manifest:
+            # ASCII JSON: every character a name may hold is escaped, none drives the terminal
+            click.echo(json.dumps(service.manifest(b), indent=2, sort_keys=True, ensure_ascii=True))
+            return
     except ServiceError as e:
         _fail(e)
     for key, value in presenters.to_dict(b).items():
@@ -229,6 +242,45 @@ def prune() -> None:
     deleted = service.prune(state, actor=process_actor())
     ids = ", ".join(map(str, deleted))
     _echo(f"Deleted {presenters.plural(len(deleted), 'backup')}" + (f": {ids}." if ids else "."))
+
+
+@backups_cli.group("redaction")
+def redaction() -> None:
+    """The app's redaction profiles."""
+
+
+@redaction.command("check")
+@click.argument("profile", required=False)
+def redaction_check(profile: str | None) -> None:
+    """Check each profile (or PROFILE) against the database as it is now: the rules that
+    cannot apply, and the columns whose names look personal or secret that it leaves as they
+    are. Exits 1 on a rule that cannot apply, and on such a column when
+    BACKUP_MANAGER_REDACTION_STRICT is on."""
+    try:
+        checks = service.check_redactions(profile)
+    except ServiceError as e:
+        _fail(e)
+    if not checks:
+        raise _error(
+            "No redaction profile is declared: see BACKUP_MANAGER_REDACTION, or a rule on a "
+            "model's column (info={'backup_manager': {'redact': ...}})."
+        )
+    strict, failed = get_state().redaction_strict, False
+    for check in checks:
+        _echo(f"{check.name}: {check.summary}")
+        for problem in check.problems:
+            _echo(f"  problem: {problem}")
+        if check.unredacted:
+            _echo(f"  not redacted: {', '.join(check.unredacted)}")
+        failed = failed or bool(check.problems) or (strict and bool(check.unredacted))
+    if failed:
+        if strict and any(c.unredacted for c in checks):
+            _echo(
+                "BACKUP_MANAGER_REDACTION_STRICT is on: give each column listed a rule, or "
+                "`keep` to copy it as it is.",
+                err=True,
+            )
+        sys.exit(1)
 
 
 @backups_cli.command("worker")

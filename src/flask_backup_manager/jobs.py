@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.metadata
+import json
 import os
 import threading
 import time
@@ -24,10 +27,10 @@ from .engine import (
 )
 from .lifecycle import add_log, finish, process_actor, remove_parts, transition, update
 from .models import ACTIVE, Status, db_now
-from .presenters import as_utc, plural
+from .presenters import as_utc, iso, plural
 from .queue import JOB_FUNCTION
 from .service import file_path, prune, reap, storage_dir
-from .state import State, get_state
+from .state import State, get_state, redactions
 
 
 def run_backup(backup_id: int) -> str:
@@ -50,7 +53,17 @@ def run_backup(backup_id: int) -> str:
         return "skipped"
     backup = state.db.session.get(state.models.Backup, backup_id)
     fmt, path = backup.format, file_path(backup, state)
+    profile_name, head = backup.redaction, about(state, backup)
     add_log(backup_id, "info", f"started: format {fmt}")  # commits: no transaction stays open
+    try:
+        profile = redactions(state).get(profile_name) if profile_name else None
+        message = f"redaction profile {profile_name!r} is no longer configured"
+    except ValueError as e:  # a model imported late declares a rule that cannot apply
+        profile, message = None, one_line(e)
+    if profile_name and profile is None:  # the config changed since the backup was queued
+        if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
+            add_log(backup_id, "error", f"failed: {message}")
+        return Status.FAILED
     heart = Heartbeat(state, backup_id)
     last_phase: str | None = None
     copying_since: float | None = None  # when the first table began, by the monotonic clock
@@ -99,6 +112,9 @@ def run_backup(backup_id: int) -> str:
                 progress=progress,
                 lock_timeout=state.lock_timeout,
                 cancel=heart.lost,
+                redaction=profile,
+                manifest=head,
+                verify_postgres_url=state.verify_postgres_url,
             )
     except ExportCancelled:
         state.db.session.rollback()
@@ -121,6 +137,7 @@ def run_backup(backup_id: int) -> str:
         if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
             add_log(backup_id, "error", f"failed: {message}")
         raise
+    manifest = getattr(result, "manifest", None)  # the engine's, once it makes one
     if not finish(
         backup_id,
         (Status.RUNNING,),
@@ -129,12 +146,15 @@ def run_backup(backup_id: int) -> str:
         sha256=result.sha256,
         tables_done=result.tables,
         rows_done=result.rows,
+        manifest=None if manifest is None else json.dumps(manifest, default=str),
     ):
         path.unlink(missing_ok=True)  # cancelled (or reaped) while the file was being checked
         return Status.CANCELLED
     update(backup_id, rows_total=result.rows, tables_total=result.tables)
     for warning in result.warnings:
         add_log(backup_id, "warning", warning)
+    if result.verification is not None:
+        add_log(backup_id, "info", result.verification.summary())
     add_log(
         backup_id,
         "info",
@@ -143,6 +163,35 @@ def run_backup(backup_id: int) -> str:
     )
     prune(state, actor=process_actor())  # as a `flask backups prune` would
     return Status.SUCCEEDED
+
+
+def about(state: State, backup: Any) -> dict[str, Any]:
+    """What the job knows of the copy for its manifest (the engine adds the rest): when it
+    was asked for and by whom, and the app it comes from."""
+    return {
+        "created_at": iso(backup.created_at),
+        "created_by": backup.created_by,
+        "app": {"name": state.app_name, "version": app_version(state)},
+    }
+
+
+def app_version(state: State) -> str | None:
+    """BACKUP_MANAGER_APP_VERSION, else the version of the installed distribution that holds
+    the app's top-level package (None when none does: an app run from its folder)."""
+    return state.app_version or distribution_version(state.app_package)
+
+
+@functools.lru_cache(maxsize=16)
+def distribution_version(package: str) -> str | None:
+    """The version of the distribution holding top-level ``package``: looked up once per
+    process (the scan of every installed distribution takes most of a second)."""
+    names = importlib.metadata.packages_distributions().get(package) or []
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def own_tables(state: State) -> list[str]:

@@ -87,6 +87,10 @@ def make_models(db: SQLAlchemy) -> Models:
         error = db.Column(db.Text)
         job_id = db.Column(db.String(64))
         created_by = db.Column(db.String(255))
+        # the redaction profile's name (None: a full copy), and the manifest of the finished
+        # file as JSON (what it is: app, versions, tables and rows, rules, verification)
+        redaction = db.Column(db.String(64))
+        manifest = db.Column(db.Text)
         logs = db.relationship(
             "BackupLog",
             order_by="BackupLog.id",

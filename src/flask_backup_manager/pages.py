@@ -49,7 +49,7 @@ def done(message: str | Markup, endpoint: str, **values: Any) -> Any:
 def refused(e: service.ServiceError, endpoint: str, **values: Any) -> Any:
     """A refused operation: its reason flashed, then the page to try from (a 404 or a
     server error stays an error page)."""
-    if e.status not in (400, 409, 429, 503):
+    if e.status not in (400, 409, 429, 503) and e.code != "redaction_required":
         raise e
     return _flash_redirect(refusal(e), "error", endpoint, **values)
 
@@ -111,13 +111,22 @@ def activity() -> Any:
 
 @requires("create")
 def new() -> Any:
-    return render("new.html", formats=service.formats(), warning=service.worker_warning())
+    return render(
+        "new.html",
+        formats=service.formats(),
+        choices=service.redaction_choices(),
+        warning=service.worker_warning(),
+    )
 
 
 @requires("create")
 def create() -> Any:
     try:
-        backup = service.create_backup(request.form.get("format"), created_by=current_user_name())
+        backup = service.create_backup(
+            request.form.get("format"),
+            created_by=current_user_name(),
+            redaction=request.form.get("redaction"),
+        )
     except service.ServiceError as e:
         return refused(e, ".new")
     return done(f"Backup {backup.id} queued.", ".detail", backup_id=backup.id)
@@ -131,6 +140,7 @@ def detail(backup_id: str) -> Any:
         backup=presenters.to_dict(backup),
         logs=service.backup_logs(backup),
         audit=service.audit_trail(backup.id),
+        manifest=presenters.manifest_of(backup),
         finished=backup.status in FINISHED,
         problem=service.file_problem(backup, full=True),
         warning=service.worker_warning() if backup.status == Status.QUEUED else None,
@@ -168,7 +178,8 @@ def cancel(backup_id: str) -> Any:
 
 @requires("create")
 def retry(backup_id: str) -> Any:
-    """Try a failed or cancelled backup again: a new backup of the same format."""
+    """Try a failed or cancelled backup again: a new backup of the same format and the same
+    redaction profile (never a full copy in place of a redacted one)."""
     backup = service.get_backup(backup_id)
     if backup.status not in (Status.FAILED, Status.CANCELLED):
         return _flash_redirect(
@@ -179,7 +190,9 @@ def retry(backup_id: str) -> Any:
             backup_id=backup.id,
         )
     try:
-        again = service.create_backup(backup.format, created_by=current_user_name())
+        again = service.create_backup(
+            backup.format, created_by=current_user_name(), redaction=backup.redaction
+        )
     except service.ServiceError as e:
         return refused(e, ".detail", backup_id=backup.id)
     return done(

@@ -10,6 +10,7 @@ import os
 import re
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,12 +19,21 @@ from typing import Any, BinaryIO, NamedTuple, TypeVar
 import sqlalchemy as sa
 from redis.exceptions import RedisError
 
-from .engine import FORMATS, SUPPORTED, one_line
+from .engine import (
+    FORMATS,
+    SUPPORTED,
+    ColumnFacts,
+    Profile,
+    facts_of,
+    one_line,
+    problems,
+    unredacted,
+)
 from .lifecycle import add_log, audit, finish, remove_parts, update
 from .models import ACTIVE, FINISHED, Status, db_now, utcnow
-from .presenters import as_utc, audit_entry, log_entry
+from .presenters import as_utc, audit_entry, log_entry, manifest_of
 from .queue import enqueue, job_exists, listening_workers, redis_connection
-from .state import State, get_state
+from .state import State, get_state, model_facts, redactions
 
 R = TypeVar("R")
 
@@ -113,15 +123,18 @@ def worker_warning(state: State | None = None) -> str | None:
 CREATE_LOCK = 0x666D626372656174  # "fmbcreat"
 
 
-def create_backup(format: Any, *, created_by: str | None) -> Any:
-    """Insert a queued backup and enqueue its job. 400 for an unknown format, 503 when the
-    queue cannot be reached (the row is then ``failed``, never left ``queued``)."""
+def create_backup(format: Any, *, created_by: str | None, redaction: Any = None) -> Any:
+    """Insert a queued backup and enqueue its job. 400 for an unknown format or redaction
+    profile (``redaction``: a profile's name; None or "" for a full copy), 403 for a full copy
+    when BACKUP_MANAGER_REQUIRE_REDACTION is on, 503 when the queue cannot be reached (the row
+    is then ``failed``, never left ``queued``)."""
     state = get_state()
     names = [f["name"] for f in formats(state)]
     if format not in names:
         raise bad_request(
             "unknown_format", f"Unknown format {clip(format)}: choose one of {', '.join(names)}."
         )
+    profile = chosen_profile(redaction, state)
     db, Backup = state.db, state.models.Backup
     active = sa.select(Backup.id).where(Backup.status.in_(ACTIVE)).order_by(Backup.id)
     if db.session.get_bind(mapper=Backup).dialect.name == "postgresql":
@@ -137,13 +150,21 @@ def create_backup(format: Any, *, created_by: str | None) -> Any:
         db.session.rollback()  # and with it the lock
         raise too_many(ahead)
     now = db_now(db.session.connection())
-    backup = Backup(format=format, status=Status.QUEUED, created_at=now, created_by=created_by)
+    backup = Backup(
+        format=format,
+        status=Status.QUEUED,
+        created_at=now,
+        created_by=created_by,
+        redaction=profile.name if profile else None,
+    )
     db.session.add(backup)
     db.session.flush()
     stamp = as_utc(backup.created_at).strftime("%Y%m%d-%H%M%S")
     backup.filename = f"{state.app_name}-{stamp}-{backup.id}{FORMATS[format].extension}"
-    add_log(backup.id, "info", f"queued: format {format}", commit=False)
-    audit("create", backup.id, format, actor=created_by, commit=False)
+    copy = f", redaction profile {profile.name}" if profile else ""
+    add_log(backup.id, "info", f"queued: format {format}{copy}", commit=False)
+    detail = f"{format}, redaction {profile.name}" if profile else format
+    audit("create", backup.id, detail, actor=created_by, commit=False)
     db.session.commit()
     # SQLite: two creations at once both saw room (its writes, ids and commits come one at a
     # time, in the same order): the one with the higher id steps back
@@ -167,6 +188,130 @@ def create_backup(format: Any, *, created_by: str | None) -> Any:
         ) from None
     update(backup.id, job_id=job_id)
     return db.session.get(Backup, backup.id)
+
+
+def chosen_profile(redaction: Any, state: State | None = None) -> Profile | None:
+    """The profile a client named (None: a full copy, asked for with None or ""): 400
+    ``unknown_redaction`` for a name (or a value of another type) that is none of the host's,
+    403 ``redaction_required`` for a full copy when BACKUP_MANAGER_REQUIRE_REDACTION is on."""
+    state = state or get_state()
+    profiles = redactions(state)
+    if redaction is None or redaction == "":
+        if state.require_redaction:
+            raise ServiceError(
+                403,
+                "redaction_required",
+                "A full copy is not allowed here: choose a redaction profile "
+                f"({', '.join(profiles)}).",
+            )
+        return None
+    if not isinstance(redaction, str) or redaction not in profiles:
+        known = ", ".join(profiles) or "none is declared"
+        full = "" if state.require_redaction else ", or none for a full copy"
+        raise bad_request(
+            "unknown_redaction",
+            f"Unknown redaction profile {clip(redaction)}: choose one of {known}{full}.",
+        )
+    return profiles[redaction]
+
+
+@dataclass(frozen=True)
+class RedactionChoice:
+    """One way to make a copy, as the create page, ``GET /api/formats`` and the CLI offer it:
+    ``value`` is what the form posts ("" for the full copy, else a profile's name),
+    ``summary`` one line on what it does, ``unredacted`` the columns whose names look
+    personal or secret that it leaves as they are (the guard: ``table.column``)."""
+
+    value: str
+    label: str
+    summary: str
+    unredacted: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "label": self.label,
+            "summary": self.summary,
+            "unredacted": list(self.unredacted),
+        }
+
+
+FULL_COPY_SUMMARY = "Every table and column as it is, with every personal datum in it."
+
+
+def redaction_choices(state: State | None = None) -> list[RedactionChoice]:
+    """The full copy (unless BACKUP_MANAGER_REQUIRE_REDACTION is on), then each profile, with
+    what the guard finds it leaves: over the database's own tables (a column added by a
+    migration no model knows yet is seen too) and the models'."""
+    state = state or get_state()
+    facts = database_facts(state)
+    choices = []
+    if not state.require_redaction:
+        choices.append(
+            RedactionChoice("", "Full copy", FULL_COPY_SUMMARY, tuple(unredacted(None, facts)))
+        )
+    for name, profile in redactions(state).items():
+        choices.append(
+            RedactionChoice(name, name, profile.summary(), tuple(unredacted(profile, facts)))
+        )
+    return choices
+
+
+def database_facts(state: State | None = None) -> dict[str, list[ColumnFacts]]:
+    """The column facts of the database backed up, by table key, reflected from it (every
+    schema of a PostgreSQL database but the system's), and of the models' tables it does not
+    hold yet; the Backup Manager's own tables left out."""
+    state = state or get_state()
+    own = {m.__table__.name for m in state.models}
+    reflected = sa.MetaData()
+    with state.engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        if conn.dialect.name == "postgresql":
+            schemas = [
+                s
+                for s in inspector.get_schema_names()
+                if s != "information_schema" and not s.startswith("pg_")
+            ]
+        else:
+            schemas = [None]
+        for schema in schemas:
+            names = [n for n in inspector.get_table_names(schema=schema) if n not in own]
+            reflected.reflect(bind=conn, schema=schema, only=names)
+    facts = facts_of(t for t in reflected.tables.values() if t.name not in own)
+    for key, cols in model_facts(state).items():
+        facts.setdefault(key, cols)
+    return facts
+
+
+@dataclass(frozen=True)
+class RedactionCheck:
+    """A profile checked against the live database: why it cannot apply (``problems``, each
+    naming its key) and the columns the guard finds it leaves (``unredacted``)."""
+
+    name: str
+    summary: str
+    problems: tuple[str, ...]
+    unredacted: tuple[str, ...]
+
+
+def check_redactions(name: str | None = None) -> list[RedactionCheck]:
+    """Each profile (or the one named: 400 ``unknown_redaction`` for another name) checked
+    against the tables of the database as it is now: what ``flask backups redaction check``
+    reports. A key naming a table no model describes is checked here, not at start-up."""
+    state = get_state()
+    profiles = redactions(state)
+    if name is not None and name not in profiles:
+        raise bad_request(
+            "unknown_redaction",
+            f"Unknown redaction profile {clip(name)}: the profiles are "
+            f"{', '.join(profiles) or 'none'}.",
+        )
+    facts = database_facts(state)
+    return [
+        RedactionCheck(n, p.summary(), tuple(problems(p, facts)), tuple(unredacted(p, facts)))
+        for n, p in profiles.items()
+        if name is None or n == name
+    ]
 
 
 def too_many(active: list[int]) -> ServiceError:
@@ -276,6 +421,20 @@ def get_backup(value: Any) -> Any:
     if backup is None:
         raise not_found()
     return backup
+
+
+def manifest(backup: Any) -> dict[str, Any]:
+    """The manifest of a backup's file (what it is: app and versions, source, tables and
+    rows, redaction rules, the file's size and sha256, its verification): 404 ``no_manifest``
+    until the file is made."""
+    found = manifest_of(backup)
+    if found is None:
+        if backup.status == Status.SUCCEEDED:
+            why = "its file was made by a version of the Backup Manager that kept none"
+        else:
+            why = f"it {STANDS[Status(backup.status)]}, and one is written with a finished file"
+        raise ServiceError(404, "no_manifest", f"Backup {backup.id} has no manifest: {why}.")
+    return found
 
 
 def backup_logs(backup: Any) -> list[dict[str, Any]]:

@@ -1,18 +1,26 @@
 """Per-app state: every config key with its default, read once at start-up, and where each
 module finds it (``app.extensions["backup_manager"]``). The bottom of the web layer: it
-imports nothing of ours (the models only for type hints)."""
+imports nothing of ours but the engine (the models only for type hints).
+
+The redaction profiles live here too, as one merged view of the config's
+(``BACKUP_MANAGER_REDACTION``) and the models' (``info={"backup_manager": {"redact": ...}}``
+on a column), checked against the models at start-up: a host's mistake stops the app before
+any copy is made with it."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
+
+from .engine import ColumnFacts, Profile, RedactionError, facts_of, problems, profile_from_mapping
 
 if TYPE_CHECKING:
     from .models import Models
@@ -34,7 +42,20 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_MANAGER_MAX_ACTIVE": 1,  # backups queued or running at once; more get 429
     "BACKUP_MANAGER_KEEP_LAST": None,  # retention: keep the newest N finished backups
     "BACKUP_MANAGER_KEEP_DAYS": None,  # retention: keep finished backups younger than D days
+    "BACKUP_MANAGER_REDACTION": {},  # profile name -> {"table.column" or "table": rule}
+    "BACKUP_MANAGER_REDACTION_STRICT": False,  # `redaction check` fails on a column not covered
+    "BACKUP_MANAGER_REQUIRE_REDACTION": False,  # no full copy: every backup takes a profile
+    "BACKUP_MANAGER_VERIFY_POSTGRES_URL": None,  # a server to restore postgres files into
+    "BACKUP_MANAGER_APP_VERSION": None,  # None: the version of the distribution holding the app
 }
+
+#: A profile's name: a short word, as the form, the API and the CLI send it and the
+#: ``redaction`` column (64 characters) keeps it.
+PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The one profile the models' column rules make when no profile is named anywhere.
+DEFAULT_PROFILE = "redacted"
+#: Where a model's column declares its rule: ``info={"backup_manager": {"redact": ...}}``.
+INFO_KEY = "backup_manager"
 
 #: An access check gets the permission asked for and answers whether the current request has it.
 AccessCheck = Callable[[str], bool]
@@ -53,6 +74,16 @@ class Hooks(Protocol):
     _access: AccessCheck | None
     _identity: Identity | None
     _on_denied: OnDenied | None
+
+
+@dataclass(frozen=True)
+class Redactions:
+    """The host's profiles, merged from the config and the models' columns, by name; and the
+    names of the model tables they were built from and checked against (a model imported
+    after ``init_app`` makes them be built again: see :func:`redactions`)."""
+
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    tables: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -77,10 +108,26 @@ class State:
     lock_timeout: int
     keep_last: int | None
     keep_days: int | None
+    #: BACKUP_MANAGER_REDACTION as configured (checked), the models' rules merged in later
+    redaction_config: Mapping[str, Mapping[str, Any]]
+    redaction_strict: bool
+    require_redaction: bool
+    verify_postgres_url: str | None
+    #: BACKUP_MANAGER_APP_VERSION; None: looked up when a backup is made (jobs.py)
+    app_version: str | None
+    #: the app's top-level package (``shop`` of ``shop.web``), whose distribution names the
+    #: app's version when BACKUP_MANAGER_APP_VERSION is not set
+    app_package: str
+    redactions: Redactions = field(default_factory=Redactions)
 
     @property
     def engine(self):
         return self.db.engines[self.bind]
+
+    @property
+    def metadata(self) -> sa.MetaData:
+        """The models of the database backed up: its bind's metadata."""
+        return self.db.metadatas.get(self.bind, self.db.metadata)
 
 
 def get_state() -> State:
@@ -123,9 +170,22 @@ def read_config(app: Flask, *, ext: Hooks, db: SQLAlchemy, models: Models) -> St
             "BACKUP_MANAGER_WORKER_LOST_AFTER must be longer than BACKUP_MANAGER_HEARTBEAT, "
             "or every running backup would be taken for lost"
         )
+    for key in ("BACKUP_MANAGER_REDACTION_STRICT", "BACKUP_MANAGER_REQUIRE_REDACTION"):
+        if not isinstance(c[key], bool):
+            raise ValueError(f"{key} must be True or False, not {c[key]!r}")
+    verify_url = c["BACKUP_MANAGER_VERIFY_POSTGRES_URL"]
+    if verify_url is not None and not (
+        isinstance(verify_url, str) and re.match(r"^postgres(ql)?(\+\w+)?://", verify_url)
+    ):
+        # not echoed: the URL may hold a password
+        raise ValueError("BACKUP_MANAGER_VERIFY_POSTGRES_URL must be a postgresql:// URL")
+    app_version = c["BACKUP_MANAGER_APP_VERSION"]
+    if app_version is not None and not isinstance(app_version, str):
+        raise ValueError(f"BACKUP_MANAGER_APP_VERSION must be a string, not {app_version!r}")
+    redaction = redaction_config(c["BACKUP_MANAGER_REDACTION"])
     storage = c["BACKUP_MANAGER_STORAGE_DIR"] or os.path.join(app.instance_path, "backups")
     app_name = c["BACKUP_MANAGER_APP_NAME"] or app.name.rpartition(".")[2]
-    return State(
+    state = State(
         ext=ext,
         db=db,
         models=models,
@@ -144,4 +204,116 @@ def read_config(app: Flask, *, ext: Hooks, db: SQLAlchemy, models: Models) -> St
         lock_timeout=number("BACKUP_MANAGER_LOCK_TIMEOUT"),
         keep_last=number("BACKUP_MANAGER_KEEP_LAST", optional=True),
         keep_days=number("BACKUP_MANAGER_KEEP_DAYS", optional=True),
+        redaction_config=redaction,
+        redaction_strict=c["BACKUP_MANAGER_REDACTION_STRICT"],
+        require_redaction=c["BACKUP_MANAGER_REQUIRE_REDACTION"],
+        verify_postgres_url=verify_url,
+        app_version=app_version,
+        app_package=app.import_name.partition(".")[0],
     )
+    state.redactions = build_redactions(state)
+    if state.require_redaction and not state.redactions.profiles:
+        raise ValueError(
+            "BACKUP_MANAGER_REQUIRE_REDACTION is on, but no redaction profile is declared: "
+            "declare one in BACKUP_MANAGER_REDACTION (or a rule on a model's column), or every "
+            "backup would be refused"
+        )
+    return state
+
+
+# -- redaction profiles ------------------------------------------------------------------
+
+
+def redaction_config(value: Any) -> dict[str, dict[str, Any]]:
+    """BACKUP_MANAGER_REDACTION checked for its shape: profile names (:data:`PROFILE_NAME`)
+    mapped to ``{key: rule}``, each rule parsed (an unknown rule is named with its key)."""
+    key = "BACKUP_MANAGER_REDACTION"
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{key} must be a dict of profile names to {{key: rule}}, not {value!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, rules in value.items():
+        if not isinstance(name, str) or not PROFILE_NAME.fullmatch(name):
+            raise ValueError(
+                f"{key}: profile name {name!r} must be 1 to 64 letters, digits, '_' or '-'"
+            )
+        try:
+            profile_from_mapping(name, rules)
+        except RedactionError as e:
+            raise ValueError(f"{key} profile {name!r}: {e}") from None
+        out[name] = dict(rules)
+    return out
+
+
+def column_rules(metadata: sa.MetaData) -> dict[str | None, dict[str, Any]]:
+    """The rules the models declare on their columns, by profile (None: every profile), each
+    ``{"table.column": rule}``: ``info={"backup_manager": {"redact": "email"}}`` for every
+    profile, ``{"redact": {"vendor": "email"}}`` for the ones it names."""
+    out: dict[str | None, dict[str, Any]] = {}
+    for table in metadata.tables.values():
+        for column in table.columns:
+            declared = (column.info.get(INFO_KEY) or {}).get("redact")
+            if declared is None:
+                continue
+            (table_key,) = facts_of([table])
+            key = f"{table_key}.{column.name}"
+            where = f"{key} (info={{{INFO_KEY!r}: {{'redact': ...}}}} on the model's column)"
+            per_profile = declared if isinstance(declared, Mapping) else {None: declared}
+            for name, rule in per_profile.items():
+                if name is not None and (
+                    not isinstance(name, str) or not PROFILE_NAME.fullmatch(name)
+                ):
+                    raise ValueError(
+                        f"{where}: profile name {name!r} must be 1 to 64 letters, digits, "
+                        "'_' or '-'"
+                    )
+                try:
+                    profile_from_mapping(name or DEFAULT_PROFILE, {key: rule})
+                except RedactionError as e:
+                    raise ValueError(f"{where}: {e}") from None
+                out.setdefault(name, {})[key] = rule
+    return out
+
+
+def model_facts(state: State) -> dict[str, list[ColumnFacts]]:
+    """The column facts of the host's models (the Backup Manager's own tables left out)."""
+    own = {m.__table__.name for m in state.models}
+    return facts_of(t for t in state.metadata.tables.values() if t.name not in own)
+
+
+def build_redactions(state: State) -> Redactions:
+    """The merged profiles, checked against the models: on each column, the config's rule
+    wins over one the column declares for that profile, which wins over one it declares for
+    every profile. With no profile named anywhere but rules on columns, one profile,
+    :data:`DEFAULT_PROFILE`. A key naming a table the models do not describe is left to the
+    engine, which refuses it, naming the key, when a backup runs (and to ``flask backups
+    redaction check``): the database may hold tables no model describes."""
+    declared = column_rules(state.metadata)
+    names = list(state.redaction_config)
+    names += [n for n in declared if n is not None and n not in names]
+    if not names and declared:
+        names = [DEFAULT_PROFILE]
+    facts = model_facts(state)
+    profiles = {}
+    for name in names:
+        rules = {**declared.get(None, {}), **declared.get(name, {})}
+        rules.update(state.redaction_config.get(name, {}))
+        profile = profile_from_mapping(name, rules)
+        known = Profile(
+            name,
+            {k: r for k, r in profile.columns.items() if k[0] in facts},
+            {t: r for t, r in profile.tables.items() if t in facts},
+        )
+        found = problems(known, facts)
+        if found:
+            raise ValueError(f"BACKUP_MANAGER_REDACTION profile {name!r}: " + "; ".join(found))
+        profiles[name] = profile
+    return Redactions(profiles, frozenset(state.metadata.tables))
+
+
+def redactions(state: State | None = None) -> dict[str, Profile]:
+    """The host's profiles by name; built again (and checked) when the models have changed
+    since (a model module imported after ``init_app``), so that no column rule is missed."""
+    state = state or get_state()
+    if frozenset(state.metadata.tables) != state.redactions.tables:
+        state.redactions = build_redactions(state)
+    return state.redactions.profiles
