@@ -12,6 +12,11 @@ so that it starts in milliseconds without importing the package (``PATH``, prepe
 process made) without O_CREAT, and calls ``FUNCTION(con, job, write)``, where ``write`` takes
 bytes of the one gzip member it writes to ``output``. It prints FUNCTION's result (a dict) as
 JSON and exits 0; or prints one line to stderr and exits 1.
+
+A job of a redacted backup holds ``"redaction": {"register": "module:function", "key": hex}``:
+the functions its rules call are registered on ``con`` with the backup's key before FUNCTION
+runs, so a helper redacts exactly as the exporting process does. The key travels only in the
+job on stdin: never on the command line (which ``ps`` shows), never in a file.
 """
 
 from __future__ import annotations
@@ -68,6 +73,10 @@ def main(argv: list[str]) -> int:
         work = getattr(importlib.import_module(module), function)
         con = open_read_only(job["db"], frozen=True)
         try:
+            if (redaction := job.get("redaction")) is not None:
+                module, _, function = redaction["register"].partition(":")
+                register = getattr(importlib.import_module(module), function)
+                register(con, bytes.fromhex(redaction["key"]))
             # O_TRUNC without O_CREAT: if the exporting process gave up and removed the file,
             # there is nothing to write to
             with open(job["output"], "r+b") as f:

@@ -101,6 +101,17 @@ def command(work: str, path: list[str]) -> list[str]:
     return [sys.executable, "-I", str(child.PROGRAM), work, *path]
 
 
+def redaction_job(key: bytes | None) -> dict[str, Any]:
+    """What a helper's job holds to redact as this process does (see :mod:`.child`): the
+    backup's key and the function registering the rules' SQLite functions; ``{}`` without
+    a redaction. The job goes to the helper on its stdin only."""
+    if key is None:
+        return {}
+    from .redaction import sqlite
+
+    return {"redaction": {"register": f"{sqlite.__name__}:register", "key": key.hex()}}
+
+
 def package_path() -> list[str]:
     """Where this process finds the package, for a helper whose work imports it (an app may be
     run with PYTHONPATH, which ``-I`` ignores)."""

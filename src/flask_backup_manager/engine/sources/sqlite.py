@@ -32,9 +32,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .. import parallel
 from ..base import ident, parents_first, select_keys, shown, watch
 from ..checks.sqlite_shell import Scratch
+from ..checks.sqlite_tokens import tokens
 from ..child import BUSY_TIMEOUT, open_read_only
 from ..model import ExportError, SourceInfo, TableSpec
-from ..redaction import Redaction
+from ..redaction import ColumnFacts, Redaction, RedactionError, kind_of_sqlalchemy
+from ..redaction import check as check_profile
+from ..redaction import sqlite as redact
 from . import keys_without_rows
 
 if TYPE_CHECKING:
@@ -226,6 +229,13 @@ class SQLiteSource:
                 name: TableKind(kind, bool(wr), bool(strict))
                 for _, name, kind, _, wr, strict in self.con.execute("PRAGMA main.table_list")
             }
+            #: what a person should know of the redaction (the writers log it)
+            self.notes: list[str] = []
+            #: FTS tables over a redacted table, built again from its redacted rows
+            self.rebuilt: list[str] = []
+            self._facts: dict[tuple[str, str], ColumnFacts] = {}
+            if redaction is not None:
+                no_rows = [*no_rows, *self._check_redaction(redaction)]
             #: the keys of the tables copied with their schema and no rows
             self.no_rows = keys_without_rows(self._table_names(), no_rows)
             self.all_specs = self._read_tables()
@@ -278,10 +288,22 @@ class SQLiteSource:
         self.frozen = None  # no longer frozen: the writer changes it
         self.con = sqlite3.connect(self.copy, isolation_level=None, timeout=self._timeout)
         self.con.execute("PRAGMA journal_mode=OFF")
+        self._functions()
         return self.con
+
+    @property
+    def redaction_key(self) -> bytes | None:
+        """The backup's key, which helper processes redact with too; None without rules."""
+        return self.redaction.key if self.redaction is not None else None
+
+    def _functions(self) -> None:
+        """Give the connection the functions the redaction's rules call."""
+        if self.redaction is not None:
+            redact.register(self.con, self.redaction.key)
 
     def _begin(self) -> None:
         """Begin the read transaction; its first read pins the snapshot."""
+        self._functions()
         self.con.execute("BEGIN")
         self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
@@ -401,6 +423,146 @@ class SQLiteSource:
         host = self.host_metadata.tables.get(table) if self.host_metadata is not None else None
         return host.c.get(column) if host is not None else None
 
+    # -- redaction ----------------------------------------------------------------------
+
+    def column_facts(self) -> dict[str, list[ColumnFacts]]:
+        """:class:`.ColumnFacts` of every listed table's columns, by table key, from
+        ``PRAGMA table_xinfo``, ``foreign_key_list`` and ``index_list``; a column's kind
+        and size are the host model's where ``metadata`` describes it, else its declared
+        type's (:func:`declared_kind`)."""
+        names = self._table_names()
+        by_lower = {n.lower(): n for n in names}
+        out: dict[str, list[ColumnFacts]] = {}
+        for name in names:
+            xinfo = [
+                ColumnInfo(*r) for r in self.con.execute(f"PRAGMA main.table_xinfo({ident(name)})")
+            ]
+            xinfo = [c for c in xinfo if c.hidden != 1]
+            pk = [c.name for c in xinfo if c.pk]
+            uniques = {pk[0]} if len(pk) == 1 else set()
+            for _, index, unique, _, partial in self.con.execute(
+                f"PRAGMA main.index_list({ident(name)})"
+            ):
+                if unique and not partial:
+                    cols = self.con.execute(f"PRAGMA main.index_info({ident(index)})").fetchall()
+                    if len(cols) == 1 and cols[0][2] is not None:
+                        uniques.add(cols[0][2])
+            fks: dict[int, list[ForeignKeyInfo]] = {}
+            for r in self.con.execute(f"PRAGMA main.foreign_key_list({ident(name)})"):
+                fks.setdefault(r[0], []).append(ForeignKeyInfo(*r))
+            refs = {}
+            for parts in fks.values():
+                parent = by_lower.get(parts[0].table.lower())
+                if len(parts) != 1 or parent is None:
+                    continue
+                to = parts[0].to or self._single_pk(parent)
+                if to is not None:
+                    refs[parts[0].from_] = (parent, to)
+            facts = []
+            for c in xinfo:
+                model = self.host_column(name, c.name)
+                if model is not None:
+                    kind, size = kind_of_sqlalchemy(model.type)
+                    if kind == "integer" and size == 4:
+                        size = 8  # SQLite's integers, and the postgres format's bigint
+                else:
+                    kind, size = declared_kind(c.type)
+                facts.append(
+                    ColumnFacts(
+                        name,
+                        c.name,
+                        kind,
+                        size,
+                        nullable=not c.notnull and not c.pk,
+                        references=refs.get(c.name),
+                        unique=c.name in uniques,
+                        generated=c.hidden in (2, 3),
+                    )
+                )
+            out[name] = facts
+        return out
+
+    def _single_pk(self, table: str) -> str | None:
+        pk = [
+            r[1]
+            for r in sorted(
+                self.con.execute(f"PRAGMA main.table_info({ident(table)})"), key=lambda r: r[5]
+            )
+            if r[5]
+        ]
+        return pk[0] if len(pk) == 1 else None
+
+    def _check_redaction(self, redaction: Redaction) -> list[str]:
+        """Check ``redaction``'s profile against this database's own tables (ExportError
+        naming each key that cannot apply), and decide what becomes of what is derived from
+        a redacted column: an FTS table whose external content is a redacted table is built
+        again from its redacted rows (:attr:`rebuilt`); one with its own content that a
+        trigger of a redacted table writes, and every contentless one, is copied without rows
+        (returned, for :attr:`no_rows`), with a note saying so (:attr:`notes`)."""
+        facts = self.column_facts()
+        virtual = {n for n, k in self._kinds.items() if k.kind == "virtual"}
+        try:
+            check_profile(redaction.profile, facts)
+        except RedactionError as e:
+            raise ExportError(str(e)) from None
+        for table, column in redaction.profile.columns:
+            if table in virtual and redaction.column_rule(table, column) is not None:
+                raise ExportError(
+                    f"profile {redaction.profile.name!r}: redaction {f'{table}.{column}'!r}: "
+                    "a virtual table's column: redact the table it is built from"
+                )
+        self._facts = {(f.table, f.name): f for cols in facts.values() for f in cols}
+        redacted = {t for t in redaction.profile.redacted_tables() if t not in virtual}
+        if not redacted:
+            return []
+        emptied = []
+        lower = {t.lower() for t in redacted}
+        feeds = [
+            o.sql or "" for o in self.objects if o.type == "trigger" and o.tbl_name.lower() in lower
+        ]
+        for o in self.objects:
+            if o.name not in virtual or o.name in redaction.profile.tables:
+                continue
+            module = fts_module(o.sql or "")
+            if module is None:
+                continue
+            content = fts_content(o.sql or "")
+            if content is not None and content != "" and content.lower() in lower:
+                self.rebuilt.append(o.name)
+                continue
+            fed = any(_mentions(sql, o.name) for sql in feeds)
+            if content == "" or fed:
+                emptied.append(o.name)
+                why = (
+                    "is contentless"
+                    if content == ""
+                    else "is written by a trigger of a redacted table"
+                )
+                self.notes.append(
+                    f"table {shown(o.name)}: copied without rows, as this full-text index "
+                    f"{why} and would carry the original values: rebuild it in the app"
+                )
+        return emptied
+
+    def redacted_column(self, spec: SQLiteTable, column: str) -> tuple[str, str] | None:
+        """``(expression, what it gives)`` (see :func:`.redaction.sqlite.output`) replacing
+        ``column`` of ``spec``, if a rule redacts it; an external-content FTS table's column
+        is read through its content table's rule."""
+        red = self.redaction
+        if red is None:
+            return None
+        table = spec.key
+        if spec.kind == "virtual":
+            content = fts_content(spec.sql or "")
+            if not content or fts_module(spec.sql or "") is None:
+                return None
+            table = next((t for t in self._table_names() if t.lower() == content.lower()), "")
+        rule = red.column_rule(table, column)
+        col = self._facts.get((table, column))
+        if rule is None or col is None:
+            return None
+        return redact.expression(rule, col, ident(column)), redact.output(rule, col)
+
     def _count(self, name: str) -> int:
         try:
             return self.con.execute(f"SELECT count(*) FROM main.{ident(name)}").fetchone()[0]
@@ -416,8 +578,33 @@ class SQLiteSource:
         (:meth:`row_batches`, the ``postgres`` format's helper processes) and the ``printf()``
         rendering of the ``sqlite3`` format, which uses the expression several times per
         value (its type tests, then the value), all inside SQLite's own query, so the fast
-        paths stay fast. The rowid is read through here too: a transform leaves it as it is."""
+        paths stay fast. The rowid is read through here too: a transform leaves it as it is.
+
+        A column a rule redacts is read by the rule's expression (:mod:`.redaction.sqlite`);
+        a generated column of a table with a redacted column is computed again from the
+        redacted values (:meth:`_recomputed`): it never carries the original's."""
+        found = self.redacted_column(spec, column)
+        if found is not None:
+            return found[0]
+        if (
+            self.redaction is not None
+            and spec.key in self.redaction.profile.redacted_tables()
+            and (f := self._facts.get((spec.key, column))) is not None
+            and f.generated
+        ):
+            return self._recomputed(spec, column)
         return ident(column)
+
+    def _recomputed(self, spec: SQLiteTable, column: str) -> str:
+        """A generated column's expression evaluated over the table's stored columns as
+        the writers read them (redacted), in a subquery of the row: ``(SELECT (expr) FROM
+        (SELECT <redacted a> AS a, b AS b, ...))``. NULL when its expression cannot be found."""
+        expr = generated_expression(spec.sql or "", column)
+        if expr is None:
+            return "NULL"
+        stored = [c for (t, c), f in self._facts.items() if t == spec.key and not f.generated]
+        inner = ", ".join(f"{self.column_sql(spec, c)} AS {ident(c)}" for c in stored)
+        return f"(SELECT ({expr}) FROM (SELECT {inner}))"
 
     def select_list(self, spec: SQLiteTable, columns: Iterable[str]) -> str:
         """The SELECT list reading ``columns`` of ``spec`` (:meth:`column_sql`)."""
@@ -535,6 +722,136 @@ def schema_revision(con: sqlite3.Connection) -> str | None:
     except sqlite3.Error:
         return None
     return ",".join(str(v) for (v,) in found) or None
+
+
+def declared_kind(declared: str) -> tuple[str, int | None]:
+    """(kind, size) of a column no model describes, by its declared type, as the
+    ``postgres`` format types it: integers are 8 bytes (SMALLINT 2, TINYINT 1), a
+    ``VARCHAR(n)`` holds ``n`` characters, a column without a type holds text."""
+    t = " ".join(declared.upper().split())
+    name = t.split("(")[0].strip()
+    size = None
+    if "(" in t:
+        arg = t.split("(", 1)[1].split(",")[0].split(")")[0].strip()
+        size = int(arg) if arg.isdigit() and int(arg) > 0 else None
+    if name in ("UUID", "GUID", "UNIQUEIDENTIFIER"):
+        return "uuid", None
+    if name in ("BOOLEAN", "BOOL"):
+        return "boolean", None
+    if "INT" in name:
+        small = {"SMALLINT": 2, "INT2": 2, "TINYINT": 1}
+        return "integer", small.get(name, 8)
+    if "CHAR" in name or "CLOB" in name or "TEXT" in name or name == "":
+        return "text", size
+    if "BLOB" in name or "BINARY" in name or name in ("BYTEA", "RAW", "IMAGE"):
+        return "bytes", None
+    if "REAL" in name or "FLOA" in name or "DOUB" in name:
+        return "float", None
+    if name in ("JSON", "JSONB"):
+        return "json", None
+    if name in ("DATETIME", "TIMESTAMP"):
+        return "datetime", None
+    if name == "DATE":
+        return "date", None
+    if name == "TIME":
+        return "time", None
+    if name in ("NUMERIC", "DECIMAL"):
+        return "numeric", None
+    return "other", None
+
+
+def _words(sql: str) -> list[tuple[str, str]]:
+    return list(tokens(sql))
+
+
+def _unquoted(kind: str, text: str) -> str:
+    if kind == "string":
+        return text[1:-1].replace("''", "'")
+    if kind == "quoted":
+        q = text[0]
+        return text[1:-1] if q == "[" else text[1:-1].replace(q * 2, q)
+    return text
+
+
+def fts_module(sql: str) -> str | None:
+    """``fts5``, ``fts4`` or ``fts3`` for a ``CREATE VIRTUAL TABLE ... USING ftsN(...)``."""
+    toks = _words(sql)
+    for i, (k, t) in enumerate(toks):
+        if k == "word" and t.upper() == "USING" and i + 1 < len(toks):
+            module = toks[i + 1][1].lower()
+            return module if module in ("fts3", "fts4", "fts5") else None
+    return None
+
+
+def fts_content(sql: str) -> str | None:
+    """The ``content=`` option of an FTS table: a table's name (external content), ``""``
+    (contentless), or None (its own content)."""
+    toks = _words(sql)
+    for i in range(len(toks) - 2):
+        (k, t), (_, eq), (vk, v) = toks[i], toks[i + 1], toks[i + 2]
+        if k == "word" and t.lower() == "content" and eq == "=":
+            return _unquoted(vk, v)
+    return None
+
+
+def _mentions(sql: str, name: str) -> bool:
+    """Whether statement ``sql`` names ``name`` (a table), in any quoting or case."""
+    return any(
+        k in ("word", "quoted", "string") and _unquoted(k, t).lower() == name.lower()
+        for k, t in _words(sql)
+    )
+
+
+def generated_expression(sql: str, column: str) -> str | None:
+    """The expression of generated column ``column`` in ``CREATE TABLE`` statement ``sql``
+    (the text inside ``AS (...)`` of its definition), or None."""
+    toks = _words(sql)
+    depth, start, i = 0, True, 0
+    while i < len(toks):
+        k, t = toks[i]
+        if t == "(":
+            depth += 1
+            start = depth == 1
+            i += 1
+            continue
+        if t == ")":
+            depth -= 1
+        elif t == "," and depth == 1:
+            start = True
+            i += 1
+            continue
+        if depth == 1 and start:
+            start = False
+            if _unquoted(k, t).lower() == column.lower() and k in ("word", "quoted", "string"):
+                j = i + 1
+                while j < len(toks) and not (toks[j][1] in (",", ")") and depth == 1):
+                    if (
+                        toks[j][0] == "word"
+                        and toks[j][1].upper() == "AS"
+                        and (j + 1 < len(toks) and toks[j + 1][1] == "(")
+                    ):
+                        inner, d, m = [], 0, j + 1
+                        while m < len(toks):
+                            if toks[m][1] == "(":
+                                d += 1
+                            elif toks[m][1] == ")":
+                                d -= 1
+                                if d == 0:
+                                    return " ".join(x for _, x in inner)
+                            if m > j + 1:
+                                inner.append(toks[m])
+                            m += 1
+                        return None
+                    if toks[j][1] == "(":
+                        d2 = 1
+                        j += 1
+                        while j < len(toks) and d2:
+                            d2 += {"(": 1, ")": -1}.get(toks[j][1], 0)
+                            j += 1
+                        continue
+                    j += 1
+        i += 1
+    return None
 
 
 def check_schema(objects: list[SchemaObject]) -> None:

@@ -294,6 +294,8 @@ def plan_table(source: SQLiteSource, spec: SQLiteTable) -> TablePlan:
 
 def write_postgres(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     """Write the ``postgres`` format (gzipped SQL for psql) to ``path``."""
+    for note in source.notes:
+        tracker.warn(note)
     with dump_file(path, tracker) as out:
         write_tables(source, out, tracker)
 
@@ -471,19 +473,22 @@ def copy_rows(
             source.children,
             source.rowid_ranges(spec),
             parallel.command(f"{copy_part.__name__}:copy_part", parallel.package_path()),
-            copy_part.CopyJob(
-                table=table,
-                select=source.select_list(spec, where.names),
-                label=spec.key,
-                columns=where.names,
-                kinds=kinds,
-                as_bytes=[i for i, e in enumerate(plan.encoders) if e is any_bytes],
-                exact=sorted(plan.loose),
-                key=key,
-                bulk=enc.bulk,
-                identity=enc.identity,
-                pk=where.pk,
-            ),
+            {
+                **parallel.redaction_job(source.redaction_key),
+                **copy_part.CopyJob(
+                    table=table,
+                    select=source.select_list(spec, where.names),
+                    label=spec.key,
+                    columns=where.names,
+                    kinds=kinds,
+                    as_bytes=[i for i, e in enumerate(plan.encoders) if e is any_bytes],
+                    exact=sorted(plan.loose),
+                    key=key,
+                    bulk=enc.bulk,
+                    identity=enc.identity,
+                    pk=where.pk,
+                ),
+            },
             out,
             lambda lo, hi: enc.copy(
                 source.row_batches(spec, BATCH, between=(lo, hi)), out.write, tracker.rows, naming

@@ -45,6 +45,8 @@ _HEX = ("CAST(X'", "' AS TEXT)")
 def write_db(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     """Write a ready-to-use SQLite database file to ``path`` (an empty private temp file)."""
     warn_undefined_calls(source, tracker)
+    for note in source.notes:
+        tracker.warn(note)
     _vacuum_copy(source, path, tracker)
     remove_sidecars(path)
 
@@ -91,6 +93,8 @@ def _vacuum_copy(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
         for name in emptied:
             _empty(source, con, name)
         con.execute("COMMIT")
+    if source.redaction is not None:
+        _redact(source, con)
     pages = _PageProgress(specs, tracker)
     used = con.execute(
         "SELECT page_count - freelist_count FROM pragma_page_count, pragma_freelist_count"
@@ -144,6 +148,58 @@ def _empty(source: SQLiteSource, con: sqlite3.Connection, name: str) -> None:
             con.execute(f"DELETE FROM main.{table} WHERE {column} = ?", (name,))
 
 
+def _redact(source: SQLiteSource, con: sqlite3.Connection) -> None:
+    """Replace the redacted columns' values in the writable snapshot copy ``con`` by their
+    rules' (:meth:`.SQLiteSource.column_sql`), before ``VACUUM INTO`` copies it: VACUUM INTO
+    writes only the live rows, so no original value reaches the output. The tables'
+    triggers are dropped for the UPDATE (which would run them) and made again after it,
+    CHECK constraints are not evaluated (the values passed them; an app's function they call
+    is not defined here), and stored generated columns are computed again by SQLite from the
+    new values. Then the FTS tables over a redacted table are built again from its new rows
+    (``'rebuild'``), and ``sqlite_stat4`` / ``sqlite_stat3`` samples (index keys) of every
+    table changed are deleted; ``sqlite_stat1`` holds counts only and stays."""
+    specs = {s.name: s for s in source.tables() if s.key not in source.no_rows}
+    redacted = [
+        s
+        for s in specs.values()
+        if s.kind == "table" and any(source.redacted_column(s, c) is not None for c in s.columns)
+    ]
+    rebuilt = [n for n in source.rebuilt if n in specs]
+    if not redacted and not rebuilt:
+        return
+    con.execute("PRAGMA secure_delete=ON")
+    con.execute("PRAGMA foreign_keys=OFF")  # no ON UPDATE action reaches another table
+    con.execute("PRAGMA ignore_check_constraints=ON")
+    con.execute("BEGIN")
+    changed = []
+    for spec in redacted:
+        lower = spec.name.lower()
+        triggers = [
+            o for o in source.objects if o.type == "trigger" and o.tbl_name.lower() == lower
+        ]
+        for trigger in triggers:
+            con.execute(f"DROP TRIGGER main.{ident(trigger.name)}")
+        sets = ", ".join(
+            f"{ident(c)} = {found[0]}"
+            for c in spec.columns
+            if (found := source.redacted_column(spec, c)) is not None
+        )
+        _with_stubs(con, f"UPDATE main.{ident(spec.name)} SET {sets}")
+        for trigger in triggers:
+            con.execute(trigger.sql)
+        changed.append(spec.name)
+    for name in rebuilt:
+        con.execute(f"INSERT INTO main.{ident(name)}({ident(name)}) VALUES('rebuild')")
+        changed.extend(source.shadow_tables(name))
+    internal = {o.name for o in source.objects if o.type == "table"}
+    for table in ("sqlite_stat3", "sqlite_stat4"):
+        if table in internal:
+            for name in changed:
+                con.execute(f"DELETE FROM main.{table} WHERE tbl = ?", (name,))
+    con.execute("COMMIT")
+    con.execute("PRAGMA ignore_check_constraints=OFF")
+
+
 #: SQLite's tables that hold facts of another table, by the column naming it
 _STATS = (
     ("sqlite_sequence", "name"),
@@ -167,17 +223,27 @@ def _vacuum_into(con: sqlite3.Connection, path: Path) -> None:
     stubs, and the VACUUM begins again on the emptied file. A stub function fails the copy if
     ever called; an index that uses an app's collation fails the integrity check that
     follows, as SQLite cannot check its order without it."""
+    _with_stubs(con, f"VACUUM INTO {literal(path)}", lambda: os.truncate(path, 0))
+
+
+def _with_stubs(
+    con: sqlite3.Connection, sql: str, again: Callable[[], object] | None = None
+) -> None:
+    """Run ``sql``, defining as stubs (:func:`_stub`) the functions and collations only the
+    app defines that SQLite asks for (see :func:`_vacuum_into`), ``again()`` before each new
+    try."""
     stubs: set[tuple[str, str]] = set()
     while True:
         try:
-            con.execute(f"VACUUM INTO {literal(path)}")
+            con.execute(sql)
             return
         except sqlite3.OperationalError as e:
             m = _UNDEFINED.fullmatch(str(e))
             if m is None or (m[1], m[2]) in stubs:
                 raise
             stubs.add((m[1], m[2]))
-        os.truncate(path, 0)
+        if again is not None:
+            again()
         stub = _stub(m[1], m[2])
         if m[1] == "function":
             con.create_function(m[2], -1, stub, deterministic=True)
@@ -239,6 +305,8 @@ class _PageProgress:
 def write_sql(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     """Write gzipped SQL text to ``path`` that ``sqlite3 new.db`` and ``executescript`` load."""
     warn_undefined_calls(source, tracker)
+    for note in source.notes:
+        tracker.warn(note)
     with GzipOut(path) as out:
         _dump(source, out, tracker)
 
@@ -293,13 +361,19 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
         if spec.key in source.no_rows:
             pass  # its schema only
         elif spec.kind == "virtual":
+            rebuilt = spec.name in source.rebuilt
             for name in source.shadow_tables(spec.name):
+                if rebuilt and not name.lower().endswith("_config"):
+                    continue  # built again from the redacted rows, below
                 out.line(f"DELETE FROM {ident(name)};")
                 _insert_rows(source, source.shadow_table(name), out, None)
             tracker.rows(spec.estimated_rows)
         else:
             _insert_rows(source, spec, out, tracker)
         tracker.finish(spec)
+    for name in source.rebuilt:  # the FTS tables over a redacted table, from its new rows
+        if name in kept and name not in source.no_rows:
+            out.line(f"INSERT INTO {ident(name)}({ident(name)}) VALUES('rebuild');")
     _internal_tables(source, kept, out)
     views = {o.name for o in source.objects if o.type == "view"}
     for o in source.objects:  # a trigger's table may be a view (INSTEAD OF)
@@ -342,6 +416,9 @@ def _insert_rows(
     safe = statement_sql(table, key, safe)
     head = f"INSERT INTO {target} VALUES\n".encode()
     parts = source.rowid_ranges(spec)
+    path = [str(Path(render.__file__).parent)]
+    if source.redaction_key is not None:  # the helper registers the rules' functions
+        path += parallel.package_path()
     # bytes, not str: SQLite's text goes out as it is stored (even if it is not valid UTF-8)
     text_factory, con.text_factory = con.text_factory, bytes
     try:
@@ -349,8 +426,11 @@ def _insert_rows(
             source.frozen,
             source.children,
             parts,
-            parallel.command("render:render_part", [str(Path(render.__file__).parent)]),
-            render.RenderJob(sql=sql, safe=safe, head=head.decode()),
+            parallel.command("render:render_part", path),
+            {
+                **render.RenderJob(sql=sql, safe=safe, head=head.decode()),
+                **parallel.redaction_job(source.redaction_key),
+            },
             out,
             lambda lo, hi: render_range(con, sql, safe, head, lo, hi, out.write, rows),
         )
@@ -398,7 +478,8 @@ def _row_sql(source: SQLiteSource, spec: SQLiteTable, cols: list[str], *, fast: 
         general = _printf([("%s", _literal_sql(v)) for v in values], whole)
         typed = (
             [
-                _typed(v, spec.declared_types.get(c), rowid=c == spec.hidden_rowid)
+                _redacted(source.redacted_column(spec, c))
+                or _typed(v, spec.declared_types.get(c), rowid=c == spec.hidden_rowid)
                 for c, v in zip(group, values, strict=True)
             ]
             if fast
@@ -436,6 +517,23 @@ def _typed(c: str, declared: str | None, *, rowid: bool) -> tuple[str | None, st
         # %Q, like quote(), ends a text at a NUL: a text holding one takes the other path
         guard = f"typeof({c}) IN ('text','null') AND NOT ifnull(instr({c}, char(0)), 0)"
         return guard, "%Q", c
+    return None
+
+
+def _redacted(found: tuple[str, str] | None) -> tuple[None, str, str] | None:
+    """``(None, format, expression)`` printing a redacted column's value with no test: its
+    rule gives text with no quote, CR or NUL (``%Q``), an integer, or a BLOB (see
+    :func:`.redaction.sqlite.output`), so the expression (a function call) is evaluated once
+    per row; None for the others (a constant costs nothing to test)."""
+    if found is None:
+        return None
+    expr, gives = found
+    if gives == "text":
+        return None, "%Q", expr
+    if gives == "integer":
+        return None, "%s", f"ifnull({expr},'NULL')"
+    if gives == "bytes":
+        return None, "%s", f"quote({expr})"
     return None
 
 
