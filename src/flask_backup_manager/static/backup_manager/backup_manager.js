@@ -268,7 +268,7 @@
     setText(section, "tables", count(tables, "table") + ", " + count(m.rows || 0, "row"));
     setText(section, "redaction", red ? red.profile : "none: a full copy");
     var rules = field(section, "rules");
-    var keys = red && red.rules ? Object.keys(red.rules).sort() : [];
+    var keys = red && red.rules ? Object.keys(red.rules) : []; // the manifest's order, as the page's
     if (keys.length && !rules) {
       rules = document.createElement("span");
       rules.className = "bm-muted bm-rules";
@@ -276,8 +276,7 @@
       field(section, "redaction").parentNode.appendChild(rules);
     }
     if (rules) {
-      rules.textContent = "(" + keys.map(function (k) { return k + ": " + red.rules[k]; })
-        .join("; ") + ")";
+      rules.textContent = keys.map(function (k) { return k + ": " + red.rules[k]; }).join("; ");
       rules.hidden = !keys.length;
     }
     var v = field(section, "verification");
