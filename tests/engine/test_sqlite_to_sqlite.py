@@ -378,15 +378,25 @@ def test_restored_script_connection_can_use_fts5_at_once(hard_db, tmp_path):
 def test_dump_puts_schema_first_and_indexes_triggers_views_after_the_rows(hard_db, tmp_path):
     export(sqlite_url(hard_db), "sqlite3", tmp_path / "d.sql.gz")
     lines = gzip.decompress((tmp_path / "d.sql.gz").read_bytes()).decode().splitlines()
-    assert lines[:6] == [
+    assert lines[:3] == [
         "-- SQLite database dump made by flask-backup-manager",
         "-- Restore: python -m flask_backup_manager restore FILE --target sqlite:///NEWDB",
         "--      or: gunzip -c FILE | sqlite3 -safe NEWDB",
+    ]
+    # the manifest's head, then the settings; the rows written of each table at the end
+    start = next(i for i, x in enumerate(lines) if not x.startswith("--"))
+    assert lines[3].startswith("-- flask-backup-manager manifest")
+    assert lines[start : start + 3] == [
         "PRAGMA foreign_keys=OFF;",
         "PRAGMA ignore_check_constraints=ON;",
         "BEGIN TRANSACTION;",
     ]
-    assert lines[-2:] == ["COMMIT;", "PRAGMA ignore_check_constraints=OFF;"]
+    end = max(i for i, x in enumerate(lines) if not x.startswith("--"))
+    assert lines[end - 1 : end + 2] == [
+        "COMMIT;",
+        "PRAGMA ignore_check_constraints=OFF;",
+        "-- rows written, by table:",
+    ]
     first_insert = next(i for i, x in enumerate(lines) if x.startswith("INSERT"))
     last_insert = max(i for i, x in enumerate(lines) if x.startswith("INSERT"))
     creates = [i for i, x in enumerate(lines) if x.startswith("CREATE TABLE")]
