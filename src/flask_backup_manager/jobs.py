@@ -137,7 +137,7 @@ def run_backup(backup_id: int) -> str:
         if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
             add_log(backup_id, "error", f"failed: {message}")
         raise
-    manifest = getattr(result, "manifest", None)  # the engine's, once it makes one
+    manifest = dict(result.manifest) or None  # the whole manifest, file and verification too
     if not finish(
         backup_id,
         (Status.RUNNING,),
@@ -184,8 +184,10 @@ def app_version(state: State) -> str | None:
 @functools.lru_cache(maxsize=16)
 def distribution_version(package: str) -> str | None:
     """The version of the distribution holding top-level ``package``: looked up once per
-    process (the scan of every installed distribution takes most of a second)."""
-    names = importlib.metadata.packages_distributions().get(package) or []
+    process (the scan of every installed distribution takes most of a second). An editable
+    install (``pip install -e .``) lists no package of its own, only a path: then the
+    distribution named as the package (``my_shop`` is ``my-shop``), if there is one."""
+    names = importlib.metadata.packages_distributions().get(package) or [package]
     for name in names:
         try:
             return importlib.metadata.version(name)
