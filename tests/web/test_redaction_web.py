@@ -9,6 +9,10 @@ import gzip
 import json
 import re
 import sqlite3
+import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -21,6 +25,7 @@ from flask_backup_manager import BackupManager
 from flask_backup_manager.state import redactions
 
 from ..conftest import _close_app, _make_app
+from .conftest import ROOT, SEEDED
 
 API = "/backups/api"
 HTML = {"Accept": "text/html"}
@@ -535,3 +540,67 @@ def test_a_backup_with_a_key_naming_a_table_the_database_lacks_fails_naming_it(
     assert backup["filename"] and not list(
         app.extensions["backup_manager"].storage_dir.glob(f"*{backup['filename']}*")
     )
+
+
+# -- the example shop, deployed: its web server, worker and CLI as separate processes ------
+
+
+def call(demo, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        demo.url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Bearer shop-token", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_the_shop_deployed_with_redaction_required_makes_only_vendor_copies(make_demo):
+    demo = make_demo(BACKUP_MANAGER_REQUIRE_REDACTION="true", EXAMPLE_APP_API_TOKEN="shop-token")
+    status, body = call(demo, "GET", f"{API}/formats")
+    choices = json.loads(body)["redactions"]
+    assert [c["value"] for c in choices] == ["vendor"]
+    assert choices[0]["unredacted"] == ["customers.phone"]
+    status, body = call(demo, "POST", f"{API}/backups", {"format": "sqlite3"})
+    assert status == 403 and json.loads(body)["error"]["code"] == "redaction_required"
+    status, body = call(
+        demo, "POST", f"{API}/backups", {"format": "sqlite3", "redaction": "vendor"}
+    )
+    assert status == 202, body
+    backup_id = json.loads(body)["id"]
+    deadline = time.monotonic() + 120
+    while (backup := json.loads(call(demo, "GET", f"{API}/backups/{backup_id}")[1]))[
+        "status"
+    ] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, f"backup {backup} not done:\n{demo.output()}"
+        time.sleep(0.3)
+    assert backup["status"] == "succeeded", backup
+    assert backup["redaction"] == "vendor" and backup["verification"].startswith("verified: ")
+    manifest = json.loads(call(demo, "GET", f"{API}/backups/{backup_id}/manifest")[1])
+    assert {t: manifest["tables"][t] for t in SEEDED} == SEEDED
+    status, data = call(demo, "GET", f"{API}/backups/{backup_id}/download")
+    text = gzip.decompress(data)
+    assert b"customer1@example.com" not in text and b"@example.invalid" in text
+
+    def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            demo.flask("backups", *args),
+            cwd=ROOT,
+            env={**demo.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    refused = cli("create", "--format", "sqlite3")
+    assert refused.returncode == 1
+    assert "A full copy is not allowed here: choose a redaction profile" in refused.stderr
+    checked = cli("redaction", "check")
+    assert checked.returncode == 0, checked.stderr
+    assert "  not redacted: customers.phone" in checked.stdout.splitlines()
+    strict = cli("redaction", "check", "vendor", BACKUP_MANAGER_REDACTION_STRICT="true")
+    assert strict.returncode == 1 and "REDACTION_STRICT is on" in strict.stderr
