@@ -4,10 +4,13 @@
 
 Builds `pgbench -i -s N` in PostgreSQL (database fbm_bench_sN, kept between runs) and the same
 four tables in SQLite, then runs each job as a separate process and prints a table of seconds,
-peak RSS and our time as a ratio of the anchor's. Each job and its anchor run in turn
-`--repeat` times and the fastest run of each counts: on a shared machine the slower runs
-measure the neighbours. The anchors `db-to-sqlite` (and the psycopg2 it
-needs) live in their own venv, .venv-bench, made by `make bench`: never a dependency of ours.
+peak RSS and our time as a ratio of the anchor's. Below the usual tools come our own rows:
+each path redacted (`pgbench_accounts.filler` hashed, `abalance` fixed) against the same path
+unredacted, and each SQLite format verified (the default) against `--no-verify`.
+Each job and its anchor run in turn `--repeat` times and the fastest run of each counts: on a
+shared machine the slower runs measure the neighbours. The anchors `db-to-sqlite` (and the
+psycopg2 it needs) live in their own venv, .venv-bench, made by `make bench`: never a
+dependency of ours.
 """
 
 from __future__ import annotations
@@ -153,6 +156,23 @@ def main() -> int:
             2.0,
         ),
     ]
+    ours_of = {name: mine for name, mine, *_ in jobs}
+    redact = " --redact pgbench_accounts.filler=hash --redact pgbench_accounts.abalance=fixed:0"
+    for name, mine in ours_of.items():
+        jobs.append(
+            (f"{name}, redacted", _renamed(mine, "r") + redact, "ours unredacted", mine, 1.3)
+        )
+    for name, mine in ours_of.items():
+        if name.endswith(("sqlite3", "sqlite3_db")):
+            jobs.append(
+                (
+                    f"{name}, verification",
+                    mine,
+                    "ours --no-verify",
+                    _renamed(mine, "n") + " --no-verify",
+                    1.5,
+                )
+            )
     print(f"scale {args.scale}: {100000 * args.scale:,} accounts rows; work dir {work}\n")
     print("| job | ours s | ours MiB | anchor | anchor s | anchor MiB | ratio | goal |")
     print("|---|---|---|---|---|---|---|---|")
@@ -186,6 +206,14 @@ def main() -> int:
     print(f"\npeak memory of our exports: {worst_mem:.0f} MiB (goal: under 150 MiB at -s 20)")
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _renamed(cmd: str, tag: str) -> str:
+    """``cmd`` writing its ``--output`` under another name (a job and its anchor both run)."""
+    head, sep, rest = cmd.partition(" --output ")
+    path, _, tail = rest.partition(" ")
+    new = str(Path(shlex.split(path)[0]).with_name(f"{tag}-{Path(shlex.split(path)[0]).name}"))
+    return f"{head}{sep}{shlex.quote(new)}{' ' + tail if tail else ''}"
 
 
 if __name__ == "__main__":

@@ -1,14 +1,25 @@
-"""``python -m flask_backup_manager export --source URL --format FMT --output PATH``."""
+"""``python -m flask_backup_manager export --source URL --format FMT --output PATH``
+(``--redact KEY=RULE``..., ``--manifest PATH``, ``--verify-postgres-url URL``,
+``--no-verify``), and ``restore FILE --target URL``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from .engine import FORMATS, ExportError, escape_controls, export
+from .engine import (
+    FORMATS,
+    ExportError,
+    Profile,
+    RedactionError,
+    escape_controls,
+    export,
+    profile_from_mapping,
+)
 
 T = TypeVar("T")
 
@@ -28,6 +39,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="the file to write")
     p.add_argument("--include", nargs="+", metavar="TABLE", help="copy only these tables")
     p.add_argument("--exclude", nargs="+", metavar="TABLE", help="leave these tables out")
+    p.add_argument(
+        "--redact",
+        action="append",
+        default=[],
+        metavar="KEY=RULE",
+        help="redact a column or table (repeatable): users.email=email, users.password_hash=null,"
+        " sessions=no_rows, orders.note=fixed:n/a, ...; the rules make one profile named 'cli'",
+    )
+    p.add_argument(
+        "--manifest",
+        metavar="PATH",
+        help="also write the backup's manifest (JSON: source, tables and rows, redaction,"
+        " file, verification) to this file",
+    )
+    p.add_argument(
+        "--verify-postgres-url",
+        metavar="URL",
+        default=os.environ.get("BACKUP_MANAGER_VERIFY_POSTGRES_URL"),
+        help="a postgres file is restored into a scratch database created (and dropped) on"
+        " this server to verify it; the role must be an ordinary one with CREATEDB"
+        " (default: $BACKUP_MANAGER_VERIFY_POSTGRES_URL; without it the file is read through"
+        " and its COPY rows counted, not loaded)",
+    )
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip loading the file to compare its rows with the database's: for measuring"
+        " what verification costs only; a backup made so was never checked to load",
+    )
     r = sub.add_parser(
         "restore",
         help="load a postgres or sqlite3 backup file, running no psql or sqlite3 command in it",
@@ -57,18 +97,58 @@ def main(argv: list[str] | None = None) -> int:
     source = args.source or os.environ.get(args.source_env)
     if not source:
         parser.error(f"environment variable {args.source_env} is not set")
+    try:
+        profile = cli_profile(args.redact)
+    except RedactionError as e:
+        print(f"error: {escape_controls(str(e))}", file=sys.stderr)
+        return 2
     result = _run(
-        lambda: export(source, args.format, args.output, include=args.include, exclude=args.exclude)
+        lambda: export(
+            source,
+            args.format,
+            args.output,
+            include=args.include,
+            exclude=args.exclude,
+            redaction=profile,
+            verify=not args.no_verify,
+            verify_postgres_url=args.verify_postgres_url,
+        )
     )
     if result is None:
         return 1
+    if args.manifest:
+        try:
+            with open(args.manifest, "w", encoding="utf-8") as f:
+                json.dump(result.manifest, f, indent=2, ensure_ascii=True, default=str)
+                f.write("\n")
+        except OSError as e:
+            print(f"error: cannot write the manifest: {escape_controls(str(e))}", file=sys.stderr)
+            return 1
     for warning in result.warnings:
         print(f"warning: {escape_controls(warning)}", file=sys.stderr)
     print(
         f"{result.path}: {result.tables} tables, {result.rows} rows, {result.size} bytes, "
         f"sha256 {result.sha256}"
     )
+    if result.verification is not None:
+        print(escape_controls(result.verification.summary()))
     return 0
+
+
+def cli_profile(rules: list[str]) -> Profile | None:
+    """The profile named ``cli`` of the ``--redact KEY=RULE`` options, or None for none;
+    RedactionError (one line naming the key) for a malformed one."""
+    if not rules:
+        return None
+    mapping: dict[str, str] = {}
+    for text in rules:
+        key, sep, rule = text.partition("=")
+        if not sep or not key or not rule:
+            raise RedactionError(f"--redact {text!r}: expected KEY=RULE, e.g. users.email=email")
+        if key in mapping:
+            raise RedactionError(f"--redact: {key!r} is given twice")
+        mapping[key] = rule
+    return profile_from_mapping("cli", mapping)
 
 
 def _run(job: Callable[[], T]) -> T | None:

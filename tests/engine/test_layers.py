@@ -23,8 +23,9 @@ LAYERS = [
     ("parallel",),
     ("sources",),
     ("writers",),
-    ("export",),
     ("restore",),
+    ("verify",),
+    ("export",),
     ("__init__",),
 ]
 

@@ -6,13 +6,19 @@ from __future__ import annotations
 import fnmatch
 import queue
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .model import ExportError, Progress, ProgressCallback, TableSpec
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from .url import URL
 
 #: gzip level of the SQL formats (written by zlib-ng): gzip's own default, as `pg_dump | gzip`
 COMPRESSLEVEL = 6
@@ -281,3 +287,21 @@ def shown(text: str | bytes, limit: int = 40) -> str:
     if isinstance(text, bytes):
         text = text[: limit * 4].decode("utf-8", "backslashreplace")
     return escape_controls(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def one_line(e: BaseException) -> str:
+    """``e`` as one line for a person: white space folded, control characters escaped (a
+    database's message quotes names, which may hold any character: an ESC)."""
+    text = escape_controls(" ".join(str(e).split())) or type(e).__name__
+    if isinstance(e, OSError) and e.strerror:
+        text = e.strerror if not e.filename else f"{e.strerror}: {e.filename}"
+    if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:  # SQLite's word for ENOSPC
+        text = "No space left on device"
+    return text
+
+
+def scrub(text: str, url: URL | sa.URL) -> str:
+    """``text`` without the password of ``url`` in it."""
+    if url.password:
+        text = text.replace(str(url.password), "***")
+    return text

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -16,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from .base import Tracker, escape_controls, temp_beside
+from .base import Tracker, one_line, scrub, temp_beside
 from .child import open_read_only
 from .gzipout import gunzip
-from .manifest import comment_lines
+from .manifest import comment_lines, complete, head
 from .model import (
     FORMATS,
     ExportCancelled,
@@ -31,6 +30,7 @@ from .model import (
 )
 from .redaction import Profile, Redaction, as_redaction
 from .url import URL, parse_url
+from .verify import CopyCount, SQLiteLoad, verify_postgres, verify_sqlite_db
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -106,8 +106,12 @@ class ExportResult:
     table_rows: Mapping[str, int] = field(default_factory=dict)
     #: the database copied (dialect, server version, name, schema revision)
     source: SourceInfo | None = None
-    #: what loading the file the way the vendor will showed
+    #: what loading the file the way the vendor will showed (None: ``verify=False``)
     verification: Verification | None = None
+    #: what the copy is, as JSON (:func:`.manifest.complete`): the head written at the top of
+    #: an SQL file, then every table's rows, the file's name, size and sha256, and the
+    #: verification
+    manifest: Mapping[str, Any] = field(default_factory=dict)
 
 
 def source_url(source: str | sa.URL | sa.Engine) -> URL | sa.URL:
@@ -234,7 +238,11 @@ def export(
     tracker = Tracker([], progress, rows_until=weights[0])
     try:
         with atomic_output(
-            output, gzipped=FORMATS[format].gzipped, format=format, progress=tracker.step
+            output,
+            gzipped=FORMATS[format].gzipped,
+            format=format,
+            progress=tracker.step,
+            cancel=cancel,
         ) as done:
             src = open_source(
                 url,
@@ -250,7 +258,8 @@ def export(
             )
             try:
                 info = src.info()
-                tracker.header = comment_lines(head(manifest, format, info, redaction))
+                top = head(manifest, format, info, described(redaction))
+                tracker.header = comment_lines(top)
                 tracker.plan(src.tables())
                 run_steps(steps, src, done.tmp, tracker, weights)
             finally:
@@ -258,12 +267,15 @@ def export(
             if cancel is not None and cancel.is_set():  # too late to interrupt, not to refuse
                 raise ExportCancelled()
             tracker.phase("verifying the file", 99)
+            if verify:
+                done.expected, done.server = tracker.counts, verify_postgres_url
     except ExportCancelled:
         raise
     except Exception as e:  # database and OS errors become one line without the password
         if cancel is not None and cancel.is_set():
             raise ExportCancelled() from e
         raise ExportError(scrub(str(e) if isinstance(e, ExportError) else one_line(e), url)) from e
+    file = {"name": output.name, "size": done.size, "sha256": done.sha256}
     return ExportResult(
         output,
         done.size,
@@ -274,30 +286,15 @@ def export(
         dict(tracker.counts),
         info,
         done.verification,
+        complete(top, tables=tracker.counts, file=file, verification=done.verification),
     )
 
 
-def head(
-    manifest: Mapping[str, Any] | None,
-    format: str,
-    info: SourceInfo,
-    redaction: Redaction | None,
-) -> dict[str, Any]:
-    """What the head of an SQL file says (:func:`.manifest.comment_lines`): the caller's
-    ``manifest``, then the format, the source and the redaction's profile and rules."""
-    return {
-        **(manifest or {}),
-        "format": format,
-        "source": {
-            "dialect": info.dialect,
-            "server_version": info.server_version,
-            "database": info.database,
-        },
-        "schema_revision": info.schema_revision,
-        "redaction": None
-        if redaction is None
-        else {"profile": redaction.profile.name, "rules": redaction.profile.rules()},
-    }
+def described(redaction: Redaction | None) -> dict[str, Any] | None:
+    """What the manifest says of a redaction: its profile's name and rules, never its key."""
+    if redaction is None:
+        return None
+    return {"profile": redaction.profile.name, "rules": redaction.profile.rules()}
 
 
 def run_steps(
@@ -333,26 +330,14 @@ def run_steps(
         remove_sidecars(built)
 
 
-def one_line(e: BaseException) -> str:
-    # a database's message quotes names, which may hold any character (an ESC)
-    text = escape_controls(" ".join(str(e).split())) or type(e).__name__
-    if isinstance(e, OSError) and e.strerror:
-        text = e.strerror if not e.filename else f"{e.strerror}: {e.filename}"
-    if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:  # SQLite's word for ENOSPC
-        text = "No space left on device"
-    return text
-
-
-def scrub(text: str, url: URL | sa.URL) -> str:
-    if url.password:
-        text = text.replace(str(url.password), "***")
-    return text
-
-
 class _Done:
     tmp: Path
     size: int = 0
     sha256: str = ""
+    #: set by the body to have the file verified: each table's rows in the snapshot, and the
+    #: server a ``postgres`` file may be restored on
+    expected: Mapping[str, int] | None = None
+    server: str | None = None
     verification: Verification | None = None
 
 
@@ -363,10 +348,13 @@ def atomic_output(
     gzipped: bool,
     format: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> Iterator[_Done]:
-    """Yield a private temp file beside ``output``; on success check it while a thread fsyncs
-    it (its pages go to disk as they are read), then rename it into place and fsync the
-    directory. On failure remove it. ``progress`` hears the bytes checked of the file's."""
+    """Yield a private temp file beside ``output``; on success check it (and verify it, when
+    the body set ``expected``: :mod:`.verify`) while a thread fsyncs it (its pages go to disk
+    as they are read), then rename it into place and fsync the directory: a file that fails
+    its check or its verification never reaches ``output``. On failure, or when ``cancel`` is
+    set during the check, remove it. ``progress`` hears the bytes checked of the file's."""
     if output.is_dir():
         raise ExportError(f"output is a directory: {output}")
     if not output.parent.is_dir():
@@ -378,8 +366,14 @@ def atomic_output(
         yield done
         with ThreadPoolExecutor(1) as pool:
             synced = pool.submit(fsync, done.tmp)
-            done.size, done.sha256 = check(
-                done.tmp, gzipped=gzipped, format=format, progress=progress
+            done.size, done.sha256, done.verification = check(
+                done.tmp,
+                gzipped=gzipped,
+                format=format,
+                progress=progress,
+                expected=done.expected,
+                server=done.server,
+                cancel=cancel,
             )
             synced.result()
         os.replace(done.tmp, output)
@@ -404,29 +398,88 @@ def check(
     gzipped: bool,
     format: str | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[int, str]:
+    expected: Mapping[str, int] | None = None,
+    server: str | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[int, str, Verification | None]:
     """Read the file through once: its size and sha256, and proof that it is whole
     (a gzip stream that ends properly, or a SQLite file that passes integrity_check, which
     runs in a thread beside the hashing: both are C code that lets go of the GIL). The text of
     an SQL format is read as its client reads it (:data:`SCRIPT_CHECKS`), ``progress``
-    hearing the bytes read of the file's (the SQLite check says none: it ends with the file)."""
-    if gzipped:
-        return read_through(path, gzipped=True, script=script_check(format), progress=progress)
-    with ThreadPoolExecutor(1) as pool:
-        verdict = pool.submit(_integrity_check, path)
-        size_sha = read_through(path, gzipped=False)
-        result = verdict.result()
-    if result != "ok":
-        raise ExportError(f"the SQLite file fails integrity_check: {result}")
-    return size_sha
+    hearing the bytes read of the file's (the SQLite check says none: it ends with the file).
+
+    With ``expected`` (each table's rows in the snapshot) the file is verified too
+    (:mod:`.verify`), in the same pass where it can be: a ``sqlite3`` file's text, decompressed
+    once, is checked and loaded statement by statement; a ``postgres`` file's COPY rows are
+    counted as it is checked (and it is restored on ``server`` after, if one is named); a
+    ``sqlite3_db`` file is counted after its integrity_check, in that thread. A table whose
+    rows differ raises ExportError("verification failed: orders: 12 in the file, 13 in the
+    snapshot"). Setting ``cancel`` stops the reading (ExportCancelled)."""
+    if not gzipped:
+        with ThreadPoolExecutor(1) as pool:
+            verdict = pool.submit(_integrity_check, path, expected)
+            size, sha = read_through(path, gzipped=False, cancel=cancel)
+            result, verification = verdict.result()
+        if result != "ok":
+            raise ExportError(f"the SQLite file fails integrity_check: {result}")
+    elif expected is None:
+        script = script_check(format)
+        size, sha = read_through(
+            path, gzipped=True, script=script, progress=progress, cancel=cancel
+        )
+        verification = None
+    elif format == "sqlite3":
+        load = SQLiteLoad(path)
+        try:
+            size, sha = read_through(
+                path, gzipped=True, script=load, progress=progress, cancel=cancel
+            )
+            verification = load.result(expected)
+        finally:
+            load.discard()
+    else:
+        count = CopyCount()
+        size, sha = read_through(path, gzipped=True, script=count, progress=progress, cancel=cancel)
+        verification = verify_postgres(path, expected, count.rows, server)
+    if verification is not None and not verification.ok:
+        raise ExportError(verification.summary())
+    return size, sha, verification
 
 
-def _integrity_check(path: Path) -> str:
+def verify(
+    path: str | os.PathLike[str],
+    format: str,
+    expected: Mapping[str, int],
+    *,
+    verify_postgres_url: str | None = None,
+) -> Verification:
+    """Verify the file at ``path`` (made in ``format``) against ``expected``, each table's
+    rows in the snapshot (:attr:`ExportResult.table_rows`), as :func:`export` does before it
+    moves a file into place; raises ExportError naming the tables whose rows differ."""
+    _, _, verification = check(
+        Path(path),
+        gzipped=FORMATS[format].gzipped,
+        format=format,
+        expected=expected,
+        server=verify_postgres_url,
+    )
+    assert verification is not None
+    return verification
+
+
+def _integrity_check(
+    path: Path, expected: Mapping[str, int] | None = None
+) -> tuple[str, Verification | None]:
+    """``PRAGMA integrity_check``'s verdict, then (when ``ok`` and ``expected`` is given) the
+    file's tables counted."""
     con = open_read_only(path)
     try:
-        return con.execute("PRAGMA integrity_check").fetchone()[0]
+        result = con.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
         con.close()
+    if result != "ok" or expected is None:
+        return result, None
+    return result, verify_sqlite_db(path, expected)
 
 
 def script_check(format: str | None) -> ScriptCheck | None:
@@ -440,9 +493,11 @@ def read_through(
     gzipped: bool = False,
     script: ScriptCheck | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[int, str]:
     """Size and sha256 of the file, read in 1 MiB chunks (and its gzip stream checked; its text
-    fed to ``script``); ``progress`` gets the bytes read so far and the file's size."""
+    fed to ``script``); ``progress`` gets the bytes read so far and the file's size. Setting
+    ``cancel`` stops it between two chunks (ExportCancelled)."""
     h = hashlib.sha256()
     size = 0
 
@@ -450,6 +505,8 @@ def read_through(
         nonlocal size
         total = os.fstat(f.fileno()).st_size
         while chunk := f.read(1 << 20):
+            if cancel is not None and cancel.is_set():
+                raise ExportCancelled()
             h.update(chunk)
             size += len(chunk)
             if progress is not None:
@@ -469,4 +526,4 @@ def read_through(
     return size, h.hexdigest()
 
 
-__all__ = ["ExportResult", "export"]
+__all__ = ["ExportResult", "export", "verify"]

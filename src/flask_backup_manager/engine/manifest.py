@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import cache
+from importlib import metadata
 from typing import Any
+
+from .model import SourceInfo, Verification
 
 #: the manifest's own version: raised when a field changes meaning or goes away
 MANIFEST_VERSION = 1
@@ -16,6 +20,83 @@ MANIFEST_VERSION = 1
 HEAD_TITLE = "flask-backup-manager manifest (the file's size, sha256 and check are beside it):"
 #: ... and of the one at its end
 TAIL_TITLE = "rows written, by table:"
+
+
+#: the fields the engine fills; the caller's ``manifest=`` may not set them
+OWN_FIELDS = (
+    "manifest_version",
+    "package_version",
+    "format",
+    "source",
+    "schema_revision",
+    "redaction",
+    "tables",
+    "rows",
+    "file",
+    "verification",
+)
+
+
+@cache
+def package_version() -> str:
+    """This package's version, from its distribution's metadata (what the vendor installs to
+    read the copy), or ``unknown`` when it runs from a tree that was never installed."""
+    try:
+        return metadata.version("flask-backup-manager")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def head(
+    caller: Mapping[str, Any] | None,
+    format: str,
+    info: SourceInfo,
+    redaction: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What the head of an SQL file says (:func:`comment_lines`), and the start of the
+    manifest: its version and the package's, what the caller knows of the copy (app, version,
+    created, by whom), then the format, the source (dialect, server version, database: never
+    host, user or password), the schema revision and the redaction (its profile and rules,
+    never its key; None for a full copy). The caller's keys cannot replace the engine's own."""
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "package_version": package_version(),
+        **{k: v for k, v in (caller or {}).items() if k not in OWN_FIELDS},
+        "format": format,
+        "source": {
+            "dialect": info.dialect,
+            "server_version": info.server_version,
+            "database": info.database,
+        },
+        "schema_revision": info.schema_revision,
+        "redaction": None if redaction is None else dict(redaction),
+    }
+
+
+def complete(
+    head: Mapping[str, Any],
+    *,
+    tables: Mapping[str, int],
+    file: Mapping[str, Any],
+    verification: Verification | None,
+) -> dict[str, Any]:
+    """The whole manifest: ``head`` (:func:`head`), then every table with its rows, their
+    total, the file (name, size, sha256) and what verifying it showed (None: not verified)."""
+    return {
+        **head,
+        "tables": dict(tables),
+        "rows": sum(tables.values()),
+        "file": dict(file),
+        "verification": None
+        if verification is None
+        else {
+            "loaded": verification.loaded,
+            "how": verification.how,
+            "tables": verification.tables,
+            "rows": verification.rows,
+            "summary": verification.summary(),
+        },
+    }
 
 
 def comment_lines(data: Mapping[str, Any], title: str = HEAD_TITLE) -> tuple[str, ...]:
@@ -32,4 +113,12 @@ def comment_lines(data: Mapping[str, Any], title: str = HEAD_TITLE) -> tuple[str
     return tuple(lines)
 
 
-__all__ = ["HEAD_TITLE", "MANIFEST_VERSION", "TAIL_TITLE", "comment_lines"]
+__all__ = [
+    "HEAD_TITLE",
+    "MANIFEST_VERSION",
+    "TAIL_TITLE",
+    "comment_lines",
+    "complete",
+    "head",
+    "package_version",
+]

@@ -30,9 +30,8 @@ from pathlib import Path
 
 from zlib_ng import zlib_ng as zlib
 
-from .base import shown
+from .base import one_line, scrub, shown
 from .checks import psql, sqlite_shell
-from .export import one_line, scrub
 from .gzipout import gunzip
 from .model import ExportError
 from .url import URL, parse_url
@@ -48,9 +47,17 @@ PG_STATEMENTS = frozenset(
 #: the same for the ``sqlite3`` writer (its BEGIN TRANSACTION / COMMIT are left out: the load
 #: is one transaction of the tool's own)
 SQLITE_STATEMENTS = frozenset({b"CREATE", b"INSERT", b"DELETE", b"ANALYZE", b"PRAGMA"})
-#: the pragmas a ``sqlite3`` file may set
+#: the pragmas a ``sqlite3`` file may set, and ``data_version`` (read-only), which FTS5 reads
+#: itself when the file creates one of its tables
 SQLITE_PRAGMAS = frozenset(
-    {"foreign_keys", "encoding", "user_version", "application_id", "ignore_check_constraints"}
+    {
+        "foreign_keys",
+        "encoding",
+        "user_version",
+        "application_id",
+        "ignore_check_constraints",
+        "data_version",
+    }
 )
 
 
@@ -89,7 +96,7 @@ def restore(
             raise RestoreError(f"a {fmt} file loads into a {want} database, not {backend!r}")
         data = _chain(head, chunks)
         if fmt == "postgres":
-            return _restore_postgres(data, url, as_superuser)
+            return restore_postgres(data, url, as_superuser)
         return _restore_sqlite(data, url)
     except RestoreError:
         raise
@@ -148,7 +155,7 @@ SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace n
 """
 
 
-def _connect(url: URL):
+def connect(url: URL):
     import psycopg
 
     kw = {
@@ -166,11 +173,11 @@ def _connect(url: URL):
     return psycopg.connect(**kw)
 
 
-def _restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> RestoreResult:
+def restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> RestoreResult:
 
     check = psql.ScriptCheck()
     tables = rows = 0
-    con = _connect(url)
+    con = connect(url)
     try:
         cur = con.cursor()
         if cur.execute(_NOT_EMPTY).fetchone()[0]:
@@ -227,7 +234,7 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
         con = sqlite3.connect(tmp, isolation_level=None)
         try:
             con.execute("BEGIN")
-            con.set_authorizer(_sqlite_authorizer)
+            con.set_authorizer(sqlite_authorizer)
             for item in _read(reader, data):
                 if isinstance(item, (sqlite_shell.Command, sqlite_shell.Terminator)):
                     raise RestoreError(
@@ -235,7 +242,7 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
                         f" run as a command ({shown(item.text)}): refusing it"
                     )
                 if isinstance(item, sqlite_shell.Statement):
-                    _run_sqlite(con, item.sql, item.line)
+                    run_sqlite(con, item.sql, item.line)
             if reader.unfinished:
                 raise RestoreError(f"the file ends inside {reader.unfinished}")
             tables = con.execute(
@@ -257,15 +264,20 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
 _TRANSACTION = {b"BEGIN TRANSACTION", b"BEGIN", b"COMMIT", b"END", b"END TRANSACTION"}
 
 
-def _run_sqlite(con: sqlite3.Connection, sql: bytes, line: int) -> None:
+def run_sqlite(con: sqlite3.Connection, sql: bytes, line: int, *, lossy: bool = False) -> None:
     """One statement; the file's own BEGIN / COMMIT are left out (the whole load is one
-    transaction, committed at the end)."""
-    bare = b" ".join(sql.strip().rstrip(b";").split()).upper()
-    if not bare or bare in _TRANSACTION:
-        return
+    transaction, committed at the end). Text that is not UTF-8 (SQLite keeps any bytes as
+    TEXT, and only the sqlite3 shell loads them as they are) is refused, unless ``lossy``
+    (the verification, which counts rows): each byte that is not UTF-8 then loads as U+FFFD,
+    which never takes or gives a quote (Python's decoder replaces a byte, never the ASCII
+    byte after it), so every statement keeps its rows."""
+    if len(sql) < 64:  # only a short one may be BEGIN or COMMIT: a long INSERT is not split
+        bare = b" ".join(sql.strip().rstrip(b";").split()).upper()
+        if not bare or bare in _TRANSACTION:
+            return
     _allowed(first_word(sql), line, SQLITE_STATEMENTS)
     try:
-        text = sql.decode()
+        text = sql.decode(errors="replace" if lossy else "strict")
     except UnicodeDecodeError:
         raise RestoreError(
             "the file holds text that is not UTF-8, which only the sqlite3 shell can load"
@@ -273,7 +285,7 @@ def _run_sqlite(con: sqlite3.Connection, sql: bytes, line: int) -> None:
     con.execute(text)
 
 
-def _sqlite_authorizer(action: int, arg1: str | None, *_: object) -> int:
+def sqlite_authorizer(action: int, arg1: str | None, *_: object) -> int:
     """SQLite's own word on what a statement does, past any trick of its text: no ATTACH or
     DETACH (a file written anywhere), no transaction control, only the writer's pragmas."""
     if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH, sqlite3.SQLITE_TRANSACTION):

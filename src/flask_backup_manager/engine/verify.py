@@ -1,0 +1,358 @@
+"""Verification: before a backup counts, its file is loaded the way the vendor will load it,
+into a scratch target, and every table's rows there are compared with the snapshot's (the
+rows each writer wrote: :attr:`.base.Tracker.counts`; 0 for a table copied without rows).
+
+- ``sqlite3_db``: the file is opened read-only and each table counted (after the
+  ``integrity_check`` of :func:`.export.check`).
+- ``sqlite3``: the text the read-through decompresses once anyway is fed, statement by
+  statement as the sqlite3 shell cuts it, into a temporary SQLite database in a private temp
+  file beside the output (``.<output>.<hex>.verify.part``, which the cleaner of a dead
+  worker's files removes too), with the journal and syncing off: nothing of it is kept. Each
+  statement runs as :func:`.restore.run_sqlite` runs it, under the restore's authorizer, so
+  the file loads here as ``python -m flask_backup_manager restore`` loads it (but for text
+  that is not UTF-8, which only the shell loads as it is: it is counted here with each such
+  byte as U+FFFD, see :func:`.restore.run_sqlite`). The statements run in a thread of
+  their own, overlapping with the reading.
+- ``postgres``: the read-through counts the data lines of each COPY block, so even a file
+  that is not loaded is compared. With a server to load it on (``verify_postgres_url``, where
+  the role may create databases) the file is restored by :func:`.restore.restore_postgres`
+  into a new database ``fbm_verify_<hex>``, counted there and dropped, always. A role that
+  the file's own guard refuses (a superuser, a role that may run programs or reach the
+  server's files) is never used: the customer's schema runs its functions as the loading
+  role. The file is then not loaded, and the manifest says why.
+
+Virtual tables (SQLite FTS5, ...): the writer copies their shadow tables' rows and the
+snapshot's count is the module's own ``count(*)``, which the same module gives in the copy:
+they are compared as any table. Where the module cannot count (one only the app defines) the
+source says 0 and the copy cannot say anything: such a table is left out of the comparison.
+Their shadow tables are not tables of the snapshot's list and are not compared one by one: the
+virtual table's count reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import re
+import sqlite3
+import threading
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from .base import ident, one_line, scrub, shown, temp_beside
+from .checks import psql, sqlite_shell
+from .child import open_read_only
+from .model import ExportError, Verification
+from .restore import (
+    RestoreError,
+    connect,
+    read_chunks,
+    restore_postgres,
+    run_sqlite,
+    sqlite_authorizer,
+)
+from .url import URL, parse_url
+from .writers.postgres.sql import RISKY_ROLES
+
+#: what a ``postgres`` file's verification says when no server to load it on is configured
+NO_SERVER = "not loaded: no BACKUP_MANAGER_VERIFY_POSTGRES_URL"
+
+
+def compare(
+    expected: Mapping[str, int],
+    found: Mapping[str, int],
+    *,
+    loaded: bool,
+    how: str,
+    uncounted: frozenset[str] = frozenset(),
+) -> Verification:
+    """Each table of ``expected`` (the snapshot's rows) against ``found`` (the file's); a
+    table missing from ``found`` has no rows in the file; those of ``uncounted`` are left out
+    (a virtual table whose module cannot count)."""
+    mismatches = []
+    tables = rows = 0
+    for key, want in expected.items():
+        if key in uncounted:
+            continue
+        got = found.get(key, 0)
+        tables += 1
+        rows += got
+        if got != want:
+            mismatches.append(f"{shown(key, 100)}: {got} in the file, {want} in the snapshot")
+    return Verification(loaded, how, tables, rows, tuple(mismatches))
+
+
+def count_sqlite(
+    con: sqlite3.Connection, keys: Mapping[str, int]
+) -> tuple[dict[str, int], frozenset[str]]:
+    """``count(*)`` of each table of ``keys`` in ``con``'s main database (absent: not in the
+    result), and the virtual tables that cannot be counted there."""
+    kinds = dict(
+        con.execute(
+            "SELECT name, CASE WHEN sql LIKE 'CREATE VIRTUAL%' THEN 'virtual' ELSE type END"
+            " FROM main.sqlite_master WHERE type = 'table'"
+        ).fetchall()
+    )
+    found: dict[str, int] = {}
+    uncounted: set[str] = set()
+    for key in keys:
+        if key not in kinds:
+            continue
+        try:
+            found[key] = con.execute(f"SELECT count(*) FROM main.{ident(key)}").fetchone()[0]
+        except sqlite3.OperationalError:
+            if kinds[key] != "virtual":
+                raise
+            uncounted.add(key)
+    return found, frozenset(uncounted)
+
+
+def verify_sqlite_db(path: Path, expected: Mapping[str, int]) -> Verification:
+    """Open the ``sqlite3_db`` file ``path`` and count its tables."""
+    con = open_read_only(path, frozen=True)
+    try:
+        found, uncounted = count_sqlite(con, expected)
+    finally:
+        con.close()
+    return compare(expected, found, loaded=True, how="opened", uncounted=uncounted)
+
+
+class SQLiteLoad(sqlite_shell.ScriptCheck):
+    """The read-through check of a ``sqlite3`` file (:class:`.checks.sqlite_shell.ScriptCheck`)
+    that also runs each statement it lets through into a scratch SQLite database beside
+    ``beside``: the file is decompressed and cut into statements once, for both. The
+    statements run in a thread of their own, a few queued at most (memory stays flat), so
+    that SQLite's work (C code that lets go of the GIL) overlaps with reading the next ones.
+    Call :meth:`result` after ``close()``, and :meth:`discard` always."""
+
+    #: statements waiting to run, at most (each a few hundred KB of rows)
+    depth = 8
+
+    def __init__(self, beside: Path) -> None:
+        super().__init__()
+        self.path = temp_beside(beside, f"{uuid.uuid4().hex[:8]}.verify")
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self.con = sqlite3.connect(
+            self.path, isolation_level=None, cached_statements=4, check_same_thread=False
+        )
+        # a scratch database: no journal to roll back with, no fsync, no lock to share
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "locking_mode=EXCLUSIVE"):
+            self.con.execute(f"PRAGMA {pragma}")
+        self.con.execute("BEGIN")
+        self.con.set_authorizer(sqlite_authorizer)
+        self._queue: queue.Queue[sqlite_shell.Statement | None] = queue.Queue(self.depth)
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="verify-load", daemon=True)
+        self._thread.start()
+
+    def _judge(self, items: list[sqlite_shell.Item]) -> None:  # type: ignore[override]
+        """The check's own judgement of each item, then its statements queued, in order."""
+        super()._judge(items)
+        for item in items:
+            if self._failed is not None:
+                raise self._failed
+            if isinstance(item, sqlite_shell.Statement):
+                self._queue.put(item)
+
+    def _work(self) -> None:
+        """Run the queued statements until None; after a failure only take them off."""
+        while (item := self._queue.get()) is not None:
+            if self._failed is None:
+                try:
+                    run_sqlite(self.con, item.sql, item.line, lossy=True)
+                except BaseException as e:  # raised in the reading thread
+                    self._failed = e
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def result(self, expected: Mapping[str, int]) -> Verification:
+        self._stop()
+        if self._failed is not None:
+            raise self._failed
+        self.con.set_authorizer(None)
+        found, uncounted = count_sqlite(self.con, expected)
+        return compare(
+            expected,
+            found,
+            loaded=True,
+            how="loaded into a temporary SQLite database",
+            uncounted=uncounted,
+        )
+
+    def discard(self) -> None:
+        """Stop the loading, close the scratch database and remove its file."""
+        self._stop()
+        self.con.close()
+        self.path.unlink(missing_ok=True)
+
+
+#: one name of a COPY statement's target as the ``postgres`` writers write it: a quoted
+#: identifier (``"a""b"``), a Unicode one (``U&"!00E9" UESCAPE '!'``), or a plain word
+_NAME = re.compile(
+    rb"""\s*(?:[uU]&"(?P<u>(?:[^"]|"")*)"\s+UESCAPE\s+'!'|"(?P<q>(?:[^"]|"")*)"|(?P<w>[A-Za-z_][A-Za-z0-9_$]*))\s*""",
+)
+_COPY = re.compile(rb"\s*COPY\s", re.IGNORECASE)
+_UESCAPE = re.compile(r"!(?:!|\+([0-9A-Fa-f]{6})|([0-9A-Fa-f]{4}))")
+
+
+def copy_target(text: bytes) -> str:
+    """The table key (``name`` in ``public``, else ``schema.name``) a ``COPY`` statement
+    loads, read back from the writer's quoting (:func:`.writers.postgres.sql.quoted_ident`)."""
+    m = _COPY.match(text)
+    if m is None:
+        raise ExportError(f"not a COPY statement: {shown(text)}")
+    names, pos = [], m.end()
+    while True:
+        m = _NAME.match(text, pos)
+        if m is None:
+            raise ExportError(f"a COPY statement whose table cannot be read: {shown(text)}")
+        if m.group("w") is not None:
+            names.append(m.group("w").decode().lower())
+        else:
+            raw = (m.group("u") if m.group("u") is not None else m.group("q")).decode()
+            raw = raw.replace('""', '"')
+            if m.group("u") is not None:
+                raw = _UESCAPE.sub(_unescape, raw)
+            names.append(raw)
+        pos = m.end()
+        if text[pos : pos + 1] != b".":
+            break
+        pos += 1
+    if len(names) == 1 or names[0] == "public":
+        return names[-1]
+    return f"{names[0]}.{names[1]}"
+
+
+def _unescape(m: re.Match[str]) -> str:
+    code = m.group(1) or m.group(2)
+    return chr(int(code, 16)) if code else "!"
+
+
+class CopyCount(psql.ScriptCheck):
+    """The read-through check of a ``postgres`` file (:class:`.checks.psql.ScriptCheck`) that
+    also counts the data lines of each COPY block, by the table it loads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, int] = {}
+        self._table: str | None = None
+
+    def feed(self, data: bytes) -> list[psql.Item]:
+        items = super().feed(data)
+        self._count(items)
+        return items
+
+    def close(self) -> list[psql.Item]:
+        items = super().close()
+        self._count(items)
+        return items
+
+    def _count(self, items: list[psql.Item]) -> None:
+        for item in items:
+            if isinstance(item, psql.CopyData) and self._table is not None:
+                self.rows[self._table] += item.data.count(b"\n")
+            elif isinstance(item, psql.Statement) and item.copy:
+                self._table = copy_target(item.text)
+                self.rows.setdefault(self._table, 0)
+            elif isinstance(item, psql.CopyEnd):
+                self._table = None
+
+
+def verify_postgres(
+    path: Path,
+    expected: Mapping[str, int],
+    copied: Mapping[str, int],
+    server: str | None,
+) -> Verification:
+    """A ``postgres`` file, read through already (``copied``: the rows of its COPY blocks),
+    restored into a scratch database of ``server`` when one is named and its role may load a
+    customer's schema; else compared by ``copied``, saying why it was not loaded."""
+    if not server:
+        return compare(expected, copied, loaded=False, how=NO_SERVER)
+    try:
+        url = parse_url(server)
+    except ValueError:
+        raise ExportError(
+            "BACKUP_MANAGER_VERIFY_POSTGRES_URL is not a database URL: expected postgresql://..."
+        ) from None
+    if url.get_backend_name() != "postgresql":
+        raise ExportError("BACKUP_MANAGER_VERIFY_POSTGRES_URL must name a PostgreSQL server")
+    try:
+        return _verify_on(path, expected, copied, url)
+    except ExportError as e:
+        raise ExportError(scrub(str(e), url)) from e
+    except Exception as e:  # psycopg's errors: one line, without the server's password
+        if type(e).__module__.startswith("psycopg"):
+            raise ExportError(f"verification failed: {scrub(one_line(e), url)}") from e
+        raise
+
+
+def _verify_on(
+    path: Path, expected: Mapping[str, int], copied: Mapping[str, int], url: URL
+) -> Verification:
+    admin = connect(url)
+    try:
+        admin.autocommit = True
+        risky = admin.execute(RISKY_ROLES).fetchone()[0]
+        if risky:
+            why = (
+                f"not loaded: the role of BACKUP_MANAGER_VERIFY_POSTGRES_URL {shown(risky, 80)}"
+                " (a customer's schema is never loaded as such a role: its functions would run"
+                " as it)"
+            )
+            return compare(expected, copied, loaded=False, how=why)
+        name = f"fbm_verify_{uuid.uuid4().hex[:16]}"  # ours alone: no quoting needed
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            return _load(path, expected, url, name)
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        admin.close()
+
+
+_TABLES = """
+SELECT CASE WHEN n.nspname = 'public' THEN c.relname::text
+            ELSE n.nspname::text || '.' || c.relname::text END,
+       pg_catalog.format('SELECT count(*) FROM ONLY %I.%I', n.nspname, c.relname)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%'
+"""
+
+
+def _load(path: Path, expected: Mapping[str, int], url: URL, name: str) -> Verification:
+    target = dataclasses.replace(url, database=name)
+    try:
+        restore_postgres(read_chunks(path), target, False)
+    except RestoreError as e:
+        raise ExportError(f"verification failed: the file does not restore: {e}") from e
+    except Exception as e:  # the server refused a statement or a COPY row of it
+        if not type(e).__module__.startswith("psycopg"):
+            raise
+        raise ExportError(f"verification failed: the file does not restore: {one_line(e)}") from e
+    con = connect(target)
+    try:
+        found = {}
+        for key, count in con.execute(_TABLES).fetchall():
+            if key in expected:
+                found[key] = con.execute(count).fetchone()[0]
+    finally:
+        con.close()
+    return compare(expected, found, loaded=True, how="restored into a scratch PostgreSQL database")
+
+
+__all__ = [
+    "NO_SERVER",
+    "CopyCount",
+    "SQLiteLoad",
+    "compare",
+    "copy_target",
+    "verify_postgres",
+    "verify_sqlite_db",
+]
