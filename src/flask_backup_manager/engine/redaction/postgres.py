@@ -112,6 +112,19 @@ def hashed(column: sql.Composable, col: ColumnFacts) -> sql.Composable:
     raise ValueError(f"hash cannot make a {col.kind} value")
 
 
+def reads_value(rule: Rule) -> bool:
+    """Whether ``rule``'s result depends on the value (``hash``, ``email``, ``name``), not
+    only on the column's type."""
+    return rule.name in ("hash", "email", "name")
+
+
+def lateral(expr: sql.Composable, alias: str) -> sql.Composed:
+    """``expr`` as a LATERAL subquery named ``alias`` of one column ``v``: the planner may
+    keep its results by the values it reads (a ``Memoize`` node), so that a value repeated
+    on many rows is hashed once. ``OFFSET 0`` keeps the subquery from being flattened."""
+    return sql.SQL("LATERAL (SELECT {} OFFSET 0) AS {} (v)").format(expr, sql.Identifier(alias))
+
+
 def _names(names: tuple[str, ...]) -> sql.Composed:
     return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, names)))
 
@@ -147,4 +160,13 @@ def rule_expr(
     return sql.SQL("(({})::{})").format(value, sql.SQL(type_name))
 
 
-__all__ = ["IPAD_SETTING", "OPAD_SETTING", "digest", "hashed", "key_query", "rule_expr"]
+__all__ = [
+    "IPAD_SETTING",
+    "OPAD_SETTING",
+    "digest",
+    "hashed",
+    "key_query",
+    "lateral",
+    "reads_value",
+    "rule_expr",
+]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import islice
 from pathlib import Path
@@ -31,7 +32,7 @@ from psycopg.types import datetime as pdt
 from ..base import parents_first, select_keys, shown, watch
 from ..model import ExportCancelled, ExportError, SourceInfo
 from ..redaction import ColumnFacts, Redaction, RedactionError, Rule, check
-from ..redaction.postgres import key_query, rule_expr
+from ..redaction.postgres import key_query, lateral, reads_value, rule_expr
 from . import keys_without_rows
 from .postgres_model import (
     PgColumn,
@@ -290,8 +291,8 @@ class PostgresSource:
             )
             self._specs = self._read_tables(rels, wanted)
             self._selected = [s for s in self._specs if s.key in wanted]
-            #: per table key, the expressions (by column index) its column rules select
-            self._redacted: dict[str, dict[int, sql.Composable]] = {}
+            #: per table key, how its column rules read it
+            self._redacted: dict[str, _Redacted] = {}
             #: what the redaction changed that a person should know (a writer logs it)
             self.redaction_warnings: list[str] = []
             #: per table key, its generated columns read as NULL: computed from a redacted
@@ -322,41 +323,77 @@ class PostgresSource:
         return frozenset(self._redacted)
 
     def _redact(self, redaction: Redaction) -> None:
-        """Check ``redaction``'s rules against the catalog (ExportError naming the key), then
-        choose each redacted column's expression (:mod:`..redaction.postgres`) and make the
-        transaction's key in the server, where it stays."""
+        """Check ``redaction``'s rules against the catalog (ExportError naming the key), make
+        the transaction's key in the server, where it stays, then choose each redacted
+        column's expression (:mod:`..redaction.postgres`)."""
         facts = self.facts()
         try:
             check(redaction.profile, facts)
         except RedactionError as e:
             raise ExportError(str(e)) from None
-        for spec in self._selected:
-            if spec.key in self.no_rows:
-                continue
-            exprs = {}
-            for i, (col, fact) in enumerate(zip(spec.columns, facts[spec.key], strict=True)):
-                rule = redaction.column_rule(spec.key, col.attname)
-                if rule is not None:
-                    exprs[i] = rule_expr(rule, sql.Identifier(col.attname), fact, col.formatted)
-            if exprs:
-                self._redacted[spec.key] = exprs
-        if not self._redacted:
-            return
-        by_oid = {s.oid: s for s in self._selected if s.key in self._redacted}
-        redacted = {
-            s.key: {s.columns[i].attname for i in self._redacted[s.key]} for s in by_oid.values()
+        rules = {
+            spec.key: {
+                i: rule
+                for i, col in enumerate(spec.columns)
+                if (rule := redaction.column_rule(spec.key, col.attname)) is not None
+            }
+            for spec in self._selected
+            if spec.key not in self.no_rows
         }
+        rules = {k: v for k, v in rules.items() if v}
+        if not rules:
+            return
+        self.conn.execute(key_query())
+        by_key = {s.key: s for s in self._selected}
+        for key, by_index in rules.items():
+            spec = by_key[key]
+            self._redacted[key] = table = _Redacted()
+            for i, rule in by_index.items():
+                col = spec.columns[i]
+                expr = rule_expr(rule, _column(col.attname), facts[key][i], col.formatted)
+                if reads_value(rule) and self._memoized(spec, expr):
+                    alias = f"fbm_r{i}"
+                    table.laterals.append(lateral(expr, alias))
+                    expr = sql.Identifier(alias, "v")
+                table.exprs[i] = expr
+        self._null_generated(by_key, rules, facts)
+
+    def _memoized(self, spec: PostgresTable, expr: sql.Composable) -> bool:
+        """Whether the planner would keep ``expr``'s results by the column's value (a
+        ``Memoize`` node, PostgreSQL 14 and later) were it computed in a LATERAL subquery:
+        it does where the column's statistics say its values repeat (a status, a country, a
+        blank filler), and the keyed hash is then computed once per value, not per row.
+        Where they are all different it does not, and the plain expression is cheaper."""
+        if self.server_version < 140000:
+            return False
+        query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT fbm_r.v FROM {} AS fbm_t, {}").format(
+            self._from(spec), lateral(expr, "fbm_r")
+        )
+        plan = self.fetch(query)[0][0]
+
+        def memoize(node: dict[str, Any]) -> bool:
+            return node.get("Node Type") == "Memoize" or any(map(memoize, node.get("Plans", ())))
+
+        return memoize(plan[0]["Plan"])
+
+    def _null_generated(
+        self,
+        by_key: dict[str, PostgresTable],
+        rules: dict[str, dict[int, Rule]],
+        facts: dict[str, list[ColumnFacts]],
+    ) -> None:
+        """Read as NULL (:attr:`nulled`) each stored generated column computed from a
+        redacted one: the SQLite copies keep a generated column's value as it is."""
+        by_oid = {by_key[k].oid: by_key[k] for k in rules}
         for rel, generated, input_ in self.fetch(_GENERATED_FROM, [list(by_oid)]):
             spec = by_oid[rel]
+            redacted = {spec.columns[i].attname for i in rules[spec.key]}
             nulled = self.nulled.setdefault(spec.key, set())
-            if input_ not in redacted[spec.key] or generated in nulled:
+            if input_ not in redacted or generated in nulled:
                 continue
             i = next(n for n, c in enumerate(spec.columns) if c.attname == generated)
-            self._redacted[spec.key][i] = rule_expr(
-                Rule("null"),
-                sql.Identifier(generated),
-                facts[spec.key][i],
-                spec.columns[i].formatted,
+            self._redacted[spec.key].exprs[i] = rule_expr(
+                Rule("null"), _column(generated), facts[spec.key][i], spec.columns[i].formatted
             )
             nulled.add(generated)
             self.redaction_warnings.append(
@@ -365,7 +402,6 @@ class PostgresSource:
                 "does not compute generated columns (a PostgreSQL restore does)"
             )
         self.nulled = {k: v for k, v in self.nulled.items() if v}
-        self.conn.execute(key_query())
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -668,24 +704,38 @@ class PostgresSource:
         column computed from a redacted one (:attr:`nulled`) is read as NULL: the SQLite
         copies keep a generated column's values as they are.
         """
-        exprs = self._redacted.get(spec.key, {})
-        if copy:
-            if not exprs:
+        redacted = self._redacted.get(spec.key)
+        if redacted is None:
+            if copy:
                 return list(spec.copy_columns)
             return [
-                exprs.get(i, sql.Identifier(c.attname))
-                for i, c in enumerate(spec.columns)
-                if not c.attgenerated
+                sql.SQL(cast).format(sql.Identifier(c.attname))
+                if cast
+                else sql.Identifier(c.attname)
+                for c, cast in zip(spec.columns, spec.casts, strict=True)
             ]
-        out: list[sql.Composable] = []
-        for i, (c, cast) in enumerate(zip(spec.columns, spec.casts, strict=True)):
-            expr = exprs.get(i, sql.Identifier(c.attname))
-            out.append(sql.SQL(cast).format(expr) if cast else expr)
-        return out
+        # the table is read as fbm_t beside the LATERAL subqueries (:meth:`_read_from`)
+        exprs = [redacted.exprs.get(i, _column(c.attname)) for i, c in enumerate(spec.columns)]
+        if copy:
+            return [e for e, c in zip(exprs, spec.columns, strict=True) if not c.attgenerated]
+        return [
+            sql.SQL(cast).format(e) if cast else e
+            for e, cast in zip(exprs, spec.casts, strict=True)
+        ]
 
     def _from(self, spec: PostgresTable) -> sql.Composable:
         only = sql.SQL("" if spec.relkind == "p" else "ONLY ")
         return only + spec.qualified
+
+    def _read_from(self, spec: PostgresTable) -> sql.Composable:
+        """The FROM of the query reading the rows :meth:`select_list` chooses: the table,
+        and for a redacted one, named ``fbm_t``, its rules' LATERAL subqueries."""
+        redacted = self._redacted.get(spec.key)
+        if redacted is None:
+            return self._from(spec)
+        return sql.SQL(", ").join(
+            [sql.SQL("{} AS fbm_t").format(self._from(spec)), *redacted.laterals]
+        )
 
     def rows(self, spec: PostgresTable) -> Iterator[Sequence[Any]]:
         """The rows, streamed (see :meth:`row_batches`), values as psycopg loads them."""
@@ -703,7 +753,7 @@ class PostgresSource:
         if spec.key in self.no_rows:
             return
         query = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(self.select_list(spec)), self._from(spec)
+            sql.SQL(", ").join(self.select_list(spec)), self._read_from(spec)
         )
         if pq.version() < 170000:  # no chunked rows: a server-side cursor, FETCH by FETCH
             with self.conn.cursor(name=f"fbm_rows_{spec.oid}") as cur:
@@ -728,7 +778,7 @@ class PostgresSource:
         columns = self.select_list(spec, copy=True)
         cols = sql.SQL(", ").join(columns)
         if spec.relkind == "p" or spec.key in self._redacted:
-            return sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, self._from(spec))
+            return sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, self._read_from(spec))
         if not columns:  # no columns, or only generated ones
             return sql.SQL("COPY {} TO STDOUT").format(spec.qualified)
         return sql.SQL("COPY {} ({}) TO STDOUT").format(spec.qualified, cols)
@@ -782,6 +832,20 @@ class PostgresSource:
         finally:
             if not done:
                 self.conn.close()
+
+
+@dataclass
+class _Redacted:
+    """How a table with column rules is read: each redacted column's expression, by index,
+    and the LATERAL subqueries some of them read from (see :meth:`PostgresSource._memoized`)."""
+
+    exprs: dict[int, sql.Composable] = field(default_factory=dict)
+    laterals: list[sql.Composable] = field(default_factory=list)
+
+
+def _column(name: str) -> sql.Identifier:
+    """A column of a redacted table, as its query names the table: ``fbm_t``."""
+    return sql.Identifier("fbm_t", name)
 
 
 def _pq_error(message: bytes) -> psycopg.OperationalError:
