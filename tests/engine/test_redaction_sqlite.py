@@ -327,3 +327,24 @@ def test_helper_processes_redact_with_the_same_key(big_db, tmp_path, fmt, psql, 
         restore(psql, url, out)
         with psycopg.connect(url) as con:
             assert con.execute("SELECT count(DISTINCT secret) FROM big").fetchone() == (BIG,)
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3", "postgres"])
+def test_an_index_of_a_table_copied_without_rows_is_left_empty(tmp_path, fmt):
+    db = tmp_path / "s.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.executescript("""
+            CREATE TABLE sessions (id INTEGER PRIMARY KEY, data TEXT);
+            CREATE VIRTUAL TABLE sessions_fts USING fts5(data, content='sessions',
+                                                         content_rowid='id');
+            CREATE TRIGGER s_ai AFTER INSERT ON sessions BEGIN
+                INSERT INTO sessions_fts(rowid, data) VALUES (new.id, new.data); END;
+            INSERT INTO sessions (data) VALUES ('sessioncanary one'), ('sessioncanary two');
+        """)
+        con.commit()
+    out = tmp_path / "out"
+    result = export(
+        f"sqlite:///{db}", fmt, out, redaction=profile_from_mapping("p", {"sessions": "no_rows"})
+    )
+    assert b"sessioncanary" not in plain_bytes(out)
+    assert any("sessions_fts: copied without rows" in w for w in result.warnings)

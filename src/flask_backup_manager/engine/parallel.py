@@ -28,6 +28,7 @@ from . import child
 from .base import COMPRESSLEVEL, temp_beside
 from .gzipout import GzipOut
 from .model import ExportError
+from .redaction import sqlite
 
 #: rows a table needs before it is cut into ranges rendered side by side, and how many
 PARALLEL_ROWS = 200_000
@@ -107,8 +108,6 @@ def redaction_job(key: bytes | None) -> dict[str, Any]:
     a redaction. The job goes to the helper on its stdin only."""
     if key is None:
         return {}
-    from .redaction import sqlite
-
     return {"redaction": {"register": f"{sqlite.__name__}:register", "key": key.hex()}}
 
 

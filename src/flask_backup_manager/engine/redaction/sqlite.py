@@ -48,7 +48,8 @@ def expression(rule: Rule, col: ColumnFacts, value: str) -> str:
         return constant(fixed_value(rule.value or "", col.kind), col.kind)
     size = "NULL" if col.size is None else str(int(col.size))
     if rule.name == "hash":
-        return f"fbm_hash({value}, {literal(col.kind)}, {size})"
+        kind = col.kind if col.kind in ("integer", "bytes", "uuid") else "text"
+        return f"fbm_hash_{kind}({value}, {size})"
     if rule.name == "email":
         return f"fbm_email({value}, {size})"
     if rule.name == "name":
@@ -60,7 +61,7 @@ def output(rule: Rule, col: ColumnFacts) -> str:
     """What the expression of ``rule`` gives, for a writer that renders it without testing
     each value: ``"constant"`` (one value for every row), ``"text"`` (ASCII text without a
     quote, CR or NUL, or NULL), ``"integer"`` (an integer or NULL), ``"bytes"`` (a BLOB or
-    NULL)."""
+    NULL), ``"any"`` (text or a BLOB, as the original is stored)."""
     if rule.name in ("null", "blank", "fixed"):
         return "constant"
     if rule.name == "hash" and col.kind == "integer":
@@ -68,7 +69,7 @@ def output(rule: Rule, col: ColumnFacts) -> str:
     if rule.name == "hash" and col.kind == "bytes":
         return "bytes"
     if rule.name == "hash" and col.kind == "uuid":
-        return "any"  # text or a BLOB, as the original is stored
+        return "any"
     return "text"
 
 
@@ -113,38 +114,46 @@ def _data(value: object) -> bytes:
 
 
 def functions(key: bytes) -> dict[str, tuple[int, Callable[..., object]]]:
-    """The functions the expressions call, by name: (number of arguments, function)."""
+    """The functions the expressions call, by name: (number of arguments, function). Each
+    takes the value and the column's size (NULL: none), and keeps a memo per size."""
 
-    def memo(compute: Callable[..., object]) -> Callable[..., object]:
-        seen: dict[tuple, object] = {}
+    def memo(compute: Callable[[bytes, object, int | None], object]) -> Callable[..., object]:
+        by_size: dict[int | None, dict[object, object]] = {}
 
-        def call(value: object, *args: object) -> object:
+        def call(value: object, size: int | None) -> object:
             if value is None:
                 return None
-            k = (type(value), value, *args)
+            seen = by_size.get(size)
+            if seen is None:
+                seen = by_size[size] = {}
+            # 1 and 1.0 are one key to a dict, and two texts to hash ("1", "1.0")
+            k = ("real", value) if type(value) is float else value
             try:
                 return seen[k]
             except KeyError:
                 pass
             if len(seen) >= MEMO:
                 seen.clear()
-            out = seen[k] = compute(hmac.digest(key, _data(value), "sha256"), value, *args)
+            out = seen[k] = compute(hmac.digest(key, _data(value), "sha256"), value, size)
             return out
 
         return call
 
-    def hashed(d: bytes, value: object, kind: str, size: int | None) -> object:
-        if kind == "integer":
-            n = int.from_bytes(d[:8], "big") & ((1 << 63) - 1)
-            return n % (1 << (8 * (size or 8) - 1))
-        if kind == "bytes":
-            return d
-        if kind == "uuid":
-            if isinstance(value, bytes):
-                return d[:16]
-            u = uuid.UUID(bytes=d[:16])
-            return u.hex if isinstance(value, str) and len(value) == 32 else str(u)
+    def text(d: bytes, value: object, size: int | None) -> str:
         return d.hex()[: min(size or HEX_DIGITS, HEX_DIGITS)]
+
+    def integer(d: bytes, value: object, size: int | None) -> int:
+        n = int.from_bytes(d[:8], "big") & ((1 << 63) - 1)
+        return n % (1 << (8 * (size or 8) - 1))
+
+    def blob(d: bytes, value: object, size: int | None) -> bytes:
+        return d
+
+    def uuid_(d: bytes, value: object, size: int | None) -> object:
+        if isinstance(value, bytes):
+            return d[:16]
+        u = uuid.UUID(bytes=d[:16])
+        return u.hex if isinstance(value, str) and len(value) == 32 else str(u)
 
     def email(d: bytes, value: object, size: int | None) -> str:
         digits = EMAIL_DIGITS if size is None else min(EMAIL_DIGITS, size - 2 - len(EMAIL_SUFFIX))
@@ -154,11 +163,15 @@ def functions(key: bytes) -> dict[str, tuple[int, Callable[..., object]]]:
         text = f"{FIRST_NAMES[d[0] % len(FIRST_NAMES)]} {LAST_NAMES[d[1] % len(LAST_NAMES)]}"
         return text if size is None else text[:size]
 
-    return {
-        "fbm_hash": (3, memo(hashed)),
-        "fbm_email": (2, memo(email)),
-        "fbm_name": (2, memo(name)),
+    made = {
+        "fbm_hash_text": text,
+        "fbm_hash_integer": integer,
+        "fbm_hash_bytes": blob,
+        "fbm_hash_uuid": uuid_,
+        "fbm_email": email,
+        "fbm_name": name,
     }
+    return {fname: (2, memo(f)) for fname, f in made.items()}
 
 
 def register(con: sqlite3.Connection, key: bytes) -> None:

@@ -512,36 +512,39 @@ class SQLiteSource:
                     "a virtual table's column: redact the table it is built from"
                 )
         self._facts = {(f.table, f.name): f for cols in facts.values() for f in cols}
-        redacted = {t for t in redaction.profile.redacted_tables() if t not in virtual}
-        if not redacted:
+        redacted = {t.lower() for t in redaction.profile.redacted_tables() if t not in virtual}
+        #: tables copied without their rows, or left out: an index of them holds their rows
+        rowless = {t.lower() for t in redaction.profile.tables if t not in virtual}
+        if not redacted and not rowless:
             return []
         emptied = []
-        lower = {t.lower() for t in redacted}
         feeds = [
-            o.sql or "" for o in self.objects if o.type == "trigger" and o.tbl_name.lower() in lower
+            o.sql or ""
+            for o in self.objects
+            if o.type == "trigger" and o.tbl_name.lower() in redacted | rowless
         ]
         for o in self.objects:
             if o.name not in virtual or o.name in redaction.profile.tables:
                 continue
-            module = fts_module(o.sql or "")
-            if module is None:
+            if fts_module(o.sql or "") is None:
                 continue
-            content = fts_content(o.sql or "")
-            if content is not None and content != "" and content.lower() in lower:
+            content = (fts_content(o.sql or "") or "").lower() or None
+            if content in redacted:
                 self.rebuilt.append(o.name)
                 continue
-            fed = any(_mentions(sql, o.name) for sql in feeds)
-            if content == "" or fed:
-                emptied.append(o.name)
-                why = (
-                    "is contentless"
-                    if content == ""
-                    else "is written by a trigger of a redacted table"
-                )
-                self.notes.append(
-                    f"table {shown(o.name)}: copied without rows, as this full-text index "
-                    f"{why} and would carry the original values: rebuild it in the app"
-                )
+            if content in rowless:
+                why = "indexes a table copied without its rows"
+            elif fts_content(o.sql or "") == "" and redacted:
+                why = "is contentless (what it indexes is unknown)"
+            elif any(_mentions(sql, o.name) for sql in feeds):
+                why = "is written by a trigger of a table redacted or copied without rows"
+            else:
+                continue
+            emptied.append(o.name)
+            self.notes.append(
+                f"table {shown(o.name)}: copied without rows, as this full-text index {why} "
+                "and would carry the original values: rebuild it in the app"
+            )
         return emptied
 
     def redacted_column(self, spec: SQLiteTable, column: str) -> tuple[str, str] | None:
