@@ -414,3 +414,26 @@ def test_cli_verifies_on_the_postgres_server_it_is_given(pg, verifier, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "verified: 5 tables" in done.stdout
     assert owned() == []
+
+
+def test_two_verifications_on_one_server_take_turns_and_both_load(pg, verifier, tmp_path):
+    """The file's guard refuses a role owning another database: a second scratch database
+    made at the same time would fail the first load, so they wait for each other."""
+    server, owned = verifier
+    out = tmp_path / "o.sql.gz"
+    expected = export(pg, "postgres", out, verify=False).table_rows
+    results: list = []
+
+    def run() -> None:
+        try:
+            results.append(verify(out, "postgres", expected, verify_postgres_url=server))
+        except Exception as e:  # reported below
+            results.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [getattr(r, "loaded", r) for r in results] == [True, True]
+    assert owned() == []

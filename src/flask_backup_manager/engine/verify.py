@@ -19,7 +19,10 @@ rows each writer wrote: :attr:`.base.Tracker.counts`; 0 for a table copied witho
   into a new database ``fbm_verify_<hex>``, counted there and dropped, always. A role that
   the file's own guard refuses (a superuser, a role that may run programs or reach the
   server's files) is never used: the customer's schema runs its functions as the loading
-  role. The file is then not loaded, and the manifest says why.
+  role. The file is then not loaded, and the manifest says why. Verifications on one server
+  take turns (an advisory lock), as the guard also refuses a role that owns another database:
+  a second scratch database. A worker killed during one leaves its ``fbm_verify_`` database
+  behind, and the next verification says so ("owns other databases: ...") until it is dropped.
 
 Virtual tables (SQLite FTS5, ...): the writer copies their shadow tables' rows and the
 snapshot's count is the module's own ``count(*)``, which the same module gives in the copy:
@@ -56,6 +59,9 @@ from .restore import (
 from .url import URL, parse_url
 from .writers.postgres.sql import RISKY_ROLES
 
+#: the advisory lock (in the database of ``verify_postgres_url``) that verifications on one
+#: server take in turn
+LOCK_KEY = 0x66626D76  # "fbmv"
 #: what a ``postgres`` file's verification says when no server to load it on is configured
 NO_SERVER = "not loaded: no BACKUP_MANAGER_VERIFY_POSTGRES_URL"
 
@@ -298,6 +304,9 @@ def _verify_on(
     admin = connect(url)
     try:
         admin.autocommit = True
+        # one verification at a time per server: the file's guard refuses a role that owns
+        # another database, which a second scratch database made meanwhile would be
+        admin.execute("SELECT pg_catalog.pg_advisory_lock(%s)", (LOCK_KEY,))
         risky = admin.execute(RISKY_ROLES).fetchone()[0]
         if risky:
             why = (
