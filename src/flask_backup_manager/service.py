@@ -244,7 +244,7 @@ def redaction_choices(state: State | None = None) -> list[RedactionChoice]:
     what the guard finds it leaves: over the database's own tables (a column added by a
     migration no model knows yet is seen too) and the models'."""
     state = state or get_state()
-    facts = database_facts(state)
+    facts = database_facts(state, lock_wait=LOCK_WAIT_FOR_PAGE)
     choices = []
     if not state.require_redaction:
         choices.append(
@@ -257,26 +257,48 @@ def redaction_choices(state: State | None = None) -> list[RedactionChoice]:
     return choices
 
 
-def database_facts(state: State | None = None) -> dict[str, list[ColumnFacts]]:
+#: seconds the create page waits for a table another session holds locked (a migration's
+#: ACCESS EXCLUSIVE lock blocks PostgreSQL's column reflection) before its guard falls back
+#: to the models' columns: the page must open while a lock is held, and a backup then waits
+#: for the lock itself, saying so
+LOCK_WAIT_FOR_PAGE = 2
+
+
+def database_facts(
+    state: State | None = None, *, lock_wait: float | None = None
+) -> dict[str, list[ColumnFacts]]:
     """The column facts of the database backed up, by table key, reflected from it (every
     schema of a PostgreSQL database but the system's), and of the models' tables it does not
-    hold yet; the Backup Manager's own tables left out."""
+    hold yet; the Backup Manager's own tables left out. With ``lock_wait`` (seconds), a
+    PostgreSQL reflection kept waiting longer for a lock gives the models' facts alone."""
     state = state or get_state()
+    with state.engine.connect() as conn:
+        if lock_wait is None or conn.dialect.name != "postgresql":
+            return _reflected_facts(conn, state)
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_wait * 1000)}")
+        try:
+            return _reflected_facts(conn, state)
+        except sa.exc.OperationalError as e:
+            if getattr(e.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+            return model_facts(state)
+
+
+def _reflected_facts(conn: sa.Connection, state: State) -> dict[str, list[ColumnFacts]]:
     own = {m.__table__.name for m in state.models}
     reflected = sa.MetaData()
-    with state.engine.connect() as conn:
-        inspector = sa.inspect(conn)
-        if conn.dialect.name == "postgresql":
-            schemas = [
-                s
-                for s in inspector.get_schema_names()
-                if s != "information_schema" and not s.startswith("pg_")
-            ]
-        else:
-            schemas = [None]
-        for schema in schemas:
-            names = [n for n in inspector.get_table_names(schema=schema) if n not in own]
-            reflected.reflect(bind=conn, schema=schema, only=names)
+    inspector = sa.inspect(conn)
+    if conn.dialect.name == "postgresql":
+        schemas = [
+            s
+            for s in inspector.get_schema_names()
+            if s != "information_schema" and not s.startswith("pg_")
+        ]
+    else:
+        schemas = [None]
+    for schema in schemas:
+        names = [n for n in inspector.get_table_names(schema=schema) if n not in own]
+        reflected.reflect(bind=conn, schema=schema, only=names)
     facts = facts_of(t for t in reflected.tables.values() if t.name not in own)
     for key, cols in model_facts(state).items():
         facts.setdefault(key, cols)
