@@ -228,7 +228,7 @@ def test_phone_width_fits_without_horizontal_scrolling(browser: Browser, demo: D
                 .filter(td => td.getBoundingClientRect().width > 0)
                 .map(td => getComputedStyle(td, "::before").content)"""
         )
-        assert labels == ['"Format: "', '"Size: "', '"Created: "', '"Duration: "']
+        assert labels == ['"Format: "', '"Copy: "', '"Size: "', '"Created: "', '"Duration: "']
         for name in ("download", "delete", "backup-link", "status"):
             expect(row.get_by_test_id(name)).to_be_in_viewport()
         clipped = row.evaluate(
