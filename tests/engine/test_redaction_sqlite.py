@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hmac
 import sqlite3
+import subprocess
 from contextlib import closing
 from pathlib import Path
 
@@ -348,3 +349,49 @@ def test_an_index_of_a_table_copied_without_rows_is_left_empty(tmp_path, fmt):
     )
     assert b"sessioncanary" not in plain_bytes(out)
     assert any("sessions_fts: copied without rows" in w for w in result.warnings)
+
+
+def test_the_host_models_types_decide_what_a_rule_may_do(source_db, tmp_path):
+    """A model that says ``String(10)`` for a unique column makes a hash into it too short to
+    stay unique: refused, though SQLite's own declaration (VARCHAR(20)) would allow it."""
+    import sqlalchemy as sa
+
+    md = sa.MetaData()
+    sa.Table(
+        "users", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("code", sa.String(10))
+    )
+    profile = profile_from_mapping("vendor", {"users.code": "hash", "orders.user_code": "hash"})
+    with pytest.raises(ExportError, match="'users.code': hash into 10 characters would collide"):
+        export(
+            f"sqlite:///{source_db}", "sqlite3_db", tmp_path / "o", metadata=md, redaction=profile
+        )
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3"])
+def test_rowids_stay_and_the_text_loads_in_the_safe_shell(tmp_path, fmt):
+    db = tmp_path / "s.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE t (secret TEXT, n INT)")
+        con.executemany(
+            "INSERT INTO t (rowid, secret, n) VALUES (?, ?, ?)",
+            [(i * 7, f"rowcanary{i}\r\nline", i) for i in range(1, 50)],
+        )
+        con.commit()
+    key = b"r" * 32
+    profile = profile_from_mapping("p", {"t.secret": "hash", "t.n": "fixed:3"})
+    out = tmp_path / "out"
+    export(f"sqlite:///{db}", fmt, out, redaction=Redaction(profile, key))
+    assert b"rowcanary" not in plain_bytes(out)
+    copy = out
+    if fmt == "sqlite3":
+        copy = tmp_path / "restored.db"
+        done = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", f'gunzip -c "{out}" | sqlite3 -safe "{copy}"'],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (done.returncode, done.stderr) == (0, "")
+    with closing(sqlite3.connect(copy)) as con:
+        rows = con.execute("SELECT rowid, secret, n FROM t ORDER BY rowid").fetchall()
+    assert rows == [(i * 7, hmac_hex(key, f"rowcanary{i}\r\nline", 64), 3) for i in range(1, 50)]

@@ -167,7 +167,6 @@ def _redact(source: SQLiteSource, con: sqlite3.Connection) -> None:
     rebuilt = [n for n in source.rebuilt if n in specs]
     if not redacted and not rebuilt:
         return
-    con.execute("PRAGMA secure_delete=ON")
     con.execute("PRAGMA foreign_keys=OFF")  # no ON UPDATE action reaches another table
     con.execute("PRAGMA ignore_check_constraints=ON")
     con.execute("BEGIN")
