@@ -78,6 +78,9 @@ def test_admin_makes_a_vendor_copy_without_the_customers_personal_data(
         # The summary is the page's own after a reload too, and the list names the profile.
         page.reload()
         expect(manifest.locator('[data-field="tables"]')).to_contain_text(f"{rows:,} rows")
+        page.set_viewport_size({"width": 360, "height": 800})  # a phone: the long rules wrap
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        page.set_viewport_size({"width": 1100, "height": 900})
         link = page.get_by_test_id("manifest-link")
         assert link.get_attribute("href") == f"/backups/api/backups/{backup_id}/manifest"
         served = page.request.get(link.get_attribute("href"))
