@@ -13,6 +13,10 @@ starts it itself and hands both processes its socket), ``SECRET_KEY``
 call the JSON API with ``Authorization: Bearer <token>``), ``EXAMPLE_APP_INSTANCE`` (the
 instance folder) and any ``BACKUP_MANAGER_*`` key (``BACKUP_MANAGER_STORAGE_DIR`` defaults to
 the instance folder's ``backups``).
+
+The shop declares one redaction profile, ``vendor`` (:data:`VENDOR`): the copy an admin makes
+for the shop's developers, without the customers' names, e-mails and addresses or the users'
+passwords. ``flask --app example_app backups redaction check`` shows what it leaves.
 """
 
 from __future__ import annotations
