@@ -54,14 +54,15 @@ _BLANK = {
 
 def key_query(key: sql.Composable = RANDOM_KEY) -> sql.Composed:
     """The statement that sets this transaction's HMAC keys from ``key`` (an SQL expression
-    of 32 bytes or fewer; by default a random one made in the server)."""
+    of 32 bytes or fewer; by default a random one made in the server). It answers the
+    settings' lengths, not their values: the padded keys never travel to the client."""
     pad = sql.SQL(
         "pg_catalog.string_agg(pg_catalog.lpad(pg_catalog.to_hex("
         "pg_catalog.get_byte(k.k, i) # {}), 2, '0'), '' ORDER BY i)"
     )
     return sql.SQL(
-        "SELECT pg_catalog.set_config({ipad_name}, {ipad}, true),"
-        " pg_catalog.set_config({opad_name}, {opad}, true)"
+        "SELECT pg_catalog.length(pg_catalog.set_config({ipad_name}, {ipad}, true))"
+        " + pg_catalog.length(pg_catalog.set_config({opad_name}, {opad}, true))"
         " FROM (SELECT pg_catalog.substr({key} || pg_catalog.decode(pg_catalog.repeat('00', 64),"
         " 'hex'), 1, 64) AS k) AS k, pg_catalog.generate_series(0, 63) AS i"
     ).format(
