@@ -142,7 +142,7 @@ def read_config(app: Flask, *, ext: Hooks, db: SQLAlchemy, models: Models) -> St
     bad value is a ``ValueError`` naming its key."""
     c = app.config
     for key, value in DEFAULTS.items():
-        c.setdefault(key, value)
+        c.setdefault(key, dict(value) if isinstance(value, dict) else value)  # not shared
 
     def number(key: str, optional: bool = False) -> Any:
         value = c[key]
