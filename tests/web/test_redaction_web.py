@@ -604,3 +604,47 @@ def test_the_shop_deployed_with_redaction_required_makes_only_vendor_copies(make
     assert "  not redacted: customers.phone" in checked.stdout.splitlines()
     strict = cli("redaction", "check", "vendor", BACKUP_MANAGER_REDACTION_STRICT="true")
     assert strict.returncode == 1 and "REDACTION_STRICT is on" in strict.stderr
+
+
+@pytest.fixture
+def pg_app_with(host_env, pg_url, monkeypatch):
+    """Build the host app on a real PostgreSQL database with extra config."""
+    made = []
+
+    def make(**config):
+        url = pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
+        for key, value in (("HOSTAPP_DATABASE_URL", url), ("HOSTAPP_CONFIG", json.dumps(config))):
+            monkeypatch.setenv(key, value)
+            host_env[key] = value
+        made.append(_make_app())
+        return made[-1]
+
+    yield make
+    for app in made:
+        _close_app(app)
+
+
+def test_on_postgres_the_guard_and_the_check_see_every_schema_and_its_keys(pg_app_with, pg_url):
+    with psycopg.connect(pg_url) as con:  # a table of another schema, which no model describes
+        con.execute("CREATE SCHEMA legacy")
+        con.execute("CREATE TABLE legacy.accounts (id bigint PRIMARY KEY, iban text NOT NULL)")
+    app = pg_app_with(
+        BACKUP_MANAGER_REDACTION={
+            "vendor": {**VENDOR, "legacy.accounts.iban": "fixed:XX00"},
+            "lax": {"legacy.accounts.iban": "null"},
+        }
+    )
+    choices = app.test_client().get(f"{API}/formats").json["redactions"]
+    assert {c["value"]: c["unredacted"] for c in choices} == {
+        "": ["legacy.accounts.iban"],
+        "vendor": [],
+        "lax": [],
+    }
+    out = app.test_cli_runner().invoke(args=["backups", "redaction", "check"])
+    assert out.exit_code == 1
+    assert out.stdout.splitlines() == [
+        "vendor: 4 columns redacted in 3 tables",
+        "lax: 1 column redacted in 1 table",
+        "  problem: redaction 'legacy.accounts.iban': null into a NOT NULL column: use blank "
+        "or fixed:<value>",
+    ]
