@@ -395,3 +395,20 @@ def test_rowids_stay_and_the_text_loads_in_the_safe_shell(tmp_path, fmt):
     with closing(sqlite3.connect(copy)) as con:
         rows = con.execute("SELECT rowid, secret, n FROM t ORDER BY rowid").fetchall()
     assert rows == [(i * 7, hmac_hex(key, f"rowcanary{i}\r\nline", 64), 3) for i in range(1, 50)]
+
+
+@pytest.mark.parametrize("fmt", ["sqlite3_db", "sqlite3", "postgres"])
+def test_a_without_rowid_table_is_redacted_too(tmp_path, fmt):
+    db = tmp_path / "s.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE k (email TEXT PRIMARY KEY, pin INTEGER) WITHOUT ROWID")
+        con.executemany(
+            "INSERT INTO k VALUES (?, ?)", [(f"wrcanary{i}@x.example", 424242) for i in range(30)]
+        )
+        con.commit()
+    profile = profile_from_mapping("p", {"k.email": "email", "k.pin": "hash"})
+    out = tmp_path / "out"
+    export(f"sqlite:///{db}", fmt, out, redaction=profile)
+    data = plain_bytes(out)
+    assert b"wrcanary" not in data and b"424242" not in data
+    assert data.count(b"@example.invalid") >= 30
