@@ -412,3 +412,27 @@ def test_a_without_rowid_table_is_redacted_too(tmp_path, fmt):
     data = plain_bytes(out)
     assert b"wrcanary" not in data and b"424242" not in data
     assert data.count(b"@example.invalid") >= 30
+
+
+def test_a_column_of_few_values_hashes_each_value_as_the_functions_do(tmp_path):
+    """sqlite3_db computes a rule once per distinct value of a big column of few values
+    (a table of them): still value for value what the functions give, ``A`` apart from ``a``
+    under NOCASE, the integer 1 apart from the real 1.0, NULL kept."""
+    db = tmp_path / "s.db"
+    values = ["A", "a", 1, 1.0, None, "fewcanary"]
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, c COLLATE NOCASE, d)")
+        con.executemany(
+            "INSERT INTO t (c, d) VALUES (?, ?)",
+            [(values[i % len(values)], i) for i in range(12000)],
+        )
+        con.commit()
+    key = b"f" * 32
+    out = tmp_path / "out.db"
+    profile = profile_from_mapping("p", {"t.c": "hash"})
+    export(f"sqlite:///{db}", "sqlite3_db", out, redaction=Redaction(profile, key))
+    assert b"fewcanary" not in out.read_bytes()
+    with closing(sqlite3.connect(out)) as con:
+        got = con.execute("SELECT c FROM t ORDER BY id LIMIT ?", (len(values),)).fetchall()
+    texts = ["A", "a", "1", "1.0", None, "fewcanary"]
+    assert [r[0] for r in got] == [None if t is None else hmac_hex(key, t, 64) for t in texts]

@@ -547,10 +547,13 @@ class SQLiteSource:
             )
         return emptied
 
-    def redacted_column(self, spec: SQLiteTable, column: str) -> tuple[str, str] | None:
+    def redacted_column(
+        self, spec: SQLiteTable, column: str, value: str | None = None
+    ) -> tuple[str, str] | None:
         """``(expression, what it gives)`` (see :func:`.redaction.sqlite.output`) replacing
         ``column`` of ``spec``, if a rule redacts it; an external-content FTS table's column
-        is read through its content table's rule."""
+        is read through its content table's rule. ``value``: the expression applies to this
+        SQL expression instead of the column (a table of its distinct values)."""
         red = self.redaction
         if red is None:
             return None
@@ -564,7 +567,8 @@ class SQLiteSource:
         col = self._facts.get((table, column))
         if rule is None or col is None:
             return None
-        return redact.expression(rule, col, ident(column)), redact.output(rule, col)
+        expr = redact.expression(rule, col, ident(column) if value is None else value)
+        return expr, redact.output(rule, col)
 
     def _count(self, name: str) -> int:
         try:
