@@ -6,9 +6,9 @@ in its JSON job on stdin).
 The functions compute what the package's docstring defines (``hash``, ``email``, ``name``):
 the HMAC of the value's text, by Python's :mod:`hmac`. They are deterministic, so each keeps a
 small memo of its last results (cleared at :data:`MEMO` entries): a column with few distinct
-values (a status, a blank filler) costs one dictionary look-up per row. ``null``, ``blank``
-and ``fixed`` need no function: they are SQL literals, which SQLite evaluates once per
-statement.
+values (a status, a blank filler) costs one dictionary look-up per row; values longer than
+:data:`MEMO_LENGTH` are not kept. ``null``, ``blank`` and ``fixed`` need no function: they
+are SQL literals, which SQLite evaluates once per statement.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from . import (
     fixed_value,
 )
 
-#: results a function keeps before it forgets them all
+#: results a function keeps before it forgets them all, and the longest value it keeps one
+#: for (memory stays flat: at most about 16 MB per function and size)
 MEMO = 65536
+MEMO_LENGTH = 256
 #: the digest's hex digits a text hash holds at most
 HEX_DIGITS = 64
 
@@ -132,9 +134,11 @@ def functions(key: bytes) -> dict[str, tuple[int, Callable[..., object]]]:
                 return seen[k]
             except KeyError:
                 pass
-            if len(seen) >= MEMO:
-                seen.clear()
-            out = seen[k] = compute(hmac.digest(key, _data(value), "sha256"), value, size)
+            out = compute(hmac.digest(key, _data(value), "sha256"), value, size)
+            if not isinstance(value, str | bytes) or len(value) <= MEMO_LENGTH:
+                if len(seen) >= MEMO:
+                    seen.clear()
+                seen[k] = out
             return out
 
         return call
