@@ -335,7 +335,9 @@ def test_export_runs_the_check_on_postgres_files(tmp_path, make_pg_db, monkeypat
     check(gzip.decompress(out.read_bytes()))
     seen = []
     real = ScriptCheck.feed
-    monkeypatch.setattr(ScriptCheck, "feed", lambda self, data: seen.append(real(self, data)))
+    monkeypatch.setattr(
+        ScriptCheck, "feed", lambda self, data: seen.append(real(self, data)) or seen[-1]
+    )
     export(url, "postgres", tmp_path / "e.sql.gz")
     assert seen
 

@@ -41,8 +41,9 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from .base import ident, one_line, scrub, shown, temp_beside
 from .checks import psql, sqlite_shell
@@ -150,6 +151,7 @@ class SQLiteLoad(sqlite_shell.ScriptCheck):
         self.con.set_authorizer(sqlite_authorizer)
         self._queue: queue.Queue[sqlite_shell.Statement | None] = queue.Queue(self.depth)
         self._failed: BaseException | None = None
+        self._stubs: set[tuple[str, str]] = set()
         self._thread = threading.Thread(target=self._work, name="verify-load", daemon=True)
         self._thread.start()
 
@@ -167,9 +169,28 @@ class SQLiteLoad(sqlite_shell.ScriptCheck):
         while (item := self._queue.get()) is not None:
             if self._failed is None:
                 try:
-                    run_sqlite(self.con, item.sql, item.line, lossy=True)
+                    self._run(item)
                 except BaseException as e:  # raised in the reading thread
                     self._failed = e
+
+    def _run(self, item: sqlite_shell.Statement) -> None:
+        """Run one statement; a function or collation only the app defines (which the export
+        warned of) is defined as a stub that refuses to run, as the ``sqlite3_db`` writer
+        does: the file's CHECKs are off while its rows load, so a CHECK calling one loads, and
+        an index or a stored generated column needing one fails as it does there."""
+        while True:
+            try:
+                run_sqlite(self.con, item.sql, item.line, lossy=True)
+                return
+            except sqlite3.OperationalError as e:
+                m = _UNDEFINED.fullmatch(str(e))
+                if m is None or (m[1], m[2]) in self._stubs:
+                    raise
+                self._stubs.add((m[1], m[2]))
+            if m[1] == "function":
+                self.con.create_function(m[2], -1, _refuse(m[1], m[2]), deterministic=True)
+            else:
+                self.con.create_collation(m[2], _refuse(m[1], m[2]))
 
     def _stop(self) -> None:
         if self._thread.is_alive():
@@ -195,6 +216,20 @@ class SQLiteLoad(sqlite_shell.ScriptCheck):
         self._stop()
         self.con.close()
         self.path.unlink(missing_ok=True)
+
+
+#: what SQLite says when the schema names a function or collation only the app defines
+_UNDEFINED = re.compile(r"no such (function|collation sequence): (.+)", re.DOTALL)
+
+
+def _refuse(kind: str, name: str) -> Callable[..., Any]:
+    def refuse(*args: object) -> Any:
+        raise ExportError(
+            f"verification failed: loading the file needs the app's {kind} {shown(name)},"
+            " which SQLite does not define"
+        )
+
+    return refuse
 
 
 #: one name of a COPY statement's target as the ``postgres`` writers write it: a quoted
