@@ -465,3 +465,17 @@ def test_a_domain_check_the_hash_cannot_pass_fails_the_export_not_the_restore(pg
     with pytest.raises(ExportError, match="upper_code"):
         export(pg_url, "postgres", out, redaction=profile_from_mapping("p", {"t.c": "hash"}))
     assert not out.exists()
+
+
+def test_a_hashed_key_of_another_length_than_the_key_it_names_is_refused(pg_url, tmp_path):
+    """varchar(20) naming a text key: 20 hex digits never equal 64, the restore would fail."""
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(
+            "CREATE TABLE p (code text PRIMARY KEY);"
+            "CREATE TABLE c (code varchar(20) REFERENCES p (code))"
+        )
+    rules = {"p.code": "hash", "c.code": "hash"}
+    out = tmp_path / "copy.sql.gz"
+    with pytest.raises(ExportError, match=re.escape("c.code: hashed into another form")):
+        export(pg_url, "postgres", out, redaction=profile_from_mapping("p", rules))
+    assert not out.exists()

@@ -345,6 +345,7 @@ def _key_problems(profile: Profile, facts: Mapping[str, list[ColumnFacts]]) -> l
     ``hash``, and then the one it references must be hashed too; a hashed column that others
     reference must have them hashed with it."""
     out = []
+    by_key = {(f.table, f.name): f for cols in facts.values() for f in cols}
     for cols in facts.values():
         for col in cols:
             if col.references is None or col.table in profile.tables:
@@ -365,6 +366,14 @@ def _key_problems(profile: Profile, facts: Mapping[str, list[ColumnFacts]]) -> l
                     f"redaction {col.table}.{col.name}: hashed, but the column it references "
                     f"is not: hash {parent_table}.{parent_col} too ({pair})"
                 )
+            elif child is not None and _hash_form(col) != _hash_form(
+                by_key.get((parent_table, parent_col), col)
+            ):  # e.g. varchar(20) -> text: 20 hex digits never equal 64
+                out.append(
+                    f"redaction {col.table}.{col.name}: hashed into another form than the "
+                    f"column it references (its type or length differs), so the keys would "
+                    f"not meet ({pair})"
+                )
             elif child is None and parent is not None:
                 out.append(
                     f"redaction {parent_table}.{parent_col}: {parent} breaks the foreign key "
@@ -374,6 +383,17 @@ def _key_problems(profile: Profile, facts: Mapping[str, list[ColumnFacts]]) -> l
                     f"be hashed, with its foreign keys ({pair})"
                 )
     return out
+
+
+def _hash_form(col: ColumnFacts) -> tuple[str, int | None]:
+    """What ``hash`` makes of a column's values: a hashed key meets the key it names only
+    where both have one form (the same kind, the hex cut to the same length, the same
+    integer range)."""
+    if col.kind == "text":
+        return col.kind, min(col.size or 64, 64)
+    if col.kind == "integer":
+        return col.kind, col.size or 8
+    return col.kind, None
 
 
 def check(profile: Profile, facts: Mapping[str, list[ColumnFacts]]) -> None:
