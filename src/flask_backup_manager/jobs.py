@@ -60,6 +60,12 @@ def run_backup(backup_id: int) -> str:
         message = f"redaction profile {profile_name!r} is no longer configured"
     except ValueError as e:  # a model imported late declares a rule that cannot apply
         profile, message = None, one_line(e)
+    if not profile_name and state.require_redaction:  # queued before it was required
+        profile, profile_name = None, "(full copy)"
+        message = (
+            "a full copy is not allowed: BACKUP_MANAGER_REQUIRE_REDACTION was turned on "
+            "after this backup was queued; make a new one with a redaction profile"
+        )
     if profile_name and profile is None:  # the config changed since the backup was queued
         if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
             add_log(backup_id, "error", f"failed: {message}")

@@ -27,6 +27,7 @@ from .engine import (
     facts_of,
     one_line,
     problems,
+    scrub,
     unredacted,
 )
 from .lifecycle import add_log, audit, finish, remove_parts, update
@@ -190,12 +191,22 @@ def create_backup(format: Any, *, created_by: str | None, redaction: Any = None)
     return db.session.get(Backup, backup.id)
 
 
+def profiles_of(state: State) -> dict[str, Profile]:
+    """The host's profiles (:func:`.state.redactions`): 500 ``bad_redaction_config``, naming
+    the column, when a model imported after ``init_app`` declares a rule that cannot apply,
+    so the API answers JSON, the page and the CLI say which column, and nothing is queued."""
+    try:
+        return redactions(state)
+    except ValueError as e:
+        raise ServiceError(500, "bad_redaction_config", one_line(e)) from None
+
+
 def chosen_profile(redaction: Any, state: State | None = None) -> Profile | None:
     """The profile a client named (None: a full copy, asked for with None or ""): 400
     ``unknown_redaction`` for a name (or a value of another type) that is none of the host's,
     403 ``redaction_required`` for a full copy when BACKUP_MANAGER_REQUIRE_REDACTION is on."""
     state = state or get_state()
-    profiles = redactions(state)
+    profiles = profiles_of(state)
     if redaction is None or redaction == "":
         if state.require_redaction:
             raise ServiceError(
@@ -250,7 +261,7 @@ def redaction_choices(state: State | None = None) -> list[RedactionChoice]:
         choices.append(
             RedactionChoice("", "Full copy", FULL_COPY_SUMMARY, tuple(unredacted(None, facts)))
         )
-    for name, profile in redactions(state).items():
+    for name, profile in profiles_of(state).items():
         choices.append(
             RedactionChoice(name, name, profile.summary(), tuple(unredacted(profile, facts)))
         )
@@ -321,14 +332,22 @@ def check_redactions(name: str | None = None) -> list[RedactionCheck]:
     against the tables of the database as it is now: what ``flask backups redaction check``
     reports. A key naming a table no model describes is checked here, not at start-up."""
     state = get_state()
-    profiles = redactions(state)
+    profiles = profiles_of(state)
     if name is not None and name not in profiles:
         raise bad_request(
             "unknown_redaction",
             f"Unknown redaction profile {clip(name)}: the profiles are "
             f"{', '.join(profiles) or 'none'}.",
         )
-    facts = database_facts(state)
+    try:
+        facts = database_facts(state)
+    except sa.exc.OperationalError as e:  # the server down, refusing us: one line, no password
+        raise ServiceError(
+            503,
+            "database_unavailable",
+            "The database cannot be reached, so the profiles cannot be checked: "
+            + scrub(one_line(e.orig or e), state.engine.url),
+        ) from None
     return [
         RedactionCheck(n, p.summary(), tuple(problems(p, facts)), tuple(unredacted(p, facts)))
         for n, p in profiles.items()
