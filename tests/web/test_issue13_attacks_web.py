@@ -18,6 +18,7 @@ from werkzeug.datastructures import MultiDict
 
 from flask_backup_manager import BackupManager
 
+from ..conftest import url_with
 from .test_redaction_web import VENDOR, start
 
 API = "/backups/api"
@@ -179,20 +180,61 @@ def test_the_manifest_of_an_unknown_a_failed_or_a_deleted_backup_is_a_404_json_n
 EVIL = "<img src=x onerror=alert(1)>"
 
 
-def test_markup_in_table_column_and_rule_text_is_escaped_on_every_page(make_app):
-    app = make_app(BACKUP_MANAGER_REDACTION={"vendor": {**VENDOR, "orders.note": f"fixed:{EVIL}"}})
+def pages_of(client, backup_id: int) -> dict[str, str]:
+    out = {}
+    for path in ("/backups/new", "/backups/", f"/backups/{backup_id}", "/backups/activity"):
+        page = client.get(path, headers=HTML)
+        assert page.status_code == 200, path
+        out[path] = page.text
+    return out
+
+
+def test_markup_in_table_column_and_rule_text_is_escaped_on_every_page(make_app, run_worker):
+    rules = {**VENDOR, "orders.note": f"fixed:{EVIL}", f"{EVIL}.x": "skip"}
+    app = make_app(BACKUP_MANAGER_REDACTION={"vendor": rules})
     from ..hostapp import db
 
     with app.app_context():
+        db.session.execute(sa.text(f'CREATE TABLE "{EVIL}.x" (id integer, "{EVIL}phone" text)'))
         db.session.execute(sa.text(f'CREATE TABLE "{EVIL}" (id integer, "{EVIL}phone" text)'))
+        db.session.execute(sa.text(f'INSERT INTO "{EVIL}" VALUES (1, :v)'), {"v": EVIL})
         db.session.commit()
     client = app.test_client()
     made = client.post(f"{API}/backups", json={"format": "sqlite3", "redaction": "vendor"}).json
-    for path in ("/backups/new", "/backups/", f"/backups/{made['id']}", "/backups/activity"):
-        page = client.get(path, headers=HTML)
-        assert page.status_code == 200, path
-        assert EVIL not in page.text and "<img" not in page.text, path
+    for path, text in pages_of(client, made["id"]).items():
+        assert EVIL not in text and "<img" not in text, path
     assert "phone" in client.get("/backups/new", headers=HTML).text  # the guard saw it
+    run_worker()
+    backup = client.get(f"{API}/backups/{made['id']}").json
+    assert backup["status"] == "succeeded", backup
+    manifest = client.get(f"{API}/backups/{made['id']}/manifest").json
+    assert EVIL in manifest["tables"]  # the summary has a name of markup to show...
+    for path, text in pages_of(client, made["id"]).items():
+        assert EVIL not in text and "<img" not in text, path  # ... shown as text
+    assert (
+        "&lt;img src=x onerror=alert(1)&gt;"
+        in pages_of(client, made["id"])[f"/backups/{made['id']}"]
+    )
+
+
+def test_the_verification_servers_password_host_and_role_are_on_no_page_log_or_answer(
+    make_app, run_worker, pg_admin_url
+):
+    secret = "sekrit-verify-77"
+    url = url_with(pg_admin_url, password=secret, database="no_such_db_r2", username="r2nobody")
+    app = make_app(BACKUP_MANAGER_VERIFY_POSTGRES_URL=url)
+    client = app.test_client()
+    made = client.post(f"{API}/backups", json={"format": "postgres"}).json
+    run_worker()
+    backup = client.get(f"{API}/backups/{made['id']}")
+    assert backup.json["status"] == "failed", backup.json
+    assert "verification failed" in backup.json["error"]
+    answers = [backup.text, client.get(f"{API}/backups/{made['id']}/logs").text]
+    answers += [client.get(f"{API}/backups/{made['id']}/manifest").text]
+    answers += list(pages_of(client, made["id"]).values())
+    for text in answers:  # nor its host and role: the host's configuration, not the viewer's
+        assert secret not in text and "r2nobody" not in text and '"127.0.0.1"' not in text
+    assert 'role \\"***\\" does not exist' in backup.text  # still says what went wrong
 
 
 # -- start-up checks ---------------------------------------------------------------------

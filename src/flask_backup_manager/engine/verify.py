@@ -326,11 +326,22 @@ def verify_postgres(
     try:
         return _verify_on(path, expected, copied, url)
     except ExportError as e:
-        raise ExportError(scrub(str(e), url)) from e
+        raise ExportError(_hidden(str(e), url)) from e
     except Exception as e:  # psycopg's errors: one line, without the server's password
         if type(e).__module__.startswith("psycopg"):
-            raise ExportError(f"verification failed: {scrub(one_line(e), url)}") from e
+            raise ExportError(f"verification failed: {_hidden(one_line(e), url)}") from e
         raise
+
+
+def _hidden(text: str, url: URL) -> str:
+    """``text`` without the scratch server's password, nor its host and role as libpq quotes
+    them (``at "db.internal"``, ``role "backup"``): the failure is shown on the pages, to
+    anyone who may view backups, and the host's configuration is not theirs to read."""
+    text = scrub(text, url)
+    for value in (url.host, url.username):
+        if value:
+            text = text.replace(f'"{value}"', '"***"')
+    return text
 
 
 def _verify_on(
