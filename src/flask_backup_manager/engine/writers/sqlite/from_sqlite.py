@@ -178,17 +178,21 @@ def _redact(source: SQLiteSource, con: sqlite3.Connection) -> None:
         ]
         for trigger in triggers:
             con.execute(f"DROP TRIGGER main.{ident(trigger.name)}")
-        sets, maps = [], []
+        sets, maps, params = [], [], []
         for c in spec.columns:
             found = source.redacted_column(spec, c)
             if found is None:
                 continue
             expr = found[0]
-            if found[1] != "constant" and _few_values(con, spec.name, c):
-                expr = _mapped(source, con, spec, c, f"fbm_map_{len(maps)}")
-                maps.append(f"fbm_map_{len(maps)}")
+            if found[1] != "constant":
+                inline = _inlined(source, con, spec, c, params)
+                if inline is not None:
+                    expr = inline
+                elif _few_values(con, spec.name, c):
+                    expr = _mapped(source, con, spec, c, f"fbm_map_{len(maps)}")
+                    maps.append(f"fbm_map_{len(maps)}")
             sets.append(f"{ident(c)} = {expr}")
-        _with_stubs(con, f"UPDATE main.{ident(spec.name)} SET {', '.join(sets)}")
+        _with_stubs(con, f"UPDATE main.{ident(spec.name)} SET {', '.join(sets)}", params=params)
         for m in maps:
             con.execute(f"DROP TABLE temp.{ident(m)}")
         for trigger in triggers:
@@ -209,6 +213,73 @@ def _redact(source: SQLiteSource, con: sqlite3.Connection) -> None:
 #: rows sampled to tell a column of few distinct values (:func:`_few_values`), and the most
 #: distinct values among them for one
 SAMPLE_ROWS, FEW_VALUES = 10000, 1000
+#: the most distinct values of a big text column whose replacements are written into the
+#: UPDATE itself (:func:`_inlined`)
+INLINE_VALUES = 4
+
+
+def _inlined(
+    source: SQLiteSource,
+    con: sqlite3.Connection,
+    spec: SQLiteTable,
+    column: str,
+    params: list[object],
+) -> str | None:
+    """For a big column of TEXT affinity whose first :data:`SAMPLE_ROWS` values are at most
+    :data:`INLINE_VALUES` distinct texts (pgbench's filler, a status), the expression
+    ``CASE WHEN col = ?v COLLATE BINARY THEN ?h ... ELSE rule(col) END``, each ``h`` the
+    rule's value of ``v`` computed once here, the values appended to ``params``; else None.
+    A full map (:func:`_mapped`) costs a scan of the table to build it and a b-tree seek per
+    row, this one comparison per row: the redacted UPDATE then costs about what a constant's
+    does. It gives value for value what the rule gives: a value not in the sample (or NULL)
+    goes to the rule itself, and in a column of TEXT affinity every stored value is a text,
+    a BLOB or NULL (SQLite turns numbers into text as they are stored), so an equal text is
+    the same value of the same storage class; the replacement is stored as the rule's would
+    be, with the column's affinity."""
+    if _affinity(spec.declared_types.get(column)) != "text":
+        return None
+    col = ident(column)
+    sample = f"SELECT {col} AS v FROM main.{ident(spec.name)} LIMIT {SAMPLE_ROWS}"
+    n, distinct, others = con.execute(
+        f"SELECT count(*), count(DISTINCT v), count(v) - sum(typeof(v) = 'text') FROM ({sample})"
+    ).fetchone()
+    if n < SAMPLE_ROWS or distinct > INLINE_VALUES or others:
+        return None
+    text_factory, con.text_factory = con.text_factory, bytes
+    try:
+        raw = [r[0] for r in con.execute(f"SELECT DISTINCT v FROM ({sample}) WHERE v IS NOT NULL")]
+    finally:
+        con.text_factory = text_factory
+    try:
+        values = [v.decode() for v in raw]  # bound back as the same text
+    except UnicodeDecodeError:
+        return None
+    if not values:  # NULLs only: the rule is NULL for each
+        return None
+    found = source.redacted_column(spec, column, value="?1")
+    assert found is not None
+    whens = []
+    for v in values:
+        h = con.execute(f"SELECT {found[0]}", (v,)).fetchone()[0]
+        params += [v, h]
+        whens.append(f"WHEN {col} = ?{len(params) - 1} COLLATE BINARY THEN ?{len(params)}")
+    rule = source.redacted_column(spec, column)
+    assert rule is not None
+    return f"CASE {' '.join(whens)} ELSE {rule[0]} END"
+
+
+def _affinity(declared: str | None) -> str:
+    """The column affinity SQLite gives a declared type (its rules 1 to 5, in order)."""
+    t = (declared or "").upper()
+    if "INT" in t:
+        return "integer"
+    if "CHAR" in t or "CLOB" in t or "TEXT" in t:
+        return "text"
+    if not t or "BLOB" in t:
+        return "blob"
+    if "REAL" in t or "FLOA" in t or "DOUB" in t:
+        return "real"
+    return "numeric"
 
 
 def _few_values(con: sqlite3.Connection, table: str, column: str) -> bool:
@@ -267,15 +338,18 @@ def _vacuum_into(con: sqlite3.Connection, path: Path) -> None:
 
 
 def _with_stubs(
-    con: sqlite3.Connection, sql: str, again: Callable[[], object] | None = None
+    con: sqlite3.Connection,
+    sql: str,
+    again: Callable[[], object] | None = None,
+    params: list[object] | tuple[()] = (),
 ) -> None:
-    """Run ``sql``, defining as stubs (:func:`_stub`) the functions and collations only the
-    app defines that SQLite asks for (see :func:`_vacuum_into`), ``again()`` before each new
-    try."""
+    """Run ``sql`` (with ``params``), defining as stubs (:func:`_stub`) the functions and
+    collations only the app defines that SQLite asks for (see :func:`_vacuum_into`),
+    ``again()`` before each new try."""
     stubs: set[tuple[str, str]] = set()
     while True:
         try:
-            con.execute(sql)
+            con.execute(sql, params)
             return
         except sqlite3.OperationalError as e:
             m = _UNDEFINED.fullmatch(str(e))
@@ -411,9 +485,6 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
         else:
             _insert_rows(source, spec, out, tracker)
         tracker.finish(spec)
-    for name in source.rebuilt:  # the FTS tables over a redacted table, from its new rows
-        if name in kept and name not in source.no_rows:
-            out.line(f"INSERT INTO {ident(name)}({ident(name)}) VALUES('rebuild');")
     _internal_tables(source, kept, out)
     views = {o.name for o in source.objects if o.type == "view"}
     for o in source.objects:  # a trigger's table may be a view (INSTEAD OF)
@@ -423,6 +494,9 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
             and (o.type == "view" or o.tbl_name in kept or o.tbl_name in views)
         ):
             out.line(schema_line(o.type, o.name, o.sql))
+    for name in source.rebuilt:  # the FTS tables over a redacted table (or a view over
+        if name in kept and name not in source.no_rows:  # one: made just above), new rows
+            out.line(f"INSERT INTO {ident(name)}({ident(name)}) VALUES('rebuild');")
     out.line("COMMIT;")
     out.line("PRAGMA ignore_check_constraints=OFF;")
     for line in comment_lines(tracker.counts, TAIL_TITLE):
