@@ -118,7 +118,8 @@ def main() -> int:
         print(
             f"\n  Demo shop:       http://127.0.0.1:{port}/\n"
             f"  Backup Manager:  http://127.0.0.1:{port}/backups/\n"
-            f"  Sign in as admin / admin.  Ctrl-C stops the web server and the worker.\n",
+            f"  Sign in as admin / admin (on a vendor copy: admin / vendor).\n"
+            f"  Ctrl-C stops the web server and the worker.\n",
             flush=True,
         )
         while True:
