@@ -69,6 +69,13 @@ _LOADABLE = set(
 
 #: the stored generated columns (by table oid, its name) and each column they are computed
 #: from: a generated column whose input is redacted cannot keep its value
+#: (child, parent) of table inheritance (a partition is read through its parent's query)
+_INHERITS = """
+SELECT i.inhrelid, i.inhparent FROM pg_catalog.pg_inherits i
+JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+WHERE NOT c.relispartition
+"""
+
 _GENERATED_FROM = """
 SELECT ad.adrelid, g.attname, a.attname
 FROM pg_catalog.pg_attrdef ad
@@ -331,11 +338,29 @@ class PostgresSource:
             check(redaction.profile, facts)
         except RedactionError as e:
             raise ExportError(str(e)) from None
+        parents: dict[int, list[int]] = {}
+        for child, parent in self.fetch(_INHERITS):
+            parents.setdefault(child, []).append(parent)
+        by_oid = {s.oid: s for s in self._specs}
+
+        def rule_of(spec: PostgresTable, column: str) -> Rule | None:
+            """The column's own rule (``keep`` too), else the one of a table it inherits
+            the column from: an inheritance child is a table of its own, whose rows a rule
+            on the parent would otherwise leave as they are."""
+            if (spec.key, column) in redaction.profile.columns:
+                return redaction.column_rule(spec.key, column)
+            for oid in parents.get(spec.oid, ()):
+                parent = by_oid.get(oid)
+                if parent is not None and any(c.attname == column for c in parent.columns):
+                    if (rule := rule_of(parent, column)) is not None:
+                        return rule
+            return None
+
         rules = {
             spec.key: {
                 i: rule
                 for i, col in enumerate(spec.columns)
-                if (rule := redaction.column_rule(spec.key, col.attname)) is not None
+                if (rule := rule_of(spec, col.attname)) is not None
             }
             for spec in self._selected
             if spec.key not in self.no_rows
