@@ -9,15 +9,18 @@ from __future__ import annotations
 import gzip
 import sqlite3
 import struct
+import uuid
 from contextlib import closing
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from flask_backup_manager.engine import export
 from flask_backup_manager.engine.redaction import profile_from_mapping
 
+from ..conftest import admin_connection, url_with
 from .test_postgres_to_postgres import restore
 from .test_sqlite_to_sqlite import restore_with_cli
 
@@ -226,3 +229,65 @@ def test_a_childs_own_keep_overrides_its_parents_rule(pg_url, tmp_path):
         assert con.execute("SELECT email FROM staff").fetchone() == (f"{CANARY}s@x.org",)
         assert con.execute("SELECT email FROM interns").fetchone() == (f"{CANARY}i@x.org",)
         assert con.execute("SELECT email FROM people").fetchone()[0].endswith(".invalid")
+
+
+ONE_ROW = "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);"
+
+
+@pytest.fixture
+def verifier(pg_admin_url):
+    """An ordinary LOGIN role with CREATEDB (what BACKUP_MANAGER_VERIFY_POSTGRES_URL should
+    name): its URL, and a function listing the databases it owns."""
+    role = f"fbm_verifier_{uuid.uuid4().hex[:10]}"
+    with admin_connection(pg_admin_url) as con:
+        con.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB NOSUPERUSER").format(sql.Identifier(role))
+        )
+
+    def owned() -> list[str]:
+        with admin_connection(pg_admin_url) as con:
+            return sorted(
+                r[0]
+                for r in con.execute(
+                    "SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
+                    " WHERE r.rolname = %s",
+                    (role,),
+                )
+            )
+
+    yield url_with(pg_admin_url, username=role, database="postgres"), owned
+    with admin_connection(pg_admin_url) as con:
+        for name in owned():
+            con.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        con.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_scratch_database_a_killed_worker_left_is_reaped_by_the_next_verification(
+    verifier, tmp_path
+):
+    """A worker killed while loading leaves its ``fbm_verify_`` database (made here as that
+    worker made it, by the role itself): the role then owns another database, which the
+    file's guard refuses, so every later verification said "not loaded". The next one drops
+    it, holding the lock that tells it no other verification uses it."""
+    url, owned = verifier
+    stale = f"fbm_verify_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(stale)))
+    assert owned() == [stale]
+    src = make_db(tmp_path / "s.db", ONE_ROW)
+    result = export(f"sqlite:///{src}", "postgres", tmp_path / "o.sql.gz", verify_postgres_url=url)
+    assert result.manifest["verification"]["loaded"] is True
+    assert owned() == []
+
+
+def test_the_reaping_drops_no_other_database_of_the_role(verifier, tmp_path):
+    """Only the names the verification gives its own scratch databases are reaped: another
+    database of the role is the host's, left alone (and the check says why it did not load)."""
+    url, owned = verifier
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("CREATE DATABASE fbm_verify_keepme")
+    src = make_db(tmp_path / "s.db", ONE_ROW)
+    result = export(f"sqlite:///{src}", "postgres", tmp_path / "o.sql.gz", verify_postgres_url=url)
+    verification = result.manifest["verification"]
+    assert verification["loaded"] is False and "fbm_verify_keepme" in verification["how"]
+    assert owned() == ["fbm_verify_keepme"]

@@ -353,6 +353,10 @@ def _verify_on(
         # one verification at a time per server: the file's guard refuses a role that owns
         # another database, which a second scratch database made meanwhile would be
         admin.execute("SELECT pg_catalog.pg_advisory_lock(%s)", (LOCK_KEY,))
+        # a scratch database of ours that outlived its worker (killed while loading): with
+        # the lock held, none is in use; left, it would make every later check "not loaded"
+        for (stale,) in admin.execute(_STALE).fetchall():
+            admin.execute(f"DROP DATABASE IF EXISTS {stale} WITH (FORCE)")
         risky = admin.execute(RISKY_ROLES).fetchone()[0]
         if risky:
             why = (
@@ -370,6 +374,12 @@ def _verify_on(
     finally:
         admin.close()
 
+
+#: the scratch databases this role owns, by the names :func:`_verify_on` gives them alone
+_STALE = r"""
+SELECT d.datname FROM pg_catalog.pg_database d JOIN pg_catalog.pg_roles o ON o.oid = d.datdba
+WHERE o.rolname = CURRENT_USER AND d.datname ~ '^fbm_verify_[0-9a-f]{16}$'
+"""
 
 _TABLES = """
 SELECT CASE WHEN n.nspname = 'public' THEN c.relname::text
