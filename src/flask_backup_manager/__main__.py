@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import TypeVar
 
 from .engine import (
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             include=args.include,
             exclude=args.exclude,
             redaction=profile,
+            # when, as the app's manifests say it; by whom is not the command's to know
+            manifest={"created_at": _now(), "created_by": None},
             verify=not args.no_verify,
             verify_postgres_url=args.verify_postgres_url,
         )
@@ -162,6 +165,11 @@ def _run(job: Callable[[], T]) -> T | None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _now() -> str:
+    """Now in UTC as the manifests of the app's backups write it (``...T23:06:08.817092Z``)."""
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _restore(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -81,3 +81,39 @@ def test_the_demo_login_page_names_the_password_of_a_vendor_copy_which_its_profi
     assert re.search(r"vendor</code> copy of the shop: password <code>vendor</code>", page)
     banner = (Path(__file__).parents[2] / "example_app" / "run_demo.py").read_text()
     assert "on a vendor copy: admin / vendor" in banner
+
+
+def test_the_standalone_export_writes_when_it_was_made_in_its_manifest_and_file(tmp_path):
+    """``python -m flask_backup_manager export --redact ... --manifest ...`` wrote a manifest
+    without ``created_at`` (the README's field table lists it for every manifest): the vendor
+    who has only the file could not tell when it was made. It now says when, in UTC, and
+    ``created_by`` null: the command knows no user."""
+    import gzip
+    import json
+    import sqlite3
+    import subprocess
+    import sys
+    from datetime import datetime, timedelta, timezone
+
+    src = tmp_path / "app.db"
+    with sqlite3.connect(src) as con:
+        con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)")
+        con.execute("INSERT INTO users VALUES (1, 'ann@canary.test')")
+    con.close()
+    out, manifest = tmp_path / "out.sql.gz", tmp_path / "m.json"
+    args = ["--source", f"sqlite:///{src}", "--format", "sqlite3", "--output", str(out)]
+    args += ["--redact", "users.email=email", "--manifest", str(manifest)]
+    done = subprocess.run(
+        [sys.executable, "-m", "flask_backup_manager", "export", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    m = json.loads(manifest.read_text())
+    made = datetime.fromisoformat(m["created_at"].replace("Z", "+00:00"))
+    assert abs(datetime.now(timezone.utc) - made) < timedelta(minutes=10)
+    assert m["created_by"] is None
+    text = gzip.decompress(out.read_bytes()).decode()
+    assert f'"created_at": "{m["created_at"]}"' in text  # the head of the file says it too
+    assert "canary" not in text
