@@ -125,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(result.manifest, f, indent=2, ensure_ascii=True, default=str)
                 f.write("\n")
         except OSError as e:
-            print(f"error: cannot write the manifest: {escape_controls(str(e))}", file=sys.stderr)
+            print(
+                f"error: cannot write the manifest: {escape_controls(str(e))}"
+                f" (the backup itself is written: {escape_controls(str(result.path))})",
+                file=sys.stderr,
+            )
             return 1
     for warning in result.warnings:
         print(f"warning: {escape_controls(warning)}", file=sys.stderr)

@@ -117,3 +117,30 @@ def test_the_standalone_export_writes_when_it_was_made_in_its_manifest_and_file(
     text = gzip.decompress(out.read_bytes()).decode()
     assert f'"created_at": "{m["created_at"]}"' in text  # the head of the file says it too
     assert "canary" not in text
+
+
+def test_a_manifest_that_cannot_be_written_says_the_backup_itself_was(tmp_path):
+    """``--manifest`` into a folder that does not exist exited 1 saying only that the
+    manifest could not be written, leaving the user to wonder whether the backup was: it
+    is, and the error now says so and where."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    src = tmp_path / "app.db"
+    with sqlite3.connect(src) as con:
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    con.close()
+    out = tmp_path / "out.sql.gz"
+    args = ["--source", f"sqlite:///{src}", "--format", "sqlite3", "--output", str(out)]
+    args += ["--manifest", str(tmp_path / "no-such-dir" / "m.json")]
+    done = subprocess.run(
+        [sys.executable, "-m", "flask_backup_manager", "export", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "cannot write the manifest" in done.stderr
+    assert f"the backup itself is written: {out}" in done.stderr
+    assert out.exists()
