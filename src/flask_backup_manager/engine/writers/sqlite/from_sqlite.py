@@ -84,6 +84,9 @@ def _vacuum_copy(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     dropped = [s.name for s in source.all_specs if s.key not in kept]
     emptied = [s.name for s in specs if s.key in source.no_rows]
     con = source.writable_snapshot_copy()
+    # the copy is private and thrown away: its changes (tables dropped or emptied, values
+    # redacted) need no fsync at their COMMIT, which would write the whole copy to disk
+    con.execute("PRAGMA synchronous=OFF")  # the output's too: export() fsyncs it once, later
     if dropped or emptied:
         con.execute("PRAGMA secure_delete=ON")
         con.execute("PRAGMA foreign_keys=OFF")  # no ON DELETE action reaches another table
@@ -100,7 +103,6 @@ def _vacuum_copy(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
         "SELECT page_count - freelist_count FROM pragma_page_count, pragma_freelist_count"
     ).fetchone()[0]
     size = con.execute("PRAGMA page_size").fetchone()[0]
-    con.execute("PRAGMA synchronous=OFF")  # the output's too: export() fsyncs it once, later
     failed: list[BaseException] = []
 
     def progress() -> int:
