@@ -144,3 +144,16 @@ def test_a_manifest_that_cannot_be_written_says_the_backup_itself_was(tmp_path):
     assert "cannot write the manifest" in done.stderr
     assert f"the backup itself is written: {out}" in done.stderr
     assert out.exists()
+
+
+def test_a_superuser_verification_server_says_which_role_to_name_instead(pg_admin_url, tmp_path):
+    """Given the superuser's URL, the manifest said "not loaded: the role ... is, or can
+    become, pg_execute_server_program, pg_read_server_files, pg_write_ser..." (cut at 80
+    characters, before the superuser itself): it now ends saying what role to name."""
+    from flask_backup_manager.engine.verify import verify_postgres
+
+    how = verify_postgres(tmp_path / "unused.sql.gz", {}, {}, pg_admin_url).how
+    assert how.startswith("not loaded: the role of BACKUP_MANAGER_VERIFY_POSTGRES_URL ")
+    assert how.endswith(
+        ": name an ordinary role with CREATEDB, owning no other database and a member of no role"
+    )

@@ -362,7 +362,8 @@ def _verify_on(
             why = (
                 f"not loaded: the role of BACKUP_MANAGER_VERIFY_POSTGRES_URL {shown(risky, 80)}"
                 " (a customer's schema is never loaded as such a role: its functions would run"
-                " as it)"
+                " as it): name an ordinary role with CREATEDB, owning no other database and"
+                " a member of no role"
             )
             return compare(expected, copied, loaded=False, how=why)
         name = f"fbm_verify_{uuid.uuid4().hex[:16]}"  # ours alone: no quoting needed
