@@ -6,6 +6,7 @@ reach. Each test failed before its fix, or pins a door found closed."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import sqlite3
@@ -409,3 +410,50 @@ def test_the_create_page_guard_of_a_huge_schema_reads_its_columns_alone(make_app
     assert page.status_code == 200
     assert page.text.count("t399.phone") == 2  # under the full copy and under vendor
     assert len(statements) < 2 * tables, len(statements)
+
+
+def test_a_key_naming_a_table_in_other_case_never_leaves_the_column_unredacted(
+    make_app, run_worker
+):
+    """SQLite's names ignore case, the keys do not: ``CUSTOMERS.name`` is no model's table, so
+    it passes the start-up checks; the check and the backup refuse it, never copying
+    ``customers.name`` as it is."""
+    app = make_app(BACKUP_MANAGER_REDACTION={"vendor": {"CUSTOMERS.name": "fixed:x"}})
+    out = app.test_cli_runner().invoke(args=["backups", "redaction", "check"])
+    assert out.exit_code == 1 and "no such table 'CUSTOMERS'" in out.output, out.output
+    client = app.test_client()
+    made = client.post(f"{API}/backups", json={"format": "sqlite3", "redaction": "vendor"}).json
+    run_worker()
+    backup = client.get(f"{API}/backups/{made['id']}").json
+    assert backup["status"] == "failed" and "no such table 'CUSTOMERS'" in backup["error"]
+    assert not any(app.extensions["backup_manager"].storage_dir.glob("*"))
+
+
+def test_a_postgres_hosts_password_host_and_port_are_in_no_manifest_page_log_or_file_head(
+    host_env, pg_url, monkeypatch, run_worker
+):
+    url = url_with(pg_url, password="sekrit-host-55", port="5432", host="127.0.0.1")
+    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    config = json.dumps({"BACKUP_MANAGER_REDACTION": {"vendor": VENDOR}})
+    for key, value in (("HOSTAPP_DATABASE_URL", url), ("HOSTAPP_CONFIG", config)):
+        monkeypatch.setenv(key, value)
+        host_env[key] = value
+    app = _make_app()
+    try:
+        client = app.test_client()
+        made = client.post(f"{API}/backups", json={"format": "sqlite3", "redaction": "vendor"})
+        run_worker()
+        backup = client.get(f"{API}/backups/{made.json['id']}").json
+        assert backup["status"] == "succeeded", backup
+        manifest = client.get(f"{API}/backups/{backup['id']}/manifest").text
+        assert json.loads(manifest)["source"]["dialect"] == "postgresql"
+        download = client.get(f"{API}/backups/{backup['id']}/download")
+        head = gzip.decompress(download.data)[:20_000].decode()
+        download.close()
+        texts = [manifest, head, client.get(f"{API}/backups/{backup['id']}/logs").text]
+        texts += list(pages_of(client, backup["id"]).values())
+        for text in texts:
+            assert "sekrit-host-55" not in text and "127.0.0.1" not in text
+            assert ":5432" not in text and '"port"' not in text
+    finally:
+        _close_app(app)
