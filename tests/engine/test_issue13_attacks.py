@@ -291,3 +291,37 @@ def test_the_reaping_drops_no_other_database_of_the_role(verifier, tmp_path):
     verification = result.manifest["verification"]
     assert verification["loaded"] is False and "fbm_verify_keepme" in verification["how"]
     assert owned() == ["fbm_verify_keepme"]
+
+
+@pytest.mark.parametrize("fmt", ["postgres", "sqlite3_db", "sqlite3"])
+def test_a_table_rule_on_an_inheritance_parent_reaches_its_children(
+    pg_url, psql, owner_db, tmp_path, fmt
+):
+    """``sessions: no_rows`` copied the tokens of ``sessions_old`` (its child, a table of its
+    own), and ``cache: skip`` made the ``postgres`` export fail on the child's INHERITS; the
+    children now follow their parent, as partitions do."""
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(
+            "CREATE TABLE sessions (id int, token text);"
+            "CREATE TABLE sessions_old () INHERITS (sessions);"
+            "CREATE TABLE sessions_older () INHERITS (sessions_old);"
+            f"INSERT INTO sessions_old VALUES (1, '{CANARY}o');"
+            f"INSERT INTO sessions_older VALUES (2, '{CANARY}oo');"
+            "CREATE TABLE cache (id int, v text); CREATE TABLE cache_kid () INHERITS (cache);"
+            f"INSERT INTO cache_kid VALUES (1, '{CANARY}c');"
+            "CREATE TABLE kept (id int); INSERT INTO kept VALUES (1);"
+        )
+    profile = profile_from_mapping("p", {"sessions": "no_rows", "cache": "skip"})
+    out = tmp_path / f"o.{fmt}"
+    result = export(pg_url, fmt, out, redaction=profile)
+    assert CANARY.encode() not in plain(out)
+    assert result.manifest["tables"] == {
+        "kept": 1,
+        "sessions": 0,
+        "sessions_old": 0,
+        "sessions_older": 0,
+    }
+    if fmt == "postgres":
+        restore(psql, owner_db, out)
+        with psycopg.connect(owner_db) as con:
+            assert con.execute("SELECT count(*) FROM sessions").fetchone() == (0,)

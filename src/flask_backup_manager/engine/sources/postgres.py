@@ -288,8 +288,13 @@ class PostgresSource:
             rels = self.fetch(_TABLES, row_factory=class_row(PgRelation))
             keys = [table_key(r.nspname, r.relname) for r in rels]
             wanted = set(select_keys(keys, include, exclude))
+            # an inheritance child's rows are its parent's too (SELECT * FROM parent reads
+            # them), and its CREATE names the parent: it follows a parent left out (skip,
+            # --exclude) or copied without rows, as a partition does
+            heirs = self._heirs(rels)
+            wanted -= heirs(set(keys) - set(select_keys(keys, None, exclude)))
             #: the keys of the tables copied with their schema and no rows
-            self.no_rows = keys_without_rows(keys, no_rows)
+            self.no_rows = frozenset(heirs(keys_without_rows(keys, no_rows)))
             self._forget_sequences_of(
                 [r.oid for r in rels if table_key(r.nspname, r.relname) in self.no_rows]
             )
@@ -313,6 +318,24 @@ class PostgresSource:
         except BaseException:
             self.close()
             raise
+
+    def _heirs(self, rels: list[PgRelation]) -> Callable[[Iterable[str]], set[str]]:
+        """A function giving the table keys it is given with their inheritance descendants."""
+        key_of = {r.oid: table_key(r.nspname, r.relname) for r in rels}
+        children: dict[str, list[str]] = {}
+        for child, parent in self.fetch(_INHERITS):
+            if child in key_of and parent in key_of:
+                children.setdefault(key_of[parent], []).append(key_of[child])
+
+        def heirs(named: Iterable[str]) -> set[str]:
+            out, todo = set(), list(named)
+            while todo:
+                if (key := todo.pop()) not in out:
+                    out.add(key)
+                    todo.extend(children.get(key, ()))
+            return out
+
+        return heirs
 
     # -- redaction ------------------------------------------------------------------------
 
