@@ -326,7 +326,10 @@ def test_redaction_check_on_a_database_it_cannot_reach_is_one_line_without_the_p
     assert "sekrit-pw-91" not in out.output
 
 
-def test_redaction_check_reads_a_sqlite_table_locked_by_a_writer(make_app, host_env):
+def test_the_create_page_opens_while_a_sqlite_writer_holds_the_database(make_app, host_env):
+    """A writer's RESERVED lock lets the guard read; an EXCLUSIVE one (a commit in
+    rollback-journal mode) kept the page waiting the driver's 5 s, then answered 500: the
+    guard now waits 2 s, then falls back to the models' columns."""
     app = make_app(BACKUP_MANAGER_REDACTION={"vendor": VENDOR})
     path = host_env["HOSTAPP_DATABASE_URL"].removeprefix("sqlite:///")
     writer = sqlite3.connect(path, isolation_level=None)
@@ -335,9 +338,18 @@ def test_redaction_check_reads_a_sqlite_table_locked_by_a_writer(make_app, host_
         writer.execute("CREATE TABLE contacts (id integer, phone text)")
         page = app.test_client().get("/backups/new", headers=HTML)
         assert page.status_code == 200
+        writer.execute("COMMIT")
+        writer.execute("BEGIN EXCLUSIVE")
+        page = app.test_client().get("/backups/new", headers=HTML)
+        assert page.status_code == 200 and "Full copy" in page.text
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+    with app.app_context():  # the pooled connection waits as long as before for the others
+        from ..hostapp import db
+
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
 
 
 # -- the guard's reflection on PostgreSQL ------------------------------------------------
