@@ -469,3 +469,12 @@ def test_a_postgres_hosts_password_host_and_port_are_in_no_manifest_page_log_or_
             assert ":5432" not in text and '"port"' not in text
     finally:
         _close_app(app)
+
+
+@pytest.mark.parametrize("backup_id", ["999", "x", "1"])
+def test_show_manifest_of_an_unknown_or_unfinished_backup_is_a_one_line_error(make_app, backup_id):
+    app = make_app()
+    app.test_client().post(f"{API}/backups", json={"format": "sqlite3"})  # 1: queued
+    out = app.test_cli_runner().invoke(args=["backups", "show", backup_id, "--manifest"])
+    assert out.exit_code == 1 and out.output.startswith("Error: "), out.output
+    assert out.output.count("\n") == 1
