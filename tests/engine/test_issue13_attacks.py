@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from flask_backup_manager.engine import export
+from flask_backup_manager.engine import ExportError, export
 from flask_backup_manager.engine.redaction import profile_from_mapping
 
 from ..conftest import admin_connection, url_with
@@ -325,3 +325,32 @@ def test_a_table_rule_on_an_inheritance_parent_reaches_its_children(
         restore(psql, owner_db, out)
         with psycopg.connect(owner_db) as con:
             assert con.execute("SELECT count(*) FROM sessions").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("rule", ["fixed:x", "blank", "name"])
+@pytest.mark.parametrize("fmt", SQLITE_PATHS)
+def test_a_repeating_rule_on_a_unique_column_is_refused_naming_its_key(tmp_path, fmt, rule):
+    """``fixed``/``blank``/``name`` on a unique column: the SQLite paths failed on SQLite's
+    bare "UNIQUE constraint failed", and the ``postgres`` one wrote a file whose unique index
+    fails only in the vendor's restore (unverified without a server). Refused up front."""
+    src = make_db(
+        tmp_path / "s.db",
+        "CREATE TABLE f (id INTEGER PRIMARY KEY, e TEXT UNIQUE);"
+        f"INSERT INTO f VALUES (1, '{CANARY}1'), (2, '{CANARY}2');",
+    )
+    out = tmp_path / f"o.{fmt}"
+    with pytest.raises(ExportError, match=r"redaction 'f\.e': .* unique: use hash or null"):
+        export(f"sqlite:///{src}", fmt, out, redaction=profile_from_mapping("p", {"f.e": rule}))
+    assert not out.exists()
+
+
+def test_a_repeating_rule_on_a_unique_postgresql_column_is_refused(pg_url, tmp_path):
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute("CREATE TABLE f (id int PRIMARY KEY, e text); CREATE UNIQUE INDEX ON f (e)")
+    with pytest.raises(ExportError, match=r"redaction 'f\.e': fixed repeats"):
+        export(
+            pg_url,
+            "postgres",
+            tmp_path / "o.sql.gz",
+            redaction=profile_from_mapping("p", {"f.e": "fixed:x"}),
+        )

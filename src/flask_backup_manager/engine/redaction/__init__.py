@@ -256,6 +256,10 @@ def rule_problem(rule: Rule, col: ColumnFacts) -> str | None:
         return "a generated column is computed from others: redact those"
     if rule.name == "null":
         return None if col.nullable else "null into a NOT NULL column: use blank or fixed:<value>"
+    if col.unique and rule.name in ("blank", "fixed", "name"):
+        # one value (or a few hundred pseudonyms) on every row: the copy's unique index fails
+        # to build, in the export or only in the vendor's restore
+        return f"{rule.name} repeats its values, and this column is unique: use hash or null"
     if rule.name == "blank":
         return (
             None
