@@ -496,6 +496,9 @@ def _dump(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
             and (o.type == "view" or o.tbl_name in kept or o.tbl_name in views)
         ):
             out.line(schema_line(o.type, o.name, o.sql))
+    for name in source.rebuilt:  # the FTS tables over a redacted table (or a view over
+        if name in kept and name not in source.no_rows:  # one: made just above), new rows
+            out.line(f"INSERT INTO {ident(name)}({ident(name)}) VALUES('rebuild');")
     out.line("COMMIT;")
     out.line("PRAGMA ignore_check_constraints=OFF;")
     for line in comment_lines(tracker.counts, TAIL_TITLE):
