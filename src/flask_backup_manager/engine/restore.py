@@ -285,9 +285,12 @@ def run_sqlite(con: sqlite3.Connection, sql: bytes, line: int, *, lossy: bool = 
     con.execute(text)
 
 
-def sqlite_authorizer(action: int, arg1: str | None, *_: object) -> int:
+def sqlite_authorizer(action: int, arg1: str | None, arg2: str | None = None, *_: object) -> int:
     """SQLite's own word on what a statement does, past any trick of its text: no ATTACH or
-    DETACH (a file written anywhere), no transaction control, only the writer's pragmas."""
+    DETACH (a file written anywhere), no transaction control, only the writer's pragmas, and
+    the page size read (not set): R*Tree's CREATE VIRTUAL TABLE reads it to size its nodes."""
+    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() == "page_size" and arg2 is None:
+        return sqlite3.SQLITE_OK
     if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH, sqlite3.SQLITE_TRANSACTION):
         return sqlite3.SQLITE_DENY
     if action == sqlite3.SQLITE_SAVEPOINT:

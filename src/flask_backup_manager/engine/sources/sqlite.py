@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .. import parallel
 from ..base import ident, parents_first, select_keys, shown, watch
 from ..checks.sqlite_shell import Scratch
-from ..checks.sqlite_tokens import tokens
+from ..checks.sqlite_tokens import all_tokens, tokens
 from ..child import BUSY_TIMEOUT, open_read_only
 from ..model import ExportError, SourceInfo, TableSpec
 from ..redaction import ColumnFacts, Redaction, RedactionError, kind_of_sqlalchemy
@@ -233,6 +233,8 @@ class SQLiteSource:
             self.notes: list[str] = []
             #: FTS tables over a redacted table, built again from its redacted rows
             self.rebuilt: list[str] = []
+            #: those of them whose content is a view: no writer reads their rows
+            self._over_views: set[str] = set()
             self._facts: dict[tuple[str, str], ColumnFacts] = {}
             if redaction is not None:
                 no_rows = [*no_rows, *self._check_redaction(redaction)]
@@ -518,6 +520,18 @@ class SQLiteSource:
         if not redacted and not rowless:
             return []
         emptied = []
+        # views reading a redacted or emptied table, through other views too: an external-
+        # content index over one holds its original words
+        over, views = set(), {o.name.lower(): o.sql or "" for o in self.objects if o.type == "view"}
+        while True:
+            more = {
+                v
+                for v, sql in views.items()
+                if v not in over and any(_mentions(sql, t) for t in redacted | rowless | over)
+            }
+            if not more:
+                break
+            over |= more
         feeds = [
             o.sql or ""
             for o in self.objects
@@ -526,11 +540,19 @@ class SQLiteSource:
         for o in self.objects:
             if o.name not in virtual or o.name in redaction.profile.tables:
                 continue
-            if fts_module(o.sql or "") is None:
+            if fts_module(o.sql or "") is None:  # an R*Tree a trigger fills: its own rows
+                if any(_mentions(sql, o.name) for sql in feeds):
+                    emptied.append(o.name)
+                    self.notes.append(
+                        f"table {shown(o.name)}: copied without rows, as this virtual table is "
+                        "written by a trigger of a table redacted or copied without rows"
+                    )
                 continue
             content = (fts_content(o.sql or "") or "").lower() or None
-            if content in redacted:
+            if content in redacted or content in over:
                 self.rebuilt.append(o.name)
+                if content in over:  # read raw from the view by a writer of rows (postgres)
+                    self._over_views.add(o.name)
                 continue
             if content in rowless:
                 why = "indexes a table copied without its rows"
@@ -559,6 +581,8 @@ class SQLiteSource:
             return None
         table = spec.key
         if spec.kind == "virtual":
+            if spec.name in self._over_views:  # its view's text is the original's
+                return "NULL", "constant"
             content = fts_content(spec.sql or "")
             if not content or fts_module(spec.sql or "") is None:
                 return None
@@ -609,8 +633,14 @@ class SQLiteSource:
         expr = generated_expression(spec.sql or "", column)
         if expr is None:
             return "NULL"
-        stored = [c for (t, c), f in self._facts.items() if t == spec.key and not f.generated]
-        inner = ", ".join(f"{self.column_sql(spec, c)} AS {ident(c)}" for c in stored)
+        # every other column, a generated one recomputed too: one left out would be read
+        # from the outer row (its original value) by the correlated subquery
+        others = [
+            c
+            for (t, c), f in self._facts.items()
+            if t == spec.key and c != column and (not f.generated or _mentions(expr, c))
+        ]
+        inner = ", ".join(f"{self.column_sql(spec, c)} AS {ident(c)}" for c in others)
         return f"(SELECT ({expr}) FROM (SELECT {inner}))"
 
     def select_list(self, spec: SQLiteTable, columns: Iterable[str]) -> str:
@@ -812,7 +842,14 @@ def _mentions(sql: str, name: str) -> bool:
 def generated_expression(sql: str, column: str) -> str | None:
     """The expression of generated column ``column`` in ``CREATE TABLE`` statement ``sql``
     (the text inside ``AS (...)`` of its definition), or None."""
-    toks = _words(sql)
+    toks, gaps, gap = [], [], False  # gaps: whether space or a comment came before a token
+    for k, t in all_tokens(sql):
+        if k in ("space", "comment"):
+            gap = True
+            continue
+        toks.append((k, t))
+        gaps.append(gap)
+        gap = False
     depth, start, i = 0, True, 0
     while i < len(toks):
         k, t = toks[i]
@@ -843,10 +880,10 @@ def generated_expression(sql: str, column: str) -> str | None:
                                 d += 1
                             elif toks[m][1] == ")":
                                 d -= 1
-                                if d == 0:
-                                    return " ".join(x for _, x in inner)
+                                if d == 0:  # as written: "a || b" is not "a | | b"
+                                    return "".join((" " if g else "") + x for g, x in inner).strip()
                             if m > j + 1:
-                                inner.append(toks[m])
+                                inner.append((gaps[m], toks[m][1]))
                             m += 1
                         return None
                     if toks[j][1] == "(":

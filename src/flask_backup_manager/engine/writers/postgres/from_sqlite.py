@@ -318,7 +318,8 @@ def write_tables(source: SQLiteSource, out: GzipOut, tracker: Tracker) -> None:
             post.append(
                 f"SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence("
                 f"{literal(_name(spec, ident))}, {literal(col.name)}), "
-                + (f"{top}, true)" if top is not None else "1, false)")
+                # a sequence starts at 1: a largest id of 0 or below leaves it there unused
+                + (f"{top}, true)" if top is not None and top >= 1 else "1, false)")
             )
     for spec in specs:
         post.extend(keys_and_indexes(spec, plans[spec.key], tracker))
