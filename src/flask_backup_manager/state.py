@@ -172,7 +172,10 @@ def read_config(app: Flask, *, ext: Hooks, db: SQLAlchemy, models: Models) -> St
         )
     for key in ("BACKUP_MANAGER_REDACTION_STRICT", "BACKUP_MANAGER_REQUIRE_REDACTION"):
         if not isinstance(c[key], bool):
-            raise ValueError(f"{key} must be True or False, not {c[key]!r}")
+            raise ValueError(
+                f"{key} must be True or False, not {c[key]!r} (in the environment write"
+                " true or false: Flask's from_prefixed_env reads 1 or yes as no boolean)"
+            )
     verify_url = c["BACKUP_MANAGER_VERIFY_POSTGRES_URL"]
     if verify_url is not None and not (
         isinstance(verify_url, str) and re.match(r"^postgres(ql)?(\+\w+)?://", verify_url)
