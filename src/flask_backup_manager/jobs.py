@@ -25,7 +25,7 @@ from .engine import (
     one_line,
     scrub,
 )
-from .lifecycle import add_log, finish, process_actor, remove_parts, transition, update
+from .lifecycle import add_log, finish, process_actor, remove_parts, transition
 from .models import ACTIVE, Status, db_now
 from .presenters import as_utc, iso, plural
 from .queue import JOB_FUNCTION
@@ -67,8 +67,13 @@ def run_backup(backup_id: int) -> str:
             "after this backup was queued; make a new one with a redaction profile"
         )
     if profile_name and profile is None:  # the config changed since the backup was queued
-        if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
-            add_log(backup_id, "error", f"failed: {message}")
+        finish(
+            backup_id,
+            (Status.RUNNING,),
+            Status.FAILED,
+            logs=[("error", f"failed: {message}")],
+            error=message,
+        )
         return Status.FAILED
     heart = Heartbeat(state, backup_id)
     last_phase: str | None = None
@@ -132,41 +137,53 @@ def run_backup(backup_id: int) -> str:
         message = str(e)
         if isinstance(e, JobTimeoutException) or isinstance(e.__cause__, JobTimeoutException):
             message = f"timed out after {state.job_timeout} s"
-        if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
-            add_log(backup_id, "error", f"failed: {message}")
+        finish(
+            backup_id,
+            (Status.RUNNING,),
+            Status.FAILED,
+            logs=[("error", f"failed: {message}")],
+            error=message,
+        )
         return Status.FAILED
     except Exception as e:  # a bug or the host database gone: never leave the row running
         state.db.session.rollback()
         with contextlib.suppress(OSError):  # the storage itself may be what failed
             path.unlink(missing_ok=True)
         message = scrub(f"internal error: {type(e).__name__}: {one_line(e)}", state.engine.url)
-        if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
-            add_log(backup_id, "error", f"failed: {message}")
+        finish(
+            backup_id,
+            (Status.RUNNING,),
+            Status.FAILED,
+            logs=[("error", f"failed: {message}")],
+            error=message,
+        )
         raise
     manifest = dict(result.manifest) or None  # the whole manifest, file and verification too
-    if not finish(
+    logs = [("warning", warning) for warning in result.warnings]
+    if result.verification is not None:
+        logs.append(("info", result.verification.summary()))
+    logs.append(
+        (
+            "info",
+            f"finished: {plural(result.tables, 'table')}, {plural(result.rows, 'row')}, "
+            f"{plural(result.size, 'byte')}, sha256 {result.sha256}",
+        )
+    )
+    if not finish(  # with its log lines: whoever sees succeeded sees the whole log
         backup_id,
         (Status.RUNNING,),
         Status.SUCCEEDED,
+        logs=logs,
         size=result.size,
         sha256=result.sha256,
         tables_done=result.tables,
         rows_done=result.rows,
+        rows_total=result.rows,
+        tables_total=result.tables,
         manifest=None if manifest is None else json.dumps(manifest, default=str),
     ):
         path.unlink(missing_ok=True)  # cancelled (or reaped) while the file was being checked
         return Status.CANCELLED
-    update(backup_id, rows_total=result.rows, tables_total=result.tables)
-    for warning in result.warnings:
-        add_log(backup_id, "warning", warning)
-    if result.verification is not None:
-        add_log(backup_id, "info", result.verification.summary())
-    add_log(
-        backup_id,
-        "info",
-        f"finished: {plural(result.tables, 'table')}, {plural(result.rows, 'row')}, "
-        f"{plural(result.size, 'byte')}, sha256 {result.sha256}",
-    )
     prune(state, actor=process_actor())  # as a `flask backups prune` would
     return Status.SUCCEEDED
 
@@ -275,9 +292,10 @@ def _fail_killed(state: State, backup_id: int, status: int | None) -> None:
     now = db_now(state.db.session.connection())
     if started and (now - started).total_seconds() >= state.job_timeout:
         message = f"timed out after {state.job_timeout} s"  # RQ killed it past the timeout
-    if finish(backup_id, ACTIVE, Status.FAILED, error=message):
+    if finish(
+        backup_id, ACTIVE, Status.FAILED, logs=[("error", f"failed: {message}")], error=message
+    ):
         remove_parts(backup.filename, state)
-        add_log(backup_id, "error", f"failed: {message}")
 
 
 class Heartbeat:

@@ -5,6 +5,7 @@ not to, so no transaction stays open across a long export."""
 from __future__ import annotations
 
 import getpass
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,9 +14,18 @@ from .models import Status, utcnow
 from .state import State, get_state
 
 
-def transition(backup_id: int, from_: tuple[Status, ...], to: Status, **values: Any) -> bool:
+def transition(
+    backup_id: int,
+    from_: tuple[Status, ...],
+    to: Status,
+    *,
+    logs: Sequence[tuple[str, str]] = (),
+    **values: Any,
+) -> bool:
     """Compare-and-set the status: True when this call moved the row, False when it was not
-    in one of ``from_`` (a job delivered twice, a cancel, a reaper got there first)."""
+    in one of ``from_`` (a job delivered twice, a cancel, a reaper got there first). ``logs``
+    (level, message) are written in the same transaction when the row moved, so whoever sees
+    the new status sees its log lines too."""
     state = get_state()
     Backup = state.models.Backup
     result = state.db.session.execute(
@@ -24,14 +34,27 @@ def transition(backup_id: int, from_: tuple[Status, ...], to: Status, **values: 
         .values(status=to, **values)
         .execution_options(synchronize_session=False)
     )
+    moved = result.rowcount == 1
+    if moved:
+        for level, message in logs:
+            add_log(backup_id, level, message, commit=False)
     state.db.session.commit()
-    return result.rowcount == 1
+    return moved
 
 
-def finish(backup_id: int, from_: tuple[Status, ...], to: Status, **values: Any) -> bool:
+def finish(
+    backup_id: int,
+    from_: tuple[Status, ...],
+    to: Status,
+    *,
+    logs: Sequence[tuple[str, str]] = (),
+    **values: Any,
+) -> bool:
     """:func:`transition` into a final status, stamping ``finished_at``; a finished backup
     has no phase and no time left."""
-    return transition(backup_id, from_, to, finished_at=utcnow(), phase=None, eta=None, **values)
+    return transition(
+        backup_id, from_, to, logs=logs, finished_at=utcnow(), phase=None, eta=None, **values
+    )
 
 
 def remove_parts(filename: str | None, state: State | None = None) -> None:

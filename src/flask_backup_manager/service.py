@@ -171,8 +171,13 @@ def create_backup(format: Any, *, created_by: str | None, redaction: Any = None)
     # time, in the same order): the one with the higher id steps back
     ahead = list(db.session.scalars(active.where(Backup.id < backup.id)))
     if len(ahead) >= state.max_active:
-        finish(backup.id, (Status.QUEUED,), Status.CANCELLED, error="too many backups at once")
-        add_log(backup.id, "warning", "cancelled: too many backups at once")
+        finish(
+            backup.id,
+            (Status.QUEUED,),
+            Status.CANCELLED,
+            logs=[("warning", "cancelled: too many backups at once")],
+            error="too many backups at once",
+        )
         raise too_many(ahead)
     try:
         job_id = enqueue(backup.id)
@@ -431,8 +436,8 @@ def reap(state: State | None = None) -> list[int]:
     reaped = _reap_lost_jobs(state, cutoff)
     for backup_id, filename in stale:
         message = f"worker lost: no heartbeat for {state.worker_lost_after} s"
-        if finish(backup_id, (Status.RUNNING,), Status.FAILED, error=message):
-            add_log(backup_id, "error", f"failed: {message}")
+        failed = [("error", f"failed: {message}")]
+        if finish(backup_id, (Status.RUNNING,), Status.FAILED, logs=failed, error=message):
             remove_parts(filename, state)
             reaped.append(backup_id)
     return reaped
@@ -457,8 +462,13 @@ def _reap_lost_jobs(state: State, cutoff: datetime) -> list[int]:
         return []
     for backup_id in lost:
         message = "queue lost the job: create the backup again"
-        if finish(backup_id, (Status.QUEUED,), Status.FAILED, error=message):
-            add_log(backup_id, "error", f"failed: {message}")
+        finish(
+            backup_id,
+            (Status.QUEUED,),
+            Status.FAILED,
+            logs=[("error", f"failed: {message}")],
+            error=message,
+        )
     return lost
 
 
