@@ -249,7 +249,7 @@ def test_hash_is_the_same_across_tables_and_differs_between_backups(source_db, t
         ({"nosuch.col": "null"}, "'nosuch.col': no such table"),
         ({"users.nosuch": "null"}, "'users.nosuch': table 'users' has no column"),
         ({"users.email": "null"}, "'users.email': null into a NOT NULL column"),
-        ({"users.age": "fixed:seven"}, "'users.age': fixed value 'seven' is not a integer"),
+        ({"users.age": "fixed:seven"}, "'users.age': fixed value 'seven' is not an integer"),
         ({"orders.user_code": "hash"}, "orders.user_code: hashed, but the column it references"),
         ({"users.code": "hash"}, "users.code: hash breaks the foreign key"),
         ({"orders.user_code": "null"}, "a foreign key column may only be hashed"),

@@ -89,7 +89,7 @@ def profiles_of(app: Flask) -> dict[str, dict[str, str]]:
     [
         ({"users.emial": "email"}, r"'users\.emial'.*no column 'emial'"),
         ({"users.name": "null"}, r"'users\.name'.*null into a NOT NULL column"),
-        ({"users.age": "fixed:old"}, r"'users\.age'.*fixed value 'old' is not a integer"),
+        ({"users.age": "fixed:old"}, r"'users\.age'.*fixed value 'old' is not an integer"),
         ({"users.name": "fixed:" + "x" * 101}, r"'users\.name'.*longer than the column"),
         ({"sessions.user_id": "hash"}, r"sessions\.user_id.*hash users\.id too"),
         ({"sessions.user_id": "null"}, r"sessions\.user_id.*may only be hashed"),

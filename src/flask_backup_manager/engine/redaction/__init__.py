@@ -336,7 +336,8 @@ def fixed_problem(value: str, col: ColumnFacts) -> str | None:
     try:
         fixed_value(value, col.kind)
     except ValueError:
-        return f"fixed value {value!r} is not a {col.kind} value"
+        article = "an" if col.kind[0] in "aeiou" else "a"
+        return f"fixed value {value!r} is not {article} {col.kind} value"
     if col.kind == "text" and col.size is not None and len(value) > col.size:
         return f"fixed value {value!r} is longer than the column's {col.size} characters"
     if col.kind == "integer" and col.size and abs(int(value)) >= 1 << (8 * col.size - 1):
