@@ -38,3 +38,31 @@ def pagila_url(pg_admin_url, psql):
             con.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def verifier(pg_admin_url):
+    """An ordinary LOGIN role with CREATEDB (what BACKUP_MANAGER_VERIFY_POSTGRES_URL should
+    name): its URL, and a function listing the databases it owns."""
+    role = f"fbm_verifier_{uuid.uuid4().hex[:10]}"
+    with admin_connection(pg_admin_url) as con:
+        con.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB NOSUPERUSER").format(sql.Identifier(role))
+        )
+
+    def owned() -> list[str]:
+        with admin_connection(pg_admin_url) as con:
+            return sorted(
+                r[0]
+                for r in con.execute(
+                    "SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
+                    " WHERE r.rolname = %s",
+                    (role,),
+                )
+            )
+
+    yield url_with(pg_admin_url, username=role, database="postgres"), owned
+    with admin_connection(pg_admin_url) as con:
+        for name in owned():
+            con.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        con.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -20,7 +20,6 @@ from psycopg import sql
 from flask_backup_manager.engine import ExportError, export
 from flask_backup_manager.engine.redaction import profile_from_mapping
 
-from ..conftest import admin_connection, url_with
 from .test_postgres_to_postgres import restore
 from .test_sqlite_to_sqlite import restore_with_cli
 
@@ -232,34 +231,6 @@ def test_a_childs_own_keep_overrides_its_parents_rule(pg_url, tmp_path):
 
 
 ONE_ROW = "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);"
-
-
-@pytest.fixture
-def verifier(pg_admin_url):
-    """An ordinary LOGIN role with CREATEDB (what BACKUP_MANAGER_VERIFY_POSTGRES_URL should
-    name): its URL, and a function listing the databases it owns."""
-    role = f"fbm_verifier_{uuid.uuid4().hex[:10]}"
-    with admin_connection(pg_admin_url) as con:
-        con.execute(
-            sql.SQL("CREATE ROLE {} LOGIN CREATEDB NOSUPERUSER").format(sql.Identifier(role))
-        )
-
-    def owned() -> list[str]:
-        with admin_connection(pg_admin_url) as con:
-            return sorted(
-                r[0]
-                for r in con.execute(
-                    "SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
-                    " WHERE r.rolname = %s",
-                    (role,),
-                )
-            )
-
-    yield url_with(pg_admin_url, username=role, database="postgres"), owned
-    with admin_connection(pg_admin_url) as con:
-        for name in owned():
-            con.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-        con.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_a_scratch_database_a_killed_worker_left_is_reaped_by_the_next_verification(

@@ -11,19 +11,17 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import uuid
 from contextlib import closing
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from flask_backup_manager.engine import ExportCancelled, ExportError, export
 from flask_backup_manager.engine.export import verify
 from flask_backup_manager.engine.verify import NO_SERVER, copy_target
 
-from ..conftest import admin_connection, run_psql, url_with
+from ..conftest import admin_connection, run_psql
 
 SCHEMA = '''
     CREATE TABLE customers (id integer PRIMARY KEY, name text);
@@ -61,34 +59,6 @@ def pg(pg_url, psql) -> str:
         " INSERT INTO shop.items VALUES (1), (2);",
     )
     return pg_url
-
-
-@pytest.fixture
-def verifier(pg_admin_url):
-    """An ordinary LOGIN role with CREATEDB, as BACKUP_MANAGER_VERIFY_POSTGRES_URL should name;
-    its URL (database postgres) and a function listing the databases it owns."""
-    role = f"fbm_verifier_{uuid.uuid4().hex[:10]}"
-    with admin_connection(pg_admin_url) as con:
-        con.execute(
-            sql.SQL("CREATE ROLE {} LOGIN CREATEDB NOSUPERUSER").format(sql.Identifier(role))
-        )
-
-    def owned() -> list[str]:
-        with admin_connection(pg_admin_url) as con:
-            return [
-                r[0]
-                for r in con.execute(
-                    "SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
-                    " WHERE r.rolname = %s",
-                    (role,),
-                )
-            ]
-
-    yield url_with(pg_admin_url, username=role, database="postgres"), owned
-    with admin_connection(pg_admin_url) as con:
-        for name in owned():
-            con.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-        con.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def count_star(url: str) -> dict[str, int]:
