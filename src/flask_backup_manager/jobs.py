@@ -67,13 +67,7 @@ def run_backup(backup_id: int) -> str:
             "after this backup was queued; make a new one with a redaction profile"
         )
     if profile_name and profile is None:  # the config changed since the backup was queued
-        finish(
-            backup_id,
-            (Status.RUNNING,),
-            Status.FAILED,
-            logs=[("error", f"failed: {message}")],
-            error=message,
-        )
+        fail(backup_id, message)
         return Status.FAILED
     heart = Heartbeat(state, backup_id)
     last_phase: str | None = None
@@ -137,26 +131,14 @@ def run_backup(backup_id: int) -> str:
         message = str(e)
         if isinstance(e, JobTimeoutException) or isinstance(e.__cause__, JobTimeoutException):
             message = f"timed out after {state.job_timeout} s"
-        finish(
-            backup_id,
-            (Status.RUNNING,),
-            Status.FAILED,
-            logs=[("error", f"failed: {message}")],
-            error=message,
-        )
+        fail(backup_id, message)
         return Status.FAILED
     except Exception as e:  # a bug or the host database gone: never leave the row running
         state.db.session.rollback()
         with contextlib.suppress(OSError):  # the storage itself may be what failed
             path.unlink(missing_ok=True)
         message = scrub(f"internal error: {type(e).__name__}: {one_line(e)}", state.engine.url)
-        finish(
-            backup_id,
-            (Status.RUNNING,),
-            Status.FAILED,
-            logs=[("error", f"failed: {message}")],
-            error=message,
-        )
+        fail(backup_id, message)
         raise
     manifest = dict(result.manifest) or None  # the whole manifest, file and verification too
     logs = [("warning", warning) for warning in result.warnings]
@@ -186,6 +168,17 @@ def run_backup(backup_id: int) -> str:
         return Status.CANCELLED
     prune(state, actor=process_actor())  # as a `flask backups prune` would
     return Status.SUCCEEDED
+
+
+def fail(backup_id: int, message: str) -> None:
+    """A running backup fails with ``message``, its log line in the same commit."""
+    finish(
+        backup_id,
+        (Status.RUNNING,),
+        Status.FAILED,
+        logs=[("error", f"failed: {message}")],
+        error=message,
+    )
 
 
 def about(state: State, backup: Any) -> dict[str, Any]:
