@@ -6,6 +6,7 @@ Needs Debian's Chromium (``make chromium``); Playwright cannot download browsers
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from ..conftest import _close_app, _make_app
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -218,3 +221,22 @@ def admin(browser: Browser, demo: Demo) -> Iterator[Page]:
     page = sign_in(browser, demo)
     yield page
     page.context.close()
+
+
+def apps_on(url: str, host_env: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """For a fixture: a factory of host apps (tests/hostapp.py) on the PostgreSQL database
+    ``url``, each with extra config; closes them after the test."""
+    made = []
+
+    def make(**config):
+        psycopg_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+        env = {"HOSTAPP_DATABASE_URL": psycopg_url, "HOSTAPP_CONFIG": json.dumps(config)}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+            host_env[key] = value
+        made.append(_make_app())
+        return made[-1]
+
+    yield make
+    for app in made:
+        _close_app(app)

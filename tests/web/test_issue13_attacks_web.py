@@ -22,6 +22,7 @@ from werkzeug.datastructures import MultiDict
 from flask_backup_manager import BackupManager
 
 from ..conftest import _close_app, _make_app, url_with
+from .conftest import apps_on
 from .test_redaction_web import VENDOR, start
 
 API = "/backups/api"
@@ -358,19 +359,7 @@ def test_the_create_page_opens_while_a_sqlite_writer_holds_the_database(make_app
 @pytest.fixture
 def owner_app(host_env, owner_db, monkeypatch):
     """The host app on a database whose role is no superuser (it owns the database)."""
-    made = []
-
-    def make(**config):
-        url = owner_db.replace("postgresql://", "postgresql+psycopg://", 1)
-        for key, value in (("HOSTAPP_DATABASE_URL", url), ("HOSTAPP_CONFIG", json.dumps(config))):
-            monkeypatch.setenv(key, value)
-            host_env[key] = value
-        made.append(_make_app())
-        return made[-1]
-
-    yield make
-    for app in made:
-        _close_app(app)
+    yield from apps_on(owner_db, host_env, monkeypatch)
 
 
 def test_a_schema_the_role_cannot_read_is_still_guarded_and_never_a_500(

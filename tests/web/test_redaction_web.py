@@ -25,7 +25,7 @@ from flask_backup_manager import BackupManager
 from flask_backup_manager.state import redactions
 
 from ..conftest import _close_app, _make_app
-from .conftest import ROOT, SEEDED
+from .conftest import ROOT, SEEDED, apps_on
 
 API = "/backups/api"
 HTML = {"Accept": "text/html"}
@@ -609,19 +609,7 @@ def test_the_shop_deployed_with_redaction_required_makes_only_vendor_copies(make
 @pytest.fixture
 def pg_app_with(host_env, pg_url, monkeypatch):
     """Build the host app on a real PostgreSQL database with extra config."""
-    made = []
-
-    def make(**config):
-        url = pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
-        for key, value in (("HOSTAPP_DATABASE_URL", url), ("HOSTAPP_CONFIG", json.dumps(config))):
-            monkeypatch.setenv(key, value)
-            host_env[key] = value
-        made.append(_make_app())
-        return made[-1]
-
-    yield make
-    for app in made:
-        _close_app(app)
+    yield from apps_on(pg_url, host_env, monkeypatch)
 
 
 def test_on_postgres_the_guard_and_the_check_see_every_schema_and_its_keys(pg_app_with, pg_url):
