@@ -51,7 +51,16 @@ KINDS = (
 #: ``email`` output: the hex digits it holds, and the shortest column it fits
 EMAIL_DIGITS = 16
 EMAIL_SUFFIX = "@example.invalid"
-EMAIL_MIN_LENGTH = len("u-") + 8 + len(EMAIL_SUFFIX)
+EMAIL_PREFIX = "u-"
+EMAIL_MIN_LENGTH = len(EMAIL_PREFIX) + 8 + len(EMAIL_SUFFIX)
+
+
+def email_digits(size: int | None) -> int:
+    """The hex digits an ``email`` holds in a column of ``size`` characters (None: no limit)."""
+    if size is None:
+        return EMAIL_DIGITS
+    return min(EMAIL_DIGITS, size - len(EMAIL_PREFIX) - len(EMAIL_SUFFIX))
+
 
 # fmt: off
 FIRST_NAMES = (

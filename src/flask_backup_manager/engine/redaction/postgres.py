@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from . import EMAIL_DIGITS, EMAIL_SUFFIX, FIRST_NAMES, LAST_NAMES, ColumnFacts, Rule
+from . import EMAIL_PREFIX, EMAIL_SUFFIX, FIRST_NAMES, LAST_NAMES, ColumnFacts, Rule, email_digits
 
 #: the transaction-local settings holding HMAC's padded keys, as hex
 IPAD_SETTING = "fbm.hmac_ipad"
@@ -149,15 +149,25 @@ def rule_expr(
     elif rule.name == "hash":
         value = hashed(column, col)
     elif rule.name == "email":
-        digits = EMAIL_DIGITS if col.size is None else min(EMAIL_DIGITS, col.size - 18)
-        value = sql.SQL("('u-' || pg_catalog.left(pg_catalog.encode({}, 'hex'), {}) || {})").format(
-            digest(column), sql.Literal(digits), sql.Literal(EMAIL_SUFFIX)
+        value = sql.SQL("({} || pg_catalog.left(pg_catalog.encode({}, 'hex'), {}) || {})").format(
+            sql.Literal(EMAIL_PREFIX),
+            digest(column),
+            sql.Literal(email_digits(col.size)),
+            sql.Literal(EMAIL_SUFFIX),
         )
     elif rule.name == "name":
+        # the digest once per row (two SHA-256), read twice: PostgreSQL does not share a
+        # repeated expression, and writing digest() twice hashed every value twice
         value = sql.SQL(
-            "(({})[pg_catalog.get_byte({}, 0) % 64 + 1] || ' ' ||"
-            " ({})[pg_catalog.get_byte({}, 1) % 64 + 1])"
-        ).format(_names(FIRST_NAMES), digest(column), _names(LAST_NAMES), digest(column))
+            "(SELECT ({})[pg_catalog.get_byte(h.d, 0) % {} + 1] || ' ' ||"
+            " ({})[pg_catalog.get_byte(h.d, 1) % {} + 1] FROM (SELECT {} AS d) AS h)"
+        ).format(
+            _names(FIRST_NAMES),
+            sql.Literal(len(FIRST_NAMES)),
+            _names(LAST_NAMES),
+            sql.Literal(len(LAST_NAMES)),
+            digest(column),
+        )
         if col.size is not None:
             value = sql.SQL("pg_catalog.left({}, {})").format(value, sql.Literal(col.size))
     else:

@@ -21,13 +21,14 @@ from collections.abc import Callable
 
 from ..base import literal
 from . import (
-    EMAIL_DIGITS,
+    EMAIL_PREFIX,
     EMAIL_SUFFIX,
     FIRST_NAMES,
     LAST_NAMES,
     ColumnFacts,
     Rule,
     blank_value,
+    email_digits,
     fixed_value,
 )
 
@@ -160,8 +161,7 @@ def functions(key: bytes) -> dict[str, tuple[int, Callable[..., object]]]:
         return u.hex if isinstance(value, str) and len(value) == 32 else str(u)
 
     def email(d: bytes, value: object, size: int | None) -> str:
-        digits = EMAIL_DIGITS if size is None else min(EMAIL_DIGITS, size - 2 - len(EMAIL_SUFFIX))
-        return f"u-{d.hex()[:digits]}{EMAIL_SUFFIX}"
+        return f"{EMAIL_PREFIX}{d.hex()[: email_digits(size)]}{EMAIL_SUFFIX}"
 
     def name(d: bytes, value: object, size: int | None) -> str:
         text = f"{FIRST_NAMES[d[0] % len(FIRST_NAMES)]} {LAST_NAMES[d[1] % len(LAST_NAMES)]}"
