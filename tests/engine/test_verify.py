@@ -11,15 +11,17 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 
+import apsw
 import psycopg
 import pytest
 
 from flask_backup_manager.engine import ExportCancelled, ExportError, export
 from flask_backup_manager.engine.export import verify
-from flask_backup_manager.engine.verify import NO_SERVER, copy_target
+from flask_backup_manager.engine.verify import NO_SERVER, ScratchLoad, SQLiteLoad, copy_target
 
 from ..conftest import admin_connection, run_psql
 
@@ -239,6 +241,57 @@ def test_a_cancel_during_verification_leaves_no_file(lite, tmp_path):
     with pytest.raises(ExportCancelled):
         export(lite, "sqlite3", tmp_path / "o.gz", progress=progress, cancel=cancel)
     assert list(tmp_path.iterdir()) == [tmp_path / "src.db"]
+
+
+def test_a_text_that_holds_two_statements_runs_only_the_first(tmp_path):
+    """The shell's cut gives the loader one statement at a time; if a text ever held two (the
+    cut and SQLite disagreeing), the second is refused, not run unseen."""
+    scratch = ScratchLoad(tmp_path / "s.db")
+    scratch.run(b"CREATE TABLE t (a);", 1)
+    with pytest.raises(apsw.ExecTraceAbort):
+        scratch.run(b"INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);", 2)
+    assert scratch.count(["t"])[0] == {"t": 1}
+    scratch.close()
+
+
+def test_a_loading_process_that_dies_fails_the_verification_saying_so(tmp_path):
+    load = SQLiteLoad(tmp_path / "o.sql.gz")
+    try:
+        assert load.proc is not None
+        load.proc.kill()
+        load.proc.wait()
+        with pytest.raises(ExportError, match=r"^verification failed: the loading process ended"):
+            load.feed(b"CREATE TABLE t (a);\n" + b"INSERT INTO t VALUES (1);\n" * 20_000)
+            load.close()
+            load.result({"t": 20_000})
+    finally:
+        load.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_loading_process_dies_with_a_worker_killed_during_the_verification(tmp_path):
+    """A worker killed with SIGKILL leaves no loading process behind (it asked to die with its
+    parent); the scratch file is the dead worker's cleaner's to remove."""
+    script = (
+        "import sys, time; from pathlib import Path;"
+        " from flask_backup_manager.engine.verify import SQLiteLoad;"
+        " load = SQLiteLoad(Path(sys.argv[1])); load.feed(b'CREATE TABLE t (a);');"
+        " print(load.proc.pid, flush=True); time.sleep(120)"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "o.sql.gz")], stdout=subprocess.PIPE
+    )
+    try:
+        loader = int(worker.stdout.readline())
+        assert Path(f"/proc/{loader}").exists()
+    finally:
+        worker.kill()
+        worker.wait()
+        worker.stdout.close()
+    deadline = time.monotonic() + 30  # it dies at once; the bound is for a loaded machine
+    while Path(f"/proc/{loader}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{loader}").exists()
 
 
 # -- postgres: a scratch database --------------------------------------------------------

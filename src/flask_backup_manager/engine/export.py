@@ -243,6 +243,7 @@ def export(
             format=format,
             progress=tracker.step,
             cancel=cancel,
+            load=verify and format == "sqlite3",
         ) as done:
             src = open_source(
                 url,
@@ -339,6 +340,9 @@ class _Done:
     expected: Mapping[str, int] | None = None
     server: str | None = None
     verification: Verification | None = None
+    #: the loading process of a ``sqlite3`` file's verification, started with the export so
+    #: that it is ready when the file is
+    load: SQLiteLoad | None = None
 
 
 @contextmanager
@@ -349,6 +353,7 @@ def atomic_output(
     format: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
+    load: bool = False,
 ) -> Iterator[_Done]:
     """Yield a private temp file beside ``output``; on success check it (and verify it, when
     the body set ``expected``: :mod:`.verify`) while a thread fsyncs it (its pages go to disk
@@ -363,6 +368,7 @@ def atomic_output(
     done.tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.part")
     os.close(os.open(done.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
+        done.load = SQLiteLoad(done.tmp) if load else None
         yield done
         with ThreadPoolExecutor(1) as pool:
             synced = pool.submit(fsync, done.tmp)
@@ -374,6 +380,7 @@ def atomic_output(
                 expected=done.expected,
                 server=done.server,
                 cancel=cancel,
+                load=done.load,
             )
             synced.result()
         os.replace(done.tmp, output)
@@ -381,6 +388,9 @@ def atomic_output(
     except BaseException:
         done.tmp.unlink(missing_ok=True)
         raise
+    finally:
+        if done.load is not None:
+            done.load.discard()
 
 
 def fsync(path: Path) -> None:
@@ -401,6 +411,7 @@ def check(
     expected: Mapping[str, int] | None = None,
     server: str | None = None,
     cancel: threading.Event | None = None,
+    load: SQLiteLoad | None = None,
 ) -> tuple[int, str, Verification | None]:
     """Read the file through once: its size and sha256, and proof that it is whole
     (a gzip stream that ends properly, or a SQLite file that passes integrity_check, which
@@ -414,7 +425,8 @@ def check(
     counted as it is checked (and it is restored on ``server`` after, if one is named); a
     ``sqlite3_db`` file is counted after its integrity_check, in that thread. A table whose
     rows differ raises ExportError("verification failed: orders: 12 in the file, 13 in the
-    snapshot"). Setting ``cancel`` stops the reading (ExportCancelled)."""
+    snapshot"). Setting ``cancel`` stops the reading (ExportCancelled). ``load``: the
+    :class:`.verify.SQLiteLoad` of a ``sqlite3`` file, if one was started (else one is)."""
     if not gzipped:
         with ThreadPoolExecutor(1) as pool:
             verdict = pool.submit(_integrity_check, path, expected)
@@ -429,7 +441,7 @@ def check(
         )
         verification = None
     elif format == "sqlite3":
-        load = SQLiteLoad(path)
+        load = load or SQLiteLoad(path)
         try:
             size, sha = read_through(
                 path, gzipped=True, script=load, progress=progress, cancel=cancel

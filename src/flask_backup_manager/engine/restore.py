@@ -282,7 +282,7 @@ def run_sqlite(con: sqlite3.Connection, sql: bytes, line: int, *, lossy: bool = 
         raise RestoreError(
             "the file holds text that is not UTF-8, which only the sqlite3 shell can load"
         ) from None
-    con.execute(text)
+    con.execute(text).fetchall()  # APSW runs a statement that gives rows as they are read
 
 
 def sqlite_authorizer(action: int, arg1: str | None, arg2: str | None = None, *_: object) -> int:

@@ -11,8 +11,8 @@ rows each writer wrote: :attr:`.base.Tracker.counts`; 0 for a table copied witho
   statement runs as :func:`.restore.run_sqlite` runs it, under the restore's authorizer, so
   the file loads here as ``python -m flask_backup_manager restore`` loads it (but for text
   that is not UTF-8, which only the shell loads as it is: it is counted here with each such
-  byte as U+FFFD, see :func:`.restore.run_sqlite`). The statements run in a thread of
-  their own, overlapping with the reading.
+  byte as U+FFFD, see :func:`.restore.run_sqlite`). The statements run in a process of
+  their own (:class:`SQLiteLoad`), on APSW's current SQLite, overlapping with the reading.
 - ``postgres``: the read-through counts the data lines of each COPY block, so even a file
   that is not loaded is compared. With a server to load it on (``verify_postgres_url``, where
   the role may create databases) the file is restored by :func:`.restore.restore_postgres`
@@ -35,20 +35,26 @@ virtual table's count reads them.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import json
 import os
-import queue
 import re
 import sqlite3
-import threading
+import struct
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import apsw
+
 from .base import ident, one_line, scrub, shown, temp_beside
 from .checks import psql, sqlite_shell
-from .child import open_read_only
+from .child import die_with_parent, open_read_only
 from .model import ExportError, Verification
+from .parallel import package_path
 from .restore import (
     RestoreError,
     connect,
@@ -59,6 +65,9 @@ from .restore import (
 )
 from .url import URL, parse_url
 from .writers.postgres.sql import RISKY_ROLES
+
+#: what SQLite raises, through Python's module (the export) or APSW (the loading process)
+SQLITE_ERRORS = (sqlite3.Error, apsw.Error)
 
 #: the advisory lock (in the database of ``verify_postgres_url``) that verifications on one
 #: server take in turn
@@ -109,7 +118,7 @@ def count_sqlite(
             continue
         try:
             found[key] = con.execute(f"SELECT count(*) FROM main.{ident(key)}").fetchone()[0]
-        except sqlite3.OperationalError:
+        except SQLITE_ERRORS:
             if kinds[key] != "virtual":
                 raise
             uncounted.add(key)
@@ -128,81 +137,84 @@ def verify_sqlite_db(path: Path, expected: Mapping[str, int]) -> Verification:
 
 class SQLiteLoad(sqlite_shell.ScriptCheck):
     """The read-through check of a ``sqlite3`` file (:class:`.checks.sqlite_shell.ScriptCheck`)
-    that also runs each statement it lets through into a scratch SQLite database beside
-    ``beside``: the file is decompressed and cut into statements once, for both. The
-    statements run in a thread of their own, a few queued at most (memory stays flat), so
-    that SQLite's work (C code that lets go of the GIL) overlaps with reading the next ones.
-    Call :meth:`result` after ``close()``, and :meth:`discard` always."""
-
-    #: statements waiting to run, at most (each a few hundred KB of rows)
-    depth = 8
+    that also loads each statement it lets through into a scratch SQLite database beside
+    ``beside`` (:class:`ScratchLoad`): the file is decompressed and cut into statements once,
+    for both. The loading runs in a process of its own (:func:`load_main`), fed the statements
+    through a pipe, so that it overlaps with the reading on another core: a thread would not,
+    as each statement hands the GIL back and forth with the reader. Where no process can be
+    started (an app embedded in a program that is not Python) each statement loads here, in
+    turn. Call :meth:`result` after ``close()``, and :meth:`discard` always."""
 
     def __init__(self, beside: Path) -> None:
         super().__init__()
         self.path = temp_beside(beside, f"{uuid.uuid4().hex[:8]}.verify")
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        self.con = sqlite3.connect(
-            self.path, isolation_level=None, cached_statements=4, check_same_thread=False
-        )
-        # a scratch database: no journal to roll back with, no fsync, no lock to share
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", "locking_mode=EXCLUSIVE"):
-            self.con.execute(f"PRAGMA {pragma}")
-        self.con.execute("BEGIN")
-        self.con.set_authorizer(sqlite_authorizer)
-        self._queue: queue.Queue[sqlite_shell.Statement | None] = queue.Queue(self.depth)
-        self._failed: BaseException | None = None
-        self._stubs: set[tuple[str, str]] = set()
-        self._thread = threading.Thread(target=self._work, name="verify-load", daemon=True)
-        self._thread.start()
+        self.here: ScratchLoad | None = None
+        code = f"import sys; sys.path[:0] = sys.argv[1:]; import {__name__} as m; m.load_main()"
+        try:
+            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [sys.executable, "-I", "-c", code, *package_path()],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                bufsize=1 << 16,
+            )
+        except OSError:
+            self.proc, self.here = None, ScratchLoad(self.path)
+            return
+        try:  # Linux: room for a few statements, so that the reader seldom waits
+            fcntl.fcntl(self.proc.stdin.fileno(), _F_SETPIPE_SZ, 1 << 20)  # type: ignore[union-attr]
+        except OSError:
+            pass
+        self._send(json.dumps({"path": str(self.path), "parent": os.getpid()}).encode() + b"\n")
+        self.proc.stdin.flush()  # type: ignore[union-attr]  # it gets ready while the export runs
 
     def _judge(self, items: list[sqlite_shell.Item]) -> None:  # type: ignore[override]
-        """The check's own judgement of each item, then its statements queued, in order."""
+        """The check's own judgement of each item, then its statements loaded, in order."""
         super()._judge(items)
         for item in items:
-            if self._failed is not None:
-                raise self._failed
-            if isinstance(item, sqlite_shell.Statement):
-                self._queue.put(item)
-
-    def _work(self) -> None:
-        """Run the queued statements until None; after a failure only take them off."""
-        while (item := self._queue.get()) is not None:
-            if self._failed is None:
-                try:
-                    self._run(item)
-                except BaseException as e:  # raised in the reading thread
-                    self._failed = e
-
-    def _run(self, item: sqlite_shell.Statement) -> None:
-        """Run one statement; a function or collation only the app defines (which the export
-        warned of) is defined as a stub that refuses to run, as the ``sqlite3_db`` writer
-        does: the file's CHECKs are off while its rows load, so a CHECK calling one loads, and
-        an index or a stored generated column needing one fails as it does there."""
-        while True:
+            if not isinstance(item, sqlite_shell.Statement):
+                continue
+            if self.here is None:
+                self._send(_FRAME.pack(len(item.sql), item.line), item.sql)
+                continue
             try:
-                run_sqlite(self.con, item.sql, item.line, lossy=True)
-                return
-            except sqlite3.OperationalError as e:
-                m = _UNDEFINED.fullmatch(str(e))
-                if m is None or (m[1], m[2]) in self._stubs:
-                    raise
-                self._stubs.add((m[1], m[2]))
-            if m[1] == "function":
-                self.con.create_function(m[2], -1, _refuse(m[1], m[2]), deterministic=True)
-            else:
-                self.con.create_collation(m[2], _refuse(m[1], m[2]))
+                self.here.run(item.sql, item.line)
+            except Exception as e:
+                raise ExportError(said(e)) from e
 
-    def _stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+    def _send(self, *data: bytes) -> None:
+        """Write to the loading process; one that stopped (a statement failed) says why."""
+        try:
+            for part in data:
+                self.proc.stdin.write(part)  # type: ignore[union-attr]
+        except BrokenPipeError:
+            self._reply()
+            raise ExportError("verification failed: the loading process stopped") from None
+
+    def _reply(self) -> dict[str, Any]:
+        """The loading process's answer once it ends: raises its error, if it had one."""
+        assert self.proc is not None
+        out, err = self.proc.communicate()  # a broken pipe to its stdin is ignored there
+        try:
+            reply = json.loads(out)
+        except ValueError:
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or ["nothing said"]
+            raise ExportError(
+                f"verification failed: the loading process ended"
+                f" (exit {self.proc.returncode}): {one_line(ValueError(last[0]))}"
+            ) from None
+        if "error" in reply:
+            raise ExportError(reply["error"])
+        return reply
 
     def result(self, expected: Mapping[str, int]) -> Verification:
-        self._stop()
-        if self._failed is not None:
-            raise self._failed
-        self.con.set_authorizer(None)
-        found, uncounted = count_sqlite(self.con, expected)
+        if self.here is not None:
+            found, uncounted = self.here.count(expected)
+        else:
+            self._send(_FRAME.pack(0, 0), json.dumps(list(expected)).encode() + b"\n")
+            reply = self._reply()
+            found, uncounted = reply["found"], frozenset(reply["uncounted"])
         return compare(
             expected,
             found,
@@ -212,10 +224,116 @@ class SQLiteLoad(sqlite_shell.ScriptCheck):
         )
 
     def discard(self) -> None:
-        """Stop the loading, close the scratch database and remove its file."""
-        self._stop()
-        self.con.close()
+        """Stop the loading and remove the scratch database."""
+        if self.here is not None:
+            self.here.close()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                try:
+                    pipe.close()  # type: ignore[union-attr]
+                except BrokenPipeError:
+                    pass
         self.path.unlink(missing_ok=True)
+
+
+class ScratchLoad:
+    """The scratch database at ``path`` that a ``sqlite3`` file's statements load into, each
+    run as :func:`.restore.run_sqlite` runs it, under the restore's authorizer, in one
+    transaction, on APSW's SQLite (current: it parses a dump's INSERTs twice as fast as an
+    older system library does). Nothing of it is kept: no journal to roll back with, no
+    fsync, no lock to share; big pages, 32 MB of them cached (fewer writes); and the shell's
+    default for triggers (APSW's SQLite is built with recursive ones on)."""
+
+    PRAGMAS = (
+        "page_size=65536",
+        "cache_size=-32000",
+        "journal_mode=OFF",
+        "synchronous=OFF",
+        "locking_mode=EXCLUSIVE",
+        "recursive_triggers=OFF",
+    )
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.con = apsw.Connection(str(path))
+        for pragma in self.PRAGMAS:
+            self.con.execute(f"PRAGMA {pragma}").fetchall()
+        self.con.execute("BEGIN")
+        self.con.authorizer = sqlite_authorizer
+        self.con.exec_trace = self._one_statement
+        self._statements = 0
+        self._stubs: set[tuple[str, str]] = set()
+
+    def _one_statement(self, *_: object) -> bool:
+        """APSW runs every statement of a text; the shell's cut gave one: a second is refused
+        (Python's sqlite3 refuses it itself)."""
+        self._statements += 1
+        return self._statements == 1
+
+    def run(self, sql: bytes, line: int) -> None:
+        """Run one statement; a function or collation only the app defines (which the export
+        warned of) is defined as a stub that refuses to run, as the ``sqlite3_db`` writer does:
+        the file's CHECKs are off while its rows load, so a CHECK calling one loads, and an
+        index or a stored generated column needing one fails as it does there."""
+        while True:
+            self._statements = 0
+            try:
+                run_sqlite(self.con, sql, line, lossy=True)
+                return
+            except apsw.SQLError as e:
+                m = _UNDEFINED.fullmatch(str(e).removeprefix("SQLError: "))
+                if m is None or (m[1], m[2]) in self._stubs:
+                    raise
+            self._stubs.add((m[1], m[2]))
+            if m[1] == "function":
+                self.con.create_scalar_function(m[2], _refuse(m[1], m[2]), deterministic=True)
+            else:
+                self.con.create_collation(m[2], _refuse(m[1], m[2]))
+
+    def count(self, keys: Mapping[str, int] | list[str]) -> tuple[dict[str, int], frozenset[str]]:
+        """:func:`count_sqlite` of the loaded database."""
+        self.con.authorizer = self.con.exec_trace = None
+        return count_sqlite(self.con, dict.fromkeys(keys, 0))
+
+    def close(self) -> None:
+        self.con.close()
+
+
+#: a statement's frame on the pipe: its length and its first line (a length of 0 ends them)
+_FRAME = struct.Struct(">II")
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+def load_main() -> None:
+    """The loading process of :class:`SQLiteLoad`: a JSON line (the scratch database's path,
+    the parent's pid), then framed statements on stdin, loaded by :class:`ScratchLoad`; then a
+    JSON line of the tables to count. Prints ``{"found": ..., "uncounted": ...}`` and exits 0,
+    or ``{"error": ...}`` and exits 1 at the first statement that fails."""
+    stdin = sys.stdin.buffer
+    job = json.loads(stdin.readline())
+    die_with_parent(job["parent"])
+    try:
+        scratch = ScratchLoad(job["path"])
+        while (frame := _FRAME.unpack(stdin.read(_FRAME.size)))[0]:
+            scratch.run(stdin.read(frame[0]), frame[1])
+        found, uncounted = scratch.count(json.loads(stdin.readline()))
+        scratch.close()
+        reply: dict[str, Any] = {"found": found, "uncounted": sorted(uncounted)}
+    except Exception as e:
+        reply = {"error": said(e)}
+    sys.stdout.write(json.dumps(reply))
+    sys.stdout.flush()
+    os._exit(1 if "error" in reply else 0)
+
+
+def said(e: Exception) -> str:
+    """``e`` as the exporting process says it: one line, without APSW's class name."""
+    if isinstance(e, apsw.FullError):
+        return "No space left on device"
+    text = one_line(e)
+    return text.removeprefix(f"{type(e).__name__}: ") if isinstance(e, apsw.Error) else text
 
 
 #: what SQLite says when the schema names a function or collation only the app defines
