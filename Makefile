@@ -17,11 +17,14 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	touch $@
 
 # The browser tests drive Debian's Chromium (Playwright cannot download browsers here); the
-# restore tests load SQL files with the sqlite3 shell, as a user would.
+# restore tests load SQL files with the sqlite3 shell, as a user would; the encryption tests
+# decrypt and encrypt with Debian's age command and make SSH keys with ssh-keygen.
 chromium:
-	@[ -x "$(CHROMIUM)" ] && command -v sqlite3 >/dev/null || { \
-	  echo "Installing Chromium and the sqlite3 shell for the tests"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium sqlite3 >/dev/null; }
+	@[ -x "$(CHROMIUM)" ] && command -v sqlite3 >/dev/null && command -v age >/dev/null \
+	  && command -v ssh-keygen >/dev/null || { \
+	  echo "Installing Chromium, the sqlite3 shell, age and ssh-keygen for the tests"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium sqlite3 age \
+	    openssh-client >/dev/null; }
 
 demo: $(VENV)/.installed-example
 	cd example_app && PORT=$(PORT) ../$(BIN)/python run_demo.py

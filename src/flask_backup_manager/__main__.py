@@ -1,6 +1,7 @@
 """``python -m flask_backup_manager export --source URL --format FMT --output PATH``
-(``--redact KEY=RULE``..., ``--manifest PATH``, ``--verify-postgres-url URL``,
-``--no-verify``), and ``restore FILE --target URL``."""
+(``--redact KEY=RULE``..., ``--encrypt-to KEY``..., ``--manifest PATH``,
+``--verify-postgres-url URL``, ``--no-verify``), ``restore FILE --target URL
+[--identity KEYFILE]``, and ``keygen [-o FILE]``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .engine import (
     export,
     profile_from_mapping,
 )
+from .engine.encryption import Recipient, keygen, parse_recipient, read_recipients
 
 T = TypeVar("T")
 
@@ -47,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=RULE",
         help="redact a column or table (repeatable): users.email=email, users.password_hash=null,"
         " sessions=no_rows, orders.note=fixed:n/a, ...; the rules make one profile named 'cli'",
+    )
+    p.add_argument(
+        "--encrypt-to",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="encrypt the file (age) to this public key: age1..., 'ssh-ed25519 AAAA...', or a"
+        " file of such keys, one a line, as age -R reads it (repeatable); '.age' is added to"
+        " the output's name if it lacks it",
     )
     p.add_argument(
         "--manifest",
@@ -86,15 +97,32 @@ def main(argv: list[str] | None = None) -> int:
         " command line)",
     )
     r.add_argument(
+        "--identity",
+        metavar="KEYFILE",
+        help="the secret key that decrypts an encrypted (.age) file: an age identity file"
+        " (AGE-SECRET-KEY-1..., as keygen or age-keygen write it) or an SSH private key",
+    )
+    r.add_argument(
         "--as-superuser",
         action="store_true",
         help="let a PostgreSQL superuser load the file (sets flask_backup_manager."
         "restore_as_superuser = on, which the file's guard checks): loading a schema runs its"
         " functions as the restoring role, so prefer an ordinary role that owns the database",
     )
+    k = sub.add_parser(
+        "keygen", help="make a new age key pair for encrypted backups (the vendor's, once)"
+    )
+    k.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the key pair to this new file (mode 0600) instead of printing it",
+    )
     args = parser.parse_args(argv)
     if args.command == "restore":
         return _restore(parser, args)
+    if args.command == "keygen":
+        return _keygen(args.output)
     source = args.source or os.environ.get(args.source_env)
     if not source:
         parser.error(f"environment variable {args.source_env} is not set")
@@ -103,11 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     except RedactionError as e:
         print(f"error: {escape_controls(str(e))}", file=sys.stderr)
         return 2
+    output = args.output
+    recipients = []
+    if args.encrypt_to:
+        try:
+            recipients = cli_recipients(args.encrypt_to)
+        except (ValueError, ExportError) as e:
+            print(f"error: --encrypt-to: {escape_controls(str(e))}", file=sys.stderr)
+            return 2
+        if not output.endswith(".age"):
+            output += ".age"
     result = _run(
         lambda: export(
             source,
             args.format,
-            args.output,
+            output,
             include=args.include,
             exclude=args.exclude,
             redaction=profile,
@@ -115,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             manifest={"created_at": _now(), "created_by": None},
             verify=not args.no_verify,
             verify_postgres_url=args.verify_postgres_url,
+            recipients=recipients,
         )
     )
     if result is None:
@@ -158,6 +197,58 @@ def cli_profile(rules: list[str]) -> Profile | None:
     return profile_from_mapping("cli", mapping)
 
 
+def cli_recipients(keys: list[str]) -> list[Recipient]:
+    """The recipients of the ``--encrypt-to`` options: each a public key, or a file of them
+    (one a line, as ``age -R`` reads it); ValueError (one line) for a bad one."""
+    found: list[Recipient] = []
+    for key in keys:
+        try:
+            found.append(parse_recipient(key))
+            continue
+        except ValueError:
+            if not os.path.isfile(key):
+                raise
+        try:
+            with open(key, encoding="utf-8", errors="replace") as f:
+                text = f.read(1 << 20)
+        except OSError as e:
+            raise ValueError(f"cannot read {key}: {e.strerror}") from None
+        try:
+            found += read_recipients(text)
+        except ValueError as e:
+            raise ValueError(f"{key}: {e}") from None
+    return found
+
+
+def _keygen(path: str | None) -> int:
+    """Print (or write to the new file ``path``) a new age key pair, as an age identity file:
+    comment lines saying where each half goes, then the secret key."""
+    try:
+        identity, recipient = keygen()
+    except ExportError as e:
+        print(f"error: {escape_controls(str(e))}", file=sys.stderr)
+        return 1
+    where = (
+        "# The secret key below stays with the vendor (keep this file safe: restore"
+        " --identity FILE decrypts with it); the public key goes into the app's"
+        " BACKUP_MANAGER_RECIPIENTS, so that its backups are encrypted to it."
+    )
+    text = f"# created: {_now()}\n{where}\n# public key: {recipient}\n{identity}\n"
+    if path is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        print(f"error: cannot create {path}: {e.strerror}", file=sys.stderr)
+        return 1
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(text)
+    print(f"wrote the secret key to {path}: it stays with the vendor (restore --identity {path}).")
+    print(f"public key, for the app's BACKUP_MANAGER_RECIPIENTS: {recipient}")
+    return 0
+
+
 def _run(job: Callable[[], T]) -> T | None:
     """``job()``, or None after a one-line error on stderr (control characters escaped: the
     message may name the customer's objects). Ctrl-C exits 130."""
@@ -182,7 +273,9 @@ def _restore(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     target = args.target or os.environ.get(args.target_env)
     if not target:
         parser.error(f"environment variable {args.target_env} is not set")
-    result = _run(lambda: restore(args.file, target, as_superuser=args.as_superuser))
+    result = _run(
+        lambda: restore(args.file, target, as_superuser=args.as_superuser, identity=args.identity)
+    )
     if result is None:
         return 1
     print(f"{result.tables} tables, {result.rows} rows")

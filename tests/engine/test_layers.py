@@ -19,7 +19,7 @@ LAYERS = [
     ("model", "url", "child", "manifest"),
     ("base",),
     ("redaction",),
-    ("gzipout", "checks"),
+    ("gzipout", "checks", "encryption"),
     ("parallel",),
     ("sources",),
     ("writers",),

@@ -8,7 +8,7 @@ import importlib
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from .base import Tracker, one_line, scrub, temp_beside
 from .child import open_read_only
+from .encryption import Recipient, Sealer, describe
 from .gzipout import gunzip
 from .manifest import comment_lines, complete, head
 from .model import (
@@ -30,7 +31,7 @@ from .model import (
 )
 from .redaction import Profile, Redaction, as_redaction
 from .url import URL, parse_url
-from .verify import CopyCount, SQLiteLoad, verify_postgres, verify_sqlite_db
+from .verify import CopyCount, SQLiteLoad, compare, count_sqlite, verify_postgres
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -112,6 +113,8 @@ class ExportResult:
     #: an SQL file, then every table's rows, the file's name, size and sha256, and the
     #: verification
     manifest: Mapping[str, Any] = field(default_factory=dict)
+    #: who can read the file, which is then their age encryption (empty: not encrypted)
+    recipients: tuple[Recipient, ...] = ()
 
 
 def source_url(source: str | sa.URL | sa.Engine) -> URL | sa.URL:
@@ -205,6 +208,7 @@ def export(
     manifest: Mapping[str, Any] | None = None,
     verify: bool = True,
     verify_postgres_url: str | None = None,
+    recipients: Sequence[Recipient] = (),
 ) -> ExportResult:
     """Copy the database at ``source`` (an SQLAlchemy URL or Engine) into ``output`` in ``format``.
 
@@ -227,6 +231,12 @@ def export(
     every table's rows with the snapshot's before it counts as done (:mod:`.verify`); a
     ``postgres`` file is restored into a scratch database of the server
     ``verify_postgres_url`` names, where this role may create and drop one.
+
+    ``recipients`` (:func:`.encryption.parse_recipient`): the file at ``output`` is the age
+    encryption of the format's file, readable only with one of their secret keys (the caller
+    names it: the CLI and the app add ``.age``). The plaintext is checked and verified on its
+    way into the encryptor, in the one read-through (:func:`check`), and no copy of it stays
+    in storage; ``sha256`` and ``size`` are the encrypted file's, as stored.
     """
     redaction = as_redaction(redaction)
     if format not in FORMATS:
@@ -244,6 +254,7 @@ def export(
             progress=tracker.step,
             cancel=cancel,
             load=verify and format == "sqlite3",
+            recipients=recipients,
         ) as done:
             src = open_source(
                 url,
@@ -259,7 +270,7 @@ def export(
             )
             try:
                 info = src.info()
-                top = head(manifest, format, info, described(redaction))
+                top = head(manifest, format, info, described(redaction), describe(recipients))
                 tracker.header = comment_lines(top)
                 tracker.plan(src.tables())
                 run_steps(steps, src, done.tmp, tracker, weights)
@@ -288,6 +299,7 @@ def export(
         info,
         done.verification,
         complete(top, tables=tracker.counts, file=file, verification=done.verification),
+        tuple(recipients),
     )
 
 
@@ -354,12 +366,18 @@ def atomic_output(
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     load: bool = False,
+    recipients: Sequence[Recipient] = (),
 ) -> Iterator[_Done]:
     """Yield a private temp file beside ``output``; on success check it (and verify it, when
     the body set ``expected``: :mod:`.verify`) while a thread fsyncs it (its pages go to disk
     as they are read), then rename it into place and fsync the directory: a file that fails
     its check or its verification never reaches ``output``. On failure, or when ``cancel`` is
-    set during the check, remove it. ``progress`` hears the bytes checked of the file's."""
+    set during the check, remove it. ``progress`` hears the bytes checked of the file's.
+
+    With ``recipients`` the check reads the plaintext temp file into the age encryptor,
+    which writes a second one (``.<output>.<hex>.age.part``); that one is fsynced and renamed
+    into place, the plaintext never synced: its name is gone as soon as the check has it
+    open (:func:`check`), so that a process killed from then on leaves no plaintext behind."""
     if output.is_dir():
         raise ExportError(f"output is a directory: {output}")
     if not output.parent.is_dir():
@@ -370,6 +388,28 @@ def atomic_output(
     try:
         done.load = SQLiteLoad(done.tmp) if load else None
         yield done
+        if recipients:
+            sealed = temp_beside(done.tmp, "age")
+            os.close(os.open(sealed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            try:
+                done.size, done.sha256, done.verification = check(
+                    done.tmp,
+                    gzipped=gzipped,
+                    format=format,
+                    progress=progress,
+                    expected=done.expected,
+                    server=done.server,
+                    cancel=cancel,
+                    load=done.load,
+                    recipients=recipients,
+                    sealed=sealed,
+                )  # the Sealer fsyncs what it wrote
+                os.replace(sealed, output)
+            except BaseException:
+                sealed.unlink(missing_ok=True)
+                raise
+            fsync(output.parent)
+            return
         with ThreadPoolExecutor(1) as pool:
             synced = pool.submit(fsync, done.tmp)
             done.size, done.sha256, done.verification = check(
@@ -412,6 +452,8 @@ def check(
     server: str | None = None,
     cancel: threading.Event | None = None,
     load: SQLiteLoad | None = None,
+    recipients: Sequence[Recipient] = (),
+    sealed: Path | None = None,
 ) -> tuple[int, str, Verification | None]:
     """Read the file through once: its size and sha256, and proof that it is whole
     (a gzip stream that ends properly, or a SQLite file that passes integrity_check, which
@@ -426,33 +468,98 @@ def check(
     ``sqlite3_db`` file is counted after its integrity_check, in that thread. A table whose
     rows differ raises ExportError("verification failed: orders: 12 in the file, 13 in the
     snapshot"). Setting ``cancel`` stops the reading (ExportCancelled). ``load``: the
-    :class:`.verify.SQLiteLoad` of a ``sqlite3`` file, if one was started (else one is)."""
+    :class:`.verify.SQLiteLoad` of a ``sqlite3`` file, if one was started (else one is).
+
+    With ``recipients`` every chunk read is also encrypted to them into ``sealed`` (an
+    existing private temp file; :class:`.encryption.Sealer`), and the size and sha256 are
+    that file's. The plaintext's name is removed as soon as everything that reads it has it
+    open (a ``sqlite3_db`` file's integrity_check opens its connection first), so that a
+    process killed during the encryption leaves none: the kernel frees the file. A
+    ``postgres`` file restored on ``server`` after the read-through is read again through
+    ``/proc/self/fd`` (Linux); where that does not exist its name goes only after that.
+    """
+    with open(path, "rb") as f:
+        if not recipients:
+            return _check(f, path, gzipped, format, progress, expected, server, cancel, load)
+        assert sealed is not None
+        alias = Path(f"/proc/self/fd/{f.fileno()}")
+        reread = alias if alias.exists() else None
+        with Sealer(sealed, recipients) as seal:
+            _, _, verification = _check(
+                f,
+                reread or path,
+                gzipped,
+                format,
+                progress,
+                expected,
+                server,
+                cancel,
+                load,
+                sink=seal.write,
+                hide=lambda: path.unlink(missing_ok=True),
+                late=reread is None and format == "postgres" and bool(server),
+            )
+        path.unlink(missing_ok=True)  # already gone but where /proc/self/fd is missing
+    return seal.size, seal.sha256, verification
+
+
+def _check(
+    f: BinaryIO,
+    path: Path,
+    gzipped: bool,
+    format: str | None,
+    progress: Callable[[int, int], None] | None,
+    expected: Mapping[str, int] | None,
+    server: str | None,
+    cancel: threading.Event | None,
+    load: SQLiteLoad | None,
+    *,
+    sink: Callable[[bytes], None] | None = None,
+    hide: Callable[[], None] | None = None,
+    late: bool = False,
+) -> tuple[int, str, Verification | None]:
+    """:func:`check` of the file open as ``f`` (``path`` names it, for what opens it again);
+    each chunk read goes to ``sink`` too; ``hide`` removes the file's name, called once
+    whatever reads the file has it open (after the verification when ``late``)."""
+    hide_now = hide if not late else None
     if not gzipped:
+        opened = threading.Event()
         with ThreadPoolExecutor(1) as pool:
-            verdict = pool.submit(_integrity_check, path, expected)
-            size, sha = read_through(path, gzipped=False, cancel=cancel)
+            verdict = pool.submit(_integrity_check, path, expected, opened)
+            while not opened.wait(0.05) and not verdict.done():
+                pass
+            if hide_now is not None:
+                hide_now()
+            size, sha = read_through(f, gzipped=False, cancel=cancel, sink=sink)
             result, verification = verdict.result()
         if result != "ok":
             raise ExportError(f"the SQLite file fails integrity_check: {result}")
-    elif expected is None:
-        script = script_check(format)
-        size, sha = read_through(
-            path, gzipped=True, script=script, progress=progress, cancel=cancel
-        )
-        verification = None
-    elif format == "sqlite3":
-        load = load or SQLiteLoad(path)
-        try:
-            size, sha = read_through(
-                path, gzipped=True, script=load, progress=progress, cancel=cancel
-            )
-            verification = load.result(expected)
-        finally:
-            load.discard()
     else:
-        count = CopyCount()
-        size, sha = read_through(path, gzipped=True, script=count, progress=progress, cancel=cancel)
-        verification = verify_postgres(path, expected, count.rows, server)
+        if hide_now is not None:
+            hide_now()
+        if expected is None:
+            script = script_check(format)
+            size, sha = read_through(
+                f, gzipped=True, script=script, progress=progress, cancel=cancel, sink=sink
+            )
+            verification = None
+        elif format == "sqlite3":
+            load = load or SQLiteLoad(path)
+            try:
+                size, sha = read_through(
+                    f, gzipped=True, script=load, progress=progress, cancel=cancel, sink=sink
+                )
+                verification = load.result(expected)
+            finally:
+                load.discard()
+        else:
+            count = CopyCount()
+            size, sha = read_through(
+                f, gzipped=True, script=count, progress=progress, cancel=cancel, sink=sink
+            )
+            verification = verify_postgres(path, expected, count.rows, server)
+    if late and hide is not None:
+        hide()
     if verification is not None and not verification.ok:
         raise ExportError(verification.summary())
     return size, sha, verification
@@ -480,18 +587,24 @@ def verify(
 
 
 def _integrity_check(
-    path: Path, expected: Mapping[str, int] | None = None
+    path: Path,
+    expected: Mapping[str, int] | None = None,
+    opened: threading.Event | None = None,
 ) -> tuple[str, Verification | None]:
     """``PRAGMA integrity_check``'s verdict, then (when ``ok`` and ``expected`` is given) the
-    file's tables counted."""
-    con = open_read_only(path)
+    file's tables counted, on the one connection: ``opened`` is set once it has the file
+    open, after which the file's name may go."""
+    con = open_read_only(path, frozen=opened is not None)
     try:
+        if opened is not None:
+            opened.set()
         result = con.execute("PRAGMA integrity_check").fetchone()[0]
+        if result != "ok" or expected is None:
+            return result, None
+        found, uncounted = count_sqlite(con, expected)
     finally:
         con.close()
-    if result != "ok" or expected is None:
-        return result, None
-    return result, verify_sqlite_db(path, expected)
+    return result, compare(expected, found, loaded=True, how="opened", uncounted=uncounted)
 
 
 def script_check(format: str | None) -> ScriptCheck | None:
@@ -500,16 +613,19 @@ def script_check(format: str | None) -> ScriptCheck | None:
 
 
 def read_through(
-    path: Path,
+    file: str | os.PathLike[str] | BinaryIO,
     *,
     gzipped: bool = False,
     script: ScriptCheck | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
+    sink: Callable[[bytes], None] | None = None,
 ) -> tuple[int, str]:
-    """Size and sha256 of the file, read in 1 MiB chunks (and its gzip stream checked; its text
-    fed to ``script``); ``progress`` gets the bytes read so far and the file's size. Setting
-    ``cancel`` stops it between two chunks (ExportCancelled)."""
+    """Size and sha256 of the file (a path, or a file open for reading), read in 1 MiB
+    chunks (and its gzip stream checked; its text fed to ``script``); each chunk goes to
+    ``sink`` too (the encryptor), which then hashes what it writes, not this (the sha256 is
+    ""). ``progress`` gets the bytes read so far and the file's size. Setting ``cancel``
+    stops it between two chunks (ExportCancelled)."""
     h = hashlib.sha256()
     size = 0
 
@@ -519,23 +635,30 @@ def read_through(
         while chunk := f.read(1 << 20):
             if cancel is not None and cancel.is_set():
                 raise ExportCancelled()
-            h.update(chunk)
+            if sink is None:
+                h.update(chunk)
+            else:
+                sink(chunk)
             size += len(chunk)
             if progress is not None:
                 progress(size, total)
             yield chunk
 
-    with open(path, "rb") as f:
-        if not gzipped:
-            for _ in raw(f):
-                pass
-            return size, h.hexdigest()
-        for text in gunzip(raw(f)):
+    if isinstance(file, (str, os.PathLike)):
+        with open(file, "rb") as f:
+            return read_through(
+                f, gzipped=gzipped, script=script, progress=progress, cancel=cancel, sink=sink
+            )
+    if not gzipped:
+        for _ in raw(file):
+            pass
+    else:
+        for text in gunzip(raw(file)):
             if script is not None:
                 script.feed(text)
-    if script is not None:
-        script.close()
-    return size, h.hexdigest()
+        if script is not None:
+            script.close()
+    return size, h.hexdigest() if sink is None else ""
 
 
 __all__ = ["ExportResult", "export", "verify"]

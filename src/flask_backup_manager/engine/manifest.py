@@ -30,6 +30,7 @@ OWN_FIELDS = (
     "source",
     "schema_revision",
     "redaction",
+    "encryption",
     "tables",
     "rows",
     "file",
@@ -52,12 +53,15 @@ def head(
     format: str,
     info: SourceInfo,
     redaction: Mapping[str, Any] | None,
+    encryption: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the head of an SQL file says (:func:`comment_lines`), and the start of the
     manifest: its version and the package's, what the caller knows of the copy (app, version,
     created, by whom), then the format, the source (dialect, server version, database: never
-    host, user or password), the schema revision and the redaction (its profile and rules,
-    never its key; None for a full copy). The caller's keys cannot replace the engine's own."""
+    host, user or password), the schema revision, the redaction (its profile and rules,
+    never its key; None for a full copy) and the encryption (``{"format": "age",
+    "recipients": [{"label", "fingerprint"}]}``: who can read the copy; None when it is not
+    encrypted). The caller's keys cannot replace the engine's own."""
     return {
         "manifest_version": MANIFEST_VERSION,
         "package_version": package_version(),
@@ -70,6 +74,7 @@ def head(
         },
         "schema_revision": info.schema_revision,
         "redaction": None if redaction is None else dict(redaction),
+        "encryption": None if encryption is None else dict(encryption),
     }
 
 

@@ -15,6 +15,12 @@ statement the writers emit run (:data:`PG_STATEMENTS`, :data:`SQLITE_STATEMENTS`
 that would keep half a load, no ATTACH or VACUUM INTO that would write a file), and a
 PostgreSQL role that is or can become a superuser, or may run programs or reach files on the
 server, is refused unless ``as_superuser`` says otherwise.
+
+An encrypted backup (age, :mod:`.encryption`) is decrypted on the fly with the ``identity``
+given: its plaintext is never written anywhere but into the target, and a cut or changed file
+fails when its damaged part is reached, before anything is committed. A ``sqlite3_db`` file
+(encrypted or not) is restored too: copied into a new SQLite file, which must pass
+``integrity_check``.
 """
 
 from __future__ import annotations
@@ -24,14 +30,17 @@ import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from zlib_ng import zlib_ng as zlib
 
-from .base import one_line, scrub, shown
+from .base import ident, one_line, scrub, shown
 from .checks import psql, sqlite_shell
+from .child import open_read_only
+from .encryption import decrypted_chunks, is_encrypted, read_identities
 from .gzipout import gunzip
 from .model import ExportError
 from .url import URL, parse_url
@@ -73,12 +82,17 @@ class RestoreResult:
 
 
 def restore(
-    path: str | os.PathLike[str], target: str, *, as_superuser: bool = False
+    path: str | os.PathLike[str],
+    target: str,
+    *,
+    as_superuser: bool = False,
+    identity: str | os.PathLike[str] | None = None,
 ) -> RestoreResult:
     """Load the backup at ``path`` into ``target`` (``postgresql://...`` naming an empty
     database, or ``sqlite:///new.db`` naming a file that does not exist yet). The file's format
     is told from its content. ``as_superuser`` sets ``flask_backup_manager.restore_as_superuser``
-    so that the file's own guard lets a superuser load it."""
+    so that the file's own guard lets a superuser load it. ``identity``: the key file (age's,
+    or an SSH private key) that decrypts an encrypted backup."""
     try:
         url = parse_url(target)
     except ValueError:
@@ -87,8 +101,13 @@ def restore(
         ) from None
     path = Path(path)
     try:
-        chunks = read_chunks(path)
+        identities = None if identity is None else read_identities(identity)
+        chunks = read_chunks(path, identities)
         head = next(chunks, b"")
+        if head.startswith(SQLITE_MAGIC):
+            if url.get_backend_name() != "sqlite":
+                raise RestoreError("a sqlite3_db file loads into a sqlite database")
+            return _restore_sqlite_file(_chain(head, chunks), url)
         fmt = sniff(head)
         backend = url.get_backend_name()
         want = {"postgres": "postgresql", "sqlite3": "sqlite"}[fmt]
@@ -110,15 +129,31 @@ def restore(
         raise
 
 
-def read_chunks(path: Path) -> Iterator[bytes]:
-    """The file's text in chunks of about 1 MiB, gunzipped if it is gzip (by its magic)."""
+def read_chunks(path: Path, identities: Sequence[Any] | None = None) -> Iterator[bytes]:
+    """The file's text in chunks of about 1 MiB, decrypted if it is an age file (by its
+    magic: ``identities`` then decrypt it) and gunzipped if it is gzip (by its magic)."""
     with open(path, "rb") as f:
         first = f.read(CHUNK)
-        chunks = itertools.chain([first], iter(lambda: f.read(CHUNK), b""))
-        if first.startswith(b"\x1f\x8b"):
-            yield from gunzip(chunks, 4 * CHUNK)
-        else:
-            yield from filter(None, chunks)
+        plain: Iterator[bytes] = iter(lambda: f.read(CHUNK), b"")
+        if is_encrypted(first):
+            if identities is None:
+                raise RestoreError(
+                    "the file is encrypted (age): give the key that decrypts it with"
+                    " --identity KEYFILE"
+                )
+            f.seek(0)
+            plain = decrypted_chunks(f, identities)
+            first = next(plain, b"")
+        try:
+            chunks = itertools.chain([first], plain)
+            if first.startswith(b"\x1f\x8b"):
+                yield from gunzip(chunks, 4 * CHUNK)
+            else:
+                yield from filter(None, chunks)
+        finally:
+            close = getattr(plain, "close", None)
+            if close is not None:
+                close()  # stops a decrypting thread
 
 
 def sniff(head: bytes) -> str:
@@ -221,13 +256,7 @@ def restore_postgres(data: Iterator[bytes], url: URL, as_superuser: bool) -> Res
 
 def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
 
-    if not url.database or url.database == ":memory:":
-        raise RestoreError("the sqlite target must name a new file: sqlite:///new.db")
-    target = Path(url.database)
-    if target.exists() and target.stat().st_size:
-        raise RestoreError(f"the target file exists and is not empty: {target}")
-    if not target.parent.is_dir():
-        raise RestoreError(f"no such directory: {target.parent}")
+    target = _new_sqlite_target(url)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
     reader = sqlite_shell.ShellReader()
     try:
@@ -259,6 +288,59 @@ def _restore_sqlite(data: Iterator[bytes], url: URL) -> RestoreResult:
         tmp.unlink(missing_ok=True)
         raise
     return RestoreResult("sqlite3", tables, rows)
+
+
+#: the first bytes of an SQLite database file (a ``sqlite3_db`` backup)
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _restore_sqlite_file(data: Iterator[bytes], url: URL) -> RestoreResult:
+    """A ``sqlite3_db`` file copied into the new file ``url`` names (through a private temp
+    file, renamed once it passes ``integrity_check``)."""
+    target = _new_sqlite_target(url)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with open(tmp, "xb") as out:
+            for chunk in data:
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        con = open_read_only(tmp, frozen=True)
+        try:
+            verdict = con.execute("PRAGMA integrity_check").fetchone()[0]
+            names = [
+                name
+                for (name,) in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                    " AND sql NOT LIKE 'CREATE VIRTUAL%'"
+                )
+            ]
+            rows = 0
+            if verdict == "ok":
+                for name in names:
+                    rows += con.execute(f"SELECT count(*) FROM main.{ident(name)}").fetchone()[0]
+        finally:
+            con.close()
+        if verdict != "ok":
+            raise RestoreError(f"the SQLite file fails integrity_check: {shown(verdict, 100)}")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return RestoreResult("sqlite3_db", len(names), rows)
+
+
+def _new_sqlite_target(url: URL) -> Path:
+    """The new file an SQLite target names, refused if it holds anything already."""
+    if not url.database or url.database == ":memory:":
+        raise RestoreError("the sqlite target must name a new file: sqlite:///new.db")
+    target = Path(url.database)
+    if target.exists() and target.stat().st_size:
+        raise RestoreError(f"the target file exists and is not empty: {target}")
+    if not target.parent.is_dir():
+        raise RestoreError(f"no such directory: {target.parent}")
+    return target
 
 
 _TRANSACTION = {b"BEGIN TRANSACTION", b"BEGIN", b"COMMIT", b"END", b"END TRANSACTION"}

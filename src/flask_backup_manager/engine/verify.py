@@ -245,7 +245,10 @@ class ScratchLoad:
     transaction, on APSW's SQLite (current: it parses a dump's INSERTs twice as fast as an
     older system library does). Nothing of it is kept: no journal to roll back with, no
     fsync, no lock to share; big pages, 32 MB of them cached (fewer writes); and the shell's
-    default for triggers (APSW's SQLite is built with recursive ones on)."""
+    default for triggers (APSW's SQLite is built with recursive ones on). Its name is removed
+    once it is open (no journal, no second connection: SQLite needs it no more), so that a
+    process killed during the load, an encrypted backup's above all, leaves no copy of the
+    customer's rows: the kernel frees the file."""
 
     PRAGMAS = (
         "page_size=65536",
@@ -261,6 +264,7 @@ class ScratchLoad:
         for pragma in self.PRAGMAS:
             self.con.execute(f"PRAGMA {pragma}").fetchall()
         self.con.execute("BEGIN")
+        Path(path).unlink(missing_ok=True)
         self.con.authorizer = sqlite_authorizer
         self.con.exec_trace = self._one_statement
         self._statements = 0
