@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Response, jsonify, request, send_file
-from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from flask import jsonify, request, url_for
 
-from . import presenters, service
+from . import links, presenters, service
 from .access import current_user_name, requires
+from .delivery import not_modified, send_stored
 from .errors import BackupManagerError, int_arg
 from .models import Status
 from .state import get_state
@@ -141,50 +141,8 @@ def api_download(backup_id: str) -> Any:
     backup = service.get_backup(backup_id)
     service.downloadable(backup)  # 409 or 410 before anything else
     if request.if_none_match.contains(backup.sha256):  # the client has it: no need to read it
-        return _not_modified(backup)
-    return service.download(backup, _send, actor=current_user_name())
-
-
-def _send(stored: service.StoredFile) -> tuple[Response, bool]:
-    """The answer for the checked file, and whether it sends the file's bytes."""
-    backup, size = stored.backup, stored.size
-    response = send_file(
-        stored.file,  # the response closes it once the body is sent
-        as_attachment=True,
-        download_name=backup.filename,
-        mimetype=stored.mimetype,
-        conditional=False,
-        etag=backup.sha256,
-        last_modified=stored.mtime,
-        max_age=0,
-    )
-    response.headers["X-Backup-SHA256"] = backup.sha256
-    response.content_length = size  # the bytes hashed, not what the file may have grown to
-    try:
-        # Range, If-Range, If-Modified-Since, If-Match: werkzeug's rules on the checked file
-        response.make_conditional(request, accept_ranges=True, complete_length=size)
-    except RequestedRangeNotSatisfiable:
-        raise BackupManagerError(
-            416, "range_not_satisfiable", f"The file of backup {backup.id} has no such range."
-        ) from None
-    # make_conditional dates the answer, and the web server (werkzeug's, gunicorn...) adds
-    # its own Date to every answer: the server's is the one sent
-    del response.headers["Date"]
-    if response.status_code in (200, 206):
-        return response, request.method != "HEAD"
-    # werkzeug leaves the file as the body of its 304 and 412 answers: only 200/206 carry it
-    response.close()
-    if response.status_code == 304:
-        return _not_modified(backup), False
-    raise BackupManagerError(
-        412, "precondition_failed", f"The file of backup {backup.id} does not match If-Match."
-    )
-
-
-def _not_modified(backup: Any) -> Response:
-    response = Response(status=304)
-    response.set_etag(backup.sha256)
-    return response
+        return not_modified(backup)
+    return service.download(backup, send_stored, actor=current_user_name())
 
 
 @requires("delete")
@@ -198,3 +156,45 @@ def api_cancel(backup_id: str) -> Any:
     return backup_object(
         service.cancel_backup(service.get_backup(backup_id), actor=current_user_name())
     )
+
+
+def link_url(token: str) -> str:
+    """A link's address, as the request reached us (behind a proxy: with ProxyFix)."""
+    return url_for("backup_manager.link_page", token=token, _external=True)
+
+
+@requires("view")
+def api_links(backup_id: str) -> Any:
+    """A backup's links, newest first, without their tokens (only their hashes are kept)."""
+    backup = service.get_backup(backup_id)
+    at = links.now()
+    return {"links": [links.link_entry(link, at) for link in links.list_links(backup)]}
+
+
+@requires("share")
+def api_link_create(backup_id: str) -> Any:
+    """A new link: 201 with its ``url`` and ``token``, given this once."""
+    backup = service.get_backup(backup_id)
+    body = json_object() if request.content_length else {}  # no body: every default
+    unknown = sorted(set(body) - {"expires_in_hours", "max_downloads", "note"})
+    if unknown:
+        raise links.invalid(
+            unknown[0],
+            f"Unknown field {service.clip(unknown[0])}: send expires_in_hours, max_downloads "
+            "and note, each optional.",
+        )
+    made = links.create_link(
+        backup,
+        created_by=current_user_name(),
+        expires_in_hours=body.get("expires_in_hours"),
+        max_downloads=body.get("max_downloads"),
+        note=body.get("note"),
+        url_of=link_url,
+    )
+    return jsonify({**links.link_entry(made.link), "url": made.url, "token": made.token}), 201
+
+
+@requires("share")
+def api_link_revoke(backup_id: str, link_id: str) -> Any:
+    link = links.get_link(service.get_backup(backup_id), link_id)
+    return links.link_entry(links.revoke_link(link, actor=current_user_name()))

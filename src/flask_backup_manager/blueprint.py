@@ -36,6 +36,9 @@ ROUTES = [
     ("GET", "/api/backups/<backup_id>/download", api.api_download),
     ("DELETE", "/api/backups/<backup_id>", api.api_delete),
     ("POST", "/api/backups/<backup_id>/cancel", api.api_cancel),
+    ("GET", "/api/backups/<backup_id>/links", api.api_links),
+    ("POST", "/api/backups/<backup_id>/links", api.api_link_create),
+    ("POST", "/api/backups/<backup_id>/links/<link_id>/revoke", api.api_link_revoke),
     ("GET", "/", pages.index),
     ("GET", "/new", pages.new),
     ("GET", "/activity", pages.activity),
@@ -44,7 +47,12 @@ ROUTES = [
     ("POST", "/<backup_id>/delete", pages.delete),
     ("POST", "/<backup_id>/cancel", pages.cancel),
     ("POST", "/<backup_id>/retry", pages.retry),
+    ("POST", "/<backup_id>/links", pages.create_link),
+    ("POST", "/<backup_id>/links/<link_id>/revoke", pages.revoke_link),
+    ("GET", "/l/<token>", pages.link_page),
 ]
+#: the pages a link opens: whoever holds it may not be signed in, and its token is in the URL
+LINK_ENDPOINTS = ("backup_manager.link_page",)
 for method, rule, view in ROUTES:
     blueprint.add_url_rule(rule, view_func=view, methods=[method])
 
@@ -80,6 +88,9 @@ def _security_headers(response: Response) -> Response:
     """Pages, JSON, downloads and error answers alike; the static files may be cached."""
     if request.endpoint != "backup_manager.static":
         security_headers(response)
+    if request.endpoint in LINK_ENDPOINTS:
+        # the token is in the page's URL: no request from the page may carry it away
+        response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -11,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from flask import current_app, url_for
 from flask.cli import AppGroup
 
-from . import presenters, service
+from . import links, presenters, service
 from .engine import escape_controls
 from .lifecycle import process_actor
 from .models import FINISHED, Status
@@ -281,6 +283,111 @@ def redaction_check(profile: str | None) -> None:
                 err=True,
             )
         sys.exit(1)
+
+
+@backups_cli.command("link")
+@click.argument("backup_id")
+@click.option(
+    "--expires",
+    metavar="AGE",
+    help="How long the link lives: 72h (the default), 3d, or hours as a number; at most "
+    "BACKUP_MANAGER_LINK_MAX_AGE hours.",
+)
+@click.option("--max-downloads", metavar="N", help="How many downloads it allows (default: any).")
+@click.option("--note", metavar="TEXT", help='A note kept with it, e.g. "ticket #4711".')
+@click.option(
+    "--base-url",
+    metavar="URL",
+    help="The address people reach the app at (https://shop.example.com, with any path it is "
+    "mounted under); default: from SERVER_NAME and PREFERRED_URL_SCHEME.",
+)
+@click.option("--list", "list_", is_flag=True, help="List the backup's links (never a token).")
+@click.option("--revoke", metavar="TOKEN_OR_LINK_ID", help="Revoke one of the backup's links.")
+def link(
+    backup_id: str,
+    expires: str | None,
+    max_downloads: str | None,
+    note: str | None,
+    base_url: str | None,
+    list_: bool,
+    revoke: str | None,
+) -> None:
+    """Make a download link to a backup for someone without an account; its address is
+    printed this once (only its hash is kept). Or --list or --revoke its links."""
+    try:
+        b = service.get_backup(backup_id)
+        if list_ and revoke:
+            raise _error("--list and --revoke go alone: give one of them.")
+        if revoke is not None:
+            found = links.revoke_link(links.find_link(b, revoke), actor=process_actor())
+            _echo(f"Link {found.id} of backup {b.id} revoked.")
+            return
+        if list_:
+            _list_links(b)
+            return
+        url_of = _link_address(base_url)
+        made = links.create_link(
+            b,
+            created_by=process_actor(),
+            expires_in_hours=_hours(expires),
+            max_downloads=max_downloads,
+            note=note,
+            url_of=url_of,
+        )
+    except ServiceError as e:
+        _fail(e)
+    entry = links.link_entry(made.link)
+    most = made.link.max_downloads
+    limit = f", at most {presenters.plural(most, 'download')}" if most else ""
+    _echo(made.url)
+    _echo(
+        f"Link {made.link.id} of backup {b.id}: expires {entry['expires_at']}{limit}. "
+        "Shown only now: copy it.",
+        err=True,
+    )
+
+
+def _hours(value: str | None) -> str | None:
+    """--expires as hours: ``72h``, ``3d`` or a number of hours; the service checks the range."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    number = whole_number(text.rstrip("hd")) if text[-1:] in ("h", "d") else whole_number(text)
+    if number is None:
+        raise _error(f"--expires must be hours or days such as 72h or 3d, not {value!r}.")
+    return str(number * 24 if text.endswith("d") else number)
+
+
+def _link_address(base_url: str | None) -> Any:
+    """How a token becomes the link's address: --base-url, else the app's SERVER_NAME."""
+    if base_url is not None:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", base_url):
+            raise _error(f"--base-url must be an http:// or https:// address, not {base_url!r}.")
+        prefix = current_app.config["BACKUP_MANAGER_URL_PREFIX"].rstrip("/")
+        return lambda token: f"{base_url.rstrip('/')}{prefix}/l/{token}"
+    if not current_app.config.get("SERVER_NAME"):
+        raise _error(
+            "The link needs the address people reach the app at: give --base-url "
+            "https://your.site, or set SERVER_NAME."
+        )
+    return lambda token: url_for("backup_manager.link_page", token=token, _external=True)
+
+
+def _list_links(backup: Any) -> None:
+    found = links.list_links(backup)
+    if not found:
+        _echo(f"Backup {backup.id} has no links.")
+        return
+    at = links.now()
+    _echo(f"{'ID':>5}  {'STATE':<8}  {'DOWNLOADS':<9}  {'EXPIRES':<20}  CREATED BY / NOTE")
+    for item in found:
+        e = links.link_entry(item, at)
+        used = f"{e['downloads']}" + (f"/{e['max_downloads']}" if e["max_downloads"] else "")
+        note = f" / {e['note']}" if e["note"] else ""
+        _echo(
+            f"{e['id']:>5}  {e['state']:<8}  {used:<9}  {e['expires_at']:<20}  "
+            f"{e['created_by'] or '-'}{note}"
+        )
 
 
 @backups_cli.command("worker")

@@ -19,7 +19,8 @@ class BackupManager:
     ``BackupManager(app, db=db)`` or ``backups = BackupManager(db=db)`` then
     ``backups.init_app(app)``. Access is denied until the host supplies a check, either
     ``BackupManager(..., access=check)`` or the ``@backups.access_check`` decorator; the check
-    is called with ``"view"``, ``"create"``, ``"download"`` or ``"delete"``.
+    is called with ``"view"``, ``"create"``, ``"download"``, ``"delete"`` or ``"share"`` (make
+    and revoke download links for someone without an account).
 
     ``backups.cli`` is the ``backups`` command group, for a host's own console script:
     ``cli.add_command(backups.cli)``.

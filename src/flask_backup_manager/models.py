@@ -1,4 +1,5 @@
-"""The two tables, built on the host's own ``db.Model`` so its migrations see them."""
+"""The tables (backups, their logs, the audit trail, the download links), built on the host's
+own ``db.Model`` so its migrations see them."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class Models(NamedTuple):
     Backup: Any
     BackupLog: Any
     BackupAudit: Any
+    BackupLink: Any
 
 
 # One set of model classes per ``db``: a second extension object on the same ``db`` reuses them.
@@ -128,5 +130,29 @@ def make_models(db: SQLAlchemy) -> Models:
         backup_id = db.Column(db.Integer, nullable=False, index=True)
         detail = db.Column(db.String(255))
 
-    _models[db] = Models(Backup, BackupLog, BackupAudit)
+    class BackupLink(db.Model):  # type: ignore[name-defined]
+        """A download link for someone without an account (links.py): only the sha256 of its
+        token is kept, so a copy of this table opens no backup. Dies with its backup."""
+
+        __tablename__ = "backup_manager_links"
+        __table_args__ = {"sqlite_autoincrement": True}
+
+        id = db.Column(db.Integer, primary_key=True)
+        backup_id = db.Column(
+            db.Integer,
+            db.ForeignKey("backup_manager_backups.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+        token_hash = db.Column(db.String(64), nullable=False, unique=True)
+        note = db.Column(db.String(200))
+        created_by = db.Column(db.String(255))
+        created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
+        expires_at = db.Column(db.DateTime(timezone=True), nullable=False)
+        # None: no limit; else how many downloads may start (a resumed one is not counted)
+        max_downloads = db.Column(db.Integer)
+        downloads = db.Column(db.Integer, nullable=False, default=0, server_default="0")
+        revoked_at = db.Column(db.DateTime(timezone=True))
+
+    _models[db] = Models(Backup, BackupLog, BackupAudit, BackupLink)
     return _models[db]

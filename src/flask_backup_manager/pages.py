@@ -10,9 +10,10 @@ from typing import Any
 from flask import flash, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
-from . import presenters, service
+from . import links, presenters, service
 from .access import current_user_name, requires
-from .errors import int_arg
+from .delivery import send_from
+from .errors import http_error, int_arg
 from .models import FINISHED, Status, utcnow
 from .state import get_state
 
@@ -134,9 +135,19 @@ def create() -> Any:
 
 @requires("view")
 def detail(backup_id: str) -> Any:
-    backup = service.get_backup(backup_id)
+    return detail_page(service.get_backup(backup_id))
+
+
+def detail_page(backup: Any, new_link: links.NewLink | None = None) -> str:
+    """The detail page; ``new_link``: a link just made, whose address it shows this once."""
+    at = links.now()
     return render(
         "detail.html",
+        links=[links.link_entry(link, at) for link in links.list_links(backup)],
+        new_link=new_link and {"id": new_link.link.id, "url": new_link.url},
+        max_hours=get_state().link_max_age,
+        default_hours=min(links.DEFAULT_HOURS, get_state().link_max_age),
+        note_max=links.NOTE_MAX,
         backup=presenters.to_dict(backup),
         logs=service.backup_logs(backup),
         audit=service.audit_trail(backup.id),
@@ -198,3 +209,65 @@ def retry(backup_id: str) -> Any:
     return done(
         f"Backup {again.id} queued (backup {backup.id} tried again).", ".detail", backup_id=again.id
     )
+
+
+@requires("share")
+def create_link(backup_id: str) -> Any:
+    """Make a link and show the detail page with its address, this once: no redirect, so
+    the token is never kept in a flash message (the session cookie) or the history's URL."""
+    backup = service.get_backup(backup_id)
+    try:
+        made = links.create_link(
+            backup,
+            created_by=current_user_name(),
+            expires_in_hours=request.form.get("expires_in_hours"),
+            max_downloads=request.form.get("max_downloads"),
+            note=request.form.get("note"),
+            url_of=lambda token: url_for(".link_page", token=token, _external=True),
+        )
+    except service.ServiceError as e:
+        return refused(e, ".detail", backup_id=backup.id)
+    return detail_page(backup, made), 201
+
+
+@requires("share")
+def revoke_link(backup_id: str, link_id: str) -> Any:
+    backup = service.get_backup(backup_id)
+    link = links.revoke_link(links.get_link(backup, link_id), actor=current_user_name())
+    return done(f"Link {link.id} revoked.", ".detail", backup_id=backup.id)
+
+
+# -- the link page: outside the host's login, for whoever holds the link ----------------
+
+
+def client() -> links.Client:
+    return links.Client(request.remote_addr, request.user_agent.string or None)
+
+
+def link_page(token: str) -> Any:
+    """What a link opens: the backup's facts, how to restore it, a Download button; with
+    ``?download=1`` the file itself (Range and resume as the API's download). Every unusable
+    link answers :func:`link_gone`. No access check: the token is the permission."""
+    try:
+        if request.args.get("download") == "1":
+            return links.download_through(token, send_from, client())
+        link, backup = links.open_link(token, client())
+    except links.LinkGone:
+        return link_gone()
+    except service.ServiceError as e:  # a file damaged in storage: said, never sent
+        raise http_error(e) from None
+    values = presenters.to_dict(backup)
+    return render(
+        "link.html",
+        backup=values,
+        manifest=presenters.manifest_of(backup),
+        link=links.link_entry(link),
+        download_url=url_for(".link_page", token=token, download=1),
+        curl_url=url_for(".link_page", token=token, download=1, _external=True),
+        restore=presenters.restore_commands(backup.format, backup.filename),
+    )
+
+
+def link_gone() -> Any:
+    """The one answer of every unusable link, whatever the reason: the same 404 page."""
+    return render("link_gone.html", message=links.GONE_MESSAGE), 404

@@ -101,3 +101,30 @@ def log_entry(line: Any) -> dict[str, Any]:
 
 def audit_entry(row: Any) -> dict[str, Any]:
     return {"at": iso(row.at), "actor": row.actor, "action": row.action, "detail": row.detail}
+
+
+def restore_commands(format: str, filename: str) -> list[str]:
+    """How to restore a file of ``format`` (README, "Restoring a backup"), for the link page;
+    a file encrypted for the vendor (``.age``) with the vendor's key file."""
+    tool = "python -m flask_backup_manager restore"
+    if filename.endswith(".age"):
+        plain = filename.removesuffix(".age")
+        key = "--identity key.txt"
+        if format == "sqlite3_db":
+            return [f"age -d -i key.txt -o {plain} {filename}", f"sqlite3 -safe {plain}"]
+        target = "sqlite:///new.db" if format == "sqlite3" else "postgresql:///newdb"
+        return [f"{tool} {filename} {key} --target {target}"]
+    if format == "sqlite3":
+        return [
+            f"{tool} {filename} --target sqlite:///new.db",
+            f"gunzip -c {filename} | sqlite3 -safe new.db",
+        ]
+    if format == "postgres":
+        return [
+            f"{tool} {filename} --target postgresql:///newdb",
+            f"gunzip -c {filename} | psql -X -v ON_ERROR_STOP=1 --single-transaction -d newdb",
+        ]
+    return [
+        f"SQLALCHEMY_DATABASE_URI=sqlite:////abs/path/{filename}  (start the app on it)",
+        f"sqlite3 -safe {filename}",
+    ]

@@ -625,6 +625,7 @@ def download(
     actor: str | None,
     detail: str | None = None,
     copy: Callable[[bytes], object] | None = None,
+    audited: bool = True,
 ) -> R:
     """The one way a backup's file leaves storage, for the API and the CLI alike.
 
@@ -633,7 +634,8 @@ def download(
     row's, so a file changed or damaged in storage is never handed out, not even in part;
     then give the open file, rewound, to ``deliver``. ``deliver`` owns the file from then on
     (a streamed answer closes it once sent) and returns what it made and whether it handed
-    the file's bytes out (a HEAD or a 304 hands out none): only then is the download audited.
+    the file's bytes out (a HEAD or a 304 hands out none): only then is the download audited
+    (unless ``audited`` is False: a download through a link audits itself, see links.py).
     The open file is the one checked, so a file swapped in by a rename after the check is not
     the one delivered."""
     path = downloadable(backup)
@@ -654,7 +656,7 @@ def download(
     except BaseException:
         f.close()
         raise
-    if delivered:
+    if delivered and audited:
         audit("download", backup.id, detail, actor=actor)
     return answer
 
@@ -677,9 +679,8 @@ def delete_backup(backup: Any, *, actor: str | None, reason: str | None = None) 
         ) from None
     audit("delete", backup.id, reason, actor=actor, commit=False)
     # explicit: SQLite ignores ON DELETE CASCADE unless the host turned foreign keys on
-    state.db.session.execute(
-        sa.delete(state.models.BackupLog).where(state.models.BackupLog.backup_id == backup.id)
-    )
+    for model in (state.models.BackupLog, state.models.BackupLink):  # its links die with it
+        state.db.session.execute(sa.delete(model).where(model.backup_id == backup.id))
     state.db.session.delete(backup)
     state.db.session.commit()
 

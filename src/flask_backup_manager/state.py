@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
+from werkzeug.utils import ImportStringError, import_string
 
 from .engine import ColumnFacts, Profile, RedactionError, facts_of, problems, profile_from_mapping
 
@@ -47,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_MANAGER_REQUIRE_REDACTION": False,  # no full copy: every backup takes a profile
     "BACKUP_MANAGER_VERIFY_POSTGRES_URL": None,  # a server to restore postgres files into
     "BACKUP_MANAGER_APP_VERSION": None,  # None: the version of the distribution holding the app
+    "BACKUP_MANAGER_LINK_MAX_AGE": 720,  # hours a download link may live at most (30 days)
+    "BACKUP_MANAGER_LINK_NOTIFY": None,  # a callable (or "module:name") told of links
 }
 
 #: A profile's name: a short word, as the form, the API and the CLI send it and the
@@ -64,7 +67,9 @@ Identity = Callable[[], str | None]
 #: Answers a browser the access check turned away (gets the permission): a response, such as
 #: a redirect to the login page, or ``None`` for the 403 page.
 OnDenied = Callable[[str], Any]
-PERMISSIONS = ("view", "create", "download", "delete")
+PERMISSIONS = ("view", "create", "download", "delete", "share")
+#: A link's notify hook: called with the event ("created" or "first_use") and the link's facts.
+LinkNotify = Callable[[str, dict[str, Any]], Any]
 
 
 class Hooks(Protocol):
@@ -118,6 +123,12 @@ class State:
     #: the app's top-level package (``shop`` of ``shop.web``), whose distribution names the
     #: app's version when BACKUP_MANAGER_APP_VERSION is not set
     app_package: str
+    #: BACKUP_MANAGER_LINK_MAX_AGE: hours a download link may live at most
+    link_max_age: int = 720
+    link_notify: LinkNotify | None = None
+    #: now, for the links' expiry; None: the database's clock (:func:`.models.db_now`). A
+    #: hook for tests, which set it to travel in time without sleeping.
+    clock: Callable[[], Any] | None = None
     redactions: Redactions = field(default_factory=Redactions)
 
     @property
@@ -213,6 +224,8 @@ def read_config(app: Flask, *, ext: Hooks, db: SQLAlchemy, models: Models) -> St
         verify_postgres_url=verify_url,
         app_version=app_version,
         app_package=app.import_name.partition(".")[0],
+        link_max_age=number("BACKUP_MANAGER_LINK_MAX_AGE"),
+        link_notify=link_notify(c["BACKUP_MANAGER_LINK_NOTIFY"]),
     )
     state.redactions = build_redactions(state)
     if state.require_redaction and not state.redactions.profiles:
@@ -222,6 +235,23 @@ def read_config(app: Flask, *, ext: Hooks, db: SQLAlchemy, models: Models) -> St
             "backup would be refused"
         )
     return state
+
+
+def link_notify(value: Any) -> LinkNotify | None:
+    """BACKUP_MANAGER_LINK_NOTIFY: None, a callable, or an import string ``"module:name"``
+    (``"module.name"`` too) of one; one that cannot be imported stops the app naming it."""
+    key = "BACKUP_MANAGER_LINK_NOTIFY"
+    if value is None or callable(value):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a callable or an import string, not {value!r}")
+    try:
+        found = import_string(value.replace(":", "."))
+    except ImportStringError as e:
+        raise ValueError(f"{key}: cannot import {value!r} ({e.exception})") from None
+    if not callable(found):
+        raise ValueError(f"{key}: {value!r} is not callable")
+    return found
 
 
 # -- redaction profiles ------------------------------------------------------------------

@@ -19,8 +19,9 @@ LAYERS = [
     ["extension"],  # BackupManager: mounts the blueprint and the commands
     ["blueprint"],  # the URL map, template helpers, headers
     ["api", "pages", "cli", "jobs"],  # views, commands, the worker's job: parse, call, present
-    ["access"],  # the host's access check, CSRF, a refused operation's HTTP answer
+    ["access", "delivery"],  # the access check, CSRF; a checked file sent over HTTP
     ["errors"],  # the HTTP error answer
+    ["links"],  # download links for someone without an account
     ["service"],  # the operations: explicit actor, no HTTP
     ["lifecycle", "presenters", "queue"],  # a row's life; what is shown; RQ
     ["state"],  # config and per-app state

@@ -374,9 +374,31 @@
     });
   }
 
+  // "Copy" next to a new link: the clipboard API where the page may use it (https, or
+  // 127.0.0.1), else the selected text and the older copy command
+  function copyButtons() {
+    document.querySelectorAll(".bm button[data-copy]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var field = document.querySelector(button.getAttribute("data-copy"));
+        var said = button.parentNode.querySelector('[data-testid="copied"]');
+        if (!field) return;
+        function shown() { if (said) said.hidden = false; }
+        field.select();
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(field.value).then(shown, function () {
+            if (document.execCommand("copy")) shown();
+          });
+        } else if (document.execCommand("copy")) {
+          shown();
+        }
+      });
+    });
+  }
+
   function start() {
     document.querySelectorAll(".bm time[datetime]").forEach(localTime);
     confirmForms();
+    copyButtons();
     var detail = document.querySelector('.bm [data-testid="backup-detail"][data-poll-url]');
     if (detail) watchDetail(detail);
     document.querySelectorAll('.bm [data-testid="backup-row"][data-poll-url]').forEach(watchRow);
