@@ -6,9 +6,10 @@ Builds `pgbench -i -s N` in PostgreSQL (database fbm_bench_sN, kept between runs
 four tables in SQLite, then runs each job as a separate process and prints a table of seconds,
 peak RSS and our time as a ratio of the anchor's. Below the usual tools come our own rows:
 each path redacted (`pgbench_accounts.filler` hashed, `abalance` fixed) against the same path
-unredacted, and each SQLite format verified (the default) against `--no-verify`. The rows
-against the usual tools and the redacted ones measure the export's own time (`--no-verify`:
-the tools verify nothing); the verification rows add what verifying costs.
+unredacted, each path encrypted (`--encrypt-to` a new age key) against the same path
+unencrypted, and each SQLite format verified (the default) against `--no-verify`. The rows
+against the usual tools, the redacted and the encrypted ones measure the export's own time
+(`--no-verify`: the tools verify nothing); the verification rows add what verifying costs.
 Each job and its anchor run in turn `--repeat` times and the fastest run of each counts: on a
 shared machine the slower runs measure the neighbours. The anchors `db-to-sqlite` (and the
 psycopg2 it needs) live in their own venv, .venv-bench, made by `make bench`: never a
@@ -27,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from flask_backup_manager.engine.encryption import keygen
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_VENV = ROOT / ".venv-bench"
@@ -164,6 +167,10 @@ def main() -> int:
         jobs.append(
             (f"{name}, redacted", _renamed(mine, "r") + redact, "ours unredacted", mine, 1.3)
         )
+    recipient = keygen()[1]
+    for name, mine in ours_of.items():
+        encrypted = f"{_renamed(mine, 'x')} --encrypt-to {recipient}"
+        jobs.append((f"{name}, encrypted", encrypted, "ours unencrypted", mine, 1.2))
     for name, mine in ours_of.items():
         if name.endswith(("sqlite3", "sqlite3_db")):
             verified = _renamed(mine, "v").replace(" --no-verify", "", 1)

@@ -12,13 +12,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from flask_backup_manager.engine import export
+from flask_backup_manager.engine import ExportCancelled, export
 from flask_backup_manager.engine.encryption import parse_recipient
 from flask_backup_manager.engine.manifest import HEAD_TITLE
 from flask_backup_manager.engine.restore import restore
@@ -516,3 +517,37 @@ def test_an_export_killed_while_it_encrypts_leaves_no_plaintext(age_key, tmp_pat
     for path in left:
         assert holds_plaintext(path) is None, (path, holds_plaintext(path))
     assert holds_plaintext(tmp_path / "big.db") == "the canary"  # the scan does see plaintext
+
+
+def test_an_export_cancelled_while_it_encrypts_leaves_nothing(age_key, tmp_path):
+    _, public = age_key
+    source = make_sqlite(tmp_path / "big.db", rows=150_000, filler=100)
+    out = tmp_path / "out"
+    out.mkdir()
+    cancel, seen = threading.Event(), []
+
+    def watch() -> None:  # cancels once the ciphertext temp file grows
+        deadline = time.monotonic() + 240
+        while not cancel.is_set() and time.monotonic() < deadline:
+            grown = [p for p in out.glob(".*.age.part") if p.exists() and p.stat().st_size]
+            if grown:
+                seen.extend(grown)
+                cancel.set()
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with pytest.raises(ExportCancelled):
+            export(
+                source,
+                "sqlite3",
+                out / "b.sql.gz.age",
+                recipients=[parse_recipient(public)],
+                cancel=cancel,
+            )
+    finally:
+        cancel.set()
+        watcher.join()
+    assert seen, "cancelled before the encryption began"
+    assert list(out.iterdir()) == []

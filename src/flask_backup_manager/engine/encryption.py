@@ -210,11 +210,20 @@ class Sealer:
     """The age encryption of the chunks given to :meth:`write`, written to ``path`` (an
     existing private temp file) by pyrage in a thread; the ciphertext's size and sha256 are
     counted as it is written. :meth:`close` ends the stream and fsyncs the file; on an error
-    use :meth:`abort` (the caller removes the file). A context manager doing either."""
+    use :meth:`abort` (the caller removes the file). A context manager doing either.
+
+    pyrage holds the GIL while it encrypts (it never lets go of it): its thread also hashes
+    and writes what it encrypted (a second thread for that, tried, waits for the GIL so often
+    that it is slower), and a third one flushes the file to disk every few MiB as it grows,
+    so that the last fsync has little left to do."""
+
+    #: flush the file to disk, in the background, after each this many bytes written
+    SYNC_EVERY = 16 << 20
 
     def __init__(self, path: Path, recipients: Sequence[Recipient]) -> None:
         if not recipients:
             raise ExportError("encryption needs at least one recipient")
+        natives = [r.native() for r in recipients]
         self.path = path
         self.size = 0
         self.sha256 = ""
@@ -225,9 +234,13 @@ class Sealer:
         self._error: BaseException | None = None
         self._out = open(path, "r+b")  # noqa: SIM115  # closed in close() or abort()
         self._out.truncate()
-        natives = [r.native() for r in recipients]
+        self._unsynced = 0
+        self._sync = threading.Event()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(natives,), daemon=True)
+        self._flusher = threading.Thread(target=self._flush, daemon=True)
         self._thread.start()
+        self._flusher.start()
 
     # -- the engine's side
 
@@ -235,8 +248,12 @@ class Sealer:
         self._put(chunk)
 
     def close(self) -> None:
-        self._put(None)
-        self._thread.join()
+        try:
+            self._put(None)  # the end of the plaintext
+        except BaseException:
+            self.abort()
+            raise
+        self._end()
         if self._error is not None:
             self._out.close()
             raise ExportError(f"encryption failed: {_said(self._error)}")
@@ -247,8 +264,14 @@ class Sealer:
 
     def abort(self) -> None:
         self._stop.set()
-        self._thread.join()
+        self._end()
         self._out.close()
+
+    def _end(self) -> None:
+        self._thread.join()
+        self._closing.set()
+        self._sync.set()
+        self._flusher.join()
 
     def __enter__(self) -> Sealer:
         return self
@@ -291,6 +314,19 @@ class Sealer:
         out, self._pending = self._pending[:n], self._pending[n:]
         return bytes(out)
 
+    # -- the flushing thread
+
+    def _flush(self) -> None:
+        while True:
+            self._sync.wait()
+            self._sync.clear()
+            if self._closing.is_set():
+                return
+            try:
+                getattr(os, "fdatasync", os.fsync)(self._out.fileno())
+            except OSError:
+                return  # close()'s fsync says it
+
 
 class _Hashed:
     """The file pyrage writes the ciphertext to, hashed and counted as it is written."""
@@ -302,7 +338,13 @@ class _Hashed:
         s = self.sealer
         s._hash.update(data)
         s.size += len(data)
-        return s._out.write(data)
+        written = s._out.write(data)
+        s._unsynced += len(data)
+        if s._unsynced >= s.SYNC_EVERY:
+            s._out.flush()
+            s._sync.set()
+            s._unsynced = 0
+        return written
 
     def flush(self) -> None:
         self.sealer._out.flush()

@@ -242,6 +242,8 @@ def export(
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     url = source_url(source)
+    for recipient in recipients:  # pyrage is there and takes each key, before any work
+        recipient.native()
     steps = writer_for(url.get_backend_name(), format)
     output = Path(output)
     weights = WEIGHTS[(url.get_backend_name(), format)]
