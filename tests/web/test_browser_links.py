@@ -16,15 +16,21 @@ from playwright.sync_api import Browser, Page, expect
 from .conftest import SCREENSHOTS, Demo
 
 
-def succeeded_backup(page: Page) -> tuple[str, str]:
-    """Make a sqlite3 backup from the create page; its id and sha256 once it has succeeded."""
+def succeeded_backup(page: Page, demo: Demo) -> tuple[str, str]:
+    """Make a sqlite3 backup from the create page and watch it succeed on its page; its id
+    and sha256."""
     page.goto("/backups/new")
     page.get_by_test_id("format-sqlite3").check()
-    page.get_by_test_id("create-backup").click()
-    expect(page).to_have_url(re.compile(r"/backups/\d+$"))
+    demo.pause_worker()
+    try:
+        page.get_by_test_id("create-backup").click()
+        expect(page).to_have_url(re.compile(r"/backups/\d+$"))
+        expect(page.get_by_test_id("link-form")).to_be_hidden()  # no file to share yet
+    finally:
+        demo.resume_worker()
     detail = page.get_by_test_id("backup-detail")
     expect(detail).to_have_attribute("data-status", "succeeded", timeout=60_000)
-    page.reload()  # the link form is for a backup with a file
+    expect(page.get_by_test_id("link-form")).to_be_visible()  # shown once there is a file
     return page.url.rsplit("/", 1)[1], page.get_by_test_id("sha256").inner_text()
 
 
@@ -33,7 +39,7 @@ def test_a_link_made_on_the_detail_page_downloads_in_a_browser_without_the_sessi
 ):
     page = admin
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
-    backup_id, sha256 = succeeded_backup(page)
+    backup_id, sha256 = succeeded_backup(page, demo)
     expect(page.get_by_test_id("no-links")).to_be_visible()
 
     page.get_by_test_id("link-hours").fill("24")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -629,3 +630,25 @@ def test_no_link_leaves_with_a_later_backup(app, client, run_worker):
     assert b"backup_manager_links" in data  # the table, without its rows
     assert digest not in data and b"secret-note" not in data
     assert link["token"].encode() not in data
+
+
+def test_two_downloads_at_once_cannot_both_take_the_last_one(pg_app, run_worker):
+    """Eight clients start a one-download link's download at the same moment, on PostgreSQL:
+    exactly one gets the file."""
+    client = pg_app.test_client()
+    backup = made(client, run_worker, "postgres")
+    link = new_link(client, backup["id"], max_downloads=1)
+    barrier, answers = threading.Barrier(8), []
+
+    def download() -> None:
+        mine = pg_app.test_client()
+        barrier.wait(timeout=30)
+        answers.append(fetch(mine, link).status_code)
+
+    threads = [threading.Thread(target=download) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(answers) == [200] + [404] * 7
+    assert links_of(client, backup["id"])[0]["downloads"] == 1

@@ -317,7 +317,11 @@
         if (ACTIVE.indexOf(res[0].status) >= 0) {
           setTimeout(tick, 1000);
         } else {
-          if (res[0].status === "succeeded") loadManifest();
+          if (res[0].status === "succeeded") {
+            loadManifest();
+            // a file to share now: the link form (present when the user may share)
+            toggle(document, "link-form", false);
+          }
           // The job writes its last log line just after the status: fetch the log once more.
           setTimeout(function () {
             getJSON(logsUrl).then(function (r) { renderLogs(tbody, r.logs); }, function () {});
