@@ -551,3 +551,22 @@ def test_an_export_cancelled_while_it_encrypts_leaves_nothing(age_key, tmp_path)
         watcher.join()
     assert seen, "cancelled before the encryption began"
     assert list(out.iterdir()) == []
+
+
+def test_a_file_of_many_chunks_restores_and_its_cut_end_refuses_it_all(age_key, tmp_path):
+    key, public = age_key
+    source = make_sqlite(tmp_path / "src.db", rows=30_000, filler=100)
+    sealed = export(
+        source, "sqlite3", tmp_path / "b.sql.gz.age", recipients=[parse_recipient(public)]
+    ).path
+    assert sealed.stat().st_size > 2 << 20  # more than one chunk of ours (1 MiB), of age (64 KiB)
+    assert restore(sealed, f"sqlite:///{tmp_path / 'whole.db'}", identity=key).rows == 30_001
+    cut = tmp_path / "cut.age"
+    cut.write_bytes(sealed.read_bytes()[:-1000])  # all but its last chunk decrypts
+    before = sorted(tmp_path.iterdir())
+    done = run(
+        "restore", str(cut), "--identity", str(key), "--target", f"sqlite:///{tmp_path}/n.db"
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: cannot decrypt the file: it is damaged, cut short")
+    assert sorted(tmp_path.iterdir()) == before  # no n.db, no temp file

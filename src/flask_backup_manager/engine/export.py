@@ -498,11 +498,20 @@ def check(
                 cancel,
                 load,
                 sink=seal.write,
-                hide=lambda: path.unlink(missing_ok=True),
+                hide=lambda: _unlink_open(path),
                 late=reread is None and format == "postgres" and bool(server),
             )
-        path.unlink(missing_ok=True)  # already gone but where /proc/self/fd is missing
+    path.unlink(missing_ok=True)  # gone already, but where an open file keeps its name
     return seal.size, seal.sha256, verification
+
+
+def _unlink_open(path: Path) -> None:
+    """Remove the name of a file this process has open; where that cannot be (Windows), the
+    name goes once it is closed."""
+    try:
+        path.unlink(missing_ok=True)
+    except PermissionError:
+        pass
 
 
 def _check(
