@@ -335,6 +335,9 @@ def link(
             url_of=url_of,
         )
     except ServiceError as e:
+        field = e.extra.get("field")
+        if field in LINK_OPTIONS:  # said as the option typed, not the API's field
+            raise _error(e.message.replace(field, LINK_OPTIONS[field], 1)) from None
         _fail(e)
     entry = links.link_entry(made.link)
     most = made.link.max_downloads
@@ -345,6 +348,14 @@ def link(
         "Shown only now: copy it.",
         err=True,
     )
+
+
+#: the API's fields of a link, as ``flask backups link`` names them
+LINK_OPTIONS = {
+    "expires_in_hours": "--expires",
+    "max_downloads": "--max-downloads",
+    "note": "--note",
+}
 
 
 def _hours(value: str | None) -> str | None:
@@ -385,7 +396,7 @@ def _list_links(backup: Any) -> None:
         used = f"{e['downloads']}" + (f"/{e['max_downloads']}" if e["max_downloads"] else "")
         note = f" / {e['note']}" if e["note"] else ""
         _echo(
-            f"{e['id']:>5}  {e['state']:<8}  {used:<9}  {e['expires_at']:<20}  "
+            f"{e['id']:>5}  {e['state']:<8}  {used:<9}  {e['expires_at'][:19] + 'Z':<20}  "
             f"{e['created_by'] or '-'}{note}"
         )
 

@@ -544,13 +544,17 @@ def test_the_cli_builds_the_address_from_server_name(make_app, run_worker):
         ),
         (
             ["--expires", "31d", "--base-url", "http://h"],
-            "Error: expires_in_hours must be a "
+            "Error: --expires must be a "
             "whole number of hours from 1 to 720 (BACKUP_MANAGER_LINK_MAX_AGE), not '744'.",
         ),
         (
             ["--max-downloads", "0", "--base-url", "http://h"],
-            "Error: max_downloads must be a "
+            "Error: --max-downloads must be a "
             "whole number from 1 to 1,000,000, or none for no limit, not '0'.",
+        ),
+        (
+            ["--note", "two\nlines", "--base-url", "http://h"],
+            "Error: --note must be one line of at most 200 characters.",
         ),
         (["--revoke", "42"], "Error: No such link."),
         (["--list", "--revoke", "1"], "Error: --list and --revoke go alone: give one of them."),
