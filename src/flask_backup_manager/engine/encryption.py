@@ -87,9 +87,13 @@ def parse_recipient(text: str, label: str | None = None) -> Recipient:
             "an empty recipient: expected an age public key (age1...) or an SSH public key"
             " (ssh-ed25519 AAAA...)"
         )
-    if key.upper().startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in key.upper():
+    # anywhere in the text, not only at its start: a key pasted in quotes or after a name
+    # ("key=AGE-SECRET-KEY-1...") is still a secret, and no part of it may be echoed
+    upper = key.upper()
+    if "AGE-SECRET-KEY-" in upper or "PRIVATE KEY" in upper:
+        what = "AGE-SECRET-KEY-..." if "AGE-SECRET-KEY-" in upper else "an SSH private key"
         raise ValueError(
-            f"{key[:15]}... is a secret key, not a public key: give the public key (the age1..."
+            f"{what} is a secret key, not a public key: give the public key (the age1..."
             " line age-keygen prints, or the .pub file of an SSH key); the secret key stays"
             " with the vendor"
         )

@@ -1,0 +1,73 @@
+"""The new engine code (a loading process on APSW's SQLite, age encryption) attacked as a
+hostile customer and as an attacker on the vendor's side would: each test builds the attack
+for real and looks for its effect, and each failed before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flask_backup_manager.__main__ import main
+from flask_backup_manager.engine.encryption import keygen, parse_recipient
+from flask_backup_manager.engine.verify import SQLiteLoad
+
+CANARY = b"CANARY-r1-5c0ffee-plaintext"
+
+
+def plaintext_files(directory: Path) -> list[Path]:
+    """The files under ``directory`` that hold the canary or an SQLite database's pages."""
+    return [
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and (CANARY in (data := p.read_bytes()) or data[:6] == b"SQLite")
+    ]
+
+
+def test_the_scratch_database_of_a_verification_has_no_name_while_it_loads(tmp_path):
+    """The scratch database holds every row of the file, in plaintext: past its cache (32 MB)
+    its pages went to a named file beside the backup, which a worker killed while it encrypts
+    left behind (the loading process dies with it; nothing removed the file). Its name now
+    goes as soon as it is open, so there is nothing to find, killed or not."""
+    out = tmp_path / "out"
+    out.mkdir()
+    load = SQLiteLoad(out / ".b.sql.gz.0000abcd.part")
+    try:
+        load.feed(b"CREATE TABLE t (a);\n")
+        row = b"('" + CANARY + b"-" + b"x" * 900 + b"')"
+        statement = b"INSERT INTO t VALUES " + b",\n".join([row] * 1000) + b";\n"
+        for _ in range(60):  # about 55 MB of pages: more than the cache holds
+            load.feed(statement)
+        load.close()
+        verification = load.result({"t": 60_000})
+        assert verification.ok and verification.loaded and verification.rows == 60_000
+        assert plaintext_files(out) == []
+    finally:
+        load.discard()
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    ['"{}"', "'{}'", "key={}", "<{}>", "# {}", "age1{}", "ssh-ed25519 {}", "{} vendor"],
+)
+def test_a_secret_key_pasted_in_quotes_or_after_a_name_is_never_echoed(pasted, capsys):
+    """Only a secret key at the start of the text was called one: quoted (as a config file
+    or a shell holds it) or after a name, the error echoed its first 25 characters or so at
+    start-up and on the command line."""
+    secret, _ = keygen()
+    text = pasted.format(secret)
+    with pytest.raises(ValueError) as e:
+        parse_recipient(text)
+    assert "is a secret key, not a public key" in str(e.value)
+    body = secret.removeprefix("AGE-SECRET-KEY-1")
+    assert body[:6] not in str(e.value) and body[:6].lower() not in str(e.value)
+    assert (
+        main(
+            ["export", "--source", "sqlite:///x.db", "--format", "sqlite3"]
+            + ["--output", "o.sql.gz", "--encrypt-to", text]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "is a secret key" in err and body[:6] not in err
