@@ -4,12 +4,14 @@ for real and looks for its effect, and each failed before its fix."""
 
 from __future__ import annotations
 
+import base64
+import os
 from pathlib import Path
 
 import pytest
 
 from flask_backup_manager.__main__ import main
-from flask_backup_manager.engine.encryption import keygen, parse_recipient
+from flask_backup_manager.engine.encryption import MAGIC, keygen, parse_recipient
 from flask_backup_manager.engine.verify import SQLiteLoad
 
 CANARY = b"CANARY-r1-5c0ffee-plaintext"
@@ -71,3 +73,37 @@ def test_a_secret_key_pasted_in_quotes_or_after_a_name_is_never_echoed(pasted, c
     )
     err = capsys.readouterr().err
     assert "is a secret key" in err and body[:6] not in err
+
+
+def b64(data: bytes) -> bytes:
+    return base64.b64encode(data).rstrip(b"=")
+
+
+def forged_age(stanzas: int) -> bytes:
+    """An age file anyone can make, no key needed: ``stanzas`` X25519 stanzas of random
+    bytes, a random MAC, a few bytes of payload."""
+    body = b"".join(
+        b"-> X25519 " + b64(os.urandom(32)) + b"\n" + b64(os.urandom(32)) + b"\n"
+        for _ in range(stanzas)
+    )
+    return MAGIC + body + b"--- " + b64(os.urandom(32)) + b"\n" + os.urandom(64)
+
+
+@pytest.mark.parametrize("stanzas, says", [(100, "more than 64 recipients"), (3000, "64 KiB")])
+def test_an_age_header_of_many_stanzas_is_refused_before_pyrage_parses_it(
+    stanzas, says, tmp_path, capsys
+):
+    """The age crate parses a header again from its start as it reads more of it: 2,000
+    forged stanzas took 3 s of CPU, 8,000 (800 KB) 52 s, a 20 MB file hours, before "no
+    matching key". Such a header is refused at once; nothing is written at the target."""
+    key = tmp_path / "key.txt"
+    key.write_text(keygen()[0] + "\n")
+    path = tmp_path / "b.sql.gz.age"
+    path.write_bytes(forged_age(stanzas))
+    target = tmp_path / "new.db"
+    assert (
+        main(["restore", str(path), "--identity", str(key), "--target", f"sqlite:///{target}"]) == 1
+    )
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.sql.gz.age", "key.txt"]

@@ -358,7 +358,10 @@ def decrypted_chunks(f: BinaryIO, identities: Sequence[Any]) -> Iterator[bytes]:
     """The plaintext of the age file open as ``f``, in chunks of about 1 MiB, decrypted by
     pyrage in a thread. Every chunk was authenticated before it comes out; a cut or changed
     file raises ExportError when it is reached (a consumer that commits only at the end keeps
-    nothing of it), a wrong identity at once. Stopping the iteration early stops the thread."""
+    nothing of it), a wrong identity at once. Stopping the iteration early stops the thread.
+    A header past :data:`HEADER_MAX` bytes or :data:`STANZAS_MAX` stanzas is refused first
+    (:func:`_check_header`)."""
+    _check_header(f)
     q: queue.Queue[bytes | BaseException | None] = queue.Queue(DEPTH)
     stop = threading.Event()
 
@@ -415,6 +418,44 @@ def decrypted_chunks(f: BinaryIO, identities: Sequence[Any]) -> Iterator[bytes]:
     finally:
         stop.set()
         thread.join()
+
+
+#: the longest age header, and the most stanzas (one per recipient), a file may have: the age
+#: crate parses a header again from its start each time it reads more of it, so a file of a
+#: few MB of stanzas (made by anyone, no key needed) took minutes to hours of CPU before it
+#: said "no matching key". A backup's header has one stanza per configured recipient, each
+#: under 1 KiB (an ssh-rsa key's of 4096 bits the longest).
+HEADER_MAX = 64 << 10
+STANZAS_MAX = 64
+
+
+def _check_header(f: BinaryIO) -> None:
+    """Refuse an age file (open as ``f``, left where it was) whose header, decoded from ASCII
+    armor if it is armored, does not end within :data:`HEADER_MAX` bytes or holds more than
+    :data:`STANZAS_MAX` stanzas. What is not age at all is left to pyrage to say."""
+    start = f.tell()
+    head = f.read(HEADER_MAX * 2)
+    f.seek(start)
+    if head.lstrip().startswith(ARMOR):
+        body = b"".join(head.lstrip().split(b"\n", 1)[-1].split())
+        body = body.split(b"-----", 1)[0]
+        try:
+            head = base64.b64decode(body[: len(body) // 4 * 4])
+        except ValueError:
+            return
+    if not head.startswith(MAGIC):
+        return
+    end = head.find(b"\n--- ", 0, HEADER_MAX)
+    if end < 0 and len(head) > HEADER_MAX:
+        raise ExportError(
+            f"cannot decrypt the file: its age header is longer than {HEADER_MAX >> 10} KiB,"
+            " which no backup's is: refusing it"
+        )
+    if head.count(b"\n-> ", 0, end if end >= 0 else len(head)) > STANZAS_MAX:
+        raise ExportError(
+            f"cannot decrypt the file: its age header names more than {STANZAS_MAX}"
+            " recipients, which no backup's does: refusing it"
+        )
 
 
 def _decrypt_said(e: BaseException) -> str:
