@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from flask_backup_manager.__main__ import main
-from flask_backup_manager.engine.encryption import MAGIC, keygen, parse_recipient
+from flask_backup_manager.engine import ExportError, export
+from flask_backup_manager.engine.encryption import MAGIC, STANZAS_MAX, keygen, parse_recipient
 from flask_backup_manager.engine.verify import SQLiteLoad
 
 CANARY = b"CANARY-r1-5c0ffee-plaintext"
@@ -107,3 +108,17 @@ def test_an_age_header_of_many_stanzas_is_refused_before_pyrage_parses_it(
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.sql.gz.age", "key.txt"]
+
+
+def test_an_export_to_more_recipients_than_a_restore_reads_is_refused_before_any_work(tmp_path):
+    """The restore refuses a header of more than 64 stanzas: an export to more would make a
+    file that no restore of ours reads."""
+    recipients = [parse_recipient(keygen()[1]) for _ in range(STANZAS_MAX + 1)]
+    with pytest.raises(ExportError, match="at most 64"):
+        export(
+            f"sqlite:///{tmp_path / 'none.db'}",
+            "sqlite3",
+            tmp_path / "o.age",
+            recipients=recipients,
+        )
+    assert list(tmp_path.iterdir()) == []

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from .base import Tracker, one_line, scrub, temp_beside
 from .child import open_read_only
-from .encryption import Recipient, Sealer, describe
+from .encryption import STANZAS_MAX, Recipient, Sealer, describe
 from .gzipout import gunzip
 from .manifest import comment_lines, complete, head
 from .model import (
@@ -242,6 +242,10 @@ def export(
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     url = source_url(source)
+    if len(recipients) > STANZAS_MAX:  # the restore refuses a header of more
+        raise ExportError(
+            f"{len(recipients)} recipients: a backup may be encrypted to at most {STANZAS_MAX}"
+        )
     for recipient in recipients:  # pyrage is there and takes each key, before any work
         recipient.native()
     steps = writer_for(url.get_backend_name(), format)
