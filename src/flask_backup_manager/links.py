@@ -6,13 +6,18 @@ times, and dies with its backup. No HTTP here: the views and the CLI translate.
 
 What counts as a download: a request whose answer starts at the file's first byte (a whole
 file, or a range from byte 0). A resumed download (a range from a later byte) is not counted,
-so an interrupted download of a one-download link can be finished; it is served while the
-link is neither expired nor revoked and has been counted at least once (a range from a later
-byte of a link never downloaded counts as its first download). A HEAD or a 304 sends nothing
-and counts nothing. Every use is in the audit trail with the client's address and user agent.
+so an interrupted download of a one-download link can be finished, but only by the client
+that started it: one whose address and user agent made a counted download of this link (the
+audit trail says so). Anyone else's range from a later byte counts as a download, and is
+refused once the link is used up; otherwise whoever got hold of a used link could fetch all
+of the file but its first byte (which every format's magic number gives away) for as long as
+the link lives. A HEAD or a 304 sends nothing and counts nothing. Every use is in the audit
+trail with the client's address and user agent.
 
 Whatever makes a link unusable (unknown, expired, used up, revoked, its backup gone or not
-downloadable), the answer is the same :class:`LinkGone`: no oracle for which."""
+downloadable), the answer is the same :class:`LinkGone`, decided before the file is opened
+(reading and hashing it takes time a client can measure, and its Range, If-Match and
+If-None-Match answers differ): no oracle for which."""
 
 from __future__ import annotations
 
@@ -282,8 +287,37 @@ class Client:
     user_agent: str | None
 
     def detail(self, link: Any, what: str = "") -> str:
-        agent = (self.user_agent or "-")[:120]
-        return f"link {link.id}{what}: ip {self.ip or '-'}, agent {agent}"[:255]
+        return f"link {link.id}{what}{self.tail()}"[:255]
+
+    def tail(self) -> str:
+        """Who, as every audit line of a link's use ends: its address and its agent, cut to
+        120 characters, control characters (a terminal's escapes) shown as "?"."""
+        agent = CONTROL.sub("?", (self.user_agent or "-")[:120])
+        return f": ip {CONTROL.sub('?', self.ip or '-')}, agent {agent}"
+
+
+#: what an audit line never holds of a client's text
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def counted_for(link: Any, client: Client) -> bool:
+    """Whether ``client`` (same address, same agent) made a counted download of ``link``: the
+    one client whose range from a later byte is a resume, not a download."""
+    state = get_state()
+    BackupAudit = state.models.BackupAudit
+    tail = client.tail()
+    details = state.db.session.scalars(
+        sa.select(BackupAudit.detail).where(
+            BackupAudit.backup_id == link.backup_id, BackupAudit.action == "link_download"
+        )
+    )
+    whole, later = f"link {link.id}{tail}", f"link {link.id} from byte "
+    return any(
+        d == whole
+        or (d.startswith(later) and d.endswith(tail) and d[len(later) : -len(tail)].isdigit())
+        for d in details
+        if d
+    )
 
 
 def open_link(token: Any, client: Client) -> tuple[Any, Any]:
@@ -301,17 +335,22 @@ def download_through(
     """A download through a link, by :func:`service.download` (the file checked against its
     sha256 first) and ``send``, which answers with the checked file and says from which byte
     its answer sends it (None: no bytes, a HEAD or a 304). From byte 0 it counts, atomically
-    and only while the link has downloads left; from a later byte it is a resume (see the
-    module's docstring). Audited with the client's address and agent; the first counted
-    download tells the notify hook."""
+    and only while the link has downloads left; from a later byte it is a resume when this
+    client made a counted download of the link, else it counts too (see the module's
+    docstring). A used-up link serves only those resumes, and refuses anyone else before the
+    file is read. Audited with the client's address and agent; the first counted download
+    tells the notify hook."""
     link, backup = resolve(token, used_up=True)
     state = get_state()
+    resumable = link.downloads > 0 and counted_for(link, client)
+    if not resumable and state_of(link, now(state)) != LinkState.ACTIVE:
+        raise LinkGone()  # used up, and not its downloader: before the file is read
     first_use = False
 
     def deliver(stored: service.StoredFile) -> tuple[R, bool]:
         nonlocal first_use
         answer, start = send(stored)
-        counted = start == 0 or (start is not None and link.downloads == 0)
+        counted = start == 0 or (start is not None and not resumable)
         try:
             if start is None:
                 if state_of(link, now(state)) != LinkState.ACTIVE:

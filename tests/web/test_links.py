@@ -200,6 +200,95 @@ def test_every_dead_link_answers_the_same_404(app, client, run_worker, clock):
     assert fetch(client, alive).status_code == 200  # the clock did not kill every link
 
 
+STRANGER = {"REMOTE_ADDR": "198.51.100.66", "HTTP_USER_AGENT": "curl/8.5.0"}
+
+
+def gone_body(client) -> bytes:
+    return client.get("/backups/l/" + "A" * 43 + "?download=1").data
+
+
+def test_a_used_link_gives_whoever_else_holds_it_nothing_not_even_a_resume(app, client, run_worker):
+    """The link leaked from the ticket after the vendor's download: a range from byte 1 (the
+    first byte is the format's magic number) would be the whole file, again and again."""
+    backup = made(client, run_worker)
+    data = stored(app, backup)
+    link = new_link(client, backup["id"], max_downloads=1)
+    assert fetch(client, link).data == data  # the vendor's one download
+    url = path_of(link) + "?download=1"
+    for headers in (
+        {"Range": "bytes=1-"},
+        {"Range": f"bytes={len(data) - 1}-"},
+        {"Range": "bytes=999999999-"},  # was 416: a used link, not a dead one
+        {"Range": "bytes=1-", "If-Match": '"nope"'},  # was 412
+        {"Range": "bytes=0-0,1-"},
+    ):
+        answer = client.get(url, headers=headers, environ_base=STRANGER)
+        answer.close()
+        assert (answer.status_code, answer.data) == (404, gone_body(client)), headers
+    assert client.head(url, headers={"Range": "bytes=1-"}, environ_base=STRANGER).status_code == 404
+    assert links_of(client, backup["id"])[0]["downloads"] == 1
+    tail = fetch(client, link, Range="bytes=1-")  # the vendor's own resume still works
+    assert tail.status_code == 206 and tail.data == data[1:]
+
+
+def test_a_range_from_a_later_byte_counts_unless_the_client_started_the_download(
+    app, client, run_worker
+):
+    backup = made(client, run_worker)
+    data = stored(app, backup)
+    link = new_link(client, backup["id"], max_downloads=2)
+    assert fetch(client, link, Range="bytes=0-9").data == data[:10]
+    url = path_of(link) + "?download=1"
+    other = client.get(url, headers={"Range": "bytes=10-"}, environ_base=STRANGER)
+    assert other.status_code == 206 and other.data == data[10:]
+    other.close()
+    assert links_of(client, backup["id"])[0]["downloads"] == 2  # a download, not a resume
+    third = {**STRANGER, "REMOTE_ADDR": "198.51.100.67"}
+    late = client.get(url, headers={"Range": "bytes=10-"}, environ_base=third)
+    late.close()
+    assert late.status_code == 404
+    again = client.get(url, headers={"Range": "bytes=10-"}, environ_base=STRANGER)
+    assert again.status_code == 206 and again.data == data[10:]  # its own resume
+    again.close()
+    assert links_of(client, backup["id"])[0]["downloads"] == 2
+
+
+def test_a_used_up_link_is_refused_before_its_file_is_read(app, client, run_worker):
+    """Reading and hashing the file before saying 404 is time a client can measure (and its
+    conditional answers differ): a damaged file shows whether it was read (500
+    checksum_mismatch). Only the client that downloaded it may learn more of a used link."""
+    backup = made(client, run_worker)
+    link = new_link(client, backup["id"], max_downloads=1)
+    assert fetch(client, link).status_code == 200
+    path = app.extensions["backup_manager"].storage_dir / backup["filename"]
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    url = path_of(link) + "?download=1"
+    etag = f'"{backup["sha256"]}"'
+    for answer in (
+        client.get(url, environ_base=STRANGER),
+        client.get(url, headers={"If-None-Match": etag}, environ_base=STRANGER),
+        client.get(url, headers={"Range": "bytes=0-0"}, environ_base=STRANGER),
+        client.get(url, headers={"Range": "bytes=1-"}, environ_base=STRANGER),
+        client.head(url, environ_base=STRANGER),
+    ):
+        answer.close()
+        assert answer.status_code == 404
+    assert client.get(url, environ_base=STRANGER).data == gone_body(client)
+
+
+def test_the_audit_trail_keeps_no_control_character_of_a_client(app, client, run_worker):
+    backup = made(client, run_worker)
+    link = new_link(client, backup["id"])
+    agent = "evil\x1b]0;owned\x07\x1b[2J\u2028next" + "A" * 5000
+    client.get(path_of(link), environ_base={"HTTP_USER_AGENT": agent})
+    trail = client.get(f"{API}/backups/{backup['id']}/audit").json["audit"]
+    detail = next(a["detail"] for a in trail if a["action"] == "link_view")
+    assert detail.startswith(f"link {link['id']}: ip 127.0.0.1, agent evil?]0;owned??[2J?next")
+    assert len(detail) <= 255 and not re.search(r"[\x00-\x1f\x7f-\x9f\u2028]", detail)
+
+
 def test_a_link_never_opens_another_backup(app, client, run_worker):
     mine, other = made(client, run_worker), made(client, run_worker, "sqlite3_db")
     link = new_link(client, mine["id"])
