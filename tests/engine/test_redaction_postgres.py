@@ -406,25 +406,59 @@ def test_hashes_are_the_same_within_a_backup_and_differ_between_two(source, tmp_
     assert len(ids[0]) == USERS and not ids[0] & ids[1]
 
 
-def test_a_hashed_value_repeated_on_many_rows_hashes_as_a_single_one(pg_url, tmp_path):
-    """A column whose values repeat (hashed once per value, through the planner's Memoize)
-    and one whose values differ (hashed per row) give the same hash of the same value."""
+def test_a_value_hashes_alike_whether_common_repeated_or_unique(pg_url):
+    """Three ways a column's hash is computed give one hash of one value: values nearly all
+    among the statistics' most common ones (each hashed once, in an InitPlan), values that
+    repeat (the planner's Memoize) and values that differ (per row). The common values are
+    matched by their text: ``character``'s trailing spaces as its text drops them, and a
+    case-insensitive collation's ``A`` and ``a`` each hashed as itself."""
+    icu = "und-u-ks-level2"
     with psycopg.connect(pg_url, autocommit=True) as con:
+        has_icu = con.execute(
+            "SELECT count(*) > 0 FROM pg_collation WHERE collprovider = 'i'"
+        ).fetchone()[0]
+        collate = ""
+        if has_icu:
+            con.execute(
+                f"CREATE COLLATION ci (provider = icu, locale = '{icu}', deterministic = false)"
+            )
+            collate = "COLLATE ci"
         con.execute(
-            "CREATE TABLE t (id int PRIMARY KEY, same text, other text);"
-            "INSERT INTO t SELECT i, 'same', CASE WHEN i = 7 THEN 'same' ELSE 'x' || i END"
+            f"CREATE TABLE t (id int PRIMARY KEY, common text {collate}, pad character(6),"
+            " num int, repeated text, other text, numo int);"
+            "INSERT INTO t SELECT i, CASE WHEN i % 2 = 0 THEN 'A' ELSE 'a' END,"
+            " CASE WHEN i % 3 = 0 THEN 'x' ELSE 'x  ' END, i % 3, 'r' || (i % 400),"
+            " CASE WHEN i <= 4 THEN (ARRAY['A', 'a', 'x', 'r7'])[i] ELSE 'o' || i END,"
+            " CASE WHEN i <= 3 THEN i - 1 ELSE i END"
             " FROM generate_series(1, 20000) i; ANALYZE t"
         )
-    profile = profile_from_mapping("p", {"t.same": "hash", "t.other": "hash"})
+        if not has_icu:  # without ICU no collation makes = differ from equal text
+            with pytest.raises(psycopg.errors.Error):
+                con.execute("CREATE COLLATION ci (provider = icu, deterministic = false)")
+    columns = ("common", "pad", "num", "repeated", "other", "numo")
+    profile = profile_from_mapping("p", {f"t.{c}": "hash" for c in columns})
     src = PostgresSource(parse_url(pg_url), redaction=Redaction(profile))
     try:
         (spec,) = src.tables()
-        assert "LATERAL" in src.copy_query(spec).as_string(src.conn)
-        rows = {r[0]: r[1:] for batch in src.row_batches(spec) for r in batch}
+        query = src.copy_query(spec).as_string(src.conn)
+        for matched in ('("fbm_t"."common") COLLATE "C" WHEN', '("fbm_t"."pad") COLLATE "C" WHEN'):
+            assert f"CASE {matched}" in query
+        assert 'CASE ("fbm_t"."num") WHEN' in query
+        assert "LATERAL" in query  # repeated: 400 values, more than the statistics keep
+        rows = {
+            r[0]: dict(zip(columns, r[1:], strict=True))
+            for batch in src.row_batches(spec)
+            for r in batch
+        }
     finally:
         src.close()
-    assert {r[0] for r in rows.values()} == {rows[7][1]}
-    assert len({r[1] for r in rows.values()}) == 20000
+    other = {i: rows[i]["other"] for i in (1, 2, 3, 4)}  # 'A', 'a', 'x', 'r7', hashed per row
+    assert {rows[i]["common"] for i in (2, 4)} == {other[1]}
+    assert {rows[i]["common"] for i in (1, 3)} == {other[2]} != {other[1]}
+    assert {r["pad"] for r in rows.values()} == {other[3][:6]}  # cut to character(6)
+    assert [rows[i]["num"] for i in (3, 4, 5)] == [rows[i]["numo"] for i in (1, 2, 3)]
+    assert rows[7]["repeated"] == rows[407]["repeated"] == other[4]
+    assert len({r["other"] for r in rows.values()}) == 20000
 
 
 # -- refusals ----------------------------------------------------------------------------

@@ -32,7 +32,14 @@ from psycopg.types import datetime as pdt
 from ..base import parents_first, select_keys, shown, watch
 from ..model import ExportCancelled, ExportError, SourceInfo
 from ..redaction import ColumnFacts, Redaction, RedactionError, Rule, check
-from ..redaction.postgres import key_query, lateral, reads_value, rule_expr
+from ..redaction.postgres import (
+    COMMON_QUERY,
+    common_values,
+    key_query,
+    lateral,
+    reads_value,
+    rule_expr,
+)
 from . import keys_without_rows
 from .postgres_model import (
     PgColumn,
@@ -399,12 +406,24 @@ class PostgresSource:
             for i, rule in by_index.items():
                 col = spec.columns[i]
                 expr = rule_expr(rule, _column(col.attname), facts[key][i], col.formatted)
-                if reads_value(rule) and self._memoized(spec, expr):
+                plain = reads_value(rule) and not spec.casts[i]  # a built-in type
+                common = self._common(spec, col.attname) if plain else None
+                if common:
+                    expr = common_values(
+                        rule, _column(col.attname), facts[key][i], col.formatted, spec.oid, common
+                    )
+                elif reads_value(rule) and self._memoized(spec, expr):
                     alias = f"fbm_r{i}"
                     table.laterals.append(lateral(expr, alias))
                     expr = sql.Identifier(alias, "v")
                 table.exprs[i] = expr
         self._null_generated(by_key, rules, facts)
+
+    def _common(self, spec: PostgresTable, column: str) -> int | None:
+        """How many most common values hold nearly all of ``column``'s rows, by its statistics
+        (:func:`.redaction.postgres.common_values`); None where they do not, or there are none."""
+        row = self.fetch(COMMON_QUERY, [spec.oid, column])
+        return row[0][0] if row else None
 
     def _memoized(self, spec: PostgresTable, expr: sql.Composable) -> bool:
         """Whether the planner would keep ``expr``'s results by the column's value (a
