@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from flask_backup_manager.__main__ import main
-from flask_backup_manager.engine import ExportError, export
+from flask_backup_manager.engine import ExportCancelled, ExportError, export
 from flask_backup_manager.engine.encryption import MAGIC, STANZAS_MAX, keygen, parse_recipient
 from flask_backup_manager.engine.verify import SQLiteLoad
 
@@ -121,4 +123,29 @@ def test_an_export_to_more_recipients_than_a_restore_reads_is_refused_before_any
             tmp_path / "o.age",
             recipients=recipients,
         )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cancel_stops_the_verifications_last_statements_at_once(tmp_path):
+    """After the read-through the verification waited for the loading process to end, deaf
+    to a cancel, and the export then renamed its file into place as if never cancelled: a
+    file's last statements (here a CREATE INDEX taking about 17 ms a row, 20,000 rows, which
+    a hostile schema can make as slow as it likes) held the worker for as long as they ran."""
+    load = SQLiteLoad(tmp_path / ".b.sql.gz.0000abcd.part")
+    cancel = threading.Event()
+    try:
+        load.feed(b"CREATE TABLE t (a);\n")
+        load.feed(b"INSERT INTO t VALUES " + b",".join([b"(1)"] * 20_000) + b";\n")
+        slow = b"length(replace(printf('%.*c', 3000 + a, 'x'), 'x', printf('%.*c', 3000, 'y')))"
+        load.feed(b"CREATE INDEX slow ON t (" + slow + b");\n")
+        load.close()
+        threading.Timer(1.0, cancel.set).start()
+        started = time.monotonic()
+        with pytest.raises(ExportCancelled):
+            load.result({"t": 20_000}, cancel)
+        assert time.monotonic() - started < 120  # the index alone takes about 350 s
+        assert load.proc is not None and load.proc.poll() is not None
+    finally:
+        cancel.set()
+        load.discard()
     assert list(tmp_path.iterdir()) == []

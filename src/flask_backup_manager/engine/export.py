@@ -564,7 +564,7 @@ def _check(
                 size, sha = read_through(
                     f, gzipped=True, script=load, progress=progress, cancel=cancel, sink=sink
                 )
-                verification = load.result(expected)
+                verification = load.result(expected, cancel)
             finally:
                 load.discard()
         else:

@@ -43,8 +43,10 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ import apsw
 from .base import ident, one_line, scrub, shown, temp_beside
 from .checks import psql, sqlite_shell
 from .child import die_with_parent, open_read_only
-from .model import ExportError, Verification
+from .model import ExportCancelled, ExportError, Verification
 from .parallel import package_path
 from .restore import (
     RestoreError,
@@ -208,12 +210,26 @@ class SQLiteLoad(sqlite_shell.ScriptCheck):
             raise ExportError(reply["error"])
         return reply
 
-    def result(self, expected: Mapping[str, int]) -> Verification:
+    def result(
+        self, expected: Mapping[str, int], cancel: threading.Event | None = None
+    ) -> Verification:
+        """The tables counted once the loading ends. Setting ``cancel`` stops the loading
+        process at once (ExportCancelled): the last statements (a file's CREATE INDEX over
+        millions of rows) may run for minutes after the read-through is done."""
         if self.here is not None:
             found, uncounted = self.here.count(expected)
         else:
-            self._send(_FRAME.pack(0, 0), json.dumps(list(expected)).encode() + b"\n")
-            reply = self._reply()
+            with ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(self._finish, list(expected))
+                while True:
+                    try:
+                        reply = answer.result(timeout=0.1)
+                        break
+                    except TimeoutError:
+                        if cancel is not None and cancel.is_set():
+                            self.proc.kill()  # type: ignore[union-attr]
+                            answer.exception()  # its pipes closed: it ends at once
+                            raise ExportCancelled() from None
             found, uncounted = reply["found"], frozenset(reply["uncounted"])
         return compare(
             expected,
@@ -222,6 +238,11 @@ class SQLiteLoad(sqlite_shell.ScriptCheck):
             how="loaded into a temporary SQLite database",
             uncounted=uncounted,
         )
+
+    def _finish(self, keys: list[str]) -> dict[str, Any]:
+        """End the statements, name the tables to count, and wait for the answer."""
+        self._send(_FRAME.pack(0, 0), json.dumps(keys).encode() + b"\n")
+        return self._reply()
 
     def discard(self) -> None:
         """Stop the loading and remove the scratch database."""
