@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import os
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from flask_backup_manager.__main__ import main
 from flask_backup_manager.engine import ExportCancelled, ExportError, export
 from flask_backup_manager.engine.encryption import MAGIC, STANZAS_MAX, keygen, parse_recipient
+from flask_backup_manager.engine.restore import restore
 from flask_backup_manager.engine.verify import SQLiteLoad
 
 CANARY = b"CANARY-r1-5c0ffee-plaintext"
@@ -149,3 +152,33 @@ def test_a_cancel_stops_the_verifications_last_statements_at_once(tmp_path):
         cancel.set()
         load.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def fts_file(path: Path, *, disguised: bool) -> Path:
+    """An SQLite file with a table and an FTS5 table; ``disguised``: its CREATE VIRTUAL TABLE
+    rewritten (writable_schema) with two spaces, which SQLite reads as the same."""
+    with closing(sqlite3.connect(path)) as con:
+        con.executescript(
+            "CREATE TABLE t (a); INSERT INTO t VALUES (1);"
+            "CREATE VIRTUAL TABLE f USING fts5(a); INSERT INTO f VALUES ('x'), ('y'), ('z');"
+        )
+        if disguised:
+            con.execute("PRAGMA writable_schema = ON")
+            con.execute(
+                "UPDATE sqlite_master SET sql = replace(sql, 'CREATE VIRTUAL', 'CREATE  VIRTUAL')"
+                " WHERE name = 'f'"
+            )
+        con.commit()
+    return path
+
+
+def test_a_sqlite3_db_restore_never_counts_a_virtual_table_however_its_text_is_spaced(tmp_path):
+    """The restore of a ``sqlite3_db`` file counts each table's rows, but not a virtual
+    table's (its module's code would run on the customer's file): it told them by the text
+    'CREATE VIRTUAL%', so 'CREATE  VIRTUAL TABLE' was counted, its module run (3 rows more,
+    a table more). SQLite's own reading of the schema decides now."""
+    plain = restore(fts_file(tmp_path / "a.db", disguised=False), f"sqlite:///{tmp_path / 'a2.db'}")
+    odd = restore(fts_file(tmp_path / "b.db", disguised=True), f"sqlite:///{tmp_path / 'b2.db'}")
+    assert (odd.tables, odd.rows) == (plain.tables, plain.rows)
+    with closing(sqlite3.connect(tmp_path / "b2.db")) as con:
+        assert con.execute("SELECT count(*) FROM f").fetchone()[0] == 3  # the copy is whole
