@@ -254,9 +254,18 @@ def revoke_link(link: Any, *, actor: str | None) -> Any:
     return link
 
 
-def resolve(token: Any, *, used_up: bool = False) -> tuple[Any, Any]:
-    """The link of ``token`` and its backup, when it can be used now (``used_up``: one whose
-    downloads are all counted too, for a resumed download); else :class:`LinkGone`."""
+def resolve(token: Any) -> tuple[Any, Any]:
+    """The link of ``token`` and its backup, when it can be used now; else
+    :class:`LinkGone`."""
+    link, backup, _ = lookup(token, None)
+    return link, backup
+
+
+def lookup(token: Any, resumer: Client | None) -> tuple[Any, Any, bool]:
+    """:func:`resolve`, and with a ``resumer`` (a download's client) also a used-up link when
+    that client made one of its counted downloads, and whether it did (:func:`counted_for`).
+    That question is asked of every well-formed token, known or not, live or dead, so a
+    used-up link takes no longer to refuse than any other dead one."""
     if not isinstance(token, str) or not TOKEN.fullmatch(token):
         raise LinkGone()
     state = get_state()
@@ -264,10 +273,11 @@ def resolve(token: Any, *, used_up: bool = False) -> tuple[Any, Any]:
     link = state.db.session.scalar(
         sa.select(BackupLink).where(BackupLink.token_hash == token_hash(token))
     )
+    resumable = resumer is not None and counted_for(link, resumer)
     if link is None:
         raise LinkGone()
     found = state_of(link, now(state))
-    if found != LinkState.ACTIVE and not (used_up and found == LinkState.USED_UP):
+    if found != LinkState.ACTIVE and not (found == LinkState.USED_UP and resumable):
         raise LinkGone()
     backup = state.db.session.get(state.models.Backup, link.backup_id)
     if backup is None or backup.status != Status.SUCCEEDED:
@@ -276,7 +286,7 @@ def resolve(token: Any, *, used_up: bool = False) -> tuple[Any, Any]:
         service.downloadable(backup)
     except ServiceError:
         raise LinkGone() from None
-    return link, backup
+    return link, backup, resumable
 
 
 @dataclass(frozen=True)
@@ -300,18 +310,20 @@ class Client:
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def counted_for(link: Any, client: Client) -> bool:
+def counted_for(link: Any | None, client: Client) -> bool:
     """Whether ``client`` (same address, same agent) made a counted download of ``link``: the
-    one client whose range from a later byte is a resume, not a download."""
+    one client whose range from a later byte is a resume, not a download. The same query for
+    no link (an unknown token): it finds nothing, in the time it takes to find something."""
     state = get_state()
     BackupAudit = state.models.BackupAudit
     tail = client.tail()
+    link_id, backup_id = (0, -1) if link is None else (link.id, link.backup_id)
     details = state.db.session.scalars(
         sa.select(BackupAudit.detail).where(
-            BackupAudit.backup_id == link.backup_id, BackupAudit.action == "link_download"
+            BackupAudit.backup_id == backup_id, BackupAudit.action == "link_download"
         )
     )
-    whole, later = f"link {link.id}{tail}", f"link {link.id} from byte "
+    whole, later = f"link {link_id}{tail}", f"link {link_id} from byte "
     return any(
         d == whole
         or (d.startswith(later) and d.endswith(tail) and d[len(later) : -len(tail)].isdigit())
@@ -340,11 +352,8 @@ def download_through(
     docstring). A used-up link serves only those resumes, and refuses anyone else before the
     file is read. Audited with the client's address and agent; the first counted download
     tells the notify hook."""
-    link, backup = resolve(token, used_up=True)
+    link, backup, resumable = lookup(token, client)  # before the file is read
     state = get_state()
-    resumable = link.downloads > 0 and counted_for(link, client)
-    if not resumable and state_of(link, now(state)) != LinkState.ACTIVE:
-        raise LinkGone()  # used up, and not its downloader: before the file is read
     first_use = False
 
     def deliver(stored: service.StoredFile) -> tuple[R, bool]:

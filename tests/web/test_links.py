@@ -278,6 +278,48 @@ def test_a_used_up_link_is_refused_before_its_file_is_read(app, client, run_work
     assert client.get(url, environ_base=STRANGER).data == gone_body(client)
 
 
+def test_every_dead_link_costs_the_same_queries_to_refuse(app, client, run_worker, clock):
+    """No timing oracle from a different code path: a used-up link (it was one more query,
+    and before that the file read through) is refused with the statements an unknown token
+    costs. Counted on the real engine, not timed."""
+    backup = made(client, run_worker)
+    used = new_link(client, backup["id"], max_downloads=1)
+    assert fetch(client, used).status_code == 200
+    revoked = new_link(client, backup["id"])
+    client.post(f"{API}/backups/{backup['id']}/links/{revoked['id']}/revoke", headers=SHARE)
+    expired = new_link(client, backup["id"], expires_in_hours=1)
+    clock.travel(hours=1)
+    unknown = {"url": "http://localhost/backups/l/" + "A" * 43}
+    with app.app_context():
+        engine = app.extensions["sqlalchemy"].engine
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:
+        statements.append(statement.split()[0])
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        costs = {}
+        for name, dead in (("unknown", unknown), ("revoked", revoked), ("expired", expired)):
+            for headers in ({}, {"Range": "bytes=1-"}):
+                statements.clear()
+                answer = client.get(
+                    path_of(dead) + "?download=1", headers=headers, environ_base=STRANGER
+                )
+                assert answer.status_code == 404
+                costs[name, bool(headers)] = list(statements)
+        for headers in ({}, {"Range": "bytes=1-"}):
+            statements.clear()
+            answer = client.get(
+                path_of(used) + "?download=1", headers=headers, environ_base=STRANGER
+            )
+            assert answer.status_code == 404
+            costs["used", bool(headers)] = list(statements)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert len({tuple(c) for c in costs.values()}) == 1, costs
+
+
 def test_the_audit_trail_keeps_no_control_character_of_a_client(app, client, run_worker):
     backup = made(client, run_worker)
     link = new_link(client, backup["id"])
