@@ -49,7 +49,7 @@ ROUTES = [
     ("POST", "/<backup_id>/retry", pages.retry),
     ("POST", "/<backup_id>/links", pages.create_link),
     ("POST", "/<backup_id>/links/<link_id>/revoke", pages.revoke_link),
-    ("GET", "/l/<token>", pages.link_page),
+    ("GET", "/l/<path:token>", pages.link_page),  # every path under it: never the host's 404
 ]
 #: the pages a link opens: whoever holds it may not be signed in, and its token is in the URL
 LINK_ENDPOINTS = ("backup_manager.link_page",)

@@ -363,6 +363,20 @@ def test_the_link_page_and_its_download_keep_the_token_to_themselves(app, client
     assert "csrf" not in html
 
 
+def test_a_mangled_link_address_is_our_404_not_the_hosts(app, client, run_worker):
+    """A link pasted with a trailing slash or a path after it still holds the live token: the
+    host's own 404 page (its analytics, its fonts from a CDN) would send it to them in the
+    Referer. Every path under /l/ is the link page's dead-link answer."""
+    backup = made(client, run_worker)
+    link = new_link(client, backup["id"])
+    for tail in ("/", "/x", "//", "/download"):
+        answer = client.get(path_of(link) + tail, headers=HTML)
+        assert (answer.status_code, answer.data) == (404, gone_body(client)), tail
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
+        assert answer.headers["Cache-Control"] == "no-store"
+    assert fetch(client, link).status_code == 200  # the link itself still works
+
+
 def test_the_token_is_given_once_and_only_its_hash_is_kept(app, client, run_worker):
     backup = made(client, run_worker)
     link = new_link(client, backup["id"])
