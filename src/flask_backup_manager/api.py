@@ -93,7 +93,10 @@ def api_create() -> Any:
     if "format" not in body:
         raise _not_an_object()
     backup = service.create_backup(
-        body["format"], created_by=current_user_name(), redaction=body.get("redaction")
+        body["format"],
+        created_by=current_user_name(),
+        redaction=body.get("redaction"),
+        encrypt=body.get("encrypt"),
     )
     return jsonify(backup_object(backup, service.worker_warning())), 202
 

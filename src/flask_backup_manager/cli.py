@@ -48,15 +48,25 @@ def _fail(e: ServiceError) -> None:
     help="A redaction profile of the app's (see `flask backups redaction check`); "
     "none: a full copy.",
 )
+@click.option(
+    "--encrypt/--no-encrypt",
+    default=None,
+    help="Encrypt the file for the app's BACKUP_MANAGER_RECIPIENTS (the default when it names "
+    "a key; the file ends in .age).",
+)
 @click.option("--wait", is_flag=True, help="Wait until a worker has finished the backup.")
-def create(format_: str, redaction: str | None, wait: bool) -> None:
+def create(format_: str, redaction: str | None, encrypt: bool | None, wait: bool) -> None:
     """Queue a new backup (a worker makes it)."""
     try:
-        backup = service.create_backup(format_, created_by=process_actor(), redaction=redaction)
+        backup = service.create_backup(
+            format_, created_by=process_actor(), redaction=redaction, encrypt=encrypt
+        )
     except ServiceError as e:
         _fail(e)
     try:  # from the first line on, Ctrl-C says what became of the backup
         copy = f", redaction {backup.redaction}" if backup.redaction else ""
+        readers = presenters.readers(presenters.encrypted_for(backup))
+        copy += f", encrypted for {readers}" if backup.encrypted_for else ""
         _echo(f"Backup {backup.id} queued ({backup.format}{copy}).")
         _warn_without_worker()
         if not wait:
@@ -139,6 +149,8 @@ def show(backup_id: str, manifest: bool) -> None:
             )
         elif key == "duration" and value is not None:
             value = f"{value:.1f} s"
+        elif key == "encrypted_for" and value:  # "Acme support (SHA256:...)", not a repr
+            value = ", ".join(f"{r['label'] or 'a key'} ({r['fingerprint']})" for r in value)
         _echo(f"{key}: {'-' if value is None else value}")
     problem = service.file_problem(b, full=True)  # read against its sha256, as the page does
     if problem:

@@ -20,16 +20,17 @@ from .engine import (
     ExportCancelled,
     ExportError,
     Progress,
+    Recipient,
     escape_controls,
     export,
     one_line,
     scrub,
 )
-from .lifecycle import add_log, finish, process_actor, remove_parts, transition
+from .lifecycle import add_log, finish, process_actor, remove_parts, transition, update
 from .models import ACTIVE, Status, db_now
-from .presenters import as_utc, iso, plural
+from .presenters import as_utc, encrypted_for, iso, plural, readers
 from .queue import JOB_FUNCTION
-from .service import file_path, prune, reap, storage_dir
+from .service import describe_recipients, file_path, prune, reap, recipients_json, storage_dir
 from .state import State, get_state, redactions
 
 
@@ -68,6 +69,10 @@ def run_backup(backup_id: int) -> str:
         )
     if profile_name and profile is None:  # the config changed since the backup was queued
         fail(backup_id, message)
+        return Status.FAILED
+    recipients, refusal = recipients_now(state, backup_id, encrypted_for(backup))
+    if refusal:
+        fail(backup_id, refusal)
         return Status.FAILED
     heart = Heartbeat(state, backup_id)
     last_phase: str | None = None
@@ -120,6 +125,7 @@ def run_backup(backup_id: int) -> str:
                 redaction=profile,
                 manifest=head,
                 verify_postgres_url=state.verify_postgres_url,
+                recipients=recipients,
             )
     except ExportCancelled:
         state.db.session.rollback()
@@ -163,11 +169,46 @@ def run_backup(backup_id: int) -> str:
         rows_total=result.rows,
         tables_total=result.tables,
         manifest=None if manifest is None else json.dumps(manifest, default=str),
+        encrypted_for=recipients_json(result.recipients),
     ):
         path.unlink(missing_ok=True)  # cancelled (or reaped) while the file was being checked
         return Status.CANCELLED
     prune(state, actor=process_actor())  # as a `flask backups prune` would
     return Status.SUCCEEDED
+
+
+def recipients_now(
+    state: State, backup_id: int, asked: list[dict[str, Any]] | None
+) -> tuple[tuple[Recipient, ...], str | None]:
+    """The keys to encrypt a backup for when it runs, and why it must fail instead (None:
+    it may run). ``asked``: whom it was queued to be encrypted for (None: not encrypted).
+    The config is the host's word on who may read a copy, so a backup queued before the keys
+    changed (the vendor replaced its key) is encrypted for the current ones, the log saying
+    so; one queued encrypted when no key is left now fails (never a plaintext copy in place of
+    an encrypted one), as does an unencrypted one once encryption is required."""
+    if asked is None:
+        if state.require_encryption:
+            return (), (
+                "an unencrypted copy is not allowed: BACKUP_MANAGER_REQUIRE_ENCRYPTION was "
+                "turned on after this backup was queued; make a new one"
+            )
+        return (), None
+    if not state.recipients:
+        return (), (
+            "this backup was to be encrypted, but BACKUP_MANAGER_RECIPIENTS names no public "
+            "key any more; make a new one"
+        )
+    now = describe_recipients(state.recipients)
+    if [r["fingerprint"] for r in asked] != [r["fingerprint"] for r in now]:
+        add_log(
+            backup_id,
+            "warning",
+            "the public keys changed since this backup was queued (it was for "
+            f"{readers(asked)}): encrypting for the current ones, {readers(now)}",
+            commit=False,
+        )
+        update(backup_id, encrypted_for=recipients_json(state.recipients))
+    return state.recipients, None
 
 
 def fail(backup_id: int, message: str) -> None:

@@ -93,6 +93,9 @@ def make_models(db: SQLAlchemy) -> Models:
         # file as JSON (what it is: app, versions, tables and rows, rules, verification)
         redaction = db.Column(db.String(64))
         manifest = db.Column(db.Text)
+        # who can read the file: JSON [{"label", "fingerprint"}] of the public keys it is
+        # encrypted for (BACKUP_MANAGER_RECIPIENTS); NULL: not encrypted
+        encrypted_for = db.Column(db.Text)
         logs = db.relationship(
             "BackupLog",
             order_by="BackupLog.id",

@@ -50,7 +50,10 @@ def done(message: str | Markup, endpoint: str, **values: Any) -> Any:
 def refused(e: service.ServiceError, endpoint: str, **values: Any) -> Any:
     """A refused operation: its reason flashed, then the page to try from (a 404 or a
     server error stays an error page)."""
-    if e.status not in (400, 409, 429, 503) and e.code != "redaction_required":
+    if e.status not in (400, 409, 429, 503) and e.code not in (
+        "redaction_required",
+        "encryption_required",
+    ):
         raise e
     return _flash_redirect(refusal(e), "error", endpoint, **values)
 
@@ -116,6 +119,8 @@ def new() -> Any:
         "new.html",
         formats=service.formats(),
         choices=service.redaction_choices(),
+        recipients=service.describe_recipients(get_state().recipients),
+        require_encryption=get_state().require_encryption,
         warning=service.worker_warning(),
     )
 
@@ -127,10 +132,22 @@ def create() -> Any:
             request.form.get("format"),
             created_by=current_user_name(),
             redaction=request.form.get("redaction"),
+            encrypt=encrypt_field(),
         )
     except service.ServiceError as e:
         return refused(e, ".new")
     return done(f"Backup {backup.id} queued.", ".detail", backup_id=backup.id)
+
+
+def encrypt_field() -> Any:
+    """The create form's "Encrypt for ..." box: a hidden ``encrypt=0`` before the checkbox's
+    ``encrypt=1``, so the last value says whether it was ticked; absent (a form without the
+    box: no keys, or encryption required): None, the default. Another value goes to the
+    service as it came, which refuses it."""
+    values = request.form.getlist("encrypt")
+    if not values:
+        return None
+    return {"1": True, "0": False}.get(values[-1], values[-1])
 
 
 @requires("view")
@@ -190,7 +207,8 @@ def cancel(backup_id: str) -> Any:
 @requires("create")
 def retry(backup_id: str) -> Any:
     """Try a failed or cancelled backup again: a new backup of the same format and the same
-    redaction profile (never a full copy in place of a redacted one)."""
+    redaction profile (never a full copy in place of a redacted one), encrypted if it was
+    (never a plaintext copy in place of an encrypted one; else the default)."""
     backup = service.get_backup(backup_id)
     if backup.status not in (Status.FAILED, Status.CANCELLED):
         return _flash_redirect(
@@ -202,7 +220,10 @@ def retry(backup_id: str) -> Any:
         )
     try:
         again = service.create_backup(
-            backup.format, created_by=current_user_name(), redaction=backup.redaction
+            backup.format,
+            created_by=current_user_name(),
+            redaction=backup.redaction,
+            encrypt=True if backup.encrypted_for else None,
         )
     except service.ServiceError as e:
         return refused(e, ".detail", backup_id=backup.id)

@@ -72,9 +72,33 @@ def to_dict(backup: Any) -> dict[str, Any]:
         "created_by": backup.created_by,
         # the profile's name; None: a full copy
         "redaction": backup.redaction,
+        # [{"label", "fingerprint"}] of the keys that can read the file; None: not encrypted
+        "encrypted_for": encrypted_for(backup),
         # "verified: 15 tables, 46,221 rows match" once the file is checked; None until then
         "verification": verification_line(manifest_of(backup)),
     }
+
+
+def encrypted_for(backup: Any) -> list[dict[str, Any]] | None:
+    """The public keys a backup's file is encrypted for, as stored with it (None: not
+    encrypted; a row edited by hand into something else reads as encrypted for unknown keys,
+    never as not encrypted)."""
+    if not backup.encrypted_for:
+        return None
+    try:
+        value = json.loads(backup.encrypted_for)
+    except ValueError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        return [{"label": None, "fingerprint": None}]
+    return [{"label": r.get("label"), "fingerprint": r.get("fingerprint")} for r in value]
+
+
+def readers(recipients: list[dict[str, Any]] | None) -> str:
+    """Who can read a file, for people: "Acme support and SHA256:x9..." (a label, else the
+    key's fingerprint)."""
+    names = [r.get("label") or r.get("fingerprint") or "an unknown key" for r in recipients or []]
+    return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def manifest_of(backup: Any) -> dict[str, Any] | None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from .engine import (
     SUPPORTED,
     ColumnFacts,
     Profile,
+    Recipient,
     facts_of,
     one_line,
     problems,
@@ -32,7 +34,7 @@ from .engine import (
 )
 from .lifecycle import add_log, audit, finish, remove_parts, update
 from .models import ACTIVE, FINISHED, Status, db_now, utcnow
-from .presenters import as_utc, audit_entry, log_entry, manifest_of
+from .presenters import as_utc, audit_entry, log_entry, manifest_of, readers
 from .queue import enqueue, job_exists, listening_workers, redis_connection
 from .state import State, get_state, model_facts, redactions
 
@@ -124,11 +126,14 @@ def worker_warning(state: State | None = None) -> str | None:
 CREATE_LOCK = 0x666D626372656174  # "fmbcreat"
 
 
-def create_backup(format: Any, *, created_by: str | None, redaction: Any = None) -> Any:
+def create_backup(
+    format: Any, *, created_by: str | None, redaction: Any = None, encrypt: Any = None
+) -> Any:
     """Insert a queued backup and enqueue its job. 400 for an unknown format or redaction
     profile (``redaction``: a profile's name; None or "" for a full copy), 403 for a full copy
     when BACKUP_MANAGER_REQUIRE_REDACTION is on, 503 when the queue cannot be reached (the row
-    is then ``failed``, never left ``queued``)."""
+    is then ``failed``, never left ``queued``). ``encrypt`` (:func:`chosen_recipients`): the
+    file is encrypted for BACKUP_MANAGER_RECIPIENTS and its name ends in ``.age``."""
     state = get_state()
     names = [f["name"] for f in formats(state)]
     if format not in names:
@@ -136,6 +141,7 @@ def create_backup(format: Any, *, created_by: str | None, redaction: Any = None)
             "unknown_format", f"Unknown format {clip(format)}: choose one of {', '.join(names)}."
         )
     profile = chosen_profile(redaction, state)
+    recipients = chosen_recipients(encrypt, state)
     db, Backup = state.db, state.models.Backup
     active = sa.select(Backup.id).where(Backup.status.in_(ACTIVE)).order_by(Backup.id)
     if db.session.get_bind(mapper=Backup).dialect.name == "postgresql":
@@ -157,14 +163,19 @@ def create_backup(format: Any, *, created_by: str | None, redaction: Any = None)
         created_at=now,
         created_by=created_by,
         redaction=profile.name if profile else None,
+        encrypted_for=recipients_json(recipients),
     )
     db.session.add(backup)
     db.session.flush()
     stamp = as_utc(backup.created_at).strftime("%Y%m%d-%H%M%S")
-    backup.filename = f"{state.app_name}-{stamp}-{backup.id}{FORMATS[format].extension}"
+    age = ".age" if recipients else ""
+    backup.filename = f"{state.app_name}-{stamp}-{backup.id}{FORMATS[format].extension}{age}"
     copy = f", redaction profile {profile.name}" if profile else ""
+    if recipients:
+        copy += f", encrypted for {readers(describe_recipients(recipients))}"
     add_log(backup.id, "info", f"queued: format {format}{copy}", commit=False)
     detail = f"{format}, redaction {profile.name}" if profile else format
+    detail += ", encrypted" if recipients else ""
     audit("create", backup.id, detail, actor=created_by, commit=False)
     db.session.commit()
     # SQLite: two creations at once both saw room (its writes, ids and commits come one at a
@@ -229,6 +240,42 @@ def chosen_profile(redaction: Any, state: State | None = None) -> Profile | None
             f"Unknown redaction profile {clip(redaction)}: choose one of {known}{full}.",
         )
     return profiles[redaction]
+
+
+def chosen_recipients(encrypt: Any, state: State | None = None) -> tuple[Recipient, ...]:
+    """The keys a new backup is encrypted for (none: not encrypted). ``encrypt``: True, False,
+    or None for the default, encrypted whenever BACKUP_MANAGER_RECIPIENTS names a key. 400
+    ``bad_encrypt`` for another value, 400 ``no_recipients`` for True without a key, 403
+    ``encryption_required`` for False when BACKUP_MANAGER_REQUIRE_ENCRYPTION is on."""
+    state = state or get_state()
+    if encrypt is None:
+        encrypt = bool(state.recipients)
+    if not isinstance(encrypt, bool):
+        raise bad_request("bad_encrypt", f"encrypt must be true or false, not {clip(encrypt)}.")
+    if encrypt and not state.recipients:
+        raise bad_request(
+            "no_recipients",
+            "This application has no public key to encrypt for (BACKUP_MANAGER_RECIPIENTS is "
+            "empty): make the backup without encryption, or ask the vendor for its key.",
+        )
+    if not encrypt and state.require_encryption:
+        raise ServiceError(
+            403,
+            "encryption_required",
+            "An unencrypted copy is not allowed here (BACKUP_MANAGER_REQUIRE_ENCRYPTION): every "
+            f"backup is encrypted for {readers(describe_recipients(state.recipients))}.",
+        )
+    return state.recipients if encrypt else ()
+
+
+def describe_recipients(recipients: Sequence[Recipient]) -> list[dict[str, Any]]:
+    """Who can read a file, as the row, the API and the manifest say it: label, fingerprint."""
+    return [{"label": r.label, "fingerprint": r.fingerprint} for r in recipients]
+
+
+def recipients_json(recipients: Sequence[Recipient]) -> str | None:
+    """The ``encrypted_for`` column's value for ``recipients`` (None: not encrypted)."""
+    return json.dumps(describe_recipients(recipients)) if recipients else None
 
 
 @dataclass(frozen=True)

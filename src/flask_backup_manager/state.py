@@ -21,7 +21,17 @@ from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 from werkzeug.utils import ImportStringError, import_string
 
-from .engine import ColumnFacts, Profile, RedactionError, facts_of, problems, profile_from_mapping
+from .engine import (
+    ColumnFacts,
+    ExportError,
+    Profile,
+    Recipient,
+    RedactionError,
+    facts_of,
+    parse_recipient,
+    problems,
+    profile_from_mapping,
+)
 
 if TYPE_CHECKING:
     from .models import Models
@@ -50,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_MANAGER_APP_VERSION": None,  # None: the version of the distribution holding the app
     "BACKUP_MANAGER_LINK_MAX_AGE": 720,  # hours a download link may live at most (30 days)
     "BACKUP_MANAGER_LINK_NOTIFY": None,  # a callable (or "module:name") told of links
+    "BACKUP_MANAGER_RECIPIENTS": [],  # the vendor's public keys: "age1..." or {"label", "key"}
+    "BACKUP_MANAGER_REQUIRE_ENCRYPTION": False,  # no unencrypted copy: every one is encrypted
 }
 
 #: A profile's name: a short word, as the form, the API and the CLI send it and the
@@ -126,6 +138,9 @@ class State:
     #: BACKUP_MANAGER_LINK_MAX_AGE: hours a download link may live at most
     link_max_age: int = 720
     link_notify: LinkNotify | None = None
+    #: BACKUP_MANAGER_RECIPIENTS, parsed: the public keys a backup is encrypted for
+    recipients: tuple[Recipient, ...] = ()
+    require_encryption: bool = False
     #: now, for the links' expiry; None: the database's clock (:func:`.models.db_now`). A
     #: hook for tests, which set it to travel in time without sleeping.
     clock: Callable[[], Any] | None = None
@@ -153,7 +168,7 @@ def read_config(app: Flask, *, ext: Hooks, db: SQLAlchemy, models: Models) -> St
     bad value is a ``ValueError`` naming its key."""
     c = app.config
     for key, value in DEFAULTS.items():
-        c.setdefault(key, dict(value) if isinstance(value, dict) else value)  # not shared
+        c.setdefault(key, value.copy() if isinstance(value, dict | list) else value)  # not shared
 
     def number(key: str, optional: bool = False) -> Any:
         value = c[key]
@@ -181,7 +196,11 @@ def read_config(app: Flask, *, ext: Hooks, db: SQLAlchemy, models: Models) -> St
             "BACKUP_MANAGER_WORKER_LOST_AFTER must be longer than BACKUP_MANAGER_HEARTBEAT, "
             "or every running backup would be taken for lost"
         )
-    for key in ("BACKUP_MANAGER_REDACTION_STRICT", "BACKUP_MANAGER_REQUIRE_REDACTION"):
+    for key in (
+        "BACKUP_MANAGER_REDACTION_STRICT",
+        "BACKUP_MANAGER_REQUIRE_REDACTION",
+        "BACKUP_MANAGER_REQUIRE_ENCRYPTION",
+    ):
         if not isinstance(c[key], bool):
             raise ValueError(
                 f"{key} must be True or False, not {c[key]!r} (in the environment write"
@@ -226,7 +245,15 @@ def read_config(app: Flask, *, ext: Hooks, db: SQLAlchemy, models: Models) -> St
         app_package=app.import_name.partition(".")[0],
         link_max_age=number("BACKUP_MANAGER_LINK_MAX_AGE"),
         link_notify=link_notify(c["BACKUP_MANAGER_LINK_NOTIFY"]),
+        recipients=recipients_config(c["BACKUP_MANAGER_RECIPIENTS"]),
+        require_encryption=c["BACKUP_MANAGER_REQUIRE_ENCRYPTION"],
     )
+    if state.require_encryption and not state.recipients:
+        raise ValueError(
+            "BACKUP_MANAGER_REQUIRE_ENCRYPTION is on, but BACKUP_MANAGER_RECIPIENTS names no "
+            "public key to encrypt for: add the vendor's key (age1... or ssh-ed25519 ...), or "
+            "every backup would be refused"
+        )
     state.redactions = build_redactions(state)
     if state.require_redaction and not state.redactions.profiles:
         raise ValueError(
@@ -252,6 +279,55 @@ def link_notify(value: Any) -> LinkNotify | None:
     if not callable(found):
         raise ValueError(f"{key}: {value!r} is not callable")
     return found
+
+
+def recipients_config(value: Any) -> tuple[Recipient, ...]:
+    """BACKUP_MANAGER_RECIPIENTS parsed: a list of public keys, each ``"age1..."``,
+    ``"ssh-ed25519 AAAA... [comment]"`` or ``{"label": "Acme support", "key": "age1..."}`` (one
+    key alone may be given as a string). A bad entry stops the app naming its index and label,
+    with the engine's reason, which never echoes a secret key; without pyrage, it says which
+    extra to install."""
+    key = "BACKUP_MANAGER_RECIPIENTS"
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str | Mapping):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise ValueError(
+            f'{key} must be a list of public keys ("age1...", "ssh-ed25519 ..." or '
+            f'{{"label": ..., "key": ...}}), not a {type(value).__name__}'
+        )
+    found: list[Recipient] = []
+    for i, entry in enumerate(value):
+        label = None
+        if isinstance(entry, Mapping):
+            label, text = entry.get("label"), entry.get("key")
+            extra = sorted(str(k) for k in entry if k not in ("label", "key"))
+            if extra or not isinstance(text, str) or not isinstance(label, str | None):
+                raise ValueError(
+                    f'{key}[{i}] must be {{"label": "...", "key": "age1..."}}'
+                    " (a string key, an optional string label)"
+                    + (f", not with {', '.join(extra)}" if extra else "")
+                )
+        elif isinstance(entry, str):
+            text = entry
+        else:
+            raise ValueError(f"{key}[{i}] must be a string or a {{label, key}} dict")
+        named = f"{key}[{i}]" + (f" ({label!r})" if label else "")
+        try:
+            recipient = parse_recipient(text, label=label.strip() or None if label else None)
+        except ValueError as e:
+            raise ValueError(f"{named}: {e}") from None
+        except ExportError:  # the extra is not installed
+            raise ValueError(
+                f"{key} is set, but encrypting a backup needs pyrage: "
+                "pip install 'flask-backup-manager[encryption]'"
+            ) from None
+        for j, seen in enumerate(found):
+            if seen.key == recipient.key:
+                raise ValueError(f"{named} is the same key as {key}[{j}]")
+        found.append(recipient)
+    return tuple(found)
 
 
 # -- redaction profiles ------------------------------------------------------------------

@@ -6,6 +6,7 @@ What the web layer uses of it is named here; nothing of the web layer imports it
 from __future__ import annotations
 
 from .base import escape_controls
+from .encryption import Recipient, parse_recipient
 from .export import SUPPORTED, ExportResult, export, one_line, read_through, scrub
 from .model import (
     FORMATS,
@@ -38,6 +39,7 @@ __all__ = [
     "ExportCancelled",
     "ExportError",
     "ExportResult",
+    "Recipient",
     "Format",
     "ColumnFacts",
     "Profile",
@@ -51,6 +53,7 @@ __all__ = [
     "export",
     "facts_of",
     "one_line",
+    "parse_recipient",
     "problems",
     "profile_from_mapping",
     "read_through",
