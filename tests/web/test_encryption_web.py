@@ -23,7 +23,7 @@ from flask_backup_manager.engine import FORMATS, parse_recipient
 
 from ..conftest import process_tree, run_psql
 from ..engine.test_encryption import CANARY, holds_plaintext
-from ..hostapp import create_app
+from ..hostapp import create_app, db
 from .conftest import apps_on
 from .test_pages import HTML, token
 from .test_reliability import wait_for
@@ -483,3 +483,26 @@ def test_a_worker_killed_while_it_encrypts_leaves_no_plaintext_and_the_backup_fa
     for message in logs(client, backup_id):
         assert CANARY not in message and "SQLite format 3" not in message
     assert holds_plaintext(tmp_path / "host.db") == "the canary"  # the scan does see it
+
+
+def test_a_retried_encrypted_backup_is_encrypted_again(vendor, make_app, host_env):
+    _, public = vendor
+    app = make_app(**recipients(public))
+    api, browser = app.test_client(), app.test_client()
+    sealed_id = create(api).json["id"]
+    assert api.post(f"{API}/backups/{sealed_id}/cancel").status_code == 200
+    again = browser.post(f"/backups/{sealed_id}/retry", data={"csrf_token": token(browser)})
+    assert again.status_code == 303
+    retried = backup(api, int(again.headers["Location"].rstrip("/").rsplit("/", 1)[1]))
+    assert retried["id"] != sealed_id and retried["filename"].endswith(".age")
+    assert retried["encrypted_for"] == backup(api, sealed_id)["encrypted_for"]
+    # with the keys gone, no plaintext copy takes its place: the retry is refused
+    keyless = start(host_env, BACKUP_MANAGER_RECIPIENTS=[])  # the same database, no key
+    bare = keyless.test_client()
+    refused = bare.post(
+        f"/backups/{sealed_id}/retry", data={"csrf_token": token(bare)}, follow_redirects=True
+    )
+    with keyless.app_context():
+        db.engine.dispose()
+    assert "no public key to encrypt for" in refused.text
+    assert len(app.test_client().get(f"{API}/backups").json["backups"]) == 2
