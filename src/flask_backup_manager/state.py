@@ -22,6 +22,7 @@ from flask_sqlalchemy import SQLAlchemy
 from werkzeug.utils import ImportStringError, import_string
 
 from .engine import (
+    STANZAS_MAX,
     ColumnFacts,
     ExportError,
     Profile,
@@ -327,6 +328,8 @@ def recipients_config(value: Any) -> tuple[Recipient, ...]:
             if seen.key == recipient.key:
                 raise ValueError(f"{named} is the same key as {key}[{j}]")
         found.append(recipient)
+    if len(found) > STANZAS_MAX:  # a restore refuses a file for more (a forged header's cost)
+        raise ValueError(f"{key} names {len(found)} keys: at most {STANZAS_MAX}")
     return tuple(found)
 
 

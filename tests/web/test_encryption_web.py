@@ -342,6 +342,17 @@ def test_the_second_bad_key_is_named_by_index_and_label_and_a_secret_is_never_ec
         start(host_env, BACKUP_MANAGER_RECIPIENTS=[public, {"label": "again", "key": public}])
 
 
+def test_more_keys_than_a_restore_reads_stop_start_up(host_env):
+    """A restore refuses an age header of more than 64 stanzas (a forged one costs minutes):
+    an app configured with more keys than that would make files nobody can restore."""
+    from flask_backup_manager.engine.encryption import keygen
+
+    keys = [keygen()[1] for _ in range(65)]
+    with pytest.raises(ValueError, match=r"^BACKUP_MANAGER_RECIPIENTS names 65 keys: at most 64$"):
+        start(host_env, BACKUP_MANAGER_RECIPIENTS=keys)
+    assert start(host_env, BACKUP_MANAGER_RECIPIENTS=keys[:64])
+
+
 def test_required_encryption_without_keys_stops_start_up(host_env):
     with pytest.raises(ValueError, match="REQUIRE_ENCRYPTION is on, but BACKUP_MANAGER_RECIPIENTS"):
         start(host_env, BACKUP_MANAGER_REQUIRE_ENCRYPTION=True)

@@ -6,7 +6,7 @@ What the web layer uses of it is named here; nothing of the web layer imports it
 from __future__ import annotations
 
 from .base import escape_controls
-from .encryption import Recipient, parse_recipient
+from .encryption import STANZAS_MAX, Recipient, parse_recipient
 from .export import SUPPORTED, ExportResult, export, one_line, read_through, scrub
 from .model import (
     FORMATS,
@@ -40,6 +40,7 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "Recipient",
+    "STANZAS_MAX",
     "Format",
     "ColumnFacts",
     "Profile",
