@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
@@ -394,22 +395,24 @@ def atomic_output(
     try:
         done.load = SQLiteLoad(done.tmp) if load else None
         yield done
+        checked = partial(
+            check,
+            done.tmp,
+            gzipped=gzipped,
+            format=format,
+            progress=progress,
+            expected=done.expected,
+            server=done.server,
+            cancel=cancel,
+            load=done.load,
+        )
         if recipients:
             sealed = temp_beside(done.tmp, "age")
             os.close(os.open(sealed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            try:
-                done.size, done.sha256, done.verification = check(
-                    done.tmp,
-                    gzipped=gzipped,
-                    format=format,
-                    progress=progress,
-                    expected=done.expected,
-                    server=done.server,
-                    cancel=cancel,
-                    load=done.load,
-                    recipients=recipients,
-                    sealed=sealed,
-                )  # the Sealer fsyncs what it wrote
+            try:  # the Sealer fsyncs what it wrote
+                done.size, done.sha256, done.verification = checked(
+                    recipients=recipients, sealed=sealed
+                )
                 os.replace(sealed, output)
             except BaseException:
                 sealed.unlink(missing_ok=True)
@@ -418,16 +421,7 @@ def atomic_output(
             return
         with ThreadPoolExecutor(1) as pool:
             synced = pool.submit(fsync, done.tmp)
-            done.size, done.sha256, done.verification = check(
-                done.tmp,
-                gzipped=gzipped,
-                format=format,
-                progress=progress,
-                expected=done.expected,
-                server=done.server,
-                cancel=cancel,
-                load=done.load,
-            )
+            done.size, done.sha256, done.verification = checked()
             synced.result()
         os.replace(done.tmp, output)
         fsync(output.parent)
