@@ -47,6 +47,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as Waited  # not the builtin before Python 3.11
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +226,7 @@ class SQLiteLoad(sqlite_shell.ScriptCheck):
                     try:
                         reply = answer.result(timeout=0.1)
                         break
-                    except TimeoutError:
+                    except Waited:
                         if cancel is not None and cancel.is_set():
                             self.proc.kill()  # type: ignore[union-attr]
                             answer.exception()  # its pipes closed: it ends at once
