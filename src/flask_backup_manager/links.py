@@ -129,28 +129,31 @@ class NewLink:
 def hours_arg(value: Any, state: State) -> int:
     if value is None or value == "":
         return min(DEFAULT_HOURS, state.link_max_age)
-    hours = whole_number(value)
-    if hours is None or not 1 <= hours <= state.link_max_age:
-        shown = clip(value) if isinstance(value, str) else repr(value)[:40]
-        raise invalid(
-            "expires_in_hours",
-            f"expires_in_hours must be a whole number of hours from 1 to {state.link_max_age} "
-            f"(BACKUP_MANAGER_LINK_MAX_AGE), not {shown}.",
-        )
-    return hours
+    return _bounded(
+        "expires_in_hours",
+        value,
+        state.link_max_age,
+        f"a whole number of hours from 1 to {state.link_max_age} (BACKUP_MANAGER_LINK_MAX_AGE)",
+    )
 
 
 def max_downloads_arg(value: Any) -> int | None:
     if value is None or value == "":
         return None
+    return _bounded(
+        "max_downloads",
+        value,
+        MAX_DOWNLOADS,
+        f"a whole number from 1 to {MAX_DOWNLOADS:,}, or none for no limit",
+    )
+
+
+def _bounded(field: str, value: Any, most: int, what: str) -> int:
+    """``value`` as a whole number from 1 to ``most``; else 400 naming ``field``."""
     number = whole_number(value)
-    if number is None or not 1 <= number <= MAX_DOWNLOADS:
+    if number is None or not 1 <= number <= most:
         shown = clip(value) if isinstance(value, str) else repr(value)[:40]
-        raise invalid(
-            "max_downloads",
-            f"max_downloads must be a whole number from 1 to {MAX_DOWNLOADS:,}, or none for "
-            f"no limit, not {shown}.",
-        )
+        raise invalid(field, f"{field} must be {what}, not {shown}.")
     return number
 
 
