@@ -54,10 +54,17 @@ def _too_large() -> BackupManagerError:
 @requires("view")
 def api_formats() -> Any:
     """The formats, and the ways to make a copy (``redactions``: the full copy unless a
-    profile is required, then each profile, with what the guard finds it leaves)."""
+    profile is required, then each profile, with what the guard finds it leaves;
+    ``encryption``: the keys a backup is encrypted for unless it asks not to be, and whether
+    it may ask)."""
+    state = get_state()
     return {
         "formats": service.formats(),
         "redactions": [c.as_dict() for c in service.redaction_choices()],
+        "encryption": {
+            "recipients": service.describe_recipients(state.recipients),
+            "required": state.require_encryption,
+        },
     }
 
 

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, request
 from . import api, pages
 from .access import csrf_token
 from .errors import BackupManagerError, security_headers, unknown_api_path
-from .presenters import human_size
+from .presenters import human_size, readers
 from .state import get_state
 
 blueprint = Blueprint(
@@ -81,6 +81,7 @@ def _our_errors(e: BackupManagerError) -> Response:
 
 blueprint.add_app_template_filter(human_size, "backup_manager_size")
 blueprint.add_app_template_filter(pages.code_filter, "backup_manager_code")
+blueprint.add_app_template_filter(readers, "backup_manager_readers")
 
 
 @blueprint.after_request

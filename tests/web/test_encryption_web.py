@@ -246,6 +246,34 @@ def test_without_keys_nothing_is_offered_and_asking_for_encryption_is_400(make_a
     assert result.exit_code == 1 and "no public key to encrypt for" in result.output
 
 
+@pytest.mark.parametrize("required", [False, True])
+def test_a_script_learns_who_backups_are_encrypted_for_and_the_list_marks_them(
+    required, vendor, make_app
+):
+    _, public = vendor
+    app = make_app(**recipients(public), BACKUP_MANAGER_REQUIRE_ENCRYPTION=required)
+    client = app.test_client()
+    fingerprint = parse_recipient(public).fingerprint
+    assert client.get(f"{API}/formats").json["encryption"] == {
+        "recipients": [{"label": LABEL, "fingerprint": fingerprint}],
+        "required": required,
+    }
+    sealed = create(client).json["id"]
+    plain = None if required else create(client, encrypt=False).json["id"]
+    listed = client.get("/backups/", headers=HTML).text
+    rows = dict(re.findall(r'data-backup-id="(\d+)"(.*?)</tr>', listed, re.S))
+    assert f'data-testid="encrypted-mark">encrypted for {LABEL}</span>' in rows[str(sealed)]
+    if plain is not None:
+        assert "encrypted-mark" not in rows[str(plain)]
+
+
+def test_without_keys_formats_say_no_encryption(make_app):
+    assert make_app().test_client().get(f"{API}/formats").json["encryption"] == {
+        "recipients": [],
+        "required": False,
+    }
+
+
 @pytest.mark.parametrize(("value", "shown"), [("yes", "'yes'"), (1, "<int>"), (None, None)])
 def test_encrypt_must_be_true_or_false(value, shown, vendor, make_app):
     _, public = vendor
