@@ -286,6 +286,7 @@ def link_page(token: str) -> Any:
         download_url=url_for(".link_page", token=token, download=1),
         curl_url=url_for(".link_page", token=token, download=1, _external=True),
         restore=presenters.restore_commands(backup.format, backup.filename),
+        key_file=presenters.KEY_FILE,
     )
 
 

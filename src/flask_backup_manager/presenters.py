@@ -127,17 +127,32 @@ def audit_entry(row: Any) -> dict[str, Any]:
     return {"at": iso(row.at), "actor": row.actor, "action": row.action, "detail": row.detail}
 
 
+#: the vendor's secret key file in the restore commands shown for an encrypted file
+KEY_FILE = "vendor.key"
+#: how psql loads a postgres file (README, "Restoring a backup")
+PSQL = "psql -X -v ON_ERROR_STOP=1 --single-transaction"
+
+
 def restore_commands(format: str, filename: str) -> list[str]:
     """How to restore a file of ``format`` (README, "Restoring a backup"), for the link page;
-    a file encrypted for the vendor (``.age``) with the vendor's key file."""
+    a file encrypted for the vendor (``.age``) with the vendor's secret key file
+    (:data:`KEY_FILE`, as the README's ``keygen`` writes it), by the restore tool, then by
+    Debian's ``age``."""
     tool = "python -m flask_backup_manager restore"
     if filename.endswith(".age"):
         plain = filename.removesuffix(".age")
-        key = "--identity key.txt"
+        decrypt = f"age -d -i {KEY_FILE}"
         if format == "sqlite3_db":
-            return [f"age -d -i key.txt -o {plain} {filename}", f"sqlite3 -safe {plain}"]
-        target = "sqlite:///new.db" if format == "sqlite3" else "postgresql:///newdb"
-        return [f"{tool} {filename} {key} --target {target}"]
+            target, by_age = f"sqlite:///{plain}", f"{decrypt} -o {plain} {filename}"
+        elif format == "sqlite3":
+            target, by_age = (
+                "sqlite:///new.db",
+                f"{decrypt} {filename} | gunzip | sqlite3 -safe new.db",
+            )
+        else:
+            target = "postgresql:///newdb"
+            by_age = f"{decrypt} {filename} | gunzip | {PSQL} -d newdb"
+        return [f"{tool} {filename} --identity {KEY_FILE} --target {target}", by_age]
     if format == "sqlite3":
         return [
             f"{tool} {filename} --target sqlite:///new.db",
@@ -146,7 +161,7 @@ def restore_commands(format: str, filename: str) -> list[str]:
     if format == "postgres":
         return [
             f"{tool} {filename} --target postgresql:///newdb",
-            f"gunzip -c {filename} | psql -X -v ON_ERROR_STOP=1 --single-transaction -d newdb",
+            f"gunzip -c {filename} | {PSQL} -d newdb",
         ]
     return [
         f"SQLALCHEMY_DATABASE_URI=sqlite:////abs/path/{filename}  (start the app on it)",

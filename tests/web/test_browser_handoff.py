@@ -55,17 +55,13 @@ def restore(shown: str, fmt: str, saved: Path, key: Path, copy: Path) -> None:
     target replaced by the vendor's own (``python`` is the vendor's interpreter)."""
     argv = shlex.split(shown)
     name = saved.name
-    if fmt == "sqlite3_db":  # age -d -i key.txt -o PLAIN FILE.age
-        assert argv[:3] == ["age", "-d", "-i"], shown
-        plain = argv[argv.index("-o") + 1]
-        argv = [str(key) if a == "key.txt" else str(copy) if a == plain else a for a in argv]
-    else:  # python -m flask_backup_manager restore FILE.age --identity key.txt --target URL
-        assert argv[:4] == ["python", "-m", "flask_backup_manager", "restore"], shown
-        target = argv[argv.index("--target") + 1]
-        argv = [sys.executable] + [
-            str(key) if a == "key.txt" else f"sqlite:///{copy}" if a == target else a
-            for a in argv[1:]
-        ]
+    # python -m flask_backup_manager restore FILE.age --identity vendor.key --target URL
+    assert argv[:4] == ["python", "-m", "flask_backup_manager", "restore"], shown
+    target = argv[argv.index("--target") + 1]
+    argv = [sys.executable] + [
+        str(key) if a == "vendor.key" else f"sqlite:///{copy}" if a == target else a
+        for a in argv[1:]
+    ]
     assert name in argv, argv
     argv[argv.index(name)] = str(saved)
     done = subprocess.run(argv, cwd=saved.parent, capture_output=True, text=True)
@@ -173,7 +169,9 @@ def test_vendor_gets_a_redacted_encrypted_copy_through_a_one_download_link_and_r
         rows = sum(SEEDED.values())
         expect(manifest.locator('[data-field="tables"]')).to_contain_text(f"{rows:,} rows")
         shown = visit.get_by_test_id("link-restore")
-        expect(shown).to_contain_text("--identity" if fmt == "sqlite3" else "-i key.txt")
+        expect(shown).to_contain_text("--identity vendor.key")
+        expect(visit.get_by_test_id("encrypted-for")).to_contain_text(f"{LABEL} {fingerprint}")
+        expect(visit.get_by_test_id("link-key-help")).to_contain_text("keygen -o vendor.key")
         expect(shown).to_contain_text(name)
         command = shown.inner_text().splitlines()[0]
         visit.screenshot(path=str(SCREENSHOTS / f"ui-handoff-link-{fmt}.png"), full_page=True)

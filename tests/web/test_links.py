@@ -759,12 +759,20 @@ def test_the_link_page_says_how_to_restore_each_format_and_an_encrypted_file():
         "gunzip -c a.postgres.sql.gz | psql -X -v ON_ERROR_STOP=1 --single-transaction -d newdb",
     ]
     assert restore_commands("sqlite3", "a.sqlite3.sql.gz.age") == [
-        "python -m flask_backup_manager restore a.sqlite3.sql.gz.age --identity key.txt "
-        "--target sqlite:///new.db"
+        "python -m flask_backup_manager restore a.sqlite3.sql.gz.age --identity vendor.key "
+        "--target sqlite:///new.db",
+        "age -d -i vendor.key a.sqlite3.sql.gz.age | gunzip | sqlite3 -safe new.db",
     ]
-    assert restore_commands("sqlite3_db", "a.sqlite3.age") == [
-        "age -d -i key.txt -o a.sqlite3 a.sqlite3.age",
-        "sqlite3 -safe a.sqlite3",
+    assert restore_commands("postgres", "a.postgres.sql.gz.age") == [
+        "python -m flask_backup_manager restore a.postgres.sql.gz.age --identity vendor.key "
+        "--target postgresql:///newdb",
+        "age -d -i vendor.key a.postgres.sql.gz.age | gunzip"
+        " | psql -X -v ON_ERROR_STOP=1 --single-transaction -d newdb",
+    ]
+    assert restore_commands("sqlite3_db", "a.sqlite3.age") == [  # no age program needed
+        "python -m flask_backup_manager restore a.sqlite3.age --identity vendor.key "
+        "--target sqlite:///a.sqlite3",
+        "age -d -i vendor.key -o a.sqlite3 a.sqlite3.age",
     ]
 
 
