@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     r = sub.add_parser(
         "restore",
-        help="load a postgres or sqlite3 backup file, running no psql or sqlite3 command in it",
+        help="load a backup file (any format, encrypted or not) into a new database, running no"
+        " psql or sqlite3 command in it",
     )
     r.add_argument("file", help="the backup file (gzipped or not)")
     tgt = r.add_mutually_exclusive_group(required=True)
@@ -233,7 +234,11 @@ def _keygen(path: str | None) -> int:
         " --identity FILE decrypts with it); the public key goes into the app's"
         " BACKUP_MANAGER_RECIPIENTS, so that its backups are encrypted to it."
     )
-    text = f"# created: {_now()}\n{where}\n# public key: {recipient}\n{identity}\n"
+    fingerprint = parse_recipient(recipient).fingerprint
+    text = (
+        f"# created: {_now()}\n{where}\n# public key: {recipient}\n"
+        f"# fingerprint (a backup's page shows it): {fingerprint}\n{identity}\n"
+    )
     if path is None:
         sys.stdout.write(text)
         return 0
@@ -246,6 +251,7 @@ def _keygen(path: str | None) -> int:
         f.write(text)
     print(f"wrote the secret key to {path}: it stays with the vendor (restore --identity {path}).")
     print(f"public key, for the app's BACKUP_MANAGER_RECIPIENTS: {recipient}")
+    print(f"its fingerprint, which a backup's page shows: {fingerprint}")
     return 0
 
 

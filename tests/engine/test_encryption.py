@@ -416,6 +416,8 @@ def test_keygen_prints_a_pair_that_age_uses_and_says_where_each_half_goes(tmp_pa
     public = next(line.split(": ")[1] for line in lines if line.startswith("# public key: "))
     assert "stays with the vendor" in done.stdout and "BACKUP_MANAGER_RECIPIENTS" in done.stdout
     assert lines[-1].startswith("AGE-SECRET-KEY-1")
+    said = f"# fingerprint (a backup's page shows it): {parse_recipient(public).fingerprint}"
+    assert said in lines
     key = tmp_path / "key.txt"
     key.write_text(done.stdout)  # as `keygen > key.txt`: an identity file age reads
     plain = tmp_path / "m.txt"
@@ -427,6 +429,9 @@ def test_keygen_prints_a_pair_that_age_uses_and_says_where_each_half_goes(tmp_pa
     done = run("keygen", "-o", str(tmp_path / "k2.txt"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "k2.txt").stat().st_mode & 0o777 == 0o600
+    assert done.stdout.splitlines()[-1].startswith(
+        "its fingerprint, which a backup's page shows: SHA256:"
+    )
     again = run("keygen", "-o", str(tmp_path / "k2.txt"))
     assert again.returncode == 1 and again.stderr.startswith("error: cannot create")
 

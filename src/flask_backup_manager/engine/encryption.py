@@ -98,7 +98,8 @@ def parse_recipient(text: str, label: str | None = None) -> Recipient:
             " with the vendor"
         )
     bad = (
-        f"not an age or SSH public key: {shown(key, 40)} (expected age1... or ssh-ed25519 AAAA...)"
+        f"not an age or SSH public key: {shown(key, 40)} (give the whole age1 line keygen"
+        " prints, or an SSH .pub line)"
     )
     age = pyrage()
     if key.lower().startswith("age1") and " " not in key:
