@@ -209,6 +209,7 @@ def _copy_out(backup: Any, target: Path, force: bool) -> None:
         with open(part, "xb") as out:
 
             def deliver(stored: service.StoredFile) -> tuple[None, bool]:
+                assert stored.file is not None  # direct=False: the file itself, read here
                 stored.file.close()
                 out.flush()
                 if force:
@@ -217,7 +218,9 @@ def _copy_out(backup: Any, target: Path, force: bool) -> None:
                     os.link(part, target)
                 return None, True
 
-            service.download(backup, deliver, actor=process_actor(), detail="cli", copy=out.write)
+            service.download(
+                backup, deliver, actor=process_actor(), detail="cli", copy=out.write, direct=False
+            )
     finally:
         part.unlink(missing_ok=True)
 
@@ -418,6 +421,10 @@ def _list_links(backup: Any) -> None:
 @click.option("--name", help="Worker name (default: RQ's).")
 def worker(burst: bool, name: str | None) -> None:
     """Run an RQ worker for the backup queue (run as many as you like, on any host)."""
+    try:  # a bucket that does not exist or refuses writes: said now, not after an export
+        service.check_storage()
+    except ServiceError as e:
+        raise _error(e.message) from None
     engines = list(get_state().db.engines.values())
     # The work horse is a fork: it must not share the parent's pooled database connections.
     os.register_at_fork(after_in_child=lambda: [e.dispose(close=False) for e in engines])
@@ -425,6 +432,17 @@ def worker(burst: bool, name: str | None) -> None:
     _echo(f"worker {w.name} on queue {get_state().queue_name}", err=True)
     ok = w.work(burst=burst, logging_level="WARNING")
     sys.exit(0 if ok or burst else 1)
+
+
+@backups_cli.command("check-storage")
+def check_storage() -> None:
+    """Store, read and remove a small file where backups are kept: whether backups can be
+    stored there now (the worker checks the same when it starts)."""
+    try:
+        service.check_storage()
+    except ServiceError as e:
+        raise _error(e.message) from None
+    _echo(f"storage {get_state().storage.url}: a file was stored, read and removed")
 
 
 __all__ = ["backups_cli"]

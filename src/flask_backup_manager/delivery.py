@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request, send_file
+from flask import Response, redirect, request, send_file
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
 from . import service
@@ -14,8 +14,14 @@ from .errors import BackupManagerError
 
 
 def send_stored(stored: service.StoredFile) -> tuple[Response, bool]:
-    """The answer for the checked file, and whether it sends the file's bytes."""
+    """The answer for the checked file, and whether it sends the file's bytes (for a file an
+    object store hands out: a redirect to its presigned URL, which a HEAD does not follow)."""
     backup, size = stored.backup, stored.size
+    if stored.url is not None:
+        response = redirect(stored.url, 302)
+        response.headers["Cache-Control"] = "no-store"  # the URL expires within minutes
+        response.headers["X-Backup-SHA256"] = backup.sha256
+        return response, request.method != "HEAD"
     response = send_file(
         stored.file,  # the response closes it once the body is sent
         as_attachment=True,
@@ -61,6 +67,9 @@ def send_from(stored: service.StoredFile) -> tuple[Response, int | None]:
     response, delivered = send_stored(stored)
     if not delivered:
         return response, None
+    if stored.url is not None:  # the store answers the Range: its first byte is the one asked
+        first = request.range.ranges[0][0] if request.range and request.range.ranges else 0
+        return response, first if first >= 0 else max(stored.size + first, 0)
     if response.status_code == 206 and response.content_range is not None:
         return response, response.content_range.start
     return response, 0

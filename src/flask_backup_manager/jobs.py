@@ -30,8 +30,9 @@ from .lifecycle import add_log, finish, process_actor, remove_parts, transition,
 from .models import ACTIVE, Status, db_now
 from .presenters import as_utc, encrypted_for, iso, plural, readers
 from .queue import JOB_FUNCTION
-from .service import describe_recipients, file_path, prune, reap, recipients_json, storage_dir
+from .service import describe_recipients, prune, reap, recipients_json
 from .state import State, get_state, redactions
+from .storage import LocalStorage, StorageError
 
 
 def run_backup(backup_id: int) -> str:
@@ -53,7 +54,7 @@ def run_backup(backup_id: int) -> str:
     ):
         return "skipped"
     backup = state.db.session.get(state.models.Backup, backup_id)
-    fmt, path = backup.format, file_path(backup, state)
+    fmt, name = backup.format, backup.filename
     profile_name, head = backup.redaction, about(state, backup)
     add_log(backup_id, "info", f"started: format {fmt}")  # commits: no transaction stays open
     try:
@@ -109,8 +110,13 @@ def run_backup(backup_id: int) -> str:
         ):
             raise ExportCancelled()
 
+    storage = state.storage
     try:
-        storage_dir(state)
+        path = storage.export_path(name)
+    except OSError as e:
+        fail(backup_id, f"the work directory cannot be used: {one_line(e)}")
+        return Status.FAILED
+    try:
         with heart:
             result = export(
                 state.engine,
@@ -127,11 +133,19 @@ def run_backup(backup_id: int) -> str:
                 verify_postgres_url=state.verify_postgres_url,
                 recipients=recipients,
             )
+            if not isinstance(storage, LocalStorage):  # the file is in place already there
+                upload(state, backup_id, storage, path, name, result, heart)
     except ExportCancelled:
         state.db.session.rollback()
         path.unlink(missing_ok=True)
+        remove_parts(name, state)
         add_log(backup_id, "warning", "stopped: the backup was cancelled")
         return Status.CANCELLED
+    except StorageError as e:
+        state.db.session.rollback()
+        path.unlink(missing_ok=True)
+        fail(backup_id, f"storing the file in {storage.url} failed: {one_line(e)}")
+        return Status.FAILED
     except (ExportError, JobTimeoutException) as e:
         state.db.session.rollback()
         message = str(e)
@@ -171,10 +185,40 @@ def run_backup(backup_id: int) -> str:
         manifest=None if manifest is None else json.dumps(manifest, default=str),
         encrypted_for=recipients_json(result.recipients),
     ):
-        path.unlink(missing_ok=True)  # cancelled (or reaped) while the file was being checked
+        # cancelled (or reaped) while the file was being checked or stored
+        with contextlib.suppress(OSError, StorageError):
+            path.unlink(missing_ok=True)
+            storage.delete(name)
         return Status.CANCELLED
     prune(state, actor=process_actor())  # as a `flask backups prune` would
     return Status.SUCCEEDED
+
+
+def upload(
+    state: State,
+    backup_id: int,
+    storage: Any,
+    path: Any,
+    name: str,
+    result: Any,
+    heart: Heartbeat,
+) -> None:
+    """Store the finished, checked file in an object store (:meth:`.storage.Storage.put`),
+    its progress as the phase's; the backup succeeds only after the store has the whole of it.
+    A cancel or a lost heartbeat stops it between parts (ExportCancelled)."""
+    phase = f"uploading the file to {storage.url}"
+    add_log(backup_id, "info", phase)
+
+    def uploaded(done: int, total: int) -> None:
+        percent = 99 if not total else min(99, 99 * done // total)
+        if heart.lost.is_set() or not transition(
+            backup_id, (Status.RUNNING,), Status.RUNNING, phase=phase[:255], percent=percent
+        ):
+            raise ExportCancelled()
+
+    storage.put(
+        path, name, sha256=result.sha256, size=result.size, cancel=heart.lost, progress=uploaded
+    )
 
 
 def recipients_now(

@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 
 from .models import Status, utcnow
 from .state import State, get_state
+from .storage import StorageError
 
 
 def transition(
@@ -58,12 +60,15 @@ def finish(
 
 
 def remove_parts(filename: str | None, state: State | None = None) -> None:
-    """Remove the partial files of a backup whose job died (``.<file name>.*.part``, and the
-    SQLite sidecars of those: VACUUM INTO journals its output)."""
+    """Remove what a backup whose job died left: its partial files, and an object store's
+    unfinished upload of it (:meth:`.storage.Storage.remove_parts`). A storage that cannot be
+    reached now keeps them: the worker's start and the reaper abort stale uploads later."""
     state = state or get_state()
     if filename:
-        for part in state.storage_dir.glob(f".{filename}.*.part*"):
-            part.unlink(missing_ok=True)
+        try:
+            state.storage.remove_parts(filename)
+        except StorageError as e:
+            current_app.logger.warning("the partial files of %s stay: %s", filename, e)
 
 
 def update(backup_id: int, **values: Any) -> None:

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +36,7 @@ from .models import ACTIVE, FINISHED, Status, db_now, utcnow
 from .presenters import as_utc, audit_entry, log_entry, manifest_of, readers
 from .queue import enqueue, job_exists, listening_workers, redis_connection
 from .state import State, get_state, model_facts, redactions
+from .storage import Stat, Storage, StorageError
 
 R = TypeVar("R")
 
@@ -490,6 +490,22 @@ def reap(state: State | None = None) -> list[int]:
     return reaped
 
 
+def check_storage(state: State | None = None) -> None:
+    """Whether a file can be stored where backups are kept, now (the worker's start and
+    ``flask backups check-storage``): 503 ``storage_unavailable`` with the store's own words.
+    Unfinished uploads older than any job can run are aborted on the way."""
+    state = state or get_state()
+    try:
+        state.storage.check()
+        state.storage.abort_stale_uploads(older_than=state.job_timeout + state.worker_lost_after)
+    except StorageError as e:
+        raise ServiceError(
+            503,
+            "storage_unavailable",
+            f"storage {state.storage.url} cannot be used: {one_line(e)}",
+        ) from None
+
+
 def _reap_lost_jobs(state: State, cutoff: datetime) -> list[int]:
     """Fail queued backups whose job is gone from the queue (Redis flushed or restarted, the web
     process killed before it enqueued): without this they would block new backups for ever.
@@ -617,28 +633,41 @@ def existing_backups(ids: Any) -> set[int]:
 
 
 def file_path(backup: Any, state: State | None = None) -> Path:
-    """Where a backup's file lives: the storage directory and a name the server made."""
+    """Where a backup's file lives in a local storage directory (a name the server made)."""
     state = state or get_state()
+    assert state.storage_dir is not None, "not a local storage"
     return state.storage_dir / os.path.basename(backup.filename)
 
 
-def storage_dir(state: State | None = None) -> Path:
+def stored_stat(backup: Any, state: State | None = None) -> Stat | None:
+    """What the storage says of a backup's file (None: there is none); 503 when the storage
+    cannot be reached."""
     state = state or get_state()
-    state.storage_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return state.storage_dir
+    try:
+        return state.storage.stat(backup.filename)
+    except StorageError as e:
+        raise storage_unavailable(backup, e) from None
 
 
-def downloadable(backup: Any) -> Path:
-    """The path of a backup's file, once there is one to hand out: 409 until the backup has
-    succeeded, 410 when its file is gone from storage."""
+def storage_unavailable(backup: Any, e: StorageError) -> ServiceError:
+    return ServiceError(
+        503,
+        "storage_unavailable",
+        f"The storage of backup {backup.id}'s file cannot be reached: {one_line(e)}",
+    )
+
+
+def downloadable(backup: Any) -> Stat:
+    """What the storage says of a backup's file, once there is one to hand out: 409 until the
+    backup has succeeded, 410 when its file is gone from storage."""
     if backup.status != Status.SUCCEEDED:
         raise conflict("not_finished", f"{stands(backup)}: it has no file to download.")
-    path = file_path(backup)
-    if not path.is_file():
+    found = stored_stat(backup)
+    if found is None:
         raise ServiceError(
             410, "file_missing", f"The file of backup {backup.id} is missing from storage."
         )
-    return path
+    return found
 
 
 #: where a backup stands, as the refusals say it: "Backup 4 is still running: ..."
@@ -656,13 +685,16 @@ def stands(backup: Any) -> str:
 
 
 class StoredFile(NamedTuple):
-    """A backup's file, open and checked: its first ``size`` bytes hash to ``backup.sha256``."""
+    """A backup's file, open and checked: its first ``size`` bytes hash to ``backup.sha256``;
+    or, from an object store, the short-lived ``url`` the client fetches it from (``file``
+    None: the store hands it out, and it checked each part of it when it was uploaded)."""
 
     backup: Any
-    file: BinaryIO  # rewound to its start
+    file: BinaryIO | None  # rewound to its start
     size: int
     mtime: float
     mimetype: str
+    url: str | None = None
 
 
 def download(
@@ -673,6 +705,7 @@ def download(
     detail: str | None = None,
     copy: Callable[[bytes], object] | None = None,
     audited: bool = True,
+    direct: bool = True,
 ) -> R:
     """The one way a backup's file leaves storage, for the API and the CLI alike.
 
@@ -684,9 +717,35 @@ def download(
     the file's bytes out (a HEAD or a 304 hands out none): only then is the download audited
     (unless ``audited`` is False: a download through a link audits itself, see links.py).
     The open file is the one checked, so a file swapped in by a rename after the check is not
-    the one delivered."""
-    path = downloadable(backup)
-    f = open(path, "rb")
+    the one delivered.
+
+    From an object store (``direct``, unless ``BACKUP_MANAGER_S3_PROXY_DOWNLOADS``) nothing is
+    read here: ``deliver`` gets a presigned URL of a few minutes to redirect the client to,
+    and the download is audited before the answer leaves."""
+    found = downloadable(backup)
+    state = get_state()
+    mimetype = FORMATS[backup.format].mimetype
+    url = None
+    if direct and not state.proxy_downloads:
+        try:
+            url = state.storage.download_url(backup.filename, filename=backup.filename)
+        except StorageError as e:
+            raise storage_unavailable(backup, e) from None
+    if url is not None:
+        answer, delivered = deliver(
+            StoredFile(backup, None, backup.size, found.mtime, mimetype, url)
+        )
+        if delivered and audited:
+            audit("download", backup.id, detail, actor=actor)
+        return answer
+    try:
+        f = state.storage.open(backup.filename)
+    except FileNotFoundError:
+        raise ServiceError(
+            410, "file_missing", f"The file of backup {backup.id} is missing from storage."
+        ) from None
+    except StorageError as e:
+        raise storage_unavailable(backup, e) from None
     try:
         if not matches_row(f, backup, copy):
             raise ServiceError(
@@ -696,10 +755,10 @@ def download(
                 "or damaged in storage, so it is not sent.",
             )
         f.seek(0)
-        stored = StoredFile(
-            backup, f, backup.size, os.fstat(f.fileno()).st_mtime, FORMATS[backup.format].mimetype
-        )
-        answer, delivered = deliver(stored)
+        answer, delivered = deliver(StoredFile(backup, f, backup.size, found.mtime, mimetype))
+    except StorageError as e:
+        f.close()
+        raise storage_unavailable(backup, e) from None
     except BaseException:
         f.close()
         raise
@@ -714,15 +773,13 @@ def delete_backup(backup: Any, *, actor: str | None, reason: str | None = None) 
         raise conflict("not_finished", f"{stands(backup)}: cancel it before deleting it.")
     state = get_state()
     try:  # the file first: one that cannot go (read-only storage) keeps its backup
-        file_path(backup, state).unlink(missing_ok=True)
-    except IsADirectoryError:  # not a file of ours: the pages call the file missing
-        pass
-    except OSError as e:
+        state.storage.delete(backup.filename)
+    except StorageError as e:
         raise ServiceError(
             500,
             "storage_error",
             f"The file of backup {backup.id} cannot be removed from storage "
-            f"({e.strerror or type(e).__name__}): the backup is kept.",
+            f"({one_line(e)}): the backup is kept.",
         ) from None
     audit("delete", backup.id, reason, actor=actor, commit=False)
     # explicit: SQLite ignores ON DELETE CASCADE unless the host turned foreign keys on
@@ -791,32 +848,35 @@ FILE_DAMAGED = "The file no longer matches its checksum."
 def file_problem(backup: Any, *, full: bool = False) -> str | None:
     """What is wrong with a succeeded backup's file, in a sentence for the pages; ``None`` when
     nothing is (or the backup has no file yet). A stat finds a file gone or of another size (the
-    list's check); ``full`` also reads it against its sha256 (the detail page's), once per
-    version of the file: the verdict is kept by its inode, size, mtime and ctime, so a page
-    seen again costs a stat, and a file changed in storage is read again."""
+    list's check); ``full`` also checks it against its sha256 (the detail page's): the sha256
+    an object store keeps with it, else a read of the file, once per version of it (the
+    storage's :attr:`.Stat.version`), so a page seen again costs a stat, and a file changed in
+    storage is read again."""
     if backup.status != Status.SUCCEEDED:
         return None
-    path = file_path(backup)
+    state = get_state()
     try:
-        st = path.stat()
-    except OSError:
-        st = None
-    if st is None or not stat.S_ISREG(st.st_mode):
+        found = state.storage.stat(backup.filename)
+    except StorageError as e:
+        return f"The storage cannot be reached: {one_line(e)}"
+    if found is None:
         return FILE_MISSING
-    if st.st_size != backup.size:
+    if found.size != backup.size:
         return FILE_DAMAGED
-    if full and not _file_matches(
-        str(path), backup.sha256, backup.size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns
-    ):
+    if not full:
+        return None
+    if found.sha256 is not None:
+        return None if found.sha256 == backup.sha256 else FILE_DAMAGED
+    if not _file_matches(state.storage, backup.filename, backup.sha256, backup.size, found.version):
         return FILE_DAMAGED
     return None
 
 
 @functools.lru_cache(maxsize=256)
-def _file_matches(path: str, sha256: str, size: int, *version: int) -> bool:
-    """:func:`matches_row` of the file at ``path``, cached by its version (stat fields)."""
+def _file_matches(storage: Storage, name: str, sha256: str, size: int, version: str) -> bool:
+    """:func:`matches_row` of the stored file ``name``, cached by its version."""
     try:
-        with open(path, "rb") as f:
+        with storage.open(name) as f:
             return matches_row(f, SimpleNamespace(sha256=sha256, size=size))
-    except OSError:
+    except (OSError, StorageError):
         return False

