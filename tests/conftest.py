@@ -311,3 +311,55 @@ def owner_db(pg_admin_url):
     with admin_connection(pg_admin_url) as con:
         con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(role)))
         con.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def s3_env(monkeypatch, tmp_path) -> dict[str, str]:
+    """boto3's standard credential chain sees the test credentials only: environment variables,
+    and config files of the test's own (never the developer's ~/.aws)."""
+    from .s3server import TEST_CREDENTIALS
+
+    for key in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)
+    env = {
+        **TEST_CREDENTIALS,
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API server (moto's standalone server over HTTP) for the whole session."""
+    from .s3server import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, s3_env) -> str:
+    """A new, empty bucket on the session's S3 server; its name."""
+    return s3_server.create_bucket()
+
+
+@pytest.fixture
+def make_s3_server(tmp_path, s3_env):
+    """Start S3 servers of the test's own (one it may kill, or one enforcing IAM through
+    ``env``); stopped when the test ends."""
+    from .s3server import S3Server
+
+    servers = []
+
+    def make(env: dict[str, str] | None = None):
+        servers.append(S3Server(tmp_path, env).start())
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()
