@@ -425,6 +425,7 @@ def worker(burst: bool, name: str | None) -> None:
         service.check_storage()
     except ServiceError as e:
         raise _error(e.message) from None
+    service.sweep_work_dir()  # what a worker killed on this host before left behind
     engines = list(get_state().db.engines.values())
     # The work horse is a fork: it must not share the parent's pooled database connections.
     os.register_at_fork(after_in_child=lambda: [e.dispose(close=False) for e in engines])

@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 import re
+import stat
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -504,6 +506,40 @@ def check_storage(state: State | None = None) -> None:
             "storage_unavailable",
             f"storage {state.storage.url} cannot be used: {one_line(e)}",
         ) from None
+
+
+def sweep_work_dir(state: State | None = None) -> list[str]:
+    """Remove what jobs that no longer run left in an object store's work directory (the file
+    a worker killed with its work horse was uploading, its temp files): this app's file names
+    (``<app name>-...``, and the ``.<name>.*`` temp files), of no queued or running backup,
+    unchanged for longer than a worker may be silent. The worker runs it when it starts, as the
+    other hosts' cleanup reaches only their own disks. Removing a name another process still
+    reads does not disturb it (the kernel keeps the file until it is closed)."""
+    state = state or get_state()
+    work = getattr(state.storage, "work_dir", None)
+    if not isinstance(work, Path) or not work.is_dir():
+        return []
+    Backup = state.models.Backup
+    active = set(
+        state.db.session.scalars(sa.select(Backup.filename).where(Backup.status.in_(ACTIVE)))
+    )
+    state.db.session.commit()
+    old = time.time() - state.worker_lost_after
+    removed = []
+    for path in work.iterdir():
+        name = path.name.removeprefix(".")
+        if not name.startswith(f"{state.app_name}-") or any(
+            name == a or name.startswith(f"{a}.") for a in active if a
+        ):
+            continue
+        try:
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < old:
+                path.unlink()
+                removed.append(path.name)
+        except OSError:
+            continue
+    return removed
 
 
 def _reap_lost_jobs(state: State, cutoff: datetime) -> list[int]:
