@@ -504,7 +504,7 @@ def check_storage(state: State | None = None) -> None:
         raise ServiceError(
             503,
             "storage_unavailable",
-            f"storage {state.storage.url} cannot be used: {one_line(e)}",
+            f"the storage cannot be used: {one_line(e)}",
         ) from None
 
 

@@ -179,8 +179,8 @@ def storage_from_url(url: str, options: dict | None, work_dir: Path) -> Storage:
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise ValueError(
-                f"BACKUP_MANAGER_STORAGE_URL: a file URL names an absolute path, file:///abs/path,"
-                f" not {url!r}"
+                "BACKUP_MANAGER_STORAGE_URL: a file URL names an absolute path on this host,"
+                " file:///abs/path"
             )
         return LocalStorage(Path(unquote(parts.path)).resolve())
     if parts.scheme == "s3":
@@ -190,10 +190,11 @@ def storage_from_url(url: str, options: dict | None, work_dir: Path) -> Storage:
                 " reads them from its standard places (environment, config files, instance role)"
             )
         if not parts.netloc:
-            raise ValueError(f"BACKUP_MANAGER_STORAGE_URL: an s3:// URL names a bucket: {url!r}")
+            raise ValueError("BACKUP_MANAGER_STORAGE_URL: an s3:// URL names a bucket, s3://bucket")
         from .storage_s3 import S3Storage  # boto3, only for an s3:// URL
 
         return S3Storage(parts.netloc, parts.path.strip("/"), options or {}, work_dir)
-    raise ValueError(
-        f"BACKUP_MANAGER_STORAGE_URL must be file:///abs/path or s3://bucket/prefix, not {url!r}"
+    raise ValueError(  # the URL itself not echoed: it may hold a password
+        "BACKUP_MANAGER_STORAGE_URL must be file:///abs/path or s3://bucket/prefix, not a"
+        f" {parts.scheme + ':' if parts.scheme else 'scheme-less'} URL"
     )
