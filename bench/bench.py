@@ -175,6 +175,15 @@ def main() -> int:
         if name.endswith(("sqlite3", "sqlite3_db")):
             verified = _renamed(mine, "v").replace(" --no-verify", "", 1)
             jobs.append((f"{name}, verification", verified, "ours --no-verify", mine, 1.5))
+    s3 = start_s3(data_dir) if not args.only or "S3" in args.only else None
+    if s3 is not None:
+        name, mine = "PostgreSQL -> postgres", ours_of["PostgreSQL -> postgres"]
+        to_s3 = (
+            f"{q(sys.executable)} {q(str(ROOT / 'bench' / 'to_s3.py'))} --no-verify"
+            f" --source {q(pg)} --format postgres --url s3://{s3[1]}/bench/a.sql.gz"
+            f" --endpoint {q(s3[0].endpoint_url)}"
+        )
+        jobs.append((f"{name}, to S3", to_s3, "ours to local disk", mine, 1.5))
     print(f"scale {args.scale}: {100000 * args.scale:,} accounts rows; work dir {work}\n")
     print("| job | ours s | ours MiB | anchor | anchor s | anchor MiB | ratio | goal |")
     print("|---|---|---|---|---|---|---|---|")
@@ -206,8 +215,25 @@ def main() -> int:
             f"{m_anchor:.0f} | {ratio:.2f}x {mark} | <= {goal}x |"
         )
     print(f"\npeak memory of our exports: {worst_mem:.0f} MiB (goal: under 150 MiB at -s 20)")
+    if s3 is not None:
+        s3[0].stop()
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def start_s3(log_dir: Path):  # noqa: ANN201
+    """An S3 API server for the "to S3" row (moto's, from the dev extras, as the tests use),
+    and a bucket on it; the server's credentials in this process's environment, which the
+    jobs inherit. None, said, where moto is not installed."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from tests.s3server import TEST_CREDENTIALS, S3Server
+    except ImportError as e:
+        print(f"(no S3 row: {e}; make bench installs the dev extras)")
+        return None
+    os.environ.update(TEST_CREDENTIALS)
+    server = S3Server(log_dir).start()
+    return server, server.create_bucket()
 
 
 def _renamed(cmd: str, tag: str) -> str:
