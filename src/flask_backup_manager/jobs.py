@@ -43,6 +43,8 @@ def run_backup(backup_id: int) -> str:
     """
     state = get_state()
     reap(state)
+    with contextlib.suppress(StorageError):  # unfinished uploads no job can still be making
+        state.storage.abort_stale_uploads(older_than=state.job_timeout + state.worker_lost_after)
     now = db_now(state.db.session.connection())
     if not transition(
         backup_id,
