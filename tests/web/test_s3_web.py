@@ -1,0 +1,426 @@
+"""The Backup Manager on S3 end to end (issue 15): the host app with
+``BACKUP_MANAGER_STORAGE_URL = s3://bucket/backups``, real ``flask backups worker`` processes,
+moto's real S3 server over HTTP. What a user checks: the backup succeeds with its object in
+the bucket, downloads (presigned or proxied) give the row's sha256, share links work, and
+every fault (a worker killed, the store gone, a bucket that does not exist, a full disk)
+fails the backup with its reason and leaves no object, no unfinished upload, no local file."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from ..conftest import ROOT, WORKER
+from .conftest import apps_on
+from .s3_helpers import (
+    API,
+    PREFIX,
+    MiB,
+    add_random_notes,
+    fetch,
+    files_in,
+    flask_cli,
+    freeze,
+    keys,
+    on_s3,
+    sha256,
+    signal_tree,
+    uploads,
+    wait_for,
+)
+
+HTML = {"Accept": "text/html"}
+SHARE = {"X-Test-Permissions": "view,create,download,delete,share"}
+
+
+def create(client, fmt: str = "sqlite3") -> dict:
+    answer = client.post(f"{API}/backups", json={"format": fmt})
+    assert answer.status_code == 202, answer.json
+    return answer.json
+
+
+def backup(client, backup_id: int) -> dict:
+    return client.get(f"{API}/backups/{backup_id}").json
+
+
+def logs(client, backup_id: int) -> list[str]:
+    return [line["message"] for line in client.get(f"{API}/backups/{backup_id}/logs").json["logs"]]
+
+
+def succeeded(client, backup_id: int) -> dict:
+    done = backup(client, backup_id)
+    assert done["status"] == "succeeded", (done, logs(client, backup_id))
+    return done
+
+
+def presigned(client, backup_id: int, **headers) -> str:
+    answer = client.get(f"{API}/backups/{backup_id}/download", headers=headers)
+    assert answer.status_code == 302, answer.get_data(as_text=True)
+    assert answer.headers["Cache-Control"] == "no-store"
+    return answer.headers["Location"]
+
+
+def expires_in(url: str) -> float:
+    """Seconds a presigned URL is good for, whichever signature botocore chose (SigV4's
+    X-Amz-Expires, or SigV2's Expires timestamp); fails unless the URL is signed."""
+    query = parse_qs(urlsplit(url).query)
+    if "X-Amz-Signature" in query:
+        return int(query["X-Amz-Expires"][0])
+    assert "Signature" in query, url
+    return int(query["Expires"][0]) - time.time()
+
+
+@pytest.fixture
+def s3_host(make_app, host_env, monkeypatch, tmp_path, s3_server, s3_bucket):
+    """``s3_host(**config)``: the host app on the session server's fresh bucket, its work dir
+    ``tmp_path/work``; returns (app, client, boto3 client)."""
+
+    def make(options: dict | None = None, **config):
+        conf = on_s3(
+            host_env, monkeypatch, s3_server, s3_bucket, tmp_path / "work", **(options or {})
+        )
+        app = make_app(**conf, **config)
+        return app, app.test_client(), s3_server.client()
+
+    return make
+
+
+def test_lifecycle_on_s3_create_upload_list_presigned_download_delete(
+    s3_host, s3_bucket, run_worker, tmp_path
+):
+    app, client, s3 = s3_host()
+    backup_id = create(client)["id"]
+    run_worker()
+    done = succeeded(client, backup_id)
+    assert f"uploading the file to s3://{s3_bucket}/{PREFIX}" in logs(client, backup_id)
+    key = f"{PREFIX}/{done['filename']}"
+    assert keys(s3, s3_bucket) == [key]
+    head = s3.head_object(Bucket=s3_bucket, Key=key)
+    assert head["Metadata"]["sha256"] == done["sha256"]
+    assert head["ContentLength"] == done["size"]
+    assert files_in(tmp_path / "work") == []  # uploaded, then removed
+    listed = client.get(f"{API}/backups").json["backups"]
+    assert [(b["id"], b["status"]) for b in listed] == [(backup_id, "succeeded")]
+    page = app.test_client().get("/backups/", headers=HTML).get_data(as_text=True)  # a browser
+    assert 'data-testid="file-problem"' not in page and f"/backups/{backup_id}/download" in page
+
+    url = presigned(client, backup_id)
+    assert url.startswith(f"{app.config['BACKUP_MANAGER_S3_OPTIONS']['endpoint_url']}/")
+    assert expires_in(url) <= 300  # short-lived
+    trail = client.get(f"{API}/backups/{backup_id}/audit").json["audit"]
+    assert [a["action"] for a in trail] == ["create", "download"]
+    status, headers, data = fetch(url)
+    assert status == 200 and sha256(data) == done["sha256"] and len(data) == done["size"]
+    assert headers["Content-Disposition"] == f'attachment; filename="{done["filename"]}"'
+    status, headers, part = fetch(presigned(client, backup_id), Range="bytes=10-109")
+    assert status == 206 and part == data[10:110]
+    assert headers["Content-Range"] == f"bytes 10-109/{len(data)}"
+
+    assert client.delete(f"{API}/backups/{backup_id}").status_code == 204
+    with pytest.raises(Exception) as gone:
+        s3.head_object(Bucket=s3_bucket, Key=key)
+    assert gone.value.response["Error"]["Code"] == "404"
+    assert keys(s3, s3_bucket) == []
+    assert client.get(f"{API}/backups/{backup_id}").status_code == 404
+    assert client.get(f"{API}/backups/{backup_id}/download").status_code == 404
+
+
+def test_a_big_file_is_uploaded_in_several_parts_each_checked_by_the_store(
+    s3_host, s3_bucket, run_worker, tmp_path
+):
+    app, client, s3 = s3_host({"part_size": 5 * MiB})
+    add_random_notes(tmp_path / "host.db", megabytes=13)
+    backup_id = create(client, "sqlite3_db")["id"]
+    run_worker()
+    done = succeeded(client, backup_id)
+    assert done["size"] > 12 * MiB
+    key = f"{PREFIX}/{done['filename']}"
+    parts = -(-done["size"] // (5 * MiB))
+    assert parts >= 3
+    first = s3.head_object(Bucket=s3_bucket, Key=key, PartNumber=1)
+    assert first["PartsCount"] == parts and first["ContentLength"] == 5 * MiB
+    head = s3.head_object(Bucket=s3_bucket, Key=key, ChecksumMode="ENABLED")
+    assert head["ETag"].strip('"').endswith(f"-{parts}")
+    assert uploads(s3, s3_bucket) == [] and files_in(tmp_path / "work") == []
+    _, _, data = fetch(presigned(client, backup_id))
+    assert sha256(data) == done["sha256"]
+    # each part was sent with its SHA-256: the store's checksum is the sha256 of theirs
+    digests = b"".join(
+        hashlib.sha256(data[i : i + 5 * MiB]).digest() for i in range(0, len(data), 5 * MiB)
+    )
+    composite = base64.b64encode(hashlib.sha256(digests).digest()).decode()
+    assert head["ChecksumSHA256"].split("-")[0] == composite
+
+
+def test_proxied_downloads_stream_check_and_refuse_a_changed_object(s3_host, s3_bucket, run_worker):
+    app, client, s3 = s3_host(BACKUP_MANAGER_S3_PROXY_DOWNLOADS=True)
+    backup_id = create(client)["id"]
+    run_worker()
+    done = succeeded(client, backup_id)
+    url = f"{API}/backups/{backup_id}/download"
+
+    whole = client.get(url)
+    assert whole.status_code == 200
+    assert sha256(whole.data) == done["sha256"] and len(whole.data) == done["size"]
+    assert whole.headers["ETag"] == f'"{done["sha256"]}"'
+    assert whole.headers["Content-Disposition"] == f"attachment; filename={done['filename']}"
+    ranged = client.get(url, headers={"Range": "bytes=100-199"})
+    assert ranged.status_code == 206 and ranged.data == whole.data[100:200]
+    assert ranged.headers["Content-Range"] == f"bytes 100-199/{done['size']}"
+    audited = client.get(f"{API}/backups/{backup_id}/audit").json["audit"]
+    assert [a["action"] for a in audited] == ["create", "download", "download"]
+
+    # another file of the same size put in its place behind the app's back
+    other = bytes(b ^ 0xFF for b in whole.data)
+    s3.put_object(Bucket=s3_bucket, Key=f"{PREFIX}/{done['filename']}", Body=other)
+    refused = client.get(url)
+    assert refused.status_code == 500
+    assert refused.json["error"]["code"] == "checksum_mismatch"
+    assert other not in refused.data and other[:64] not in refused.data
+    ranged = client.get(url, headers={"Range": "bytes=0-99"})
+    assert ranged.status_code == 500 and other[:100] not in ranged.data
+    audited = client.get(f"{API}/backups/{backup_id}/audit").json["audit"]
+    assert [a["action"] for a in audited] == ["create", "download", "download"]
+
+
+def test_a_share_link_redirects_each_use_to_a_fresh_presigned_url(s3_host, s3_bucket, run_worker):
+    app, client, s3 = s3_host()
+    backup_id = create(client)["id"]
+    run_worker()
+    done = succeeded(client, backup_id)
+
+    made = client.post(f"{API}/backups/{backup_id}/links", json={}, headers=SHARE)
+    assert made.status_code == 201, made.json
+    path = made.json["url"].removeprefix("http://localhost")
+    visitor = app.test_client()  # no session: someone at the vendor
+    page = visitor.get(path, headers=HTML)
+    assert page.status_code == 200 and done["sha256"] in page.get_data(as_text=True)
+    first = visitor.get(path + "?download=1")
+    assert first.status_code == 302 and expires_in(first.headers["Location"]) <= 300
+    status, headers, data = fetch(first.headers["Location"])
+    assert status == 200 and sha256(data) == done["sha256"]
+    assert headers["Content-Disposition"] == f'attachment; filename="{done["filename"]}"'
+
+    once = client.post(
+        f"{API}/backups/{backup_id}/links", json={"max_downloads": 1}, headers=SHARE
+    ).json
+    once_path = once["url"].removeprefix("http://localhost")
+    used = app.test_client().get(once_path + "?download=1")
+    assert used.status_code == 302
+    assert sha256(fetch(used.headers["Location"])[2]) == done["sha256"]
+    assert app.test_client().get(once_path + "?download=1").status_code == 404
+    assert app.test_client().get(once_path).status_code == 404
+    again = visitor.get(path + "?download=1")  # the unlimited one still works
+    assert again.status_code == 302
+    assert sha256(fetch(again.headers["Location"])[2]) == done["sha256"]
+
+
+def test_an_object_removed_from_the_bucket_shows_the_file_missing(s3_host, s3_bucket, run_worker):
+    app, client, s3 = s3_host()
+    backup_id = create(client)["id"]
+    run_worker()
+    done = succeeded(client, backup_id)
+    s3.delete_object(Bucket=s3_bucket, Key=f"{PREFIX}/{done['filename']}")
+
+    detail = client.get(f"/backups/{backup_id}", headers=HTML)
+    assert detail.status_code == 200
+    assert "The file is missing from storage." in detail.get_data(as_text=True)
+    listing = client.get("/backups/", headers=HTML).get_data(as_text=True)
+    assert "The file is missing from storage." in listing
+    answer = client.get(f"{API}/backups/{backup_id}/download")
+    assert answer.status_code == 410 and answer.json["error"]["code"] == "file_missing"
+
+
+def mid_upload(proc, s3, bucket: str) -> None:
+    """Wait until the worker has begun the multipart upload, then freeze its whole process
+    tree there: the upload is unfinished, no object yet."""
+    wait_for(lambda: uploads(s3, bucket), timeout=300, what="the upload", proc=proc, pause=0.002)
+    freeze(proc)
+    assert len(uploads(s3, bucket)) == 1 and keys(s3, bucket) == []
+
+
+def test_a_worker_killed_mid_upload_fails_the_backup_and_leaves_nothing(
+    s3_host, s3_bucket, worker, tmp_path
+):
+    app, client, s3 = s3_host(
+        {"part_size": 5 * MiB}, BACKUP_MANAGER_HEARTBEAT=1, BACKUP_MANAGER_WORKER_LOST_AFTER=15
+    )
+    add_random_notes(tmp_path / "host.db", megabytes=40)
+    backup_id = create(client, "sqlite3_db")["id"]
+    proc = worker(["setsid"])  # a process group of its own, not the test's
+    mid_upload(proc, s3, s3_bucket)
+    running = backup(client, backup_id)
+    assert running["status"] == "running"
+    assert logs(client, backup_id)[-1] == f"uploading the file to s3://{s3_bucket}/{PREFIX}"
+    assert files_in(tmp_path / "work") == [running["filename"]]  # what it was uploading
+    tree = signal_tree(proc, signal.SIGKILL)
+    proc.wait()
+    wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in tree),
+        timeout=60,
+        what="the worker's processes to die",
+    )
+
+    failed = wait_for(  # found out by its missing heartbeat (any request reaps)
+        lambda: (b := backup(client, backup_id))["status"] == "failed" and b,
+        timeout=120,
+        what="the backup to fail",
+    )
+    assert failed["error"] == "worker lost: no heartbeat for 15 s"
+    assert keys(s3, s3_bucket) == []
+    assert uploads(s3, s3_bucket) == []  # aborted
+    assert files_in(tmp_path / "work") == []
+
+
+def test_the_store_going_away_mid_upload_fails_the_backup_with_the_reason(
+    make_app, host_env, monkeypatch, make_s3_server, worker, tmp_path
+):
+    server = make_s3_server()
+    bucket = server.create_bucket()
+    s3 = server.client()
+    app = make_app(
+        **on_s3(host_env, monkeypatch, server, bucket, tmp_path / "work", part_size=5 * MiB)
+    )
+    add_random_notes(tmp_path / "host.db", megabytes=30)
+    client = app.test_client()
+    backup_id = create(client, "sqlite3_db")["id"]
+    proc = worker(["setsid"])
+    mid_upload(proc, s3, bucket)
+    server.kill()  # the store unplugged while the upload waits for its next part
+    signal_tree(proc, signal.SIGCONT)
+
+    failed = wait_for(
+        lambda: (b := backup(client, backup_id))["status"] in ("failed", "succeeded") and b,
+        timeout=300,
+        what="the backup to finish",
+        proc=proc,
+    )
+    assert failed["status"] == "failed", failed
+    endpoint = server.endpoint_url
+    assert failed["error"].startswith(f"storing the file in s3://{bucket}/{PREFIX} failed: ")
+    assert f'Could not connect to the endpoint URL: "{endpoint}/' in failed["error"]
+    assert "\n" not in failed["error"]
+    assert files_in(tmp_path / "work") == []
+    assert proc.poll() is None  # the worker itself carries on
+
+
+def test_a_bucket_that_does_not_exist_stops_check_storage_and_the_worker(
+    make_app, host_env, monkeypatch, s3_server, s3_bucket, tmp_path
+):
+    missing = f"fbm-never-made-{uuid.uuid4().hex[:8]}"
+    app = make_app(**on_s3(host_env, monkeypatch, s3_server, missing, tmp_path / "work"))
+    client = app.test_client()
+    backup_id = create(client)["id"]
+
+    checked = flask_cli(host_env, "check-storage")
+    assert checked.returncode == 1, checked
+    assert checked.stdout == ""
+    lines = checked.stderr.strip().splitlines()
+    assert len(lines) == 1, checked.stderr
+    assert f"s3://{missing}/{PREFIX}" in lines[0]
+    assert "NoSuchBucket: The specified bucket does not exist" in lines[0]
+
+    burst = flask_cli(host_env, "worker", "--burst")
+    assert burst.returncode == 1, burst
+    assert "NoSuchBucket: The specified bucket does not exist" in burst.stderr
+    assert len(burst.stderr.strip().splitlines()) == 1, burst.stderr
+    assert backup(client, backup_id)["status"] == "queued"  # it took no job
+
+    good = on_s3(host_env, monkeypatch, s3_server, s3_bucket, tmp_path / "work")
+    checked = flask_cli({**host_env, "HOSTAPP_CONFIG": json.dumps(good)}, "check-storage")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == (
+        f"storage s3://{s3_bucket}/{PREFIX}: a file was stored, read and removed"
+    )
+    assert keys(s3_server.client(), s3_bucket) == []  # the probe removed
+
+
+def test_two_worker_hosts_and_a_web_host_share_one_bucket_and_queue(
+    pg_url, host_env, monkeypatch, s3_server, s3_bucket, tmp_path
+):
+    hosts = apps_on(pg_url, host_env, monkeypatch)  # the host's PostgreSQL database
+    make = next(hosts)
+    web_conf = on_s3(host_env, monkeypatch, s3_server, s3_bucket, tmp_path / "web-work")
+    host_env["HOSTAPP_INSTANCE"] = str(tmp_path / "web-instance")
+    monkeypatch.setenv("HOSTAPP_INSTANCE", host_env["HOSTAPP_INSTANCE"])
+    try:
+        app = make(**web_conf)
+        client = app.test_client()
+
+        def host(name: str) -> dict:
+            conf = {**web_conf, "BACKUP_MANAGER_WORK_DIR": str(tmp_path / f"{name}-work")}
+            return {
+                **host_env,
+                "HOSTAPP_INSTANCE": str(tmp_path / f"{name}-instance"),
+                "HOSTAPP_CONFIG": json.dumps(conf),
+            }
+
+        workers = {"alpha": host("alpha"), "beta": host("beta")}
+        made = []
+        for turn, fmt in enumerate(["sqlite3", "postgres", "sqlite3_db", "postgres"]):
+            name = ["alpha", "beta"][turn % 2]
+            backup_id = create(client, fmt)["id"]
+            out = subprocess.run(
+                [*WORKER, "--burst", "--name", f"{name}-{uuid.uuid4().hex[:6]}"],
+                cwd=ROOT,
+                env={**os.environ, **workers[name]},
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert out.returncode == 0, out.stderr[-3000:]
+            assert re.search(rf"worker {name}-\w+ on queue", out.stderr), out.stderr
+            made.append((name, succeeded(client, backup_id)))
+        for name in workers:  # each host built its files in its own work dir and left none
+            assert (tmp_path / f"{name}-work").is_dir()
+            assert files_in(tmp_path / f"{name}-work") == []
+        assert not (tmp_path / "web-work").exists() or files_in(tmp_path / "web-work") == []
+        s3 = s3_server.client()
+        assert sorted(keys(s3, s3_bucket)) == sorted(f"{PREFIX}/{b['filename']}" for _, b in made)
+        for _, done in made:  # every file downloads from the web side, whoever made it
+            _, _, data = fetch(presigned(client, done["id"]))
+            assert sha256(data) == done["sha256"]
+    finally:
+        next(hosts, None)  # closes the apps
+
+
+def test_a_full_work_directory_fails_the_backup_and_leaves_nothing(
+    s3_host, s3_bucket, host_env, tmp_path
+):
+    work = tmp_path / "work"
+    work.mkdir()
+    app, client, s3 = s3_host()
+    add_random_notes(tmp_path / "host.db", megabytes=3)
+    backup_id = create(client, "sqlite3_db")["id"]
+    script = (
+        f"mount -t tmpfs -o size=1m tmpfs {work} || exit 99; "
+        f"{' '.join(WORKER)} --burst; rc=$?; echo left:; ls -A {work}; exit $rc"
+    )
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        cwd=ROOT,
+        env={**os.environ, **host_env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, (out.returncode, out.stderr[-3000:])
+    assert out.stdout.split("left:", 1)[1].strip() == ""  # nothing in the full tmpfs
+    failed = backup(client, backup_id)
+    assert failed["status"] == "failed", failed
+    assert "No space left on device" in failed["error"]
+    assert keys(s3, s3_bucket) == [] and uploads(s3, s3_bucket) == []
+    assert files_in(work) == []
