@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from flask_backup_manager.engine import export
-from flask_backup_manager.storage import storage_from_url
+from flask_backup_manager.state import storage_from_url
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 from flask import Flask, current_app
@@ -34,7 +35,7 @@ from .engine import (
     problems,
     profile_from_mapping,
 )
-from .storage import LocalStorage, Storage, storage_from_url
+from .storage import LocalStorage, Storage
 
 if TYPE_CHECKING:
     from .models import Models
@@ -469,3 +470,31 @@ def redactions(state: State | None = None) -> dict[str, Profile]:
     if frozenset(state.metadata.tables) != state.redactions.tables:
         state.redactions = build_redactions(state)
     return state.redactions.profiles
+
+
+def storage_from_url(url: str, options: dict | None, work_dir: Path) -> Storage:
+    """The backend a ``BACKUP_MANAGER_STORAGE_URL`` names; ValueError (one line, for start-up)
+    when it names none. An ``s3://`` URL imports boto3 (the ``s3`` extra) only now."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError(
+                "BACKUP_MANAGER_STORAGE_URL: a file URL names an absolute path on this host,"
+                " file:///abs/path"
+            )
+        return LocalStorage(Path(unquote(parts.path)).resolve())
+    if parts.scheme == "s3":
+        if parts.username or parts.password:
+            raise ValueError(
+                "BACKUP_MANAGER_STORAGE_URL: credentials do not go into the URL; the S3 client"
+                " reads them from its standard places (environment, config files, instance role)"
+            )
+        if not parts.netloc:
+            raise ValueError("BACKUP_MANAGER_STORAGE_URL: an s3:// URL names a bucket, s3://bucket")
+        from .storage_s3 import S3Storage  # boto3, only for an s3:// URL
+
+        return S3Storage(parts.netloc, parts.path.strip("/"), options or {}, work_dir)
+    raise ValueError(  # the URL itself not echoed: it may hold a password
+        "BACKUP_MANAGER_STORAGE_URL must be file:///abs/path or s3://bucket/prefix, not a"
+        f" {parts.scheme + ':' if parts.scheme else 'scheme-less'} URL"
+    )

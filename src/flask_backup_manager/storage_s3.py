@@ -9,6 +9,7 @@ only from boto3's standard chain (environment, config files, instance role)."""
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import io
 import os
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import boto3
 from botocore.config import Config
@@ -126,14 +128,21 @@ def parse_options(options: dict) -> dict[str, Any]:
     return out
 
 
+def _store_time(answer: dict) -> float:
+    """The time an answer of the store's was made (its Date header), else this host's."""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return time.time()
+
+
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
 def _attachment(filename: str) -> str:
     """A Content-Disposition for ``filename``: an ASCII name, plus RFC 5987's UTF-8 one."""
-    from urllib.parse import quote
-
     simple = "".join(c for c in filename if 32 <= ord(c) < 127 and c not in '"\\') or "backup"
     value = f'attachment; filename="{simple}"'
     if simple != filename:
@@ -167,6 +176,9 @@ class S3Storage:
                 if self.options["addressing_style"]:
                     s3_config["addressing_style"] = self.options["addressing_style"]
                 config = Config(
+                    # presigned URLs signed with SigV4: botocore's default for some regions
+                    # is SigV2, which AWS refuses for buckets made since June 2020
+                    signature_version="s3v4",
                     s3=s3_config or None,
                     retries={"mode": "standard"},
                     connect_timeout=10,
@@ -364,7 +376,7 @@ class S3Storage:
             (self.work_dir / os.path.basename(name)).unlink(missing_ok=True)
         key = self.key(name)
         try:
-            for upload in self._uploads(key):
+            for upload, _ in self._uploads(key):
                 if upload["Key"] == key:
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=key, UploadId=upload["UploadId"]
@@ -372,17 +384,18 @@ class S3Storage:
         except (ClientError, BotoCoreError) as e:
             raise StorageError(reason(e)) from None
 
-    def _uploads(self, prefix: str) -> list[dict]:
+    def _uploads(self, prefix: str) -> list[tuple[dict, float]]:
+        """The unfinished uploads under ``prefix``, each with the store's time when it listed
+        it (its answer's Date: ages are measured by the store's clock, not this host's)."""
         pages = self.client.get_paginator("list_multipart_uploads").paginate(
             Bucket=self.bucket, Prefix=prefix
         )
-        return [upload for page in pages for upload in page.get("Uploads", [])]
+        return [(upload, _store_time(page)) for page in pages for upload in page.get("Uploads", [])]
 
     def abort_stale_uploads(self, older_than: float) -> list[str]:
         names = []
-        now = time.time()
         try:
-            for upload in self._uploads(f"{self.prefix}/" if self.prefix else ""):
+            for upload, now in self._uploads(f"{self.prefix}/" if self.prefix else ""):
                 if now - upload["Initiated"].timestamp() > older_than:
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]

