@@ -280,6 +280,63 @@ def test_a_worker_killed_mid_upload_fails_the_backup_and_leaves_nothing(
     assert files_in(tmp_path / "work") == []
 
 
+def test_a_worker_host_killed_mid_upload_clears_its_own_disk_at_its_next_job(
+    s3_host, s3_bucket, host_env, tmp_path
+):
+    """Hosts without a shared disk: the web host reaps the dead worker's backup, which aborts
+    its upload but cannot reach the worker host's work dir; the worker, restarted there, clears
+    it before its next job."""
+    app, client, s3 = s3_host(
+        {"part_size": 5 * MiB}, BACKUP_MANAGER_HEARTBEAT=1, BACKUP_MANAGER_WORKER_LOST_AFTER=15
+    )
+    own = tmp_path / "worker-host-work"
+    conf = {**json.loads(host_env["HOSTAPP_CONFIG"]), "BACKUP_MANAGER_WORK_DIR": str(own)}
+    env = {**os.environ, **host_env, "HOSTAPP_CONFIG": json.dumps(conf)}
+    add_random_notes(tmp_path / "host.db", megabytes=40)
+    first = create(client, "sqlite3_db")["id"]
+    proc = subprocess.Popen(
+        ["setsid", *WORKER], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        mid_upload(proc, s3, s3_bucket)
+        left = files_in(own)
+        assert left == [backup(client, first)["filename"]]
+        tree = signal_tree(proc, signal.SIGKILL)
+        proc.wait()
+        wait_for(
+            lambda: not any(Path(f"/proc/{pid}").exists() for pid in tree),
+            timeout=60,
+            what="the worker's processes to die",
+        )
+    finally:
+        proc.stderr.close()
+    # restarted at once (as systemd does): its backup is still running, so its start leaves
+    # the file alone
+    again = subprocess.Popen(
+        ["setsid", *WORKER], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(  # the web host reaps it
+            lambda: backup(client, first)["status"] == "failed", timeout=120, what="the reaper"
+        )
+        assert uploads(s3, s3_bucket) == []  # its upload aborted from the web host
+        assert files_in(own) == left  # but the worker host's disk is not the web host's
+        second = create(client, "sqlite3")["id"]
+        wait_for(  # the restarted worker's next job clears it
+            lambda: backup(client, second)["status"] not in ("queued", "running"),
+            timeout=120,
+            what="the second backup",
+            proc=again,
+        )
+        done = succeeded(client, second)
+        assert files_in(own) == []
+        assert keys(s3, s3_bucket) == [f"{PREFIX}/{done['filename']}"]
+    finally:
+        signal_tree(again, signal.SIGKILL)
+        again.wait()
+        again.stderr.close()
+
+
 def test_the_store_going_away_mid_upload_fails_the_backup_with_the_reason(
     make_app, host_env, monkeypatch, make_s3_server, worker, tmp_path
 ):
