@@ -67,7 +67,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             os.environ.get("DATABASE_URL") or f"sqlite:///{Path(app.instance_path, 'shop.sqlite3')}"
         ),
         BACKUP_MANAGER_REDIS_URL=os.environ.get("REDIS_URL") or None,
-        BACKUP_MANAGER_STORAGE_DIR=os.environ.get("BACKUP_MANAGER_STORAGE_DIR")
+        # the instance folder's backups, unless the environment names a storage (a directory,
+        # or BACKUP_MANAGER_STORAGE_URL: s3://bucket/prefix)
+        BACKUP_MANAGER_STORAGE_DIR=None
+        if "BACKUP_MANAGER_STORAGE_URL" in os.environ
+        else os.environ.get("BACKUP_MANAGER_STORAGE_DIR")
         or str(Path(app.instance_path, "backups")),
         BACKUP_MANAGER_BASE_TEMPLATE="layout.html",  # the backups pages inside the shop's layout
         BACKUP_MANAGER_APP_NAME="shop",

@@ -18,7 +18,14 @@ def send_stored(stored: service.StoredFile) -> tuple[Response, bool]:
     object store hands out: a redirect to its presigned URL, which a HEAD does not follow)."""
     backup, size = stored.backup, stored.size
     if stored.url is not None:
-        response = redirect(stored.url, 302)
+        if request.method == "HEAD":  # answered here: the URL is signed for a GET only
+            response = Response(status=200, mimetype=stored.mimetype)
+            response.content_length = size
+            response.set_etag(backup.sha256)
+            response.headers["Accept-Ranges"] = "bytes"
+            response.headers["Content-Disposition"] = f'attachment; filename="{backup.filename}"'
+        else:
+            response = redirect(stored.url, 302)
         response.headers["Cache-Control"] = "no-store"  # the URL expires within minutes
         response.headers["X-Backup-SHA256"] = backup.sha256
         return response, request.method != "HEAD"

@@ -137,6 +137,8 @@ def run_backup(backup_id: int) -> str:
                 recipients=recipients,
             )
             if not isinstance(storage, LocalStorage):  # the file is in place already there
+                if result.verification is not None:  # in the log before the upload's line
+                    add_log(backup_id, "info", result.verification.summary())
                 upload(state, backup_id, storage, path, name, result, heart)
     except ExportCancelled:
         state.db.session.rollback()
@@ -165,7 +167,7 @@ def run_backup(backup_id: int) -> str:
         raise
     manifest = dict(result.manifest) or None  # the whole manifest, file and verification too
     logs = [("warning", warning) for warning in result.warnings]
-    if result.verification is not None:
+    if result.verification is not None and isinstance(storage, LocalStorage):
         logs.append(("info", result.verification.summary()))
     logs.append(
         (

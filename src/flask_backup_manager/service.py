@@ -768,6 +768,8 @@ def download(
         except StorageError as e:
             raise storage_unavailable(backup, e) from None
     if url is not None:
+        if found.size != backup.size or found.sha256 not in (None, backup.sha256):
+            raise changed_in_storage(backup)  # the store's own word: it is not this file
         answer, delivered = deliver(
             StoredFile(backup, None, backup.size, found.mtime, mimetype, url)
         )
@@ -784,12 +786,7 @@ def download(
         raise storage_unavailable(backup, e) from None
     try:
         if not matches_row(f, backup, copy):
-            raise ServiceError(
-                500,
-                "checksum_mismatch",
-                f"The file of backup {backup.id} no longer matches its sha256: it was changed "
-                "or damaged in storage, so it is not sent.",
-            )
+            raise changed_in_storage(backup)
         f.seek(0)
         answer, delivered = deliver(StoredFile(backup, f, backup.size, found.mtime, mimetype))
     except StorageError as e:
@@ -801,6 +798,15 @@ def download(
     if delivered and audited:
         audit("download", backup.id, detail, actor=actor)
     return answer
+
+
+def changed_in_storage(backup: Any) -> ServiceError:
+    return ServiceError(
+        500,
+        "checksum_mismatch",
+        f"The file of backup {backup.id} no longer matches its sha256: it was changed "
+        "or damaged in storage, so it is not sent.",
+    )
 
 
 def delete_backup(backup: Any, *, actor: str | None, reason: str | None = None) -> None:

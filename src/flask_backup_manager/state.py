@@ -491,7 +491,13 @@ def storage_from_url(url: str, options: dict | None, work_dir: Path) -> Storage:
             )
         if not parts.netloc:
             raise ValueError("BACKUP_MANAGER_STORAGE_URL: an s3:// URL names a bucket, s3://bucket")
-        from .storage_s3 import S3Storage  # boto3, only for an s3:// URL
+        try:
+            from .storage_s3 import S3Storage  # boto3, only for an s3:// URL
+        except ImportError as e:
+            raise ValueError(
+                f"BACKUP_MANAGER_STORAGE_URL is an s3:// URL, which needs boto3 ({e}):"
+                " pip install 'flask-backup-manager[s3]'"
+            ) from None
 
         return S3Storage(parts.netloc, parts.path.strip("/"), options or {}, work_dir)
     raise ValueError(  # the URL itself not echoed: it may hold a password

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import os
 import re
 import signal
 import subprocess
+import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -496,3 +498,82 @@ def test_a_full_work_directory_fails_the_backup_and_leaves_nothing(
     assert "No space left on device" in failed["error"]
     assert keys(s3, s3_bucket) == [] and uploads(s3, s3_bucket) == []
     assert files_in(work) == []
+
+
+def test_a_changed_object_is_refused_before_any_redirect_and_head_is_answered_here(
+    s3_host, s3_bucket, run_worker
+):
+    app, client, s3 = s3_host()
+    backup_id = create(client)["id"]
+    run_worker()
+    done = succeeded(client, backup_id)
+    key = f"{PREFIX}/{done['filename']}"
+    head = client.head(f"{API}/backups/{backup_id}/download")
+    assert head.status_code == 200 and "Location" not in head.headers  # a HEAD is not a GET
+    assert head.headers["Content-Length"] == str(done["size"])
+    assert head.headers["X-Backup-SHA256"] == done["sha256"]
+    audited = client.get(f"{API}/audit").json["audit"]
+    assert not [e for e in audited if e["action"] == "download"]  # nothing was sent
+
+    other = os.urandom(done["size"])
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=other, Metadata={"sha256": sha256(other)})
+    answer = client.get(f"{API}/backups/{backup_id}/download")
+    assert answer.status_code == 500 and "Location" not in answer.headers
+    assert answer.json["error"]["code"] == "checksum_mismatch"
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=b"short", Metadata={"sha256": done["sha256"]})
+    assert client.get(f"{API}/backups/{backup_id}/download").status_code == 500
+
+
+def test_the_example_shop_on_s3_and_the_link_pages_own_curl_line(
+    make_demo, s3_server, s3_bucket, tmp_path
+):
+    """As an operator and a vendor do it: the demo started with a STORAGE_URL in its
+    environment, a backup made with the API, a one-download link from the CLI, and the curl
+    line of the link page pasted into a shell (it must follow the redirect to the store)."""
+    demo = make_demo(
+        BACKUP_MANAGER_STORAGE_URL=f"s3://{s3_bucket}/shop",
+        BACKUP_MANAGER_S3_OPTIONS=json.dumps(
+            {"endpoint_url": s3_server.endpoint_url, "addressing_style": "path"}
+        ),
+        EXAMPLE_APP_API_TOKEN="t0ken",
+    )
+    bearer = {"Authorization": "Bearer t0ken", "Content-Type": "application/json"}
+    request = urllib.request.Request(
+        f"{demo.url}{API}/backups", data=b'{"format": "sqlite3"}', headers=bearer, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        backup_id = json.load(r)["id"]
+
+    def status() -> dict:
+        get = urllib.request.Request(f"{demo.url}{API}/backups/{backup_id}", headers=bearer)
+        with urllib.request.urlopen(get, timeout=30) as r:
+            return json.load(r)
+
+    done = wait_for(
+        lambda: (b := status())["status"] in ("succeeded", "failed") and b,
+        timeout=120,
+        what="the backup",
+    )
+    assert done["status"] == "succeeded", (done, demo.output())
+    assert keys(s3_server.client(), s3_bucket) == [f"shop/{done['filename']}"]
+    made = subprocess.run(
+        demo.flask(
+            "backups", "link", str(backup_id), "--max-downloads", "1", "--base-url", demo.url
+        ),
+        cwd=ROOT,
+        env=demo.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    with urllib.request.urlopen(made.stdout.strip(), timeout=30) as r:
+        page = r.read().decode()
+    line = re.search(r'data-testid="link-curl"><code>(curl [^\n]+)', page)[1]
+    line = html.unescape(line)
+    vendor = tmp_path / "vendor"
+    vendor.mkdir()
+    got = subprocess.run(line, shell=True, cwd=vendor, capture_output=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    assert sha256((vendor / done["filename"]).read_bytes()) == done["sha256"]

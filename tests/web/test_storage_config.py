@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -91,3 +92,16 @@ def test_check_storage_and_the_worker_say_a_directory_that_cannot_be_made(
         assert bad.returncode == 1, (args, bad.stdout, bad.stderr)
         last = bad.stderr.strip().splitlines()[-1]
         assert last == f"Error: the storage cannot be used: {blocker / 'backups'}: Not a directory"
+
+
+def test_an_s3_url_without_boto3_says_which_extra_brings_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "boto3", None)  # as in an install without the s3 extra
+    monkeypatch.delitem(sys.modules, "flask_backup_manager.storage_s3", raising=False)
+    app, db = make_flask(tmp_path, BACKUP_MANAGER_STORAGE_URL="s3://bucket/prefix")
+    with pytest.raises(ValueError) as raised:
+        BackupManager(app, db=db)
+    assert "pip install 'flask-backup-manager[s3]'" in str(raised.value)
+    dispose(app, db)
+    app, db = make_flask(tmp_path, BACKUP_MANAGER_STORAGE_URL=(tmp_path / "x").as_uri())
+    BackupManager(app, db=db)  # a directory needs no boto3
+    dispose(app, db)
