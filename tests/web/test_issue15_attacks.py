@@ -186,6 +186,49 @@ def test_a_dead_link_gets_no_presigned_url(made, s3_bucket):
     assert fetch_status(old_url) in (403, 404)  # the old presigned URL: nothing left to fetch
 
 
+def test_a_head_on_a_one_download_link_hands_out_no_uncounted_presigned_url(made):
+    """A HEAD is answered without a body and counts nothing, so it must not carry the
+    presigned URL either: else a link of one download gives the file out any number of times,
+    none of them counted or audited (it did before helper N2's fix)."""
+    app, client, s3, done = made()
+    path = link(client, done["id"], max_downloads=1)
+    visitor = app.test_client()
+    for _ in range(3):
+        head = visitor.head(path + "?download=1")
+        assert head.status_code == 200 and "Location" not in head.headers
+        assert "X-Amz" not in str(head.headers)
+    entry = client.get(f"{API}/backups/{done['id']}/links").json["links"][0]
+    assert entry["downloads"] == 0 and entry["state"] == "active"
+    first = visitor.get(path + "?download=1")  # the one download, counted and audited
+    assert first.status_code == 302
+    assert sha256(fetch(first.headers["Location"])[2]) == done["sha256"]
+    assert visitor.get(path + "?download=1").status_code == 404
+    assert actions(client, done["id"]).count("link_download") == 1
+
+
+def test_a_head_on_the_api_download_hands_out_no_unaudited_presigned_url(made):
+    app, client, s3, done = made()
+    head = client.head(f"{API}/backups/{done['id']}/download")
+    assert head.status_code == 200 and "Location" not in head.headers
+    assert head.headers["X-Backup-SHA256"] == done["sha256"]
+    assert "download" not in actions(client, done["id"])  # nothing was handed out
+
+
+def test_a_presigned_download_refuses_an_object_of_another_size(made, s3_bucket):
+    """Another writer of the bucket replaced the object: the store's own size says so, and
+    neither the API nor a link redirects to it."""
+    app, client, s3, done = made()
+    path = link(client, done["id"])
+    s3.put_object(
+        Bucket=s3_bucket, Key=f"{PREFIX}/{done['filename']}", Body=b"another tenant's bytes"
+    )
+    answer = client.get(f"{API}/backups/{done['id']}/download")
+    assert answer.status_code == 500 and answer.json["error"]["code"] == "checksum_mismatch"
+    assert "Location" not in answer.headers
+    through = app.test_client().get(path + "?download=1")
+    assert through.status_code != 302 and "Location" not in through.headers
+
+
 def test_a_presigned_url_is_signed_for_this_key_for_five_minutes_at_most(made, s3_bucket):
     app, client, s3, done = made()
     url = client.get(f"{API}/backups/{done['id']}/download").headers["Location"]
