@@ -44,7 +44,9 @@ def run_backup(backup_id: int) -> str:
     state = get_state()
     reap(state)
     with contextlib.suppress(StorageError):  # unfinished uploads no job can still be making
-        state.storage.abort_stale_uploads(older_than=state.job_timeout + state.worker_lost_after)
+        state.storage.abort_stale_uploads(
+            older_than=state.job_timeout + state.worker_lost_after, name_prefix=f"{state.app_name}-"
+        )
     sweep_work_dir(state)  # what a job killed on this host left (its backup reaped since)
     now = db_now(state.db.session.connection())
     if not transition(
@@ -116,8 +118,9 @@ def run_backup(backup_id: int) -> str:
     storage = state.storage
     try:
         path = storage.export_path(name)
-    except OSError as e:
-        fail(backup_id, f"the work directory cannot be used: {one_line(e)}")
+    except (OSError, StorageError) as e:
+        where = "the storage" if isinstance(storage, LocalStorage) else "the work directory"
+        fail(backup_id, f"{where} cannot be used: {one_line(e)}")
         return Status.FAILED
     try:
         with heart:
@@ -136,10 +139,11 @@ def run_backup(backup_id: int) -> str:
                 verify_postgres_url=state.verify_postgres_url,
                 recipients=recipients,
             )
+            version = None
             if not isinstance(storage, LocalStorage):  # the file is in place already there
                 if result.verification is not None:  # in the log before the upload's line
                     add_log(backup_id, "info", result.verification.summary())
-                upload(state, backup_id, storage, path, name, result, heart)
+                version = upload(state, backup_id, storage, path, name, result, heart)
     except ExportCancelled:
         state.db.session.rollback()
         path.unlink(missing_ok=True)
@@ -189,6 +193,7 @@ def run_backup(backup_id: int) -> str:
         tables_total=result.tables,
         manifest=None if manifest is None else json.dumps(manifest, default=str),
         encrypted_for=recipients_json(result.recipients),
+        stored_version=version,
     ):
         # cancelled (or reaped) while the file was being checked or stored
         with contextlib.suppress(OSError, StorageError):
@@ -207,7 +212,7 @@ def upload(
     name: str,
     result: Any,
     heart: Heartbeat,
-) -> None:
+) -> str | None:
     """Store the finished, checked file in an object store (:meth:`.storage.Storage.put`),
     its progress as the phase's; the backup succeeds only after the store has the whole of it.
     A cancel or a lost heartbeat stops it between parts (ExportCancelled)."""
@@ -222,7 +227,7 @@ def upload(
             raise ExportCancelled()
 
     uploaded(0, result.size)  # the phase from the first part on
-    storage.put(
+    return storage.put(
         path, name, sha256=result.sha256, size=result.size, cancel=heart.lost, progress=uploaded
     )
 

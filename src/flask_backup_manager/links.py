@@ -382,7 +382,11 @@ def download_through(
         audit(action, backup.id, client.detail(link, where), actor=None)
         return answer, True
 
-    answer = service.download(backup, deliver, actor=None, audited=False)
+    # a presigned URL (object storage) lives no longer than the link, and at most 5 minutes
+    left = (as_utc(link.expires_at) - now(state)).total_seconds()
+    answer = service.download(
+        backup, deliver, actor=None, audited=False, expires=max(1, min(300, int(left)))
+    )
     if first_use:
         notify("first_use", link, backup)
     return answer

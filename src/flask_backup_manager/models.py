@@ -96,6 +96,9 @@ def make_models(db: SQLAlchemy) -> Models:
         # who can read the file: JSON [{"label", "fingerprint"}] of the public keys it is
         # encrypted for (BACKUP_MANAGER_RECIPIENTS); NULL: not encrypted
         encrypted_for = db.Column(db.Text)
+        # what an object store said of the file once it held it (its ETag): a stat that says
+        # otherwise is other bytes; NULL for a local file (its check reads it)
+        stored_version = db.Column(db.String(255))
         logs = db.relationship(
             "BackupLog",
             order_by="BackupLog.id",

@@ -499,7 +499,9 @@ def check_storage(state: State | None = None) -> None:
     state = state or get_state()
     try:
         state.storage.check()
-        state.storage.abort_stale_uploads(older_than=state.job_timeout + state.worker_lost_after)
+        state.storage.abort_stale_uploads(
+            older_than=state.job_timeout + state.worker_lost_after, name_prefix=f"{state.app_name}-"
+        )
     except StorageError as e:
         raise ServiceError(
             503,
@@ -742,6 +744,7 @@ def download(
     copy: Callable[[bytes], object] | None = None,
     audited: bool = True,
     direct: bool = True,
+    expires: int = 300,
 ) -> R:
     """The one way a backup's file leaves storage, for the API and the CLI alike.
 
@@ -756,20 +759,22 @@ def download(
     the one delivered.
 
     From an object store (``direct``, unless ``BACKUP_MANAGER_S3_PROXY_DOWNLOADS``) nothing is
-    read here: ``deliver`` gets a presigned URL of a few minutes to redirect the client to,
-    and the download is audited before the answer leaves."""
+    read here: ``deliver`` gets a presigned URL of ``expires`` seconds (5 minutes) to redirect
+    the client to, and the download is audited before the answer leaves."""
     found = downloadable(backup)
     state = get_state()
     mimetype = FORMATS[backup.format].mimetype
     url = None
     if direct and not state.proxy_downloads:
         try:
-            url = state.storage.download_url(backup.filename, filename=backup.filename)
+            url = state.storage.download_url(
+                backup.filename, filename=backup.filename, expires=expires
+            )
         except StorageError as e:
             raise storage_unavailable(backup, e) from None
     if url is not None:
-        if found.size != backup.size or found.sha256 not in (None, backup.sha256):
-            raise changed_in_storage(backup)  # the store's own word: it is not this file
+        if not same_stored_file(found, backup):  # the store's own word: it is not this file
+            raise changed_in_storage(backup)
         answer, delivered = deliver(
             StoredFile(backup, None, backup.size, found.mtime, mimetype, url)
         )
@@ -798,6 +803,17 @@ def download(
     if delivered and audited:
         audit("download", backup.id, detail, actor=actor)
     return answer
+
+
+def same_stored_file(found: Stat, backup: Any) -> bool:
+    """Whether what an object store says of a backup's object (without reading it) is what it
+    said when it took the file: the size, the version (ETag) it answered then, and the sha256
+    metadata, which alone anyone with write access to the bucket could copy onto other bytes."""
+    return (
+        found.size == backup.size
+        and found.sha256 in (None, backup.sha256)
+        and backup.stored_version in (None, found.version)
+    )
 
 
 def changed_in_storage(backup: Any) -> ServiceError:
@@ -907,8 +923,8 @@ def file_problem(backup: Any, *, full: bool = False) -> str | None:
         return FILE_DAMAGED
     if not full:
         return None
-    if found.sha256 is not None:
-        return None if found.sha256 == backup.sha256 else FILE_DAMAGED
+    if backup.stored_version is not None or found.sha256 is not None:
+        return None if same_stored_file(found, backup) else FILE_DAMAGED
     if not _file_matches(state.storage, backup.filename, backup.sha256, backup.size, found.version):
         return FILE_DAMAGED
     return None

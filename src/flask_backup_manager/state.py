@@ -9,6 +9,7 @@ any copy is made with it."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import tempfile
@@ -316,7 +317,9 @@ def storage_config(c: Mapping[str, Any], app: Flask) -> Storage:
     work = c["BACKUP_MANAGER_WORK_DIR"]
     if work is not None and not (isinstance(work, str) and os.path.isabs(work)):
         raise ValueError(f"BACKUP_MANAGER_WORK_DIR must be an absolute path, not {work!r}")
-    work_dir = Path(work or tempfile.gettempdir()).resolve()
+    # by default a folder of this user's in the temp dir, never the shared temp dir itself
+    owner = os.getuid() if hasattr(os, "getuid") else getpass.getuser()
+    work_dir = Path(work or Path(tempfile.gettempdir(), f"flask-backup-manager-{owner}")).resolve()
     if url is None:
         local = directory or os.path.join(app.instance_path, "backups")
         return LocalStorage(Path(local).resolve())
@@ -488,6 +491,12 @@ def storage_from_url(url: str, options: dict | None, work_dir: Path) -> Storage:
             raise ValueError(
                 "BACKUP_MANAGER_STORAGE_URL: credentials do not go into the URL; the S3 client"
                 " reads them from its standard places (environment, config files, instance role)"
+            )
+        prefix = parts.path.strip("/")
+        if prefix and any(seg in ("", ".", "..") for seg in prefix.split("/")):
+            raise ValueError(
+                "BACKUP_MANAGER_STORAGE_URL: an s3:// prefix has no empty, . or .. part"
+                " (a browser would resolve them, and ask for another key than the one signed)"
             )
         if not parts.netloc:
             raise ValueError("BACKUP_MANAGER_STORAGE_URL: an s3:// URL names a bucket, s3://bucket")

@@ -58,12 +58,14 @@ class Storage(Protocol):
         size: int,
         cancel: threading.Event | None = None,
         progress: Callable[[int, int], None] | None = None,
-    ) -> None:
+    ) -> str | None:
         """Make the finished, checked file at ``path`` (from :meth:`export_path`) the stored
-        file ``name``. ``path`` is gone afterwards, whether it succeeded or not; nothing of a
-        failed or cancelled put stays visible in the store. Raises StorageError (the reason)
-        or ExportCancelled when ``cancel`` is set. ``progress`` hears bytes stored of
-        ``size``."""
+        file ``name``; the store's :attr:`Stat.version` of what it now holds (an object's
+        ETag, kept with the backup: a later stat that differs means other bytes), or None
+        when a stat cannot tell (a local file: its check reads it). ``path`` is gone
+        afterwards, whether it succeeded or not; nothing of a failed or cancelled put stays
+        visible in the store. Raises StorageError (the reason) or ExportCancelled when
+        ``cancel`` is set, also from ``progress``, which hears bytes stored of ``size``."""
 
     def stat(self, name: str) -> Stat | None:
         """The stored file ``name``, or None when there is none (a directory, or anything
@@ -86,9 +88,10 @@ class Storage(Protocol):
         """Remove what a job that died while making ``name`` left: its partial files in
         :meth:`export_path`'s folder, and for an object store its unfinished uploads."""
 
-    def abort_stale_uploads(self, older_than: float) -> list[str]:
-        """Abort the store's unfinished uploads begun more than ``older_than`` seconds ago
-        (the reaper's: a worker killed mid-upload); the names they were for."""
+    def abort_stale_uploads(self, older_than: float, name_prefix: str = "") -> list[str]:
+        """Abort the store's unfinished uploads of names starting with ``name_prefix`` (this
+        app's), directly under the storage's prefix, begun more than ``older_than`` seconds
+        ago by the store's clock (the reaper's: a worker killed mid-upload); their names."""
 
     def check(self) -> None:
         """Raise StorageError unless a file can be stored, read and removed now (the
@@ -116,6 +119,7 @@ class LocalStorage:
             raise StorageError(f"{path} is not where {name} is stored")
         if progress is not None:
             progress(size, size)
+        return None
 
     def stat(self, name: str) -> Stat | None:
         try:
@@ -147,7 +151,7 @@ class LocalStorage:
     def remove_parts(self, name: str) -> None:
         remove_partial_files(self.directory, name)
 
-    def abort_stale_uploads(self, older_than: float) -> list[str]:
+    def abort_stale_uploads(self, older_than: float, name_prefix: str = "") -> list[str]:
         return []
 
     def check(self) -> None:
@@ -169,3 +173,21 @@ def remove_partial_files(directory: Path, name: str) -> None:
     if name and directory.is_dir():
         for part in directory.glob(f".{os.path.basename(name)}.*.part*"):
             part.unlink(missing_ok=True)
+
+
+def private_dir(path: Path) -> Path:
+    """``path``, made (mode 0700) when missing; StorageError unless it is a directory of this
+    process's user that no other user may write to (a work dir under a shared /tmp that
+    someone else made first would let them replace or block the files built there)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+    except OSError as e:
+        raise StorageError(f"{path}: {e.strerror or type(e).__name__}") from None
+    mine = not hasattr(os, "getuid") or st.st_uid == os.getuid()
+    if not stat_module.S_ISDIR(st.st_mode) or not mine or st.st_mode & 0o022:
+        raise StorageError(
+            f"{path} is not a private directory (it must belong to this user, and no other user"
+            f" may write to it: mode {stat_module.filemode(st.st_mode)})"
+        )
+    return path

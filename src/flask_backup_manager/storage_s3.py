@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .engine import ExportCancelled
-from .storage import Stat, StorageError, remove_partial_files
+from .storage import Stat, StorageError, private_dir, remove_partial_files
 
 MiB = 1024 * 1024
 #: S3's bounds: every part but the last at least 5 MiB, at most 5 GiB, at most 10,000 parts
@@ -211,7 +211,7 @@ class S3Storage:
     # -- the Storage interface --------------------------------------------------------------
 
     def export_path(self, name: str) -> Path:
-        self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.work_dir)
         return self.work_dir / os.path.basename(name)
 
     def put(
@@ -223,7 +223,7 @@ class S3Storage:
         size: int,
         cancel: threading.Event | None = None,
         progress: Callable[[int, int], None] | None = None,
-    ) -> None:
+    ) -> str | None:
         key = self.key(name)
         upload_id = None
         try:
@@ -235,8 +235,9 @@ class S3Storage:
                 Metadata={"sha256": sha256},
                 **self._encryption(),
             )["UploadId"]
-            self._upload_parts(path, key, upload_id, sha256, size, cancel, progress)
+            version = self._upload_parts(path, key, upload_id, sha256, size, cancel, progress)
             upload_id = None  # complete: nothing to abort
+            return version
         except (ClientError, BotoCoreError, OSError) as e:
             raise StorageError(reason(e)) from None
         finally:
@@ -253,7 +254,8 @@ class S3Storage:
         size: int,
         cancel: threading.Event | None,
         progress: Callable[[int, int], None] | None,
-    ) -> None:
+    ) -> str:
+        """Upload the parts and complete the upload; the stored object's ETag."""
         # at most 10,000 parts: a file larger than that many part_size parts gets larger parts
         part_size = max(self.part_size, -(-size // MAX_PARTS))
         whole = hashlib.sha256()
@@ -309,6 +311,7 @@ class S3Storage:
             raise StorageError(
                 f"the store's checksum of {key} is {stored}, not the parts' {expected}-{len(parts)}"
             )
+        return answer["ETag"]
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:
@@ -348,13 +351,38 @@ class S3Storage:
         return S3ObjectReader(self.client, self.bucket, key, head["ContentLength"], head["ETag"])
 
     def delete(self, name: str) -> None:
+        """Remove the object, and on a versioned bucket every version of it (a plain delete
+        there only hides the data behind a delete marker)."""
+        key = self.key(name)
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+            versions = self._versions(key)
+            if versions is None:  # listing versions refused: the unversioned bucket's delete
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            for version in versions or ():
+                self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") not in _MISSING:
                 raise StorageError(reason(e)) from None
         except BotoCoreError as e:
             raise StorageError(reason(e)) from None
+
+    def _versions(self, key: str) -> list[str] | None:
+        """The ids of every version and delete marker of ``key`` (``null`` on a bucket that
+        was never versioned), or None when the store refuses to list them."""
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=key
+            )
+            return [
+                v["VersionId"]
+                for page in pages
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+                if v["Key"] == key
+            ]
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("AccessDenied", "NotImplemented"):
+                return None
+            raise
 
     def download_url(self, name: str, *, filename: str, expires: int = 300) -> str | None:
         try:
@@ -392,10 +420,13 @@ class S3Storage:
         )
         return [(upload, _store_time(page)) for page in pages for upload in page.get("Uploads", [])]
 
-    def abort_stale_uploads(self, older_than: float) -> list[str]:
+    def abort_stale_uploads(self, older_than: float, name_prefix: str = "") -> list[str]:
         names = []
         try:
-            for upload, now in self._uploads(f"{self.prefix}/" if self.prefix else ""):
+            for upload, now in self._uploads(f"{self.prefix}/{name_prefix}".lstrip("/")):
+                name = self._name(upload["Key"])
+                if "/" in name:  # under a deeper prefix: someone else's
+                    continue
                 if now - upload["Initiated"].timestamp() > older_than:
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
@@ -406,6 +437,7 @@ class S3Storage:
         return names
 
     def check(self) -> None:
+        private_dir(self.work_dir)
         key = self.key(f".check-storage.{os.getpid()}.{time.time_ns()}")
         body = os.urandom(16)
         try:

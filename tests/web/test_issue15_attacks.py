@@ -8,6 +8,7 @@ it; each pins a way the product resists, so it fails if that resistance goes."""
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import urllib.error
 from datetime import datetime, timedelta, timezone
@@ -391,3 +392,97 @@ def test_a_file_shorter_than_it_claims_is_never_stored(s3_server, s3_bucket, tmp
         assert uploads(s3_server.client(), s3_bucket) == [] and not path.exists()
     assert keys(s3_server.client(), s3_bucket) == []
     assert Path(tmp_path / "w").is_dir()
+
+
+# -- found by R3 and fixed after: each failed before its fix
+
+
+def test_the_detail_page_does_not_trust_sha256_metadata_copied_onto_other_bytes(made, s3_bucket):
+    app, client, s3, done = made()
+    key = f"{PREFIX}/{done['filename']}"
+    original = s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+    forged = bytes(b ^ 0xFF for b in original)  # same size, other bytes
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=forged, Metadata={"sha256": done["sha256"]})
+    page = app.test_client().get(f"/backups/{done['id']}", headers=HTML).get_data(as_text=True)
+    assert "The file no longer matches its checksum." in page
+
+
+def test_delete_on_a_versioned_bucket_leaves_no_copy_of_the_file(s3_host, s3_bucket, run_worker):
+    app, client, s3 = s3_host()
+    s3.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    done = create(client)
+    run_worker()
+    succeeded(client, done["id"])
+    key = f"{PREFIX}/{done['filename']}"
+    assert client.delete(f"{API}/backups/{done['id']}").status_code == 204
+    listed = s3.list_object_versions(Bucket=s3_bucket, Prefix=key)
+    left = listed.get("Versions", []) + listed.get("DeleteMarkers", [])
+    assert left == [], f"{len(left)} version(s) of the customer's data still readable"
+
+
+def test_the_stale_upload_check_spares_a_nested_tenants_uploads(s3_host, s3_bucket):
+    app, client, s3 = s3_host()
+    s3.create_multipart_upload(Bucket=s3_bucket, Key=f"{PREFIX}/tenant-b/big-export.bin")
+    out = app.test_cli_runner().invoke(args=["backups", "check-storage"])
+    assert out.exit_code == 0, out.output
+    assert uploads(s3, s3_bucket) == [f"{PREFIX}/tenant-b/big-export.bin"]
+
+
+def test_the_stale_upload_check_of_a_whole_bucket_spares_other_apps_uploads(
+    s3_server, s3_bucket, tmp_path
+):
+    storage = storage_from_url(
+        f"s3://{s3_bucket}", {"endpoint_url": s3_server.endpoint_url}, tmp_path
+    )
+    s3 = s3_server.client()
+    s3.create_multipart_upload(Bucket=s3_bucket, Key="media/video.mp4")
+    storage.abort_stale_uploads(3600, name_prefix="hostapp-")
+    assert uploads(s3, s3_bucket) == ["media/video.mp4"]
+
+
+def test_the_default_work_dir_is_private(s3_host):
+    app, client, s3 = s3_host(BACKUP_MANAGER_WORK_DIR=None)
+    work = app.extensions["backup_manager"].storage.work_dir
+    assert work != Path(tempfile.gettempdir()).resolve()
+    assert not work.stat().st_mode & 0o022
+
+
+@pytest.mark.parametrize("prefix", ["../x", "a/./b", "a//b", "x/.."])
+def test_a_prefix_with_dot_segments_is_refused_at_start_up(prefix, s3_server, s3_bucket, tmp_path):
+    # keys are literal to S3, but a browser or curl resolves the dot segments of a presigned
+    # URL: it would ask for another path than the one signed, and every download would fail
+    with pytest.raises(ValueError, match=r"no empty, \. or \.\. part"):
+        storage_from_url(
+            f"s3://{s3_bucket}/{prefix}", {"endpoint_url": s3_server.endpoint_url}, tmp_path
+        )
+
+
+def test_a_links_presigned_url_does_not_outlive_the_link(made):
+    app, client, s3, done = made()
+    path = link(client, done["id"], expires_in_hours=1)
+    app.extensions["backup_manager"].clock = lambda: (
+        datetime.now(timezone.utc) + timedelta(minutes=59, seconds=50)
+    )
+    answer = app.test_client().get(path + "?download=1")
+    assert answer.status_code == 302
+    expires = int(parse_qs(urlsplit(answer.headers["Location"]).query)["X-Amz-Expires"][0])
+    assert expires <= 10 + 5, expires  # the link has 10 s left
+
+
+def test_a_presigned_download_refuses_same_size_bytes_put_without_metadata(made, s3_bucket):
+    app, client, s3, done = made()
+    key = f"{PREFIX}/{done['filename']}"
+    original = s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=bytes(b ^ 0xFF for b in original))
+    answer = client.get(f"{API}/backups/{done['id']}/download")
+    assert answer.status_code != 302, sha256(fetch(answer.headers["Location"])[2])
+
+
+def test_a_presigned_download_refuses_other_bytes_under_copied_metadata(made, s3_bucket):
+    app, client, s3, done = made()
+    key = f"{PREFIX}/{done['filename']}"
+    original = s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+    forged = bytes(b ^ 0xFF for b in original)
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=forged, Metadata={"sha256": done["sha256"]})
+    answer = client.get(f"{API}/backups/{done['id']}/download")
+    assert answer.status_code != 302, sha256(fetch(answer.headers["Location"])[2])

@@ -479,7 +479,7 @@ def test_a_full_work_directory_fails_the_backup_and_leaves_nothing(
     add_random_notes(tmp_path / "host.db", megabytes=3)
     backup_id = create(client, "sqlite3_db")["id"]
     script = (
-        f"mount -t tmpfs -o size=1m tmpfs {work} || exit 99; "
+        f"mount -t tmpfs -o size=1m,mode=0700 tmpfs {work} || exit 99; "
         f"{' '.join(WORKER)} --burst; rc=$?; echo left:; ls -A {work}; exit $rc"
     )
     out = subprocess.run(

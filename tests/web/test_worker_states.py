@@ -10,6 +10,7 @@ import signal
 import time
 
 import psycopg
+import pytest
 
 from flask_backup_manager.presenters import human_size, plural
 
@@ -97,16 +98,45 @@ def test_lock_wait_is_logged_and_shown_while_it_waits_then_the_backup_succeeds(
     assert re.fullmatch(r"finished: \d+ tables, \d+ rows, \d+ bytes, sha256 \w+", log[-1])
 
 
-def test_a_job_that_raises_keeps_its_message(host_env, make_app, tmp_path, run_worker):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    host_env["HOSTAPP_STORAGE_DIR"] = os.environ["HOSTAPP_STORAGE_DIR"] = str(blocker / "x")
+def test_storage_that_breaks_under_a_running_worker_fails_the_job_saying_so(
+    host_env, make_app, tmp_path, worker
+):
+    """The worker checked the storage when it started; the directory becomes a file after
+    that (a volume unmounted and something written in its place): the job fails saying why,
+    and the worker goes on."""
     client = make_app().test_client()
+    storage = tmp_path / "storage"
+    proc = worker()
+    wait_for(lambda: storage.is_dir(), what="the worker's storage check")  # it made the dir
+    storage.rmdir()
+    storage.write_text("not a directory")
     backup_id = create(client, "sqlite3")
-    run_worker()
+    done = finished(client, backup_id)
+    assert done["status"] == "failed"
+    assert done["error"].startswith("the storage cannot be used: ")
+    assert str(storage) in done["error"] and "\n" not in done["error"]
+    assert f"failed: {done['error']}" in messages(client, backup_id)
+    assert done["progress"]["phase"] is None
+    assert proc.poll() is None
+
+
+def test_a_job_that_raises_keeps_its_message(app, monkeypatch):
+    """A bug in the job (an exception nothing expects, which no real input here causes:
+    injected) fails the backup with the exception's name and message, never leaving it
+    running, and reaches RQ, which records the job as failed."""
+    import flask_backup_manager.jobs as jobs
+
+    def bug(*args, **kw):
+        raise RuntimeError("something nobody expected\nat line 2")
+
+    monkeypatch.setattr(jobs, "export", bug)
+    client = app.test_client()
+    backup_id = create(client, "sqlite3")
+    with app.app_context(), pytest.raises(RuntimeError):
+        jobs.run_backup(backup_id)
     done = backup(client, backup_id)
     assert done["status"] == "failed"
-    assert done["error"] == f"internal error: NotADirectoryError: Not a directory: {blocker / 'x'}"
+    assert done["error"] == "internal error: RuntimeError: something nobody expected at line 2"
     assert f"failed: {done['error']}" in messages(client, backup_id)
     assert done["progress"]["phase"] is None
 
