@@ -105,6 +105,17 @@ def signal_tree(proc: subprocess.Popen, sig: int) -> list[int]:
     return tree
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the worker and its work horse (:func:`signal_tree`) and wait until all are gone."""
+    tree = signal_tree(proc, signal.SIGKILL)
+    proc.wait()
+    wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in tree),
+        timeout=60,
+        what="the worker's processes to die",
+    )
+
+
 def freeze(proc: subprocess.Popen) -> list[int]:
     return signal_tree(proc, signal.SIGSTOP)
 

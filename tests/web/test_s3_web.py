@@ -17,7 +17,6 @@ import signal
 import subprocess
 import urllib.request
 import uuid
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -34,6 +33,7 @@ from .s3_helpers import (
     flask_cli,
     freeze,
     keys,
+    kill_tree,
     on_s3,
     sha256,
     signal_tree,
@@ -263,13 +263,7 @@ def test_a_worker_killed_mid_upload_fails_the_backup_and_leaves_nothing(
     assert running["status"] == "running"
     assert logs(client, backup_id)[-1] == f"uploading the file to s3://{s3_bucket}/{PREFIX}"
     assert files_in(tmp_path / "work") == [running["filename"]]  # what it was uploading
-    tree = signal_tree(proc, signal.SIGKILL)
-    proc.wait()
-    wait_for(
-        lambda: not any(Path(f"/proc/{pid}").exists() for pid in tree),
-        timeout=60,
-        what="the worker's processes to die",
-    )
+    kill_tree(proc)
 
     failed = wait_for(  # found out by its missing heartbeat (any request reaps)
         lambda: (b := backup(client, backup_id))["status"] == "failed" and b,
@@ -303,13 +297,7 @@ def test_a_worker_host_killed_mid_upload_clears_its_own_disk_at_its_next_job(
         mid_upload(proc, s3, s3_bucket)
         left = files_in(own)
         assert left == [backup(client, first)["filename"]]
-        tree = signal_tree(proc, signal.SIGKILL)
-        proc.wait()
-        wait_for(
-            lambda: not any(Path(f"/proc/{pid}").exists() for pid in tree),
-            timeout=60,
-            what="the worker's processes to die",
-        )
+        kill_tree(proc)
     finally:
         proc.stderr.close()
     # restarted at once (as systemd does): its backup is still running, so its start leaves

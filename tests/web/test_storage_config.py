@@ -5,8 +5,6 @@ a job. The S3 side of both: tests/storage/ and tests/web/test_s3_web.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from flask_backup_manager import BackupManager
 from flask_backup_manager.storage import LocalStorage
 
-from ..conftest import ROOT, WORKER
+from .s3_helpers import flask_cli
 from .test_extension import dispose, make_flask
 
 
@@ -60,18 +58,6 @@ def test_a_bad_storage_setting_stops_start_up_naming_it(tmp_path, config, says):
     assert says in str(raised.value) and "\n" not in str(raised.value)
     assert "s3cr3t" not in str(raised.value)
     dispose(app, db)
-
-
-def flask_cli(host_env: dict, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*WORKER[:-1], *args],
-        cwd=ROOT,
-        env={**os.environ, **host_env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_check_storage_and_the_worker_say_a_directory_that_cannot_be_made(
