@@ -11,6 +11,7 @@ import os
 import stat
 import threading
 import tracemalloc
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -391,3 +392,83 @@ def test_s3_put_holds_one_part_in_memory(s3_server, s3_bucket, tmp_path):
     assert peak < 2 * 5 * MiB, f"{peak / MiB:.1f} MiB at the peak"
 
     assert storage.stat("backup-12.sql").size == 40 * MiB
+
+
+SLOW_DOWN = (
+    b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+class FailingParts:
+    """An HTTP proxy in front of an S3 server that answers part uploads with a real 503
+    (S3's SlowDown, as an overloaded store sends it) and passes every other request on: a
+    store failing mid-upload, over HTTP, with no stub of the client."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # noqa: ANN002  (quiet)
+                pass
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if self.command == "PUT" and "partNumber=" in self.path:
+                    proxy.refused += 1
+                    self.send_response(503)
+                    error = SLOW_DOWN
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                ask = urllib.request.Request(
+                    upstream + self.path, data=body, headers=headers, method=self.command
+                )
+                try:
+                    answer = urllib.request.urlopen(ask, timeout=30)
+                except urllib.error.HTTPError as e:
+                    answer = e
+                with answer:
+                    data = answer.read()
+                    self.send_response(answer.status if hasattr(answer, "status") else answer.code)
+                    for k, v in answer.headers.items():
+                        if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                            self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay  # noqa: N815
+
+        self.refused = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_s3_store_answering_5xx_mid_upload_fails_with_the_reason_and_leaves_nothing(
+    s3_server, s3_bucket, tmp_path
+):
+    proxy = FailingParts(s3_server.endpoint_url)
+    try:
+        storage = make_storage(proxy.url, s3_bucket, tmp_path / "work", part_size=5 * MiB)
+        name = "backup-7.sql"
+        path, data = write_export(storage, name, 6 * MiB)
+        with pytest.raises(StorageError) as caught:
+            storage.put(path, name, sha256=sha256(data), size=len(data))
+    finally:
+        proxy.close()
+    assert str(caught.value).startswith("SlowDown: Please reduce your request rate.")
+    assert proxy.refused >= 2  # the client retried the part before it gave up
+    client = s3_server.client()
+    assert objects(client, s3_bucket) == [] and uploads(client, s3_bucket) == []  # aborted
+    assert list((tmp_path / "work").iterdir()) == []
