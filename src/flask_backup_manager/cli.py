@@ -115,9 +115,10 @@ def list_(page: str) -> None:
         )
         return
     _echo(f"{'ID':>5}  {'FORMAT':<10}  {'STATUS':<9}  {'SIZE':>10}  CREATED")
+    problems = service.file_problems(items)  # a stat: gone, or not its size
     for b in items:
         created, size = presenters.iso(b.created_at), presenters.human_size(b.size)
-        problem = service.file_problem(b)  # a stat: gone, or not its size
+        problem = problems[b.id]
         status = f"{b.status}{'!' if problem else ''}"
         _echo(f"{b.id:>5}  {b.format:<10}  {status:<9}  {size:>10}  {created}")
         if problem:

@@ -90,7 +90,7 @@ def index() -> Any:
     return render(
         "list.html",
         backups=[presenters.to_dict(b) for b in items],
-        problems={b.id: service.file_problem(b) for b in items},
+        problems=service.file_problems(items),
         warning=service.worker_warning(),
         page=page,
         pages=max(1, -(-total // per_page)),

@@ -14,7 +14,7 @@ import os
 import stat as stat_module
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -71,6 +71,10 @@ class Storage(Protocol):
         """The stored file ``name``, or None when there is none (a directory, or anything
         else that is not a regular file/object, counts as none). Raises StorageError when the
         store cannot say."""
+
+    def stat_many(self, names: Sequence[str]) -> dict[str, Stat | None]:
+        """:meth:`stat` of each name, from one listing where the store has one (the list
+        page's check); an object store's listing gives no ``sha256``."""
 
     def open(self, name: str) -> BinaryIO:
         """The stored file, for reading: ``read(n)``, ``seek``, ``tell``, ``close``.
@@ -130,6 +134,9 @@ class LocalStorage:
             return None
         version = f"{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
         return Stat(size=st.st_size, mtime=st.st_mtime, version=version)
+
+    def stat_many(self, names: Sequence[str]) -> dict[str, Stat | None]:
+        return {name: self.stat(name) for name in names}
 
     def open(self, name: str) -> BinaryIO:
         path = self.path(name)

@@ -15,7 +15,7 @@ import io
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -337,6 +337,32 @@ class S3Storage:
             version=head["ETag"],
             sha256=sha256,
         )
+
+    def stat_many(self, names: Sequence[str]) -> dict[str, Stat | None]:
+        wanted = {os.path.basename(n): n for n in names}
+        found: dict[str, Stat | None] = dict.fromkeys(names)
+        if not wanted:
+            return found
+        try:
+            # keys sort by name, names by their time: the listing starts at the oldest one
+            # asked for (the list's first page, the newest backups, lists only those)
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket,
+                Prefix=f"{self.prefix}/" if self.prefix else "",
+                StartAfter=self.key(min(wanted))[:-1],
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    name = wanted.get(self._name(item["Key"]))
+                    if name is not None:
+                        found[name] = Stat(
+                            size=item["Size"],
+                            mtime=item["LastModified"].timestamp(),
+                            version=item["ETag"],
+                        )
+        except (ClientError, BotoCoreError) as e:
+            raise StorageError(reason(e)) from None
+        return found
 
     def open(self, name: str) -> BinaryIO:
         key = self.key(name)

@@ -241,6 +241,31 @@ def test_an_object_removed_from_the_bucket_shows_the_file_missing(s3_host, s3_bu
     assert answer.status_code == 410 and answer.json["error"]["code"] == "file_missing"
 
 
+def test_the_list_marks_a_missing_and_a_replaced_object_from_one_listing(
+    s3_host, s3_bucket, run_worker
+):
+    app, client, s3 = s3_host()
+    ids = [create(client)["id"] for _ in range(3)]
+    run_worker()
+    gone, replaced, good = (succeeded(client, i) for i in ids)
+    s3.delete_object(Bucket=s3_bucket, Key=f"{PREFIX}/{gone['filename']}")
+    other = os.urandom(replaced["size"])  # the same size, other bytes, the sha256 copied
+    s3.put_object(
+        Bucket=s3_bucket,
+        Key=f"{PREFIX}/{replaced['filename']}",
+        Body=other,
+        Metadata={"sha256": replaced["sha256"]},
+    )
+    listing = client.get("/backups/", headers=HTML).get_data(as_text=True)
+    rows = dict(re.findall(r'data-backup-id="(\d+)"(.*?)</tr>', listing, re.S))
+    assert "The file is missing from storage." in rows[str(gone["id"])]
+    assert "The file no longer matches its checksum." in rows[str(replaced["id"])]
+    assert "file-problem" not in rows[str(good["id"])]
+    shown = app.test_cli_runner().invoke(args=["backups", "list"]).output
+    assert "! The file is missing from storage." in shown
+    assert "! The file no longer matches its checksum." in shown
+
+
 def mid_upload(proc, s3, bucket: str) -> None:
     """Wait until the worker has begun the multipart upload, then freeze its whole process
     tree there: the upload is unfinished, no object yet."""
