@@ -45,7 +45,7 @@ def run_backup(backup_id: int) -> str:
     reap(state)
     with contextlib.suppress(StorageError):  # unfinished uploads no job can still be making
         state.storage.abort_stale_uploads(
-            older_than=state.job_timeout + state.worker_lost_after, name_prefix=f"{state.app_name}-"
+            older_than=state.job_timeout + state.worker_lost_after, app_name=state.app_name
         )
     sweep_work_dir(state)  # what a job killed on this host left (its backup reaped since)
     now = db_now(state.db.session.connection())

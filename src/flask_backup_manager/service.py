@@ -38,7 +38,7 @@ from .models import ACTIVE, FINISHED, Status, db_now, utcnow
 from .presenters import as_utc, audit_entry, log_entry, manifest_of, readers
 from .queue import enqueue, job_exists, listening_workers, redis_connection
 from .state import State, get_state, model_facts, redactions
-from .storage import Stat, Storage, StorageError
+from .storage import Stat, Storage, StorageError, is_backup_name
 
 R = TypeVar("R")
 
@@ -500,7 +500,7 @@ def check_storage(state: State | None = None) -> None:
     try:
         state.storage.check()
         state.storage.abort_stale_uploads(
-            older_than=state.job_timeout + state.worker_lost_after, name_prefix=f"{state.app_name}-"
+            older_than=state.job_timeout + state.worker_lost_after, app_name=state.app_name
         )
     except StorageError as e:
         raise ServiceError(
@@ -513,10 +513,11 @@ def check_storage(state: State | None = None) -> None:
 def sweep_work_dir(state: State | None = None) -> list[str]:
     """Remove what jobs that no longer run left in an object store's work directory (the file
     a worker killed with its work horse was uploading, its temp files): this app's file names
-    (``<app name>-...``, and the ``.<name>.*`` temp files), of no queued or running backup,
-    unchanged for longer than a worker may be silent. The worker runs it when it starts, as the
-    other hosts' cleanup reaches only their own disks. Removing a name another process still
-    reads does not disturb it (the kernel keeps the file until it is closed)."""
+    (:func:`.storage.is_backup_name`, and their ``.<name>.*`` temp files), of no queued or
+    running backup, unchanged for two heartbeats (an export writes more often). The worker
+    runs it when it starts and before each job, as the other hosts' cleanup reaches only their
+    own disks. Removing a name another process still reads does not disturb it (the kernel
+    keeps the file until it is closed)."""
     state = state or get_state()
     work = getattr(state.storage, "work_dir", None)
     if not isinstance(work, Path) or not work.is_dir():
@@ -526,11 +527,11 @@ def sweep_work_dir(state: State | None = None) -> list[str]:
         state.db.session.scalars(sa.select(Backup.filename).where(Backup.status.in_(ACTIVE)))
     )
     state.db.session.commit()
-    old = time.time() - state.worker_lost_after
+    old = time.time() - 2 * state.heartbeat  # a file being written changes more often
     removed = []
     for path in work.iterdir():
         name = path.name.removeprefix(".")
-        if not name.startswith(f"{state.app_name}-") or any(
+        if not is_backup_name(name, state.app_name) or any(
             name == a or name.startswith(f"{a}.") for a in active if a
         ):
             continue
@@ -765,7 +766,9 @@ def download(
     state = get_state()
     mimetype = FORMATS[backup.format].mimetype
     url = None
-    if direct and not state.proxy_downloads:
+    # a presigned URL only for the object the store took; otherwise (other bytes, or the
+    # same bytes under a new ETag after a copy in place) the file is read and checked here
+    if direct and not state.proxy_downloads and same_stored_file(found, backup):
         try:
             url = state.storage.download_url(
                 backup.filename, filename=backup.filename, expires=expires
@@ -773,8 +776,6 @@ def download(
         except StorageError as e:
             raise storage_unavailable(backup, e) from None
     if url is not None:
-        if not same_stored_file(found, backup):  # the store's own word: it is not this file
-            raise changed_in_storage(backup)
         answer, delivered = deliver(
             StoredFile(backup, None, backup.size, found.mtime, mimetype, url)
         )
@@ -806,13 +807,16 @@ def download(
 
 
 def same_stored_file(found: Stat, backup: Any) -> bool:
-    """Whether what an object store says of a backup's object (without reading it) is what it
-    said when it took the file: the size, the version (ETag) it answered then, and the sha256
-    metadata, which alone anyone with write access to the bucket could copy onto other bytes."""
+    """Whether what an object store says of a backup's object, without reading it, is what it
+    said when it took the file: the size, the sha256 metadata, and the version (ETag) it
+    answered then; the metadata alone anyone with write access to the bucket could copy onto
+    other bytes. False tells only that a read must decide (a copy in place keeps the bytes
+    under a new ETag)."""
     return (
-        found.size == backup.size
+        backup.stored_version is not None
+        and found.version == backup.stored_version
+        and found.size == backup.size
         and found.sha256 in (None, backup.sha256)
-        and backup.stored_version in (None, found.version)
     )
 
 
@@ -937,12 +941,10 @@ def _problem(state: State, backup: Any, found: Stat | None, full: bool) -> str |
         return None
     if found is None:
         return FILE_MISSING
-    if found.size != backup.size or backup.stored_version not in (None, found.version):
+    if found.size != backup.size or found.sha256 not in (None, backup.sha256):
         return FILE_DAMAGED
-    if not full:
+    if not full or same_stored_file(found, backup):
         return None
-    if backup.stored_version is not None or found.sha256 is not None:
-        return None if same_stored_file(found, backup) else FILE_DAMAGED
     if not _file_matches(state.storage, backup.filename, backup.sha256, backup.size, found.version):
         return FILE_DAMAGED
     return None

@@ -486,6 +486,11 @@ def storage_from_url(url: str, options: dict | None, work_dir: Path) -> Storage:
                 " file:///abs/path"
             )
         return LocalStorage(Path(unquote(parts.path)).resolve())
+    if parts.query or parts.fragment:
+        raise ValueError(
+            "BACKUP_MANAGER_STORAGE_URL has no ? or # part: options go into"
+            " BACKUP_MANAGER_S3_OPTIONS"
+        )
     if parts.scheme == "s3":
         if parts.username or parts.password:
             raise ValueError(

@@ -11,6 +11,7 @@ already in place; for an object store it is uploaded and the local file removed.
 from __future__ import annotations
 
 import os
+import re
 import stat as stat_module
 import threading
 import time
@@ -92,10 +93,11 @@ class Storage(Protocol):
         """Remove what a job that died while making ``name`` left: its partial files in
         :meth:`export_path`'s folder, and for an object store its unfinished uploads."""
 
-    def abort_stale_uploads(self, older_than: float, name_prefix: str = "") -> list[str]:
-        """Abort the store's unfinished uploads of names starting with ``name_prefix`` (this
-        app's), directly under the storage's prefix, begun more than ``older_than`` seconds
-        ago by the store's clock (the reaper's: a worker killed mid-upload); their names."""
+    def abort_stale_uploads(self, older_than: float, app_name: str) -> list[str]:
+        """Abort the store's unfinished uploads of this app's backup names
+        (:func:`is_backup_name`) directly under the storage's prefix, begun more than
+        ``older_than`` seconds ago by the store's clock (the reaper's: a worker killed
+        mid-upload); their names."""
 
     def check(self) -> None:
         """Raise StorageError unless a file can be stored, read and removed now (the
@@ -158,7 +160,7 @@ class LocalStorage:
     def remove_parts(self, name: str) -> None:
         remove_partial_files(self.directory, name)
 
-    def abort_stale_uploads(self, older_than: float, name_prefix: str = "") -> list[str]:
+    def abort_stale_uploads(self, older_than: float, app_name: str) -> list[str]:
         return []
 
     def check(self) -> None:
@@ -182,13 +184,19 @@ def remove_partial_files(directory: Path, name: str) -> None:
             part.unlink(missing_ok=True)
 
 
+def is_backup_name(name: str, app_name: str) -> bool:
+    """Whether ``name`` is (or begins) the name of one of the app ``app_name``'s backup files,
+    ``<app name>-YYYYMMDD-HHMMSS-<id>.<extension>`` (not an app "shop-eu"'s for "shop")."""
+    return re.match(rf"{re.escape(app_name)}-\d{{8}}-\d{{6}}-\d+\.", name) is not None
+
+
 def private_dir(path: Path) -> Path:
     """``path``, made (mode 0700) when missing; StorageError unless it is a directory of this
     process's user that no other user may write to (a work dir under a shared /tmp that
     someone else made first would let them replace or block the files built there)."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.stat()
+        st = path.lstat()  # a symbolic link is refused: someone could turn it elsewhere later
     except OSError as e:
         raise StorageError(f"{path}: {e.strerror or type(e).__name__}") from None
     mine = not hasattr(os, "getuid") or st.st_uid == os.getuid()

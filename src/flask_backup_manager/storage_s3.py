@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .engine import ExportCancelled
-from .storage import Stat, StorageError, private_dir, remove_partial_files
+from .storage import Stat, StorageError, is_backup_name, private_dir, remove_partial_files
 
 MiB = 1024 * 1024
 #: S3's bounds: every part but the last at least 5 MiB, at most 5 GiB, at most 10,000 parts
@@ -126,6 +126,12 @@ def parse_options(options: dict) -> dict[str, Any]:
             size,
         )
     return out
+
+
+def etag(value: str) -> str:
+    """An ETag as one value whichever way the store quotes it (MinIO's answer to a completed
+    upload and some stores' listings leave the quotes off; a weak one has W/)."""
+    return value.strip().removeprefix("W/").strip('"')
 
 
 def _store_time(answer: dict) -> float:
@@ -311,7 +317,7 @@ class S3Storage:
             raise StorageError(
                 f"the store's checksum of {key} is {stored}, not the parts' {expected}-{len(parts)}"
             )
-        return answer["ETag"]
+        return etag(answer["ETag"])
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:
@@ -334,7 +340,7 @@ class S3Storage:
         return Stat(
             size=head["ContentLength"],
             mtime=head["LastModified"].timestamp(),
-            version=head["ETag"],
+            version=etag(head["ETag"]),
             sha256=sha256,
         )
 
@@ -351,15 +357,20 @@ class S3Storage:
                 Prefix=f"{self.prefix}/" if self.prefix else "",
                 StartAfter=self.key(min(wanted))[:-1],
             )
+            last, left = self.key(max(wanted)), set(wanted)
             for page in pages:
-                for item in page.get("Contents", []):
+                items = [i for i in page.get("Contents", []) if i["Key"] <= last]
+                for item in items:
+                    left.discard(self._name(item["Key"]))
                     name = wanted.get(self._name(item["Key"]))
                     if name is not None:
                         found[name] = Stat(
                             size=item["Size"],
                             mtime=item["LastModified"].timestamp(),
-                            version=item["ETag"],
+                            version=etag(item["ETag"]),
                         )
+                if not left or len(items) < len(page.get("Contents", [])):
+                    break  # all found, or past the last name asked for: no more pages
         except (ClientError, BotoCoreError) as e:
             raise StorageError(reason(e)) from None
         return found
@@ -446,12 +457,12 @@ class S3Storage:
         )
         return [(upload, _store_time(page)) for page in pages for upload in page.get("Uploads", [])]
 
-    def abort_stale_uploads(self, older_than: float, name_prefix: str = "") -> list[str]:
+    def abort_stale_uploads(self, older_than: float, app_name: str) -> list[str]:
         names = []
         try:
-            for upload, now in self._uploads(f"{self.prefix}/{name_prefix}".lstrip("/")):
+            for upload, now in self._uploads(f"{self.prefix}/{app_name}-".lstrip("/")):
                 name = self._name(upload["Key"])
-                if "/" in name:  # under a deeper prefix: someone else's
+                if "/" in name or not is_backup_name(name, app_name):  # someone else's
                     continue
                 if now - upload["Initiated"].timestamp() > older_than:
                     self.client.abort_multipart_upload(

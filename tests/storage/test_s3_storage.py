@@ -98,7 +98,7 @@ def test_s3_lifecycle_put_stat_open_presigned_delete(s3_server, s3_bucket, tmp_p
     found = storage.stat(name)
     assert found.size == len(data)
     assert found.sha256 == sha256(data)
-    assert found.version == head["ETag"]
+    assert found.version == head["ETag"].strip('"')  # the ETag, without its quotes
     assert found.mtime == head["LastModified"].timestamp()
 
     with storage.open(name) as f:
@@ -306,12 +306,13 @@ def test_s3_abort_stale_uploads_aborts_those_under_the_prefix(s3_server, s3_buck
     storage = make_storage(s3_server.endpoint_url, s3_bucket, tmp_path / "work")
     client = s3_server.client()
     # a worker killed mid-upload left these; moto dates every upload in the past (2010)
-    client.create_multipart_upload(Bucket=s3_bucket, Key=f"{PREFIX}/backup-9.sql")
-    client.create_multipart_upload(Bucket=s3_bucket, Key="elsewhere/backup-9.sql")
+    name = "app-20260101-000000-9.sql.gz"
+    client.create_multipart_upload(Bucket=s3_bucket, Key=f"{PREFIX}/{name}")
+    client.create_multipart_upload(Bucket=s3_bucket, Key=f"elsewhere/{name}")
 
-    assert storage.abort_stale_uploads(3600) == ["backup-9.sql"]
-    assert uploads(client, s3_bucket) == ["elsewhere/backup-9.sql"]
-    assert storage.abort_stale_uploads(3600) == []
+    assert storage.abort_stale_uploads(3600, app_name="app") == [name]
+    assert uploads(client, s3_bucket) == [f"elsewhere/{name}"]
+    assert storage.abort_stale_uploads(3600, app_name="app") == []
 
 
 def test_s3_remove_parts_aborts_the_upload_and_removes_local_files(s3_server, s3_bucket, tmp_path):

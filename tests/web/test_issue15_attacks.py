@@ -436,7 +436,7 @@ def test_the_stale_upload_check_of_a_whole_bucket_spares_other_apps_uploads(
     )
     s3 = s3_server.client()
     s3.create_multipart_upload(Bucket=s3_bucket, Key="media/video.mp4")
-    storage.abort_stale_uploads(3600, name_prefix="hostapp-")
+    storage.abort_stale_uploads(3600, app_name="hostapp")
     assert uploads(s3, s3_bucket) == ["media/video.mp4"]
 
 

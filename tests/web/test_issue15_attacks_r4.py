@@ -9,7 +9,11 @@ Each test pins a way the product resists, so it fails if that resistance goes.""
 from __future__ import annotations
 
 import hashlib
+import http.client
+import http.server
 import os
+import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,11 +26,12 @@ from flask_backup_manager.state import storage_from_url
 from flask_backup_manager.storage import StorageError, private_dir
 
 from . import test_issue15_attacks as r3
-from .s3_helpers import PREFIX, MiB
+from .s3_helpers import API, PREFIX, MiB
 
 made, s3_host = r3.made, r3.s3_host  # R3's fixtures: the host app on moto, a backup made there
 
 HTML = {"Accept": "text/html"}
+DAMAGED = "The file no longer matches its checksum."
 SHARE = {"X-Test-Permissions": "view,create,download,delete,share"}
 
 
@@ -102,7 +107,7 @@ def test_the_version_put_answers_is_the_one_head_and_the_listing_answer(
     version = put_file(storage, "hostapp-20260101-000000-1.sqlite3", data)
     head = storage.stat("hostapp-20260101-000000-1.sqlite3")
     listed = storage.stat_many(["hostapp-20260101-000000-1.sqlite3"])
-    assert version and version.endswith('-3"'), version
+    assert version and version.endswith("-3") and '"' not in version, version  # one form
     assert head.version == version == listed["hostapp-20260101-000000-1.sqlite3"].version
 
 
@@ -169,7 +174,7 @@ def test_the_stale_upload_abort_spares_other_names_than_this_apps(s3_server, s3_
     for key in [ours, *others]:
         s3.create_multipart_upload(Bucket=s3_bucket, Key=key)
     # (moto dates every upload 2010-11-10: an age cannot be tested on it, only the names)
-    assert storage.abort_stale_uploads(-1, name_prefix="shop-") == [ours.split("/")[1]]
+    assert storage.abort_stale_uploads(-1, app_name="shop") == [ours.split("/")[1]]
     left = [u["Key"] for u in s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])]
     assert sorted(left) == sorted(others)
 
@@ -194,3 +199,202 @@ def test_a_link_with_under_a_second_left_gives_a_url_of_at_most_a_second(made, s
     # and once it has ended, no URL at all
     app.extensions["backup_manager"].clock = lambda: ends + timedelta(milliseconds=1)
     assert "Location" not in app.test_client().get(path + "?download=1").headers
+
+
+# -- R4's attacks that succeeded, each fixed after and guarded here
+
+
+class Unquoting:
+    """A proxy in front of moto that answers ETags in the XML of the requests ``which``
+    picks without their quotes, as MinIO did in CompleteMultipartUploadResult (minio#3224,
+    #9517) and NetApp ONTAP does in ListObjectsV2 (duckdb-httpfs#291)."""
+
+    def __init__(self, upstream, which):
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _body(self):
+                if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                    raw = b""
+                    while True:
+                        line = self.rfile.readline()
+                        raw += line
+                        size = int(line.split(b";")[0].strip(), 16)
+                        if size == 0:
+                            while True:  # the trailer, to its blank line
+                                line = self.rfile.readline()
+                                raw += line
+                                if line in (b"\r\n", b"\n", b""):
+                                    return raw
+                        raw += self.rfile.read(size + 2)
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def _relay(self):
+                body = self._body()
+                up = http.client.HTTPConnection(upstream.split("//")[1], timeout=30)
+                up.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for k, v in self.headers.items():
+                    up.putheader(k, v)
+                up.endheaders()
+                if body:
+                    up.send(body)
+                answer = up.getresponse()
+                data = answer.read()
+                up.close()
+                if which(self.command, self.path):
+                    new = re.sub(
+                        rb"<ETag>(?:&quot;|&#34;|\")?([^<&\"]*)(?:&quot;|&#34;|\")?</ETag>",
+                        rb"<ETag>\1</ETag>",
+                        data,
+                    )
+                    proxy.rewritten += new != data
+                    data = new
+                self.send_response(answer.status)
+                for k, v in answer.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                if self.command == "HEAD":
+                    self.send_header("Content-Length", answer.getheader("Content-Length") or "0")
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+        self.rewritten = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    "which",
+    [
+        pytest.param(lambda m, p: m == "POST" and "uploadId=" in p, id="complete-unquoted"),
+        pytest.param(lambda m, p: m == "GET" and "list-type=2" in p, id="listing-unquoted"),
+        pytest.param(lambda m, p: False, id="control-pass-through"),
+    ],
+)
+def test_a_good_backup_is_not_called_damaged_when_the_store_quotes_etags_unevenly(
+    made, s3_server, which
+):
+    proxy = Unquoting(s3_server.endpoint_url, which)
+    try:
+        app, client, s3, done = made({"endpoint_url": proxy.url})
+        listing = app.test_client().get("/backups/", headers=HTML).get_data(as_text=True)
+        page = app.test_client().get(f"/backups/{done['id']}", headers=HTML).get_data(as_text=True)
+        download = client.get(f"{API}/backups/{done['id']}/download")
+    finally:
+        proxy.close()
+    assert bool(proxy.rewritten) == (which("POST", "?uploadId=") or which("GET", "?list-type=2"))
+    seen = (DAMAGED in listing, DAMAGED in page, download.status_code)
+    assert seen == (False, False, 302), (seen, download.json)
+
+
+def test_a_copy_in_place_of_the_same_bytes_is_not_called_damaged(made, s3_bucket):
+    # what an operator's re-encryption, storage-class change or bucket migration does: the
+    # same bytes and metadata under a new ETag
+    app, client, s3, done = made()
+    key = f"{PREFIX}/{done['filename']}"
+    s3.copy_object(
+        Bucket=s3_bucket,
+        Key=key,
+        CopySource={"Bucket": s3_bucket, "Key": key},
+        MetadataDirective="REPLACE",
+        Metadata={"sha256": done["sha256"]},
+        ServerSideEncryption="AES256",
+        ChecksumAlgorithm="SHA256",
+    )
+    head = s3.head_object(Bucket=s3_bucket, Key=key)
+    assert head["ContentLength"] == done["size"] and head["Metadata"]["sha256"] == done["sha256"]
+    page = app.test_client().get(f"/backups/{done['id']}", headers=HTML).get_data(as_text=True)
+    assert DAMAGED not in page
+
+
+def test_the_list_check_stops_listing_past_the_newest_name_it_asks_for(
+    s3_server, s3_bucket, tmp_path
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flask_backup_manager.state import storage_from_url
+
+    s3 = s3_server.client()
+    storage = storage_from_url(
+        f"s3://{s3_bucket}/{PREFIX}", {"endpoint_url": s3_server.endpoint_url}, tmp_path / "w"
+    )
+    ours = [f"hostapp-20260101-00000{i}-{i}.sqlite3" for i in range(3)]
+    theirs = [
+        f"{PREFIX}/zeta-20260101-{i:06d}.bin" for i in range(2500)
+    ]  # another app's, after ours
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda k: s3.put_object(Bucket=s3_bucket, Key=k, Body=b"x"),
+                [f"{PREFIX}/{n}" for n in ours] + theirs,
+            )
+        )
+    calls = []
+    storage.client.meta.events.register(
+        "before-call.s3.ListObjectsV2", lambda **kw: calls.append(1)
+    )
+    found = storage.stat_many(ours)
+    assert all(found[n] is not None for n in ours)
+    assert len(calls) == 1, f"{len(calls)} listings for 3 names"
+
+
+def test_a_symlink_another_user_planted_is_refused_as_the_work_dir(tmp_path):
+    import os
+
+    from flask_backup_manager.storage import StorageError, private_dir
+
+    ours = tmp_path / "ours"
+    ours.mkdir(mode=0o700)
+    planted = tmp_path / "flask-backup-manager-0"
+    planted.symlink_to(ours)
+    os.lchown(planted, 65534, 65534)  # nobody's link, to a dir of ours
+    with pytest.raises(StorageError):
+        private_dir(planted)
+
+
+def test_the_stale_upload_abort_spares_an_app_whose_name_starts_with_ours(
+    s3_server, s3_bucket, tmp_path
+):
+    from flask_backup_manager.state import storage_from_url
+
+    s3 = s3_server.client()
+    storage = storage_from_url(
+        f"s3://{s3_bucket}/{PREFIX}", {"endpoint_url": s3_server.endpoint_url}, tmp_path / "w"
+    )
+    s3.create_multipart_upload(Bucket=s3_bucket, Key=f"{PREFIX}/shop-20260101-000000-1.sqlite3")
+    theirs = f"{PREFIX}/shop-eu-20260101-000000-1.sqlite3"  # app "shop-eu", a longer job timeout
+    s3.create_multipart_upload(Bucket=s3_bucket, Key=theirs)
+    aborted = storage.abort_stale_uploads(-1, app_name="shop")
+    assert aborted == ["shop-20260101-000000-1.sqlite3"]
+
+
+def test_backups_moved_from_s3_to_a_local_directory_are_not_called_damaged(
+    made, s3_bucket, tmp_path
+):
+    from flask_backup_manager.storage import LocalStorage
+
+    app, client, s3, done = made()
+    local = tmp_path / "moved"
+    local.mkdir()
+    key = f"{PREFIX}/{done['filename']}"
+    (local / done["filename"]).write_bytes(s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+    app.extensions["backup_manager"].storage = LocalStorage(local)  # the operator's new config
+    moved = app
+    listing = moved.test_client().get("/backups/", headers=HTML).get_data(as_text=True)
+    assert done["filename"] in listing or str(done["id"]) in listing
+    page = moved.test_client().get(f"/backups/{done['id']}", headers=HTML).get_data(as_text=True)
+    assert (DAMAGED in listing, DAMAGED in page) == (False, False)
