@@ -442,8 +442,10 @@ def test_the_stale_upload_check_of_a_whole_bucket_spares_other_apps_uploads(
 
 def test_the_default_work_dir_is_private(s3_host):
     app, client, s3 = s3_host(BACKUP_MANAGER_WORK_DIR=None)
-    work = app.extensions["backup_manager"].storage.work_dir
+    storage = app.extensions["backup_manager"].storage
+    work = storage.work_dir
     assert work != Path(tempfile.gettempdir()).resolve()
+    storage.export_path("hostapp-20260101-000000-1.sql.gz")  # made on first use
     assert not work.stat().st_mode & 0o022
 
 
