@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -191,7 +192,10 @@ WORKER = [sys.executable, "-m", "flask", "--app", "tests.hostapp:create_app", "b
 
 def process_tree(pid: int) -> list[int]:
     """``pid`` and all its descendants (RQ's work horse runs in a session of its own)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # it ended while the tree was read
+        return [pid]
     return [pid] + [p for c in children for p in process_tree(int(c))]
 
 
@@ -215,7 +219,8 @@ def worker(host_env):
     for proc in procs:
         if proc.poll() is None:
             for pid in process_tree(proc.pid):
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                    os.kill(pid, signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
 
