@@ -41,7 +41,18 @@ lint: $(VENV)/.installed-dev
 	$(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/python -m pip install --quiet db-to-sqlite psycopg2-binary
 
-bench: $(VENV)/.installed-dev .venv-bench/bin/db-to-sqlite
+# The strongest anchors (issue 16): DuckDB with its postgres and sqlite extensions of the same
+# line, loaded by bench/duckdb_anchor.py from the installed files (nothing downloaded at run
+# time), and Debian's pigz and pgloader.
+.venv-bench/.installed-duckdb: | .venv-bench/bin/db-to-sqlite
+	.venv-bench/bin/python -m pip install --quiet duckdb==1.4.4 'duckdb-ext-postgres==1.4.4.*' \
+	  'duckdb-ext-sqlite==1.4.4.*'
+	touch $@
+
+bench: $(VENV)/.installed-dev .venv-bench/bin/db-to-sqlite .venv-bench/.installed-duckdb
+	@command -v pigz >/dev/null && command -v pgloader >/dev/null || { \
+	  echo "Installing pigz and pgloader for the bench's anchors"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq pigz pgloader >/dev/null; }
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:
