@@ -30,7 +30,14 @@ from .lifecycle import add_log, finish, process_actor, remove_parts, transition,
 from .models import ACTIVE, Status, db_now
 from .presenters import as_utc, encrypted_for, iso, plural, readers
 from .queue import JOB_FUNCTION
-from .service import describe_recipients, prune, reap, recipients_json, sweep_work_dir
+from .service import (
+    abort_stale_uploads,
+    describe_recipients,
+    prune,
+    reap,
+    recipients_json,
+    sweep_work_dir,
+)
 from .state import State, get_state, redactions
 from .storage import LocalStorage, StorageError
 
@@ -44,9 +51,7 @@ def run_backup(backup_id: int) -> str:
     state = get_state()
     reap(state)
     with contextlib.suppress(StorageError):  # unfinished uploads no job can still be making
-        state.storage.abort_stale_uploads(
-            older_than=state.job_timeout + state.worker_lost_after, app_name=state.app_name
-        )
+        abort_stale_uploads(state)
     sweep_work_dir(state)  # what a job killed on this host left (its backup reaped since)
     now = db_now(state.db.session.connection())
     if not transition(

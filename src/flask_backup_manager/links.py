@@ -39,6 +39,7 @@ from .models import Status, db_now
 from .presenters import as_utc, iso, plural
 from .service import ServiceError, clip, whole_number
 from .state import State, get_state
+from .storage import PRESIGNED_SECONDS
 
 R = TypeVar("R")
 
@@ -382,10 +383,10 @@ def download_through(
         audit(action, backup.id, client.detail(link, where), actor=None)
         return answer, True
 
-    # a presigned URL (object storage) lives no longer than the link, and at most 5 minutes
-    left = (as_utc(link.expires_at) - now(state)).total_seconds()
+    # a presigned URL (object storage) lives no longer than the link
+    left = int((as_utc(link.expires_at) - now(state)).total_seconds())
     answer = service.download(
-        backup, deliver, actor=None, audited=False, expires=max(1, min(300, int(left)))
+        backup, deliver, actor=None, audited=False, expires=max(1, min(PRESIGNED_SECONDS, left))
     )
     if first_use:
         notify("first_use", link, backup)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
 import stat
 import time
@@ -38,7 +37,14 @@ from .models import ACTIVE, FINISHED, Status, db_now, utcnow
 from .presenters import as_utc, audit_entry, log_entry, manifest_of, readers
 from .queue import enqueue, job_exists, listening_workers, redis_connection
 from .state import State, get_state, model_facts, redactions
-from .storage import Stat, Storage, StorageError, is_backup_name
+from .storage import (
+    PRESIGNED_SECONDS,
+    LocalStorage,
+    Stat,
+    Storage,
+    StorageError,
+    is_backup_name,
+)
 
 R = TypeVar("R")
 
@@ -499,15 +505,21 @@ def check_storage(state: State | None = None) -> None:
     state = state or get_state()
     try:
         state.storage.check()
-        state.storage.abort_stale_uploads(
-            older_than=state.job_timeout + state.worker_lost_after, app_name=state.app_name
-        )
+        abort_stale_uploads(state)
     except StorageError as e:
         raise ServiceError(
             503,
             "storage_unavailable",
             f"the storage cannot be used: {one_line(e)}",
         ) from None
+
+
+def abort_stale_uploads(state: State) -> list[str]:
+    """Abort this app's unfinished uploads that no job can still be making: begun longer ago
+    than a job may run and its worker stay silent. StorageError when the store cannot say."""
+    return state.storage.abort_stale_uploads(
+        older_than=state.job_timeout + state.worker_lost_after, app_name=state.app_name
+    )
 
 
 def sweep_work_dir(state: State | None = None) -> list[str]:
@@ -674,8 +686,8 @@ def existing_backups(ids: Any) -> set[int]:
 def file_path(backup: Any, state: State | None = None) -> Path:
     """Where a backup's file lives in a local storage directory (a name the server made)."""
     state = state or get_state()
-    assert state.storage_dir is not None, "not a local storage"
-    return state.storage_dir / os.path.basename(backup.filename)
+    assert isinstance(state.storage, LocalStorage), "not a local storage"
+    return state.storage.path(backup.filename)
 
 
 def stored_stat(backup: Any, state: State | None = None) -> Stat | None:
@@ -703,10 +715,14 @@ def downloadable(backup: Any) -> Stat:
         raise conflict("not_finished", f"{stands(backup)}: it has no file to download.")
     found = stored_stat(backup)
     if found is None:
-        raise ServiceError(
-            410, "file_missing", f"The file of backup {backup.id} is missing from storage."
-        )
+        raise file_missing(backup)
     return found
+
+
+def file_missing(backup: Any) -> ServiceError:
+    return ServiceError(
+        410, "file_missing", f"The file of backup {backup.id} is missing from storage."
+    )
 
 
 #: where a backup stands, as the refusals say it: "Backup 4 is still running: ..."
@@ -745,7 +761,7 @@ def download(
     copy: Callable[[bytes], object] | None = None,
     audited: bool = True,
     direct: bool = True,
-    expires: int = 300,
+    expires: int = PRESIGNED_SECONDS,
 ) -> R:
     """The one way a backup's file leaves storage, for the API and the CLI alike.
 
@@ -784,10 +800,8 @@ def download(
         return answer
     try:
         f = state.storage.open(backup.filename)
-    except FileNotFoundError:
-        raise ServiceError(
-            410, "file_missing", f"The file of backup {backup.id} is missing from storage."
-        ) from None
+    except FileNotFoundError:  # gone since its stat
+        raise file_missing(backup) from None
     except StorageError as e:
         raise storage_unavailable(backup, e) from None
     try:
@@ -920,7 +934,7 @@ def file_problem(backup: Any, *, full: bool = False) -> str | None:
     try:
         found = state.storage.stat(backup.filename)
     except StorageError as e:
-        return f"The storage cannot be reached: {one_line(e)}"
+        return unreachable(e)
     return _problem(state, backup, found, full)
 
 
@@ -932,8 +946,12 @@ def file_problems(backups: Sequence[Any]) -> dict[int, str | None]:
     try:
         found = state.storage.stat_many([b.filename for b in done]) if done else {}
     except StorageError as e:
-        return {b.id: f"The storage cannot be reached: {one_line(e)}" for b in done}
+        return {b.id: unreachable(e) for b in done}
     return {b.id: _problem(state, b, found.get(b.filename), False) for b in backups}
+
+
+def unreachable(e: StorageError) -> str:
+    return f"The storage cannot be reached: {one_line(e)}"
 
 
 def _problem(state: State, backup: Any, found: Stat | None, full: bool) -> str | None:

@@ -121,8 +121,6 @@ class State:
     models: Models
     #: where the backups' files are kept (:mod:`.storage`)
     storage: Storage
-    #: the local directory of a ``file://`` storage (None for an object store)
-    storage_dir: Path | None
     #: an object store's files go to the client by a redirect to a presigned URL unless this
     proxy_downloads: bool
     redis_url: str | None
@@ -168,6 +166,11 @@ class State:
     def metadata(self) -> sa.MetaData:
         """The models of the database backed up: its bind's metadata."""
         return self.db.metadatas.get(self.bind, self.db.metadata)
+
+    @property
+    def storage_dir(self) -> Path | None:
+        """The local directory of a ``file://`` storage (None for an object store)."""
+        return self.storage.directory if isinstance(self.storage, LocalStorage) else None
 
 
 def get_state() -> State:
@@ -238,7 +241,6 @@ def read_config(app: Flask, *, ext: Hooks, db: SQLAlchemy, models: Models) -> St
         db=db,
         models=models,
         storage=storage,
-        storage_dir=storage.directory if isinstance(storage, LocalStorage) else None,
         proxy_downloads=c["BACKUP_MANAGER_S3_PROXY_DOWNLOADS"],
         redis_url=redis_url,
         redis_file=Path(app.instance_path) / "backup_manager_redis.db",
@@ -513,7 +515,7 @@ def storage_from_url(url: str, options: dict | None, work_dir: Path) -> Storage:
                 " pip install 'flask-backup-manager[s3]'"
             ) from None
 
-        return S3Storage(parts.netloc, parts.path.strip("/"), options or {}, work_dir)
+        return S3Storage(parts.netloc, prefix, options or {}, work_dir)
     raise ValueError(  # the URL itself not echoed: it may hold a password
         "BACKUP_MANAGER_STORAGE_URL must be file:///abs/path or s3://bucket/prefix, not a"
         f" {parts.scheme + ':' if parts.scheme else 'scheme-less'} URL"

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+#: seconds a presigned URL lives at most (a download link's lives no longer than the link)
+PRESIGNED_SECONDS = 300
+
 
 class StorageError(Exception):
     """The store refused or could not be reached: the message is one line, in the store's
@@ -84,7 +87,9 @@ class Storage(Protocol):
     def delete(self, name: str) -> None:
         """Remove the stored file ``name``; one already gone is no error."""
 
-    def download_url(self, name: str, *, filename: str, expires: int = 300) -> str | None:
+    def download_url(
+        self, name: str, *, filename: str, expires: int = PRESIGNED_SECONDS
+    ) -> str | None:
         """A short-lived address the client can fetch the file from directly (an object
         store's presigned URL, with ``filename`` as its attachment name), or None: the app
         sends the file itself."""
@@ -154,7 +159,9 @@ class LocalStorage:
         except OSError as e:
             raise StorageError(e.strerror or type(e).__name__) from None
 
-    def download_url(self, name: str, *, filename: str, expires: int = 300) -> str | None:
+    def download_url(
+        self, name: str, *, filename: str, expires: int = PRESIGNED_SECONDS
+    ) -> str | None:
         return None
 
     def remove_parts(self, name: str) -> None:

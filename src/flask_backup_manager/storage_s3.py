@@ -25,7 +25,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .engine import ExportCancelled
-from .storage import Stat, StorageError, is_backup_name, private_dir, remove_partial_files
+from .storage import (
+    PRESIGNED_SECONDS,
+    Stat,
+    StorageError,
+    is_backup_name,
+    private_dir,
+    remove_partial_files,
+)
 
 MiB = 1024 * 1024
 #: S3's bounds: every part but the last at least 5 MiB, at most 5 GiB, at most 10,000 parts
@@ -421,7 +428,9 @@ class S3Storage:
                 return None
             raise
 
-    def download_url(self, name: str, *, filename: str, expires: int = 300) -> str | None:
+    def download_url(
+        self, name: str, *, filename: str, expires: int = PRESIGNED_SECONDS
+    ) -> str | None:
         try:
             return self.client.generate_presigned_url(
                 "get_object",
