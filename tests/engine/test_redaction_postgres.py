@@ -173,7 +173,10 @@ def reference(rule: str, key: bytes, text: str, kind: str, size: int | None) -> 
     if rule == "email":
         return f"u-{d.hex()[:16]}@example.invalid"
     if rule == "name":
-        return f"{FIRST_NAMES[d[0] % 64]} {LAST_NAMES[d[1] % 64]}"
+        made = f"{FIRST_NAMES[d[0] % 64]} {LAST_NAMES[d[1] % 64]}"[:size]
+        if made == text:  # never the name it replaces: the next surname
+            made = f"{FIRST_NAMES[d[0] % 64]} {LAST_NAMES[(d[1] + 1) % 64]}"[:size]
+        return made
     if kind == "integer":
         return (int.from_bytes(d[:8], "big") & ((1 << 63) - 1)) % (1 << (8 * size - 1))
     if kind == "bytes":
@@ -196,6 +199,9 @@ def reference(rule: str, key: bytes, text: str, kind: str, size: int | None) -> 
         ("hash", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "uuid", "uuid", None),
         ("email", "Alice@Example.org", "text", "text", None),
         ("name", "Alice Smith", "text", "text", None),
+        # names the key turns into themselves: the next surname instead
+        ("name", "Vera Holm", "text", "text", None),
+        ("name", "Ezra Cole", "character varying(9)", "text", 9),
     ],
 )
 def test_the_servers_hash_is_pythons_hmac_sha256_of_the_values_text(

@@ -436,3 +436,25 @@ def test_a_column_of_few_values_hashes_each_value_as_the_functions_do(tmp_path):
         got = con.execute("SELECT c FROM t ORDER BY id LIMIT ?", (len(values),)).fetchall()
     texts = ["A", "a", "1", "1.0", None, "fewcanary"]
     assert [r[0] for r in got] == [None if t is None else hmac_hex(key, t, 64) for t in texts]
+
+
+@pytest.mark.parametrize("rows", [3, 12000], ids=["row-by-row", "few-values"])
+def test_a_name_never_comes_back_as_itself_and_matches_the_postgres_rule(tmp_path, rows):
+    """``name`` turns a name the key would map to itself into another (the next surname), on
+    both of sqlite3_db's ways of computing it, exactly as the PostgreSQL source does."""
+    from .test_redaction_postgres import reference
+
+    key = bytes(range(1, 33))  # turns both "Vera Holm" and "Ezra Cole" into themselves
+    names = ["Vera Holm", "Ezra Cole", "Alice Smith"]
+    db = tmp_path / "s.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n TEXT)")
+        con.executemany("INSERT INTO t (n) VALUES (?)", [(names[i % 3],) for i in range(rows)])
+        con.commit()
+    out = tmp_path / "out.db"
+    profile = profile_from_mapping("p", {"t.n": "name"})
+    export(f"sqlite:///{db}", "sqlite3_db", out, redaction=Redaction(profile, key))
+    with closing(sqlite3.connect(out)) as con:
+        got = [n for (n,) in con.execute("SELECT n FROM t ORDER BY id LIMIT 3")]
+    assert got == [reference("name", key, n, "text", None) for n in names]
+    assert all(g != n for g, n in zip(got, names, strict=True))

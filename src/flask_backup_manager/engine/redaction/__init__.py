@@ -12,7 +12,9 @@ bytes), UTF-8; then, by the column's kind, the digest as lowercase hex cut to th
 length (``text``), its first 8 bytes big-endian with the top bit cleared, reduced modulo the
 type's positive range (``integer``), its 32 bytes (``bytes``), or its first 16 bytes
 (``uuid``). ``email`` is ``u-`` + the first 16 hex digits + ``@example.invalid``; ``name`` is
-``FIRST_NAMES[digest[0] % 64] + " " + LAST_NAMES[digest[1] % 64]``. NULL stays NULL under
+``FIRST_NAMES[digest[0] % 64] + " " + LAST_NAMES[digest[1] % 64]`` (cut to the column's
+length), unless that is the value itself: then the next surname,
+``LAST_NAMES[(digest[1] + 1) % 64]``. NULL stays NULL under
 ``hash``, ``email`` and ``name``; ``null``, ``blank`` and ``fixed`` replace every value.
 """
 

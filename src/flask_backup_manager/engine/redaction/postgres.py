@@ -217,19 +217,23 @@ def rule_expr(
         )
     elif rule.name == "name":
         # the digest once per row (two SHA-256), read twice: PostgreSQL does not share a
-        # repeated expression, and writing digest() twice hashed every value twice
-        value = sql.SQL(
-            "(SELECT ({})[pg_catalog.get_byte(h.d, 0) % {} + 1] || ' ' ||"
-            " ({})[pg_catalog.get_byte(h.d, 1) % {} + 1] FROM (SELECT {} AS d) AS h)"
-        ).format(
-            _names(FIRST_NAMES),
-            sql.Literal(len(FIRST_NAMES)),
-            _names(LAST_NAMES),
-            sql.Literal(len(LAST_NAMES)),
-            digest(column),
+        # repeated expression, and writing digest() twice hashed every value twice; never
+        # the name it replaces: then the next surname
+        first = sql.SQL("({})[pg_catalog.get_byte(h.d, 0) % {} + 1] || ' ' || ").format(
+            _names(FIRST_NAMES), sql.Literal(len(FIRST_NAMES))
         )
+        last = sql.SQL("({})[(pg_catalog.get_byte(h.d, 1) + {}) % {} + 1]")
+        names = [
+            first + last.format(_names(LAST_NAMES), sql.Literal(n), sql.Literal(len(LAST_NAMES)))
+            for n in (0, 1)
+        ]
         if col.size is not None:
-            value = sql.SQL("pg_catalog.left({}, {})").format(value, sql.Literal(col.size))
+            size = sql.Literal(col.size)
+            names = [sql.SQL("pg_catalog.left({}, {})").format(n, size) for n in names]
+        value = sql.SQL(
+            "(SELECT CASE WHEN n.a = n.v THEN n.b ELSE n.a END FROM"
+            " (SELECT {} AS a, {} AS b, ({})::text AS v FROM (SELECT {} AS d) AS h) AS n)"
+        ).format(names[0], names[1], column, digest(column))
     else:
         raise ValueError(f"{rule} is not a column rule")
     return sql.SQL("(({})::{})").format(value, sql.SQL(type_name))

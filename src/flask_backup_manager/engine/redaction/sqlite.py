@@ -164,8 +164,11 @@ def functions(key: bytes) -> dict[str, tuple[int, Callable[..., object]]]:
         return f"{EMAIL_PREFIX}{d.hex()[: email_digits(size)]}{EMAIL_SUFFIX}"
 
     def name(d: bytes, value: object, size: int | None) -> str:
-        text = f"{FIRST_NAMES[d[0] % len(FIRST_NAMES)]} {LAST_NAMES[d[1] % len(LAST_NAMES)]}"
-        return text if size is None else text[:size]
+        first = FIRST_NAMES[d[0] % len(FIRST_NAMES)]
+        text = f"{first} {LAST_NAMES[d[1] % len(LAST_NAMES)]}"[:size]
+        if text == value:  # never the name it replaces: the next surname
+            text = f"{first} {LAST_NAMES[(d[1] + 1) % len(LAST_NAMES)]}"[:size]
+        return text
 
     made = {
         "fbm_hash_text": text,
