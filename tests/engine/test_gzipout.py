@@ -4,9 +4,10 @@ rest reads as one stream, appended members included."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import random
 
-from flask_backup_manager.engine.gzipout import BLOCK, GzipOut, gunzip
+from flask_backup_manager.engine.gzipout import BLOCK, GzipOut, Inline, gunzip
 
 
 def test_a_rewind_takes_back_everything_since_its_mark_and_compression_goes_on(tmp_path):
@@ -38,3 +39,49 @@ def test_a_rewind_takes_back_everything_since_its_mark_and_compression_goes_on(t
     assert b"".join(gunzip([data])) == want
     assert second.offset < third.offset < len(data)
     assert len(data) < 200  # the noise is gone from the file, not only from its reading
+
+
+class Recording:
+    """A script check that keeps the text it is given."""
+
+    def __init__(self) -> None:
+        self.text = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.text += data
+
+
+def test_the_inline_check_reads_the_text_and_hashes_the_bytes_as_they_are_written(tmp_path):
+    """Written text and appended members' text reach the check in order; the sha256 and size
+    it keeps are those of the file as it ends up on disk."""
+    member = tmp_path / "member.gz"
+    member.write_bytes(gzip.compress(b"[member]") + gzip.compress(b"[second member]"))
+    big = bytes(random.Random(5).getrandbits(8) for _ in range(BLOCK + 3))
+    inline = Inline(Recording())
+    out_path = tmp_path / "out.gz"
+    with GzipOut(out_path, inline) as out:
+        out.write("head;")
+        out.write(big)
+        out.append(open(member, "rb"))
+        out.write("tail")
+    data = out_path.read_bytes()
+    assert inline.whole
+    assert bytes(inline.script.text) == b"head;" + big + b"[member][second member]tail"
+    assert gzip.decompress(data) == bytes(inline.script.text)
+    assert (inline.size, inline.hash.hexdigest()) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_a_mark_ends_the_inline_check_and_a_second_writer_gets_none(tmp_path):
+    """Text read by the check cannot be taken back: once a writer marks a place the file
+    must be read back whole (``whole`` False); and an Inline serves one GzipOut only."""
+    inline = Inline(Recording())
+    with GzipOut(tmp_path / "a.gz", inline) as out:
+        out.write("head;")
+        out.mark()
+        out.write("rest")
+    assert not inline.whole
+    again = Inline(Recording())
+    with GzipOut(tmp_path / "b.gz", again) as first, GzipOut(tmp_path / "c.gz", again) as second:
+        first.write("x")
+        second.write("y")
+    assert second.inline is None and not again.whole

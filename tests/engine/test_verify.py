@@ -460,3 +460,26 @@ def test_two_verifications_on_one_server_take_turns_and_both_load(pg, verifier, 
         t.join(120)
     assert [getattr(r, "loaded", r) for r in results] == [True, True]
     assert owned() == []
+
+
+@pytest.mark.parametrize("verified", [True, False], ids=["verified", "checked"])
+def test_a_sqlite3_file_changed_on_disk_after_its_inline_check_is_refused(lite, tmp_path, verified):
+    """A ``sqlite3`` file's text is checked (and loaded) as it is written; then its bytes on
+    disk must be the ones written. One byte changed in the finished temp file (done from the
+    progress callback, once the file is written) fails the export, and nothing is left."""
+    out = tmp_path / "copy.sql.gz"
+    changed = []
+
+    def flip(progress) -> None:
+        if progress.phase == "verifying the file" and not changed:
+            (part,) = [
+                p for p in tmp_path.glob(".copy.sql.gz.*.part") if p.read_bytes()[:2] == b"\x1f\x8b"
+            ]
+            data = bytearray(part.read_bytes())
+            data[len(data) // 2] ^= 0x01
+            part.write_bytes(data)
+            changed.append(part)
+
+    with pytest.raises(ExportError, match="the file on disk is not the one written"):
+        export(lite, "sqlite3", out, progress=flip, verify=verified)
+    assert changed and not changed[0].exists() and not out.exists()

@@ -57,6 +57,9 @@ class Tracker:
         #: comment lines an SQL writer puts after its own header (the manifest's head; each
         #: line starts with ``--`` and holds no line break: :func:`.manifest.comment_lines`)
         self.header: tuple[str, ...] = ()
+        #: the check an SQL writer's GzipOut makes of the file as it writes it
+        #: (:class:`.gzipout.Inline`; None: the file is read back after)
+        self.inline: Any = None
         self.p = Progress(0, 0, 0, 0)
         self.rows_until = rows_until
         self._table_rows = 0

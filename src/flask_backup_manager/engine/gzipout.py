@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import shutil
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from zlib_ng import zlib_ng as zlib
 
@@ -34,6 +35,32 @@ def gunzip(chunks: Iterable[bytes], most: int = 1 << 22) -> Iterator[bytes]:
         raise ExportError("the gzip file is truncated")
 
 
+class Inline:
+    """The check of a file made as it is written (:class:`GzipOut`), instead of reading it
+    back: ``script`` (a :class:`.export.ScriptCheck`, or a verification's loader) reads
+    each part of the text before it is compressed, and an appended member's text as its
+    bytes are copied; ``sha256`` and ``size`` are of every byte written, in order, which
+    :func:`.export.check` then compares with the file on disk. Once the writer marks a place
+    to go back to (:meth:`GzipOut.mark`), text already read cannot be taken back: ``whole``
+    is False, and the file is checked by reading it back, as without this."""
+
+    def __init__(self, script: Any) -> None:
+        self.script = script
+        self.hash = hashlib.sha256()
+        self.size = 0
+        #: every byte of the file went through: False until a GzipOut takes it
+        self.whole = False
+        self._taken = False
+
+    def take(self) -> Inline | None:
+        """This, for the one GzipOut writing the file; None for any other."""
+        if self._taken:
+            self.whole = False
+            return None
+        self._taken = self.whole = True
+        return self
+
+
 class Mark:
     """A place in a :class:`GzipOut` to go back to (:meth:`GzipOut.rewind`), set by the
     compressing thread once it has got that far: where in the file (``offset``), and a copy of
@@ -56,8 +83,10 @@ class GzipOut:
     (:meth:`mark`) and later take back all it wrote after it (:meth:`rewind`: the file is cut
     there and the compression goes on from there)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, inline: Inline | None = None) -> None:
         self.path = path
+        #: the check made as the file is written (None: none, or no more)
+        self.inline = inline.take() if inline is not None else None
         self.f = open(path, "wb")  # closed in close()
         self.q: queue.Queue[bytes | bytearray | BinaryIO | Mark | _Rewind | None] = queue.Queue(
             maxsize=8
@@ -68,12 +97,35 @@ class GzipOut:
         self.thread = threading.Thread(target=self._run, name="fbm-gzip", daemon=True)
         self.thread.start()
 
+    def _write(self, data: bytes) -> None:
+        self.f.write(data)
+        if (inline := self.inline) is not None:
+            inline.hash.update(data)
+            inline.size += len(data)
+
+    def _member(self, member: BinaryIO) -> None:
+        """Copy the gzip member(s) in ``member``, their text read by the inline check."""
+        inline = self.inline
+        if inline is None:
+            shutil.copyfileobj(member, self.f, 1 << 20)
+            return
+
+        def copied() -> Iterator[bytes]:
+            while data := member.read(1 << 20):
+                self._write(data)
+                yield data
+
+        for text in gunzip(copied()):
+            inline.script.feed(text)
+
     def _run(self) -> None:
         try:
             z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             while (chunk := self.q.get()) is not None:
                 if isinstance(chunk, (bytes, bytearray)):
-                    self.f.write(z.compress(chunk))
+                    if (inline := self.inline) is not None:
+                        inline.script.feed(bytes(chunk))
+                    self._write(z.compress(chunk))
                 elif isinstance(chunk, Mark):
                     # all of it so far in the file, on a byte boundary; the window is kept
                     self.f.write(z.flush(zlib.Z_SYNC_FLUSH))
@@ -84,10 +136,10 @@ class GzipOut:
                     z = chunk.mark.state.copy()  # the mark's own stays as it was: rewind again
                 else:
                     with chunk:  # a member: end ours, copy it, start a new one
-                        self.f.write(z.flush())
-                        shutil.copyfileobj(chunk, self.f, 1 << 20)
+                        self._write(z.flush())
+                        self._member(chunk)
                     z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-            self.f.write(z.flush())
+            self._write(z.flush())
         except BaseException as e:  # reported by put()/close() in the main thread
             self.error = e
             while (item := self.q.get()) is not None:  # drain: the producer never blocks
@@ -132,6 +184,9 @@ class GzipOut:
     def mark(self) -> Mark:
         """A place to :meth:`rewind` to: here (a few bytes of the file: a sync flush)."""
         self.flush()
+        if self.inline is not None:  # what it read cannot be taken back: read the file after
+            self.inline.whole = False
+            self.inline = None
         mark = Mark()
         self._put(mark)
         return mark

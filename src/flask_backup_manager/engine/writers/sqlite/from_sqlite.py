@@ -423,7 +423,7 @@ def write_sql(source: SQLiteSource, path: Path, tracker: Tracker) -> None:
     warn_undefined_calls(source, tracker)
     for note in source.notes:
         tracker.warn(note)
-    with GzipOut(path) as out:
+    with GzipOut(path, tracker.inline) as out:
         _dump(source, out, tracker)
 
 
