@@ -6,6 +6,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import random
+import threading
+
+import pytest
 
 from flask_backup_manager.engine.gzipout import BLOCK, GzipOut, Inline, gunzip
 
@@ -85,3 +88,37 @@ def test_a_mark_ends_the_inline_check_and_a_second_writer_gets_none(tmp_path):
         first.write("x")
         second.write("y")
     assert second.inline is None and not again.whole
+
+
+class Refusing:
+    """A script check that refuses the first text it reads."""
+
+    def feed(self, data: bytes) -> None:
+        raise ValueError("refused")
+
+
+@pytest.mark.parametrize("more", [True, False], ids=["writer-goes-on", "writer-closes"])
+def test_a_check_refusing_in_the_compressing_thread_fails_the_writer_and_ends_the_thread(
+    tmp_path, more
+):
+    """The check's error in the compressing thread reaches the writer, and the thread ends
+    (it once waited forever for an end that abort() never queued: the export hung)."""
+    out = GzipOut(tmp_path / "out.gz", Inline(Refusing()))
+    box: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with out:
+                out.write(b"x" * BLOCK)
+                out.thread.join(10)  # the thread has failed: its error waits for the writer
+                if more:
+                    out.write(b"y" * BLOCK)
+        except BaseException as e:
+            box.append(e)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(60)
+    assert not writer.is_alive(), "the writer hangs"
+    assert not out.thread.is_alive()
+    assert [str(e) for e in box] == ["refused"]

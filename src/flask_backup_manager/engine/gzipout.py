@@ -210,18 +210,29 @@ class GzipOut:
             self.thread.join()
             if self.error is not None:
                 raise self.error
+        except BaseException:
+            self._stop()
+            raise
         finally:
             self.f.close()
 
     def abort(self) -> None:
         self.parts = []
-        if self.thread.is_alive():
-            try:
-                self._put(None)
-            except BaseException:  # already failing: keep the first error
-                pass
-            self.thread.join()
+        self._stop()
         self.f.close()
+
+    def _stop(self) -> None:
+        """End the thread, failed or not: what is queued is only compressed now (the check
+        reads no more), and the end goes in even after the thread's error, which ``_put``
+        would raise instead (the thread drains the queue until it comes)."""
+        self.inline = None
+        while self.thread.is_alive():
+            try:
+                self.q.put(None, timeout=0.5)
+                break
+            except queue.Full:
+                continue
+        self.thread.join()
 
     def __enter__(self) -> GzipOut:
         return self

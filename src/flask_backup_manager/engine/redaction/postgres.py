@@ -231,8 +231,10 @@ def rule_expr(
             size = sql.Literal(col.size)
             names = [sql.SQL("pg_catalog.left({}, {})").format(n, size) for n in names]
         value = sql.SQL(
-            "(SELECT CASE WHEN n.a = n.v THEN n.b ELSE n.a END FROM"
-            " (SELECT {} AS a, {} AS b, ({})::text AS v FROM (SELECT {} AS d) AS h) AS n)"
+            # compared byte for byte, as the SQLite side does: a case-insensitive collation
+            # of the column would take "vera holm" for the "Vera Holm" it turns into
+            "(SELECT CASE WHEN n.a = n.v THEN n.b ELSE n.a END FROM (SELECT {} AS a, {} AS b,"
+            ' ({})::text COLLATE "C" AS v FROM (SELECT {} AS d) AS h) AS n)'
         ).format(names[0], names[1], column, digest(column))
     else:
         raise ValueError(f"{rule} is not a column rule")

@@ -166,7 +166,7 @@ def functions(key: bytes) -> dict[str, tuple[int, Callable[..., object]]]:
     def name(d: bytes, value: object, size: int | None) -> str:
         first = FIRST_NAMES[d[0] % len(FIRST_NAMES)]
         text = f"{first} {LAST_NAMES[d[1] % len(LAST_NAMES)]}"[:size]
-        if text == value:  # never the name it replaces: the next surname
+        if text.encode() == _data(value):  # never the name it replaces: the next surname
             text = f"{first} {LAST_NAMES[(d[1] + 1) % len(LAST_NAMES)]}"[:size]
         return text
 
