@@ -506,7 +506,7 @@ def check(
     """
     with open(path, "rb") as f:
         if inline is not None and inline.whole and not recipients:
-            return _check_inline(f, path, inline, format, progress, expected, server, cancel)
+            return _check_inline(f, inline, progress, expected, cancel)
         if not recipients:
             return _check(f, path, gzipped, format, progress, expected, server, cancel, load)
         assert sealed is not None
@@ -533,29 +533,25 @@ def check(
 
 def _check_inline(
     f: BinaryIO,
-    path: Path,
     inline: Inline,
-    format: str | None,
     progress: Callable[[int, int], None] | None,
     expected: Mapping[str, int] | None,
-    server: str | None,
     cancel: threading.Event | None,
 ) -> tuple[int, str, Verification | None]:
-    """:func:`check` of a file whose text ``inline`` read as it was written."""
+    """:func:`check` of a ``sqlite3`` file whose text ``inline`` read as it was written (with
+    ``expected``, into the verification's loader)."""
     size, sha = read_through(f, progress=progress, cancel=cancel)
     if (size, sha) != (inline.size, inline.hash.hexdigest()):
         raise ExportError("the file on disk is not the one written: its bytes differ")
     script = inline.script
     script.close()
-    verification = None
-    if expected is not None and format == "sqlite3":
-        try:
-            verification = script.result(expected, cancel)
-        finally:
-            script.discard()
-    elif expected is not None:
-        verification = verify_postgres(path, expected, script.rows, server)
-    if verification is not None and not verification.ok:
+    if expected is None:
+        return size, sha, None
+    try:
+        verification = script.result(expected, cancel)
+    finally:
+        script.discard()
+    if not verification.ok:
         raise ExportError(verification.summary())
     return size, sha, verification
 

@@ -124,7 +124,8 @@ class GzipOut:
             while (chunk := self.q.get()) is not None:
                 if isinstance(chunk, (bytes, bytearray)):
                     if (inline := self.inline) is not None:
-                        inline.script.feed(bytes(chunk))
+                        chunk = bytes(chunk)  # what is read is what is compressed
+                        inline.script.feed(chunk)
                     self._write(z.compress(chunk))
                 elif isinstance(chunk, Mark):
                     # all of it so far in the file, on a byte boundary; the window is kept
