@@ -634,6 +634,46 @@ def test_sqlite3_db_of_a_rollback_journal_database_is_vacuumed_from_its_one_snap
     assert sorted(os.listdir(tmp_path)) == ["copy.sqlite3", "hard.db"]
 
 
+def test_the_snapshot_copy_leaves_the_locks_of_the_apps_own_connections_in_place(hard_db, tmp_path):
+    """The copy of a rollback-journal file is made byte for byte by a process of its own:
+    closing a descriptor of the file in the exporting process would drop every POSIX lock
+    that process holds on it. An app connection of this process that is writing keeps its
+    lock through the export (another process still cannot write), and its uncommitted row
+    is in no copy."""
+    app = sqlite3.connect(hard_db, isolation_level=None)
+    try:
+        app.execute("BEGIN IMMEDIATE")
+        app.execute("""INSERT INTO "Order" ("Group") VALUES ('uncommitted')""")
+        for fmt, name in (("sqlite3_db", "copy.db"), ("sqlite3", "copy.sql.gz")):
+            export(sqlite_url(hard_db), fmt, tmp_path / name)
+        other = subprocess.run(
+            [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], "
+             "timeout=0, isolation_level=None); c.execute('BEGIN IMMEDIATE')", str(hard_db)],
+            capture_output=True, text=True,
+        )
+        assert other.returncode == 1 and "database is locked" in other.stderr
+        app.execute("COMMIT")
+    finally:
+        app.close()
+    restore_with_cli(tmp_path / "copy.sql.gz", tmp_path / "restored.db")
+    for db in (tmp_path / "copy.db", tmp_path / "restored.db"):
+        with closing(sqlite3.connect(db)) as con:
+            found = con.execute("""SELECT count(*) FROM "Order" WHERE "Group" = 'uncommitted'""")
+            assert found.fetchone()[0] == 0
+
+
+def test_without_a_python_to_start_the_snapshot_is_copied_with_the_backup_api(
+    hard_db, tmp_path, monkeypatch
+):
+    """Where no process can be started (an app embedded in a program that is not Python), the
+    copy is made in this process with SQLite's backup API: the same rows."""
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    out = tmp_path / "copy.sqlite3"
+    export(sqlite_url(hard_db), "sqlite3_db", out)
+    assert snapshot(out) == snapshot(hard_db)
+    check_health(out)
+
+
 def test_a_private_file_is_read_in_place_without_a_snapshot_copy(hard_db):
     from sqlalchemy.engine import make_url
 

@@ -3,7 +3,8 @@
 ``BEGIN`` plus a first read pins a snapshot: in WAL mode the app keeps committing beside us and we
 do not see it. In rollback-journal mode a read transaction blocks every commit to the file (the
 app's, and the backup job's own progress lines) for as long as it lasts, so there the snapshot is
-first copied with SQLite's backup API, in one step (one read lock, as long as a page copy), into
+first copied, byte for byte under one read lock (as long as the kernel takes to copy the file: a
+quarter of SQLite's backup API, which goes page by page through its cache), into
 a private temp file beside the path the source is given as ``copy_beside`` (the output, so that
 the copy is named after it), and the export reads that copy. A WAL
 database with a table big enough to be shared out among helper processes is copied too, once its
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import threading
 import warnings
@@ -197,6 +199,7 @@ class SQLiteSource:
         self.children: set[subprocess.Popen] = set()
         self.copy_beside = copy_beside
         self._timeout = timeout = BUSY_TIMEOUT if lock_timeout is None else lock_timeout
+        self._wal = False
         self._unwatch = watch(cancel, self.interrupt) if cancel is not None else None
         try:
             self.con = open_read_only(self.path, timeout=timeout)
@@ -209,7 +212,7 @@ class SQLiteSource:
                         raise
                     phase("waiting for a lock on the database file (another connection writes)")
                 self.con.execute(f"PRAGMA busy_timeout = {round(timeout * 1000)}")
-            wal = self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+            self._wal = wal = self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
             if not wal and not private:
                 self._read_a_copy()
             else:
@@ -267,7 +270,9 @@ class SQLiteSource:
         """Go on reading a copy of the snapshot, which helper processes may read too. The
         backup API copies it in one step: through our read transaction where one is open (a
         WAL database read so far in place), else under a read lock of its own."""
-        copy = _snapshot_copy(self.con, self.copy_beside)
+        copy = _snapshot_copy(
+            self.con, self.copy_beside, None if self._wal else self.path, self.children
+        )
         con, self.con = self.con, None  # a cancel meanwhile has nothing to interrupt
         con.close()
         self.copy = self.frozen = copy
@@ -920,11 +925,14 @@ def check_schema(objects: list[SchemaObject]) -> None:
         scratch.close()
 
 
-def _snapshot_copy(con: sqlite3.Connection, beside: Path | None) -> Path:
-    """Copy the database of ``con`` with the backup API, in one step, into a private temp file
-    beside ``beside`` (named after it, so whoever cleans up after a dead worker finds it).
-    The copy is written without a journal and without fsync: nobody else knows of the file,
-    and a crash leaves only a ``.part`` file behind."""
+def _snapshot_copy(
+    con: sqlite3.Connection, beside: Path | None, file: Path | None, children: set[subprocess.Popen]
+) -> Path:
+    """Copy the database of ``con`` into a private temp file beside ``beside`` (named after it,
+    so whoever cleans up after a dead worker finds it): the bytes of ``file``, the database
+    file of a rollback-journal database (:func:`_file_copy`), else with the backup API, in one
+    step. The copy is written without a journal and without fsync: nobody else knows of the
+    file, and a crash leaves only a ``.part`` file behind."""
     fd, tmp = tempfile.mkstemp(
         prefix=f".{beside.name}.snapshot-" if beside else ".snapshot-",
         suffix=".part",
@@ -932,6 +940,8 @@ def _snapshot_copy(con: sqlite3.Connection, beside: Path | None) -> Path:
     )
     os.close(fd)
     try:
+        if file is not None and _file_copy(con, file, Path(tmp), children):
+            return Path(tmp)
         dst = sqlite3.connect(tmp, isolation_level=None)
         try:
             dst.execute("PRAGMA journal_mode=OFF")
@@ -944,6 +954,49 @@ def _snapshot_copy(con: sqlite3.Connection, beside: Path | None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
+
+
+#: a program copying the file argv[1] to argv[2], started as a process of its own: closing a
+#: descriptor of the database file in this process would drop every POSIX lock the process
+#: holds on it, the app's own connections' included (SQLite's locks are fcntl() locks)
+_COPY = "import shutil, sys; shutil.copyfile(sys.argv[1], sys.argv[2])"
+
+
+def _file_copy(
+    con: sqlite3.Connection, file: Path, dst: Path, children: set[subprocess.Popen]
+) -> bool:
+    """Copy ``file``, the database file of ``con`` in rollback-journal mode, byte for byte to
+    ``dst`` while ``con`` holds a read lock, under which no connection writes the file (a
+    writer needs the exclusive lock): the copy is the snapshot that lock sees, in the kernel's
+    time (``copy_file_range``/``sendfile``), a quarter of the backup API's. False where no
+    process can be started (an app embedded in a program that is not Python); a cancel kills
+    the copying process (``children``)."""
+    began = not con.in_transaction
+    if began:
+        con.execute("BEGIN")
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the read lock
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _COPY, str(file), str(dst)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        except OSError:
+            return False
+        children.add(proc)
+        try:
+            _, err = proc.communicate()
+        finally:
+            children.discard(proc)
+        if proc.returncode:
+            why = " ".join(err.decode(errors="replace").split())[-300:]
+            raise ExportError(f"copying the database file failed: exit {proc.returncode}: {why}")
+        return True
+    finally:
+        if began:
+            con.execute("COMMIT")
 
 
 def rollback_header(path: Path) -> None:
