@@ -27,6 +27,7 @@ def shop() -> dict[str, list[ColumnFacts]]:
         sa.Column("email", sa.String(255), nullable=False, unique=True),
         sa.Column("code", sa.String(8), unique=True),
         sa.Column("nick", sa.String(20)),
+        sa.Column("initials", sa.String(6)),
         sa.Column("phone", sa.String(30)),
         sa.Column("born", sa.Date),
         sa.Column("small", sa.Integer, unique=True),
@@ -100,6 +101,7 @@ def test_an_unknown_rule_is_refused_naming_the_key(rule, message):
         ({"users.small": "hash"}, "4-byte integer would collide"),
         ({"users.nick": "email"}, "email needs a column of at least"),
         ({"orders.total": "name"}, "name makes text"),
+        ({"users.initials": "name"}, "name needs a column of at least 7 characters"),
         ({"users.email": "no_rows"}, "'users.email': no such table"),  # schema users
         ({"sessions.token": "hash", "sessions": "no_rows"}, "its table is no_rows already"),
     ],
@@ -165,3 +167,17 @@ def test_the_guard_lists_uncovered_personal_columns_and_keep_silences_one():
 
 def test_a_profile_without_rules_says_so():
     assert Profile("empty").summary() == "nothing redacted"
+
+
+def test_a_name_cut_to_the_shortest_column_allowed_still_differs_from_the_one_it_replaces():
+    """``name`` gives the next surname where the pseudonym is the value itself; cut to a column
+    of NAME_MIN_LENGTH characters or more, the two still differ (the next surname never starts
+    with the same letter), so the rule never gives a value back. Shorter columns are refused."""
+    from flask_backup_manager.engine.redaction import FIRST_NAMES, LAST_NAMES, NAME_MIN_LENGTH
+
+    for size in range(NAME_MIN_LENGTH, NAME_MIN_LENGTH + 12):
+        for first in FIRST_NAMES:
+            for i, last in enumerate(LAST_NAMES):
+                following = LAST_NAMES[(i + 1) % len(LAST_NAMES)]
+                assert f"{first} {last}"[:size] != f"{first} {following}"[:size]
+    assert found({"users.nick": "name"}) == []  # 20 characters: allowed

@@ -84,6 +84,10 @@ LAST_NAMES = (
 )
 # fmt: on
 
+#: the shortest column ``name`` fits: a pseudonym cut to it keeps its surname's first letter,
+#: which the next surname never shares, so "never the name it replaces" holds when cut too
+NAME_MIN_LENGTH = max(map(len, FIRST_NAMES)) + 2
+
 
 class RedactionError(ValueError):
     """A profile that cannot be applied; the message names the key and says why."""
@@ -299,6 +303,11 @@ def rule_problem(rule: Rule, col: ColumnFacts) -> str | None:
             return f"{rule.name} makes text, and this is a {col.kind} column"
         if rule.name == "email" and col.size is not None and col.size < EMAIL_MIN_LENGTH:
             return f"email needs a column of at least {EMAIL_MIN_LENGTH} characters"
+        if rule.name == "name" and col.size is not None and col.size < NAME_MIN_LENGTH:
+            return (
+                f"name needs a column of at least {NAME_MIN_LENGTH} characters: cut shorter, "
+                "a pseudonym can be the value itself (use hash or fixed:<value>)"
+            )
         return None
     return f"{rule} is a table rule: name the table, not a column"
 
