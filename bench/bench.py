@@ -22,7 +22,9 @@ own schema (taken once, before timing, from our own output's sqlite_master) and 
 `CREATE TABLE AS`, `sqlite3 .dump | pigz`, `VACUUM INTO` against our export with its
 verification, and pgloader against our export and restore (each run into a new database,
 created and dropped outside the timing). Each row prints the min and the median of its runs;
-the ratio is of the mins. The restore row loads our `postgres` file and pg_dump's plain file
+the ratio is of the mins. "busy" is the share of the machine's cores (all of them, the
+database server's work included) busy during the fastest run: near 100% on both sides, the
+job is bound by the machine's cores, and only doing less work makes it faster. The restore row loads our `postgres` file and pg_dump's plain file
 of the same snapshot, both made once before timing, through psql into a new database.
 """
 
@@ -53,8 +55,21 @@ ONCE = 60.0
 RESTORE_DB = "fbm_bench_restore"  # the restore rows' target, new for each run
 
 
-def run(cmd: str, env: dict | None = None) -> tuple[float, float]:
-    """Run a shell command; (wall seconds, peak RSS in MiB of its largest process)."""
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot, from Linux's /proc/stat; (0, 0)
+    elsewhere. Busy is all but idle and I/O wait: the database server's work counts too."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(t) for t in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def run(cmd: str, env: dict | None = None) -> tuple[float, float, float | None]:
+    """Run a shell command; (wall seconds, peak RSS in MiB of its largest process, the share
+    of the machine's cores busy meanwhile, None where unknown)."""
+    before = cpu_ticks()
     start = time.perf_counter()
     proc = subprocess.Popen(
         ["bash", "-o", "pipefail", "-c", cmd],
@@ -64,12 +79,14 @@ def run(cmd: str, env: dict | None = None) -> tuple[float, float]:
     )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
+    after = cpu_ticks()
+    busy = (after[0] - before[0]) / (after[1] - before[1]) if after[1] > before[1] else None
     stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     proc.stderr.close()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise RuntimeError(f"{cmd}: exit {proc.returncode}: {stderr.strip()[-300:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, busy
 
 
 def psql(url: str, sql: str) -> str:
@@ -296,10 +313,10 @@ def main() -> int:
         jobs.append((f"{name}, to S3", to_s3, "ours to local disk", mine, 1.5))
     print(f"scale {args.scale}: {100000 * args.scale:,} accounts rows; work dir {work}\n")
     print(
-        "| job | ours s | ours median | ours MiB | anchor | anchor s | anchor median"
-        " | anchor MiB | ratio | goal |"
+        "| job | ours s | ours median | ours MiB | ours busy | anchor | anchor s | anchor median"
+        " | anchor MiB | anchor busy | ratio | goal |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     worst_mem = 0.0
     for name, mine, anchor_name, anchor, goal in jobs:
         if args.only and args.only not in name and args.only not in anchor_name:
@@ -307,7 +324,8 @@ def main() -> int:
         anchor_name = anchor_name.replace("|", "\\|")  # a pipe inside a Markdown cell
         if _missing(anchor, d2s):
             print(
-                f"| {name} | | | | {anchor_name} | (not installed: make bench) | | | | <= {goal}x |"
+                f"| {name} | | | | | {anchor_name} | (not installed: make bench) | | | | |"
+                f" <= {goal}x |"
             )
             continue
         ours_runs, anchor_runs = [], []
@@ -319,7 +337,7 @@ def main() -> int:
                     run(cmd)
             for i in range(args.repeat):  # in turn, so both meet the same neighbours
                 for cmd, runs in ((mine, ours_runs), (anchor, anchor_runs)):
-                    if i and min(t for t, _ in runs) > ONCE:
+                    if i and min(t for t, *_ in runs) > ONCE:
                         continue
                     if restore_url in cmd:
                         _new_database(args.admin_url, RESTORE_DB)
@@ -331,19 +349,22 @@ def main() -> int:
                 for f in work.iterdir():  # each run starts from an empty directory
                     f.unlink()
         except RuntimeError as e:
-            print(f"| {name} | failed: {e} | | | | | | | | <= {goal}x |")
+            print(f"| {name} | failed: {e} | | | | | | | | | | <= {goal}x |")
             continue
-        t_ours, t_anchor = min(t for t, _ in ours_runs), min(t for t, _ in anchor_runs)
-        med_ours = statistics.median(t for t, _ in ours_runs)
-        med_anchor = statistics.median(t for t, _ in anchor_runs)
-        m_ours, m_anchor = max(m for _, m in ours_runs), max(m for _, m in anchor_runs)
+        (t_ours, _, b_ours), (t_anchor, _, b_anchor) = (
+            min(ours_runs, key=lambda r: r[0]),
+            min(anchor_runs, key=lambda r: r[0]),
+        )
+        med_ours = statistics.median(t for t, *_ in ours_runs)
+        med_anchor = statistics.median(t for t, *_ in anchor_runs)
+        m_ours, m_anchor = max(m for _, m, _ in ours_runs), max(m for _, m, _ in anchor_runs)
         worst_mem = max(worst_mem, m_ours)
         ratio = t_ours / t_anchor
         mark = "ok" if ratio <= goal else "SLOW"
         print(
-            f"| {name} | {t_ours:.2f} | {med_ours:.2f} | {m_ours:.0f} | {anchor_name} |"
-            f" {t_anchor:.2f} | {med_anchor:.2f} | {m_anchor:.0f} | {ratio:.2f}x {mark} |"
-            f" <= {goal}x |"
+            f"| {name} | {t_ours:.2f} | {med_ours:.2f} | {m_ours:.0f} | {_share(b_ours)} |"
+            f" {anchor_name} | {t_anchor:.2f} | {med_anchor:.2f} | {m_anchor:.0f} |"
+            f" {_share(b_anchor)} | {ratio:.2f}x {mark} | <= {goal}x |"
         )
     print(f"\npeak memory of our exports: {worst_mem:.0f} MiB (goal: under 100 MiB at -s 100)")
     if s3 is not None:
@@ -351,6 +372,11 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(prep, ignore_errors=True)
     return 0
+
+
+def _share(busy: float | None) -> str:
+    """The share of the machine's cores busy during a run, as a percentage ("" unknown)."""
+    return "" if busy is None else f"{100 * busy:.0f}%"
 
 
 def _missing(anchor: str, d2s: Path) -> bool:
