@@ -16,7 +16,7 @@ PACKAGE = f"{TOP}.engine"
 
 #: the layers, lowest first; a module's layer is that of its longest listed prefix
 LAYERS = [
-    ("model", "url", "child", "manifest"),
+    ("model", "url", "child", "manifest", "version"),
     ("base",),
     ("redaction",),
     ("gzipout", "checks", "encryption"),
