@@ -634,12 +634,33 @@ def test_sqlite3_db_of_a_rollback_journal_database_is_vacuumed_from_its_one_snap
     assert sorted(os.listdir(tmp_path)) == ["copy.sqlite3", "hard.db"]
 
 
-def test_the_snapshot_copy_leaves_the_locks_of_the_apps_own_connections_in_place(hard_db, tmp_path):
+@pytest.fixture
+def file_copies(monkeypatch):
+    """What each try of the snapshot's copy by a process of its own answered (True: it made
+    the copy), for every database size."""
+    from flask_backup_manager.engine.sources import sqlite
+
+    monkeypatch.setattr(sqlite, "FILE_COPY_MIN", 0)
+    answers: list[bool] = []
+    real = sqlite._file_copy
+
+    def spied(*a, **kw):
+        answers.append(real(*a, **kw))
+        return answers[-1]
+
+    monkeypatch.setattr(sqlite, "_file_copy", spied)
+    return answers
+
+
+def test_the_snapshot_copy_leaves_the_locks_of_the_apps_own_connections_in_place(
+    hard_db, tmp_path, file_copies
+):
     """The copy of a rollback-journal file is made byte for byte by a process of its own:
     closing a descriptor of the file in the exporting process would drop every POSIX lock
     that process holds on it. An app connection of this process that is writing keeps its
     lock through the export (another process still cannot write), and its uncommitted row
     is in no copy."""
+    before = snapshot(hard_db)
     app = sqlite3.connect(hard_db, isolation_level=None)
     try:
         app.execute("BEGIN IMMEDIATE")
@@ -655,23 +676,62 @@ def test_the_snapshot_copy_leaves_the_locks_of_the_apps_own_connections_in_place
         app.execute("COMMIT")
     finally:
         app.close()
+    assert file_copies == [True, True]
     restore_with_cli(tmp_path / "copy.sql.gz", tmp_path / "restored.db")
     for db in (tmp_path / "copy.db", tmp_path / "restored.db"):
-        with closing(sqlite3.connect(db)) as con:
-            found = con.execute("""SELECT count(*) FROM "Order" WHERE "Group" = 'uncommitted'""")
-            assert found.fetchone()[0] == 0
+        assert snapshot(db) == before  # the committed rows, not the one that was not
+
+
+def test_a_database_turned_to_wal_after_it_was_opened_is_copied_with_its_wal(
+    hard_db, tmp_path, monkeypatch, file_copies
+):
+    """The journal mode is asked again under the read lock: a database the app turns to WAL
+    between the export's opening and its copy (a new connection's first PRAGMA, say) holds
+    commits in its WAL, which a copy of the file alone would lose; the backup API copies it."""
+    from flask_backup_manager.engine.sources import sqlite
+
+    app = sqlite3.connect(hard_db, isolation_level=None)
+    checked = sqlite._file_copy
+
+    def turned_to_wal_first(*a, **kw):
+        app.execute("PRAGMA journal_mode=WAL")
+        app.execute("""INSERT INTO "Order" ("Group") VALUES ('in the WAL')""")
+        return checked(*a, **kw)
+
+    monkeypatch.setattr(sqlite, "_file_copy", turned_to_wal_first)
+    try:
+        export(sqlite_url(hard_db), "sqlite3_db", tmp_path / "copy.db")
+        assert snapshot(tmp_path / "copy.db") == snapshot(hard_db)
+    finally:
+        app.close()
+    assert file_copies == [False]
+    with closing(sqlite3.connect(tmp_path / "copy.db")) as con:
+        found = con.execute("""SELECT count(*) FROM "Order" WHERE "Group" = 'in the WAL'""")
+        assert found.fetchone()[0] == 1
 
 
 def test_without_a_python_to_start_the_snapshot_is_copied_with_the_backup_api(
-    hard_db, tmp_path, monkeypatch
+    hard_db, tmp_path, monkeypatch, file_copies
 ):
-    """Where no process can be started (an app embedded in a program that is not Python), the
-    copy is made in this process with SQLite's backup API: the same rows."""
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
-    out = tmp_path / "copy.sqlite3"
-    export(sqlite_url(hard_db), "sqlite3_db", out)
-    assert snapshot(out) == snapshot(hard_db)
-    check_health(out)
+    """Where ``sys.executable`` is not a Python (an app embedded in uWSGI, say), the copy is
+    made in this process with SQLite's backup API: the same rows. A program named like a
+    Python that copies nothing fails the export, saying so, and leaves nothing behind."""
+    for program in ("/bin/true", str(tmp_path / "missing" / "python3")):
+        monkeypatch.setattr(sys, "executable", program)
+        out = tmp_path / "copy.sqlite3"
+        export(sqlite_url(hard_db), "sqlite3_db", out, verify=False)
+        assert snapshot(out) == snapshot(hard_db)
+        check_health(out)
+        out.unlink()
+    assert file_copies == [False, False]
+    fake = tmp_path / "bin" / "python3"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with pytest.raises(ExportError, match="copying the database file failed: the copy is incomplete"):
+        export(sqlite_url(hard_db), "sqlite3_db", tmp_path / "copy.sqlite3", verify=False)
+    assert sorted(os.listdir(tmp_path)) == ["bin", "hard.db"]
 
 
 def test_a_private_file_is_read_in_place_without_a_snapshot_copy(hard_db):
@@ -890,8 +950,9 @@ def test_big_tables_rendered_in_parts_restore_to_the_exact_copy(hard_db, tmp_pat
 
 
 def helper_pids(parent: int | None = None) -> list[int]:
-    """The helper processes (rendering rows) that ``parent`` (this process) started, found in
-    /proc as `ps` would show them; other programs' processes are never touched."""
+    """The helper processes (rendering rows; not the one copying the snapshot) that ``parent``
+    (this process) started, found in /proc as `ps` would show them; other programs' processes
+    are never touched."""
     parent = os.getpid() if parent is None else parent
     pids = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
@@ -900,7 +961,7 @@ def helper_pids(parent: int | None = None) -> list[int]:
             ppid = int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == parent and b"engine/child.py" in cmd:
+        if ppid == parent and b"engine/child.py" in cmd and b"\0--copy\0" not in cmd:
             pids.append(int(entry))
     return pids
 

@@ -20,6 +20,7 @@ a writer first asks for one: the SQLite writers never do, and never import SQLAl
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .. import parallel
+from .. import child, parallel
 from ..base import ident, parents_first, select_keys, shown, watch
 from ..checks.sqlite_shell import Scratch
 from ..checks.sqlite_tokens import all_tokens, tokens
@@ -956,10 +957,12 @@ def _snapshot_copy(
     return Path(tmp)
 
 
-#: a program copying the file argv[1] to argv[2], started as a process of its own: closing a
-#: descriptor of the database file in this process would drop every POSIX lock the process
-#: holds on it, the app's own connections' included (SQLite's locks are fcntl() locks)
-_COPY = "import shutil, sys; shutil.copyfile(sys.argv[1], sys.argv[2])"
+#: the smallest database file copied by a process of its own (:func:`_file_copy`): below it,
+#: starting one costs more than the backup API's copy takes
+FILE_COPY_MIN = 16 << 20
+#: what a Python's own program is named (where an app is embedded in another program, uWSGI
+#: say, ``sys.executable`` names that program)
+_PYTHON = re.compile(r"(python|pypy)[0-9.]*(\.exe)?")
 
 
 def _file_copy(
@@ -967,36 +970,69 @@ def _file_copy(
 ) -> bool:
     """Copy ``file``, the database file of ``con`` in rollback-journal mode, byte for byte to
     ``dst`` while ``con`` holds a read lock, under which no connection writes the file (a
-    writer needs the exclusive lock): the copy is the snapshot that lock sees, in the kernel's
-    time (``copy_file_range``/``sendfile``), a quarter of the backup API's. False where no
-    process can be started (an app embedded in a program that is not Python); a cancel kills
-    the copying process (``children``)."""
+    writer needs the exclusive lock): the copy is the snapshot that lock sees, made in the
+    kernel's time (``copy_file_range``), a quarter of the backup API's page by page.
+
+    The copy is made by a process of its own (:func:`.child.copy_main`): closing a descriptor
+    of the file in this process would drop every POSIX lock the process holds on it, the
+    app's own connections' included (SQLite's locks are ``fcntl()`` locks). A cancel kills
+    it (``children``). False, and the caller uses the backup API, where this cannot be
+    trusted or would not pay: not Linux, no Python to start, a file below
+    :data:`FILE_COPY_MIN`, a database turned to WAL since it was opened (checked under the
+    lock: the WAL holds part of the snapshot), or a path that no longer names the file this
+    process has open (renamed over meanwhile)."""
+    if sys.platform != "linux" or not _PYTHON.fullmatch(os.path.basename(sys.executable or "")):
+        return False
     began = not con.in_transaction
     if began:
         con.execute("BEGIN")
     try:
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the read lock
+        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            return False
+        st = os.stat(file)
+        if st.st_size < FILE_COPY_MIN or not _open_here(st):
+            return False
+        cmd = [sys.executable, "-I", str(child.PROGRAM), "--copy", str(file), str(dst)]
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _COPY, str(file), str(dst)],
+                [*cmd, str(os.getpid())],
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
         except OSError:
             return False
         children.add(proc)
         try:
-            _, err = proc.communicate()
+            out, err = proc.communicate()
         finally:
+            if proc.poll() is None:  # interrupted here: it copies no more
+                proc.kill()
+                proc.wait()
             children.discard(proc)
         if proc.returncode:
             why = " ".join(err.decode(errors="replace").split())[-300:]
             raise ExportError(f"copying the database file failed: exit {proc.returncode}: {why}")
+        if out.strip() != str(st.st_size).encode() or os.stat(dst).st_size != st.st_size:
+            raise ExportError("copying the database file failed: the copy is incomplete")
         return True
     finally:
         if began:
             con.execute("COMMIT")
+
+
+def _open_here(st: os.stat_result) -> bool:
+    """Whether this process has the file of ``st`` open (our connection has: unless the path
+    was renamed over since). Linux's /proc tells without opening the file."""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held = os.stat(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if (held.st_dev, held.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
 
 
 def rollback_header(path: Path) -> None:
