@@ -24,8 +24,9 @@ verification, and pgloader against our export and restore (each run into a new d
 created and dropped outside the timing). Each row prints the min and the median of its runs;
 the ratio is of the mins. "busy" is the share of the machine's cores (all of them, the
 database server's work included) busy during the fastest run: near 100% on both sides, the
-job is bound by the machine's cores, and only doing less work makes it faster. The restore row loads our `postgres` file and pg_dump's plain file
-of the same snapshot, both made once before timing, through psql into a new database.
+job is bound by the machine's cores, and only doing less work makes it faster. The restore
+row loads our `postgres` file and pg_dump's plain file of the same snapshot, both made once
+before timing, through psql into a new database.
 """
 
 from __future__ import annotations

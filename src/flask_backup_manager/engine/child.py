@@ -105,7 +105,9 @@ def copy_main(argv: list[str]) -> int:
             g.truncate()
             size, done = os.fstat(f.fileno()).st_size, 0
             try:
-                while done < size and (n := os.copy_file_range(f.fileno(), g.fileno(), size - done)):
+                while done < size and (
+                    n := os.copy_file_range(f.fileno(), g.fileno(), size - done)
+                ):
                     done += n
             except (AttributeError, OSError):  # not Linux, or a kernel that cannot here
                 f.seek(done)

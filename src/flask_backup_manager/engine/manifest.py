@@ -8,8 +8,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .version import __version__
 from .model import SourceInfo, Verification
+from .version import __version__
 
 #: the manifest's own version: raised when a field changes meaning or goes away
 MANIFEST_VERSION = 1

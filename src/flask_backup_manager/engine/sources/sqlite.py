@@ -320,8 +320,8 @@ class SQLiteSource:
         con = self.con
         if con is not None:
             con.interrupt()
-        for child in list(self.children):
-            child.kill()
+        for proc in list(self.children):
+            proc.kill()
 
     # -- schema -------------------------------------------------------------------------
 
