@@ -200,7 +200,6 @@ class SQLiteSource:
         self.children: set[subprocess.Popen] = set()
         self.copy_beside = copy_beside
         self._timeout = timeout = BUSY_TIMEOUT if lock_timeout is None else lock_timeout
-        self._wal = False
         self._unwatch = watch(cancel, self.interrupt) if cancel is not None else None
         try:
             self.con = open_read_only(self.path, timeout=timeout)
@@ -213,7 +212,7 @@ class SQLiteSource:
                         raise
                     phase("waiting for a lock on the database file (another connection writes)")
                 self.con.execute(f"PRAGMA busy_timeout = {round(timeout * 1000)}")
-            self._wal = wal = self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+            wal = self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
             if not wal and not private:
                 self._read_a_copy()
             else:
@@ -271,9 +270,7 @@ class SQLiteSource:
         """Go on reading a copy of the snapshot, which helper processes may read too. The
         backup API copies it in one step: through our read transaction where one is open (a
         WAL database read so far in place), else under a read lock of its own."""
-        copy = _snapshot_copy(
-            self.con, self.copy_beside, None if self._wal else self.path, self.children
-        )
+        copy = _snapshot_copy(self.con, self.copy_beside, self.path, self.children)
         con, self.con = self.con, None  # a cancel meanwhile has nothing to interrupt
         con.close()
         self.copy = self.frozen = copy
@@ -927,13 +924,13 @@ def check_schema(objects: list[SchemaObject]) -> None:
 
 
 def _snapshot_copy(
-    con: sqlite3.Connection, beside: Path | None, file: Path | None, children: set[subprocess.Popen]
+    con: sqlite3.Connection, beside: Path | None, file: Path, children: set[subprocess.Popen]
 ) -> Path:
-    """Copy the database of ``con`` into a private temp file beside ``beside`` (named after it,
-    so whoever cleans up after a dead worker finds it): the bytes of ``file``, the database
-    file of a rollback-journal database (:func:`_file_copy`), else with the backup API, in one
-    step. The copy is written without a journal and without fsync: nobody else knows of the
-    file, and a crash leaves only a ``.part`` file behind."""
+    """Copy the database of ``con`` (its file ``file``) into a private temp file beside
+    ``beside`` (named after it, so whoever cleans up after a dead worker finds it): byte for
+    byte where :func:`_file_copy` can (a rollback-journal database), else with the backup
+    API, in one step. The copy is written without a journal and without fsync: nobody else
+    knows of the file, and a crash leaves only a ``.part`` file behind."""
     fd, tmp = tempfile.mkstemp(
         prefix=f".{beside.name}.snapshot-" if beside else ".snapshot-",
         suffix=".part",
@@ -941,7 +938,7 @@ def _snapshot_copy(
     )
     os.close(fd)
     try:
-        if file is not None and _file_copy(con, file, Path(tmp), children):
+        if _file_copy(con, file, Path(tmp), children):
             return Path(tmp)
         dst = sqlite3.connect(tmp, isolation_level=None)
         try:
@@ -978,8 +975,8 @@ def _file_copy(
     app's own connections' included (SQLite's locks are ``fcntl()`` locks). A cancel kills
     it (``children``). False, and the caller uses the backup API, where this cannot be
     trusted or would not pay: not Linux, no Python to start, a file below
-    :data:`FILE_COPY_MIN`, a database turned to WAL since it was opened (checked under the
-    lock: the WAL holds part of the snapshot), or a path that no longer names the file this
+    :data:`FILE_COPY_MIN`, a WAL database (asked under the lock: the app may have turned it to
+    WAL since it was opened; the WAL holds part of the snapshot), or a path that no longer names the file this
     process has open (renamed over meanwhile)."""
     if sys.platform != "linux" or not _PYTHON.fullmatch(os.path.basename(sys.executable or "")):
         return False
