@@ -199,6 +199,19 @@ def process_tree(pid: int) -> list[int]:
     return [pid] + [p for c in children for p in process_tree(int(c))]
 
 
+def checking_pids() -> list[int]:
+    """This process's children checking a ``postgres`` file as it is written (PsqlCheck)."""
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    found = []
+    for pid in children:
+        try:
+            if b"m.check_main()" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:  # it ended meanwhile
+            continue
+    return found
+
+
 @pytest.fixture
 def worker(host_env):
     """Start real workers (``flask backups worker``) that keep running until the test ends."""

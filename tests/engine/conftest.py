@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import uuid
 from pathlib import Path
@@ -66,3 +67,12 @@ def verifier(pg_admin_url):
         for name in owned():
             con.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
         con.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def as_written(monkeypatch) -> None:
+    """``postgres`` files from PostgreSQL checked by a process as they are written, however
+    few the rows (by default only from :data:`.export.CHECK_AS_WRITTEN_ROWS`)."""
+    monkeypatch.setattr(
+        importlib.import_module("flask_backup_manager.engine.export"), "CHECK_AS_WRITTEN_ROWS", 0
+    )

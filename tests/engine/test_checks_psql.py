@@ -20,6 +20,9 @@ from flask_backup_manager.engine.checks.psql import (
     ScriptCheck,
     Statement,
 )
+from flask_backup_manager.engine.verify import PsqlCheck
+
+from ..conftest import checking_pids
 
 
 def read_all(data: bytes, size: int = 0) -> tuple[list, PsqlReader]:
@@ -326,29 +329,41 @@ def test_finding_shows_at_most_40_characters_with_controls_escaped():
 # -- every postgres export is checked
 
 
-def test_export_runs_the_check_on_postgres_files(tmp_path, make_pg_db, monkeypatch):
+def test_export_runs_the_check_on_postgres_files(tmp_path, make_pg_db, monkeypatch, as_written):
     url = make_pg_db()
     with psycopg.connect(url, autocommit=True) as con:
         con.execute("CREATE TABLE t (a text); INSERT INTO t VALUES (E'\\\\! id'), (E'x\\n\\\\.')")
     out = tmp_path / "d.sql.gz"
     export(url, "postgres", out)
     check(gzip.decompress(out.read_bytes()))
-    seen = []
-    real = ScriptCheck.feed
+    counted = []  # by the process checking the file as it is written
+    close = PsqlCheck.close
     monkeypatch.setattr(
-        ScriptCheck, "feed", lambda self, data: seen.append(real(self, data)) or seen[-1]
+        PsqlCheck, "close", lambda self, cancel: close(self, cancel) or counted.append(self.rows)
     )
     export(url, "postgres", tmp_path / "e.sql.gz")
-    assert seen
+    assert counted == [{"t": 2}]
 
 
-def test_export_refuses_a_file_the_check_refuses(tmp_path, make_pg_db, monkeypatch):
+@pytest.mark.parametrize("how", ["as written", "read back"])
+def test_export_refuses_a_file_the_check_refuses(
+    tmp_path, make_pg_db, monkeypatch, as_written, how
+):
+    """The check refuses the file whether a process reads it as it is written (it stops the
+    writing) or, with no Python to start one, it is read back after."""
+    from flask_backup_manager.engine import verify
     from flask_backup_manager.engine.writers.postgres import sql
 
     url = make_pg_db()
     monkeypatch.setattr(sql, "SETTINGS", sql.SETTINGS + "\\! id\n")
+    if how == "read back":
+        monkeypatch.setattr(verify, "python_here", lambda: False)
+    seen = []
     with pytest.raises(ExportError, match="would run the psql command"):
-        export(url, "postgres", tmp_path / "d.sql.gz")
+        export(
+            url, "postgres", tmp_path / "d.sql.gz", progress=lambda p: seen.extend(checking_pids())
+        )
+    assert bool(seen) is (how == "as written") and checking_pids() == []
     assert not list(Path(tmp_path).iterdir())
 
 

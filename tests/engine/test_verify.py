@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,9 +24,15 @@ import pytest
 
 from flask_backup_manager.engine import ExportCancelled, ExportError, export
 from flask_backup_manager.engine.export import verify
-from flask_backup_manager.engine.verify import NO_SERVER, ScratchLoad, SQLiteLoad, copy_target
+from flask_backup_manager.engine.verify import (
+    NO_SERVER,
+    PsqlCheck,
+    ScratchLoad,
+    SQLiteLoad,
+    copy_target,
+)
 
-from ..conftest import admin_connection, run_psql
+from ..conftest import admin_connection, checking_pids, run_psql
 
 SCHEMA = '''
     CREATE TABLE customers (id integer PRIMARY KEY, name text);
@@ -463,10 +472,15 @@ def test_two_verifications_on_one_server_take_turns_and_both_load(pg, verifier, 
 
 
 @pytest.mark.parametrize("verified", [True, False], ids=["verified", "checked"])
-def test_a_sqlite3_file_changed_on_disk_after_its_inline_check_is_refused(lite, tmp_path, verified):
-    """A ``sqlite3`` file's text is checked (and loaded) as it is written; then its bytes on
+@pytest.mark.parametrize("fmt", ["sqlite3", "postgres"])
+def test_a_file_changed_on_disk_after_its_inline_check_is_refused(
+    lite, pg, as_written, tmp_path, verified, fmt
+):
+    """A ``sqlite3`` file's text is checked (and loaded) as it is written, and so is a
+    ``postgres`` file's from a PostgreSQL source (by a process fed its bytes); then its bytes on
     disk must be the ones written. One byte changed in the finished temp file (done from the
     progress callback, once the file is written) fails the export, and nothing is left."""
+    source = lite if fmt == "sqlite3" else pg
     out = tmp_path / "copy.sql.gz"
     changed = []
 
@@ -481,5 +495,86 @@ def test_a_sqlite3_file_changed_on_disk_after_its_inline_check_is_refused(lite, 
             changed.append(part)
 
     with pytest.raises(ExportError, match="the file on disk is not the one written"):
-        export(lite, "sqlite3", out, progress=flip, verify=verified)
+        export(source, fmt, out, progress=flip, verify=verified)
     assert changed and not changed[0].exists() and not out.exists()
+
+
+@pytest.mark.parametrize("how", ["process", "no python", "few rows"])
+def test_a_postgres_file_is_checked_by_a_process_as_it_is_written_or_else_read_back(
+    pg, tmp_path, monkeypatch, how
+):
+    """From a PostgreSQL source of many rows, a process checks the file as it is written: it
+    runs while the rows are read, and is gone once the export is. Where no Python can be
+    started (an app embedded in uWSGI: ``sys.executable`` names that), or the rows are too few
+    to pay for a process's start, none is, and the file is read back: checked, counted and
+    verified all the same."""
+    if how != "few rows":
+        monkeypatch.setattr(
+            importlib.import_module("flask_backup_manager.engine.export"),
+            "CHECK_AS_WRITTEN_ROWS",
+            0,
+        )
+    if how == "no python":
+        monkeypatch.setattr(sys, "executable", "/usr/local/bin/uwsgi")
+    seen = []
+
+    def watch(p) -> None:
+        if p.phase.startswith("copying table"):
+            seen.extend(checking_pids())
+
+    result = export(pg, "postgres", tmp_path / "copy.sql.gz", progress=watch, verify=True)
+    assert result.verification is not None and result.verification.ok
+    assert result.table_rows == {**COUNTS, "shop.items": 2}
+    assert bool(seen) is (how == "process")
+    assert checking_pids() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.sql.gz"]
+
+
+def test_a_cancel_while_a_postgres_file_is_written_stops_its_checking_process(
+    pg, as_written, tmp_path
+):
+    cancel = threading.Event()
+    seen = []
+
+    def progress(p) -> None:
+        if p.phase.startswith("copying table") and (pids := checking_pids()):
+            seen.extend(pids)
+            cancel.set()
+
+    with pytest.raises(ExportCancelled):
+        export(pg, "postgres", tmp_path / "copy.sql.gz", progress=progress, cancel=cancel)
+    assert seen and checking_pids() == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checking_process_that_dies_fails_the_export_saying_so(pg, as_written, tmp_path):
+    """The checking process killed while the file is written (the OOM killer, say): the export
+    fails with a one-line error, and nothing is left."""
+    killed = []
+
+    def kill(p) -> None:
+        if p.phase.startswith("copying table") and not killed and (pids := checking_pids()):
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+    with pytest.raises(ExportError, match=r"^checking the file failed: its process ended"):
+        export(pg, "postgres", tmp_path / "copy.sql.gz", progress=kill)
+    assert killed and checking_pids() == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cancel_stops_a_checking_process_that_is_still_reading():
+    """The check may still be reading the file's last megabytes once it is written (many more
+    of text): a cancel then kills it at once, whatever it is doing (here: stopped)."""
+    check = PsqlCheck()
+    try:
+        assert check.proc is not None
+        check.feed(gzip.compress(b"SELECT 1;\n"))
+        os.kill(check.proc.pid, signal.SIGSTOP)
+        cancel = threading.Event()
+        cancel.set()
+        with pytest.raises(ExportCancelled):
+            check.close(cancel)
+        assert check.proc.wait(10) == -signal.SIGKILL
+    finally:
+        check.discard()

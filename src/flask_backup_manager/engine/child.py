@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -58,6 +59,16 @@ def die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # it died before we asked
         os._exit(1)
+
+
+#: what a Python's own program is named (where an app is embedded in another program, uWSGI
+#: say, ``sys.executable`` names that program)
+_PYTHON = re.compile(r"(python|pypy)[0-9.]*(\.exe)?")
+
+
+def python_here() -> bool:
+    """Whether ``sys.executable`` is a Python that a helper process can be started with."""
+    return bool(_PYTHON.fullmatch(os.path.basename(sys.executable or "")))
 
 
 def one_line(e: BaseException) -> str:

@@ -42,10 +42,14 @@ class Inline:
     bytes are copied; ``sha256`` and ``size`` are of every byte written, in order, which
     :func:`.export.check` then compares with the file on disk. Once the writer marks a place
     to go back to (:meth:`GzipOut.mark`), text already read cannot be taken back: ``whole``
-    is False, and the file is checked by reading it back, as without this."""
+    is False, and the file is checked by reading it back, as without this. A ``script`` whose
+    ``gzipped`` is true (:class:`.verify.PsqlCheck`) reads the file's bytes instead of its
+    text, as they are written."""
 
     def __init__(self, script: Any) -> None:
         self.script = script
+        #: the script reads the gzip bytes written, not the text
+        self.gzipped = bool(getattr(script, "gzipped", False))
         self.hash = hashlib.sha256()
         self.size = 0
         #: every byte of the file went through: False until a GzipOut takes it
@@ -102,9 +106,12 @@ class GzipOut:
         if (inline := self.inline) is not None:
             inline.hash.update(data)
             inline.size += len(data)
+            if inline.gzipped:
+                inline.script.feed(data)
 
     def _member(self, member: BinaryIO) -> None:
-        """Copy the gzip member(s) in ``member``, their text read by the inline check."""
+        """Copy the gzip member(s) in ``member``, their text (or bytes) read by the inline
+        check."""
         inline = self.inline
         if inline is None:
             shutil.copyfileobj(member, self.f, 1 << 20)
@@ -115,6 +122,10 @@ class GzipOut:
                 self._write(data)
                 yield data
 
+        if inline.gzipped:
+            for _ in copied():
+                pass
+            return
         for text in gunzip(copied()):
             inline.script.feed(text)
 
@@ -123,7 +134,7 @@ class GzipOut:
             z = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             while (chunk := self.q.get()) is not None:
                 if isinstance(chunk, (bytes, bytearray)):
-                    if (inline := self.inline) is not None:
+                    if (inline := self.inline) is not None and not inline.gzipped:
                         chunk = bytes(chunk)  # what is read is what is compressed
                         inline.script.feed(chunk)
                     self._write(z.compress(chunk))

@@ -20,7 +20,6 @@ a writer first asks for one: the SQLite writers never do, and never import SQLAl
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -957,9 +956,6 @@ def _snapshot_copy(
 #: the smallest database file copied by a process of its own (:func:`_file_copy`): below it,
 #: starting one costs more than the backup API's copy takes
 FILE_COPY_MIN = 16 << 20
-#: what a Python's own program is named (where an app is embedded in another program, uWSGI
-#: say, ``sys.executable`` names that program)
-_PYTHON = re.compile(r"(python|pypy)[0-9.]*(\.exe)?")
 
 
 def _file_copy(
@@ -976,9 +972,9 @@ def _file_copy(
     it (``children``). False, and the caller uses the backup API, where this cannot be
     trusted or would not pay: not Linux, no Python to start, a file below
     :data:`FILE_COPY_MIN`, a WAL database (asked under the lock: the app may have turned it to
-    WAL since it was opened; the WAL holds part of the snapshot), or a path that no longer names the file this
-    process has open (renamed over meanwhile)."""
-    if sys.platform != "linux" or not _PYTHON.fullmatch(os.path.basename(sys.executable or "")):
+    WAL since it was opened; the WAL holds part of the snapshot), or a path that no longer
+    names the file this process has open (renamed over meanwhile)."""
+    if sys.platform != "linux" or not child.python_here():
         return False
     began = not con.in_transaction
     if began:

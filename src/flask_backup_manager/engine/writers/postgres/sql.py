@@ -317,7 +317,7 @@ def dump_file(path: Path, tracker: Tracker) -> Iterator[GzipOut]:
     each table, the closing comment and ``\\unrestrict`` last (a file cut short has no end,
     and the check refuses it)."""
     key = restrict_key()
-    with GzipOut(path) as out:
+    with GzipOut(path, tracker.inline) as out:
         out.write(f"\\restrict {key}\n\n")
         out.write(HEADER)
         if tracker.header:
