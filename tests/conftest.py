@@ -200,8 +200,10 @@ def process_tree(pid: int) -> list[int]:
 
 
 def checking_pids() -> list[int]:
-    """This process's children checking a ``postgres`` file as it is written (PsqlCheck)."""
-    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    """This process's children (started by any of its threads) checking a ``postgres`` file
+    as it is written (PsqlCheck)."""
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    children = [c for t in tasks.iterdir() for c in (t / "children").read_text().split()]
     found = []
     for pid in children:
         try:

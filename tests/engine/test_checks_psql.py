@@ -339,10 +339,12 @@ def test_export_runs_the_check_on_postgres_files(tmp_path, make_pg_db, monkeypat
     counted = []  # by the process checking the file as it is written
     close = PsqlCheck.close
     monkeypatch.setattr(
-        PsqlCheck, "close", lambda self, cancel: close(self, cancel) or counted.append(self.rows)
+        PsqlCheck,
+        "close",
+        lambda self, cancel: counted.append((close(self, cancel), self.rows)) or counted[-1][0],
     )
     export(url, "postgres", tmp_path / "e.sql.gz")
-    assert counted == [{"t": 2}]
+    assert counted == [(True, {"t": 2})]
 
 
 @pytest.mark.parametrize("how", ["as written", "read back"])
@@ -350,20 +352,30 @@ def test_export_refuses_a_file_the_check_refuses(
     tmp_path, make_pg_db, monkeypatch, as_written, how
 ):
     """The check refuses the file whether a process reads it as it is written (it stops the
-    writing) or, with no Python to start one, it is read back after."""
+    writing: the table is many times what the pipe holds) or, with no Python to start one,
+    it is read back after."""
     from flask_backup_manager.engine import verify
     from flask_backup_manager.engine.writers.postgres import sql
 
     url = make_pg_db()
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(
+            "CREATE TABLE big AS SELECT i, md5(i::text) || md5((-i)::text) AS t"
+            " FROM generate_series(1, 300000) i"
+        )
     monkeypatch.setattr(sql, "SETTINGS", sql.SETTINGS + "\\! id\n")
     if how == "read back":
         monkeypatch.setattr(verify, "python_here", lambda: False)
-    seen = []
+    seen, phases = [], []
+
+    def progress(p) -> None:
+        seen.extend(checking_pids())
+        phases.append(p.phase)
+
     with pytest.raises(ExportError, match="would run the psql command"):
-        export(
-            url, "postgres", tmp_path / "d.sql.gz", progress=lambda p: seen.extend(checking_pids())
-        )
+        export(url, "postgres", tmp_path / "d.sql.gz", progress=progress)
     assert bool(seen) is (how == "as written") and checking_pids() == []
+    assert ("verifying the file" in phases) is (how == "read back")
     assert not list(Path(tmp_path).iterdir())
 
 

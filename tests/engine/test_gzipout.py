@@ -90,6 +90,54 @@ def test_a_mark_ends_the_inline_check_and_a_second_writer_gets_none(tmp_path):
     assert second.inline is None and not again.whole
 
 
+class Bytes:
+    """A script check reading the file's bytes (as :class:`.verify.PsqlCheck` does), whose
+    process is lost after ``lives`` feeds."""
+
+    gzipped = True
+
+    def __init__(self, lives: int = 1 << 30) -> None:
+        self.data = bytearray()
+        self.lives = lives
+
+    def feed(self, data: bytes) -> bool:
+        if not self.lives:
+            return False
+        self.lives -= 1
+        self.data += data
+        return True
+
+    def abandon(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("end", ["none", "mark", "lost"])
+def test_a_check_of_the_gzip_bytes_reads_the_file_as_written_until_a_mark_or_its_loss(
+    tmp_path, end
+):
+    """A script reading the gzip bytes gets the file's bytes in order; a mark, or its process
+    lost, ends it, and the file must then be read back (``whole`` False)."""
+    big = bytes(random.Random(7).getrandbits(8) for _ in range(3 * BLOCK))
+    script = Bytes(lives=1 if end == "lost" else 1 << 30)
+    inline = Inline(script)
+    with GzipOut(tmp_path / "out.gz", inline) as out:
+        out.write(big)
+        if end == "mark":
+            out.mark()
+        out.write(big)
+    data = (tmp_path / "out.gz").read_bytes()
+    assert gzip.decompress(data) == big + big
+    if end == "none":
+        assert inline.whole and bytes(script.data) == data
+        assert (inline.size, inline.hash.hexdigest()) == (
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+        )
+    else:
+        assert not inline.whole and out.inline is None
+        assert data.startswith(bytes(script.data)) and len(script.data) < len(data)
+
+
 class Refusing:
     """A script check that refuses the first text it reads."""
 

@@ -287,7 +287,7 @@ def export(
                     and not recipients
                     and tracker.p.rows_total >= CHECK_AS_WRITTEN_ROWS
                 ):
-                    tracker.inline = done.check_as_written()
+                    tracker.inline = done.check_as_written(cancel)
                 run_steps(steps, src, done.tmp, tracker, weights)
             finally:
                 src.close()
@@ -381,10 +381,10 @@ class _Done:
     #: the process checking a ``postgres`` file as it is written (the inline check's script)
     check: PsqlCheck | None = None
 
-    def check_as_written(self) -> Inline | None:
+    def check_as_written(self, cancel: threading.Event | None) -> Inline | None:
         """Have a ``postgres`` file checked as it is written, by a process of its own
         (:class:`.verify.PsqlCheck`); None where none can be started: it is read back."""
-        self.check = PsqlCheck()
+        self.check = PsqlCheck(cancel)
         if self.check.proc is not None:
             self.inline = Inline(self.check)
         return self.inline
@@ -532,7 +532,10 @@ def check(
     """
     with open(path, "rb") as f:
         if inline is not None and inline.whole and not recipients:
-            return _check_inline(f, path, inline, progress, expected, server, cancel)
+            checked = _check_inline(f, path, inline, progress, expected, server, cancel)
+            if checked is not None:
+                return checked
+            f.seek(0)  # the process checking it was lost: read it back
         if not recipients:
             return _check(f, path, gzipped, format, progress, expected, server, cancel, load)
         assert sealed is not None
@@ -565,16 +568,18 @@ def _check_inline(
     expected: Mapping[str, int] | None,
     server: str | None,
     cancel: threading.Event | None,
-) -> tuple[int, str, Verification | None]:
+) -> tuple[int, str, Verification | None] | None:
     """:func:`check` of a file whose text ``inline`` read as it was written (with
     ``expected``: into a ``sqlite3`` file's loader; a ``postgres`` file's COPY rows counted,
-    then the file restored on ``server``, if one is named)."""
+    then the file restored on ``server``, if one is named); None if the process checking a
+    ``postgres`` file was lost before its verdict."""
     size, sha = read_through(f, progress=progress, cancel=cancel)
     if (size, sha) != (inline.size, inline.hash.hexdigest()):
         raise ExportError("the file on disk is not the one written: its bytes differ")
     script = inline.script
     if isinstance(script, PsqlCheck):
-        script.close(cancel)
+        if not script.close(cancel):
+            return None
         if expected is None:
             return size, sha, None
         verification = verify_postgres(path, expected, script.rows, server)

@@ -106,8 +106,9 @@ class GzipOut:
         if (inline := self.inline) is not None:
             inline.hash.update(data)
             inline.size += len(data)
-            if inline.gzipped:
-                inline.script.feed(data)
+            if inline.gzipped and not inline.script.feed(data):
+                self.inline = None  # its process is lost: the file is read back after
+                inline.whole = False
 
     def _member(self, member: BinaryIO) -> None:
         """Copy the gzip member(s) in ``member``, their text (or bytes) read by the inline
@@ -237,7 +238,9 @@ class GzipOut:
         """End the thread, failed or not: what is queued is only compressed now (the check
         reads no more), and the end goes in even after the thread's error, which ``_put``
         would raise instead (the thread drains the queue until it comes)."""
-        self.inline = None
+        inline, self.inline = self.inline, None
+        if inline is not None and inline.gzipped:
+            inline.script.abandon()  # a feed waiting for the script's process stops
         while self.thread.is_alive():
             try:
                 self.q.put(None, timeout=0.5)

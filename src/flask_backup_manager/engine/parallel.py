@@ -113,8 +113,9 @@ def redaction_job(key: bytes | None) -> dict[str, Any]:
 
 def package_path() -> list[str]:
     """Where this process finds the package, for a helper whose work imports it (an app may be
-    run with PYTHONPATH, which ``-I`` ignores)."""
-    return [p for p in sys.path if p]
+    run with PYTHONPATH, which ``-I`` ignores): the folder this very package was loaded from
+    first, so that a helper never runs another copy of it found earlier on the path."""
+    return [str(Path(__file__).parents[2]), *(p for p in sys.path if p)]
 
 
 class _Helper:

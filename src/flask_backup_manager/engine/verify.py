@@ -39,6 +39,7 @@ import fcntl
 import json
 import os
 import re
+import select
 import sqlite3
 import struct
 import subprocess
@@ -429,18 +430,26 @@ class PsqlCheck:
     verification) while this process reads the rows from the server. A thread would not do:
     the check holds the GIL for milliseconds at a time (``bytes.find`` over the COPY data),
     which stalls the thread reading the rows; and reading the file back after writing costs
-    0.4 s per 200 MB of text, on one core. ``proc`` is None where no Python can be started:
-    the file is then read back. The gzip thread calls :meth:`feed`; then call :meth:`close`
-    (it raises what the check found, else :attr:`rows` holds the counts), and
-    :meth:`discard` always."""
+    0.4 s per 200 MB of text, on one core.
+
+    ``proc`` is None where no process can be started (no Python, or not POSIX); :attr:`lost`
+    is set once it ends without a verdict (a Python that cannot import this package, the OOM
+    killer): either way the file is read back after, as without this. The gzip thread calls
+    :meth:`feed`; then call :meth:`close` (it raises what the check refused), and
+    :meth:`discard` always. Setting ``cancel``, or :meth:`abandon`, stops a feed waiting for
+    the process to read (one that has stopped reading would block it forever)."""
 
     #: :class:`.gzipout.Inline` feeds it the file's bytes, not its text
     gzipped = True
 
-    def __init__(self) -> None:
+    def __init__(self, cancel: threading.Event | None = None) -> None:
         self.rows: dict[str, int] = {}
         self.proc: subprocess.Popen[bytes] | None = None
-        if not python_here():
+        #: the process ended without a verdict: the file is to be read back
+        self.lost = False
+        self._cancel = cancel
+        self._abandoned = threading.Event()
+        if os.name != "posix" or not python_here():
             return
         code = f"import sys; sys.path[:0] = sys.argv[1:]; import {__name__} as m; m.check_main()"
         try:
@@ -453,27 +462,57 @@ class PsqlCheck:
             )
         except OSError:
             return
+        fd = self.proc.stdin.fileno()  # type: ignore[union-attr]
         try:  # Linux: room for a megabyte of the file, so that the writer seldom waits
-            fcntl.fcntl(self.proc.stdin.fileno(), _F_SETPIPE_SZ, 1 << 20)  # type: ignore[union-attr]
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
         except OSError:
             pass
+        os.set_blocking(fd, False)  # feed() waits itself, and can stop waiting
         self.feed(json.dumps({"parent": os.getpid()}).encode() + b"\n")
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> bool:
+        """Send ``data`` to the check, all of it; False once the process is lost (then feed
+        no more). Raises what it refused, or ExportCancelled once cancelled or abandoned."""
         assert self.proc is not None and self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(data)  # unbuffered: a short write is not possible on a pipe
-        except BrokenPipeError:  # it stopped at something it refuses
-            answer(self.proc, "checking the file failed: its process")
-            raise ExportError("checking the file failed: its process stopped") from None
+        if self.lost:
+            return False
+        fd, view = self.proc.stdin.fileno(), memoryview(data)
+        while view:
+            if self._abandoned.is_set() or (self._cancel is not None and self._cancel.is_set()):
+                raise ExportCancelled()
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:  # the pipe is full: wait until it takes more
+                select.select([], [fd], [], 0.1)
+            except BrokenPipeError:  # it ended: at something it refuses, or lost
+                return self._verdict(None) is not None
+        return True
 
-    def close(self, cancel: threading.Event | None = None) -> None:
+    def abandon(self) -> None:
+        """Stop feeding (the writing failed): a feed under way raises ExportCancelled."""
+        self._abandoned.set()
+
+    def close(self, cancel: threading.Event | None = None) -> bool:
         """Wait for the check to read the rest (the pipe may hold a megabyte of the file, many
-        more of text): setting ``cancel`` stops it at once (ExportCancelled)."""
+        more of text) and take its verdict: True, with :attr:`rows`; False if the process was
+        lost (read the file back). Raises what the check refused; setting ``cancel`` stops it
+        at once (ExportCancelled)."""
+        if self.lost:
+            return False
+        reply = self._verdict(cancel)
+        if reply is None:
+            return False
+        self.rows = reply["rows"]
+        return True
+
+    def _verdict(self, cancel: threading.Event | None) -> dict[str, Any] | None:
         proc = self.proc
         assert proc is not None
-        reply = awaited(lambda: answer(proc, "checking the file failed: its process"), cancel, proc)
-        self.rows = reply["rows"]
+        try:
+            return awaited(lambda: answer(proc, "the check's process"), cancel, proc)
+        except Unanswered:
+            self.lost = True
+            return None
 
     def discard(self) -> None:
         if self.proc is not None:
@@ -507,28 +546,38 @@ def awaited(
     proc: subprocess.Popen[bytes],
 ) -> dict[str, Any]:
     """``talk()`` (the last words with ``proc``) run in a thread and waited for here: setting
-    ``cancel`` kills ``proc``, which ends the talk at once, and raises ExportCancelled."""
+    ``cancel`` kills ``proc``, which ends the talk at once, and raises ExportCancelled (so
+    does any other interruption of the wait, KeyboardInterrupt say, before it raises)."""
     with ThreadPoolExecutor(1) as pool:
         reply = pool.submit(talk)
-        while True:
-            try:
-                return reply.result(timeout=0.1)
-            except Waited:
-                if cancel is not None and cancel.is_set():
-                    proc.kill()
-                    reply.exception()  # its pipes closed: it ends at once
-                    raise ExportCancelled() from None
+        try:
+            while True:
+                try:
+                    return reply.result(timeout=0.1)
+                except Waited:
+                    if cancel is not None and cancel.is_set():
+                        raise ExportCancelled() from None
+        except BaseException:
+            if not reply.done():
+                proc.kill()
+                reply.exception()  # its pipes closed: it ends at once
+            raise
+
+
+class Unanswered(ExportError):
+    """A process of ours ended without its answer."""
 
 
 def answer(proc: subprocess.Popen[bytes], who: str) -> dict[str, Any]:
     """The JSON answer of a process of ours once it ends (its stdin closed first): raises
-    the error it gives, or, where it gives none, says that ``who`` ended and its last line."""
+    the error it gives, or, where it gives none, Unanswered saying that ``who`` ended and
+    its last line."""
     out, err = proc.communicate()  # a broken pipe to its stdin is ignored there
     try:
         reply = json.loads(out)
     except ValueError:
         last = err.decode(errors="replace").strip().splitlines()[-1:] or ["nothing said"]
-        raise ExportError(
+        raise Unanswered(
             f"{who} ended (exit {proc.returncode}): {one_line(ValueError(last[0]))}"
         ) from None
     if "error" in reply:
