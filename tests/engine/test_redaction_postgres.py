@@ -230,6 +230,38 @@ def test_the_servers_hash_is_pythons_hmac_sha256_of_the_values_text(
     assert none is None
 
 
+def test_the_name_rule_compares_bytes_under_a_case_insensitive_collation(pg_url):
+    """The key turns ``Alice IMAI`` into ``Alice Imai``: the same name to a case-insensitive
+    collation of the column, not byte for byte, so it keeps that pseudonym, as Python's rule
+    and the SQLite side do (compared under the column's collation, it became ``Alice
+    Juarez``, the next surname, which no other side computes)."""
+    key = bytes(range(1, 33))
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        try:
+            con.execute(
+                "CREATE COLLATION ci"
+                " (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+            )
+            collate = sql.SQL("COLLATE ci")
+        except psycopg.errors.FeatureNotSupported:  # a server without ICU (the embedded one)
+            collate = sql.SQL('COLLATE "C"')
+        con.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        con.execute(key_query(sql.Literal(key)))
+        expr = rule_expr(
+            Rule("name"), sql.Identifier("v"), ColumnFacts("t", "v", "text", None), "text"
+        )
+        got = [
+            con.execute(
+                sql.SQL("SELECT {} FROM (SELECT {}::text {} AS v) AS s").format(
+                    expr, sql.Literal(value), collate
+                )
+            ).fetchone()[0]
+            for value in ("Alice IMAI", "Alice Imai")
+        ]
+    assert got[0] == reference("name", key, "Alice IMAI", "text", None) == "Alice Imai"
+    assert got[1] != "Alice Imai"  # a name is never given back byte for byte
+
+
 def test_the_key_never_reaches_the_server_in_a_querys_text_or_parameters(
     source, tmp_path, monkeypatch
 ):
