@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import random
 import threading
+import time
 
 import pytest
 
@@ -15,7 +16,7 @@ from flask_backup_manager.engine.gzipout import BLOCK, GzipOut, Inline, gunzip
 
 def test_a_rewind_takes_back_everything_since_its_mark_and_compression_goes_on(tmp_path):
     rnd = random.Random(3)
-    noise = bytes(rnd.getrandbits(8) for _ in range(BLOCK + 10))  # more than one chunk
+    noise = rnd.randbytes(BLOCK + 10)  # more than one chunk
     member = tmp_path / "member.gz"
     member.write_bytes(gzip.compress(b"[member]"))
     out_path = tmp_path / "out.gz"
@@ -59,7 +60,7 @@ def test_the_inline_check_reads_the_text_and_hashes_the_bytes_as_they_are_writte
     it keeps are those of the file as it ends up on disk."""
     member = tmp_path / "member.gz"
     member.write_bytes(gzip.compress(b"[member]") + gzip.compress(b"[second member]"))
-    big = bytes(random.Random(5).getrandbits(8) for _ in range(BLOCK + 3))
+    big = random.Random(5).randbytes(BLOCK + 3)
     inline = Inline(Recording())
     out_path = tmp_path / "out.gz"
     with GzipOut(out_path, inline) as out:
@@ -117,7 +118,7 @@ def test_a_check_of_the_gzip_bytes_reads_the_file_as_written_until_a_mark_or_its
 ):
     """A script reading the gzip bytes gets the file's bytes in order; a mark, or its process
     lost, ends it, and the file must then be read back (``whole`` False)."""
-    big = bytes(random.Random(7).getrandbits(8) for _ in range(3 * BLOCK))
+    big = random.Random(7).randbytes(3 * BLOCK)
     script = Bytes(lives=1 if end == "lost" else 1 << 30)
     inline = Inline(script)
     with GzipOut(tmp_path / "out.gz", inline) as out:
@@ -158,7 +159,10 @@ def test_a_check_refusing_in_the_compressing_thread_fails_the_writer_and_ends_th
         try:
             with out:
                 out.write(b"x" * BLOCK)
-                out.thread.join(10)  # the thread has failed: its error waits for the writer
+                for _ in range(600):  # the thread fails: its error waits for the writer
+                    if out.error is not None:
+                        break
+                    time.sleep(0.05)
                 if more:
                     out.write(b"y" * BLOCK)
         except BaseException as e:
