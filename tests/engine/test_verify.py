@@ -33,6 +33,7 @@ from flask_backup_manager.engine.verify import (
 )
 
 from ..conftest import admin_connection, checking_pids, run_psql
+from .test_sqlite_to_sqlite import alive
 
 SCHEMA = '''
     CREATE TABLE customers (id integer PRIMARY KEY, name text);
@@ -623,14 +624,6 @@ def test_the_checking_process_runs_this_copy_of_the_package(pg, as_written, tmp_
     )
     export(pg, "postgres", tmp_path / "copy.sql.gz")
     assert counted == [True] and not marker.exists()
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_a_cancel_stops_a_checking_process_that_is_still_reading():
