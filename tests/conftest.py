@@ -202,8 +202,12 @@ def process_tree(pid: int) -> list[int]:
 def checking_pids() -> list[int]:
     """This process's children (started by any of its threads) checking a ``postgres`` file
     as it is written (PsqlCheck)."""
-    tasks = Path(f"/proc/{os.getpid()}/task")
-    children = [c for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            children += (task / "children").read_text().split()
+        except OSError:  # that thread ended meanwhile
+            continue
     found = []
     for pid in children:
         try:
