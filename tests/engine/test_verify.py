@@ -4,6 +4,7 @@ export rewritten without one table's rows, or cut short, then verified."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib
@@ -34,6 +35,9 @@ from flask_backup_manager.engine.verify import (
 
 from ..conftest import admin_connection, checking_pids, run_psql
 from .test_sqlite_to_sqlite import alive
+
+#: the module (the package exports a function of the same name)
+verify_module = importlib.import_module("flask_backup_manager.engine.verify")
 
 SCHEMA = '''
     CREATE TABLE customers (id integer PRIMARY KEY, name text);
@@ -560,23 +564,39 @@ def at_big2(act):
     return progress, done
 
 
-def test_a_cancel_ends_an_export_whose_checking_process_stopped_reading(big, as_written, tmp_path):
+def test_a_cancel_ends_an_export_whose_checking_process_stopped_reading(
+    big, as_written, tmp_path, monkeypatch
+):
     """The checking process stops reading halfway (SIGSTOP): the pipe fills and the writer
     waits for it; a cancel still ends the export (within a minute here; it waited forever),
     the process is killed, and nothing is left."""
-    cancel = threading.Event()
-    progress, stopped = at_big2(lambda pid: os.kill(pid, signal.SIGSTOP) or cancel.set())
-    freed = []
-    watchdog = threading.Timer(
-        60, lambda: [freed.append(os.kill(p, signal.SIGKILL)) for p in stopped]
-    )
-    watchdog.start()
+    cancel, freed, waited = threading.Event(), [], []
+
+    def kill(pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            freed.append(os.kill(pid, signal.SIGKILL))
+
+    def stop(pid: int) -> None:
+        os.kill(pid, signal.SIGSTOP)
+        watchdog.args = (pid,)
+        watchdog.start()  # from here: the cancel only
+
+    def wait(fd: int) -> None:  # the writer waits for the pipe: only then the cancel
+        waited.append(fd)
+        cancel.set()
+        real(fd)
+
+    real, watchdog = verify_module.writable, threading.Timer(60, kill)
+    monkeypatch.setattr(verify_module, "writable", wait)
+    progress, stopped = at_big2(stop)
     try:
         with pytest.raises(ExportCancelled):
             export(big, "postgres", tmp_path / "copy.sql.gz", progress=progress, cancel=cancel)
     finally:
         watchdog.cancel()
-    assert stopped and not freed
+        if watchdog.is_alive():
+            watchdog.join()
+    assert stopped and waited and not freed
     assert checking_pids() == [] and not alive(stopped[0])
     assert list(tmp_path.iterdir()) == []
 
@@ -624,6 +644,16 @@ def test_the_checking_process_runs_this_copy_of_the_package(pg, as_written, tmp_
     )
     export(pg, "postgres", tmp_path / "copy.sql.gz")
     assert counted == [True] and not marker.exists()
+
+
+def test_a_check_started_after_the_cancel_leaves_no_process():
+    """Cancelled before its process took its first line: it raises, and its process is
+    ended and reaped there (no one else holds it to discard it)."""
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(ExportCancelled):
+        PsqlCheck(cancel)
+    assert checking_pids() == []
 
 
 def test_a_cancel_stops_a_checking_process_that_is_still_reading():

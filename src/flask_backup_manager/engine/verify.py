@@ -423,6 +423,14 @@ class CopyCount(psql.ScriptCheck):
                 self._table = None
 
 
+def writable(fd: int) -> None:
+    """Wait until the pipe ``fd`` takes more bytes, 0.1 s at most (poll: select refuses
+    descriptors from 1024 up, which a busy server process may well have)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    poller.poll(100)
+
+
 class PsqlCheck:
     """The check of a ``postgres`` file as it is written (:class:`.gzipout.Inline`), in a
     process of its own (:func:`check_main`) fed the file's gzip bytes through a pipe: it
@@ -468,7 +476,11 @@ class PsqlCheck:
         except OSError:
             pass
         os.set_blocking(fd, False)  # feed() waits itself, and can stop waiting
-        self.feed(json.dumps({"parent": os.getpid()}).encode() + b"\n")
+        try:
+            self.feed(json.dumps({"parent": os.getpid()}).encode() + b"\n")
+        except BaseException:  # cancelled already: no one would discard it
+            end(self.proc)
+            raise
 
     def feed(self, data: bytes) -> bool:
         """Send ``data`` to the check, all of it; False once the process is lost (then feed
@@ -483,7 +495,7 @@ class PsqlCheck:
             try:
                 view = view[os.write(fd, view) :]
             except BlockingIOError:  # the pipe is full: wait until it takes more
-                select.select([], [fd], [], 0.1)
+                writable(fd)
             except BrokenPipeError:  # it ended: at something it refuses, or lost
                 return self._verdict(None) is not None
         return True
