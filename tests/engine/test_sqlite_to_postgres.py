@@ -9,7 +9,6 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
-import threading
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
@@ -21,11 +20,7 @@ import sqlalchemy as sa
 from flask_backup_manager.engine import ExportError, export
 
 from ..conftest import DATASETS
-from . import test_sqlite_to_sqlite
 from .test_postgres_to_postgres import restore
-
-#: fixtures of its: every table cut into three ranges; a table of 2 million rows
-in_parts, one_big_table = test_sqlite_to_sqlite.in_parts, test_sqlite_to_sqlite.one_big_table
 
 CHINOOK = DATASETS / "chinook" / "Chinook_Sqlite.sqlite"
 
@@ -452,60 +447,3 @@ def test_tables_named_past_postgresqls_63_bytes_restore_with_their_keys(owner_db
                               GROUP BY 1 ORDER BY 1""").fetchall()
         assert kinds == [("f", 1), ("p", 2), ("u", 1)]
         assert pg.execute(f'SELECT parent_id FROM public."{child}"').fetchall() == [(2,)]
-
-
-@pytest.mark.parametrize("redacted", [False, True])
-@pytest.mark.parametrize("where", ["first", "last"])
-def test_text_that_is_not_utf8_fails_naming_its_table_not_its_text(
-    tmp_path, in_parts, where, redacted
-):
-    """SQLite keeps any bytes as text; PostgreSQL's text cannot hold them. The export fails
-    with a line naming the table, whether the exporting process (the first rowid range) or a
-    helper (the last) reads the row, through APSW or (redacted) through sqlite3, and the value
-    (the customer's data) is in no message."""
-    from flask_backup_manager.engine.redaction import profile_from_mapping
-
-    db = tmp_path / "bad.db"
-    with closing(sqlite3.connect(db)) as con:
-        con.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, tag TEXT, body TEXT)")
-        con.executemany("INSERT INTO notes VALUES (?, 'a', 'b')", [(i,) for i in range(2, 30)])
-        at = 1 if where == "first" else 30
-        con.execute("INSERT INTO notes VALUES (?, 'a', CAST(X'5345435245549f' AS TEXT))", (at,))
-        con.commit()
-    (tmp_path / "out").mkdir()
-    profile = profile_from_mapping("p", {"notes.tag": "fixed:x"}) if redacted else None
-    with pytest.raises(ExportError) as e:
-        export(f"sqlite:///{db}", "postgres", tmp_path / "out" / "x.sql.gz", redaction=profile)
-    assert "notes: text that is not UTF-8" in str(e.value)
-    assert "SECRET" not in str(e.value) and "\n" not in str(e.value)
-    assert list((tmp_path / "out").iterdir()) == []
-
-
-def test_a_cancel_stops_the_rows_read_by_the_exporting_process(
-    one_big_table, tmp_path, monkeypatch
-):
-    """The rows of a big table that the exporting process reads itself (here all of them: no
-    helper) stop at the next batch after a cancel, not at the table's end: no batch is
-    written after the one whose progress call set it."""
-    from flask_backup_manager.engine import ExportCancelled, parallel
-    from flask_backup_manager.engine.base import Tracker
-
-    monkeypatch.setattr(parallel, "PARTS", 1)
-    monkeypatch.setattr(Tracker, "interval", 0)  # a progress call for every batch
-    cancel, seen = threading.Event(), []
-
-    def progress(p) -> None:
-        if p.table == "t" and p.rows_done:
-            seen.append(p.rows_done)
-            cancel.set()
-
-    with pytest.raises(ExportCancelled):
-        export(
-            f"sqlite:///{one_big_table}",
-            "postgres",
-            tmp_path / "out" / "x.sql.gz",
-            progress=progress,
-            cancel=cancel,
-        )
-    assert seen == [1000]  # of 2,000,000 rows
-    assert list((tmp_path / "out").iterdir()) == []

@@ -197,7 +197,6 @@ class SQLiteSource:
         self.frozen: Path | None = None
         #: helper processes reading the snapshot for a writer: a cancel stops them too
         self.children: set[subprocess.Popen] = set()
-        self._cancel = cancel
         self.copy_beside = copy_beside
         self._timeout = timeout = BUSY_TIMEOUT if lock_timeout is None else lock_timeout
         self._unwatch = watch(cancel, self.interrupt) if cancel is not None else None
@@ -660,26 +659,20 @@ class SQLiteSource:
         """The rows in rowid order where the table has a rowid (so that "the n-th row" has a
         rowid: :meth:`rowid_of`), else in the table's own order; only those whose rowid is
         ``between`` two values if given. The columns are those of the SQLAlchemy ``Table``.
-        Nothing for a table of :attr:`no_rows`. From a file nobody writes (:attr:`frozen`)
-        they are read through APSW (:func:`.child.row_batches`), unless a redaction's
-        functions, registered on :attr:`con`, are called."""
+        Nothing for a table of :attr:`no_rows`."""
         if spec.key in self.no_rows:
             return
         cols = self.select_list(spec, [c.name for c in spec.table.columns])
         rowid = spec.rowid_expr()
         where = f" WHERE {rowid} BETWEEN ? AND ?" if between is not None else ""
         order = f" ORDER BY {rowid}" if rowid else ""
-        sql = f"SELECT {cols} FROM main.{ident(spec.name)}{where}{order}"
-        if self.frozen is not None and self.redaction is None:  # (its functions are on con)
-            for batch in child.row_batches(self.frozen, sql, between or (), size, spec.key):
-                if self._cancel is not None and self._cancel.is_set():  # (none to interrupt)
-                    raise ExportError("cancelled")
-                yield batch
-            return
         con = self.con
-        cur = con.execute(sql, between or ())
+        cur = con.execute(
+            f"SELECT {cols} FROM main.{ident(spec.name)}{where}{order}", between or ()
+        )
         try:
-            yield from child.fetched(cur, size, spec.key)
+            while batch := cur.fetchmany(size):
+                yield batch
         finally:
             # the generator may be closed after close() closed the connection, which the
             # cursor's close would raise about; closing the connection closed the cursor

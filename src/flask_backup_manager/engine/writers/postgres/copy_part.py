@@ -12,7 +12,6 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any, TypedDict
 
-from ...child import fetched, row_batches
 from .copy_text import BATCH, Refusal, Refused, RowEncoder, any_bytes
 
 
@@ -50,10 +49,12 @@ def copy_part(con: sqlite3.Connection, job: CopyPart, write: Callable[[bytes], o
     table, key, lo, hi = job["table"], job["key"], job["lo"], job["hi"]
 
     def batches() -> Iterator[list[Any]]:
-        sql = f"SELECT {job['select']} FROM {table} WHERE {key} BETWEEN ? AND ? ORDER BY {key}"
-        if "redaction" in job:  # the rules' functions are on con
-            return fetched(con.execute(sql, (lo, hi)), BATCH, job["label"])
-        return row_batches(job["db"], sql, (lo, hi), BATCH, job["label"])
+        cur = con.execute(
+            f"SELECT {job['select']} FROM {table} WHERE {key} BETWEEN ? AND ? ORDER BY {key}",
+            (lo, hi),
+        )
+        while batch := cur.fetchmany(BATCH):
+            yield batch
 
     def rowid_of(n: int) -> int | None:
         found = con.execute(
