@@ -20,7 +20,11 @@ import sqlalchemy as sa
 from flask_backup_manager.engine import ExportError, export
 
 from ..conftest import DATASETS
+from . import test_sqlite_to_sqlite
 from .test_postgres_to_postgres import restore
+
+#: a fixture of its: every table cut into three rowid ranges, two for helper processes
+in_parts = test_sqlite_to_sqlite.in_parts
 
 CHINOOK = DATASETS / "chinook" / "Chinook_Sqlite.sqlite"
 
@@ -447,3 +451,30 @@ def test_tables_named_past_postgresqls_63_bytes_restore_with_their_keys(owner_db
                               GROUP BY 1 ORDER BY 1""").fetchall()
         assert kinds == [("f", 1), ("p", 2), ("u", 1)]
         assert pg.execute(f'SELECT parent_id FROM public."{child}"').fetchall() == [(2,)]
+
+
+@pytest.mark.parametrize("redacted", [False, True])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_text_that_is_not_utf8_fails_naming_its_table_not_its_text(
+    tmp_path, in_parts, where, redacted
+):
+    """SQLite keeps any bytes as text; PostgreSQL's text cannot hold them. The export fails
+    with a line naming the table, whether the exporting process (the first rowid range) or a
+    helper (the last) reads the row, redacted or not, and the value (the customer's data) is
+    in no message (sqlite3's own quotes it)."""
+    from flask_backup_manager.engine.redaction import profile_from_mapping
+
+    db = tmp_path / "bad.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, tag TEXT, body TEXT)")
+        con.executemany("INSERT INTO notes VALUES (?, 'a', 'b')", [(i,) for i in range(2, 30)])
+        at = 1 if where == "first" else 30
+        con.execute("INSERT INTO notes VALUES (?, 'a', CAST(X'5345435245549f' AS TEXT))", (at,))
+        con.commit()
+    (tmp_path / "out").mkdir()
+    profile = profile_from_mapping("p", {"notes.tag": "fixed:x"}) if redacted else None
+    with pytest.raises(ExportError) as e:
+        export(f"sqlite:///{db}", "postgres", tmp_path / "out" / "x.sql.gz", redaction=profile)
+    assert "notes: text that is not UTF-8" in str(e.value)
+    assert "SECRET" not in str(e.value) and "\n" not in str(e.value)
+    assert list((tmp_path / "out").iterdir()) == []

@@ -27,7 +27,9 @@ import os
 import re
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote as urlquote
 
 from zlib_ng import zlib_ng as zlib
@@ -46,6 +48,21 @@ def open_read_only(
     locks and change counters (``immutable``)."""
     uri = f"file:{urlquote(str(path))}?mode=ro" + ("&immutable=1" if frozen else "")
     return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout)
+
+
+def fetched(cur: sqlite3.Cursor, size: int, label: str) -> Iterator[list[Any]]:
+    """The rows of ``cur``, ``size`` at a time. Text that is not UTF-8 raises a ValueError
+    naming the table ``label``, not the text: sqlite3's own message quotes the value, the
+    customer's data, into the export's error and the job's log."""
+    try:
+        while batch := cur.fetchmany(size):
+            yield batch
+    except sqlite3.OperationalError as e:
+        if str(e).startswith("Could not decode to UTF-8"):
+            raise ValueError(
+                f"{label}: text that is not UTF-8, which PostgreSQL's text cannot hold"
+            ) from None
+        raise
 
 
 def die_with_parent(parent: int) -> None:

@@ -671,8 +671,7 @@ class SQLiteSource:
             f"SELECT {cols} FROM main.{ident(spec.name)}{where}{order}", between or ()
         )
         try:
-            while batch := cur.fetchmany(size):
-                yield batch
+            yield from child.fetched(cur, size, spec.key)
         finally:
             # the generator may be closed after close() closed the connection, which the
             # cursor's close would raise about; closing the connection closed the cursor

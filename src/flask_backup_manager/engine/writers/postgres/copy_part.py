@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any, TypedDict
 
+from ...child import fetched
 from .copy_text import BATCH, Refusal, Refused, RowEncoder, any_bytes
 
 
@@ -53,8 +54,7 @@ def copy_part(con: sqlite3.Connection, job: CopyPart, write: Callable[[bytes], o
             f"SELECT {job['select']} FROM {table} WHERE {key} BETWEEN ? AND ? ORDER BY {key}",
             (lo, hi),
         )
-        while batch := cur.fetchmany(BATCH):
-            yield batch
+        yield from fetched(cur, BATCH, job["label"])
 
     def rowid_of(n: int) -> int | None:
         found = con.execute(
