@@ -478,3 +478,24 @@ def test_text_that_is_not_utf8_fails_naming_its_table_not_its_text(
     assert "notes: text that is not UTF-8" in str(e.value)
     assert "SECRET" not in str(e.value) and "\n" not in str(e.value)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_a_hostile_table_name_in_an_error_is_escaped_from_a_helper_too(tmp_path, in_parts, where):
+    """The message names the table, whose name is the customer's: an ESC and newlines in it
+    come out escaped and folded whichever process (this one, or a helper) read the row, as
+    they would reach a terminal or a log viewer."""
+    name = "n'\x1b[31m\n);\n.shell touch MARKER\n-- \"x"
+    quoted = '"' + name.replace('"', '""') + '"'
+    db = tmp_path / "bad.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.execute(f"CREATE TABLE {quoted} (id INTEGER PRIMARY KEY, body TEXT)")
+        at = 1 if where == "first" else 30
+        rows = [(i,) for i in range(1, 31) if i != at]
+        con.executemany(f"INSERT INTO {quoted} VALUES (?, 'b')", rows)
+        con.execute(f"INSERT INTO {quoted} VALUES (?, CAST(X'5345435245549f' AS TEXT))", (at,))
+        con.commit()
+    with pytest.raises(ExportError) as e:
+        export(f"sqlite:///{db}", "postgres", tmp_path / "x.sql.gz")
+    assert "\\x1b[31m );" in str(e.value) and "text that is not UTF-8" in str(e.value)
+    assert "\x1b" not in str(e.value) and "\n" not in str(e.value)

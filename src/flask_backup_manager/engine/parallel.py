@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import child
-from .base import COMPRESSLEVEL, temp_beside
+from .base import COMPRESSLEVEL, escape_controls, temp_beside
 from .gzipout import GzipOut
 from .model import ExportError
 from .redaction import sqlite
@@ -153,7 +153,10 @@ class _Helper:
     def finish(self, out: GzipOut) -> dict[str, Any]:
         """Wait for the helper, append its member to ``out``; its result."""
         stdout, stderr = self.proc.communicate()
-        message = " ".join(stderr.decode(errors="replace").split())[: child.MESSAGE]
+        # escaped as every message is (base.one_line): it may quote the customer's names
+        message = escape_controls(
+            " ".join(stderr.decode(errors="replace").split())[: child.MESSAGE]
+        )
         code = self.proc.returncode
         if code == 1 and message:
             raise ExportError(message)
