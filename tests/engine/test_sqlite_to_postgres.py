@@ -499,3 +499,112 @@ def test_a_hostile_table_name_in_an_error_is_escaped_from_a_helper_too(tmp_path,
         export(f"sqlite:///{db}", "postgres", tmp_path / "x.sql.gz")
     assert "\\x1b[31m );" in str(e.value) and "text that is not UTF-8" in str(e.value)
     assert "\x1b" not in str(e.value) and "\n" not in str(e.value)
+
+
+#: what two SQLites give differently: the sqlite3 module's (Debian's 3.40) and APSW's (3.54)
+DIFFERING = "SELECT round(0.15, 1), datetime('2024-02-30'), CAST(10 * 1.0 / 3 AS TEXT)"
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_values_sqlite_computes_on_read_are_the_ones_the_exports_sqlite_computes(
+    owner_db, psql, tmp_path, in_parts, where
+):
+    """Stored rows are read through APSW, whose SQLite is not the one the export otherwise
+    runs: a value computed on read (a VIRTUAL generated column, an ALTER TABLE column's
+    default) must be the export's SQLite's, as every other path computes it, whichever
+    process (this one, or a helper) reads the row. A STORED column whose expression calls a
+    function only that SQLite has (``soundex``) is read as it is stored."""
+    import apsw
+
+    with closing(sqlite3.connect(":memory:")) as con:
+        ours = con.execute(DIFFERING).fetchone()
+        code = con.execute("SELECT soundex('robert')").fetchone()[0]
+    assert tuple(apsw.Connection(":memory:").execute(DIFFERING).fetchone()) != ours, (
+        "this test needs two SQLites that compute these differently"
+    )
+    db = tmp_path / "computed.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.executescript("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY, x REAL, d TEXT, y INTEGER,
+                            r REAL GENERATED ALWAYS AS (round(x, 1)) VIRTUAL,
+                            w TEXT GENERATED ALWAYS AS (datetime(d)) VIRTUAL,
+                            q TEXT GENERATED ALWAYS AS (CAST(y * 1.0 / 3 AS TEXT)) VIRTUAL);
+            CREATE TABLE s (id INTEGER PRIMARY KEY, name TEXT,
+                            code TEXT GENERATED ALWAYS AS (soundex(name)) STORED);
+        """)
+        at = 1 if where == "first" else 30
+        for i in range(1, 31):
+            row = (i, 0.15, "2024-02-30", 10) if i == at else (i, 1.0, "2024-01-01", 3)
+            con.execute("INSERT INTO t (id, x, d, y) VALUES (?, ?, ?, ?)", row)
+            con.execute("INSERT INTO s (id, name) VALUES (?, ?)", (i, "robert"))
+        con.commit()
+        con.execute("ALTER TABLE t ADD COLUMN f REAL DEFAULT 1.7976931348623157e308")
+        con.commit()
+        here = con.execute("SELECT r, w, q, f FROM t WHERE id = ?", (at,)).fetchone()
+    assert here[:3] == ours
+    out = tmp_path / "computed.sql.gz"
+    export(f"sqlite:///{db}", "postgres", out)
+    restore(psql, owner_db, out)
+    with psycopg.connect(owner_db) as pg:
+        got = pg.execute("SELECT r, w, q, f FROM public.t WHERE id = %s", (at,)).fetchone()
+        codes = pg.execute("SELECT DISTINCT code FROM public.s").fetchall()
+    assert got == here
+    assert codes == [(code,)]
+
+
+def test_a_cancel_interrupts_a_read_of_stored_rows_within_the_batch(tmp_path):
+    """A cancel interrupts the query under way (:func:`.base.watch`), the one reading stored
+    rows through APSW too: its next row raises, and the rest of the batch is not read."""
+    import apsw
+    from sqlalchemy.engine import make_url
+
+    from flask_backup_manager.engine.sources.sqlite import SQLiteSource
+
+    db = tmp_path / "many.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        con.executemany("INSERT INTO t VALUES (?, 'v')", [(i,) for i in range(1, 20_001)])
+        con.commit()
+    source = SQLiteSource(make_url(f"sqlite:///{db}"))
+    try:
+        (spec,) = source.tables()
+        assert source.stored_reader(spec)
+        batches = source.row_batches(spec, 10_000)
+        assert len(next(batches)) == 10_000
+        source.interrupt()  # what a cancel's watcher calls
+        with pytest.raises(apsw.InterruptError):
+            next(batches)
+    finally:
+        source.close()
+
+
+def test_a_default_an_older_row_lacks_is_read_as_the_exports_sqlite_reads_it(tmp_path):
+    """A column added by ALTER TABLE is not in the rows written before it: SQLite reads its
+    default for them, and Debian's 3.40 reads ``TRUE`` in a TEXT column as 1, APSW's 3.54 as
+    '1'. The export reads it as the rest of the export does: a model's Integer and Boolean
+    take it (through APSW's '0', a Boolean would have been true, and the Integer refused)."""
+    db = tmp_path / "added.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT)")
+        con.executemany("INSERT INTO a VALUES (?, 'x')", [(1,), (2,)])
+        con.commit()
+        con.execute("ALTER TABLE a ADD COLUMN n TEXT DEFAULT TRUE")
+        con.execute("ALTER TABLE a ADD COLUMN b TEXT DEFAULT FALSE")
+        con.commit()
+        assert con.execute("SELECT n, b FROM a").fetchall() == [(1, 0), (1, 0)]
+    md = sa.MetaData()
+    sa.Table(
+        "a",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("v", sa.Text),
+        sa.Column("n", sa.Integer),
+        sa.Column("b", sa.Boolean),
+    )
+    out = tmp_path / "added.sql.gz"
+    export(f"sqlite:///{db}", "postgres", out, metadata=md, verify=False)
+    lines = gzip.decompress(out.read_bytes()).decode().splitlines()
+    assert lines[lines.index(next(x for x in lines if x.startswith("COPY"))) + 1 :][:2] == [
+        "1\tx\t1\tf",
+        "2\tx\t1\tf",
+    ]

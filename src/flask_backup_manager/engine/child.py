@@ -1,7 +1,8 @@
-"""What a helper process runs (:mod:`.parallel` starts them), and the one way the engine opens an
-SQLite file read-only, which the exporting process uses too.
+"""What a helper process runs (:mod:`.parallel` starts them), and the ways the engine opens and
+reads an SQLite file read-only, which the exporting process uses too.
 
-Standard library only (and zlib-ng, which compresses): a helper runs this file by its path,
+Standard library only (and zlib-ng, which compresses, and APSW, which reads stored rows fast;
+each imports in milliseconds): a helper runs this file by its path,
 
     python -I child.py MODULE:FUNCTION [PATH...] < {"db": ..., "output": ..., "level": ...,
                                                     "parent": ..., what FUNCTION needs}
@@ -22,12 +23,13 @@ job on stdin: never on the command line (which ``ps`` shows), never in a file.
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import os
 import re
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote as urlquote
@@ -50,19 +52,68 @@ def open_read_only(
     return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout)
 
 
-def fetched(cur: sqlite3.Cursor, size: int, label: str) -> Iterator[list[Any]]:
-    """The rows of ``cur``, ``size`` at a time. Text that is not UTF-8 raises a ValueError
-    naming the table ``label``, not the text: sqlite3's own message quotes the value, the
-    customer's data, into the export's error and the job's log."""
+def open_stored(path: str | os.PathLike[str]) -> Any:
+    """An APSW connection to the SQLite file ``path``, which nobody writes while it is open,
+    for :func:`batches`; None where APSW cannot open it."""
+    import apsw
+
+    try:
+        return apsw.Connection(
+            f"file:{urlquote(str(path))}?mode=ro&immutable=1",
+            flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
+        )
+    except apsw.Error:
+        return None
+
+
+def batches(
+    con: sqlite3.Connection, stored: Any, sql: str, params: Sequence[Any], size: int, label: str
+) -> Iterator[list[Any]]:
+    """The rows of ``sql``, ``size`` at a time, read through ``stored`` (:func:`open_stored`)
+    where it is given and prepares ``sql``, else through ``con``: APSW builds the rows twice
+    as fast as the sqlite3 module (0.6 s against 1.2 s for 2 million rows of 4 columns), the
+    same values. Its SQLite is not the one ``con`` runs, so ``stored`` is only for a query
+    whose every value is stored as it is in the file: no function, no VIRTUAL generated
+    column, no default computed on read (:attr:`.SQLiteTable.as_stored`).
+
+    Text that is not UTF-8 raises a ValueError naming the table ``label``, not the text:
+    sqlite3's own message quotes the value, the customer's data, into the export's error and
+    the job's log."""
+    if stored is not None:
+        import apsw
+
+        try:
+            rows = stored.execute(sql, params)
+        except apsw.Error:  # a schema this other SQLite does not read: the sqlite3 module's
+            stored = None
+        except UnicodeDecodeError:
+            raise not_utf8(label) from None
+        else:
+            try:
+                while batch := list(itertools.islice(rows, size)):
+                    yield batch
+            except UnicodeDecodeError:
+                raise not_utf8(label) from None
+            finally:
+                rows.close(True)
+            return
+    cur = con.execute(sql, params)
     try:
         while batch := cur.fetchmany(size):
             yield batch
     except sqlite3.OperationalError as e:
         if str(e).startswith("Could not decode to UTF-8"):
-            raise ValueError(
-                f"{label}: text that is not UTF-8, which PostgreSQL's text cannot hold"
-            ) from None
+            raise not_utf8(label) from None
         raise
+    finally:
+        try:
+            cur.close()
+        except sqlite3.ProgrammingError:  # the connection was closed meanwhile (with it)
+            pass
+
+
+def not_utf8(label: str) -> ValueError:
+    return ValueError(f"{label}: text that is not UTF-8, which PostgreSQL's text cannot hold")
 
 
 def die_with_parent(parent: int) -> None:

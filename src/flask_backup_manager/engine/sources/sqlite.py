@@ -20,6 +20,7 @@ a writer first asks for one: the SQLite writers never do, and never import SQLAl
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -46,6 +47,11 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from ..url import URL
+
+
+#: a default that every SQLite reads as the same value (:attr:`SQLiteTable.as_stored`); not
+#: TRUE or FALSE, which Debian's 3.40 reads as 1 or 0 in a TEXT column, and 3.54 as '1' or '0'
+_STORED_DEFAULT = re.compile(r"NULL|[+-]?[0-9]{1,18}|[xX]'[0-9a-fA-F]*'|'[^'0-9]*'", re.IGNORECASE)
 
 
 class ColumnInfo(NamedTuple):
@@ -104,6 +110,12 @@ class SQLiteTable(TableSpec):
     #: the first of ``rowid``, ``_rowid_``, ``oid`` no column shadows, which the rows are cut
     #: into ranges by; None for a table without rowids (WITHOUT ROWID, virtual)
     rowid_alias: str | None
+    #: every value a read of the table gives is stored as it is in the file, whatever SQLite
+    #: reads it: no VIRTUAL generated column (computed on read) and no default but NULL, an
+    #: integer, a blob or a text without digits (an ALTER TABLE column's default, which the
+    #: rows written before it do not hold, is read, and converted to the column's affinity,
+    #: by SQLite, each version its own way)
+    as_stored: bool = False
 
     def rowid_expr(self) -> str | None:
         """How to name the rowid of an ordinary rowid table in a query: ``rowid`` or another
@@ -197,6 +209,8 @@ class SQLiteSource:
         self.frozen: Path | None = None
         #: helper processes reading the snapshot for a writer: a cancel stops them too
         self.children: set[subprocess.Popen] = set()
+        #: an APSW connection to :attr:`frozen`, which reads stored rows (:meth:`row_batches`)
+        self._stored: Any = None
         self.copy_beside = copy_beside
         self._timeout = timeout = BUSY_TIMEOUT if lock_timeout is None else lock_timeout
         self._unwatch = watch(cancel, self.interrupt) if cancel is not None else None
@@ -272,6 +286,7 @@ class SQLiteSource:
         copy = _snapshot_copy(self.con, self.copy_beside, self.path, self.children)
         con, self.con = self.con, None  # a cancel meanwhile has nothing to interrupt
         con.close()
+        self._close_stored()
         self.copy = self.frozen = copy
         self.con = open_read_only(copy, timeout=self._timeout)
         self._begin()
@@ -289,6 +304,7 @@ class SQLiteSource:
         assert self.copy is not None
         con, self.con = self.con, None
         con.close()
+        self._close_stored()
         self.frozen = None  # no longer frozen: the writer changes it
         self.con = sqlite3.connect(self.copy, isolation_level=None, timeout=self._timeout)
         self.con.execute("PRAGMA journal_mode=OFF")
@@ -313,9 +329,9 @@ class SQLiteSource:
 
     def interrupt(self) -> None:
         """Stop the query under way (from another thread: a cancel)."""
-        con = self.con
-        if con is not None:
-            con.interrupt()
+        for con in (self.con, self._stored):
+            if con is not None:
+                con.interrupt()
         for proc in list(self.children):
             proc.kill()
 
@@ -387,6 +403,10 @@ class SQLiteSource:
             primary_key=[c.name for c in sorted(xinfo, key=lambda c: c.pk) if c.pk],
             hidden_rowid=rowid_name(self.con, name, xinfo) if rowids else None,
             rowid_alias=rowid_alias(xinfo) if rowids else None,
+            as_stored=all(
+                c.hidden != 2 and (c.dflt_value is None or _STORED_DEFAULT.fullmatch(c.dflt_value))
+                for c in xinfo
+            ),
         )
 
     def _load_tables(self) -> dict[str, sa.Table]:
@@ -659,24 +679,39 @@ class SQLiteSource:
         """The rows in rowid order where the table has a rowid (so that "the n-th row" has a
         rowid: :meth:`rowid_of`), else in the table's own order; only those whose rowid is
         ``between`` two values if given. The columns are those of the SQLAlchemy ``Table``.
-        Nothing for a table of :attr:`no_rows`."""
+        Nothing for a table of :attr:`no_rows`. The rows of a plain table are read through
+        APSW where :meth:`stored_reader` says so."""
         if spec.key in self.no_rows:
             return
         cols = self.select_list(spec, [c.name for c in spec.table.columns])
         rowid = spec.rowid_expr()
         where = f" WHERE {rowid} BETWEEN ? AND ?" if between is not None else ""
         order = f" ORDER BY {rowid}" if rowid else ""
-        con = self.con
-        cur = con.execute(
-            f"SELECT {cols} FROM main.{ident(spec.name)}{where}{order}", between or ()
+        sql = f"SELECT {cols} FROM main.{ident(spec.name)}{where}{order}"
+        stored = self._stored_con() if self.stored_reader(spec) else None
+        yield from child.batches(self.con, stored, sql, between or (), size, spec.key)
+
+    def stored_reader(self, spec: SQLiteTable) -> bool:
+        """Whether ``spec``'s rows may be read through APSW (:func:`.child.batches`): a file
+        nobody writes, a rowid table (read in rowid order, whatever SQLite plans), every
+        value stored as it is (:attr:`SQLiteTable.as_stored`), no redaction (its functions
+        are on :attr:`con`)."""
+        return (
+            self.frozen is not None
+            and self.redaction is None
+            and spec.as_stored
+            and spec.rowid_expr() is not None
         )
-        try:
-            yield from child.fetched(cur, size, spec.key)
-        finally:
-            # the generator may be closed after close() closed the connection, which the
-            # cursor's close would raise about; closing the connection closed the cursor
-            if self.con is con:
-                cur.close()
+
+    def _stored_con(self) -> Any:
+        if self._stored is None and self.frozen is not None:
+            self._stored = child.open_stored(self.frozen)
+        return self._stored
+
+    def _close_stored(self) -> None:
+        stored, self._stored = self._stored, None
+        if stored is not None:
+            stored.close(True)
 
     def rowid_of(self, spec: SQLiteTable, n: int) -> int | None:
         """The rowid of the ``n``-th row (from 1) :meth:`row_batches` gives, or None when the
@@ -740,6 +775,7 @@ class SQLiteSource:
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
+        self._close_stored()
         con, self.con = self.con, None
         try:
             if con is not None:

@@ -12,7 +12,8 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any, TypedDict
 
-from ...child import fetched
+from ...child import batches as child_batches
+from ...child import open_stored
 from .copy_text import BATCH, Refusal, Refused, RowEncoder, any_bytes
 
 
@@ -30,6 +31,7 @@ class CopyJob(TypedDict):
     bulk: bool
     identity: int | None
     pk: list[int]
+    stored: bool  # read through APSW (:meth:`.SQLiteSource.stored_reader`)
 
 
 class CopyPart(CopyJob):
@@ -50,11 +52,19 @@ def copy_part(con: sqlite3.Connection, job: CopyPart, write: Callable[[bytes], o
     table, key, lo, hi = job["table"], job["key"], job["lo"], job["hi"]
 
     def batches() -> Iterator[list[Any]]:
-        cur = con.execute(
-            f"SELECT {job['select']} FROM {table} WHERE {key} BETWEEN ? AND ? ORDER BY {key}",
-            (lo, hi),
-        )
-        yield from fetched(cur, BATCH, job["label"])
+        stored = open_stored(job["db"]) if job["stored"] else None
+        try:
+            yield from child_batches(
+                con,
+                stored,
+                f"SELECT {job['select']} FROM {table} WHERE {key} BETWEEN ? AND ? ORDER BY {key}",
+                (lo, hi),
+                BATCH,
+                job["label"],
+            )
+        finally:
+            if stored is not None:
+                stored.close(True)
 
     def rowid_of(n: int) -> int | None:
         found = con.execute(

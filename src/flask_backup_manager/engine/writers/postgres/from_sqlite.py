@@ -488,6 +488,7 @@ def copy_rows(
                     bulk=enc.bulk,
                     identity=enc.identity,
                     pk=where.pk,
+                    stored=source.stored_reader(spec),
                 ),
             },
             out,
