@@ -9,7 +9,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -186,11 +186,20 @@ def load(target: str) -> Any:
     return getattr(importlib.import_module(f".{module}", __package__), name)
 
 
-def writer_for(source_kind: str, format: str) -> list[Writer]:
-    """The steps of the path from ``source_kind`` to ``format`` (:data:`PATHS`), imported now."""
+def writer_for(source_kind: str, format: str) -> Future[list[Writer]]:
+    """The steps of the path from ``source_kind`` to ``format`` (:data:`PATHS`), imported by a
+    thread of their own while the source opens (SQLAlchemy's modules, for the paths that use
+    them, take 0.2-0.4 s; the source meanwhile waits for its snapshot copy or the server's
+    answers). The source's module is imported first, here: the two threads never import the
+    same modules at once."""
     if (source_kind, format) not in PATHS:
         raise ExportError(f"unsupported database {source_kind!r}: use postgresql or sqlite")
-    return [load(target) for target in PATHS[(source_kind, format)]]
+    load(SOURCES[source_kind])
+    pool = ThreadPoolExecutor(1, thread_name_prefix="export-import")
+    try:
+        return pool.submit(lambda: [load(target) for target in PATHS[(source_kind, format)]])
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its one import
 
 
 def export(
@@ -288,7 +297,7 @@ def export(
                     and tracker.p.rows_total >= CHECK_AS_WRITTEN_ROWS
                 ):
                     tracker.inline = done.check_as_written(cancel)
-                run_steps(steps, src, done.tmp, tracker, weights)
+                run_steps(steps.result(), src, done.tmp, tracker, weights)
             finally:
                 src.close()
             if cancel is not None and cancel.is_set():  # too late to interrupt, not to refuse
