@@ -608,3 +608,33 @@ def test_a_default_an_older_row_lacks_is_read_as_the_exports_sqlite_reads_it(tmp
         "1\tx\t1\tf",
         "2\tx\t1\tf",
     ]
+
+
+def test_a_redacted_export_reads_only_the_tables_without_a_rule_through_apsw(tmp_path):
+    """A column a rule rewrites is read by an expression calling the redaction's functions,
+    which only the sqlite3 connection has; a table without a rule is read as it is stored,
+    and its generated column computed from a redacted one is recomputed (not as stored)."""
+    from sqlalchemy.engine import make_url
+
+    from flask_backup_manager.engine.redaction import Redaction, profile_from_mapping
+    from flask_backup_manager.engine.sources.sqlite import SQLiteSource
+
+    db = tmp_path / "mixed.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.executescript("""
+            CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT,
+                                domain TEXT GENERATED ALWAYS AS (substr(email, 3)) STORED);
+            CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT);
+            INSERT INTO users (id, email) VALUES (1, 'a@example.com');
+            INSERT INTO events VALUES (1, 'login');
+        """)
+    profile = profile_from_mapping("p", {"users.email": "email"})
+    source = SQLiteSource(make_url(f"sqlite:///{db}"), redaction=Redaction(profile, b"k" * 32))
+    try:
+        by_name = {s.name: s for s in source.tables()}
+        assert not source.stored_reader(by_name["users"])
+        assert source.stored_reader(by_name["events"])
+        (row,) = [r for b in source.row_batches(by_name["users"]) for r in b]
+        assert "a@example.com" not in map(str, row) and "example.com" not in map(str, row)
+    finally:
+        source.close()

@@ -694,13 +694,13 @@ class SQLiteSource:
     def stored_reader(self, spec: SQLiteTable) -> bool:
         """Whether ``spec``'s rows may be read through APSW (:func:`.child.batches`): a file
         nobody writes, a rowid table (read in rowid order, whatever SQLite plans), every
-        value stored as it is (:attr:`SQLiteTable.as_stored`), no redaction (its functions
-        are on :attr:`con`)."""
+        value stored as it is (:attr:`SQLiteTable.as_stored`) and read as it is: no column
+        a redaction rewrites (its expressions call functions that are on :attr:`con`)."""
         return (
             self.frozen is not None
-            and self.redaction is None
             and spec.as_stored
             and spec.rowid_expr() is not None
+            and all(self.column_sql(spec, c.name) == ident(c.name) for c in spec.table.columns)
         )
 
     def _stored_con(self) -> Any:
