@@ -148,3 +148,26 @@ def test_what_sqlalchemy_refuses_as_a_url_is_not_a_database_url(text, tmp_path):
 
 def test_a_parsed_url_keeps_its_password_out_of_its_repr():
     assert "secret" not in repr(parse_url("postgresql://u:secret@host/db"))
+
+
+def test_a_writer_that_cannot_be_imported_is_a_broken_install_not_a_failed_export(
+    tmp_path, monkeypatch
+):
+    """The writers' modules are imported in a thread while the source opens; their
+    ImportError is raised as it is, as when they were imported before any work (a job then
+    fails as an internal error, with its traceback in the worker's log), and no file is left."""
+    import importlib
+
+    export_module = importlib.import_module(
+        "flask_backup_manager.engine.export"
+    )  # not the function
+
+    db = tmp_path / "a.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        con.commit()
+    monkeypatch.setitem(export_module.PATHS, ("sqlite", "postgres"), ("writers.gone:write",))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ModuleNotFoundError, match="writers.gone"):
+        export(f"sqlite:///{db}", "postgres", tmp_path / "out" / "a.sql.gz")
+    assert list((tmp_path / "out").iterdir()) == []

@@ -190,8 +190,9 @@ def writer_for(source_kind: str, format: str) -> Future[list[Writer]]:
     """The steps of the path from ``source_kind`` to ``format`` (:data:`PATHS`), imported by a
     thread of their own while the source opens (SQLAlchemy's modules, for the paths that use
     them, take 0.2-0.4 s; the source meanwhile waits for its snapshot copy or the server's
-    answers). The source's module is imported first, here: the two threads never import the
-    same modules at once."""
+    answers). The source's module is imported first, here, so that the two threads never
+    import the same modules at once while the source opens. Its ImportError is raised by
+    ``result()`` as it is."""
     if (source_kind, format) not in PATHS:
         raise ExportError(f"unsupported database {source_kind!r}: use postgresql or sqlite")
     load(SOURCES[source_kind])
@@ -305,8 +306,8 @@ def export(
             tracker.phase("verifying the file", 99)
             if verify:
                 done.expected, done.server = tracker.counts, verify_postgres_url
-    except ExportCancelled:
-        raise
+    except (ExportCancelled, ImportError):  # an ImportError is a broken install, not a failed
+        raise  # export (a writer's module, imported while the source opened: writer_for)
     except Exception as e:  # database and OS errors become one line without the password
         if cancel is not None and cancel.is_set():
             raise ExportCancelled() from e
