@@ -79,24 +79,23 @@ def batches(
     Text that is not UTF-8 raises a ValueError naming the table ``label``, not the text:
     sqlite3's own message quotes the value, the customer's data, into the export's error and
     the job's log."""
+    rows = None
     if stored is not None:
         import apsw
 
         try:
-            rows = stored.execute(sql, params)
+            rows = stored.execute(sql, params)  # values are made as they are read, below
         except apsw.Error:  # a schema this other SQLite does not read: the sqlite3 module's
-            stored = None
+            pass
+    if rows is not None:
+        try:
+            while batch := list(itertools.islice(rows, size)):
+                yield batch
         except UnicodeDecodeError:
             raise not_utf8(label) from None
-        else:
-            try:
-                while batch := list(itertools.islice(rows, size)):
-                    yield batch
-            except UnicodeDecodeError:
-                raise not_utf8(label) from None
-            finally:
-                rows.close(True)
-            return
+        finally:
+            rows.close(True)
+        return
     cur = con.execute(sql, params)
     try:
         while batch := cur.fetchmany(size):
